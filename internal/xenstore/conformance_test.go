@@ -1,0 +1,720 @@
+package xenstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// The conformance suite runs every case against the embedded server and the
+// real C xenstored; the subtest names say which.
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantErrno(t *testing.T, err error, want syscall.Errno) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("got error %v, want %s", err, xenstore.ErrnoName(want))
+	}
+	var oe *xenstore.OpError
+	if !errors.As(err, &oe) {
+		t.Fatalf("error %v is not an *OpError", err)
+	}
+}
+
+// nextEvent waits for one watch event, with a deadline.
+func nextEvent(t *testing.T, ch <-chan xenstore.WatchEvent) xenstore.WatchEvent {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatal("watch channel closed")
+		}
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no watch event within 5s")
+	}
+	return xenstore.WatchEvent{}
+}
+
+// noEvent checks that no event is queued after a barrier round trip: the
+// store sends events before the reply that follows them.
+func noEvent(t *testing.T, c *xenstore.Conn, ch <-chan xenstore.WatchEvent) {
+	t.Helper()
+	if _, err := c.Read(context.Background(), "/"); err != nil {
+		t.Fatal(err)
+	}
+	// The event, if any, was routed before the reply; the pump may still be
+	// handing it over, so give it one scheduling window, bounded.
+	select {
+	case ev := <-ch:
+		t.Fatalf("unexpected event %+v", ev)
+	case <-time.After(20 * time.Millisecond):
+	}
+}
+
+func TestConformance(t *testing.T) {
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, s xenstoretest.Store)
+	}{
+		{"InitialTree", testInitialTree},
+		{"ReadWrite", testReadWrite},
+		{"WriteCreatesParents", testWriteCreatesParents},
+		{"Mkdir", testMkdir},
+		{"Rm", testRm},
+		{"DirectoryOrder", testDirectoryOrder},
+		{"LargeDirectory", testLargeDirectory},
+		{"Perms", testPerms},
+		{"GuestPermissions", testGuestPermissions},
+		{"TransactionCommit", testTransactionCommit},
+		{"TransactionAbort", testTransactionAbort},
+		{"TransactionConflict", testTransactionConflict},
+		{"TransactionUpdateRetries", testTransactionUpdateRetries},
+		{"TransactionErrors", testTransactionErrors},
+		{"WatchFiresOnRegistration", testWatchInitial},
+		{"WatchSemantics", testWatchSemantics},
+		{"WatchRmParent", testWatchRmParent},
+		{"WatchInTransaction", testWatchInTransaction},
+		{"WatchErrors", testWatchErrors},
+		{"SpecialWatches", testSpecialWatches},
+		{"ReleaseRemovesOwnedNodes", testReleaseRemovesOwned},
+		{"DomainQueries", testDomainQueries},
+		{"MalformedRequests", testMalformed},
+		{"ErrorStrings", testErrorStrings},
+	}
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) { tc.fn(t, s) })
+		}
+	})
+}
+
+func testInitialTree(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	kids, err := c.Directory(ctx, "/tool")
+	must(t, err)
+	if !slices.Contains(kids, "xenstored") {
+		t.Fatalf("/tool children %q, want xenstored", kids)
+	}
+	ps, err := c.GetPerms(ctx, "/")
+	must(t, err)
+	if ps.String() != "n0" {
+		t.Fatalf("perms of / = %q, want n0", ps)
+	}
+}
+
+func testReadWrite(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	for _, v := range [][]byte{[]byte("hello"), {}, []byte("with\x00nul"), []byte(strings.Repeat("x", 2000))} {
+		must(t, c.Write(ctx, "/rw/a", v))
+		got, err := c.Read(ctx, "/rw/a")
+		must(t, err)
+		if string(got) != string(v) {
+			t.Fatalf("read %q, want %q", got, v)
+		}
+	}
+	_, err := c.Read(ctx, "/rw/missing")
+	wantErrno(t, err, syscall.ENOENT)
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%v is not fs.ErrNotExist", err)
+	}
+	ok, err := c.Exists(ctx, "/rw/a")
+	must(t, err)
+	if !ok {
+		t.Fatal("Exists = false")
+	}
+	// Relative paths are relative to the connection's home.
+	must(t, c.Write(ctx, "relnode", []byte("r")))
+	got, err := c.Read(ctx, "/local/domain/0/relnode")
+	must(t, err)
+	if string(got) != "r" {
+		t.Fatalf("relative write landed as %q", got)
+	}
+}
+
+func testWriteCreatesParents(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/p/a/b/c", []byte("v")))
+	for _, p := range []string{"/p", "/p/a", "/p/a/b"} {
+		v, err := c.Read(ctx, p)
+		must(t, err)
+		if len(v) != 0 {
+			t.Fatalf("%s = %q, want empty", p, v)
+		}
+	}
+	must(t, c.SetPerms(ctx, "/p", xenstore.Perms{{Access: xenstore.AccessNone, Domid: 0}, {Access: xenstore.AccessRead, Domid: 7}}))
+	must(t, c.Write(ctx, "/p/x/y", nil))
+	ps, err := c.GetPerms(ctx, "/p/x/y")
+	must(t, err)
+	if ps.String() != "n0 r7" {
+		t.Fatalf("inherited perms %q, want n0 r7", ps)
+	}
+}
+
+func testMkdir(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Mkdir(ctx, "/mk/a/b"))
+	must(t, c.Write(ctx, "/mk/a", []byte("keep")))
+	must(t, c.Mkdir(ctx, "/mk/a"))
+	v, err := c.Read(ctx, "/mk/a")
+	must(t, err)
+	if string(v) != "keep" {
+		t.Fatalf("mkdir of an existing node changed it to %q", v)
+	}
+}
+
+func testRm(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/rm/a/b/c", []byte("1")))
+	must(t, c.Rm(ctx, "/rm/a"))
+	_, err := c.Read(ctx, "/rm/a/b/c")
+	wantErrno(t, err, syscall.ENOENT)
+	must(t, c.Rm(ctx, "/rm/a"))                             // missing, parent exists: fine
+	wantErrno(t, c.Rm(ctx, "/rm/nope/deeper"), syscall.ENOENT) // parent missing too
+	wantErrno(t, c.Rm(ctx, "/"), syscall.EINVAL)
+	kids, err := c.Directory(ctx, "/rm")
+	must(t, err)
+	if len(kids) != 0 {
+		t.Fatalf("/rm children %q, want none", kids)
+	}
+}
+
+func testDirectoryOrder(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	order := []string{"5", "1", "10", "zz", "a", "2"}
+	for _, n := range order {
+		must(t, c.Write(ctx, "/ord/"+n, nil))
+	}
+	kids, err := c.Directory(ctx, "/ord")
+	must(t, err)
+	if !slices.Equal(kids, order) {
+		t.Fatalf("children %q, want creation order %q", kids, order)
+	}
+	must(t, c.Rm(ctx, "/ord/10"))
+	must(t, c.Write(ctx, "/ord/10", nil))
+	kids, err = c.Directory(ctx, "/ord")
+	must(t, err)
+	want := []string{"5", "1", "zz", "a", "2", "10"}
+	if !slices.Equal(kids, want) {
+		t.Fatalf("children %q, want %q", kids, want)
+	}
+	_, err = c.Directory(ctx, "/ord/missing")
+	wantErrno(t, err, syscall.ENOENT)
+}
+
+func testLargeDirectory(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	var want []string
+	for i := range 400 {
+		n := fmt.Sprintf("child-with-a-rather-long-name-%04d", i)
+		want = append(want, n)
+		must(t, c.Write(ctx, "/big/"+n, nil))
+	}
+	// 400 names of 35 bytes do not fit one reply: the raw DIRECTORY says so.
+	_, err := c.Raw(ctx, xenstore.TypeDirectory, 0, []byte("/big\x00"))
+	if !errors.Is(err, syscall.E2BIG) {
+		t.Fatalf("raw DIRECTORY of a large node: %v, want E2BIG", err)
+	}
+	kids, err := c.Directory(ctx, "/big")
+	must(t, err)
+	if !slices.Equal(kids, want) {
+		t.Fatalf("got %d children, want %d in order", len(kids), len(want))
+	}
+	// An offset past the end gives the generation and an empty list.
+	r, err := c.Raw(ctx, xenstore.TypeDirectoryPart, 0, []byte("/big\x0099999\x00"))
+	must(t, err)
+	if _, rest, _ := strings.Cut(string(r), "\x00"); rest != "\x00" {
+		t.Fatalf("DIRECTORY_PART past the end = %q", r)
+	}
+}
+
+func testPerms(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/perm/a", nil))
+	for _, in := range []string{"n0", "n5 r0", "b3", "r0 w1 b2 n3", "n0 r65535"} {
+		ps, err := xenstore.ParsePerms(in)
+		must(t, err)
+		must(t, c.SetPerms(ctx, "/perm/a", ps))
+		got, err := c.GetPerms(ctx, "/perm/a")
+		must(t, err)
+		if got.String() != in {
+			t.Fatalf("perms round trip: set %q, got %q", in, got)
+		}
+	}
+	_, err := c.Raw(ctx, xenstore.TypeSetPerms, 0, []byte("/perm/a\x00x1\x00"))
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("bad perm string: %v, want EINVAL", err)
+	}
+	_, err = c.Raw(ctx, xenstore.TypeSetPerms, 0, []byte("/perm/a\x00"))
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("empty perm list: %v, want EINVAL", err)
+	}
+	_, err = c.GetPerms(ctx, "/perm/missing")
+	wantErrno(t, err, syscall.ENOENT)
+	// Special names take SET_PERMS but not GET_PERMS or node operations.
+	must(t, c.SetPerms(ctx, "@releaseDomain", xenstore.Perms{{Access: xenstore.AccessNone, Domid: 0}}))
+	_, err = c.GetPerms(ctx, "@releaseDomain")
+	wantErrno(t, err, syscall.EINVAL)
+	_, err = c.Raw(ctx, xenstore.TypeSetPerms, 0, []byte("@other\x00n0\x00"))
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("SET_PERMS on an unknown special name: %v, want EINVAL", err)
+	}
+	for _, typ := range []xenstore.MsgType{xenstore.TypeRead, xenstore.TypeWrite, xenstore.TypeMkdir, xenstore.TypeRm, xenstore.TypeDirectory} {
+		if _, err := c.Raw(ctx, typ, 0, []byte("@releaseDomain\x00")); !errors.Is(err, syscall.EINVAL) {
+			t.Fatalf("%v on @releaseDomain: %v, want EINVAL", typ, err)
+		}
+	}
+}
+
+func testGuestPermissions(t *testing.T, s xenstoretest.Store) {
+	d0 := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, d0.Write(ctx, "/local/domain/3/device/x", []byte("v")))
+	must(t, d0.SetPerms(ctx, "/local/domain/3", xenstore.Perms{{Access: xenstore.AccessNone, Domid: 0}, {Access: xenstore.AccessRead, Domid: 3}}))
+	must(t, d0.SetPerms(ctx, "/local/domain/3/device", xenstore.Perms{{Access: xenstore.AccessNone, Domid: 0}, {Access: xenstore.AccessRead, Domid: 3}}))
+	must(t, d0.SetPerms(ctx, "/local/domain/3/device/x", xenstore.Perms{{Access: xenstore.AccessNone, Domid: 3}}))
+	must(t, d0.Write(ctx, "/secret/k", []byte("s")))
+
+	g := s.Guest(t, 3)
+	// Reading a dom0-only node is refused; so is learning that it exists.
+	_, err := g.Read(ctx, "/secret/k")
+	wantErrno(t, err, syscall.EACCES)
+	_, err = g.Read(ctx, "/secret/none")
+	wantErrno(t, err, syscall.EACCES)
+	// Read-only access: reading works, writing does not.
+	_, err = g.Read(ctx, "/local/domain/3/device")
+	must(t, err)
+	wantErrno(t, g.Write(ctx, "/local/domain/3/device", []byte("no")), syscall.EACCES)
+	wantErrno(t, g.Write(ctx, "/local/domain/3/device/new", nil), syscall.EACCES)
+	// Its own node: full access, and what it creates below is its own.
+	must(t, g.Write(ctx, "/local/domain/3/device/x", []byte("mine")))
+	must(t, g.Write(ctx, "/local/domain/3/device/x/sub", []byte("s")))
+	ps, err := g.GetPerms(ctx, "/local/domain/3/device/x/sub")
+	must(t, err)
+	if ps.Owner() != 3 {
+		t.Fatalf("guest-created node owned by %d, want 3", ps.Owner())
+	}
+	// Relative paths are relative to the guest's home.
+	v, err := g.Read(ctx, "device/x")
+	must(t, err)
+	if string(v) != "mine" {
+		t.Fatalf("relative read %q", v)
+	}
+	// A guest may not give its node away, nor take privileged calls.
+	wantErrno(t, g.SetPerms(ctx, "/local/domain/3/device/x", xenstore.Perms{{Access: xenstore.AccessNone, Domid: 0}}), syscall.EPERM)
+	must(t, g.SetPerms(ctx, "/local/domain/3/device/x", xenstore.Perms{{Access: xenstore.AccessNone, Domid: 3}, {Access: xenstore.AccessRead, Domid: 0}}))
+	wantErrno(t, g.SetPerms(ctx, "/local/domain/3/device", xenstore.Perms{{Access: xenstore.AccessBoth, Domid: 0}}), syscall.EACCES)
+	wantErrno(t, g.Introduce(ctx, 9, 1, 1), syscall.EACCES)
+	wantErrno(t, g.Rm(ctx, "/secret"), syscall.EACCES)
+}
+
+func testTransactionCommit(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	other := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/tx/base", []byte("0")))
+	tx, err := c.Begin(ctx)
+	must(t, err)
+	must(t, tx.Write(ctx, "/tx/new/a", []byte("1")))
+	must(t, tx.Rm(ctx, "/tx/base"))
+	v, err := tx.Read(ctx, "/tx/new/a")
+	must(t, err)
+	if string(v) != "1" {
+		t.Fatalf("read inside tx %q", v)
+	}
+	// Outside, nothing has changed yet.
+	_, err = other.Read(ctx, "/tx/new/a")
+	wantErrno(t, err, syscall.ENOENT)
+	_, err = other.Read(ctx, "/tx/base")
+	must(t, err)
+	must(t, tx.Commit(ctx))
+	v, err = other.Read(ctx, "/tx/new/a")
+	must(t, err)
+	if string(v) != "1" {
+		t.Fatalf("after commit %q", v)
+	}
+	_, err = other.Read(ctx, "/tx/base")
+	wantErrno(t, err, syscall.ENOENT)
+}
+
+func testTransactionAbort(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	tx, err := c.Begin(ctx)
+	must(t, err)
+	must(t, tx.Write(ctx, "/txa/x", []byte("1")))
+	must(t, tx.Abort(ctx))
+	_, err = c.Read(ctx, "/txa/x")
+	wantErrno(t, err, syscall.ENOENT)
+	// The id is gone after END.
+	_, err = tx.Read(ctx, "/")
+	wantErrno(t, err, syscall.ENOENT)
+}
+
+func testTransactionConflict(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	other := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/txc/n", []byte("0")))
+	tx, err := c.Begin(ctx)
+	must(t, err)
+	_, err = tx.Read(ctx, "/txc/n")
+	must(t, err)
+	must(t, tx.Write(ctx, "/txc/n", []byte("tx")))
+	must(t, other.Write(ctx, "/txc/n", []byte("other")))
+	wantErrno(t, tx.Commit(ctx), syscall.EAGAIN)
+	v, err := c.Read(ctx, "/txc/n")
+	must(t, err)
+	if string(v) != "other" {
+		t.Fatalf("after a failed commit %q", v)
+	}
+	// A node created by someone else while the tx read it as missing.
+	tx, err = c.Begin(ctx)
+	must(t, err)
+	_, err = tx.Read(ctx, "/txc/m")
+	wantErrno(t, err, syscall.ENOENT)
+	must(t, tx.Write(ctx, "/txc/m", []byte("tx")))
+	must(t, other.Write(ctx, "/txc/m", []byte("other")))
+	wantErrno(t, tx.Commit(ctx), syscall.EAGAIN)
+}
+
+func testTransactionUpdateRetries(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	other := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/txu/n", []byte("0")))
+	runs := 0
+	err := c.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		runs++
+		v, err := tx.Read(ctx, "/txu/n")
+		if err != nil {
+			return err
+		}
+		if runs == 1 { // make the first run conflict
+			if err := other.Write(ctx, "/txu/n", []byte("5")); err != nil {
+				return err
+			}
+		}
+		return tx.Write(ctx, "/txu/n", append(v, '+'))
+	})
+	must(t, err)
+	if runs != 2 {
+		t.Fatalf("body ran %d times, want 2", runs)
+	}
+	v, err := c.Read(ctx, "/txu/n")
+	must(t, err)
+	if string(v) != "5+" {
+		t.Fatalf("value %q, want 5+", v)
+	}
+	// An error from the body aborts.
+	boom := errors.New("boom")
+	err = c.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		if err := tx.Write(ctx, "/txu/never", nil); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update error %v, want boom", err)
+	}
+	_, err = c.Read(ctx, "/txu/never")
+	wantErrno(t, err, syscall.ENOENT)
+}
+
+func testTransactionErrors(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	_, err := c.Raw(ctx, xenstore.TypeRead, 4242, []byte("/\x00"))
+	if !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("unknown tx id: %v, want ENOENT", err)
+	}
+	_, err = c.Raw(ctx, xenstore.TypeTransactionEnd, 0, []byte("T\x00"))
+	if !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("END without tx: %v, want ENOENT", err)
+	}
+	tx, err := c.Begin(ctx)
+	must(t, err)
+	_, err = c.Raw(ctx, xenstore.TypeTransactionEnd, tx.ID(), []byte("X\x00"))
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("END with X: %v, want EINVAL", err)
+	}
+	_, err = c.Raw(ctx, xenstore.TypeTransactionStart, tx.ID(), []byte("\x00"))
+	if !errors.Is(err, syscall.EBUSY) {
+		t.Fatalf("nested START: %v, want EBUSY", err)
+	}
+	must(t, tx.Abort(ctx))
+}
+
+func testWatchInitial(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	ch, err := c.Watch(ctx, "/w0/not/there", "tok")
+	must(t, err)
+	ev := nextEvent(t, ch)
+	if ev.Path != "/w0/not/there" || ev.Token != "tok" {
+		t.Fatalf("initial event %+v", ev)
+	}
+	noEvent(t, c, ch)
+}
+
+func testWatchSemantics(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	w := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/ws/a", nil))
+	ch, err := w.Watch(ctx, "/ws/a", "t1")
+	must(t, err)
+	nextEvent(t, ch)
+	steps := []struct {
+		do   func() error
+		want string
+	}{
+		{func() error { return c.Write(ctx, "/ws/a", []byte("v")) }, "/ws/a"},
+		{func() error { return c.Write(ctx, "/ws/a/b/c", nil) }, "/ws/a/b/c"},
+		{func() error { return c.Mkdir(ctx, "/ws/a/d") }, "/ws/a/d"},
+		{func() error {
+			return c.SetPerms(ctx, "/ws/a/d", xenstore.Perms{{Access: xenstore.AccessRead, Domid: 0}})
+		}, "/ws/a/d"},
+		{func() error { return c.Rm(ctx, "/ws/a/d") }, "/ws/a/d"},
+	}
+	for i, st := range steps {
+		must(t, st.do())
+		if ev := nextEvent(t, ch); ev.Path != st.want || ev.Token != "t1" {
+			t.Fatalf("step %d: event %+v, want %s", i, ev, st.want)
+		}
+	}
+	// Changes elsewhere, or to a parent's value, do not fire.
+	must(t, c.Write(ctx, "/ws", []byte("parent")))
+	must(t, c.Write(ctx, "/ws/ab", nil))
+	noEvent(t, w, ch)
+	must(t, w.Unwatch(ctx, "/ws/a", "t1"))
+	if _, ok := <-ch; ok {
+		t.Fatal("channel still open after Unwatch")
+	}
+	// Relative watches give relative event paths.
+	rch, err := w.Watch(ctx, "relw", "r")
+	must(t, err)
+	if ev := nextEvent(t, rch); ev.Path != "relw" {
+		t.Fatalf("relative initial event %+v", ev)
+	}
+	must(t, c.Write(ctx, "/local/domain/0/relw/x", nil))
+	if ev := nextEvent(t, rch); ev.Path != "relw/x" {
+		t.Fatalf("relative event %+v", ev)
+	}
+}
+
+func testWatchRmParent(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/wr/a/b/c", nil))
+	ch, err := c.Watch(ctx, "/wr/a/b", "t")
+	must(t, err)
+	nextEvent(t, ch)
+	must(t, c.Rm(ctx, "/wr/a"))
+	got := map[string]bool{}
+	got[nextEvent(t, ch).Path] = true
+	if !got["/wr/a/b"] {
+		t.Fatalf("removing a parent fired %v, want the watched path /wr/a/b", got)
+	}
+}
+
+func testWatchInTransaction(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	w := s.Dial(t)
+	ctx := ctxT(t)
+	ch, err := w.Watch(ctx, "/wt", "t")
+	must(t, err)
+	nextEvent(t, ch)
+	tx, err := c.Begin(ctx)
+	must(t, err)
+	must(t, tx.Write(ctx, "/wt/x", []byte("1")))
+	noEvent(t, w, ch)
+	must(t, tx.Commit(ctx))
+	if ev := nextEvent(t, ch); ev.Path != "/wt/x" {
+		t.Fatalf("event at commit %+v", ev)
+	}
+	tx, err = c.Begin(ctx)
+	must(t, err)
+	must(t, tx.Write(ctx, "/wt/y", []byte("1")))
+	must(t, tx.Abort(ctx))
+	noEvent(t, w, ch)
+}
+
+func testWatchErrors(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	_, err := c.Watch(ctx, "/we", "dup")
+	must(t, err)
+	// The same path and token again: the store says EEXIST.
+	_, err = c.Raw(ctx, xenstore.TypeWatch, 0, []byte("/we\x00dup\x00"))
+	if !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("duplicate watch: %v, want EEXIST", err)
+	}
+	wantErrno(t, c.Unwatch(ctx, "/we", "never"), syscall.ENOENT)
+	_, err = c.Raw(ctx, xenstore.TypeWatch, 0, []byte("/bad//path\x00t\x00"))
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("watch on a bad path: %v, want EINVAL", err)
+	}
+}
+
+func testSpecialWatches(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	intro, err := c.Watch(ctx, "@introduceDomain", "i")
+	must(t, err)
+	if ev := nextEvent(t, intro); ev.Path != "@introduceDomain" {
+		t.Fatalf("initial %+v", ev)
+	}
+	rel, err := c.Watch(ctx, "@releaseDomain", "r")
+	must(t, err)
+	nextEvent(t, rel)
+	must(t, c.Introduce(ctx, 21, 1, 1))
+	if ev := nextEvent(t, intro); ev.Path != "@introduceDomain" || ev.Token != "i" {
+		t.Fatalf("introduce fired %+v", ev)
+	}
+	ok, err := c.IsDomainIntroduced(ctx, 21)
+	must(t, err)
+	if !ok {
+		t.Fatal("domain 21 not introduced")
+	}
+	must(t, c.Release(ctx, 21))
+	if ev := nextEvent(t, rel); ev.Path != "@releaseDomain" {
+		t.Fatalf("release fired %+v", ev)
+	}
+	ok, err = c.IsDomainIntroduced(ctx, 21)
+	must(t, err)
+	if ok {
+		t.Fatal("domain 21 still introduced after release")
+	}
+	wantErrno(t, c.Release(ctx, 21), syscall.ENOENT)
+	wantErrno(t, c.Release(ctx, 0), syscall.EINVAL)
+	_, err = c.Raw(ctx, xenstore.TypeIntroduce, 0, []byte("22\x001\x000\x00"))
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("introduce with port 0: %v, want EINVAL", err)
+	}
+}
+
+func testReleaseRemovesOwned(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Introduce(ctx, 31, 1, 1))
+	must(t, c.Write(ctx, "/local/domain/31/owned/sub", []byte("x")))
+	must(t, c.SetPerms(ctx, "/local/domain/31/owned", xenstore.Perms{{Access: xenstore.AccessNone, Domid: 31}}))
+	must(t, c.Write(ctx, "/local/domain/31/kept", []byte("y")))
+	must(t, c.Release(ctx, 31))
+	_, err := c.Read(ctx, "/local/domain/31/owned")
+	wantErrno(t, err, syscall.ENOENT)
+	_, err = c.Read(ctx, "/local/domain/31/kept")
+	must(t, err)
+}
+
+func testDomainQueries(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	p, err := c.GetDomainPath(ctx, 7)
+	must(t, err)
+	if p != "/local/domain/7" {
+		t.Fatalf("domain path %q", p)
+	}
+	ok, err := c.IsDomainIntroduced(ctx, 0)
+	must(t, err)
+	if !ok {
+		t.Fatal("dom0 not introduced")
+	}
+	ok, err = c.IsDomainIntroduced(ctx, 999)
+	must(t, err)
+	if ok {
+		t.Fatal("domain 999 introduced")
+	}
+}
+
+func testMalformed(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	for _, tc := range []struct {
+		name    string
+		typ     xenstore.MsgType
+		payload string
+		want    syscall.Errno
+	}{
+		{"read bad char", xenstore.TypeRead, "/a b\x00", syscall.EINVAL},
+		{"read trailing slash", xenstore.TypeRead, "/tool/\x00", syscall.EINVAL},
+		{"read double slash", xenstore.TypeRead, "/tool//x\x00", syscall.EINVAL},
+		{"write without NUL", xenstore.TypeWrite, "/x", syscall.EINVAL},
+		{"unknown type", xenstore.MsgType(99), "", syscall.ENOSYS},
+		{"removed RESTRICT", xenstore.MsgType(20), "", syscall.ENOSYS},
+		{"client sends ERROR", xenstore.TypeError, "", syscall.ENOSYS},
+		{"mkdir root child bad", xenstore.TypeMkdir, "/x\x01\x00", syscall.EINVAL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.Raw(ctx, tc.typ, 0, []byte(tc.payload))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("%v, want %s", err, xenstore.ErrnoName(tc.want))
+			}
+		})
+	}
+	// Arguments that are not one NUL-terminated string: the C daemon
+	// answers with whatever errno it last saw, so only an error is certain
+	// (the embedded server says EINVAL).
+	for _, p := range []string{"/tool", "/tool\x00x\x00", ""} {
+		for _, typ := range []xenstore.MsgType{xenstore.TypeRead, xenstore.TypeDirectory, xenstore.TypeRm, xenstore.TypeMkdir, xenstore.TypeGetPerms} {
+			if _, err := c.Raw(ctx, typ, 0, []byte(p)); err == nil {
+				t.Fatalf("%v %q succeeded", typ, p)
+			}
+		}
+	}
+	// The connection still works.
+	_, err := c.Read(ctx, "/tool")
+	must(t, err)
+}
+
+func testErrorStrings(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	_, err := c.Read(ctx, "/does/not/exist")
+	var oe *xenstore.OpError
+	if !errors.As(err, &oe) || oe.Op != "READ" || oe.Path != "/does/not/exist" {
+		t.Fatalf("error %#v", err)
+	}
+	if got := err.Error(); got != "xenstore: READ /does/not/exist: no such file or directory" {
+		t.Fatalf("message %q", got)
+	}
+	// Client-side checks never reach the store.
+	err = c.Write(ctx, "/bad path", nil)
+	if !errors.Is(err, xenstore.ErrInvalidPath) {
+		t.Fatalf("bad path: %v", err)
+	}
+	err = c.Write(ctx, "/big", make([]byte, 5000))
+	if err == nil || !strings.Contains(err.Error(), "exceeds 4096") {
+		t.Fatalf("oversized write: %v", err)
+	}
+}

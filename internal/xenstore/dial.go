@@ -1,0 +1,62 @@
+package xenstore
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+)
+
+var errClosed = net.ErrClosed
+
+// Candidates returns the paths Dial tries, in libxenstore's order:
+// $XENSTORED_PATH alone if set; otherwise $XENSTORED_RUNDIR/socket (or the
+// default run directories' sockets), then /dev/xen/xenbus.
+func Candidates() []string {
+	if p := os.Getenv("XENSTORED_PATH"); p != "" {
+		return []string{p}
+	}
+	var c []string
+	if d := os.Getenv("XENSTORED_RUNDIR"); d != "" {
+		c = append(c, filepath.Join(d, "socket"))
+	} else {
+		c = append(c, "/var/run/xenstored/socket", "/run/xenstored/socket")
+	}
+	return append(c, "/dev/xen/xenbus")
+}
+
+// Dial connects to the local store, trying each of Candidates. A socket is
+// connected to; anything else (the xenbus device) is opened read-write.
+func Dial(ctx context.Context) (*Conn, error) {
+	var errs []error
+	for _, p := range Candidates() {
+		c, err := DialPath(ctx, p)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("xenstore: no store reachable: %v", errs)
+}
+
+// DialPath connects to the store at one path.
+func DialPath(ctx context.Context, path string) (*Conn, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("xenstore: %w", err)
+	}
+	if st.Mode()&os.ModeSocket != 0 {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("xenstore: dial %s: %w", path, err)
+		}
+		return NewConn(nc), nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("xenstore: open %s: %w", path, err)
+	}
+	return NewConn(f), nil
+}
