@@ -195,7 +195,7 @@ func testRm(t *testing.T, s xenstoretest.Store) {
 	must(t, c.Rm(ctx, "/rm/a"))
 	_, err := c.Read(ctx, "/rm/a/b/c")
 	wantErrno(t, err, syscall.ENOENT)
-	must(t, c.Rm(ctx, "/rm/a"))                             // missing, parent exists: fine
+	must(t, c.Rm(ctx, "/rm/a"))                                // missing, parent exists: fine
 	wantErrno(t, c.Rm(ctx, "/rm/nope/deeper"), syscall.ENOENT) // parent missing too
 	wantErrno(t, c.Rm(ctx, "/"), syscall.EINVAL)
 	kids, err := c.Directory(ctx, "/rm")

@@ -222,7 +222,9 @@ type conn struct {
 	pendingInitial *watch // a new watch's first event, sent after the reply
 
 	qmu    sync.Mutex
-	queue  [][]byte // guarded by qmu
+	queue  [][]byte   // guarded by qmu
+	wmu    sync.Mutex // serialises writes to nc
+	wbuf   []byte     // guarded by wmu
 	wake   chan struct{}
 	done   chan struct{}
 	closer sync.Once
@@ -263,25 +265,37 @@ func (c *conn) send(h xs.Header, payload []byte) {
 	}
 }
 
+// flush writes every queued message; the reader calls it after each
+// request (saving a goroutine hop on the reply path) and the writer
+// goroutine calls it for events caused by other connections.
+func (c *conn) flush() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.qmu.Lock()
+	q := c.queue
+	c.queue = nil
+	c.qmu.Unlock()
+	if len(q) == 0 {
+		return true
+	}
+	c.wbuf = c.wbuf[:0]
+	for _, m := range q {
+		c.wbuf = append(c.wbuf, m...)
+	}
+	if _, err := c.nc.Write(c.wbuf); err != nil {
+		c.shut()
+		return false
+	}
+	return true
+}
+
 func (c *conn) writeLoop() {
-	var buf []byte
 	for {
-		c.qmu.Lock()
-		q := c.queue
-		c.queue = nil
-		c.qmu.Unlock()
-		buf = buf[:0]
-		for _, m := range q {
-			buf = append(buf, m...)
-		}
-		if len(buf) > 0 {
-			if _, err := c.nc.Write(buf); err != nil {
-				c.shut()
-				return
-			}
-		}
 		select {
 		case <-c.wake:
+			if !c.flush() {
+				return
+			}
 		case <-c.done:
 			return
 		}
@@ -320,6 +334,9 @@ func (c *conn) readLoop() {
 		c.send(xs.Header{Type: typ, ReqID: h.ReqID, TxID: h.TxID}, reply)
 		c.s.flushAfter(c, h.Type)
 		c.s.mu.Unlock()
+		if !c.flush() {
+			return
+		}
 	}
 }
 

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// sharedDir finds the shared/ folder that sits beside the repository.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	wd, _ := os.Getwd()
+	for d := wd; d != "/"; d = filepath.Dir(d) {
+		p := filepath.Join(filepath.Dir(d), "shared", "golden")
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			return filepath.Dir(p)
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("../shared not found beside the repository")
+	}
+	t.Skip("../shared (the captures of xl 4.17) not found beside the repository")
+	return ""
+}
+
+// The demo's seeded tree is the tree the captures of the real xl start from.
+func TestDemoMatchesCapturedInitialTree(t *testing.T) {
+	want, err := os.ReadFile(filepath.Join(sharedDir(t), "golden/xl-4.17/main/00-initial/xenstore.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"demo"}, &out, &errb); code != 0 {
+		t.Fatalf("demo exited %d: %s", code, errb.String())
+	}
+	_, tree, _ := strings.Cut(out.String(), "\n")
+	if tree != string(want) {
+		t.Fatalf("demo tree differs from the capture:\n%s", tree)
+	}
+}
+
+func TestUsageAndExitCodes(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), nil, &out, &errb); code != exitUsage {
+		t.Fatalf("no args: exit %d", code)
+	}
+	if code := run(context.Background(), []string{"nope"}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), `unknown command "nope"`) {
+		t.Fatalf("unknown command: exit %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run(context.Background(), []string{"demo", "--bogus"}, &out, &errb); code != exitUsage {
+		t.Fatalf("bad flag: exit %d", code)
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "usbhotplugd ") {
+		t.Fatalf("version: exit %d, %q", code, out.String())
+	}
+}

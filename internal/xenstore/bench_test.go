@@ -1,0 +1,80 @@
+package xenstore_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// Each benchmark runs against both stores over their unix sockets:
+// BenchmarkX/embedded and BenchmarkX/xenstored.
+func forEachStore(b *testing.B, fn func(b *testing.B, c *xenstore.Conn)) {
+	for _, name := range []string{"embedded", "xenstored"} {
+		b.Run(name, func(b *testing.B) {
+			var s xenstoretest.Store
+			if name == "embedded" {
+				s = xenstoretest.Embedded(b)
+			} else {
+				s = xenstoretest.Real(b)
+			}
+			fn(b, s.Dial(b))
+		})
+	}
+}
+
+func BenchmarkRead(b *testing.B) {
+	forEachStore(b, func(b *testing.B, c *xenstore.Conn) {
+		ctx := context.Background()
+		if err := c.Write(ctx, "/bench/r", []byte("value")); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Read(ctx, "/bench/r"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkWrite(b *testing.B) {
+	forEachStore(b, func(b *testing.B, c *xenstore.Conn) {
+		ctx := context.Background()
+		v := []byte("3-1.2")
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.Write(ctx, "/bench/w", v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkTransaction10 is one transaction of ten writes, as a
+// controller add makes: start, 10 writes, commit.
+func BenchmarkTransaction10(b *testing.B) {
+	forEachStore(b, func(b *testing.B, c *xenstore.Conn) {
+		ctx := context.Background()
+		paths := make([]string, 10)
+		for i := range paths {
+			paths[i] = fmt.Sprintf("/bench/tx/port/%d", i+1)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			err := c.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+				for _, p := range paths {
+					if err := tx.Write(ctx, p, nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
