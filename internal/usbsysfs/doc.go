@@ -1,0 +1,13 @@
+// Package usbsysfs reads USB devices and interfaces from sysfs under an
+// injectable root ("/sys" in production, a fixture tree in tests) and binds
+// and unbinds interfaces to drivers.
+//
+// Every busid or interface name is validated before it is joined into a
+// path, so a name read from xenstore (which guests can influence) can never
+// escape /sys/bus/usb. Required attributes fail with the path in the error;
+// optional ones (serial, strings) are empty when missing; a device that
+// vanishes while it is read gives an error wrapping fs.ErrNotExist.
+//
+// Writes to bind and unbind files go through a Writer, which a fake kernel
+// replaces in tests to move driver links as the real kernel does.
+package usbsysfs

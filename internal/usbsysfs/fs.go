@@ -1,0 +1,420 @@
+package usbsysfs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// A Writer writes a sysfs attribute. The default writes the file; a fake
+// kernel stands in for it in tests.
+type Writer interface {
+	WriteAttr(path string, data []byte) error
+}
+
+type fileWriter struct{}
+
+func (fileWriter) WriteAttr(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// An FS is a sysfs tree. It is safe for concurrent use; it caches nothing.
+type FS struct {
+	root string
+	w    Writer
+}
+
+// NewFS returns the sysfs tree at root ("/sys" in production).
+func NewFS(root string) *FS { return &FS{root: root, w: fileWriter{}} }
+
+// WithWriter returns a copy of f whose attribute writes go to w.
+func (f *FS) WithWriter(w Writer) *FS { return &FS{root: f.root, w: w} }
+
+// Root is the tree's root directory.
+func (f *FS) Root() string { return f.root }
+
+func (f *FS) devicesDir() string         { return filepath.Join(f.root, "bus/usb/devices") }
+func (f *FS) driversDir() string         { return filepath.Join(f.root, "bus/usb/drivers") }
+func (f *FS) devPath(name string) string { return filepath.Join(f.devicesDir(), name) }
+
+// An Interface is one interface of a USB device.
+type Interface struct {
+	Name     string // "1-1.6:1.0"
+	Number   int
+	Class    uint8
+	SubClass uint8
+	Protocol uint8
+	Driver   string // "" when unbound
+}
+
+// A Device is a USB device as sysfs shows it.
+type Device struct {
+	BusID         string // "1-1.6", or "usb1" for a root hub
+	BusNum        int
+	DevNum        int
+	Vendor        uint16
+	Product       uint16
+	BCDDevice     uint16
+	Class         uint8
+	SubClass      uint8
+	Protocol      uint8
+	Serial        string
+	Manufacturer  string
+	ProductName   string
+	Speed         string // Mbit/s as the kernel prints it: "1.5", "12", "480", "5000"
+	Version       string // USB version, "2.00"
+	PortPath      string // devpath, "1.6"
+	Parent        string // busid of the parent hub, "" for a root hub
+	NumConfigs    int
+	NumInterfaces int
+	Removable     string // "removable", "fixed" or "unknown"
+	Interfaces    []Interface
+}
+
+// IsHub reports whether the device is a hub (device class 9).
+func (d Device) IsHub() bool { return d.Class == 9 }
+
+// IsRootHub reports whether the device is a host controller's root hub.
+func (d Device) IsRootHub() bool { return strings.HasPrefix(d.BusID, "usb") }
+
+// ID is "vvvv:pppp", as lsusb prints it.
+func (d Device) ID() string { return fmt.Sprintf("%04x:%04x", d.Vendor, d.Product) }
+
+func (f *FS) readAttr(dir, name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\n"), nil
+}
+
+type attrReader struct {
+	f   *FS
+	dir string
+	err error
+}
+
+func (r *attrReader) str(name string, required bool) string {
+	if r.err != nil {
+		return ""
+	}
+	v, err := r.f.readAttr(r.dir, name)
+	if err != nil {
+		if required || !errors.Is(err, fs.ErrNotExist) {
+			r.err = fmt.Errorf("usbsysfs: %w", err)
+		}
+		return ""
+	}
+	return v
+}
+
+func (r *attrReader) num(name string, base int, bits int) uint64 {
+	s := strings.TrimSpace(r.str(name, true))
+	if r.err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(s, base, bits)
+	if err != nil {
+		r.err = fmt.Errorf("usbsysfs: %s: %q is not a %d-bit base-%d number", filepath.Join(r.dir, name), s, bits, base)
+	}
+	return n
+}
+
+// Device reads one device by busid.
+func (f *FS) Device(busid string) (Device, error) {
+	if err := ValidBusID(busid); err != nil {
+		return Device{}, err
+	}
+	dir := f.devPath(busid)
+	r := &attrReader{f: f, dir: dir}
+	d := Device{BusID: busid}
+	d.BusNum = int(r.num("busnum", 10, 16))
+	d.DevNum = int(r.num("devnum", 10, 16))
+	d.Vendor = uint16(r.num("idVendor", 16, 16))
+	d.Product = uint16(r.num("idProduct", 16, 16))
+	d.BCDDevice = uint16(r.num("bcdDevice", 16, 16))
+	d.Class = uint8(r.num("bDeviceClass", 16, 8))
+	d.SubClass = uint8(r.num("bDeviceSubClass", 16, 8))
+	d.Protocol = uint8(r.num("bDeviceProtocol", 16, 8))
+	d.NumConfigs = int(r.num("bNumConfigurations", 10, 8))
+	d.Serial = r.str("serial", false)
+	d.Manufacturer = r.str("manufacturer", false)
+	d.ProductName = r.str("product", false)
+	d.Speed = strings.TrimSpace(r.str("speed", false))
+	d.Version = strings.TrimSpace(r.str("version", false))
+	d.PortPath = r.str("devpath", false)
+	d.Removable = r.str("removable", false)
+	if s := strings.TrimSpace(r.str("bNumInterfaces", false)); s != "" && r.err == nil {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			r.err = fmt.Errorf("usbsysfs: %s: %q is not a number", filepath.Join(dir, "bNumInterfaces"), s)
+		}
+		d.NumInterfaces = n
+	}
+	if r.err != nil {
+		return Device{}, r.err
+	}
+	if !d.IsRootHub() {
+		if i := strings.LastIndexByte(busid, '.'); i >= 0 {
+			d.Parent = busid[:i]
+		} else {
+			bus, _, _ := strings.Cut(busid, "-")
+			d.Parent = "usb" + bus
+		}
+	}
+	ifs, err := f.Interfaces(busid)
+	if err != nil {
+		return Device{}, err
+	}
+	d.Interfaces = ifs
+	return d, nil
+}
+
+// names lists /sys/bus/usb/devices in directory order.
+func (f *FS) names() ([]string, error) {
+	des, err := os.ReadDir(f.devicesDir())
+	if err != nil {
+		return nil, fmt.Errorf("usbsysfs: %w", err)
+	}
+	out := make([]string, 0, len(des))
+	for _, de := range des {
+		out = append(out, de.Name())
+	}
+	return out, nil
+}
+
+// Interfaces lists the interfaces of a device: the entries named
+// "<busid>:…" (the colon keeps child devices out), sorted by name.
+func (f *FS) Interfaces(busid string) ([]Interface, error) {
+	if err := ValidBusID(busid); err != nil {
+		return nil, err
+	}
+	names, err := f.names()
+	if err != nil {
+		return nil, err
+	}
+	prefix := busid + ":"
+	if strings.HasPrefix(busid, "usb") {
+		prefix = busid[3:] + "-0:"
+	}
+	var out []Interface
+	for _, n := range names {
+		if !strings.HasPrefix(n, prefix) || ValidInterface(n) != nil {
+			continue
+		}
+		in, err := f.Interface(n)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // went away while we looked
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// Interface reads one interface.
+func (f *FS) Interface(name string) (Interface, error) {
+	if err := ValidInterface(name); err != nil {
+		return Interface{}, err
+	}
+	r := &attrReader{f: f, dir: f.devPath(name)}
+	in := Interface{Name: name}
+	in.Number = int(r.num("bInterfaceNumber", 16, 8))
+	in.Class = uint8(r.num("bInterfaceClass", 16, 8))
+	in.SubClass = uint8(r.num("bInterfaceSubClass", 16, 8))
+	in.Protocol = uint8(r.num("bInterfaceProtocol", 16, 8))
+	if r.err != nil {
+		return Interface{}, r.err
+	}
+	drv, err := f.Driver(name)
+	if err != nil {
+		return Interface{}, err
+	}
+	in.Driver = drv
+	return in, nil
+}
+
+// Driver returns the name of the driver an interface or device is bound
+// to, or "" if none.
+func (f *FS) Driver(name string) (string, error) {
+	if ValidInterface(name) != nil && ValidBusID(name) != nil {
+		return "", fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	t, err := os.Readlink(filepath.Join(f.devPath(name), "driver"))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(f.devPath(name)); serr != nil {
+			return "", fmt.Errorf("usbsysfs: %w", serr)
+		}
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("usbsysfs: %w", err)
+	}
+	return filepath.Base(t), nil
+}
+
+// DriverPath is the canonical path of a driver, as libxl records it
+// (/sys/bus/usb/drivers/<name> under the root).
+func (f *FS) DriverPath(driver string) string { return filepath.Join(f.driversDir(), driver) }
+
+// Devices reads every USB device (not interfaces), root hubs included,
+// ordered so that parents come before children.
+func (f *FS) Devices() ([]Device, error) {
+	names, err := f.names()
+	if err != nil {
+		return nil, err
+	}
+	var out []Device
+	for _, n := range names {
+		if ValidBusID(n) != nil {
+			continue
+		}
+		d, err := f.Device(n)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return BusIDLess(out[i].BusID, out[j].BusID) })
+	return out, nil
+}
+
+// BusIDLess orders busids by bus, root hub first, then by port path
+// numerically, so that a parent sorts before its children.
+func BusIDLess(a, b string) bool {
+	ka, kb := busKey(a), busKey(b)
+	for i := 0; i < len(ka) && i < len(kb); i++ {
+		if ka[i] != kb[i] {
+			return ka[i] < kb[i]
+		}
+	}
+	return len(ka) < len(kb)
+}
+
+func busKey(s string) []int {
+	if strings.HasPrefix(s, "usb") {
+		n, _ := strconv.Atoi(s[3:])
+		return []int{n}
+	}
+	bus, ports, _ := strings.Cut(s, "-")
+	n, _ := strconv.Atoi(bus)
+	k := []int{n}
+	for _, p := range strings.Split(ports, ".") {
+		v, _ := strconv.Atoi(p)
+		k = append(k, v)
+	}
+	return k
+}
+
+// BusIDByAddr finds a device by bus number and device number the way libxl
+// does: the first entry of /sys/bus/usb/devices, in directory order, whose
+// busnum and devnum match. It returns fs.ErrNotExist if there is none.
+func (f *FS) BusIDByAddr(bus, addr int) (string, error) {
+	if bus < 1 || addr < 1 {
+		return "", fmt.Errorf("usbsysfs: bus %d addr %d: %w", bus, addr, fs.ErrNotExist)
+	}
+	names, err := f.names()
+	if err != nil {
+		return "", err
+	}
+	for _, n := range names {
+		if ValidBusID(n) != nil {
+			continue
+		}
+		b, err1 := f.readAttr(f.devPath(n), "busnum")
+		d, err2 := f.readAttr(f.devPath(n), "devnum")
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if atoiTrim(b) == bus && atoiTrim(d) == addr {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("usbsysfs: no device at bus %d addr %d: %w", bus, addr, fs.ErrNotExist)
+}
+
+func atoiTrim(s string) int {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// Unbind detaches an interface from its current driver by writing its name
+// to <intf>/driver/unbind.
+func (f *FS) Unbind(intf string) error {
+	if err := ValidInterface(intf); err != nil {
+		return err
+	}
+	p := filepath.Join(f.devPath(intf), "driver", "unbind")
+	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
+		return fmt.Errorf("usbsysfs: unbind %s: %w", intf, &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
+	}
+	return nil
+}
+
+// Bind binds an interface to a driver by writing its name to
+// /sys/bus/usb/drivers/<driver>/bind.
+func (f *FS) Bind(intf, driver string) error {
+	if err := ValidInterface(intf); err != nil {
+		return err
+	}
+	if driver == "" || strings.ContainsAny(driver, "/\x00") || driver == "." || driver == ".." {
+		return fmt.Errorf("%w: driver %q", ErrInvalidName, driver)
+	}
+	return f.BindPath(intf, f.DriverPath(driver))
+}
+
+// BindPath binds an interface to the driver at a recorded driver path,
+// which must lie under this tree's /bus/usb/drivers.
+func (f *FS) BindPath(intf, driverPath string) error {
+	if err := ValidInterface(intf); err != nil {
+		return err
+	}
+	clean := filepath.Clean(driverPath)
+	if filepath.Dir(clean) != f.driversDir() {
+		return fmt.Errorf("%w: driver path %q is not under %s", ErrInvalidName, driverPath, f.driversDir())
+	}
+	p := filepath.Join(clean, "bind")
+	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
+		return fmt.Errorf("usbsysfs: bind %s to %s: %w", intf, filepath.Base(clean), &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
+	}
+	return nil
+}
+
+// BoundTo reports whether an interface is bound to driver, the way libxl
+// checks: the entry <drivers>/<driver>/<intf> exists.
+func (f *FS) BoundTo(intf, driver string) bool {
+	if ValidInterface(intf) != nil {
+		return false
+	}
+	_, err := os.Lstat(filepath.Join(f.driversDir(), driver, intf))
+	return err == nil
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,218 @@
+package usbsysfs_test
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+)
+
+func standard(t testing.TB) (*usbsysfs.FS, *usbsysfstest.Kernel) {
+	root := t.TempDir()
+	if err := usbsysfstest.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	k := usbsysfstest.NewKernel(root)
+	return usbsysfs.NewFS(root).WithWriter(k), k
+}
+
+// realTree is a copy of the sysfs of a real kernel (shared/real-kernel).
+func realTree(t testing.TB) (*usbsysfs.FS, *usbsysfstest.Kernel) {
+	root := filepath.Join(t.TempDir(), "sys")
+	if err := usbsysfstest.Copy("testdata/real/sys", root); err != nil {
+		t.Fatal(err)
+	}
+	if err := usbsysfstest.AddDriver(root, "usbback"); err != nil {
+		t.Fatal(err)
+	}
+	k := usbsysfstest.NewKernel(root)
+	return usbsysfs.NewFS(root).WithWriter(k), k
+}
+
+func TestRealKernelTree(t *testing.T) {
+	f, _ := realTree(t)
+	devs, err := f.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, d := range devs {
+		ids = append(ids, d.BusID)
+	}
+	want := []string{"usb1", "1-1", "1-2", "1-3", "1-3.1", "1-3.2", "1-3.3", "usb2", "2-4", "2-5", "usb3", "3-1", "3-2", "usb4", "4-1", "4-2"}
+	if !slices.Equal(ids, want) {
+		t.Fatalf("devices %v, want parents before children %v", ids, want)
+	}
+	d, err := f.Device("1-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID() != "0627:0001" || d.BusNum != 1 || d.NumInterfaces != 1 || d.Version != "2.00" || d.ProductName != "QEMU USB Keyboard" || d.Parent != "usb1" {
+		t.Fatalf("keyboard %+v", d)
+	}
+	if len(d.Interfaces) != 1 || d.Interfaces[0].Name != "1-1:1.0" || d.Interfaces[0].Class != 3 || d.Interfaces[0].Driver != "usbhid" {
+		t.Fatalf("keyboard interfaces %+v", d.Interfaces)
+	}
+	hub, err := f.Device("1-3")
+	if err != nil || !hub.IsHub() {
+		t.Fatalf("hub %+v %v", hub, err)
+	}
+	child, _ := f.Device("1-3.2")
+	if child.Parent != "1-3" || child.Serial != "MOUSE-DUP" {
+		t.Fatalf("child %+v", child)
+	}
+	root, _ := f.Device("usb2")
+	if !root.IsRootHub() || root.Serial != "0000:00:01.0" || len(root.Interfaces) != 1 || root.Interfaces[0].Name != "2-0:1.0" {
+		t.Fatalf("root hub %+v", root)
+	}
+	// The interfaces of 1-3 are its own, not those of 1-3.1.
+	ifs, _ := f.Interfaces("1-3")
+	if len(ifs) != 1 || ifs[0].Name != "1-3:1.0" {
+		t.Fatalf("hub interfaces %+v", ifs)
+	}
+}
+
+func TestBusIDByAddr(t *testing.T) {
+	f, _ := standard(t)
+	id, err := f.BusIDByAddr(1, 6)
+	if err != nil || id != "1-1.6" {
+		t.Fatalf("BusIDByAddr(1,6) = %q, %v", id, err)
+	}
+	for _, c := range [][2]int{{1, 99}, {0, 6}, {1, 0}, {9, 1}} {
+		if _, err := f.BusIDByAddr(c[0], c[1]); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("BusIDByAddr%v: %v, want ErrNotExist", c, err)
+		}
+	}
+}
+
+func TestNamesValidated(t *testing.T) {
+	good := []string{"usb1", "1-1", "1-1.6", "3-11", "12-1.2.3.4.5.6.7"}
+	bad := []string{"", "../", "1-1/../..", "usb", "usb0", "0-1", "1-", "1-1.", "1-1..2", "-1", "1-01", "1-1.6:1.0", "a-1", "1-1.2.3.4.5.6.7.8", "usb1 ", "1-1\n"}
+	for _, s := range good {
+		if err := usbsysfs.ValidBusID(s); err != nil {
+			t.Errorf("ValidBusID(%q): %v", s, err)
+		}
+	}
+	for _, s := range bad {
+		if err := usbsysfs.ValidBusID(s); !errors.Is(err, usbsysfs.ErrInvalidName) {
+			t.Errorf("ValidBusID(%q) = %v, want ErrInvalidName", s, err)
+		}
+	}
+	for _, s := range []string{"3-11:1.0", "1-0:1.0", "1-1.6:2.13"} {
+		if err := usbsysfs.ValidInterface(s); err != nil {
+			t.Errorf("ValidInterface(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"3-11", "usb1:1.0", "../x:1.0", "1-1:1", "1-1:1.0/..", "1-1:.0"} {
+		if err := usbsysfs.ValidInterface(s); !errors.Is(err, usbsysfs.ErrInvalidName) {
+			t.Errorf("ValidInterface(%q) = %v", s, err)
+		}
+	}
+	f, _ := standard(t)
+	if _, err := f.Device("../../etc"); !errors.Is(err, usbsysfs.ErrInvalidName) {
+		t.Fatalf("Device(../../etc): %v", err)
+	}
+	if err := f.BindPath("1-1.6:1.0", "/etc"); !errors.Is(err, usbsysfs.ErrInvalidName) {
+		t.Fatalf("BindPath outside drivers: %v", err)
+	}
+}
+
+func TestBindUnbindWithKernelErrors(t *testing.T) {
+	f, k := standard(t)
+	const kb = "1-1.6:1.0"
+	if err := f.Unbind(kb); err != nil {
+		t.Fatal(err)
+	}
+	if drv, _ := f.Driver(kb); drv != "" {
+		t.Fatalf("driver after unbind %q", drv)
+	}
+	// No driver: the unbind file is not there.
+	if err := f.Unbind(kb); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("unbind of an unbound interface: %v", err)
+	}
+	// A driver that does not serve the interface: ENODEV.
+	if err := f.Bind(kb, "usb-storage"); !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("bind to usb-storage: %v", err)
+	}
+	if err := f.Bind(kb, "usbback"); err != nil {
+		t.Fatal(err)
+	}
+	if !f.BoundTo(kb, "usbback") {
+		t.Fatal("not bound to usbback")
+	}
+	// Already bound: EBUSY, with the path in the error.
+	err := f.Bind(kb, "usbhid")
+	var pe *fs.PathError
+	if !errors.Is(err, syscall.EBUSY) || !errors.As(err, &pe) || filepath.Base(pe.Path) != "bind" {
+		t.Fatalf("bind when bound: %v", err)
+	}
+	if err := f.Bind("9-9:9.9", "usbhid"); !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("bind of a missing interface: %v", err)
+	}
+	want := []usbsysfstest.Write{
+		{Path: "bus/usb/drivers/usbhid/unbind", Data: kb},
+		{Path: "bus/usb/drivers/usb-storage/bind", Data: kb},
+		{Path: "bus/usb/drivers/usbback/bind", Data: kb},
+		{Path: "bus/usb/drivers/usbhid/bind", Data: kb},
+		{Path: "bus/usb/drivers/usbhid/bind", Data: "9-9:9.9"},
+	}
+	if got := k.Writes(); !slices.Equal(got, want) {
+		t.Fatalf("writes %v\nwant %v", got, want)
+	}
+}
+
+func TestQuirks(t *testing.T) {
+	f, _ := standard(t)
+	root := f.Root()
+	dir := filepath.Join(root, "bus/usb/devices/1-1.6")
+	// bNumInterfaces has a leading space, as in a real kernel.
+	d, err := f.Device("1-1.6")
+	if err != nil || d.NumInterfaces != 1 || d.Serial != "" {
+		t.Fatalf("keyboard %+v %v", d, err)
+	}
+	// A malformed hex attribute names the file.
+	os.WriteFile(filepath.Join(dir, "idVendor"), []byte("zz\n"), 0o644)
+	if _, err := f.Device("1-1.6"); err == nil || !strings.Contains(err.Error(), "idVendor") {
+		t.Fatalf("bad idVendor: %v", err)
+	}
+	// A device that vanished: ErrNotExist.
+	os.Remove(filepath.Join(root, "bus/usb/devices/1-2"))
+	if _, err := f.Device("1-2"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("vanished device: %v", err)
+	}
+}
+
+func BenchmarkScan200(b *testing.B) {
+	root := b.TempDir()
+	bld := &usbsysfstest.Builder{Root: root}
+	bld.Add(usbsysfstest.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: usbsysfstest.Hub})
+	n := 2
+	for h := 1; h <= 14; h++ {
+		bld.Add(usbsysfstest.Dev{BusID: fmt.Sprintf("1-%d", h), DevNum: n, Vendor: "05e3", Product: "0610", Class: "09", Interfaces: usbsysfstest.Hub})
+		n++
+		for p := 1; p <= 14 && n <= 201; p++ {
+			bld.Add(usbsysfstest.Dev{BusID: fmt.Sprintf("1-%d.%d", h, p), DevNum: n, Vendor: "046d", Product: "c31c", Class: "00",
+				Serial: fmt.Sprint(n), Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
+			n++
+		}
+	}
+	if bld.Err() != nil {
+		b.Fatal(bld.Err())
+	}
+	f := usbsysfs.NewFS(root)
+	b.ReportAllocs()
+	for b.Loop() {
+		devs, err := f.Devices()
+		if err != nil || len(devs) < 200 {
+			b.Fatalf("%d devices, %v", len(devs), err)
+		}
+	}
+}

@@ -1,0 +1,174 @@
+package usbsysfstest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// A Builder writes a synthetic sysfs USB tree laid out as the kernel lays it
+// out: devices under their controller, bus/usb/devices links, driver links,
+// and the attribute formats of a real kernel (lowercase hex, " 1" for
+// bNumInterfaces, " 2.00" for version).
+type Builder struct {
+	Root string
+	err  error
+}
+
+// Dev describes one device to build.
+type Dev struct {
+	BusID        string // "1-1.6"; root hubs are "usbN"
+	DevNum       int
+	Vendor       string // "046d"
+	Product      string // "c31c"
+	Class        string // "00", "09"
+	Serial       string // "" for none
+	Manufacturer string
+	Name         string
+	Speed        string
+	Interfaces   []Intf
+}
+
+// Intf describes one interface.
+type Intf struct {
+	Class, SubClass, Protocol string
+	Driver                    string // "" for unbound
+}
+
+const pci = "devices/pci0000:00/0000:00:14.0"
+
+func (b *Builder) write(p, v string) {
+	if b.err != nil {
+		return
+	}
+	full := filepath.Join(b.Root, p)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		b.err = err
+		return
+	}
+	b.err = os.WriteFile(full, []byte(v), 0o644)
+}
+
+func (b *Builder) link(p, target string) {
+	if b.err != nil {
+		return
+	}
+	full := filepath.Join(b.Root, p)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		b.err = err
+		return
+	}
+	rel, err := filepath.Rel(filepath.Dir(full), filepath.Join(b.Root, target))
+	if err != nil {
+		b.err = err
+		return
+	}
+	b.err = os.Symlink(rel, full)
+}
+
+// devDir returns the device's directory under devices/.
+func devDir(busid string) string {
+	if strings.HasPrefix(busid, "usb") {
+		return pci + "/" + busid
+	}
+	bus, ports, _ := strings.Cut(busid, "-")
+	dir := pci + "/usb" + bus
+	parts := strings.Split(ports, ".")
+	for i := range parts {
+		dir += "/" + bus + "-" + strings.Join(parts[:i+1], ".")
+	}
+	return dir
+}
+
+// Add writes a device and its interfaces.
+func (b *Builder) Add(d Dev) *Builder {
+	for _, drv := range []string{"usb", "hub", "usbhid", "usb-storage", "usbback"} {
+		if _, err := os.Stat(filepath.Join(b.Root, "bus/usb/drivers", drv)); err != nil && b.err == nil {
+			b.err = AddDriver(b.Root, drv)
+		}
+	}
+	dir := devDir(d.BusID)
+	bus := strings.TrimPrefix(strings.SplitN(d.BusID, "-", 2)[0], "usb")
+	devpath := "0"
+	if _, p, ok := strings.Cut(d.BusID, "-"); ok {
+		devpath = p
+	}
+	if d.Speed == "" {
+		d.Speed = "480"
+	}
+	attrs := map[string]string{
+		"busnum": bus, "devnum": fmt.Sprint(d.DevNum), "idVendor": d.Vendor, "idProduct": d.Product,
+		"bcdDevice": "0100", "bDeviceClass": d.Class, "bDeviceSubClass": "00", "bDeviceProtocol": "00",
+		"bNumConfigurations": "1", "bConfigurationValue": "1", "bNumInterfaces": fmt.Sprintf("%2d", len(d.Interfaces)),
+		"speed": d.Speed, "version": " 2.00", "devpath": devpath, "removable": "removable",
+		"manufacturer": d.Manufacturer, "product": d.Name,
+		"uevent": "DEVTYPE=usb_device\n",
+	}
+	if d.Serial != "" {
+		attrs["serial"] = d.Serial
+	}
+	for k, v := range attrs {
+		if (k == "manufacturer" || k == "product") && v == "" {
+			continue
+		}
+		b.write(dir+"/"+k, v+"\n")
+	}
+	name := filepath.Base(dir)
+	b.link("bus/usb/devices/"+name, dir)
+	b.link(dir+"/driver", "bus/usb/drivers/usb")
+	b.link("bus/usb/drivers/usb/"+name, dir)
+	for i, in := range d.Interfaces {
+		iname := fmt.Sprintf("%s:1.%d", d.BusID, i)
+		if strings.HasPrefix(d.BusID, "usb") {
+			iname = fmt.Sprintf("%s-0:1.%d", bus, i)
+		}
+		idir := dir + "/" + iname
+		for k, v := range map[string]string{
+			"bInterfaceNumber": fmt.Sprintf("%02x", i), "bAlternateSetting": " 0", "bInterfaceClass": in.Class,
+			"bInterfaceSubClass": in.SubClass, "bInterfaceProtocol": in.Protocol, "uevent": "DEVTYPE=usb_interface",
+		} {
+			b.write(idir+"/"+k, v+"\n")
+		}
+		b.link("bus/usb/devices/"+iname, idir)
+		if in.Driver != "" {
+			if _, err := os.Stat(filepath.Join(b.Root, "bus/usb/drivers", in.Driver)); err != nil && b.err == nil {
+				b.err = AddDriver(b.Root, in.Driver)
+			}
+			b.link(idir+"/driver", "bus/usb/drivers/"+in.Driver)
+			b.link("bus/usb/drivers/"+in.Driver+"/"+iname, idir)
+		}
+	}
+	return b
+}
+
+// Err is the first error the builder met.
+func (b *Builder) Err() error { return b.err }
+
+// Hub is the interface list of a hub.
+var Hub = []Intf{{"09", "00", "00", "hub"}}
+
+// Standard builds the fixture host the tests share: a root hub, an
+// internal hub with a keyboard (the one of the xl captures), a composite
+// audio device, a storage stick, two identical mice with serials and two
+// identical badge readers without.
+func Standard(root string) error {
+	b := &Builder{Root: root}
+	b.Add(Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Serial: "0000:00:14.0", Manufacturer: "Linux 6.1.0 xhci-hcd", Name: "xHCI Host Controller", Interfaces: Hub})
+	b.Add(Dev{BusID: "1-1", DevNum: 2, Vendor: "8087", Product: "0024", Class: "09", Manufacturer: "Intel", Name: "USB2.0 Hub", Interfaces: Hub})
+	b.Add(Dev{BusID: "1-1.6", DevNum: 6, Vendor: "046d", Product: "c31c", Class: "00", Manufacturer: "Logitech", Name: "USB Keyboard", Speed: "1.5",
+		Interfaces: []Intf{{"03", "01", "01", "usbhid"}}})
+	b.Add(Dev{BusID: "1-2", DevNum: 3, Vendor: "0d8c", Product: "0014", Class: "00", Manufacturer: "C-Media", Name: "USB Audio Device", Speed: "12",
+		Interfaces: []Intf{{"01", "01", "00", "snd-usb-audio"}, {"01", "02", "00", "snd-usb-audio"}, {"01", "02", "00", "snd-usb-audio"}, {"03", "00", "00", "usbhid"}}})
+	b.Add(Dev{BusID: "1-3", DevNum: 4, Vendor: "0781", Product: "5567", Class: "00", Serial: "4C530001230517117244", Manufacturer: "SanDisk", Name: "Cruzer Blade",
+		Interfaces: []Intf{{"08", "06", "50", "usb-storage"}}})
+	b.Add(Dev{BusID: "1-4", DevNum: 5, Vendor: "046d", Product: "c077", Class: "00", Serial: "MOUSE-A", Manufacturer: "Logitech", Name: "USB Optical Mouse",
+		Interfaces: []Intf{{"03", "01", "02", "usbhid"}}})
+	b.Add(Dev{BusID: "1-5", DevNum: 7, Vendor: "046d", Product: "c077", Class: "00", Serial: "MOUSE-B", Manufacturer: "Logitech", Name: "USB Optical Mouse",
+		Interfaces: []Intf{{"03", "01", "02", "usbhid"}}})
+	b.Add(Dev{BusID: "1-1.2", DevNum: 8, Vendor: "0c27", Product: "3bfa", Class: "00", Manufacturer: "RFIDeas", Name: "USB Keyboard Badge Reader",
+		Interfaces: []Intf{{"03", "01", "01", "usbhid"}}})
+	b.Add(Dev{BusID: "1-1.3", DevNum: 9, Vendor: "0c27", Product: "3bfa", Class: "00", Manufacturer: "RFIDeas", Name: "USB Keyboard Badge Reader",
+		Interfaces: []Intf{{"03", "01", "01", "usbhid"}}})
+	return b.Err()
+}
