@@ -10,7 +10,8 @@ LDFLAGS   := -X github.com/usbhotplugd/usbhotplugd/internal/build.Version=$(VERS
 # Every fuzz target, as package:Target.
 FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/xenstore:FuzzParseHeader \
-        ./internal/xenstore/server:FuzzServerRequest
+        ./internal/xenstore/server:FuzzServerRequest \
+        ./internal/uevent:FuzzParse
 
 .PHONY: all build test lint unit fuzz bench demo clean
 

@@ -1,0 +1,190 @@
+//go:build linux
+
+package uevent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The listener tests run in a fresh user+network namespace, isolated from
+// the host's events: TestListenerInNamespace re-executes the test binary
+// there, and TestMain runs the body in the child.
+const nsEnv = "USBHOTPLUGD_UEVENT_NS_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(nsEnv) == "1" {
+		if err := nsBody(); err != nil {
+			fmt.Println("FAIL:", err)
+			os.Exit(1)
+		}
+		fmt.Println("namespace checks passed")
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestListenerInNamespace(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), nsEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil && strings.Contains(err.Error(), "operation not permitted") && os.Getenv("CI") == "" {
+		t.Skipf("user namespaces are not available here: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("namespace run failed: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
+
+type sender struct{ fd int }
+
+func newSender() (*sender, uint32, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, 0, err
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &sender{fd}, sa.(*unix.SockaddrNetlink).Pid, nil
+}
+
+func (s *sender) send(b []byte) error {
+	return unix.Sendto(s.fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1})
+}
+
+func datagram(seq int) []byte {
+	return fmt.Appendf(nil, "add@/devices/usb1/1-%d\x00ACTION=add\x00DEVPATH=/devices/usb1/1-%d\x00SUBSYSTEM=usb\x00DEVTYPE=usb_device\x00SEQNUM=%d\x00", seq%100+1, seq%100+1, seq)
+}
+
+func receive(l *Listener) (Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return l.Receive(ctx)
+}
+
+func nsBody() error {
+	trusted, port, err := newSender()
+	if err != nil {
+		return fmt.Errorf("sender: %w", err)
+	}
+	// The kernel's port id is 0; here the trusted "kernel" is our sender.
+	l, err := listen(0, port)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+
+	// 1. A datagram from the trusted sender arrives, parsed.
+	if err := trusted.send(datagram(1)); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	m, err := receive(l)
+	if err != nil || m.Event.Seqnum != 1 || m.Event.Name() != "1-2" {
+		return fmt.Errorf("first event %+v, %v", m, err)
+	}
+
+	// 2. Another sender is not the kernel: dropped.
+	other, _, err := newSender()
+	if err != nil {
+		return err
+	}
+	other.send(datagram(2))
+	// 3. Malformed datagrams are refused without a panic.
+	for _, bad := range [][]byte{[]byte("add@"), {}, []byte("add@/x\x00ACTION=add"), make([]byte, 9000), {0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x00}} {
+		trusted.send(bad)
+	}
+	trusted.send(datagram(3))
+	m, err = receive(l)
+	if err != nil || m.Event.Seqnum != 3 {
+		return fmt.Errorf("after refused datagrams: %+v, %v", m, err)
+	}
+	// The empty datagram may or may not be delivered by the kernel.
+	if st := l.Stats(); st.NotKernel != 1 || st.Malformed < 4 || st.Received != 2 {
+		return fmt.Errorf("stats %+v, want 2 received, 1 not-kernel and at least 4 malformed", st)
+	}
+
+	// 4. A burst of 20 000 into a small buffer: ENOBUFS, reported as an
+	// overrun; the listener keeps going.
+	small, err := listen(4096, port)
+	if err != nil {
+		return err
+	}
+	defer small.Close()
+	for i := range 20000 {
+		trusted.send(datagram(10 + i))
+	}
+	overrun, got := false, 0
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		m, err := small.Receive(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("burst: %w", err)
+		}
+		if m.Overrun {
+			overrun = true
+		} else {
+			got++
+		}
+	}
+	if !overrun {
+		return fmt.Errorf("no overrun reported after a burst of 20000 (received %d)", got)
+	}
+	trusted.send(datagram(99999))
+	if m, err := receive(small); err != nil || m.Event.Seqnum != 99999 {
+		return fmt.Errorf("after the overrun: %+v, %v", m, err)
+	}
+
+	// 5. Close and cancel unblock a waiting Receive within 100 ms.
+	for _, how := range []string{"close", "cancel"} {
+		l2, err := listen(0, port)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { _, err := l2.Receive(ctx); done <- err }()
+		if how == "close" {
+			l2.Close()
+		} else {
+			cancel()
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				cancel()
+				return fmt.Errorf("%s: Receive returned no error", how)
+			}
+		case <-time.After(100 * time.Millisecond):
+			cancel()
+			return fmt.Errorf("%s did not unblock Receive within 100ms", how)
+		}
+		cancel()
+		l2.Close()
+	}
+	fmt.Printf("burst: %d delivered, overrun reported\n", got)
+	return nil
+}
