@@ -138,6 +138,16 @@ func (f *FS) Device(busid string) (Device, error) {
 	if err := ValidBusID(busid); err != nil {
 		return Device{}, err
 	}
+	names, err := f.names()
+	if err != nil {
+		return Device{}, err
+	}
+	return f.device(busid, names)
+}
+
+// device reads a device, finding its interfaces among names (the listing
+// of bus/usb/devices, read once per scan).
+func (f *FS) device(busid string, names []string) (Device, error) {
 	dir := f.devPath(busid)
 	r := &attrReader{f: f, dir: dir}
 	d := Device{BusID: busid}
@@ -175,7 +185,7 @@ func (f *FS) Device(busid string) (Device, error) {
 			d.Parent = "usb" + bus
 		}
 	}
-	ifs, err := f.Interfaces(busid)
+	ifs, err := f.interfaces(busid, names)
 	if err != nil {
 		return Device{}, err
 	}
@@ -206,6 +216,10 @@ func (f *FS) Interfaces(busid string) ([]Interface, error) {
 	if err != nil {
 		return nil, err
 	}
+	return f.interfaces(busid, names)
+}
+
+func (f *FS) interfaces(busid string, names []string) ([]Interface, error) {
 	prefix := busid + ":"
 	if strings.HasPrefix(busid, "usb") {
 		prefix = busid[3:] + "-0:"
@@ -284,7 +298,7 @@ func (f *FS) Devices() ([]Device, error) {
 		if ValidBusID(n) != nil {
 			continue
 		}
-		d, err := f.Device(n)
+		d, err := f.device(n, names)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
