@@ -38,25 +38,28 @@ type Intf struct {
 
 const pci = "devices/pci0000:00/0000:00:14.0"
 
-func (b *Builder) write(p, v string) {
+// prepare makes the parent directories of p and returns p's full path, or
+// "" once the builder has failed.
+func (b *Builder) prepare(p string) string {
 	if b.err != nil {
-		return
+		return ""
 	}
 	full := filepath.Join(b.Root, p)
-	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-		b.err = err
-		return
+	if b.err = os.MkdirAll(filepath.Dir(full), 0o755); b.err != nil {
+		return ""
 	}
-	b.err = os.WriteFile(full, []byte(v), 0o644)
+	return full
+}
+
+func (b *Builder) write(p, v string) {
+	if full := b.prepare(p); full != "" {
+		b.err = os.WriteFile(full, []byte(v), 0o644)
+	}
 }
 
 func (b *Builder) link(p, target string) {
-	if b.err != nil {
-		return
-	}
-	full := filepath.Join(b.Root, p)
-	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-		b.err = err
+	full := b.prepare(p)
+	if full == "" {
 		return
 	}
 	rel, err := filepath.Rel(filepath.Dir(full), filepath.Join(b.Root, target))

@@ -113,9 +113,6 @@ func (st *state) create(path string, value []byte) syscall.Errno {
 	anc := lookup(st.root, comps[:k])
 	st.touch(joinPathOrRoot(comps[:k]), anc)
 	if _, w, _ := st.c.access(anc.perms); !w {
-		if r, _, _ := st.c.access(anc.perms); !r {
-			return syscall.EACCES
-		}
 		return syscall.EACCES
 	}
 	if !st.c.priv() && len(value) > domUMaxEntrySize {

@@ -247,6 +247,8 @@ func (c *conn) shut() {
 	})
 }
 
+// send queues a message; the connection's reader flushes it after the
+// request it answers.
 func (c *conn) send(h xs.Header, payload []byte) {
 	h.Len = uint32(len(payload))
 	msg := xs.AppendHeader(make([]byte, 0, xs.HeaderSize+len(payload)), h)
@@ -259,6 +261,11 @@ func (c *conn) send(h xs.Header, payload []byte) {
 	}
 	c.queue = append(c.queue, msg)
 	c.qmu.Unlock()
+}
+
+// wakeWriter asks the writer goroutine to flush: for events, which arrive
+// while another connection's request is being handled.
+func (c *conn) wakeWriter() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -332,7 +339,7 @@ func (c *conn) readLoop() {
 			typ, reply = xs.TypeError, append([]byte(xs.ErrnoName(errno)), 0)
 		}
 		c.send(xs.Header{Type: typ, ReqID: h.ReqID, TxID: h.TxID}, reply)
-		c.s.flushAfter(c, h.Type)
+		c.sendInitial()
 		c.s.mu.Unlock()
 		if !c.flush() {
 			return
@@ -353,15 +360,11 @@ func (s *Server) Handle(domid uint32, h xs.Header, payload []byte) (xs.MsgType, 
 	return typ, reply
 }
 
-// flushAfter sends the initial event of a new watch, which the C daemon
-// sends right after the WATCH reply.
-func (s *Server) flushAfter(c *conn, t xs.MsgType) {
-	if c.pendingInitial == nil {
-		return
-	}
-	w := c.pendingInitial
-	c.pendingInitial = nil
-	if t == xs.TypeWatch {
+// sendInitial queues the first event of a watch made by this request,
+// which the C daemon sends right after the WATCH reply.
+func (c *conn) sendInitial() {
+	if w := c.pendingInitial; w != nil {
+		c.pendingInitial = nil
 		c.event(w, w.path)
 	}
 }
@@ -374,6 +377,7 @@ func (c *conn) event(w *watch, path string) {
 	p := make([]byte, 0, len(path)+len(w.token)+2)
 	p = append(append(append(append(p, path...), 0), w.token...), 0)
 	c.send(xs.Header{Type: xs.TypeWatchEvent}, p)
+	c.wakeWriter()
 }
 
 func homePath(domid uint32) string { return "/local/domain/" + strconv.FormatUint(uint64(domid), 10) }
