@@ -78,7 +78,8 @@ func listen(bufSize int, trustPort uint32) (*Listener, error) {
 	return &Listener{f: f, rc: rc, trustPort: trustPort, buf: make([]byte, 4096)}, nil
 }
 
-// Close closes the socket; a Receive in progress returns net.ErrClosed.
+// Close closes the socket; a Receive in progress returns an error wrapping
+// os.ErrClosed.
 func (l *Listener) Close() error {
 	var err error
 	l.closeOnce.Do(func() { err = l.f.Close() })
@@ -98,8 +99,18 @@ func (l *Listener) Receive(ctx context.Context) (Message, error) {
 	if err := l.f.SetReadDeadline(time.Time{}); err != nil {
 		return Message{}, fmt.Errorf("uevent: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { l.f.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// Cancellation sets a deadline in the past, which wakes the read. If
+	// it has begun, wait for it, so that it cannot land on a later call.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		l.f.SetReadDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	defer func() {
+		if !stop() {
+			<-fired
+		}
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return Message{}, err

@@ -2,6 +2,7 @@ package uevent
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,71 +24,63 @@ func refuse(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, a...))
 }
 
-// Validate checks a kernel datagram before any parser sees it:
-// "action@devpath\0KEY=VALUE\0...", NUL-terminated, printable, with ACTION,
-// DEVPATH, SUBSYSTEM and SEQNUM present and agreeing with the header, no
-// key twice, and no libudev (userspace) message.
+// Validate checks the form of a kernel datagram before any parser sees it:
+// "action@devpath\0KEY=VALUE\0...", of a sane size, NUL-terminated,
+// printable, a known action, one '=' per field, and no libudev
+// (userspace) message. Parse adds the checks that need the decoded keys.
 func Validate(b []byte) error {
+	_, err := validate(b)
+	return err
+}
+
+// validate returns the number of KEY=VALUE fields, which Parse compares
+// with the decoded keys to find a key given twice.
+func validate(b []byte) (int, error) {
 	if len(b) < 8 {
-		return refuse("%d bytes is too short", len(b))
+		return 0, refuse("%d bytes is too short", len(b))
 	}
 	if len(b) > MaxDatagram {
-		return refuse("%d bytes is more than %d", len(b), MaxDatagram)
+		return 0, refuse("%d bytes is more than %d", len(b), MaxDatagram)
 	}
 	if bytes.HasPrefix(b, []byte("libudev\x00")) {
-		return refuse("a libudev message, not a kernel one")
+		return 0, refuse("a libudev message, not a kernel one")
 	}
 	if b[len(b)-1] != 0 {
-		return refuse("not NUL-terminated")
+		return 0, refuse("not NUL-terminated")
 	}
-	fields := bytes.Split(b[:len(b)-1], []byte{0})
-	hdr := fields[0]
+	hdr, rest, _ := bytes.Cut(b[:len(b)-1], []byte{0})
 	at := bytes.IndexByte(hdr, '@')
 	if at < 1 {
-		return refuse("header %q is not action@devpath", trim(hdr))
+		return 0, refuse("header %q is not action@devpath", trim(hdr))
 	}
-	action, devpath := string(hdr[:at]), string(hdr[at+1:])
-	if !actions[action] {
-		return refuse("unknown action %q", trim(hdr[:at]))
+	if !actions[string(hdr[:at])] {
+		return 0, refuse("unknown action %q", trim(hdr[:at]))
 	}
-	if len(devpath) < 2 || devpath[0] != '/' {
-		return refuse("devpath %q is not absolute", trim(hdr[at+1:]))
+	if len(hdr) < at+3 || hdr[at+1] != '/' {
+		return 0, refuse("devpath %q is not absolute", trim(hdr[at+1:]))
 	}
-	seen := map[string]string{}
-	for i, f := range fields[1:] {
+	n := 0
+	for len(rest) > 0 || n == 0 {
+		f, next, _ := bytes.Cut(rest, []byte{0})
+		rest = next
+		n++
 		if len(f) == 0 {
-			return refuse("empty field %d", i+1)
+			return 0, refuse("empty field %d", n)
 		}
 		for _, c := range f {
 			if c < 0x20 || c > 0x7e {
-				return refuse("field %d has byte 0x%02x", i+1, c)
+				return 0, refuse("field %d has byte 0x%02x", n, c)
 			}
 		}
-		k, v, ok := bytes.Cut(f, []byte("="))
-		if !ok || len(k) == 0 {
-			return refuse("field %q is not KEY=VALUE", trim(f))
+		eq := bytes.IndexByte(f, '=')
+		if eq < 1 {
+			return 0, refuse("field %q is not KEY=VALUE", trim(f))
 		}
-		if bytes.IndexByte(v, '=') >= 0 {
-			return refuse("field %q has '=' in its value", trim(f))
+		if bytes.IndexByte(f[eq+1:], '=') >= 0 {
+			return 0, refuse("field %q has '=' in its value", trim(f))
 		}
-		if _, dup := seen[string(k)]; dup {
-			return refuse("key %s appears twice", k)
-		}
-		seen[string(k)] = string(v)
 	}
-	if seen["ACTION"] != action {
-		return refuse("ACTION %q does not match header action %q", seen["ACTION"], action)
-	}
-	if seen["DEVPATH"] != devpath {
-		return refuse("DEVPATH %q does not match header %q", seen["DEVPATH"], devpath)
-	}
-	if seen["SUBSYSTEM"] == "" {
-		return refuse("no SUBSYSTEM")
-	}
-	if _, err := strconv.ParseUint(seen["SEQNUM"], 10, 64); err != nil {
-		return refuse("SEQNUM %q is not a number", seen["SEQNUM"])
-	}
-	return nil
+	return n, nil
 }
 
 func trim(b []byte) string {
@@ -97,23 +90,42 @@ func trim(b []byte) string {
 	return string(b)
 }
 
-// Parse validates a kernel datagram and decodes it.
+// Parse validates a kernel datagram and decodes it with go-udev; the
+// decoded keys must name each key once, carry ACTION and DEVPATH equal to
+// the header's, a SUBSYSTEM and a numeric SEQNUM.
 func Parse(b []byte) (Event, error) {
-	if err := Validate(b); err != nil {
+	fields, err := validate(b)
+	if err != nil {
 		return Event{}, err
 	}
 	u, err := netlink.ParseUEvent(b)
 	if err != nil {
 		return Event{}, refuse("%v", err)
 	}
-	seq, _ := strconv.ParseUint(u.Env["SEQNUM"], 10, 64)
+	env := u.Env
+	if len(env) != fields {
+		return Event{}, refuse("%d fields but %d distinct keys: a key appears twice", fields, len(env))
+	}
+	if env["ACTION"] != string(u.Action) {
+		return Event{}, refuse("ACTION %q does not match header action %q", env["ACTION"], u.Action)
+	}
+	if env["DEVPATH"] != u.KObj {
+		return Event{}, refuse("DEVPATH %q does not match header %q", env["DEVPATH"], u.KObj)
+	}
+	if env["SUBSYSTEM"] == "" {
+		return Event{}, refuse("no SUBSYSTEM")
+	}
+	seq, err := strconv.ParseUint(env["SEQNUM"], 10, 64)
+	if err != nil {
+		return Event{}, refuse("SEQNUM %q is not a number", env["SEQNUM"])
+	}
 	return Event{
 		Action:    string(u.Action),
 		DevPath:   u.KObj,
-		Subsystem: u.Env["SUBSYSTEM"],
-		DevType:   u.Env["DEVTYPE"],
+		Subsystem: env["SUBSYSTEM"],
+		DevType:   env["DEVTYPE"],
 		Seqnum:    seq,
-		Env:       u.Env,
+		Env:       env,
 	}, nil
 }
 
@@ -146,7 +158,7 @@ func ReadRecords(b []byte) ([][]byte, error) {
 		if len(b) < 4 {
 			return nil, refuse("truncated record length")
 		}
-		n := int(uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24)
+		n := int(binary.LittleEndian.Uint32(b))
 		b = b[4:]
 		if n > len(b) || n > MaxDatagram {
 			return nil, refuse("record of %d bytes with %d left", n, len(b))
