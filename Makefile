@@ -11,7 +11,9 @@ LDFLAGS   := -X github.com/usbhotplugd/usbhotplugd/internal/build.Version=$(VERS
 FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/xenstore:FuzzParseHeader \
         ./internal/xenstore/server:FuzzServerRequest \
-        ./internal/uevent:FuzzParse
+        ./internal/uevent:FuzzParse \
+        ./internal/uevent:FuzzReadTrace \
+        ./internal/uevent:FuzzImportUdevadm
 
 .PHONY: all build test lint unit fuzz bench demo clean
 
@@ -39,7 +41,7 @@ fuzz:
 	@set -e; for t in $(FUZZ); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
 	done
 
 bench:

@@ -32,6 +32,8 @@ func init() {
 	commands = []command{
 		{"demo", "start an embedded xenstore, seed it like a dom0 with one guest, and print its tree", runDemo},
 		{"xenstored", "serve an embedded, in-memory xenstored on a unix socket", runXenstored},
+		{"devices", "list the host's USB devices with busids, drivers and interfaces", runDevices},
+		{"record", "record kernel uevents to a trace, or convert udevadm monitor text to one", runRecord},
 		{"version", "print the version, commit and Go version", runVersion},
 	}
 }

@@ -15,13 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A Message is what Receive returns: an event, or Overrun when the kernel
-// dropped datagrams because the receive buffer was full.
-type Message struct {
-	Event   Event
-	Overrun bool
-}
-
 // Stats counts what a Listener refused.
 type Stats struct {
 	Received  uint64 // events delivered

@@ -3,11 +3,13 @@
 package uevent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -184,6 +186,70 @@ func nsBody() error {
 		}
 		cancel()
 		l2.Close()
+	}
+	// 6. Coldplug over the real socket: datagrams sent while sysfs is
+	// scanned come after the scanned events, in order.
+	l3, err := listen(0, port)
+	if err != nil {
+		return err
+	}
+	defer l3.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := Coldplug(ctx, l3, func() ([]Event, error) {
+		for i := range 3 {
+			if err := trusted.send(datagram(500 + i)); err != nil {
+				return nil, err
+			}
+		}
+		e, err := Parse(datagram(0))
+		return []Event{e}, err
+	})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	var order []string
+	for range 4 {
+		m, err := s.Receive(ctx)
+		if err != nil {
+			return fmt.Errorf("coldplug: %w", err)
+		}
+		order = append(order, fmt.Sprintf("%d/%v", m.Event.Seqnum, m.Coldplug))
+	}
+	if got := strings.Join(order, " "); got != "0/true 500/false 501/false 502/false" {
+		return fmt.Errorf("coldplug order %s", got)
+	}
+	// 7. A recording of live datagrams reads back as the same events.
+	l4, err := listen(0, port)
+	if err != nil {
+		return err
+	}
+	defer l4.Close()
+	var buf bytes.Buffer
+	rctx, rcancel := context.WithCancel(context.Background())
+	rec := &Recorder{Src: l4, W: NewTraceWriter(&buf), Attrs: func(busid string) (map[string]string, error) {
+		if busid == "1-2" {
+			rcancel() // the last datagram sent below
+		}
+		return map[string]string{"serial": "S-" + busid}, nil
+	}}
+	var sent []Event
+	for _, seq := range []int{700, 701} {
+		e, _ := Parse(datagram(seq))
+		sent = append(sent, e)
+		trusted.send(datagram(seq))
+	}
+	st, err := rec.Run(rctx)
+	if err != nil || st.Events != 2 {
+		return fmt.Errorf("record: %+v %v", st, err)
+	}
+	recs, err := ReadTrace(&buf, "recorded")
+	if err != nil {
+		return err
+	}
+	if got := Events(recs); !reflect.DeepEqual(got, sent) || recs[1].Sysfs["serial"] != "S-1-2" {
+		return fmt.Errorf("recorded %+v, sent %+v", recs, sent)
 	}
 	fmt.Printf("burst: %d delivered, overrun reported\n", got)
 	return nil

@@ -9,12 +9,6 @@ import (
 	"runtime"
 )
 
-// A Message is an event or an overrun report.
-type Message struct {
-	Event   Event
-	Overrun bool
-}
-
 // A Listener receives kernel uevents; only Linux has them.
 type Listener struct{}
 

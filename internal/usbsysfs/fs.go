@@ -52,36 +52,36 @@ func (f *FS) devPath(name string) string { return filepath.Join(f.devicesDir(), 
 
 // An Interface is one interface of a USB device.
 type Interface struct {
-	Name     string // "1-1.6:1.0"
-	Number   int
-	Class    uint8
-	SubClass uint8
-	Protocol uint8
-	Driver   string // "" when unbound
+	Name     string `json:"name"` // "1-1.6:1.0"
+	Number   int    `json:"number"`
+	Class    uint8  `json:"class"`
+	SubClass uint8  `json:"sub_class"`
+	Protocol uint8  `json:"protocol"`
+	Driver   string `json:"driver,omitempty"` // "" when unbound
 }
 
 // A Device is a USB device as sysfs shows it.
 type Device struct {
-	BusID         string // "1-1.6", or "usb1" for a root hub
-	BusNum        int
-	DevNum        int
-	Vendor        uint16
-	Product       uint16
-	BCDDevice     uint16
-	Class         uint8
-	SubClass      uint8
-	Protocol      uint8
-	Serial        string
-	Manufacturer  string
-	ProductName   string
-	Speed         string // Mbit/s as the kernel prints it: "1.5", "12", "480", "5000"
-	Version       string // USB version, "2.00"
-	PortPath      string // devpath, "1.6"
-	Parent        string // busid of the parent hub, "" for a root hub
-	NumConfigs    int
-	NumInterfaces int
-	Removable     string // "removable", "fixed" or "unknown"
-	Interfaces    []Interface
+	BusID         string      `json:"busid"` // "1-1.6", or "usb1" for a root hub
+	BusNum        int         `json:"busnum"`
+	DevNum        int         `json:"devnum"`
+	Vendor        uint16      `json:"vendor"`
+	Product       uint16      `json:"product"`
+	BCDDevice     uint16      `json:"bcd_device"`
+	Class         uint8       `json:"class"`
+	SubClass      uint8       `json:"sub_class"`
+	Protocol      uint8       `json:"protocol"`
+	Serial        string      `json:"serial,omitempty"`
+	Manufacturer  string      `json:"manufacturer,omitempty"`
+	ProductName   string      `json:"product_name,omitempty"`
+	Speed         string      `json:"speed"`            // Mbit/s as the kernel prints it: "1.5", "12", "480", "5000"
+	Version       string      `json:"version"`          // USB version, "2.00"
+	PortPath      string      `json:"port_path"`        // devpath, "1.6"
+	Parent        string      `json:"parent,omitempty"` // busid of the parent hub, "" for a root hub
+	NumConfigs    int         `json:"num_configs"`
+	NumInterfaces int         `json:"num_interfaces"`
+	Removable     string      `json:"removable,omitempty"` // "removable", "fixed" or "unknown"
+	Interfaces    []Interface `json:"interfaces,omitempty"`
 }
 
 // IsHub reports whether the device is a hub (device class 9).

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// deviceJSON is a device as `devices --json` prints it: IDs and classes in
+// hex strings, as lsusb shows them, never as decimal numbers.
+type deviceJSON struct {
+	usbsysfs.Device
+	ID         string          `json:"id"`
+	Vendor     string          `json:"vendor"`
+	Product    string          `json:"product"`
+	BCDDevice  string          `json:"bcd_device"`
+	Class      string          `json:"class"`
+	SubClass   string          `json:"sub_class"`
+	Protocol   string          `json:"protocol"`
+	Interfaces []interfaceJSON `json:"interfaces,omitempty"`
+}
+
+type interfaceJSON struct {
+	usbsysfs.Interface
+	Class    string `json:"class"`
+	SubClass string `json:"sub_class"`
+	Protocol string `json:"protocol"`
+}
+
+func hex2(v uint8) string { return fmt.Sprintf("%02x", v) }
+
+func toJSON(d usbsysfs.Device) deviceJSON {
+	j := deviceJSON{Device: d, ID: d.ID(), Vendor: fmt.Sprintf("%04x", d.Vendor), Product: fmt.Sprintf("%04x", d.Product),
+		BCDDevice: fmt.Sprintf("%04x", d.BCDDevice), Class: hex2(d.Class), SubClass: hex2(d.SubClass), Protocol: hex2(d.Protocol)}
+	for _, in := range d.Interfaces {
+		j.Interfaces = append(j.Interfaces, interfaceJSON{Interface: in, Class: hex2(in.Class), SubClass: hex2(in.SubClass), Protocol: hex2(in.Protocol)})
+	}
+	return j
+}
+
+func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("devices", "[--json] [--sysfs DIR]", stderr)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	root := fs.String("sysfs", "/sys", "sysfs root to read")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	devs, err := usbsysfs.NewFS(*root).Devices()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		out := make([]deviceJSON, len(devs))
+		for i, d := range devs {
+			out[i] = toJSON(d)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BUSID\tID\tBUS:ADDR\tSPEED\tCLASS\tSERIAL\tINTERFACES (class:driver)\tNAME")
+	for _, d := range devs {
+		var ifs []string
+		for _, in := range d.Interfaces {
+			drv := in.Driver
+			if drv == "" {
+				drv = "-"
+			}
+			ifs = append(ifs, policy.ClassName(in.Class)+":"+drv)
+		}
+		serial := d.Serial
+		if serial == "" {
+			serial = "-"
+		}
+		name := strings.TrimSpace(d.Manufacturer + " " + d.ProductName)
+		class := policy.ClassName(d.Class)
+		if d.Class == 0 {
+			class = "-" // given per interface
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%03d:%03d\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID(), d.BusNum, d.DevNum, d.Speed, class, serial, strings.Join(ifs, ","), name)
+	}
+	return tw.Flush()
+}
+
+func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("record", "[-o FILE] [--coldplug] [--sysfs DIR] | --import-udevadm TEXT [-o FILE]", stderr)
+	out := fs.String("o", "-", "trace file to write (JSON lines); - for standard output")
+	cold := fs.Bool("coldplug", false, "begin with an add event for every device already present")
+	root := fs.String("sysfs", "/sys", "sysfs root to read device attributes from")
+	imp := fs.String("import-udevadm", "", "convert the text of `udevadm monitor --property` (--kernel and/or --udev) in this file instead of listening")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	w := stdout
+	if *out != "-" {
+		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	tw := uevent.NewTraceWriter(w)
+	if *imp != "" {
+		f, err := os.Open(*imp)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		recs, err := uevent.ImportUdevadm(f, *imp)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := tw.Write(r); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(stderr, "imported %d events from %s\n", len(recs), *imp)
+		return tw.Flush()
+	}
+	sys := usbsysfs.NewFS(*root)
+	l, err := uevent.Listen(0)
+	if err != nil {
+		return fmt.Errorf("%w (recording needs root, or CAP_NET_ADMIN for the receive buffer)", err)
+	}
+	defer l.Close()
+	var src uevent.Source = l
+	if *cold {
+		s, err := uevent.Coldplug(ctx, l, func() ([]uevent.Event, error) { return uevent.Scan(sys) })
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		src = s
+	}
+	fmt.Fprintln(stderr, "recording kernel uevents; interrupt to stop")
+	rec := &uevent.Recorder{Src: src, W: tw, Attrs: sys.Attrs, OnAttrError: func(busid string, err error) {
+		fmt.Fprintf(stderr, "usbhotplugd record: %s: attributes not recorded: %v\n", busid, err)
+	}}
+	st, err := rec.Run(ctx)
+	fmt.Fprintf(stderr, "recorded %d events, %d overruns\n", st.Events, st.Overruns)
+	return err
+}

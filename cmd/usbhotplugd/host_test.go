@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+)
+
+// runCmd runs one command in-process and returns its exit code and output.
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestDevices(t *testing.T) {
+	root := t.TempDir()
+	if err := usbsysfstest.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, "devices", "--sysfs", root)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 10 || !strings.HasPrefix(lines[0], "BUSID") {
+		t.Fatalf("table:\n%s", out)
+	}
+	for _, want := range []string{
+		"1-1.6  046d:c31c  001:006   1.5    -      -                     hid:usbhid",
+		"1-2    0d8c:0014  001:003   12     -      -                     audio:snd-usb-audio,audio:snd-usb-audio,audio:snd-usb-audio,hid:usbhid",
+		"1-3    0781:5567  001:004   480    -      4C530001230517117244  storage:usb-storage",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+
+	code, out, _ = runCmd(t, "devices", "--json", "--sysfs", root)
+	var devs []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &devs) != nil || len(devs) != 9 {
+		t.Fatalf("json: exit %d\n%s", code, out)
+	}
+	kbd := devs[4]
+	if kbd["busid"] != "1-1.6" || kbd["id"] != "046d:c31c" || kbd["vendor"] != "046d" || kbd["class"] != "00" || kbd["devnum"] != float64(6) {
+		t.Fatalf("keyboard in JSON: %v", kbd)
+	}
+
+	if code, _, errs := runCmd(t, "devices", "--sysfs", filepath.Join(root, "nope")); code != exitFailure || !strings.Contains(errs, "nope/bus/usb/devices") {
+		t.Fatalf("missing sysfs: exit %d, %s", code, errs)
+	}
+	if code, _, _ := runCmd(t, "devices", "extra"); code != exitUsage {
+		t.Fatalf("extra argument: exit %d", code)
+	}
+}
+
+// `record --import-udevadm` turns a capture from an admin's machine into a
+// trace that reads back to the kernel's events.
+func TestRecordImportUdevadm(t *testing.T) {
+	dir := t.TempDir()
+	trace := filepath.Join(dir, "plug.jsonl")
+	code, _, errs := runCmd(t, "record", "--import-udevadm", "../../internal/uevent/testdata/mouse-add-udev.txt", "-o", trace)
+	if code != 0 || !strings.Contains(errs, "imported 11 events") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	f, err := os.Open(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := uevent.ReadTrace(f, trace)
+	if err != nil || len(recs) != 11 || recs[0].Sysfs["serial"] == "" {
+		t.Fatalf("trace: %d records, %v", len(recs), err)
+	}
+
+	bad := filepath.Join(dir, "bad.txt")
+	os.WriteFile(bad, []byte("KERNEL[1.0] add /devices/usb1/1-6 (usb)\nACTION=remove\n"), 0o644)
+	code, _, errs = runCmd(t, "record", "--import-udevadm", bad)
+	if code != exitFailure || !strings.Contains(errs, bad+":1: ") {
+		t.Fatalf("bad import: exit %d, %s", code, errs)
+	}
+}

@@ -1,0 +1,61 @@
+package uevent
+
+import (
+	"context"
+	"time"
+)
+
+// A Recorder writes what a Source delivers to a trace, with the sysfs
+// attributes of each added USB device read the moment its event arrives.
+type Recorder struct {
+	Src   Source
+	Attrs func(busid string) (map[string]string, error) // usbsysfs.FS.Attrs
+	W     *TraceWriter
+	Now   func() time.Time // time.Now if nil
+	// OnAttrError is told when a device's attributes could not be read
+	// (it left already); the event is recorded without them.
+	OnAttrError func(busid string, err error)
+}
+
+// RecordStats counts what a Recorder wrote.
+type RecordStats struct {
+	Events, Overruns int
+}
+
+// Run records until ctx ends or the Source fails. It flushes the trace
+// before returning; an ended ctx is not an error.
+func (r *Recorder) Run(ctx context.Context) (RecordStats, error) {
+	var st RecordStats
+	now := r.Now
+	if now == nil {
+		now = time.Now
+	}
+	for {
+		m, err := r.Src.Receive(ctx)
+		if err != nil {
+			ferr := r.W.Flush()
+			if ctx.Err() != nil {
+				return st, ferr
+			}
+			return st, err
+		}
+		rec := Record{Time: now().UTC(), Overrun: m.Overrun, Coldplug: m.Coldplug}
+		if m.Overrun {
+			st.Overruns++
+		} else {
+			e := m.Event
+			rec.Event = &e
+			if e.IsUSBDevice() && e.Action == "add" && r.Attrs != nil {
+				a, err := r.Attrs(e.Name())
+				if err != nil && r.OnAttrError != nil {
+					r.OnAttrError(e.Name(), err)
+				}
+				rec.Sysfs = a
+			}
+			st.Events++
+		}
+		if err := r.W.Write(rec); err != nil {
+			return st, err
+		}
+	}
+}
