@@ -13,7 +13,9 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/xenstore/server:FuzzServerRequest \
         ./internal/uevent:FuzzParse \
         ./internal/uevent:FuzzReadTrace \
-        ./internal/uevent:FuzzImportUdevadm
+        ./internal/uevent:FuzzImportUdevadm \
+        ./policy:FuzzParse \
+        ./policy:FuzzSpec
 
 .PHONY: all build test lint unit fuzz bench demo clean
 

@@ -6,3 +6,5 @@ require (
 	github.com/pilebones/go-udev v0.9.1
 	golang.org/x/sys v0.50.0
 )
+
+require github.com/BurntSushi/toml v1.6.0 // indirect

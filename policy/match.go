@@ -1,0 +1,300 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// A Device is what a policy matches: a USB device as the host sees it.
+type Device struct {
+	BusID                     string // "1-1.6": the physical port
+	BusNum, DevNum            int
+	Vendor, Product           uint16
+	Class, SubClass, Protocol uint8
+	Serial                    string
+	Manufacturer, ProductName string
+	Interfaces                []Interface
+	// Plugged orders arrivals (smaller came first), for duplicates = "first".
+	Plugged uint64
+}
+
+// An Interface is one interface of a Device.
+type Interface struct{ Class, SubClass, Protocol uint8 }
+
+// ID is "vvvv:pppp", as lsusb prints it.
+func (d *Device) ID() string { return fmt.Sprintf("%04x:%04x", d.Vendor, d.Product) }
+
+// String names a device in reasons: `1-1.6 (046d:c31c)`.
+func (d *Device) String() string { return d.BusID + " (" + d.ID() + ")" }
+
+func (d *Device) isHub() bool { return d.Class == 9 || strings.HasPrefix(d.BusID, "usb") }
+
+// A Decision is what the policy does with a device, and why.
+type Decision struct {
+	Action Action
+	Rule   *Rule   // the rule that decided; nil for the default and guards
+	Guard  string  // the built-in guard that decided ("hub"), if one did
+	Target *Target // for Attach
+	Reason string  // in words, for logs and `explain`
+	Twins  []string
+}
+
+// Match decides what happens to d, given the other present devices (inv
+// may include d itself). It is pure and safe for concurrent use.
+func (p *Policy) Match(d *Device, inv []Device) Decision {
+	if d.isHub() {
+		return Decision{Action: Deny, Guard: "hub", Reason: d.String() + " is a hub: hubs are never passed through (built-in guard)"}
+	}
+	for _, r := range p.Rules {
+		if r.Match.matches(d) {
+			return r.decide(d, inv)
+		}
+	}
+	return Decision{Action: None, Reason: "no rule matches " + d.String() + ": it stays with dom0"}
+}
+
+// A Skip is an earlier rule that did not match, and why.
+type Skip struct {
+	Rule *Rule
+	Why  string
+}
+
+// An Explanation is a Decision with the rules before the deciding one and
+// why each did not match.
+type Explanation struct {
+	Decision
+	Skipped []Skip
+}
+
+// Explain is Match with the reasons the earlier rules did not match.
+func (p *Policy) Explain(d *Device, inv []Device) Explanation {
+	var ex Explanation
+	if d.isHub() {
+		ex.Decision = p.Match(d, inv)
+		return ex
+	}
+	for _, r := range p.Rules {
+		if why := r.Match.miss(d); why != "" {
+			ex.Skipped = append(ex.Skipped, Skip{r, why})
+			continue
+		}
+		ex.Decision = r.decide(d, inv)
+		return ex
+	}
+	ex.Decision = p.Match(d, inv)
+	return ex
+}
+
+func (r *Rule) decide(d *Device, inv []Device) Decision {
+	if r.Action == Deny {
+		return Decision{Action: Deny, Rule: r, Reason: fmt.Sprintf("%s denies %s: it stays with dom0", r, d)}
+	}
+	dec := Decision{Action: Attach, Rule: r, Target: r.Target, Reason: fmt.Sprintf("%s attaches %s to %s", r, d, r.Target.Domain)}
+	if r.Duplicates == DupAll || !r.Match.needsTwinCheck() {
+		return dec
+	}
+	var twins []*Device
+	for i := range inv {
+		t := &inv[i]
+		if t.BusID != d.BusID && t.Vendor == d.Vendor && t.Product == d.Product && r.Match.matches(t) {
+			twins = append(twins, t)
+		}
+	}
+	if len(twins) == 0 {
+		return dec
+	}
+	slices.SortFunc(twins, func(a, b *Device) int { return strings.Compare(a.BusID, b.BusID) })
+	names := make([]string, len(twins))
+	for i, t := range twins {
+		names[i] = t.BusID
+	}
+	if r.Duplicates == DupFirst {
+		first := true
+		for _, t := range twins {
+			if t.Plugged < d.Plugged || t.Plugged == d.Plugged && t.BusID < d.BusID {
+				first = false
+			}
+		}
+		if first {
+			dec.Twins = names
+			dec.Reason += fmt.Sprintf(" (plugged before its twins %s; duplicates = \"first\")", strings.Join(names, ", "))
+			return dec
+		}
+		return Decision{Action: Refuse, Rule: r, Twins: names, Reason: fmt.Sprintf("%s matches %s, but a twin (%s) was plugged first and duplicates = \"first\"", r, d, strings.Join(names, ", "))}
+	}
+	return Decision{Action: Refuse, Rule: r, Twins: names,
+		Reason: fmt.Sprintf("%s matches %s and its twins %s, and cannot tell them apart: none is attached (duplicates = \"refuse\"); %s",
+			r, d, strings.Join(names, ", "), tellApart(d, twins))}
+}
+
+// tellApart suggests how to write the rule so that it names one device.
+func tellApart(d *Device, twins []*Device) string {
+	distinct := d.Serial != ""
+	for _, t := range twins {
+		if t.Serial == "" || t.Serial == d.Serial {
+			distinct = false
+		}
+	}
+	if distinct {
+		return fmt.Sprintf("add serial = %q to name this one", d.Serial)
+	}
+	return fmt.Sprintf("they have no serials that tell them apart: add port = %q to name the socket, or set duplicates = \"first\" or \"all\"", d.BusID)
+}
+
+// needsTwinCheck: a rule that names vendor:product but no serial, port or
+// bus address can match several identical devices.
+func (m *Match) needsTwinCheck() bool {
+	return len(m.IDs) > 0 && len(m.Serials) == 0 && len(m.Ports) == 0 && m.Bus == 0
+}
+
+func (m *Match) matches(d *Device) bool {
+	if m.Bus != 0 && (m.Bus != d.BusNum || m.Addr != d.DevNum) {
+		return false
+	}
+	if m.Class >= 0 && m.Class != int(d.Class) {
+		return false
+	}
+	if len(m.IDs) > 0 && !m.idMatches(d) {
+		return false
+	}
+	if len(m.Serials) > 0 && !slices.Contains(m.Serials, d.Serial) {
+		return false
+	}
+	if len(m.Ports) > 0 && !anyGlob(m.Ports, d.BusID) {
+		return false
+	}
+	if len(m.Interfaces) > 0 && !m.ifacesMatch(d) {
+		return false
+	}
+	if m.Manufacturer != "" && !glob(m.Manufacturer, d.Manufacturer) {
+		return false
+	}
+	if m.ProductName != "" && !glob(m.ProductName, d.ProductName) {
+		return false
+	}
+	return true
+}
+
+func (m *Match) idMatches(d *Device) bool {
+	for _, p := range m.IDs {
+		if (p.Vendor < 0 || p.Vendor == int(d.Vendor)) && (p.Product < 0 || p.Product == int(d.Product)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Match) ifacesMatch(d *Device) bool {
+	if len(d.Interfaces) == 0 {
+		return false
+	}
+	for _, in := range d.Interfaces {
+		ok := false
+		for _, p := range m.Interfaces {
+			if p.matches(in) {
+				ok = true
+				break
+			}
+		}
+		if ok && !m.AllIfaces {
+			return true
+		}
+		if !ok && m.AllIfaces {
+			return false
+		}
+	}
+	return m.AllIfaces
+}
+
+// miss says why m does not match d, or "" when it does.
+func (m *Match) miss(d *Device) string {
+	switch {
+	case m.Bus != 0 && (m.Bus != d.BusNum || m.Addr != d.DevNum):
+		return fmt.Sprintf("bus %d addr %d is not the rule's bus %d addr %d", d.BusNum, d.DevNum, m.Bus, m.Addr)
+	case m.Class >= 0 && m.Class != int(d.Class):
+		return fmt.Sprintf("device class %s is not %s", ClassName(d.Class), ClassName(uint8(m.Class)))
+	case len(m.IDs) > 0 && !m.idMatches(d):
+		return fmt.Sprintf("id %s is not %s", d.ID(), joinIDs(m.IDs))
+	case len(m.Serials) > 0 && !slices.Contains(m.Serials, d.Serial):
+		if d.Serial == "" {
+			return "the device has no serial; the rule wants " + quoteAll(m.Serials)
+		}
+		return fmt.Sprintf("serial %q is not %s", d.Serial, quoteAll(m.Serials))
+	case len(m.Ports) > 0 && !anyGlob(m.Ports, d.BusID):
+		return fmt.Sprintf("port %s is not %s", d.BusID, quoteAll(m.Ports))
+	case len(m.Interfaces) > 0 && !m.ifacesMatch(d):
+		var have []string
+		for _, in := range d.Interfaces {
+			have = append(have, IfPattern{int(in.Class), int(in.SubClass), int(in.Protocol)}.String())
+		}
+		which := "no interface"
+		if m.AllIfaces {
+			which = "not every interface"
+		}
+		var want []string
+		for _, p := range m.Interfaces {
+			want = append(want, p.String())
+		}
+		return fmt.Sprintf("%s of [%s] is %s", which, strings.Join(have, " "), strings.Join(want, " or "))
+	case m.Manufacturer != "" && !glob(m.Manufacturer, d.Manufacturer):
+		return fmt.Sprintf("manufacturer %q is not %q", d.Manufacturer, m.Manufacturer)
+	case m.ProductName != "" && !glob(m.ProductName, d.ProductName):
+		return fmt.Sprintf("product name %q is not %q", d.ProductName, m.ProductName)
+	}
+	return ""
+}
+
+func joinIDs(ids []IDPattern) string {
+	s := make([]string, len(ids))
+	for i, p := range ids {
+		s[i] = p.String()
+	}
+	return strings.Join(s, " or ")
+}
+
+func quoteAll(v []string) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%q", x)
+	}
+	return strings.Join(s, " or ")
+}
+
+func anyGlob(pats []string, s string) bool {
+	for _, p := range pats {
+		if glob(p, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// glob matches s against a pattern where * is any run of characters
+// (dots included, so "1-1.*" is everything behind port 1-1) and ? is one.
+func glob(p, s string) bool {
+	if !strings.ContainsAny(p, "*?") {
+		return p == s
+	}
+	// Iterative matching with one backtrack point: linear in practice.
+	pi, si, star, mark := 0, 0, -1, 0
+	for si < len(s) {
+		switch {
+		case pi < len(p) && (p[pi] == '?' || p[pi] == s[si]):
+			pi++
+			si++
+		case pi < len(p) && p[pi] == '*':
+			star, mark = pi, si
+			pi++
+		case star >= 0:
+			pi, mark = star+1, mark+1
+			si = mark
+		default:
+			return false
+		}
+	}
+	for pi < len(p) && p[pi] == '*' {
+		pi++
+	}
+	return pi == len(p)
+}

@@ -1,0 +1,733 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// MaxIncludeDepth bounds nested includes.
+const MaxIncludeDepth = 8
+
+// An IncludeFunc reads an included policy: name as written in the
+// including file, from the file that includes it. It returns the name to
+// use in errors and the content.
+type IncludeFunc func(from, name string) (string, []byte, error)
+
+// ParseFile reads the policy at path; includes are read relative to the
+// directory of the file that includes them.
+func ParseFile(path string) (*Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return Parse(path, data, func(from, name string) (string, []byte, error) {
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(filepath.Dir(from), name)
+		}
+		b, err := os.ReadFile(name)
+		return name, b, err
+	})
+}
+
+// Parse reads a policy from data; name is used in errors. include reads
+// included files; when it is nil, an include is an error. The error, if
+// any, is an Errors listing every problem found, each positioned.
+func Parse(name string, data []byte, include IncludeFunc) (*Policy, error) {
+	ps := &parseState{include: include, pol: &Policy{File: name, Domains: map[string]*Domain{}}, fileSeq: map[string]int{}}
+	ps.file(name, data, nil)
+	seen := map[string]*Rule{}
+	for i, r := range ps.pol.Rules {
+		r.Index = i + 1
+		if r.Name == "" {
+			continue // reported as missing or empty
+		}
+		if first, dup := seen[r.Name]; dup {
+			ps.errs = append(ps.errs, &Error{File: r.File, Line: r.Line, Rule: r.Index, RuleName: r.Name, Key: "name", Kind: ErrDuplicate,
+				Msg: fmt.Sprintf("rule %d at %s:%d has the same name", first.Index, first.File, first.Line)})
+			continue
+		}
+		seen[r.Name] = r
+	}
+	// Error rule numbers are known only now that includes are expanded.
+	for _, e := range ps.pending {
+		e.err.Rule = e.rule.Index
+		ps.errs = append(ps.errs, e.err)
+	}
+	if len(ps.errs) > 0 {
+		slices.SortStableFunc(ps.errs, func(a, b *Error) int {
+			if a.File != b.File {
+				return ps.fileSeq[a.File] - ps.fileSeq[b.File]
+			}
+			return a.Line - b.Line
+		})
+		return nil, ps.errs
+	}
+	return ps.pol, nil
+}
+
+type parseState struct {
+	include IncludeFunc
+	pol     *Policy
+	errs    Errors
+	pending []pendingErr // errors about rules, numbered once all are known
+	fileSeq map[string]int // order in which files were read, for sorting errors
+}
+
+type pendingErr struct {
+	rule *Rule
+	err  *Error
+}
+
+// fileParser holds what one file's parse needs.
+type fileParser struct {
+	ps   *parseState
+	name string
+	ix   lineIndex
+}
+
+func (ps *parseState) file(name string, data []byte, stack []string) {
+	if _, ok := ps.fileSeq[name]; !ok {
+		ps.fileSeq[name] = len(ps.fileSeq)
+	}
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		e := &Error{File: name, Kind: ErrSyntax, Msg: err.Error()}
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			e.Line, e.Msg = pe.Position.Line, pe.Message
+		}
+		ps.errs = append(ps.errs, e)
+		return
+	}
+	fp := &fileParser{ps: ps, name: name, ix: indexLines(string(data))}
+	for _, k := range fp.sortedKeys(raw, nil) {
+		v := raw[k]
+		switch k {
+		case "rule":
+			rules, ok := tables(v)
+			if !ok {
+				fp.fail(nil, []string{k}, "rule", ErrType, "rules are written as [[rule]] sections")
+				continue
+			}
+			for i, m := range rules {
+				fp.rule(m, i, append(slices.Clone(stack), name))
+			}
+		case "domain":
+			doms, ok := v.(map[string]any)
+			if !ok {
+				fp.fail(nil, []string{k}, "domain", ErrType, "domains are written as [domain.NAME] sections")
+				continue
+			}
+			for _, dn := range fp.sortedKeys(doms, []string{"domain"}) {
+				fp.domain(dn, doms[dn])
+			}
+		default:
+			fp.fail(nil, []string{k}, k, ErrUnknownKey, "unknown key: a policy has [[rule]] and [domain.NAME] sections%s", hint(k, topHints))
+		}
+	}
+}
+
+// sortedKeys orders a table's keys by where they were written, so errors
+// come in file order.
+func (fp *fileParser) sortedKeys(m map[string]any, path []string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		la, lb := fp.ix.line(append(slices.Clone(path), a)...), fp.ix.line(append(slices.Clone(path), b)...)
+		if la != lb {
+			return la - lb
+		}
+		return strings.Compare(a, b)
+	})
+	return keys
+}
+
+func tables(v any) ([]map[string]any, bool) {
+	switch t := v.(type) {
+	case []map[string]any:
+		return t, true
+	case []any:
+		out := make([]map[string]any, len(t))
+		for i, x := range t {
+			m, ok := x.(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			out[i] = m
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// fail records an error at path (for the line); r is the rule it is
+// about, if any.
+func (fp *fileParser) fail(r *Rule, path []string, key string, kind error, format string, a ...any) {
+	e := &Error{File: fp.name, Line: fp.ix.line(path...), Key: key, Kind: kind, Msg: fmt.Sprintf(format, a...)}
+	if r != nil {
+		e.RuleName = r.Name
+		fp.ps.pending = append(fp.ps.pending, pendingErr{r, e})
+		return
+	}
+	fp.ps.errs = append(fp.ps.errs, e)
+}
+
+var topHints = map[string]string{"rules": "rule", "domains": "domain", "include": "!an include is a rule of its own: [[rule]] include = \"FILE\""}
+
+var ruleKeys = []string{"name", "description", "action", "match", "target", "duplicates", "takeover", "include"}
+
+var ruleHints = map[string]string{
+	"domain": "target.domain", "to": "target.domain", "id": "match.id", "serial": "match.serial", "port": "match.port (the physical socket) or target.port (the guest port)",
+	"class": "match.class", "deny": `action = "deny"`, "allow": `action = "attach"`,
+}
+
+var matchKeys = []string{"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name"}
+
+var matchHints = map[string]string{
+	"product": "id (vendor:product) or product_name", "vendor": "id (vendor:product) or manufacturer", "vid": "id", "pid": "id",
+	"busid": "port", "hostbus": "bus", "hostaddr": "addr", "devnum": "addr", "busnum": "bus", "subclass": "interface = \"CLASS:SUBCLASS:PROTOCOL\"",
+	"protocol": "interface = \"CLASS:SUBCLASS:PROTOCOL\"", "interface_class": "interface", "name": "product_name", "domain": "target.domain",
+}
+
+var targetKeys = []string{"domain", "type", "version", "ports", "controller", "port"}
+
+var targetHints = map[string]string{"domid": "domain (by name)", "name": "domain", "ctrl": "controller", "devid": "controller", "usbctrl": "the domain's [domain.NAME] usbctrl list"}
+
+// hint suggests the key meant; a hint that begins with "!" is a sentence
+// of its own.
+func hint(k string, hints map[string]string) string {
+	h, ok := hints[k]
+	switch {
+	case !ok:
+		return ""
+	case strings.HasPrefix(h, "!"):
+		return "; " + h[1:]
+	}
+	return "; did you mean " + h + "?"
+}
+
+func (fp *fileParser) unknown(r *Rule, m map[string]any, path []string, prefix string, allowed []string, hints map[string]string) {
+	for _, k := range fp.sortedKeys(m, path) {
+		if !slices.Contains(allowed, k) {
+			fp.fail(r, append(slices.Clone(path), k), prefix+k, ErrUnknownKey, "unknown key (keys: %s)%s", strings.Join(allowed, ", "), hint(k, hints))
+		}
+	}
+}
+
+func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
+	path := []string{"rule", strconv.Itoa(i)}
+	r := &Rule{File: fp.name, Line: fp.ix.line(path...), Match: Match{Class: -1}, Duplicates: DupRefuse}
+	if s, ok := fp.str(r, m, path, "name", ""); ok {
+		r.Name = s
+	}
+	if inc, ok := m["include"]; ok {
+		fp.includeRule(r, m, path, inc, stack)
+		return
+	}
+	fp.ps.pol.Rules = append(fp.ps.pol.Rules, r)
+	fp.unknown(r, m, path, "", ruleKeys, ruleHints)
+	if _, ok := m["name"]; !ok {
+		fp.fail(r, path, "name", ErrMissing, "every rule has a name, so that logs and `explain` can say which one decided")
+	} else if r.Name == "" || len(r.Name) > 80 || strings.ContainsFunc(r.Name, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+		fp.fail(r, append(path, "name"), "name", ErrValue, "a name is 1 to 80 printable characters")
+	}
+	if s, ok := fp.str(r, m, path, "description", ""); ok {
+		r.Description = s
+	}
+	if s, ok := fp.str(r, m, path, "action", ""); ok {
+		switch s {
+		case "attach":
+			r.Action = Attach
+		case "deny":
+			r.Action = Deny
+		default:
+			fp.fail(r, append(path, "action"), "action", ErrValue, "%q: the action is \"attach\" or \"deny\"", s)
+		}
+	} else if _, present := m["action"]; !present {
+		fp.fail(r, path, "action", ErrMissing, "every rule has an action: \"attach\" or \"deny\"")
+	}
+	if v, ok := m["match"]; ok {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			fp.fail(r, append(path, "match"), "match", ErrType, "match is a table: [rule.match] or match = { ... }")
+		} else {
+			fp.match(r, mm, append(path, "match"))
+		}
+	}
+	tv, hasTarget := m["target"]
+	switch {
+	case r.Action == Attach && !hasTarget:
+		fp.fail(r, path, "target", ErrMissing, "an attach rule has a target: [rule.target] domain = \"NAME\"")
+	case r.Action == Deny && hasTarget:
+		fp.fail(r, append(path, "target"), "target", ErrValue, "a deny rule has no target")
+	case hasTarget:
+		tm, ok := tv.(map[string]any)
+		if !ok {
+			fp.fail(r, append(path, "target"), "target", ErrType, "target is a table: [rule.target] or target = { domain = \"NAME\" }")
+		} else {
+			r.Target = fp.target(r, tm, append(path, "target"))
+		}
+	}
+	if s, ok := fp.str(r, m, path, "duplicates", ""); ok {
+		switch Duplicates(s) {
+		case DupRefuse, DupFirst, DupAll:
+			r.Duplicates = Duplicates(s)
+		default:
+			fp.fail(r, append(path, "duplicates"), "duplicates", ErrValue, "%q: duplicates is \"refuse\", \"first\" or \"all\"", s)
+		}
+		if r.Action == Deny {
+			fp.fail(r, append(path, "duplicates"), "duplicates", ErrValue, "a deny rule denies every match; duplicates is for attach rules")
+		}
+	}
+	if v, ok := m["takeover"]; ok {
+		b, isBool := v.(bool)
+		switch {
+		case !isBool:
+			fp.fail(r, append(path, "takeover"), "takeover", ErrType, "takeover is true or false, not %s", typeName(v))
+		case r.Action == Deny:
+			fp.fail(r, append(path, "takeover"), "takeover", ErrValue, "takeover is for attach rules")
+		default:
+			r.Takeover = b
+		}
+	}
+	if r.Match.Class == 9 {
+		fp.fail(r, append(path, "match", "class"), "match.class", ErrNeverMatches, "hubs are never passed through (a built-in guard decides first), so this rule never decides")
+	}
+}
+
+func (fp *fileParser) includeRule(r *Rule, m map[string]any, path []string, inc any, stack []string) {
+	for _, k := range fp.sortedKeys(m, path) {
+		if k != "include" && k != "name" && k != "description" {
+			fp.fail(nil, append(path, k), k, ErrUnknownKey, "an include rule has only include (and name, description): the included file's rules stand in its place")
+		}
+	}
+	name, ok := inc.(string)
+	if !ok || name == "" {
+		fp.fail(nil, append(path, "include"), "include", ErrType, "include is a file name in quotes")
+		return
+	}
+	if fp.ps.include == nil {
+		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q: includes are not available here", name)
+		return
+	}
+	if len(stack) >= MaxIncludeDepth {
+		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q: includes nest more than %d deep", name, MaxIncludeDepth)
+		return
+	}
+	full, data, err := fp.ps.include(fp.name, name)
+	if err != nil {
+		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%v", err)
+		return
+	}
+	if slices.Contains(stack, full) {
+		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q includes itself (through %s)", name, strings.Join(stack, " → "))
+		return
+	}
+	fp.ps.file(full, data, stack)
+}
+
+// str reads an optional string; ok is false when absent or of another
+// type (which is reported).
+func (fp *fileParser) str(r *Rule, m map[string]any, path []string, key, prefix string) (string, bool) {
+	v, present := m[key]
+	if !present {
+		return "", false
+	}
+	s, ok := v.(string)
+	if !ok {
+		fp.fail(r, append(slices.Clone(path), key), prefix+key, ErrType, "a string in quotes, not %s", typeName(v))
+		return "", false
+	}
+	return s, true
+}
+
+// strs reads a string or a list of strings.
+func (fp *fileParser) strs(r *Rule, m map[string]any, path []string, key, prefix, hintMsg string) ([]string, bool) {
+	v, present := m[key]
+	if !present {
+		return nil, false
+	}
+	bad := func() ([]string, bool) {
+		fp.fail(r, append(slices.Clone(path), key), prefix+key, ErrType, "a string in quotes or a list of them, not %s%s", typeName(v), hintMsg)
+		return nil, false
+	}
+	switch t := v.(type) {
+	case string:
+		return []string{t}, true
+	case []any:
+		if len(t) == 0 {
+			fp.fail(r, append(slices.Clone(path), key), prefix+key, ErrNeverMatches, "an empty list matches nothing; leave the key out to match any")
+			return nil, false
+		}
+		out := make([]string, len(t))
+		for i, x := range t {
+			s, ok := x.(string)
+			if !ok {
+				fp.fail(r, append(slices.Clone(path), key, strconv.Itoa(i)), fmt.Sprintf("%s%s[%d]", prefix, key, i), ErrType, "a string in quotes, not %s%s", typeName(x), hintMsg)
+				return nil, false
+			}
+			out[i] = s
+		}
+		return out, true
+	}
+	return bad()
+}
+
+func (fp *fileParser) integer(r *Rule, m map[string]any, path []string, key, prefix, hintMsg string) (int64, bool) {
+	v, present := m[key]
+	if !present {
+		return 0, false
+	}
+	n, ok := v.(int64)
+	if !ok {
+		fp.fail(r, append(slices.Clone(path), key), prefix+key, ErrType, "a number, not %s%s", typeName(v), hintMsg)
+		return 0, false
+	}
+	return n, true
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "a number"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case []any, []map[string]any:
+		return "a list"
+	case map[string]any:
+		return "a table"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
+	fp.unknown(r, m, path, "match.", matchKeys, matchHints)
+	at := func(k string) []string { return append(slices.Clone(path), k) }
+	bad := func(k string, kind error, format string, a ...any) {
+		fp.fail(r, at(k), "match."+k, kind, format, a...)
+	}
+	mt := &r.Match
+	bus, hasBus := fp.integer(r, m, path, "bus", "match.", " (bus = 1, as lsusb's \"Bus 001\")")
+	addr, hasAddr := fp.integer(r, m, path, "addr", "match.", " (addr = 6, as lsusb's \"Device 006\")")
+	if hasBus && (bus < 1 || bus > 255) {
+		bad("bus", ErrValue, "%d: bus numbers are 1 to 255", bus)
+		hasBus = false
+	}
+	if hasAddr && (addr < 1 || addr > 127) {
+		bad("addr", ErrValue, "%d: USB device addresses are 1 to 127", addr)
+		hasAddr = false
+	}
+	_, busGiven := m["bus"]
+	_, addrGiven := m["addr"]
+	switch {
+	case busGiven && !addrGiven:
+		msg := "bus needs addr (as xl's hostbus needs hostaddr)"
+		if hasBus {
+			msg += fmt.Sprintf("; for every device on a bus use port = \"%d-*\"", bus)
+		}
+		bad("bus", ErrMissing, "%s", msg)
+	case addrGiven && !busGiven:
+		bad("addr", ErrMissing, "addr needs bus (as xl's hostaddr needs hostbus)")
+	case hasBus && hasAddr:
+		mt.Bus, mt.Addr = int(bus), int(addr)
+	}
+	const idHint = ` (write IDs as quoted strings, as lsusb prints them: id = "046d:c31c")`
+	if ids, ok := fp.strs(r, m, path, "id", "match.", idHint); ok {
+		for _, s := range ids {
+			p, err := parseID(s)
+			if err != nil {
+				bad("id", ErrValue, "%v", err)
+				continue
+			}
+			mt.IDs = append(mt.IDs, p)
+		}
+	}
+	if ss, ok := fp.strs(r, m, path, "serial", "match.", ""); ok {
+		for _, s := range ss {
+			if s == "" || strings.ContainsFunc(s, func(c rune) bool { return c < 0x20 }) {
+				bad("serial", ErrValue, "%q: a serial is a non-empty string as sysfs shows it (usbhotplugd devices lists them)", s)
+				continue
+			}
+			mt.Serials = append(mt.Serials, s)
+		}
+	}
+	if ps, ok := fp.strs(r, m, path, "port", "match.", ""); ok {
+		for _, s := range ps {
+			if err := checkPortGlob(s); err != nil {
+				kind := ErrValue
+				if strings.HasPrefix(s, "usb") {
+					kind = ErrNeverMatches
+				}
+				bad("port", kind, "%v", err)
+				continue
+			}
+			mt.Ports = append(mt.Ports, s)
+		}
+	}
+	if v, present := m["class"]; present {
+		if _, isStr := v.(string); !isStr {
+			bad("class", ErrType, "a string in quotes, not %s (class = \"hid\" or \"03\")", typeName(v))
+		} else if s, ok := fp.str(r, m, path, "class", "match."); ok {
+			c, err := ParseClass(s)
+			if err != nil {
+				bad("class", ErrValue, "%v", err)
+			} else {
+				mt.Class = int(c)
+			}
+		}
+	}
+	if is, ok := fp.strs(r, m, path, "interface", "match.", ` (interface = "03:01:01" or "hid:*:*")`); ok {
+		for _, s := range is {
+			p, err := parseIfPattern(s)
+			if err != nil {
+				bad("interface", ErrValue, "%v", err)
+				continue
+			}
+			mt.Interfaces = append(mt.Interfaces, p)
+		}
+	}
+	if s, ok := fp.str(r, m, path, "interfaces", "match."); ok {
+		switch s {
+		case "any":
+		case "all":
+			mt.AllIfaces = true
+		default:
+			bad("interfaces", ErrValue, "%q: interfaces is \"any\" (one interface matches) or \"all\" (every interface does)", s)
+		}
+		if _, ok := m["interface"]; !ok {
+			bad("interfaces", ErrMissing, "interfaces says how interface patterns apply; give interface too")
+		}
+	}
+	for _, k := range []string{"manufacturer", "product_name"} {
+		if s, ok := fp.str(r, m, path, k, "match."); ok {
+			if s == "" {
+				bad(k, ErrValue, "an empty pattern; leave the key out to match any")
+				continue
+			}
+			if k == "manufacturer" {
+				mt.Manufacturer = s
+			} else {
+				mt.ProductName = s
+			}
+		}
+	}
+}
+
+func (fp *fileParser) target(r *Rule, m map[string]any, path []string) *Target {
+	fp.unknown(r, m, path, "target.", targetKeys, targetHints)
+	at := func(k string) []string { return append(slices.Clone(path), k) }
+	t := &Target{Controller: -1}
+	if _, present := m["domain"]; !present {
+		fp.fail(r, path, "target.domain", ErrMissing, "a target names its domain: domain = \"NAME\"")
+	} else if s, ok := fp.str(r, m, path, "domain", "target."); ok {
+		if err := checkDomainName(s); err != nil {
+			fp.fail(r, at("domain"), "target.domain", ErrValue, "%v", err)
+		}
+		t.Domain = s
+	}
+	if s, ok := fp.str(r, m, path, "type", "target."); ok {
+		switch ls := strings.ToLower(s); ls {
+		case TypeAuto, TypePV, TypeQUSB, TypeDeviceModel:
+			t.Ctrl.Type = ls
+		default:
+			fp.fail(r, at("type"), "target.type", ErrValue, "%q: type is auto, pv, qusb or devicemodel", s)
+		}
+	}
+	ctrlOK := true
+	for _, k := range []string{"version", "ports", "controller", "port"} {
+		n, ok := fp.integer(r, m, path, k, "target.", "")
+		if !ok {
+			if _, present := m[k]; present {
+				ctrlOK = false
+			}
+			continue
+		}
+		if n < 0 || n > 1<<16 {
+			fp.fail(r, at(k), "target."+k, ErrValue, "%d is out of range", n)
+			ctrlOK = false
+			continue
+		}
+		switch k {
+		case "version":
+			t.Ctrl.Version = int(n)
+		case "ports":
+			t.Ctrl.Ports = int(n)
+		case "controller":
+			t.Controller = int(n)
+		case "port":
+			if n < 1 || n > MaxPVPorts {
+				fp.fail(r, at(k), "target.port", ErrValue, "%d: ports are numbered 1 to %d", n, MaxPVPorts)
+				ctrlOK = false
+				continue
+			}
+			t.Port = int(n)
+		}
+	}
+	if ctrlOK {
+		if err := t.Ctrl.Check(); err != nil {
+			var se *SpecError
+			msg := err.Error()
+			if errors.As(err, &se) {
+				msg = se.Msg
+			}
+			fp.fail(r, path, "target", ErrValue, "%s", msg)
+		}
+	}
+	if t.Port != 0 && t.Controller < 0 {
+		fp.fail(r, at("port"), "target.port", ErrValue, "port needs controller (as in xl: a port is chosen within a controller)")
+	}
+	if t.Port != 0 && t.Ctrl.Ports != 0 && t.Port > t.Ctrl.Ports {
+		fp.fail(r, at("port"), "target.port", ErrValue, "port %d is beyond ports = %d", t.Port, t.Ctrl.Ports)
+	}
+	return t
+}
+
+func (fp *fileParser) domain(name string, v any) {
+	path := []string{"domain", name}
+	key := "domain." + name
+	if err := checkDomainName(name); err != nil {
+		fp.fail(nil, path, key, ErrValue, "%v", err)
+		return
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		fp.fail(nil, path, key, ErrType, "a domain is a [domain.NAME] section")
+		return
+	}
+	if prev, dup := fp.ps.pol.Domains[name]; dup {
+		fp.fail(nil, path, key, ErrDuplicate, "also declared at %s:%d", prev.File, prev.Line)
+		return
+	}
+	d := &Domain{Name: name, File: fp.name, Line: fp.ix.line(path...)}
+	fp.ps.pol.Domains[name] = d
+	for _, k := range fp.sortedKeys(m, path) {
+		if k != "usbctrl" {
+			fp.fail(nil, append(slices.Clone(path), k), key+"."+k, ErrUnknownKey, "unknown key (keys: usbctrl)%s", hint(k, map[string]string{"usbdev": "a [[rule]] with target.domain = \"" + name + "\""}))
+		}
+	}
+	specs, ok := fp.strs(nil, m, path, "usbctrl", key+".", ` (usbctrl = ["version=2, ports=4"], as in xl.cfg)`)
+	if !ok {
+		return
+	}
+	for i, s := range specs {
+		c, err := ParseCtrlSpec(s)
+		if err != nil {
+			fp.fail(nil, append(slices.Clone(path), "usbctrl", strconv.Itoa(i)), fmt.Sprintf("%s.usbctrl[%d]", key, i), ErrValue, "%v", err)
+			continue
+		}
+		d.Controllers = append(d.Controllers, c)
+	}
+}
+
+func checkDomainName(s string) error {
+	if s == "" || len(s) > 64 || strings.ContainsAny(s, "/\\") || strings.ContainsFunc(s, func(c rune) bool { return c <= 0x20 || c == 0x7f }) {
+		return fmt.Errorf("%q is not a domain name", s)
+	}
+	if _, err := strconv.Atoi(s); err == nil {
+		return fmt.Errorf("%q is a domid: name the domain instead, since its domid changes on every boot", s)
+	}
+	return nil
+}
+
+// parseID reads "046d:c31c", "1050:*" or "*:c31c".
+func parseID(s string) (IDPattern, error) {
+	v, p, ok := strings.Cut(s, ":")
+	if !ok {
+		return IDPattern{}, fmt.Errorf("%q is not vendor:product (four hex digits each, as lsusb prints them: \"046d:c31c\")", s)
+	}
+	vv, err1 := hex4(v)
+	pp, err2 := hex4(p)
+	if err1 != nil || err2 != nil {
+		return IDPattern{}, fmt.Errorf("%q is not vendor:product (four hex digits each, or *, as lsusb prints them: \"046d:c31c\")", s)
+	}
+	if vv < 0 && pp < 0 {
+		return IDPattern{}, fmt.Errorf("%q matches every device; leave id out instead", s)
+	}
+	return IDPattern{vv, pp}, nil
+}
+
+func hex4(s string) (int, error) {
+	if s == "*" {
+		return -1, nil
+	}
+	if len(s) != 4 {
+		return 0, errors.New("not four digits")
+	}
+	n, err := strconv.ParseUint(s, 16, 16)
+	return int(n), err
+}
+
+// parseIfPattern reads "CLASS[:SUBCLASS[:PROTOCOL]]", each two hex digits
+// or *, the class also by name ("hid:01:01").
+func parseIfPattern(s string) (IfPattern, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) > 3 || s == "" {
+		return IfPattern{}, fmt.Errorf("%q is not CLASS:SUBCLASS:PROTOCOL (\"03:01:01\", \"hid:*:*\")", s)
+	}
+	p := IfPattern{-1, -1, -1}
+	for i, f := range parts {
+		if f == "*" {
+			continue
+		}
+		var n uint8
+		var err error
+		if i == 0 {
+			n, err = ParseClass(f)
+		} else if len(f) == 2 {
+			var u uint64
+			u, err = strconv.ParseUint(f, 16, 8)
+			n = uint8(u)
+		} else {
+			err = errors.New("two hex digits")
+		}
+		if err != nil {
+			return IfPattern{}, fmt.Errorf("%q is not CLASS:SUBCLASS:PROTOCOL, each two hex digits or * (\"03:01:01\", \"hid:*:*\")", s)
+		}
+		switch i {
+		case 0:
+			p.Class = int(n)
+		case 1:
+			p.SubClass = int(n)
+		case 2:
+			p.Protocol = int(n)
+		}
+	}
+	if p == (IfPattern{-1, -1, -1}) {
+		return IfPattern{}, fmt.Errorf("%q matches every interface; leave interface out instead", s)
+	}
+	return p, nil
+}
+
+// checkPortGlob accepts busid patterns: "1-1.4", "1-1.*", "2-*".
+func checkPortGlob(s string) error {
+	if strings.HasPrefix(s, "usb") {
+		return fmt.Errorf("%q is a root hub, which is never passed through; the devices on its ports are %s-*", s, strings.TrimPrefix(s, "usb"))
+	}
+	if s == "" || strings.Trim(s, "*") == "" {
+		return fmt.Errorf("%q matches every port; leave port out instead", s)
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c == '-' || c == '.' || c == '*' || c == '?') {
+			return fmt.Errorf("%q is not a port such as 1-1.4 (a busid, as `usbhotplugd devices` shows; * and ? allowed)", s)
+		}
+	}
+	if !strings.ContainsAny(s, "*?") {
+		if err := checkBusID(s); err != nil {
+			return fmt.Errorf("%q is not a port such as 1-1.4 (a busid, as `usbhotplugd devices` shows; * and ? allowed)", s)
+		}
+	}
+	return nil
+}
