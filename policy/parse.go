@@ -76,7 +76,7 @@ type parseState struct {
 	include IncludeFunc
 	pol     *Policy
 	errs    Errors
-	pending []pendingErr // errors about rules, numbered once all are known
+	pending []pendingErr   // errors about rules, numbered once all are known
 	fileSeq map[string]int // order in which files were read, for sorting errors
 }
 
