@@ -34,6 +34,8 @@ func init() {
 		{"xenstored", "serve an embedded, in-memory xenstored on a unix socket", runXenstored},
 		{"devices", "list the host's USB devices with busids, drivers and interfaces", runDevices},
 		{"record", "record kernel uevents to a trace, or convert udevadm monitor text to one", runRecord},
+		{"check", "validate a policy file and list rules that can never decide", runCheck},
+		{"explain", "show what the policy does with each present device, and why", runExplain},
 		{"version", "print the version, commit and Go version", runVersion},
 	}
 }
@@ -77,6 +79,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		case errors.Is(err, flag.ErrHelp):
 			return exitOK
+		case errors.As(err, new(*exitError)):
+			fmt.Fprintf(stderr, "usbhotplugd %s: %v\n", c.name, err)
+			return exitFailure
 		case errors.As(err, &ue):
 			fmt.Fprintf(stderr, "usbhotplugd %s: %v\n", c.name, err)
 			return exitUsage

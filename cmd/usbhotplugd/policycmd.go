@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// defaultPolicy is where the agent reads its policy.
+const defaultPolicy = "/etc/usbhotplugd/policy.toml"
+
+// exitError fails a command (exit 1) with a message and nothing else to
+// print: `check --strict` with warnings.
+type exitError struct{ msg string }
+
+func (e *exitError) Error() string { return e.msg }
+
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", "[--strict] [POLICY]", stderr)
+	strict := fs.Bool("strict", false, "fail on warnings (shadowed rules) too")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	path := defaultPolicy
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		path = fs.Arg(0)
+	default:
+		return &usageError{"one policy file at most"}
+	}
+	p, err := policy.ParseFile(path)
+	if err != nil {
+		if es, ok := err.(policy.Errors); ok {
+			for _, e := range es {
+				fmt.Fprintln(stdout, e)
+			}
+			return fmt.Errorf("%s: %d errors; the policy is not valid and the agent would keep its previous one", path, len(es))
+		}
+		return err
+	}
+	warnings := p.Shadowed()
+	for _, f := range warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", f)
+	}
+	files := map[string]int{}
+	for _, r := range p.Rules {
+		files[r.File]++
+	}
+	var inc []string
+	for f, n := range files {
+		if f != path {
+			inc = append(inc, fmt.Sprintf("%d from %s", n, f))
+		}
+	}
+	summary := fmt.Sprintf("%s: valid: %d rules", path, len(p.Rules))
+	if len(inc) > 0 {
+		summary += " (" + strings.Join(inc, ", ") + ")"
+	}
+	summary += fmt.Sprintf(", %s, %s", plural(len(p.Domains), "domain section"), plural(len(warnings), "warning"))
+	fmt.Fprintln(stdout, summary)
+	if *strict && len(warnings) > 0 {
+		return &exitError{fmt.Sprintf("%d warnings with --strict", len(warnings))}
+	}
+	return nil
+}
+
+type explainJSON struct {
+	Device  deviceJSON `json:"device"`
+	Action  string     `json:"action"`
+	Rule    *ruleRef   `json:"rule,omitempty"`
+	Guard   string     `json:"guard,omitempty"`
+	Target  *targetRef `json:"target,omitempty"`
+	Reason  string     `json:"reason"`
+	Twins   []string   `json:"twins,omitempty"`
+	Skipped []skipRef  `json:"skipped,omitempty"`
+}
+
+type ruleRef struct {
+	Index int    `json:"index"`
+	Name  string `json:"name"`
+	File  string `json:"file"`
+	Line  int    `json:"line"`
+}
+
+type targetRef struct {
+	Domain     string          `json:"domain"`
+	Controller *int            `json:"controller,omitempty"`
+	Port       int             `json:"port,omitempty"`
+	Ctrl       policy.CtrlSpec `json:"create"`
+}
+
+type skipRef struct {
+	Rule ruleRef `json:"rule"`
+	Why  string  `json:"why"`
+}
+
+func refOf(r *policy.Rule) ruleRef { return ruleRef{r.Index, r.Name, r.File, r.Line} }
+
+func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("explain", "[--policy FILE] [--json] [--sysfs DIR] [BUSID]", stderr)
+	path := fs.String("policy", defaultPolicy, "policy file")
+	asJSON := fs.Bool("json", false, "print JSON")
+	root := fs.String("sysfs", "/sys", "sysfs root to read")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return &usageError{"one busid at most"}
+	}
+	want := fs.Arg(0)
+	if want != "" {
+		if err := usbsysfs.ValidBusID(want); err != nil {
+			return &usageError{err.Error()}
+		}
+	}
+	p, err := policy.ParseFile(*path)
+	if err != nil {
+		return fmt.Errorf("%w\n(run usbhotplugd check %s)", err, *path)
+	}
+	devs, err := usbsysfs.NewFS(*root).Devices()
+	if err != nil {
+		return err
+	}
+	inv := inventory.FromScan(devs)
+	var out []explainJSON
+	for i, d := range devs {
+		if want != "" && d.BusID != want {
+			continue
+		}
+		ex := p.Explain(&inv[i], inv)
+		j := explainJSON{Device: toJSON(d), Action: ex.Action.String(), Guard: ex.Guard, Reason: ex.Reason, Twins: ex.Twins}
+		if ex.Rule != nil {
+			r := refOf(ex.Rule)
+			j.Rule = &r
+		}
+		if ex.Target != nil {
+			t := &targetRef{Domain: ex.Target.Domain, Port: ex.Target.Port, Ctrl: ex.Target.Ctrl}
+			if ex.Target.Controller >= 0 {
+				c := ex.Target.Controller
+				t.Controller = &c
+			}
+			j.Target = t
+		}
+		for _, s := range ex.Skipped {
+			j.Skipped = append(j.Skipped, skipRef{refOf(s.Rule), s.Why})
+		}
+		out = append(out, j)
+	}
+	if want != "" && len(out) == 0 {
+		return fmt.Errorf("no USB device %s on this host (usbhotplugd devices lists them)", want)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	for i, j := range out {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		name := strings.TrimSpace(j.Device.Manufacturer + " " + j.Device.ProductName)
+		fmt.Fprintf(stdout, "%s  %s  bus %d addr %d  %s\n", j.Device.BusID, j.Device.ID, j.Device.BusNum, j.Device.DevNum, name)
+		for _, s := range j.Skipped {
+			fmt.Fprintf(stdout, "  rule %d %q (%s:%d) does not match: %s\n", s.Rule.Index, s.Rule.Name, s.Rule.File, s.Rule.Line, s.Why)
+		}
+		fmt.Fprintf(stdout, "  => %s: %s\n", j.Action, j.Reason)
+	}
+	return nil
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+)
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCheck(t *testing.T) {
+	code, out, errs := runCmd(t, "check", "../../rules/examples/vdi.toml")
+	if code != 0 || !strings.Contains(out, "vdi.toml: valid: 10 rules (6 from ../../rules/deny-defaults.toml), 2 domain sections, 0 warnings") {
+		t.Fatalf("vdi: exit %d\n%s%s", code, out, errs)
+	}
+	dir := t.TempDir()
+	shadow := writeFile(t, dir, "shadow.toml", "[[rule]]\nname = \"all\"\naction = \"deny\"\n\n[[rule]]\nname = \"kbd\"\naction = \"attach\"\nmatch = { id = \"046d:c31c\" }\ntarget = { domain = \"desk\" }\n")
+	code, out, _ = runCmd(t, "check", shadow)
+	if code != 0 || !strings.Contains(out, `warning: `+shadow+`:5: rule 2 "kbd" is shadowed by rule 1 "all"`) || !strings.Contains(out, "1 warning\n") {
+		t.Fatalf("shadowed: exit %d\n%s", code, out)
+	}
+	if code, _, errs = runCmd(t, "check", "--strict", shadow); code != exitFailure || !strings.Contains(errs, "1 warnings with --strict") {
+		t.Fatalf("strict: exit %d %s", code, errs)
+	}
+	bad := writeFile(t, dir, "bad.toml", "[[rule]]\nname = \"a\"\naction = \"attach\"\nmatch = { id = 1133 }\ntarget = { domain = \"7\" }\n")
+	code, out, errs = runCmd(t, "check", bad)
+	if code != exitFailure || !strings.Contains(out, bad+`:4: rule 1 "a": match.id:`) || !strings.Contains(out, bad+`:5: rule 1 "a": target.domain: "7" is a domid`) ||
+		!strings.Contains(errs, "2 errors; the policy is not valid") {
+		t.Fatalf("bad: exit %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs = runCmd(t, "check", filepath.Join(dir, "none.toml")); code != exitFailure || !strings.Contains(errs, "no such file") {
+		t.Fatalf("missing: exit %d %s", code, errs)
+	}
+	if code, _, _ = runCmd(t, "check", "a", "b"); code != exitUsage {
+		t.Fatalf("two files: exit %d", code)
+	}
+}
+
+func TestExplain(t *testing.T) {
+	root := t.TempDir()
+	if err := usbsysfstest.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, "explain", "--policy", "../../rules/examples/kiosk.toml", "--sysfs", root)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{
+		"1-1  8087:0024  bus 1 addr 2  Intel USB2.0 Hub\n  => deny: 1-1 (8087:0024) is a hub: hubs are never passed through (built-in guard)",
+		"1-1.2  0c27:3bfa  bus 1 addr 8  RFIDeas USB Keyboard Badge Reader\n  => refuse: rule 1 \"badge-reader\" matches 1-1.2 (0c27:3bfa) and its twins 1-1.3",
+		"1-1.6  046d:c31c  bus 1 addr 6  Logitech USB Keyboard\n  rule 1 \"badge-reader\" (../../rules/examples/kiosk.toml:8) does not match: id 046d:c31c is not 0c27:3bfa",
+		"  => deny: rule 7 \"deny-boot-keyboards-and-mice\" denies 1-1.6 (046d:c31c): it stays with dom0",
+		"1-3  0781:5567  bus 1 addr 4  SanDisk Cruzer Blade\n",
+		"  => deny: rule 10 \"rest-stays-in-dom0\" denies 1-3 (0781:5567)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain lacks\n%s\n--- in ---\n%s", want, out)
+		}
+	}
+
+	code, out, _ = runCmd(t, "explain", "--policy", "../../rules/examples/kiosk.toml", "--sysfs", root, "--json", "1-4")
+	var got []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || len(got) != 1 {
+		t.Fatalf("json: exit %d\n%s", code, out)
+	}
+	if got[0]["action"] != "attach" || got[0]["target"].(map[string]any)["domain"] != "kiosk" || got[0]["rule"].(map[string]any)["name"] != "front-left-socket" {
+		t.Fatalf("1-4 in JSON: %v", got[0])
+	}
+
+	if code, _, errs = runCmd(t, "explain", "--policy", "../../rules/examples/kiosk.toml", "--sysfs", root, "9-9"); code != exitFailure || !strings.Contains(errs, "no USB device 9-9") {
+		t.Fatalf("absent busid: exit %d %s", code, errs)
+	}
+	if code, _, _ = runCmd(t, "explain", "../x"); code != exitUsage {
+		t.Fatalf("bad busid: exit %d", code)
+	}
+}
