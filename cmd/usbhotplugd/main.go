@@ -36,6 +36,12 @@ func init() {
 		{"record", "record kernel uevents to a trace, or convert udevadm monitor text to one", runRecord},
 		{"check", "validate a policy file and list rules that can never decide", runCheck},
 		{"explain", "show what the policy does with each present device, and why", runExplain},
+		{"usbctrl-attach", "add a USB controller to a guest, as xl usbctrl-attach", runUsbctrlAttach},
+		{"usbctrl-detach", "remove a guest's USB controller and give back its devices, as xl usbctrl-detach", runUsbctrlDetach},
+		{"usbdev-attach", "attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", runUsbdevAttach},
+		{"usbdev-detach", "give back the device at a guest's controller port, as xl usbdev-detach", runUsbdevDetach},
+		{"usb-list", "list a guest's USB controllers and devices, byte for byte as xl usb-list", runUsbList},
+		{"repair", "clear ports that name devices no longer on the host (which make xl refuse every attach)", runRepair},
 		{"version", "print the version, commit and Go version", runVersion},
 	}
 }

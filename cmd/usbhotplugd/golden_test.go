@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// xlHost builds the host of the xl captures: root hub usb1, hub 1-1
+// (devnum 2) and a Logitech keyboard 1-1.6 (devnum 6) whose one interface
+// is bound to usbhid, with usbback loaded.
+func xlHost(t testing.TB) (string, *usbsysfstest.Kernel) {
+	t.Helper()
+	root := t.TempDir()
+	b := &usbsysfstest.Builder{Root: root}
+	b.Add(usbsysfstest.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: usbsysfstest.Hub})
+	b.Add(usbsysfstest.Dev{BusID: "1-1", DevNum: 2, Vendor: "8087", Product: "0024", Class: "09", Interfaces: usbsysfstest.Hub})
+	b.Add(usbsysfstest.Dev{BusID: "1-1.6", DevNum: 6, Vendor: "046d", Product: "c31c", Class: "00", Manufacturer: "Logitech", Name: "USB Keyboard",
+		Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return root, usbsysfstest.NewKernel(root)
+}
+
+// seedXL seeds a store as the captures' host: dom0 and the PV guest kiosk.
+func seedXL(t testing.TB, xs *xenstore.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	if err := sim.SeedDom0(ctx, xs); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.SeedDomain(ctx, xs, sim.KioskDomain); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dump(t testing.TB, xs *xenstore.Conn) string {
+	t.Helper()
+	var b strings.Builder
+	if err := xs.Dump(context.Background(), &b, "/"); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func readGolden(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Each step of the xl 4.17 captures, run as the same command of ours on
+// the same host (the real C xenstored, the fake kernel over the same sysfs
+// tree, the simulated backend and frontend), leaves the same tree with the
+// same permissions, makes the same sysfs writes with the same bytes in the
+// same order, prints the same bytes and exits with the same code.
+func TestConformanceWithXL(t *testing.T) {
+	golden := filepath.Join(sharedDir(t), "golden/xl-4.17")
+	for i, kind := range []string{"embedded", "xenstored"} {
+		for _, scenario := range []string{"main", "extra-autoctrl", "extra-nosim"} {
+			t.Run(kind+"/"+scenario, func(t *testing.T) {
+				conformXL(t, xenstoretest.Stores()[i](t), golden, scenario)
+			})
+		}
+	}
+}
+
+func conformXL(t *testing.T, store xenstoretest.Store, golden, scenario string) {
+	{
+		{
+			xs := store.Dial(t)
+			seedXL(t, xs)
+			steps, _ := filepath.Glob(filepath.Join(golden, scenario, "[0-9]*"))
+			sort.Strings(steps)
+			if got, want := dump(t, xs), readGolden(t, steps[0], "xenstore.txt"); got != want {
+				t.Fatalf("seeded tree differs from %s:\n%s", steps[0], got)
+			}
+			root, kernel := xlHost(t)
+			sysfsWriter = kernel
+			defer func() { sysfsWriter = nil }()
+			var backends *sim.Backends
+			if scenario != "extra-nosim" {
+				backends = &sim.Backends{XS: store.Dial(t)}
+				run, err := backends.Start(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer run.Stop()
+			}
+			for _, step := range steps[1:] {
+				name := filepath.Base(step)
+				words := strings.Fields(readGolden(t, step, "cmd.txt"))
+				if len(words) < 2 || words[0] != "xl" {
+					t.Fatalf("%s: cmd.txt %q", name, words)
+				}
+				args := append([]string{words[1], "--xenstore", store.SocketPath(), "--sysfs", root, "--backend-timeout", "250ms"}, words[2:]...)
+				before := len(kernel.Writes())
+				code, out, errs := runCmd(t, args...)
+				if want := strings.TrimSpace(readGolden(t, step, "rc")); fmt.Sprint(code) != want {
+					t.Fatalf("%s: %s exited %d, xl %s; stderr:\n%s", name, strings.Join(words, " "), code, want, errs)
+				}
+				if backends != nil {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					if err := backends.WaitIdle(ctx); err != nil {
+						t.Fatalf("%s: backends did not settle: %v", name, err)
+					}
+					cancel()
+				}
+				if want := readGolden(t, step, "xenstore.txt"); dump(t, xs) != want {
+					t.Errorf("%s: tree differs from xl's:\n%s", name, diffLines(want, dump(t, xs)))
+				}
+				var got []string
+				for _, w := range kernel.Writes()[before:] {
+					got = append(got, fmt.Sprintf("WRITE /sys/%s '%s' -> ok", w.Path, w.Data))
+				}
+				var want []string
+				for _, l := range strings.Split(strings.TrimSpace(readGolden(t, step, "sysfs-writes.txt")), "\n") {
+					if _, rest, ok := strings.Cut(l, " "); ok {
+						want = append(want, rest)
+					}
+				}
+				if strings.Join(got, "\n") != strings.Join(want, "\n") {
+					t.Errorf("%s: sysfs writes\n%s\nxl made\n%s", name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+				}
+				if want := readGolden(t, step, "stdout.txt"); out != want {
+					t.Errorf("%s: stdout %q, xl printed %q", name, out, want)
+				}
+			}
+		}
+	}
+}
+
+// diffLines shows the lines only one side has.
+func diffLines(want, got string) string {
+	w, g := map[string]bool{}, map[string]bool{}
+	for _, l := range strings.Split(want, "\n") {
+		w[l] = true
+	}
+	for _, l := range strings.Split(got, "\n") {
+		g[l] = true
+	}
+	var b strings.Builder
+	for _, l := range strings.Split(want, "\n") {
+		if !g[l] {
+			fmt.Fprintf(&b, "- %s\n", l)
+		}
+	}
+	for _, l := range strings.Split(got, "\n") {
+		if !w[l] {
+			fmt.Fprintf(&b, "+ %s\n", l)
+		}
+	}
+	if b.Len() == 0 {
+		return "(same lines, different order)\n" + got
+	}
+	return b.String()
+}

@@ -1,0 +1,350 @@
+package assign
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// A Controller is a guest's virtual USB controller as libxl reads it: type
+// from /libxl, version, ports and port contents from the backend (for
+// devicemodel, all from /libxl).
+type Controller struct {
+	Domid         uint32
+	DevID         int
+	Type          string // pv, qusb, devicemodel
+	Version       int
+	Ports         int
+	BackendDomid  uint32
+	FrontendState int // -1 when missing; 0 for devicemodel
+	// Port[i] is the busid at port i+1, "" when free.
+	Port []string
+	// Missing[i] is set when the node of port i+1 does not exist (it is
+	// then not free either, as for libxl).
+	Missing []bool
+
+	libxl, backend, frontend string
+}
+
+// portPath is where the busid of a port lives.
+func (c *Controller) portPath(port int) string {
+	if c.Type == policy.TypeDeviceModel {
+		return fmt.Sprintf("%s/port/%d", c.libxl, port)
+	}
+	return fmt.Sprintf("%s/port/%d", c.backend, port)
+}
+
+// Controllers lists a domain's controllers in the DIRECTORY order of
+// /libxl/<domid>/device/vusb, as libxl does.
+func (h *Host) Controllers(ctx context.Context, domid uint32) ([]Controller, error) {
+	ids, err := dirOpt(ctx, h.XS, libxlDir(domid))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Controller, 0, len(ids))
+	for _, s := range ids {
+		devid, ok := atoiStrict(s)
+		if !ok {
+			h.warn("%s/%s is not a controller devid; ignored", libxlDir(domid), s)
+			continue
+		}
+		c, err := h.controller(ctx, domid, devid)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Controller reads one controller; ErrNoController if /libxl has none.
+func (h *Host) Controller(ctx context.Context, domid uint32, devid int) (Controller, error) {
+	return h.controller(ctx, domid, devid)
+}
+
+func (h *Host) controller(ctx context.Context, domid uint32, devid int) (Controller, error) {
+	c := Controller{Domid: domid, DevID: devid, libxl: libxlPath(domid, devid)}
+	v, err := readMany(ctx, h.XS, []string{c.libxl + "/type", c.libxl + "/backend", c.libxl + "/frontend"})
+	if err != nil {
+		return Controller{}, err
+	}
+	if !v[0].ok {
+		return Controller{}, fmt.Errorf("controller %d of domain %d: %w", devid, domid, ErrNoController)
+	}
+	c.Type = v[0].v
+	src := c.libxl
+	switch c.Type {
+	case policy.TypePV, policy.TypeQUSB:
+		kind, err := checkBackendPath(v[1].v, domid, devid)
+		if err != nil {
+			return Controller{}, fmt.Errorf("controller %d of domain %d: %v: %w", devid, domid, err, ErrBadStore)
+		}
+		if (kind == "vusb") != (c.Type == policy.TypePV) {
+			return Controller{}, fmt.Errorf("controller %d of domain %d: type %s with backend %s: %w", devid, domid, c.Type, v[1].v, ErrBadStore)
+		}
+		if v[2].v != frontendPath(domid, devid) {
+			return Controller{}, fmt.Errorf("controller %d of domain %d: frontend path %q: %w", devid, domid, v[2].v, ErrBadStore)
+		}
+		c.backend, c.frontend = v[1].v, v[2].v
+		src = c.backend
+	case policy.TypeDeviceModel:
+	default:
+		return Controller{}, fmt.Errorf("controller %d of domain %d: type %q: %w", devid, domid, c.Type, ErrBadStore)
+	}
+	paths := []string{src + "/usb-ver", src + "/num-ports"}
+	if c.frontend != "" {
+		paths = append(paths, c.frontend+"/state")
+	}
+	v, err = readMany(ctx, h.XS, paths)
+	if err != nil {
+		return Controller{}, err
+	}
+	c.Version, _ = strconv.Atoi(v[0].v)
+	n, ok := atoiStrict(v[1].v)
+	if !ok || n < 1 || n > policy.MaxPVPorts {
+		return Controller{}, fmt.Errorf("controller %d of domain %d: num-ports %q: %w", devid, domid, v[1].v, ErrBadStore)
+	}
+	c.Ports = n
+	c.FrontendState = 0
+	if c.frontend != "" {
+		c.FrontendState = -1
+		// The frontend is the guest's: a number, or nothing we trust.
+		if st, err := strconv.Atoi(v[2].v); err == nil && v[2].ok && st >= 0 && st < 16 {
+			c.FrontendState = st
+		}
+	}
+	ports := make([]string, n)
+	for i := range ports {
+		ports[i] = c.portPath(i + 1)
+	}
+	pv, err := readMany(ctx, h.XS, ports)
+	if err != nil {
+		return Controller{}, err
+	}
+	c.Port = make([]string, n)
+	c.Missing = make([]bool, n)
+	for i, p := range pv {
+		c.Port[i], c.Missing[i] = p.v, !p.ok
+	}
+	return c, nil
+}
+
+// resolveType turns auto into what libxl picks: devicemodel for HVM, pv
+// when usbback is loaded, qusb otherwise.
+func (h *Host) resolveType(ctx context.Context, domid uint32, typ string) (string, error) {
+	if typ != "" && typ != policy.TypeAuto {
+		return typ, nil
+	}
+	dt, _, err := readOpt(ctx, h.XS, fmt.Sprintf("/libxl/%d/type", domid))
+	if err != nil {
+		return "", err
+	}
+	if dt == "hvm" {
+		return policy.TypeDeviceModel, nil
+	}
+	_, err = os.Lstat(filepath.Join(h.Sys.Root(), "bus/usb/drivers/usbback"))
+	switch {
+	case err == nil:
+		return policy.TypePV, nil
+	case errors.Is(err, os.ErrNotExist):
+		return policy.TypeQUSB, nil
+	}
+	return "", fmt.Errorf("is usbback loaded? %w", err)
+}
+
+// AddController adds a controller to a guest as `xl usbctrl-attach` does
+// and, for pv, waits for the backend's InitWait when wait is set. A
+// timeout leaves the nodes in place, as libxl does.
+func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.CtrlSpec, wait bool) (Controller, error) {
+	typ, err := h.resolveType(ctx, domid, spec.Type)
+	if err != nil {
+		return Controller{}, err
+	}
+	spec.Type = typ
+	if typ == policy.TypeDeviceModel {
+		return Controller{}, fmt.Errorf("type devicemodel (emulated controllers for HVM guests): %w", ErrUnsupported)
+	}
+	if spec.Version == 0 {
+		spec.Version = 2
+	}
+	if spec.Ports == 0 {
+		spec.Ports = 8
+	}
+	if err := spec.Check(); err != nil {
+		return Controller{}, err
+	}
+	if _, ok, err := readOpt(ctx, h.XS, fmt.Sprintf("/local/domain/%d", domid)); err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("domain %d: %w", domid, ErrNoDomain)
+		}
+		return Controller{}, err
+	}
+	if typ == policy.TypeQUSB {
+		q := fmt.Sprintf("/local/domain/0/device-model/%d/backends/qusb", domid)
+		if _, ok, err := readOpt(ctx, h.XS, q); err != nil || !ok {
+			if err == nil {
+				err = fmt.Errorf("type qusb needs the guest's QEMU to offer the backend (%s is missing): %w", q, ErrUnsupported)
+			}
+			return Controller{}, err
+		}
+	}
+	ids, err := dirOpt(ctx, h.XS, libxlDir(domid))
+	if err != nil {
+		return Controller{}, err
+	}
+	devid := 0
+	if len(ids) > 0 {
+		last, ok := atoiStrict(ids[len(ids)-1])
+		if !ok {
+			return Controller{}, fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
+		}
+		devid = last + 1
+	}
+	kind := "vusb"
+	if typ == policy.TypeQUSB {
+		kind = "qusb"
+	}
+	lp, fp, bp := libxlPath(domid, devid), frontendPath(domid, devid), backendPath(kind, domid, devid)
+	err = h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		if _, ok, err := readOpt(ctx, tx, lp); err != nil || ok {
+			if err == nil {
+				err = fmt.Errorf("controller %d of domain %d: %w", devid, domid, ErrDeviceExists)
+			}
+			return err
+		}
+		return addControllerNodes(ctx, tx, domid, devid, typ, spec, lp, fp, bp)
+	})
+	if err != nil {
+		return Controller{}, err
+	}
+	if wait && typ == policy.TypePV {
+		if err := h.waitState(ctx, bp+"/state", 2, h.initTimeout()); err != nil {
+			return Controller{}, fmt.Errorf("controller %d of domain %d added, but the backend did not initialise (is usbback loaded, and the guest's frontend?): %w", devid, domid, err)
+		}
+	}
+	return h.controller(ctx, domid, devid)
+}
+
+// addControllerNodes writes the three subtrees in libxl__device_generic_add's
+// order, with its permissions.
+func addControllerNodes(ctx context.Context, tx *xenstore.Tx, domid uint32, devid int, typ string, spec policy.CtrlSpec, lp, fp, bp string) error {
+	front := xenstore.Perms{{Access: xenstore.AccessNone, Domid: domid}, {Access: xenstore.AccessRead, Domid: 0}}
+	back := xenstore.Perms{{Access: xenstore.AccessNone, Domid: 0}, {Access: xenstore.AccessRead, Domid: domid}}
+	var err error
+	do := func(f func() error) {
+		if err == nil {
+			err = f()
+		}
+	}
+	w := func(p, v string) { do(func() error { return write(ctx, tx, p, v) }) }
+	perm := func(p string, ps xenstore.Perms) { do(func() error { return tx.SetPerms(ctx, p, ps) }) }
+	do(func() error { return rmOpt(ctx, tx, lp) })
+	w(lp+"/frontend", fp)
+	w(lp+"/backend", bp)
+	do(func() error { return rmOpt(ctx, tx, fp) })
+	do(func() error { return tx.Mkdir(ctx, fp) })
+	perm(fp, front)
+	w(fp+"/backend", bp)
+	w(fp+"/backend-id", "0")
+	perm(fp+"/backend-id", front)
+	w(fp+"/state", "1")
+	perm(fp+"/state", front)
+	do(func() error { return rmOpt(ctx, tx, bp) })
+	do(func() error { return tx.Mkdir(ctx, bp) })
+	perm(bp, back)
+	w(bp+"/frontend", fp)
+	list := [][2]string{{"frontend-id", strconv.Itoa(int(domid))}, {"online", "1"}, {"state", "1"}, {"type", typ},
+		{"usb-ver", strconv.Itoa(spec.Version)}, {"num-ports", strconv.Itoa(spec.Ports)}, {"port", ""}}
+	for i := 1; i <= spec.Ports; i++ {
+		list = append(list, [2]string{"port/" + strconv.Itoa(i), ""})
+	}
+	for _, kv := range list {
+		w(bp+"/"+kv[0], kv[1])
+	}
+	for _, kv := range list {
+		w(lp+"/"+kv[0], kv[1])
+	}
+	return err
+}
+
+// RemoveController detaches the controller's devices and removes it as
+// `xl usbctrl-detach` does: online=0 and state=5, a wait for the backend's
+// Closed, a forced second round without the frontend, then the removal of
+// all three subtrees and their empty parents. After a timeout the nodes
+// are removed anyway and ErrTimeout is returned, as xl does.
+func (h *Host) RemoveController(ctx context.Context, domid uint32, devid int) error {
+	c, err := h.controller(ctx, domid, devid)
+	if err != nil {
+		return err
+	}
+	if c.Type == policy.TypeDeviceModel {
+		return fmt.Errorf("type devicemodel: %w", ErrUnsupported)
+	}
+	for i, b := range c.Port {
+		if b == "" {
+			continue
+		}
+		if err := h.Detach(ctx, domid, devid, i+1); err != nil {
+			return fmt.Errorf("controller %d of domain %d not removed: %w", devid, domid, err)
+		}
+	}
+	var waitErr error
+	for _, force := range []bool{false, true} {
+		gone := false
+		err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+			gone = false
+			if force {
+				if err := pathCleanup(ctx, tx, c.frontend); err != nil {
+					return err
+				}
+			}
+			st, ok, err := readOpt(ctx, tx, c.backend+"/state")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				gone = true // the backend is already gone
+				return nil
+			}
+			if err := write(ctx, tx, c.backend+"/online", "0"); err != nil {
+				return err
+			}
+			if st != "6" {
+				return write(ctx, tx, c.backend+"/state", "5")
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if gone {
+			waitErr = nil
+			break
+		}
+		waitErr = h.waitState(ctx, c.backend+"/state", 6, h.destroyTimeout())
+		if waitErr == nil || !errors.Is(waitErr, ErrTimeout) {
+			break
+		}
+	}
+	err = h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		for _, p := range []string{c.frontend, c.libxl, c.backend} {
+			if err := pathCleanup(ctx, tx, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if waitErr != nil {
+		return fmt.Errorf("controller %d of domain %d removed, but its backend never closed: %w", devid, domid, waitErr)
+	}
+	return nil
+}

@@ -1,0 +1,204 @@
+package assign
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+)
+
+// Errors a caller can test with errors.Is.
+var (
+	ErrNoDomain       = errors.New("no such domain")
+	ErrNoDevice       = errors.New("no such USB device on the host")
+	ErrNotAssignable  = errors.New("USB device is not assignable")
+	ErrAssigned       = errors.New("USB device already attached to a domain")
+	ErrNoController   = errors.New("no such USB controller")
+	ErrNoFreePort     = errors.New("no free port")
+	ErrPortBusy       = errors.New("port is in use")
+	ErrPortEmpty      = errors.New("nothing attached at that port")
+	ErrDeviceExists   = errors.New("controller already exists")
+	ErrTimeout        = errors.New("backend did not answer in time")
+	ErrUnsupported    = errors.New("not supported")
+	ErrBadStore       = errors.New("unexpected xenstore contents")
+	ErrNotDom0Backend = errors.New("backend is not dom0")
+)
+
+// libxl's timeouts (libxl_internal.h).
+const (
+	InitTimeout    = 10 * time.Second // wait for the backend's InitWait
+	DestroyTimeout = 10 * time.Second // wait for the backend's Closed
+)
+
+// A Host is dom0's view: its xenstore connection and its sysfs. The zero
+// timeouts mean libxl's.
+type Host struct {
+	XS  *xenstore.Conn
+	Sys *usbsysfs.FS
+
+	InitTimeout    time.Duration
+	DestroyTimeout time.Duration
+	// Warn, when set, hears about what was tolerated: stale ports, records
+	// that could not be used.
+	Warn func(msg string)
+}
+
+func (h *Host) warn(format string, a ...any) {
+	if h.Warn != nil {
+		h.Warn(fmt.Sprintf(format, a...))
+	}
+}
+
+func (h *Host) initTimeout() time.Duration {
+	if h.InitTimeout > 0 {
+		return h.InitTimeout
+	}
+	return InitTimeout
+}
+
+func (h *Host) destroyTimeout() time.Duration {
+	if h.DestroyTimeout > 0 {
+		return h.DestroyTimeout
+	}
+	return DestroyTimeout
+}
+
+// rw is what both a connection and a transaction do.
+type rw interface {
+	Read(ctx context.Context, path string) ([]byte, error)
+	Write(ctx context.Context, path string, value []byte) error
+	Rm(ctx context.Context, path string) error
+	Mkdir(ctx context.Context, path string) error
+	SetPerms(ctx context.Context, path string, perms xenstore.Perms) error
+	Directory(ctx context.Context, path string) ([]string, error)
+}
+
+func notExist(err error) bool { return errors.Is(err, syscall.ENOENT) }
+
+// readOpt reads a node; ok is false when it does not exist.
+func readOpt(ctx context.Context, r rw, path string) (string, bool, error) {
+	b, err := r.Read(ctx, path)
+	if notExist(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return string(b), true, nil
+}
+
+// dirOpt lists a node's children; none when it does not exist.
+func dirOpt(ctx context.Context, r rw, path string) ([]string, error) {
+	d, err := r.Directory(ctx, path)
+	if notExist(err) {
+		return nil, nil
+	}
+	return d, err
+}
+
+type optValue struct {
+	v  string
+	ok bool
+}
+
+// readMany reads paths concurrently: the requests go out back to back on
+// one connection, so n reads cost one round trip of latency.
+func readMany(ctx context.Context, r rw, paths []string) ([]optValue, error) {
+	out := make([]optValue, len(paths))
+	errs := make([]error, len(paths))
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		wg.Go(func() {
+			v, ok, err := readOpt(ctx, r, p)
+			out[i], errs[i] = optValue{v, ok}, err
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+func write(ctx context.Context, r rw, path, value string) error {
+	return r.Write(ctx, path, []byte(value))
+}
+
+func rmOpt(ctx context.Context, r rw, path string) error {
+	if err := r.Rm(ctx, path); err != nil && !notExist(err) {
+		return err
+	}
+	return nil
+}
+
+// pathCleanup removes path, then each parent that is left with an empty
+// value and no children, as libxl__xs_path_cleanup does.
+func pathCleanup(ctx context.Context, r rw, path string) error {
+	if err := rmOpt(ctx, r, path); err != nil {
+		return err
+	}
+	for p := parent(path); p != "/" && p != ""; p = parent(p) {
+		v, ok, err := readOpt(ctx, r, p)
+		if err != nil || !ok || v != "" {
+			return err
+		}
+		kids, err := dirOpt(ctx, r, p)
+		if err != nil || len(kids) > 0 {
+			return err
+		}
+		if err := rmOpt(ctx, r, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parent(p string) string {
+	for i := len(p) - 1; i > 0; i-- {
+		if p[i] == '/' {
+			return p[:i]
+		}
+	}
+	return "/"
+}
+
+var watchSeq atomic.Uint64
+
+// waitState waits until the node at path holds want, or the timeout.
+func (h *Host) waitState(ctx context.Context, path string, want int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	token := fmt.Sprintf("usbhotplugd-wait-%d", watchSeq.Add(1))
+	evs, err := h.XS.Watch(ctx, path, token)
+	if err != nil {
+		return err
+	}
+	defer h.XS.Unwatch(context.WithoutCancel(ctx), path, token)
+	for {
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%s did not become %d within %v: %w", path, want, timeout, ErrTimeout)
+			}
+			return ctx.Err()
+		case _, ok := <-evs:
+			if !ok {
+				return fmt.Errorf("watch on %s ended: %w", path, xenstore.ErrDisconnected)
+			}
+		}
+		v, present, err := readOpt(ctx, h.XS, path)
+		if err != nil {
+			continue // re-checked at the next event or the deadline
+		}
+		if !present {
+			return fmt.Errorf("%s disappeared while waiting for state %d: %w", path, want, ErrBadStore)
+		}
+		if n, perr := strconv.Atoi(v); perr == nil && n == want {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package assign
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+// A ListedPort is one port in usb-list's terms.
+type ListedPort struct {
+	Port   int    `json:"port"`
+	BusID  string `json:"busid,omitempty"`
+	Bus    int    `json:"bus,omitempty"`
+	Device int    `json:"device,omitempty"`
+	// Present is false when the port names a device sysfs no longer has;
+	// xl prints such a port as empty.
+	Present bool `json:"present"`
+}
+
+// A ListedController is one controller in usb-list's terms.
+type ListedController struct {
+	DevID   int          `json:"devid"`
+	Type    string       `json:"type"`
+	Backend uint32       `json:"backend_domid"`
+	State   int          `json:"state"`
+	Version int          `json:"usb_version"`
+	Ports   []ListedPort `json:"ports"`
+}
+
+// List gathers what `xl usb-list` prints, bus and device numbers read from
+// sysfs now.
+func (h *Host) List(ctx context.Context, domid uint32) ([]ListedController, error) {
+	ctrls, err := h.Controllers(ctx, domid)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ListedController, 0, len(ctrls))
+	for _, c := range ctrls {
+		lc := ListedController{DevID: c.DevID, Type: c.Type, Backend: c.BackendDomid, State: c.FrontendState, Version: c.Version}
+		for i, b := range c.Port {
+			lp := ListedPort{Port: i + 1, BusID: b}
+			if b != "" && checkBusID(b) == nil {
+				if d, err := h.Sys.Device(b); err == nil {
+					lp.Bus, lp.Device, lp.Present = d.BusNum, d.DevNum, true
+				}
+			}
+			lc.Ports = append(lc.Ports, lp)
+		}
+		out = append(out, lc)
+	}
+	return out, nil
+}
+
+// WriteList prints controllers exactly as `xl usb-list` does: a header per
+// controller, then each port with bus and device in three hex digits.
+func WriteList(w io.Writer, ctrls []ListedController) error {
+	for _, c := range ctrls {
+		if _, err := fmt.Fprintf(w, "%-6s %-12s %-3s %-5s %-7s %-5s\n", "Devid", "Type", "BE", "state", "usb-ver", "ports"); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%-6d %-12s %-3d %-5d %-7d %-5d\n", c.DevID, c.Type, c.Backend, c.State, c.Version, len(c.Ports))
+		for _, p := range c.Ports {
+			if p.Present {
+				fmt.Fprintf(w, "  Port %d: Bus %03x Device %03x\n", p.Port, p.Bus, p.Device)
+			} else {
+				fmt.Fprintf(w, "  Port %d:\n", p.Port)
+			}
+		}
+	}
+	return nil
+}

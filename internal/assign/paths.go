@@ -1,0 +1,69 @@
+package assign
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+)
+
+// sysDrivers is where libxl records an interface's original driver, as the
+// canonical path of a real /sys (whatever root this host's sysfs is under).
+const sysDrivers = "/sys/bus/usb/drivers/"
+
+func libxlDir(domid uint32) string { return fmt.Sprintf("/libxl/%d/device/vusb", domid) }
+func libxlPath(domid uint32, devid int) string {
+	return fmt.Sprintf("/libxl/%d/device/vusb/%d", domid, devid)
+}
+func frontendPath(domid uint32, devid int) string {
+	return fmt.Sprintf("/local/domain/%d/device/vusb/%d", domid, devid)
+}
+func backendPath(kind string, domid uint32, devid int) string {
+	return fmt.Sprintf("/local/domain/0/backend/%s/%d/%d", kind, domid, devid)
+}
+
+// encode turns a busid or interface name into a xenstore path element as
+// libxl does: "." becomes "_" and ":" becomes "@".
+func encode(s string) string {
+	return strings.NewReplacer(".", "_", ":", "@").Replace(s)
+}
+
+func usbbackRecord(busid string) string { return "/libxl/usbback/" + encode(busid) }
+func driverPathKey(busid, intf string) string {
+	return usbbackRecord(busid) + "/" + encode(intf) + "/driver_path"
+}
+
+// driverFromRecord reads a recorded driver path back into a driver name,
+// refusing anything but /sys/bus/usb/drivers/<name>.
+func driverFromRecord(p string) (string, error) {
+	name, ok := strings.CutPrefix(p, sysDrivers)
+	if !ok || name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return "", fmt.Errorf("recorded driver path %q is not %s<driver>", p, sysDrivers)
+	}
+	return name, nil
+}
+
+// checkBackendPath accepts only the backend path libxl would have written
+// for this controller.
+func checkBackendPath(p string, domid uint32, devid int) (kind string, err error) {
+	for _, k := range []string{"vusb", "qusb"} {
+		if p == backendPath(k, domid, devid) {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("backend path %q is not /local/domain/0/backend/{vusb,qusb}/%d/%d", p, domid, devid)
+}
+
+// checkBusID validates a busid read from xenstore before it reaches sysfs.
+func checkBusID(s string) error {
+	if err := usbsysfs.ValidBusID(s); err != nil || strings.HasPrefix(s, "usb") {
+		return fmt.Errorf("%q is not a device busid", s)
+	}
+	return nil
+}
+
+func atoiStrict(s string) (int, bool) {
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n >= 0 && strconv.Itoa(n) == s
+}
