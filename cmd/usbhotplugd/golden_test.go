@@ -16,18 +16,11 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
-// xlHost builds the host of the xl captures: root hub usb1, hub 1-1
-// (devnum 2) and a Logitech keyboard 1-1.6 (devnum 6) whose one interface
-// is bound to usbhid, with usbback loaded.
+// xlHost builds the host of the xl captures under a fake kernel.
 func xlHost(t testing.TB) (string, *usbsysfstest.Kernel) {
 	t.Helper()
 	root := t.TempDir()
-	b := &usbsysfstest.Builder{Root: root}
-	b.Add(usbsysfstest.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: usbsysfstest.Hub})
-	b.Add(usbsysfstest.Dev{BusID: "1-1", DevNum: 2, Vendor: "8087", Product: "0024", Class: "09", Interfaces: usbsysfstest.Hub})
-	b.Add(usbsysfstest.Dev{BusID: "1-1.6", DevNum: 6, Vendor: "046d", Product: "c31c", Class: "00", Manufacturer: "Logitech", Name: "USB Keyboard",
-		Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
-	if err := b.Err(); err != nil {
+	if err := usbsysfstest.XL(root); err != nil {
 		t.Fatal(err)
 	}
 	return root, usbsysfstest.NewKernel(root)

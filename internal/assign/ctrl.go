@@ -194,24 +194,29 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 			return Controller{}, err
 		}
 	}
-	ids, err := dirOpt(ctx, h.XS, libxlDir(domid))
-	if err != nil {
-		return Controller{}, err
-	}
-	devid := 0
-	if len(ids) > 0 {
-		last, ok := atoiStrict(ids[len(ids)-1])
-		if !ok {
-			return Controller{}, fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
-		}
-		devid = last + 1
-	}
 	kind := "vusb"
 	if typ == policy.TypeQUSB {
 		kind = "qusb"
 	}
-	lp, fp, bp := libxlPath(domid, devid), frontendPath(domid, devid), backendPath(kind, domid, devid)
+	var devid int
+	var bp string
+	// The devid is chosen inside the transaction, so that two concurrent
+	// adds conflict and the second, retried, takes the next one.
 	err = h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		ids, err := dirOpt(ctx, tx, libxlDir(domid))
+		if err != nil {
+			return err
+		}
+		devid = 0
+		if len(ids) > 0 {
+			last, ok := atoiStrict(ids[len(ids)-1])
+			if !ok {
+				return fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
+			}
+			devid = last + 1
+		}
+		lp, fp := libxlPath(domid, devid), frontendPath(domid, devid)
+		bp = backendPath(kind, domid, devid)
 		if _, ok, err := readOpt(ctx, tx, lp); err != nil || ok {
 			if err == nil {
 				err = fmt.Errorf("controller %d of domain %d: %w", devid, domid, ErrDeviceExists)
@@ -224,7 +229,7 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 		return Controller{}, err
 	}
 	if wait && typ == policy.TypePV {
-		if err := h.waitState(ctx, bp+"/state", 2, h.initTimeout()); err != nil {
+		if err := h.waitState(ctx, bp+"/state", 2, true, h.initTimeout()); err != nil {
 			return Controller{}, fmt.Errorf("controller %d of domain %d added, but the backend did not initialise (is usbback loaded, and the guest's frontend?): %w", devid, domid, err)
 		}
 	}
@@ -327,7 +332,7 @@ func (h *Host) RemoveController(ctx context.Context, domid uint32, devid int) er
 			waitErr = nil
 			break
 		}
-		waitErr = h.waitState(ctx, c.backend+"/state", 6, h.destroyTimeout())
+		waitErr = h.waitState(ctx, c.backend+"/state", 6, false, h.destroyTimeout())
 		if waitErr == nil || !errors.Is(waitErr, ErrTimeout) {
 			break
 		}

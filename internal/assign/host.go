@@ -168,8 +168,10 @@ func parent(p string) string {
 
 var watchSeq atomic.Uint64
 
-// waitState waits until the node at path holds want, or the timeout.
-func (h *Host) waitState(ctx context.Context, path string, want int, timeout time.Duration) error {
+// waitState waits until the node at path holds want (or, with atLeast, a
+// later state: a backend that reached InitWait and went on to Connected
+// before we looked has initialised), or the timeout.
+func (h *Host) waitState(ctx context.Context, path string, want int, atLeast bool, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	token := fmt.Sprintf("usbhotplugd-wait-%d", watchSeq.Add(1))
@@ -197,7 +199,7 @@ func (h *Host) waitState(ctx context.Context, path string, want int, timeout tim
 		if !present {
 			return fmt.Errorf("%s disappeared while waiting for state %d: %w", path, want, ErrBadStore)
 		}
-		if n, perr := strconv.Atoi(v); perr == nil && n == want {
+		if n, perr := strconv.Atoi(v); perr == nil && (n == want || atLeast && n > want && n <= 4) {
 			return nil
 		}
 	}

@@ -175,3 +175,18 @@ func Standard(root string) error {
 		Interfaces: []Intf{{"03", "01", "01", "usbhid"}}})
 	return b.Err()
 }
+
+// XL writes the host of the xl 4.17 captures: root hub usb1, hub 1-1
+// (devnum 2) and a Logitech keyboard 1-1.6 (devnum 6) whose one interface
+// is bound to usbhid; usbback is loaded. extra devices are added to it.
+func XL(root string, extra ...Dev) error {
+	b := &Builder{Root: root}
+	b.Add(Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: Hub})
+	b.Add(Dev{BusID: "1-1", DevNum: 2, Vendor: "8087", Product: "0024", Class: "09", Interfaces: Hub})
+	b.Add(Dev{BusID: "1-1.6", DevNum: 6, Vendor: "046d", Product: "c31c", Class: "00", Manufacturer: "Logitech", Name: "USB Keyboard",
+		Interfaces: []Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
+	for _, d := range extra {
+		b.Add(d)
+	}
+	return b.Err()
+}

@@ -177,3 +177,34 @@ func AddDriver(root, name string) error {
 	}
 	return nil
 }
+
+// Unplug removes a device with its interfaces and everything behind it,
+// as the kernel does when it is pulled out: the entries under
+// bus/usb/devices and the drivers' links go, then the device's directory.
+func (k *Kernel) Unplug(busid string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	devs := filepath.Join(k.root, "bus/usb/devices")
+	real, err := filepath.EvalSymlinks(filepath.Join(devs, busid))
+	if err != nil {
+		return err
+	}
+	des, err := os.ReadDir(devs)
+	if err != nil {
+		return err
+	}
+	drivers, _ := os.ReadDir(filepath.Join(k.root, "bus/usb/drivers"))
+	for _, de := range des {
+		p, err := filepath.EvalSymlinks(filepath.Join(devs, de.Name()))
+		if err != nil || (p != real && !strings.HasPrefix(p, real+"/")) {
+			continue
+		}
+		for _, drv := range drivers {
+			os.Remove(filepath.Join(k.root, "bus/usb/drivers", drv.Name(), de.Name()))
+		}
+		if err := os.Remove(filepath.Join(devs, de.Name())); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(real)
+}

@@ -1,0 +1,409 @@
+package assign_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+var desk = sim.Domain{ID: 2, Name: "desk", UUID: "8b0e6a52-77c1-4d2e-9a0f-3c5d1e2f4a61", Type: "pv"}
+
+// env is a dom0 with the guests kiosk (1) and desk (2), the xl captures'
+// host plus four more keyboards (1-2 … 1-5), a fake kernel, and the
+// simulated backends unless noBackend.
+type env struct {
+	xs       *xenstore.Conn
+	h        *assign.Host
+	k        *usbsysfstest.Kernel
+	backends *sim.Backends
+	initial  string
+	warnings []string
+	mu       sync.Mutex
+}
+
+func keyboards(n int) []usbsysfstest.Dev {
+	var out []usbsysfstest.Dev
+	for i := range n {
+		out = append(out, usbsysfstest.Dev{BusID: fmt.Sprintf("1-%d", i+2), DevNum: 10 + i, Vendor: "046d", Product: "c31c", Class: "00",
+			Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
+	}
+	return out
+}
+
+func newEnv(t *testing.T, s xenstoretest.Store, noBackend bool) *env {
+	t.Helper()
+	ctx := context.Background()
+	xs := s.Dial(t)
+	for _, f := range []func() error{
+		func() error { return sim.SeedDom0(ctx, xs) },
+		func() error { return sim.SeedDomain(ctx, xs, sim.KioskDomain) },
+		func() error { return sim.SeedDomain(ctx, xs, desk) },
+	} {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	if err := usbsysfstest.XL(root, keyboards(4)...); err != nil {
+		t.Fatal(err)
+	}
+	k := usbsysfstest.NewKernel(root)
+	e := &env{xs: xs, k: k}
+	e.h = &assign.Host{XS: xs, Sys: usbsysfs.NewFS(root).WithWriter(k), InitTimeout: 300 * time.Millisecond, DestroyTimeout: 300 * time.Millisecond,
+		Warn: func(m string) { e.mu.Lock(); e.warnings = append(e.warnings, m); e.mu.Unlock() }}
+	if !noBackend {
+		e.backends = &sim.Backends{XS: s.Dial(t)}
+		run, err := e.backends.Start(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { run.Stop() })
+	}
+	// Removing the last controller also removes /libxl/<domid>/device,
+	// left empty, as libxl's path cleanup does.
+	e.initial = strings.Replace(e.dump(t), "/libxl/1/device = \"\"   (n0)\n", "", 1)
+	return e
+}
+
+func (e *env) dump(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	if err := e.xs.Dump(context.Background(), &b, "/"); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func (e *env) read(t *testing.T, p string) (string, bool) {
+	t.Helper()
+	v, err := e.xs.Read(context.Background(), p)
+	if errors.Is(err, syscall.ENOENT) {
+		return "", false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(v), true
+}
+
+func (e *env) driver(t *testing.T, intf string) string {
+	t.Helper()
+	d, err := e.h.Sys.Driver(intf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (e *env) idle(t *testing.T) {
+	t.Helper()
+	if e.backends == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.backends.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) writes() string {
+	var s []string
+	for _, w := range e.k.Writes() {
+		s = append(s, w.Path+"="+w.Data)
+	}
+	return strings.Join(s, " ")
+}
+
+func dev(busid string) policy.DevSpec { return policy.DevSpec{BusID: busid, Controller: -1} }
+
+// Add, attach, list, detach, remove: the device goes back to usbhid, the
+// records go, and the tree is as it was.
+func TestRoundTrip(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Version: 2, Ports: 4}, true); err != nil {
+			t.Fatal(err)
+		}
+		a, err := e.h.Attach(ctx, 1, policy.DevSpec{HostBus: 1, HostAddr: 6, Controller: -1})
+		if err != nil || a.Controller != 0 || a.Port != 1 || a.BusID != "1-1.6" || a.Type != "pv" {
+			t.Fatalf("attach: %+v %v", a, err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbback" {
+			t.Fatalf("interface driver %q", d)
+		}
+		if v, _ := e.read(t, "/libxl/usbback/1-1_6/1-1_6@1_0/driver_path"); v != "/sys/bus/usb/drivers/usbhid" {
+			t.Fatalf("driver record %q", v)
+		}
+		e.idle(t)
+		l, err := e.h.List(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		assign.WriteList(&b, l)
+		if want := "Devid  Type         BE  state usb-ver ports\n0      pv           0   4     2       4    \n  Port 1: Bus 001 Device 006\n  Port 2:\n  Port 3:\n  Port 4:\n"; b.String() != want {
+			t.Fatalf("usb-list:\n%q\nwant\n%q", b.String(), want)
+		}
+		if err := e.h.Detach(ctx, 1, 0, 1); err != nil {
+			t.Fatal(err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
+			t.Fatalf("after detach: driver %q", d)
+		}
+		if _, ok := e.read(t, "/libxl/usbback/1-1_6"); ok {
+			t.Fatal("driver record left behind")
+		}
+		if err := e.h.Detach(ctx, 1, 0, 1); !errors.Is(err, assign.ErrPortEmpty) {
+			t.Fatalf("detach of an empty port: %v", err)
+		}
+		if err := e.h.RemoveController(ctx, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		// What xl leaves too: the emptied /libxl/usbback.
+		if got := strings.Replace(e.dump(t), "/libxl/usbback = \"\"   (n0)\n", "", 1); got != e.initial {
+			t.Fatalf("tree after removal differs from the start:\n%s", got)
+		}
+	})
+}
+
+// usbback refuses the interface: libxl's rollback, exactly.
+func TestBindRefusedRollsBack(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
+			t.Fatal(err)
+		}
+		e.k.Fail = func(w usbsysfstest.Write) error {
+			if w.Path == "bus/usb/drivers/usbback/bind" {
+				return syscall.ENODEV
+			}
+			return nil
+		}
+		_, err := e.h.Attach(ctx, 1, dev("1-1.6"))
+		if !errors.Is(err, syscall.ENODEV) || !strings.Contains(err.Error(), "rolled back") {
+			t.Fatalf("attach: %v", err)
+		}
+		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/0/port/1"); v != "" {
+			t.Fatalf("port left at %q", v)
+		}
+		if _, ok := e.read(t, "/libxl/usbback/1-1_6"); ok {
+			t.Fatal("record left")
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
+			t.Fatalf("driver %q", d)
+		}
+		want := "bus/usb/drivers/usbhid/unbind=1-1.6:1.0 bus/usb/drivers/usbback/bind=1-1.6:1.0 bus/usb/drivers/usbhid/bind=1-1.6:1.0"
+		if got := e.writes(); got != want {
+			t.Fatalf("writes:\n%s\nwant\n%s", got, want)
+		}
+	})
+}
+
+// A device pulled out while attached: the port keeps its busid (as with
+// libxl), but later attaches still work, detach clears it, and Repair
+// clears such ports in one go.
+func TestUnpluggedBetweenSteps(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 4}, true); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range []string{"1-2", "1-3"} {
+			if _, err := e.h.Attach(ctx, 1, dev(b)); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.k.Unplug(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all, err := e.h.Assigned(ctx)
+		if err != nil || len(all) != 2 || !all[0].Stale || !all[1].Stale {
+			t.Fatalf("assigned: %+v %v", all, err)
+		}
+		// libxl refuses every attach here; we do not.
+		if a, err := e.h.Attach(ctx, 1, dev("1-4")); err != nil || a.Port != 3 {
+			t.Fatalf("attach beside stale ports: %+v %v", a, err)
+		}
+		if err := e.h.Detach(ctx, 1, 0, 1); err != nil {
+			t.Fatalf("detach of an unplugged device: %v", err)
+		}
+		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/0/port/1"); v != "" {
+			t.Fatalf("port 1 = %q", v)
+		}
+		if _, ok := e.read(t, "/libxl/usbback/1-2"); ok {
+			t.Fatal("record of 1-2 left")
+		}
+		fixed, err := e.h.Repair(ctx)
+		if err != nil || len(fixed) != 1 || fixed[0].BusID != "1-3" || fixed[0].Port != 2 {
+			t.Fatalf("repair: %+v %v", fixed, err)
+		}
+		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/0/port/2"); v != "" {
+			t.Fatalf("port 2 = %q after repair", v)
+		}
+		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/0/port/3"); v != "1-4" {
+			t.Fatalf("port 3 = %q: repair touched a live device", v)
+		}
+	})
+}
+
+// No backend: the add times out and leaves its nodes (as libxl); the
+// removal times out twice, removes everything anyway, and says so.
+func TestBackendNeverAnswers(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, true)
+		_, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 4}, true)
+		if !errors.Is(err, assign.ErrTimeout) {
+			t.Fatalf("add: %v", err)
+		}
+		if v, ok := e.read(t, "/local/domain/0/backend/vusb/1/0/state"); !ok || v != "1" {
+			t.Fatalf("backend state %q %v", v, ok)
+		}
+		err = e.h.RemoveController(ctx, 1, 0)
+		if !errors.Is(err, assign.ErrTimeout) || !strings.Contains(err.Error(), "removed, but its backend never closed") {
+			t.Fatalf("remove: %v", err)
+		}
+		if got := e.dump(t); got != e.initial {
+			t.Fatalf("tree after forced removal:\n%s", got)
+		}
+	})
+}
+
+// Five devices attached at once to one domain: transactions conflict and
+// retry, and no port is given twice.
+func TestConcurrentAttaches(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 8}, true); err != nil {
+			t.Fatal(err)
+		}
+		busids := []string{"1-1.6", "1-2", "1-3", "1-4", "1-5"}
+		var wg sync.WaitGroup
+		res := make([]assign.Assignment, len(busids))
+		errs := make([]error, len(busids))
+		for i, b := range busids {
+			wg.Go(func() { res[i], errs[i] = e.h.Attach(ctx, 1, dev(b)) })
+		}
+		wg.Wait()
+		ports := map[int]string{}
+		for i, a := range res {
+			if errs[i] != nil {
+				t.Fatalf("%s: %v", busids[i], errs[i])
+			}
+			if prev, dup := ports[a.Port]; dup {
+				t.Fatalf("port %d given to %s and %s", a.Port, prev, a.BusID)
+			}
+			ports[a.Port] = a.BusID
+			if v, _ := e.read(t, fmt.Sprintf("/local/domain/0/backend/vusb/1/0/port/%d", a.Port)); v != a.BusID {
+				t.Fatalf("port %d holds %q, want %s", a.Port, v, a.BusID)
+			}
+		}
+	})
+}
+
+// Hubs, devices attached elsewhere, and bad controller:port choices are
+// refused with errors a caller can tell apart, and leave nothing behind.
+func TestRefusals(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.h.Attach(ctx, 1, policy.DevSpec{HostBus: 1, HostAddr: 2, Controller: -1}); !errors.Is(err, assign.ErrNotAssignable) {
+			t.Errorf("hub 1-1: %v", err)
+		}
+		if _, err := e.h.Attach(ctx, 1, dev("usb1")); !errors.Is(err, assign.ErrNoDevice) {
+			t.Errorf("root hub: %v", err)
+		}
+		if _, err := e.h.Attach(ctx, 1, policy.DevSpec{HostBus: 1, HostAddr: 99, Controller: -1}); !errors.Is(err, assign.ErrNoDevice) {
+			t.Errorf("absent bus/addr: %v", err)
+		}
+		if _, err := e.h.Attach(ctx, 1, dev("1-9")); !errors.Is(err, assign.ErrNoDevice) {
+			t.Errorf("absent busid: %v", err)
+		}
+		if _, err := e.h.Attach(ctx, 1, dev("1-1.6")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.h.Attach(ctx, 2, dev("1-1.6")); !errors.Is(err, assign.ErrAssigned) || !strings.Contains(err.Error(), "domain 1 controller 0 port 1") {
+			t.Errorf("already assigned: %v", err)
+		}
+		if _, err := e.h.Attach(ctx, 1, policy.DevSpec{BusID: "1-2", Controller: 0, Port: 1}); !errors.Is(err, assign.ErrPortBusy) {
+			t.Errorf("busy port: %v", err)
+		}
+		if _, err := e.h.Attach(ctx, 1, policy.DevSpec{BusID: "1-2", Controller: 3}); !errors.Is(err, assign.ErrNoController) {
+			t.Errorf("no controller 3: %v", err)
+		}
+		if a, err := e.h.Attach(ctx, 1, policy.DevSpec{BusID: "1-2", Controller: 0, Port: 2}); err != nil || a.Port != 2 {
+			t.Errorf("explicit port: %+v %v", a, err)
+		}
+		if _, err := e.h.Attach(ctx, 1, policy.DevSpec{BusID: "1-3", Controller: 0}); !errors.Is(err, assign.ErrNoFreePort) {
+			t.Errorf("full controller: %v", err)
+		}
+		// No free port anywhere: a controller is added, as libxl does.
+		if a, err := e.h.Attach(ctx, 1, dev("1-3")); err != nil || a.Controller != 1 || a.Port != 1 {
+			t.Errorf("auto controller: %+v %v", a, err)
+		}
+		if _, err := e.h.Domain(ctx, "nobody"); !errors.Is(err, assign.ErrNoDomain) {
+			t.Errorf("unknown domain: %v", err)
+		}
+		if d, err := e.h.Domain(ctx, "desk"); err != nil || d.ID != 2 || d.Type != "pv" {
+			t.Errorf("desk: %+v %v", d, err)
+		}
+	})
+}
+
+// A busid or path that xenstore holds is never used on sysfs unchecked.
+func TestUntrustedStoreValues(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Write(ctx, "/local/domain/0/backend/vusb/1/0/port/1", []byte("../../../x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.Detach(ctx, 1, 0, 1); err != nil {
+			t.Fatalf("detach of a garbage port: %v", err)
+		}
+		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/0/port/1"); v != "" {
+			t.Fatalf("garbage port left: %q", v)
+		}
+		if _, err := e.h.Attach(ctx, 1, dev("1-1.6")); err != nil {
+			t.Fatal(err)
+		}
+		e.xs.Write(ctx, "/libxl/usbback/1-1_6/1-1_6@1_0/driver_path", []byte("/tmp/evil"))
+		if err := e.h.Detach(ctx, 1, 0, 1); err != nil {
+			t.Fatal(err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "" {
+			t.Fatalf("bound to %q from a forged record", d)
+		}
+		if len(e.warnings) < 2 {
+			t.Fatalf("warnings: %q", e.warnings)
+		}
+		e.xs.Write(ctx, "/libxl/1/device/vusb/0/backend", []byte("/local/domain/1/evil"))
+		if _, err := e.h.Controllers(ctx, 1); !errors.Is(err, assign.ErrBadStore) {
+			t.Fatalf("forged backend path: %v", err)
+		}
+	})
+}
