@@ -158,7 +158,12 @@ func diffLines(want, got string) string {
 		}
 	}
 	if b.Len() == 0 {
-		return "(same lines, different order)\n" + got
+		wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
+		for i := range wl {
+			if i < len(gl) && wl[i] != gl[i] {
+				return fmt.Sprintf("(same lines, different order) first at line %d: want %q, got %q", i+1, wl[i], gl[i])
+			}
+		}
 	}
 	return b.String()
 }
