@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -404,6 +406,66 @@ func TestUntrustedStoreValues(t *testing.T) {
 		e.xs.Write(ctx, "/libxl/1/device/vusb/0/backend", []byte("/local/domain/1/evil"))
 		if _, err := e.h.Controllers(ctx, 1); !errors.Is(err, assign.ErrBadStore) {
 			t.Fatalf("forged backend path: %v", err)
+		}
+	})
+}
+
+// Without usbback, auto means qusb (QEMU's backend): only the port is
+// written, no interface moves; the guest's QEMU must offer the backend.
+func TestQUSB(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if err := os.RemoveAll(filepath.Join(e.h.Sys.Root(), "bus/usb/drivers/usbback")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{}, true); !errors.Is(err, assign.ErrUnsupported) || !strings.Contains(err.Error(), "backends/qusb is missing") {
+			t.Fatalf("qusb without QEMU: %v", err)
+		}
+		if err := sim.SeedQEMU(ctx, e.xs, 1); err != nil {
+			t.Fatal(err)
+		}
+		c, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true)
+		if err != nil || c.Type != "qusb" {
+			t.Fatalf("add: %+v %v", c, err)
+		}
+		if v, _ := e.read(t, "/libxl/1/device/vusb/0/backend"); v != "/local/domain/0/backend/qusb/1/0" {
+			t.Fatalf("backend path %q", v)
+		}
+		a, err := e.h.Attach(ctx, 1, dev("1-1.6"))
+		if err != nil || a.Type != "qusb" {
+			t.Fatalf("attach: %+v %v", a, err)
+		}
+		if v, _ := e.read(t, "/local/domain/0/backend/qusb/1/0/port/1"); v != "1-1.6" {
+			t.Fatalf("port %q", v)
+		}
+		if err := e.h.Detach(ctx, 1, 0, 1); err != nil {
+			t.Fatal(err)
+		}
+		if w := e.writes(); w != "" {
+			t.Fatalf("qusb moved interfaces: %s", w)
+		}
+		if err := e.h.RemoveController(ctx, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// A backend that refuses the controller (closes at probe) fails the add at
+// once, without waiting out the timeout.
+func TestBackendRefuses(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, true)
+		b := &sim.Backends{XS: s.Dial(t), FailProbe: true}
+		run, err := b.Start(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer run.Stop()
+		e.h.InitTimeout = time.Minute
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{}, true); !errors.Is(err, assign.ErrBackendRefused) {
+			t.Fatalf("add: %v", err)
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -43,34 +44,59 @@ func (c *Controller) portPath(port int) string {
 // Controllers lists a domain's controllers in the DIRECTORY order of
 // /libxl/<domid>/device/vusb, as libxl does.
 func (h *Host) Controllers(ctx context.Context, domid uint32) ([]Controller, error) {
-	ids, err := dirOpt(ctx, h.XS, libxlDir(domid))
+	return h.controllers(ctx, h.XS, domid, true)
+}
+
+func (h *Host) controllers(ctx context.Context, r rw, domid uint32, withState bool) ([]Controller, error) {
+	ids, err := dirOpt(ctx, r, libxlDir(domid))
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Controller, 0, len(ids))
+	var devids []int
 	for _, s := range ids {
 		devid, ok := atoiStrict(s)
 		if !ok {
 			h.warn("%s/%s is not a controller devid; ignored", libxlDir(domid), s)
 			continue
 		}
-		c, err := h.controller(ctx, domid, devid)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+		devids = append(devids, devid)
+	}
+	// Controllers are read side by side: a domain costs the round trips
+	// of one controller.
+	out := make([]Controller, len(devids))
+	errs := make([]error, len(devids))
+	var wg sync.WaitGroup
+	for i, devid := range devids {
+		wg.Go(func() { out[i], errs[i] = h.controller(ctx, r, domid, devid, withState) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
 // Controller reads one controller; ErrNoController if /libxl has none.
 func (h *Host) Controller(ctx context.Context, domid uint32, devid int) (Controller, error) {
-	return h.controller(ctx, domid, devid)
+	return h.controller(ctx, h.XS, domid, devid, true)
 }
 
-func (h *Host) controller(ctx context.Context, domid uint32, devid int) (Controller, error) {
+// controller reads one controller in two round trips: the libxl keys
+// together with what a pv backend at its usual path would hold (validated
+// against the libxl keys afterwards), then the ports. A qusb or devicemodel
+// controller costs one more.
+//
+// Inside a transaction, withState is off: the frontend's state is the
+// guest's to change at any time and would only make the transaction
+// conflict.
+func (h *Host) controller(ctx context.Context, r rw, domid uint32, devid int, withState bool) (Controller, error) {
 	c := Controller{Domid: domid, DevID: devid, libxl: libxlPath(domid, devid)}
-	v, err := readMany(ctx, h.XS, []string{c.libxl + "/type", c.libxl + "/backend", c.libxl + "/frontend"})
+	guess, fp := backendPath("vusb", domid, devid), frontendPath(domid, devid)
+	paths := []string{c.libxl + "/type", c.libxl + "/backend", c.libxl + "/frontend", guess + "/usb-ver", guess + "/num-ports"}
+	if withState {
+		paths = append(paths, fp+"/state")
+	}
+	v, err := readMany(ctx, r, paths)
 	if err != nil {
 		return Controller{}, err
 	}
@@ -88,42 +114,43 @@ func (h *Host) controller(ctx context.Context, domid uint32, devid int) (Control
 		if (kind == "vusb") != (c.Type == policy.TypePV) {
 			return Controller{}, fmt.Errorf("controller %d of domain %d: type %s with backend %s: %w", devid, domid, c.Type, v[1].v, ErrBadStore)
 		}
-		if v[2].v != frontendPath(domid, devid) {
+		if v[2].v != fp {
 			return Controller{}, fmt.Errorf("controller %d of domain %d: frontend path %q: %w", devid, domid, v[2].v, ErrBadStore)
 		}
-		c.backend, c.frontend = v[1].v, v[2].v
+		c.backend, c.frontend = v[1].v, fp
 		src = c.backend
 	case policy.TypeDeviceModel:
 	default:
 		return Controller{}, fmt.Errorf("controller %d of domain %d: type %q: %w", devid, domid, c.Type, ErrBadStore)
 	}
-	paths := []string{src + "/usb-ver", src + "/num-ports"}
-	if c.frontend != "" {
-		paths = append(paths, c.frontend+"/state")
+	ver, ports := v[3], v[4]
+	if src != guess {
+		v, err := readMany(ctx, r, []string{src + "/usb-ver", src + "/num-ports"})
+		if err != nil {
+			return Controller{}, err
+		}
+		ver, ports = v[0], v[1]
 	}
-	v, err = readMany(ctx, h.XS, paths)
-	if err != nil {
-		return Controller{}, err
-	}
-	c.Version, _ = strconv.Atoi(v[0].v)
-	n, ok := atoiStrict(v[1].v)
+	c.Version, _ = strconv.Atoi(ver.v)
+	n, ok := atoiStrict(ports.v)
 	if !ok || n < 1 || n > policy.MaxPVPorts {
-		return Controller{}, fmt.Errorf("controller %d of domain %d: num-ports %q: %w", devid, domid, v[1].v, ErrBadStore)
+		return Controller{}, fmt.Errorf("controller %d of domain %d: num-ports %q: %w", devid, domid, ports.v, ErrBadStore)
 	}
 	c.Ports = n
-	c.FrontendState = 0
-	if c.frontend != "" {
+	if c.frontend != "" && withState {
 		c.FrontendState = -1
 		// The frontend is the guest's: a number, or nothing we trust.
-		if st, err := strconv.Atoi(v[2].v); err == nil && v[2].ok && st >= 0 && st < 16 {
-			c.FrontendState = st
+		if fstate := v[5]; fstate.ok {
+			if st, err := strconv.Atoi(fstate.v); err == nil && st >= 0 && st < 16 {
+				c.FrontendState = st
+			}
 		}
 	}
-	ports := make([]string, n)
-	for i := range ports {
-		ports[i] = c.portPath(i + 1)
+	paths = make([]string, n)
+	for i := range paths {
+		paths[i] = c.portPath(i + 1)
 	}
-	pv, err := readMany(ctx, h.XS, ports)
+	pv, err := readMany(ctx, r, paths)
 	if err != nil {
 		return Controller{}, err
 	}
@@ -233,7 +260,7 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 			return Controller{}, fmt.Errorf("controller %d of domain %d added, but the backend did not initialise (is usbback loaded, and the guest's frontend?): %w", devid, domid, err)
 		}
 	}
-	return h.controller(ctx, domid, devid)
+	return h.controller(ctx, h.XS, domid, devid, true)
 }
 
 // addControllerNodes writes the three subtrees in libxl__device_generic_add's
@@ -284,7 +311,7 @@ func addControllerNodes(ctx context.Context, tx *xenstore.Tx, domid uint32, devi
 // all three subtrees and their empty parents. After a timeout the nodes
 // are removed anyway and ErrTimeout is returned, as xl does.
 func (h *Host) RemoveController(ctx context.Context, domid uint32, devid int) error {
-	c, err := h.controller(ctx, domid, devid)
+	c, err := h.controller(ctx, h.XS, domid, devid, true)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -26,44 +27,49 @@ type Assignment struct {
 // listed as Stale instead of failing the whole scan, and a busid that is
 // not a busid is reported and skipped.
 func (h *Host) Assigned(ctx context.Context) ([]Assignment, error) {
-	doms, err := dirOpt(ctx, h.XS, "/libxl")
+	snap, err := h.snapshot(ctx, h.XS)
 	if err != nil {
 		return nil, err
 	}
 	var out []Assignment
-	for _, s := range doms {
-		d, ok := atoiStrict(s)
-		if !ok {
-			continue // /libxl/usbback and such
-		}
-		ctrls, err := h.Controllers(ctx, uint32(d))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, h.assignmentsOf(ctrls)...)
+	for _, d := range snap.order {
+		out = append(out, h.assignmentsOf(snap.ctrls[d])...)
 	}
 	return out, nil
 }
 
-func (h *Host) assignmentsOf(ctrls []Controller) []Assignment {
-	var out []Assignment
-	for _, c := range ctrls {
-		for i, b := range c.Port {
-			if b == "" {
-				continue
-			}
-			if err := checkBusID(b); err != nil {
-				h.warn("domain %d controller %d port %d: %v; ignored", c.Domid, c.DevID, i+1, err)
-				continue
-			}
-			a := Assignment{Domid: c.Domid, Controller: c.DevID, Port: i + 1, BusID: b, Type: c.Type}
-			if _, err := h.Sys.Device(b); errors.Is(err, fs.ErrNotExist) {
-				a.Stale = true
-			}
-			out = append(out, a)
+// A snapshot is every domain's controllers, read side by side: four round
+// trips whatever the number of domains and controllers.
+type snapshot struct {
+	order []uint32
+	ctrls map[uint32][]Controller
+}
+
+func (h *Host) snapshot(ctx context.Context, r rw) (snapshot, error) {
+	doms, err := dirOpt(ctx, r, "/libxl")
+	if err != nil {
+		return snapshot{}, err
+	}
+	snap := snapshot{ctrls: map[uint32][]Controller{}}
+	for _, s := range doms {
+		if d, ok := atoiStrict(s); ok { // not /libxl/usbback and such
+			snap.order = append(snap.order, uint32(d))
 		}
 	}
-	return out
+	lists := make([][]Controller, len(snap.order))
+	errs := make([]error, len(snap.order))
+	var wg sync.WaitGroup
+	for i, d := range snap.order {
+		wg.Go(func() { lists[i], errs[i] = h.controllers(ctx, r, d, r == rw(h.XS)) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return snapshot{}, err
+	}
+	for i, d := range snap.order {
+		snap.ctrls[d] = lists[i]
+	}
+	return snap, nil
 }
 
 // resolveBusID finds the device a DevSpec names: by busid, or by bus and
@@ -106,21 +112,18 @@ func (h *Host) Attach(ctx context.Context, domid uint32, spec policy.DevSpec) (A
 	if spec.Controller < 0 && spec.Port != 0 {
 		return Assignment{}, fmt.Errorf("a port needs a controller: %w", ErrNoController)
 	}
-	all, err := h.Assigned(ctx)
+	plan, err := h.usbbackPlan(busid)
 	if err != nil {
 		return Assignment{}, err
 	}
-	for _, a := range all {
-		if a.BusID == busid {
-			return Assignment{}, fmt.Errorf("%s is at domain %d controller %d port %d: %w", busid, a.Domid, a.Controller, a.Port, ErrAssigned)
-		}
-	}
 	var a Assignment
 	for try := 0; ; try++ {
-		a, err = h.placePort(ctx, domid, busid, spec)
-		// Another attach took the port between our read and our
-		// transaction: choose again, unless the port was named.
-		if errors.Is(err, ErrPortBusy) && spec.Port == 0 && try < 8 {
+		a, err = h.placePort(ctx, domid, busid, spec, plan)
+		if errors.Is(err, errNeedController) && try < 4 {
+			// libxl adds a default controller, xenstore part only, no wait.
+			if _, err = h.AddController(ctx, domid, policy.CtrlSpec{}, false); err != nil {
+				return Assignment{}, err
+			}
 			continue
 		}
 		if err != nil {
@@ -131,7 +134,7 @@ func (h *Host) Attach(ctx context.Context, domid uint32, spec policy.DevSpec) (A
 	if a.Type != policy.TypePV {
 		return a, nil
 	}
-	if err := h.bindUsbback(ctx, busid); err != nil {
+	if err := h.bindUsbback(plan); err != nil {
 		h.rollback(ctx, busid)
 		c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
 		if werr := write(context.WithoutCancel(ctx), h.XS, c.portPath(a.Port), ""); werr != nil {
@@ -142,98 +145,130 @@ func (h *Host) Attach(ctx context.Context, domid uint32, spec policy.DevSpec) (A
 	return a, nil
 }
 
-// placePort picks a controller and port and writes the busid there in one
-// transaction that checks the port is still free.
-func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec policy.DevSpec) (Assignment, error) {
-	var c Controller
-	port := 0
-	if spec.Controller >= 0 {
-		var err error
-		if c, err = h.controller(ctx, domid, spec.Controller); err != nil {
-			return Assignment{}, err
-		}
-		if c.Type != policy.TypeDeviceModel && c.BackendDomid != 0 {
-			return Assignment{}, fmt.Errorf("controller %d: %w", c.DevID, ErrNotDom0Backend)
-		}
-		port = spec.Port
-		if port == 0 {
-			for i, b := range c.Port {
-				if b == "" && !c.Missing[i] {
-					port = i + 1
-					break
-				}
-			}
-			if port == 0 {
-				return Assignment{}, fmt.Errorf("controller %d of domain %d has no available port: %w", c.DevID, domid, ErrNoFreePort)
-			}
-		}
-	} else {
-		ctrls, err := h.Controllers(ctx, domid)
-		if err != nil {
-			return Assignment{}, err
-		}
-	search:
-		for _, cc := range ctrls {
-			for i, b := range cc.Port {
-				if b == "" && !cc.Missing[i] {
-					c, port = cc, i+1
-					break search
-				}
-			}
-		}
-		if port == 0 {
-			// libxl adds a default controller, xenstore part only, no wait.
-			if c, err = h.AddController(ctx, domid, policy.CtrlSpec{}, false); err != nil {
-				return Assignment{}, err
-			}
-			port = 1
-		}
-	}
-	if c.Type == policy.TypeDeviceModel {
-		return Assignment{}, fmt.Errorf("controller %d is an emulated (devicemodel) controller: %w", c.DevID, ErrUnsupported)
-	}
-	p := c.portPath(port)
+var errNeedController = errors.New("no free port: a controller is needed")
+
+// placePort decides and writes in one transaction: it reads every domain's
+// ports inside it (the device must not be at any of them), picks the port
+// as libxl picks it, and writes the busid there. A concurrent attach makes
+// the commit fail and the whole decision is taken again, so no port is
+// ever given twice. Seven round trips.
+//
+// For pv, the original drivers of the interfaces are recorded under
+// /libxl/usbback in the same transaction (libxl writes them just after),
+// so no crash can leave a port without the records its undoing needs.
+func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec policy.DevSpec, plan []planned) (Assignment, error) {
+	var a Assignment
 	err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
-		cur, ok, err := readOpt(ctx, tx, p)
+		snap, err := h.snapshot(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if ok && cur != "" {
-			return fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, cur, ErrPortBusy)
+		for _, d := range snap.order {
+			for _, x := range h.assignmentsOf(snap.ctrls[d]) {
+				if x.BusID == busid {
+					return fmt.Errorf("%s is at domain %d controller %d port %d: %w", busid, x.Domid, x.Controller, x.Port, ErrAssigned)
+				}
+			}
 		}
-		return write(ctx, tx, p, busid)
+		ctrls := snap.ctrls[domid]
+		var c *Controller
+		port := 0
+		if spec.Controller >= 0 {
+			for i := range ctrls {
+				if ctrls[i].DevID == spec.Controller {
+					c = &ctrls[i]
+				}
+			}
+			if c == nil {
+				return fmt.Errorf("controller %d of domain %d: %w", spec.Controller, domid, ErrNoController)
+			}
+			port = spec.Port
+			if port == 0 {
+				port = c.firstFree()
+				if port == 0 {
+					return fmt.Errorf("controller %d of domain %d has no available port: %w", c.DevID, domid, ErrNoFreePort)
+				}
+			} else if port <= len(c.Port) && c.Port[port-1] != "" {
+				return fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, c.Port[port-1], ErrPortBusy)
+			}
+		} else {
+			for i := range ctrls {
+				if port = ctrls[i].firstFree(); port != 0 {
+					c = &ctrls[i]
+					break
+				}
+			}
+			if c == nil {
+				return errNeedController
+			}
+		}
+		if c.Type == policy.TypeDeviceModel {
+			return fmt.Errorf("controller %d is an emulated (devicemodel) controller: %w", c.DevID, ErrUnsupported)
+		}
+		a = Assignment{Domid: domid, Controller: c.DevID, Port: port, BusID: busid, Type: c.Type}
+		if c.Type != policy.TypePV {
+			return write(ctx, tx, c.portPath(port), busid)
+		}
+		// The port and the records go out together: one round trip.
+		var portErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { portErr = write(ctx, tx, c.portPath(port), busid) })
+		var recErr error
+		for _, p := range plan {
+			if p.driver != "" && recErr == nil {
+				recErr = write(ctx, tx, driverPathKey(busid, p.intf), sysDrivers+p.driver)
+			}
+		}
+		wg.Wait()
+		return errors.Join(portErr, recErr)
 	})
-	if err != nil {
-		return Assignment{}, err
-	}
-	return Assignment{Domid: domid, Controller: c.DevID, Port: port, BusID: busid, Type: c.Type}, nil
+	return a, err
 }
 
-// bindUsbback moves every interface of busid to usbback, recording the
-// driver it had, in readdir order, as usbback_dev_assign does.
-func (h *Host) bindUsbback(ctx context.Context, busid string) error {
+// firstFree is the first port whose node exists and is empty, 0 if none.
+func (c *Controller) firstFree() int {
+	for i, b := range c.Port {
+		if b == "" && !c.Missing[i] {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// A planned interface move: its name and the driver it has ("" none).
+type planned struct{ intf, driver string }
+
+// usbbackPlan lists, in readdir order, the interfaces of busid that are not
+// in usbback yet, with their drivers, as usbback_dev_assign walks them.
+func (h *Host) usbbackPlan(busid string) ([]planned, error) {
 	intfs, err := h.Sys.Interfaces(busid)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out []planned
 	for _, in := range intfs {
 		if h.Sys.BoundTo(in.Name, "usbback") {
 			continue
 		}
 		drv, err := h.Sys.Driver(in.Name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if drv != "" {
-			if err := write(ctx, h.XS, driverPathKey(busid, in.Name), sysDrivers+drv); err != nil {
+		out = append(out, planned{in.Name, drv})
+	}
+	return out, nil
+}
+
+// bindUsbback moves the planned interfaces from their drivers to usbback.
+func (h *Host) bindUsbback(plan []planned) error {
+	for _, p := range plan {
+		if p.driver != "" && !h.Sys.BoundTo(p.intf, "usbback") {
+			if err := h.Sys.Unbind(p.intf); err != nil {
 				return err
 			}
-			if err := h.Sys.Unbind(in.Name); err != nil {
-				return err
-			}
 		}
-		if !h.Sys.BoundTo(in.Name, "usbback") {
-			if err := h.Sys.Bind(in.Name, "usbback"); err != nil {
+		if !h.Sys.BoundTo(p.intf, "usbback") {
+			if err := h.Sys.Bind(p.intf, "usbback"); err != nil {
 				return err
 			}
 		}
@@ -303,7 +338,7 @@ func (h *Host) Detach(ctx context.Context, domid uint32, devid, port int) error 
 	if devid < 0 || port < 1 {
 		return fmt.Errorf("controller %d port %d: %w", devid, port, ErrNoController)
 	}
-	c, err := h.controller(ctx, domid, devid)
+	c, err := h.controller(ctx, h.XS, domid, devid, false)
 	if err != nil {
 		return err
 	}
@@ -376,4 +411,25 @@ func (h *Host) Repair(ctx context.Context) ([]Assignment, error) {
 		fixed = append(fixed, a)
 	}
 	return fixed, nil
+}
+
+func (h *Host) assignmentsOf(ctrls []Controller) []Assignment {
+	var out []Assignment
+	for _, c := range ctrls {
+		for i, b := range c.Port {
+			if b == "" {
+				continue
+			}
+			if err := checkBusID(b); err != nil {
+				h.warn("domain %d controller %d port %d: %v; ignored", c.Domid, c.DevID, i+1, err)
+				continue
+			}
+			a := Assignment{Domid: c.Domid, Controller: c.DevID, Port: i + 1, BusID: b, Type: c.Type}
+			if _, err := h.Sys.Device(b); errors.Is(err, fs.ErrNotExist) {
+				a.Stale = true
+			}
+			out = append(out, a)
+		}
+	}
+	return out
 }

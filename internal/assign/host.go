@@ -29,6 +29,7 @@ var (
 	ErrUnsupported    = errors.New("not supported")
 	ErrBadStore       = errors.New("unexpected xenstore contents")
 	ErrNotDom0Backend = errors.New("backend is not dom0")
+	ErrBackendRefused = errors.New("backend refused the controller")
 )
 
 // libxl's timeouts (libxl_internal.h).
@@ -199,8 +200,12 @@ func (h *Host) waitState(ctx context.Context, path string, want int, atLeast boo
 		if !present {
 			return fmt.Errorf("%s disappeared while waiting for state %d: %w", path, want, ErrBadStore)
 		}
-		if n, perr := strconv.Atoi(v); perr == nil && (n == want || atLeast && n > want && n <= 4) {
+		n, perr := strconv.Atoi(v)
+		if perr == nil && (n == want || atLeast && n > want && n <= 4) {
 			return nil
+		}
+		if perr == nil && atLeast && n >= 5 {
+			return fmt.Errorf("%s is %d: the backend refused it and is closing: %w", path, n, ErrBackendRefused)
 		}
 	}
 }

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// The xl-compatible commands: JSON listing, messages and exit codes.
+func TestXLCommands(t *testing.T) {
+	store := xenstoretest.Embedded(t)
+	xs := store.Dial(t)
+	seedXL(t, xs)
+	root, k := xlHost(t)
+	sysfsWriter = k
+	defer func() { sysfsWriter = nil }()
+	b := &sim.Backends{XS: store.Dial(t)}
+	run, err := b.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run.Stop()
+	c := func(args ...string) (int, string, string) {
+		return runCmd(t, append([]string{args[0], "--xenstore", store.SocketPath(), "--sysfs", root}, args[1:]...)...)
+	}
+	if code, _, errs := c("usbdev-attach", "kiosk", "busid=1-1.6"); code != 0 {
+		t.Fatalf("attach by busid: %d %s", code, errs)
+	}
+	code, out, _ := c("usb-list", "--json", "1")
+	var l struct {
+		Domid       int
+		Name        string
+		Controllers []struct {
+			Devid int
+			Type  string
+			Ports []struct {
+				Port    int
+				Busid   string
+				Bus     int
+				Device  int
+				Present bool
+			}
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.Name != "kiosk" || len(l.Controllers) != 1 ||
+		l.Controllers[0].Ports[0].Busid != "1-1.6" || l.Controllers[0].Ports[0].Device != 6 || len(l.Controllers[0].Ports) != 8 {
+		t.Fatalf("usb-list --json: %d\n%s", code, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"usbdev-attach", "kiosk", "hostbus=1", "hostaddr=6"}, exitFailure, "1-1.6 is at domain 1 controller 0 port 1: USB device already attached to a domain"},
+		{[]string{"usbdev-attach", "kiosk", "hostbus=1", "hostaddr=2"}, exitFailure, "1-1 is a hub: USB device is not assignable"},
+		{[]string{"usbdev-attach", "nobody", "busid=1-1.6"}, exitFailure, `domain "nobody": no such domain`},
+		{[]string{"usbdev-attach", "kiosk", "hostbus=1,hostaddr=6"}, exitUsage, "one KEY=VALUE per word"},
+		{[]string{"usbdev-attach", "kiosk"}, exitUsage, "usage: usbhotplugd usbdev-attach"},
+		{[]string{"usbdev-detach", "kiosk", "0", "2"}, exitFailure, "controller 0 port 2 of domain 1: nothing attached at that port"},
+		{[]string{"usbdev-detach", "kiosk", "x", "1"}, exitUsage, "CONTROLLER and PORT are numbers"},
+		{[]string{"usbctrl-detach", "kiosk", "7"}, exitFailure, "controller 7 of domain 1: no such USB controller"},
+		{[]string{"usbctrl-attach", "kiosk", "version=3"}, exitFailure, "version 3: a pv controller is version 1 or 2"},
+		{[]string{"usbctrl-attach", "kiosk", "ports=40"}, exitUsage, "ports 40: at most 31"},
+		{[]string{"repair"}, 0, ""},
+		{[]string{"usbdev-detach", "kiosk", "0", "1"}, 0, ""},
+		{[]string{"usbctrl-detach", "kiosk", "0"}, 0, ""},
+	} {
+		code, _, errs := c(tc.args...)
+		if code != tc.code || !strings.Contains(errs, tc.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errs, tc.code, tc.msg)
+		}
+	}
+	if _, _, errs := runCmd(t, "usb-list", "--xenstore", "/nonexistent/socket", "kiosk"); !strings.Contains(errs, "is xenstored running?") {
+		t.Errorf("no store: %q", errs)
+	}
+}
