@@ -25,7 +25,7 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/usbhotplugd ./cmd/usbhotplugd
 
 demo:
-	$(GO) run ./cmd/usbhotplugd demo
+	$(GO) run ./cmd/usbhotplugd replay
 
 ## test: everything CI runs — format, vet, staticcheck, the unit and
 ## conformance tests with the race detector, and a short run of each fuzzer.

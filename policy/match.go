@@ -17,6 +17,9 @@ type Device struct {
 	Interfaces                []Interface
 	// Plugged orders arrivals (smaller came first), for duplicates = "first".
 	Plugged uint64
+	// Attached: the device is at a guest's port, or was put there and waits
+	// for its guest to return. Among twins it keeps its place.
+	Attached bool
 }
 
 // An Interface is one interface of a Device.
@@ -108,6 +111,19 @@ func (r *Rule) decide(d *Device, inv []Device) Decision {
 	names := make([]string, len(twins))
 	for i, t := range twins {
 		names[i] = t.BusID
+	}
+	// The one already attached keeps its place: a twin plugged later never
+	// takes a device away from a guest.
+	if d.Attached {
+		dec.Twins = names
+		dec.Reason += fmt.Sprintf(" (it was attached before its twins %s)", strings.Join(names, ", "))
+		return dec
+	}
+	for _, t := range twins {
+		if t.Attached {
+			return Decision{Action: Refuse, Rule: r, Twins: names,
+				Reason: fmt.Sprintf("%s matches %s, but its twin %s is attached and keeps its place (duplicates = %q)", r, d, t.BusID, r.Duplicates)}
+		}
 	}
 	if r.Duplicates == DupFirst {
 		first := true

@@ -179,6 +179,20 @@ func TestDuplicates(t *testing.T) {
 		t.Errorf("after the twin left: %+v", d)
 	}
 
+	// The attached twin keeps its place, whatever the mode; the other is
+	// refused, naming it.
+	for _, mode := range []string{"", "first"} {
+		p := rule(mode)
+		twins := append([]policy.Device(nil), inv...)
+		find(twins, "1-1.3").Attached = true
+		if d := p.Match(find(twins, "1-1.3"), twins); d.Action != policy.Attach || !strings.Contains(d.Reason, "attached before its twins 1-1.2") {
+			t.Errorf("%q: the attached twin: %+v", mode, d)
+		}
+		if d := p.Match(find(twins, "1-1.2"), twins); d.Action != policy.Refuse || !strings.Contains(d.Reason, "its twin 1-1.3 is attached and keeps its place") {
+			t.Errorf("%q: the other twin: %+v", mode, d)
+		}
+	}
+
 	p = rule("first")
 	if a, b := p.Match(find(inv, "1-5"), inv), p.Match(find(inv, "1-4"), inv); a.Action != policy.Attach || b.Action != policy.Refuse ||
 		!strings.Contains(b.Reason, "a twin (1-5) was plugged first") {

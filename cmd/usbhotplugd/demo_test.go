@@ -59,3 +59,28 @@ func TestUsageAndExitCodes(t *testing.T) {
 		t.Fatalf("version: exit %d, %q", code, out.String())
 	}
 }
+
+// The README's first command: the shipped kiosk day, without root or Xen.
+func TestReplayDefault(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"replay"}, &out, &errb); code != 0 {
+		t.Fatalf("replay exited %d: %s", code, errb.String())
+	}
+	for _, want := range []string{
+		"1-1.3   0c27:3bfa refused",
+		"domain kiosk started (domid 2)",
+		"13:00:00  1-1.3   0c27:3bfa attached → kiosk (domid 2) port 0:1",
+		"$ xl usb-list kiosk",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("replay output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"replay", "--json"}, &out, &errb); code != 0 || !strings.Contains(out.String(), `"Timeline"`) {
+		t.Fatalf("replay --json exited %d: %s", code, out.String())
+	}
+	if code := run(context.Background(), []string{"replay", "/nonexistent.jsonl"}, &out, &errb); code == 0 {
+		t.Fatal("replay of a missing trace succeeded")
+	}
+}

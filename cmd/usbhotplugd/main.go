@@ -30,6 +30,7 @@ var commands []command
 
 func init() {
 	commands = []command{
+		{"replay", "run the agent on a recorded trace with a simulated dom0 (default: a kiosk's day) and show what it decides", runReplay},
 		{"demo", "start an embedded xenstore, seed it like a dom0 with one guest, and print its tree", runDemo},
 		{"xenstored", "serve an embedded, in-memory xenstored on a unix socket", runXenstored},
 		{"devices", "list the host's USB devices with busids, drivers and interfaces", runDevices},

@@ -95,6 +95,24 @@ func (h *Host) resolveBusID(spec policy.DevSpec) (string, error) {
 // unbound from its driver (recorded under /libxl/usbback) and bound to
 // usbback, with libxl's rollback when that fails.
 func (h *Host) Attach(ctx context.Context, domid uint32, spec policy.DevSpec) (Assignment, error) {
+	return h.AttachWith(ctx, domid, spec, AttachOptions{PreferController: -1})
+}
+
+// AttachOptions are what the agent adds to an xl-style attach.
+type AttachOptions struct {
+	// PreferController and PreferPort choose a port when it is free,
+	// falling back to libxl's choice; -1 and 0 for no preference.
+	PreferController, PreferPort int
+	// NewController is the controller added when none has a free port
+	// (zero: libxl's default).
+	NewController policy.CtrlSpec
+	// Record returns nodes to write in the same transaction as the port
+	// (the agent's ownership record); they are removed on rollback.
+	Record func(a Assignment) [][2]string
+}
+
+// AttachWith is Attach with the agent's options.
+func (h *Host) AttachWith(ctx context.Context, domid uint32, spec policy.DevSpec, opts AttachOptions) (Assignment, error) {
 	busid, err := h.resolveBusID(spec)
 	if err != nil {
 		return Assignment{}, err
@@ -118,10 +136,10 @@ func (h *Host) Attach(ctx context.Context, domid uint32, spec policy.DevSpec) (A
 	}
 	var a Assignment
 	for try := 0; ; try++ {
-		a, err = h.placePort(ctx, domid, busid, spec, plan)
+		a, err = h.placePort(ctx, domid, busid, spec, plan, opts)
 		if errors.Is(err, errNeedController) && try < 4 {
 			// libxl adds a default controller, xenstore part only, no wait.
-			if _, err = h.AddController(ctx, domid, policy.CtrlSpec{}, false); err != nil {
+			if _, err = h.AddController(ctx, domid, opts.NewController, false); err != nil {
 				return Assignment{}, err
 			}
 			continue
@@ -140,6 +158,11 @@ func (h *Host) Attach(ctx context.Context, domid uint32, spec policy.DevSpec) (A
 		if werr := write(context.WithoutCancel(ctx), h.XS, c.portPath(a.Port), ""); werr != nil {
 			err = errors.Join(err, werr)
 		}
+		if opts.Record != nil {
+			for _, kv := range opts.Record(a) {
+				err = errors.Join(err, rmOpt(context.WithoutCancel(ctx), h.XS, kv[0]))
+			}
+		}
 		return Assignment{}, fmt.Errorf("%s not attached (rolled back): %w", busid, err)
 	}
 	return a, nil
@@ -156,7 +179,7 @@ var errNeedController = errors.New("no free port: a controller is needed")
 // For pv, the original drivers of the interfaces are recorded under
 // /libxl/usbback in the same transaction (libxl writes them just after),
 // so no crash can leave a port without the records its undoing needs.
-func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec policy.DevSpec, plan []planned) (Assignment, error) {
+func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec policy.DevSpec, plan []planned, opts AttachOptions) (Assignment, error) {
 	var a Assignment
 	err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
 		snap, err := h.snapshot(ctx, tx)
@@ -193,9 +216,28 @@ func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec p
 			}
 		} else {
 			for i := range ctrls {
+				pc := &ctrls[i]
+				if pc.DevID == opts.PreferController && opts.PreferPort > 0 && opts.PreferPort <= len(pc.Port) &&
+					pc.Port[opts.PreferPort-1] == "" && !pc.Missing[opts.PreferPort-1] {
+					c, port = pc, opts.PreferPort
+				}
+			}
+			for i := range ctrls {
+				if c != nil {
+					break
+				}
+				if ctrls[i].DevID == opts.PreferController {
+					if port = ctrls[i].firstFree(); port != 0 {
+						c = &ctrls[i]
+					}
+				}
+			}
+			for i := range ctrls {
+				if c != nil {
+					break
+				}
 				if port = ctrls[i].firstFree(); port != 0 {
 					c = &ctrls[i]
-					break
 				}
 			}
 			if c == nil {
@@ -206,17 +248,25 @@ func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec p
 			return fmt.Errorf("controller %d is an emulated (devicemodel) controller: %w", c.DevID, ErrUnsupported)
 		}
 		a = Assignment{Domid: domid, Controller: c.DevID, Port: port, BusID: busid, Type: c.Type}
-		if c.Type != policy.TypePV {
-			return write(ctx, tx, c.portPath(port), busid)
+		var recs [][2]string
+		if c.Type == policy.TypePV {
+			for _, p := range plan {
+				if p.driver != "" {
+					recs = append(recs, [2]string{driverPathKey(busid, p.intf), sysDrivers + p.driver})
+				}
+			}
+		}
+		if opts.Record != nil {
+			recs = append(recs, opts.Record(a)...)
 		}
 		// The port and the records go out together: one round trip.
 		var portErr error
 		var wg sync.WaitGroup
 		wg.Go(func() { portErr = write(ctx, tx, c.portPath(port), busid) })
 		var recErr error
-		for _, p := range plan {
-			if p.driver != "" && recErr == nil {
-				recErr = write(ctx, tx, driverPathKey(busid, p.intf), sysDrivers+p.driver)
+		for _, kv := range recs {
+			if recErr == nil {
+				recErr = write(ctx, tx, kv[0], kv[1])
 			}
 		}
 		wg.Wait()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -23,6 +24,17 @@ type Record struct {
 	Coldplug bool              `json:"coldplug,omitempty"` // made by a coldplug scan
 	Event    *Event            `json:"event,omitempty"`
 	Sysfs    map[string]string `json:"sysfs,omitempty"`
+	// Domain is a replay directive, not a kernel event: a guest starts or
+	// is destroyed at this point of the trace.
+	Domain *DomainChange `json:"domain,omitempty"`
+}
+
+// A DomainChange is a guest starting or being destroyed, for replay.
+type DomainChange struct {
+	Action string `json:"action"` // "start" or "destroy"
+	Name   string `json:"name"`
+	Domid  uint32 `json:"domid,omitempty"` // for start
+	Type   string `json:"type,omitempty"`  // pv (default), pvh or hvm
 }
 
 // traceEvent is the JSON form of an Event. The environment is the truth;
@@ -149,13 +161,25 @@ func ReadTrace(r io.Reader, name string) ([]Record, error) {
 		if dec.More() {
 			return nil, &TraceError{name, line, errors.New("more than one JSON value on the line")}
 		}
+		kinds := 0
+		for _, k := range []bool{rec.Event != nil, rec.Overrun, rec.Domain != nil} {
+			if k {
+				kinds++
+			}
+		}
 		switch {
-		case rec.Event == nil && !rec.Overrun:
+		case kinds == 0:
 			return nil, &TraceError{name, line, errors.New("neither an event nor an overrun")}
-		case rec.Event != nil && rec.Overrun:
-			return nil, &TraceError{name, line, errors.New("both an event and an overrun")}
+		case kinds > 1:
+			return nil, &TraceError{name, line, errors.New("both an event and an overrun (or a domain change)")}
 		case rec.Event == nil && rec.Sysfs != nil:
 			return nil, &TraceError{name, line, errors.New("sysfs attributes without an event")}
+		}
+		if d := rec.Domain; d != nil {
+			if d.Action != "start" && d.Action != "destroy" || d.Name == "" || len(d.Name) > 64 || strings.ContainsAny(d.Name, "/ \x00") ||
+				d.Action == "start" && (d.Domid == 0 || d.Domid > 0x7fef) || d.Type != "" && d.Type != "pv" && d.Type != "pvh" && d.Type != "hvm" {
+				return nil, &TraceError{name, line, fmt.Errorf("domain change %+v: start NAME with a domid 1..32751, or destroy NAME", *d)}
+			}
 		}
 		for k, v := range rec.Sysfs {
 			if err := checkAttr(k, v); err != nil {

@@ -1,0 +1,437 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// Config is what an Agent needs.
+type Config struct {
+	Host   *assign.Host
+	Policy *policy.Policy
+	Log    zerolog.Logger
+	// DryRun decides and logs, and changes nothing.
+	DryRun bool
+	// OnAudit, when set, hears every audit record (the replay timeline).
+	OnAudit func(Audit)
+	// OnStatus, when set, is given the status after each pass that
+	// changed it (written to a file by the daemon).
+	OnStatus func(Status)
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+	// NoWatches: the agent sets no store watches, and whoever drives it
+	// calls Rescan after changing domains (the replay does, so that its
+	// timeline does not depend on when a watch event lands).
+	NoWatches bool
+}
+
+// An Agent reconciles devices. Create it with New and run it with Run.
+type Agent struct {
+	cfg Config
+	h   *assign.Host
+	pol atomic.Pointer[policy.Policy]
+
+	mu      sync.Mutex
+	queue   []string          // busids, in arrival order
+	why     map[string]string // busid → what asked for the pass (queued ones)
+	busy    bool
+	changed chan struct{} // closed and replaced at each queue or busy change
+	plugged map[string]uint64
+	seq     uint64
+	domains map[string]uint32 // running domains by name
+	status  map[string]Audit  // the last decision per device
+	dirty   bool
+
+	events, passes atomic.Uint64
+}
+
+// Stats counts kernel events taken and passes made: a storm of events
+// for one device costs one pass.
+type Stats struct {
+	Events uint64 `json:"events"`
+	Passes uint64 `json:"passes"`
+}
+
+// Stats reads the counters.
+func (a *Agent) Stats() Stats { return Stats{Events: a.events.Load(), Passes: a.passes.Load()} }
+
+// New makes an agent; nothing runs until Run.
+func New(cfg Config) *Agent {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]string{}, changed: make(chan struct{}),
+		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}}
+	a.pol.Store(cfg.Policy)
+	return a
+}
+
+// Policy is the policy in force.
+func (a *Agent) Policy() *policy.Policy { return a.pol.Load() }
+
+func (a *Agent) broadcast() {
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// enqueue asks for a pass over busid; a busid already queued is not queued
+// twice, so a storm of events for one device costs one pass.
+func (a *Agent) enqueue(busid, why string) {
+	if usbsysfs.ValidBusID(busid) != nil || len(busid) > 3 && busid[:3] == "usb" {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, queued := a.why[busid]; queued {
+		return
+	}
+	a.why[busid] = why
+	a.queue = append(a.queue, busid)
+	a.broadcast()
+}
+
+// enqueueAll asks for a pass over every device the agent can know of:
+// present in sysfs, named by a port, or holding driver records.
+func (a *Agent) enqueueAll(ctx context.Context, why string) error {
+	devs, err := a.h.Sys.Devices()
+	if err != nil {
+		return err
+	}
+	for _, d := range devs {
+		a.notePlugged(d.BusID)
+		a.enqueue(d.BusID, why)
+	}
+	all, err := a.h.Assigned(ctx)
+	if err != nil {
+		return err
+	}
+	for _, x := range all {
+		a.enqueue(x.BusID, why)
+	}
+	recs, err := a.h.Records(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range recs {
+		a.enqueue(b, why)
+	}
+	owned, err := ListOwned(ctx, a.h.XS)
+	if err != nil {
+		return err
+	}
+	for b := range owned {
+		a.enqueue(b, why)
+	}
+	return nil
+}
+
+func (a *Agent) notePlugged(busid string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.plugged[busid]; !ok {
+		a.seq++
+		a.plugged[busid] = a.seq
+	}
+}
+
+func (a *Agent) forgetPlugged(busid string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.plugged, busid)
+}
+
+// WaitIdle waits until the queue is empty and no pass is running.
+func (a *Agent) WaitIdle(ctx context.Context) error {
+	for {
+		a.mu.Lock()
+		if len(a.queue) == 0 && !a.busy {
+			a.mu.Unlock()
+			return nil
+		}
+		ch := a.changed
+		a.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// next takes the next busid, waiting for one.
+func (a *Agent) next(ctx context.Context) (string, string, error) {
+	for {
+		a.mu.Lock()
+		if len(a.queue) > 0 {
+			b := a.queue[0]
+			a.queue = a.queue[1:]
+			why := a.why[b]
+			delete(a.why, b)
+			a.busy = true
+			a.broadcast()
+			a.mu.Unlock()
+			return b, why, nil
+		}
+		if a.busy {
+			a.busy = false
+			a.broadcast()
+		}
+		ch := a.changed
+		a.mu.Unlock()
+		a.flushStatus()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		}
+	}
+}
+
+// Run starts the agent on its sources: kernel events from src (a coldplug
+// Stream in the daemon) and the store's domain and backend watches. It
+// reconciles everything present before calling ready, then runs until ctx
+// ends. It owns the goroutines it starts and waits for them.
+func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	xs := a.h.XS
+	type watch struct{ path, token string }
+	watches := []watch{{"@introduceDomain", "uhd-intro"}, {"@releaseDomain", "uhd-release"}, {"/local/domain/0/backend", "uhd-backend"}}
+	events := make(chan xenstore.WatchEvent, 64)
+	if a.cfg.NoWatches {
+		watches = nil
+	}
+	for _, w := range watches {
+		ch, err := xs.Watch(ctx, w.path, w.token)
+		if err != nil {
+			return fmt.Errorf("agent: watching %s: %w", w.path, err)
+		}
+		wg.Go(func() {
+			defer xs.Unwatch(context.WithoutCancel(ctx), w.path, w.token)
+			for {
+				select {
+				case ev, ok := <-ch:
+					if !ok {
+						return
+					}
+					select {
+					case events <- ev:
+					case <-ctx.Done():
+						return
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	if err := a.refreshDomains(ctx); err != nil {
+		return err
+	}
+	if err := a.enqueueAll(ctx, "start"); err != nil {
+		return fmt.Errorf("agent: first scan: %w", err)
+	}
+	srcErr := make(chan error, 1)
+	wg.Go(func() { srcErr <- a.pumpEvents(ctx, src) })
+	wg.Go(func() { a.pumpWatches(ctx, events) })
+	// The first pass over everything, then readiness.
+	readyOnce := sync.OnceFunc(func() {
+		if ready != nil {
+			ready()
+		}
+	})
+	for {
+		a.mu.Lock()
+		idle := len(a.queue) == 0
+		a.mu.Unlock()
+		if idle {
+			readyOnce()
+		}
+		busid, why, err := a.next(ctx)
+		if err != nil {
+			select {
+			case e := <-srcErr:
+				if e != nil && !errors.Is(e, context.Canceled) {
+					return e
+				}
+			default:
+			}
+			return nil
+		}
+		a.passes.Add(1)
+		a.reconcile(ctx, busid, why)
+	}
+}
+
+func (a *Agent) pumpEvents(ctx context.Context, src uevent.Source) error {
+	for {
+		m, err := src.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		a.Handle(ctx, m)
+	}
+}
+
+// Handle takes one message of the kernel: it queues a pass over the device
+// it names (or over everything, after lost events).
+func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
+	a.events.Add(1)
+	if m.Overrun {
+		a.cfg.Log.Warn().Msg("kernel events were lost (receive buffer overrun): rescanning everything")
+		if err := a.enqueueAll(ctx, "rescan after lost events"); err != nil {
+			a.cfg.Log.Error().Err(err).Msg("rescan failed")
+		}
+		return
+	}
+	e := m.Event
+	if e.Subsystem != "usb" {
+		return
+	}
+	busid := e.Name()
+	switch {
+	case e.IsUSBInterface():
+		busid = usbsysfs.InterfaceBusID(busid)
+	case e.IsUSBDevice():
+	default:
+		return
+	}
+	why := e.Action
+	if m.Coldplug {
+		why = "present at start"
+	}
+	if e.IsUSBDevice() && e.Action == "add" {
+		a.notePlugged(busid)
+	}
+	a.enqueue(busid, why)
+}
+
+func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEvent) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			// Coalesce a burst of store changes into one look.
+			drain := true
+			for drain {
+				select {
+				case <-events:
+				default:
+					drain = false
+				}
+			}
+			why := "store changed"
+			if ev.Token == "uhd-intro" || ev.Token == "uhd-release" {
+				why = "domains changed"
+				if err := a.refreshDomains(ctx); err != nil {
+					a.cfg.Log.Error().Err(err).Msg("reading the domains failed")
+					continue
+				}
+			}
+			if err := a.enqueueAll(ctx, why); err != nil && ctx.Err() == nil {
+				a.cfg.Log.Error().Err(err).Msg("rescan failed")
+			}
+		}
+	}
+}
+
+func (a *Agent) refreshDomains(ctx context.Context) error {
+	doms, err := a.h.Domains(ctx)
+	if err != nil {
+		return err
+	}
+	m := map[string]uint32{}
+	for _, d := range doms {
+		if d.ID != 0 && d.Name != "" {
+			m[d.Name] = d.ID
+		}
+	}
+	a.mu.Lock()
+	old := a.domains
+	a.domains = m
+	a.mu.Unlock()
+	for name, id := range m {
+		if oid, ok := old[name]; !ok || oid != id {
+			a.cfg.Log.Info().Str("domain", name).Uint32("domid", id).Msg("domain is running")
+		}
+	}
+	for name, id := range old {
+		if nid, ok := m[name]; !ok || nid != id {
+			a.cfg.Log.Info().Str("domain", name).Uint32("domid", id).Msg("domain is gone")
+		}
+	}
+	return nil
+}
+
+func (a *Agent) domid(name string) (uint32, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id, ok := a.domains[name]
+	return id, ok
+}
+
+// Reload puts a new policy in force and passes over every device; what
+// changes is logged, and only what the agent owns is moved.
+func (a *Agent) Reload(ctx context.Context, p *policy.Policy) error {
+	old := a.pol.Swap(p)
+	devs, err := a.h.Sys.Devices()
+	if err == nil {
+		inv := a.inventory(devs)
+		for i := range inv {
+			d := &inv[i]
+			before, after := old.Match(d, inv), p.Match(d, inv)
+			if before.Action != after.Action || targetName(before) != targetName(after) {
+				a.cfg.Log.Info().Str("busid", d.BusID).Str("id", d.ID()).Str("before", before.Action.String()+" "+targetName(before)).
+					Str("after", after.Action.String()+" "+targetName(after)).Str("reason", after.Reason).Msg("policy reload changes this device")
+			}
+		}
+	}
+	return a.enqueueAll(ctx, "policy reloaded")
+}
+
+func targetName(d policy.Decision) string {
+	if d.Target == nil {
+		return ""
+	}
+	return d.Target.Domain
+}
+
+// inventory converts a scan for the policy, with arrival order.
+func (a *Agent) inventory(devs []usbsysfs.Device) []policy.Device {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]policy.Device, 0, len(devs))
+	for _, d := range devs {
+		pd := policy.Device{BusID: d.BusID, BusNum: d.BusNum, DevNum: d.DevNum, Vendor: d.Vendor, Product: d.Product,
+			Class: d.Class, SubClass: d.SubClass, Protocol: d.Protocol, Serial: d.Serial, Manufacturer: d.Manufacturer,
+			ProductName: d.ProductName, Plugged: a.plugged[d.BusID]}
+		for _, in := range d.Interfaces {
+			pd.Interfaces = append(pd.Interfaces, policy.Interface{Class: in.Class, SubClass: in.SubClass, Protocol: in.Protocol})
+		}
+		out = append(out, pd)
+	}
+	return out
+}
+
+// Rescan reads the domains again and passes over every device, as a
+// change of domains or a lost event does.
+func (a *Agent) Rescan(ctx context.Context, why string) error {
+	if err := a.refreshDomains(ctx); err != nil {
+		return err
+	}
+	return a.enqueueAll(ctx, why)
+}

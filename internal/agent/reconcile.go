@@ -1,0 +1,428 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// An Audit record is one decision about one device.
+type Audit struct {
+	Time     time.Time     `json:"time"`
+	BusID    string        `json:"busid"`
+	ID       string        `json:"id,omitempty"`
+	Serial   string        `json:"serial,omitempty"`
+	Name     string        `json:"name,omitempty"`
+	Trigger  string        `json:"trigger"`
+	Action   string        `json:"action"` // attached, detached, kept, held, denied, refused, pending, unmatched, cleared, released, left, gone, failed
+	Rule     string        `json:"rule,omitempty"`
+	RuleNo   int           `json:"rule_index,omitempty"`
+	Domain   string        `json:"domain,omitempty"`
+	Domid    int           `json:"domid,omitempty"`
+	Ctrl     int           `json:"controller,omitempty"`
+	Port     int           `json:"port,omitempty"`
+	Reason   string        `json:"reason"`
+	Twins    []string      `json:"twins,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+	DryRun   bool          `json:"dry_run,omitempty"`
+}
+
+// Status is what `usbhotplugd status` shows: the last decision for each
+// device, by busid.
+type Status struct {
+	Updated time.Time `json:"updated"`
+	Devices []Audit   `json:"devices"`
+}
+
+func (a *Agent) audit(ctx context.Context, r Audit, start time.Time) {
+	r.Time = a.cfg.Now()
+	r.Duration = time.Since(start)
+	r.DryRun = a.cfg.DryRun
+	var ev *zerolog.Event
+	switch r.Action {
+	case "failed":
+		ev = a.cfg.Log.Error()
+	default:
+		ev = a.cfg.Log.Info()
+	}
+	ev = ev.Str("busid", r.BusID).Str("id", r.ID).Str("trigger", r.Trigger).Str("action", r.Action)
+	if r.Serial != "" {
+		ev = ev.Str("serial", r.Serial)
+	}
+	if r.Rule != "" {
+		ev = ev.Str("rule", r.Rule).Int("rule_index", r.RuleNo)
+	}
+	if r.Domain != "" {
+		ev = ev.Str("domain", r.Domain)
+		if r.Domid > 0 {
+			ev = ev.Int("domid", r.Domid)
+		}
+	}
+	if r.Port > 0 {
+		ev = ev.Str("port", fmt.Sprintf("%d:%d", r.Ctrl, r.Port))
+	}
+	if len(r.Twins) > 0 {
+		ev = ev.Strs("twins", r.Twins)
+	}
+	ev.Bool("audit", true).Dur("duration", r.Duration).Bool("dry_run", r.DryRun).Msg(r.Reason)
+	a.mu.Lock()
+	if r.Action == "gone" {
+		delete(a.status, r.BusID)
+	} else {
+		a.status[r.BusID] = r
+	}
+	a.dirty = true
+	a.mu.Unlock()
+	if a.cfg.OnAudit != nil {
+		a.cfg.OnAudit(r)
+	}
+}
+
+func (a *Agent) flushStatus() {
+	a.mu.Lock()
+	if !a.dirty || a.cfg.OnStatus == nil {
+		a.mu.Unlock()
+		return
+	}
+	a.dirty = false
+	st := Status{Updated: a.cfg.Now()}
+	for _, r := range a.status {
+		st.Devices = append(st.Devices, r)
+	}
+	a.mu.Unlock()
+	sort.Slice(st.Devices, func(i, j int) bool { return usbsysfs.BusIDLess(st.Devices[i].BusID, st.Devices[j].BusID) })
+	a.cfg.OnStatus(st)
+}
+
+// reconcile converges one device; see the package doc.
+func (a *Agent) reconcile(ctx context.Context, busid, why string) {
+	start := time.Now()
+	rec := Audit{BusID: busid, Trigger: why}
+	fail := func(err error) {
+		rec.Action, rec.Reason = "failed", err.Error()
+		a.audit(ctx, rec, start)
+	}
+	h := a.h
+	dev, derr := h.Sys.Device(busid)
+	present := derr == nil
+	if derr != nil && !errors.Is(derr, fs.ErrNotExist) {
+		fail(derr)
+		return
+	}
+	all, err := h.Assigned(ctx)
+	if err != nil {
+		fail(err)
+		return
+	}
+	var asg *assign.Assignment
+	for i := range all {
+		if all[i].BusID == busid {
+			asg = &all[i]
+			break
+		}
+	}
+	owned, err := readOwned(ctx, h.XS, busid)
+	if err != nil {
+		a.cfg.Log.Warn().Err(err).Msg("ignoring it")
+		owned = nil
+	}
+	mine := func(x *assign.Assignment) bool {
+		return owned != nil && x != nil && owned.Domid == x.Domid && owned.Controller == x.Controller && owned.Port == x.Port
+	}
+	if present {
+		rec.ID, rec.Serial, rec.Name = dev.ID(), dev.Serial, strings.TrimSpace(dev.Manufacturer+" "+dev.ProductName)
+	} else {
+		a.mu.Lock()
+		last := a.status[busid]
+		a.mu.Unlock()
+		rec.ID, rec.Serial, rec.Name = last.ID, last.Serial, last.Name
+	}
+
+	// The device has left: its port (libxl never clears it), its driver
+	// records and its ownership record go at once.
+	if !present {
+		a.forgetPlugged(busid)
+		did := false
+		if asg != nil {
+			if !a.cfg.DryRun {
+				if err := h.Detach(ctx, asg.Domid, asg.Controller, asg.Port); err != nil {
+					fail(err)
+					return
+				}
+			}
+			rec.Action, rec.Domid, rec.Ctrl, rec.Port = "cleared", int(asg.Domid), asg.Controller, asg.Port
+			rec.Reason = fmt.Sprintf("%s left the host: its port %d:%d of domain %d is cleared", busid, asg.Controller, asg.Port, asg.Domid)
+			did = true
+		}
+		if !a.cfg.DryRun {
+			if err := h.Release(ctx, busid); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				a.cfg.Log.Debug().Err(err).Str("busid", busid).Msg("release of a gone device")
+			}
+			if owned != nil {
+				if err := rmOpt(ctx, a, ownedPath(busid)); err != nil {
+					fail(err)
+					return
+				}
+			}
+		}
+		if did {
+			a.audit(ctx, rec, start)
+		}
+		a.mu.Lock()
+		_, known := a.status[busid]
+		// Its twins may now be told apart: they are looked at again.
+		var twins []string
+		for b, st := range a.status {
+			if slices.Contains(st.Twins, busid) {
+				twins = append(twins, b)
+			}
+		}
+		a.mu.Unlock()
+		sort.Slice(twins, func(i, j int) bool { return usbsysfs.BusIDLess(twins[i], twins[j]) })
+		for _, b := range twins {
+			a.enqueue(b, busid+" left")
+		}
+		if known {
+			a.audit(ctx, Audit{BusID: busid, ID: rec.ID, Serial: rec.Serial, Name: rec.Name, Trigger: why, Action: "gone", Reason: busid + " left the host"}, start)
+		}
+		return
+	}
+
+	// Wait until the kernel has probed the device: its driver link is
+	// made after its interfaces exist and were offered to their drivers.
+	if drv, _ := h.Sys.Driver(busid); drv == "" || len(dev.Interfaces) < dev.NumInterfaces {
+		return // its bind event will bring it back
+	}
+
+	devs, err := h.Sys.Devices()
+	if err != nil {
+		fail(err)
+		return
+	}
+	inv := a.inventory(devs)
+	var me *policy.Device
+	for i := range inv {
+		if inv[i].BusID == busid {
+			me = &inv[i]
+		}
+	}
+	if me == nil {
+		return // left meanwhile: its remove event follows
+	}
+	// Twins (same vendor:product) need to know which of them is attached.
+	for i := range inv {
+		t := &inv[i]
+		if t.Vendor != me.Vendor || t.Product != me.Product {
+			continue
+		}
+		for j := range all {
+			if all[j].BusID == t.BusID {
+				t.Attached = true
+			}
+		}
+		if !t.Attached {
+			o := owned
+			if t.BusID != busid {
+				o, _ = readOwned(ctx, h.XS, t.BusID)
+			}
+			t.Attached = o != nil
+		}
+	}
+	dec := a.Policy().Match(me, inv)
+	if dec.Rule != nil {
+		rec.Rule, rec.RuleNo = dec.Rule.Name, dec.Rule.Index
+	}
+	rec.Reason, rec.Twins = dec.Reason, dec.Twins
+	var target string
+	var domid uint32
+	running := false
+	if dec.Action == policy.Attach {
+		target = dec.Target.Domain
+		domid, running = a.domid(target)
+		rec.Domain = target
+	}
+
+	// Already at a port.
+	if asg != nil {
+		if dec.Action == policy.Attach && running && asg.Domid == domid {
+			if !a.cfg.DryRun && asg.Type == policy.TypePV {
+				if err := h.EnsureBound(ctx, busid); err != nil {
+					fail(err)
+					return
+				}
+			}
+			rec.Action, rec.Domid, rec.Ctrl, rec.Port = "kept", int(domid), asg.Controller, asg.Port
+			if !mine(asg) {
+				rec.Reason += " (attached there by someone else; left as it is)"
+			}
+			a.auditIfChanged(ctx, rec, start)
+			return
+		}
+		takeover := dec.Rule != nil && dec.Rule.Takeover
+		if !mine(asg) && !takeover {
+			rec.Action, rec.Domid, rec.Ctrl, rec.Port = "left", int(asg.Domid), asg.Controller, asg.Port
+			rec.Reason = fmt.Sprintf("%s is at domain %d port %d:%d, attached by someone else: left there (the policy says: %s; a rule with takeover = true would move it)",
+				busid, asg.Domid, asg.Controller, asg.Port, dec.Reason)
+			a.auditIfChanged(ctx, rec, start)
+			return
+		}
+		if !a.cfg.DryRun {
+			if err := h.Detach(ctx, asg.Domid, asg.Controller, asg.Port); err != nil {
+				fail(err)
+				return
+			}
+			if err := rmOpt(ctx, a, ownedPath(busid)); err != nil {
+				fail(err)
+				return
+			}
+		}
+		owned = nil
+		a.audit(ctx, Audit{BusID: busid, ID: rec.ID, Serial: rec.Serial, Name: rec.Name, Trigger: why, Action: "detached", Rule: rec.Rule, RuleNo: rec.RuleNo,
+			Domid: int(asg.Domid), Ctrl: asg.Controller, Port: asg.Port,
+			Reason: fmt.Sprintf("%s detached from domain %d port %d:%d: %s", busid, asg.Domid, asg.Controller, asg.Port, dec.Reason)}, start)
+		start = time.Now()
+	}
+
+	// At no port: nothing of it may stay in usbback (a detach cut short).
+	if !a.cfg.DryRun {
+		if has, _ := h.HasRecord(ctx, busid); has || anyUsbback(h, dev) {
+			if err := h.Release(ctx, busid); err != nil {
+				fail(err)
+				return
+			}
+			a.audit(ctx, Audit{BusID: busid, ID: rec.ID, Trigger: why, Action: "released", Reason: busid + " was left in usbback or with driver records at no port: given back to its dom0 drivers"}, start)
+			start = time.Now()
+		}
+	}
+
+	switch dec.Action {
+	case policy.Deny:
+		rec.Action = "denied"
+	case policy.Refuse:
+		rec.Action = "refused"
+	case policy.None:
+		rec.Action = "unmatched"
+	case policy.Attach:
+		if !running {
+			rec.Action = "pending"
+			rec.Reason += fmt.Sprintf("; %s is not running: attached when it starts", target)
+			break
+		}
+		if owned != nil && owned.Domain == target && owned.Domid == domid {
+			// The agent put it there, and someone took it away while the
+			// domain kept running (xl usbdev-detach, usbctrl-detach, or the
+			// domain going down): that is respected, not undone.
+			rec.Action, rec.Domid, rec.Ctrl, rec.Port = "held", int(domid), owned.Controller, owned.Port
+			rec.Reason += fmt.Sprintf("; it was detached from %s (domid %d) port %d:%d by someone else: it stays in dom0 until it is plugged again or %s restarts",
+				target, domid, owned.Controller, owned.Port, target)
+			break
+		}
+		if err := a.attach(ctx, busid, dev, dec, domid, owned, &rec); err != nil {
+			if errors.Is(err, assign.ErrNoDevice) || errors.Is(err, fs.ErrNotExist) {
+				// Unplugged while it was being attached (nothing of it
+				// stays): its remove event brings it back here.
+				a.cfg.Log.Debug().Err(err).Str("busid", busid).Msg("left during the attach")
+				return
+			}
+			fail(err)
+			return
+		}
+		a.audit(ctx, rec, start)
+		return
+	}
+	if owned != nil && !a.cfg.DryRun && dec.Action != policy.Attach && rec.Action != "held" {
+		if err := rmOpt(ctx, a, ownedPath(busid)); err != nil {
+			fail(err)
+			return
+		}
+	}
+	a.auditIfChanged(ctx, rec, start)
+}
+
+// auditIfChanged records decisions that did nothing only when they differ
+// from the last one for the device, so a rescan does not repeat them.
+func (a *Agent) auditIfChanged(ctx context.Context, r Audit, start time.Time) {
+	a.mu.Lock()
+	last, ok := a.status[r.BusID]
+	a.mu.Unlock()
+	same := last.Action == r.Action || last.Action == "attached" && r.Action == "kept"
+	if ok && same && last.Reason == r.Reason && last.Domid == r.Domid && last.Ctrl == r.Ctrl && last.Port == r.Port {
+		return
+	}
+	a.audit(ctx, r, start)
+}
+
+func anyUsbback(h *assign.Host, d usbsysfs.Device) bool {
+	for _, in := range d.Interfaces {
+		if in.Driver == "usbback" {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Agent) attach(ctx context.Context, busid string, dev usbsysfs.Device, dec policy.Decision, domid uint32, owned *Owned, rec *Audit) error {
+	t := dec.Target
+	opts := assign.AttachOptions{PreferController: t.Controller, PreferPort: t.Port, NewController: t.Ctrl}
+	if owned != nil && owned.Domain == t.Domain {
+		// Back where it was before the domain rebooted or the agent restarted.
+		opts.PreferController, opts.PreferPort = owned.Controller, owned.Port
+	}
+	rec.Action, rec.Domid = "attached", int(domid)
+	if a.cfg.DryRun {
+		rec.Reason += " (dry run: nothing done)"
+		return nil
+	}
+	if err := a.ensureControllers(ctx, t.Domain, domid); err != nil {
+		return err
+	}
+	opts.Record = func(x assign.Assignment) [][2]string {
+		return [][2]string{{ownedPath(busid), ownedValue(Owned{Domain: t.Domain, Domid: domid, Controller: x.Controller, Port: x.Port,
+			Rule: dec.Rule.Name, ID: dev.ID(), Serial: dev.Serial})}}
+	}
+	x, err := a.h.AttachWith(ctx, domid, policy.DevSpec{BusID: busid, Controller: -1}, opts)
+	if err != nil {
+		return err
+	}
+	rec.Ctrl, rec.Port = x.Controller, x.Port
+	return nil
+}
+
+// ensureControllers adds the controllers a [domain] section declares, when
+// the domain has none yet.
+func (a *Agent) ensureControllers(ctx context.Context, name string, domid uint32) error {
+	d, ok := a.Policy().Domains[name]
+	if !ok || len(d.Controllers) == 0 {
+		return nil
+	}
+	have, err := a.h.Controllers(ctx, domid)
+	if err != nil || len(have) > 0 {
+		return err
+	}
+	for _, spec := range d.Controllers {
+		if _, err := a.h.AddController(ctx, domid, spec, false); err != nil {
+			return fmt.Errorf("adding the controllers declared for %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// rmOpt removes a node, a missing one included.
+func rmOpt(ctx context.Context, a *Agent, path string) error {
+	err := a.h.XS.Rm(ctx, path)
+	if err != nil && errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

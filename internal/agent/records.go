@@ -1,0 +1,80 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+)
+
+// RecordRoot is the dom0-only xenstore path where the agent records what it
+// attached, so that a restart adopts its own attachments and never touches
+// an admin's.
+const RecordRoot = "/tool/usbhotplugd/owned"
+
+// An Owned record: the agent attached this device there, for this rule.
+// It outlives the domain (it is where the device goes back to when the
+// domain returns) and goes when the device leaves or the policy changes.
+type Owned struct {
+	Domain     string `json:"domain"`
+	Domid      uint32 `json:"domid"`
+	Controller int    `json:"controller"`
+	Port       int    `json:"port"`
+	Rule       string `json:"rule"`
+	ID         string `json:"id"`
+	Serial     string `json:"serial,omitempty"`
+}
+
+func ownedPath(busid string) string {
+	return RecordRoot + "/" + strings.NewReplacer(".", "_", ":", "@").Replace(busid)
+}
+
+func decodeOwned(name string) string { return strings.ReplaceAll(name, "_", ".") }
+
+func readOwned(ctx context.Context, xs *xenstore.Conn, busid string) (*Owned, error) {
+	b, err := xs.Read(ctx, ownedPath(busid))
+	if errors.Is(err, syscall.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var o Owned
+	if err := json.Unmarshal(b, &o); err != nil || o.Domain == "" || o.Port < 1 || o.Controller < 0 {
+		// Dom0-only, so not forged; but never trusted blindly either.
+		return nil, fmt.Errorf("ownership record of %s is unreadable (%q): %w", busid, b, errBadRecord)
+	}
+	return &o, nil
+}
+
+var errBadRecord = errors.New("bad ownership record")
+
+func ownedValue(o Owned) string {
+	b, _ := json.Marshal(o)
+	return string(b)
+}
+
+// ListOwned reads every ownership record.
+func ListOwned(ctx context.Context, xs *xenstore.Conn) (map[string]Owned, error) {
+	names, err := xs.Directory(ctx, RecordRoot)
+	if errors.Is(err, syscall.ENOENT) {
+		return map[string]Owned{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Owned{}
+	for _, n := range names {
+		b := decodeOwned(n)
+		o, err := readOwned(ctx, xs, b)
+		if err != nil || o == nil {
+			continue
+		}
+		out[b] = *o
+	}
+	return out, nil
+}

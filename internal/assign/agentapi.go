@@ -1,0 +1,76 @@
+package assign
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Release gives every interface of busid that is in usbback back to its
+// recorded driver and drops the record: the state a device must be in
+// when no port names it. It is what a crash between the steps of a detach
+// leaves to finish.
+func (h *Host) Release(ctx context.Context, busid string) error {
+	if err := checkBusID(busid); err != nil {
+		return err
+	}
+	return errors.Join(h.unbindUsbback(busid), h.rebind(ctx, busid))
+}
+
+// EnsureBound moves to usbback the interfaces of an attached device that
+// are not there yet, recording their drivers first: what a crash between
+// the port write and the binds leaves to finish.
+func (h *Host) EnsureBound(ctx context.Context, busid string) error {
+	if err := checkBusID(busid); err != nil {
+		return err
+	}
+	plan, err := h.usbbackPlan(busid)
+	if err != nil {
+		return err
+	}
+	for _, p := range plan {
+		if p.driver == "" {
+			continue
+		}
+		if err := write(ctx, h.XS, driverPathKey(busid, p.intf), sysDrivers+p.driver); err != nil {
+			return fmt.Errorf("recording the driver of %s: %w", p.intf, err)
+		}
+	}
+	return h.bindUsbback(plan)
+}
+
+// HasRecord reports whether /libxl/usbback holds driver records for busid.
+func (h *Host) HasRecord(ctx context.Context, busid string) (bool, error) {
+	if err := checkBusID(busid); err != nil {
+		return false, err
+	}
+	_, ok, err := readOpt(ctx, h.XS, usbbackRecord(busid))
+	return ok, err
+}
+
+// Records lists the busids that have driver records under /libxl/usbback.
+func (h *Host) Records(ctx context.Context) ([]string, error) {
+	names, err := dirOpt(ctx, h.XS, "/libxl/usbback")
+	if err != nil {
+		return nil, err
+	}
+	// The names are encoded busids: "_" stands for "." (a busid has no "_").
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		b := decodeBusID(n)
+		if checkBusID(b) == nil {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+func decodeBusID(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '_' {
+			b[i] = '.'
+		}
+	}
+	return string(b)
+}
