@@ -30,6 +30,9 @@ var commands []command
 
 func init() {
 	commands = []command{
+		{"run", "the agent: attach devices to guests as the policy says, until stopped", runRun},
+		{"status", "what the running agent decided for each device, and why", runStatus},
+		{"reload", "check the policy, then make the running agent reload it (SIGHUP)", runReload},
 		{"replay", "run the agent on a recorded trace with a simulated dom0 (default: a kiosk's day) and show what it decides", runReplay},
 		{"demo", "start an embedded xenstore, seed it like a dom0 with one guest, and print its tree", runDemo},
 		{"xenstored", "serve an embedded, in-memory xenstored on a unix socket", runXenstored},

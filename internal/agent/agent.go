@@ -55,6 +55,8 @@ type Agent struct {
 	dirty   bool
 
 	events, passes atomic.Uint64
+	passStart      atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
+	warn           zerolog.Logger // rate-limited, for warnings and errors outside decisions
 }
 
 // Stats counts kernel events taken and passes made: a storm of events
@@ -62,6 +64,13 @@ type Agent struct {
 type Stats struct {
 	Events uint64 `json:"events"`
 	Passes uint64 `json:"passes"`
+}
+
+// Stuck says a pass has run for longer than d (the watchdog stops being
+// fed then, and systemd restarts the agent).
+func (a *Agent) Stuck(d time.Duration) bool {
+	t := a.passStart.Load()
+	return t != 0 && time.Since(time.Unix(0, t)) > d
 }
 
 // Stats reads the counters.
@@ -74,6 +83,10 @@ func New(cfg Config) *Agent {
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]string{}, changed: make(chan struct{}),
 		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}}
+	// Warnings repeat in a storm; decisions (audit records) never are
+	// sampled.
+	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
+	a.warn = cfg.Log.Sample(zerolog.LevelSampler{WarnSampler: burst, ErrorSampler: burst})
 	a.pol.Store(cfg.Policy)
 	return a
 }
@@ -89,7 +102,7 @@ func (a *Agent) broadcast() {
 // enqueue asks for a pass over busid; a busid already queued is not queued
 // twice, so a storm of events for one device costs one pass.
 func (a *Agent) enqueue(busid, why string) {
-	if usbsysfs.ValidBusID(busid) != nil || len(busid) > 3 && busid[:3] == "usb" {
+	if busid != everything && (usbsysfs.ValidBusID(busid) != nil || len(busid) > 3 && busid[:3] == "usb") {
 		return
 	}
 	a.mu.Lock()
@@ -238,6 +251,15 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 			}
 		})
 	}
+	// A lost store connection ends the run: the caller redials and runs
+	// again, and the new run starts with a full pass.
+	wg.Go(func() {
+		select {
+		case <-xs.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	if err := a.refreshDomains(ctx); err != nil {
 		return err
 	}
@@ -262,6 +284,9 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 		}
 		busid, why, err := a.next(ctx)
 		if err != nil {
+			if xerr := xs.Err(); xerr != nil && errors.Is(xerr, xenstore.ErrDisconnected) {
+				return fmt.Errorf("agent: %w", xerr)
+			}
 			select {
 			case e := <-srcErr:
 				if e != nil && !errors.Is(e, context.Canceled) {
@@ -271,8 +296,16 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 			}
 			return nil
 		}
+		if busid == everything {
+			if err := a.enqueueAll(ctx, why); err != nil && ctx.Err() == nil {
+				a.warn.Error().Err(err).Msg("rescan failed")
+			}
+			continue
+		}
 		a.passes.Add(1)
+		a.passStart.Store(time.Now().UnixNano())
 		a.reconcile(ctx, busid, why)
+		a.passStart.Store(0)
 	}
 }
 
@@ -291,9 +324,9 @@ func (a *Agent) pumpEvents(ctx context.Context, src uevent.Source) error {
 func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 	a.events.Add(1)
 	if m.Overrun {
-		a.cfg.Log.Warn().Msg("kernel events were lost (receive buffer overrun): rescanning everything")
+		a.warn.Warn().Msg("kernel events were lost (receive buffer overrun): rescanning everything")
 		if err := a.enqueueAll(ctx, "rescan after lost events"); err != nil {
-			a.cfg.Log.Error().Err(err).Msg("rescan failed")
+			a.warn.Error().Err(err).Msg("rescan failed")
 		}
 		return
 	}
@@ -338,12 +371,12 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 			if ev.Token == "uhd-intro" || ev.Token == "uhd-release" {
 				why = "domains changed"
 				if err := a.refreshDomains(ctx); err != nil {
-					a.cfg.Log.Error().Err(err).Msg("reading the domains failed")
+					a.warn.Error().Err(err).Msg("reading the domains failed")
 					continue
 				}
 			}
 			if err := a.enqueueAll(ctx, why); err != nil && ctx.Err() == nil {
-				a.cfg.Log.Error().Err(err).Msg("rescan failed")
+				a.warn.Error().Err(err).Msg("rescan failed")
 			}
 		}
 	}
@@ -384,9 +417,14 @@ func (a *Agent) domid(name string) (uint32, bool) {
 	return id, ok
 }
 
+// everything, queued, asks the worker for a pass over every device: a
+// rescan asked from another goroutine than the worker's.
+const everything = "*"
+
 // Reload puts a new policy in force and passes over every device; what
-// changes is logged, and only what the agent owns is moved.
-func (a *Agent) Reload(ctx context.Context, p *policy.Policy) error {
+// changes is logged, and only what the agent owns is moved. It may be
+// called from any goroutine, while Run runs or not.
+func (a *Agent) Reload(p *policy.Policy) {
 	old := a.pol.Swap(p)
 	devs, err := a.h.Sys.Devices()
 	if err == nil {
@@ -400,7 +438,8 @@ func (a *Agent) Reload(ctx context.Context, p *policy.Policy) error {
 			}
 		}
 	}
-	return a.enqueueAll(ctx, "policy reloaded")
+	a.cfg.Log.Info().Str("policy", p.File).Int("rules", len(p.Rules)).Msg("policy reloaded")
+	a.enqueue(everything, "policy reloaded")
 }
 
 func targetName(d policy.Decision) string {

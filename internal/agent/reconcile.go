@@ -134,7 +134,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	}
 	owned, err := readOwned(ctx, h.XS, busid)
 	if err != nil {
-		a.cfg.Log.Warn().Err(err).Msg("ignoring it")
+		a.warn.Warn().Err(err).Msg("ignoring it")
 		owned = nil
 	}
 	mine := func(x *assign.Assignment) bool {
@@ -156,7 +156,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 		did := false
 		if asg != nil {
 			if !a.cfg.DryRun {
-				if err := h.Detach(ctx, asg.Domid, asg.Controller, asg.Port); err != nil {
+				if err := h.DetachForget(ctx, asg.Domid, asg.Controller, asg.Port, ownedPath(busid)); err != nil {
 					fail(err)
 					return
 				}
@@ -278,11 +278,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 			return
 		}
 		if !a.cfg.DryRun {
-			if err := h.Detach(ctx, asg.Domid, asg.Controller, asg.Port); err != nil {
-				fail(err)
-				return
-			}
-			if err := rmOpt(ctx, a, ownedPath(busid)); err != nil {
+			if err := h.DetachForget(ctx, asg.Domid, asg.Controller, asg.Port, ownedPath(busid)); err != nil {
 				fail(err)
 				return
 			}
@@ -296,12 +292,12 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 
 	// At no port: nothing of it may stay in usbback (a detach cut short).
 	if !a.cfg.DryRun {
-		if has, _ := h.HasRecord(ctx, busid); has || anyUsbback(h, dev) {
+		if has, _ := h.HasRecord(ctx, busid); has || anyUsbback(h, dev) || h.Unbound(busid) {
 			if err := h.Release(ctx, busid); err != nil {
 				fail(err)
 				return
 			}
-			a.audit(ctx, Audit{BusID: busid, ID: rec.ID, Trigger: why, Action: "released", Reason: busid + " was left in usbback or with driver records at no port: given back to its dom0 drivers"}, start)
+			a.audit(ctx, Audit{BusID: busid, ID: rec.ID, Trigger: why, Action: "released", Reason: busid + " was left in usbback, unbound or with driver records at no port: given back to its dom0 drivers"}, start)
 			start = time.Now()
 		}
 	}

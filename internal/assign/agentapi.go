@@ -14,7 +14,33 @@ func (h *Host) Release(ctx context.Context, busid string) error {
 	if err := checkBusID(busid); err != nil {
 		return err
 	}
-	return errors.Join(h.unbindUsbback(busid), h.rebind(ctx, busid))
+	err := errors.Join(h.unbindUsbback(busid), h.rebind(ctx, busid))
+	// An interface left without a driver and without a record (its
+	// record went with a detach that raced this one) is offered to the
+	// kernel's own matching, so it is not lost to dom0.
+	intfs, ierr := h.Sys.Interfaces(busid)
+	if ierr == nil {
+		for _, in := range intfs {
+			if in.Driver == "" {
+				err = errors.Join(err, h.Sys.Probe(in.Name))
+			}
+		}
+	}
+	return err
+}
+
+// Unbound reports whether an interface of busid has no driver.
+func (h *Host) Unbound(busid string) bool {
+	intfs, err := h.Sys.Interfaces(busid)
+	if err != nil {
+		return false
+	}
+	for _, in := range intfs {
+		if in.Driver == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // EnsureBound moves to usbback the interfaces of an attached device that

@@ -322,7 +322,9 @@ func (h *Host) RemoveController(ctx context.Context, domid uint32, devid int) er
 		if b == "" {
 			continue
 		}
-		if err := h.Detach(ctx, domid, devid, i+1); err != nil {
+		// A port emptied meanwhile (its device left and was cleared) is
+		// what this wanted anyway.
+		if err := h.Detach(ctx, domid, devid, i+1); err != nil && !errors.Is(err, ErrPortEmpty) {
 			return fmt.Errorf("controller %d of domain %d not removed: %w", devid, domid, err)
 		}
 	}

@@ -385,6 +385,13 @@ func (h *Host) rebind(ctx context.Context, busid string) error {
 // A device that has left the host has its port cleared and its record
 // removed (libxl refuses: "Unknown device").
 func (h *Host) Detach(ctx context.Context, domid uint32, devid, port int) error {
+	return h.DetachForget(ctx, domid, devid, port)
+}
+
+// DetachForget is Detach that also removes the nodes forget in the same
+// transaction that clears the port (the agent's ownership record), so a
+// crash leaves both or neither.
+func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, forget ...string) error {
 	if devid < 0 || port < 1 {
 		return fmt.Errorf("controller %d port %d: %w", devid, port, ErrNoController)
 	}
@@ -412,7 +419,21 @@ func (h *Host) Detach(ctx context.Context, domid uint32, devid, port int) error 
 			return fmt.Errorf("%s: removing it from the guest failed; try again: %w", busid, err)
 		}
 	}
-	if err := write(ctx, h.XS, p, ""); err != nil {
+	if len(forget) == 0 {
+		if err := write(ctx, h.XS, p, ""); err != nil {
+			return err
+		}
+	} else if err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		if err := write(ctx, tx, p, ""); err != nil {
+			return err
+		}
+		for _, f := range forget {
+			if err := rmOpt(ctx, tx, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
 	if c.Type == policy.TypePV {

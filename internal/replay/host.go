@@ -59,6 +59,11 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 	if e.Subsystem != "usb" || (!e.IsUSBDevice() && !e.IsUSBInterface()) {
 		return nil
 	}
+	unlock, err := usbsysfstest.LockTree(h.Root)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	dir, err := h.dir(e)
 	if err != nil {
 		return err

@@ -2,8 +2,10 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sort"
 	"strings"
 	"sync"
@@ -165,7 +167,7 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 				if !ok {
 					return nil, fmt.Errorf("replay: record %d destroys %s, which is not running", i+1, d.Name)
 				}
-				if err := destroy(ctx, h, xs, sd); err != nil {
+				if err := Destroy(ctx, h, xs, sd); err != nil {
 					return nil, err
 				}
 				delete(domids, d.Name)
@@ -224,25 +226,32 @@ func appendOnce(s []string, v string) []string {
 	return append(s, v)
 }
 
-// destroy does what `xl destroy` does for USB: every controller is removed
+// Destroy does what `xl destroy` does for USB: every controller is removed
 // (its devices given back to dom0), then the domain's nodes go and the
 // store is told it was released.
-func destroy(ctx context.Context, h *assign.Host, xs *xenstore.Conn, d sim.Domain) error {
+func Destroy(ctx context.Context, h *assign.Host, xs *xenstore.Conn, d sim.Domain) error {
 	ctrls, err := h.Controllers(ctx, d.ID)
 	if err != nil {
 		return err
 	}
+	// Like libxl's destroy, a device that cannot be removed cleanly does
+	// not keep the domain alive: the error is reported after the rest.
+	var errs []error
 	for _, c := range ctrls {
 		if err := h.RemoveController(ctx, d.ID, c.DevID); err != nil {
-			return fmt.Errorf("replay: destroying %s: %w", d.Name, err)
+			errs = append(errs, fmt.Errorf("replay: destroying %s: %w", d.Name, err))
 		}
 	}
-	for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID} {
-		if err := xs.Rm(ctx, p); err != nil {
+	for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
+		fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID)} {
+		if err := xs.Rm(ctx, p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
-	return xs.Release(ctx, d.ID)
+	if err := xs.Release(ctx, d.ID); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
 }
 
 func auditText(r agent.Audit) string {

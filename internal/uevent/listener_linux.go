@@ -45,6 +45,13 @@ func Listen(bufSize int) (*Listener, error) {
 	return listen(bufSize, 0)
 }
 
+// ListenFrom is Listen for tests inside a private network namespace:
+// the datagrams of the one user-space sender with port id port are taken
+// as the kernel's, and no other.
+func ListenFrom(bufSize int, port uint32) (*Listener, error) {
+	return listen(bufSize, port)
+}
+
 func listen(bufSize int, trustPort uint32) (*Listener, error) {
 	if bufSize <= 0 {
 		bufSize = DefaultBufferSize

@@ -22,3 +22,6 @@ func (l *Listener) Receive(context.Context) (Message, error) { return Message{},
 
 // Close does nothing.
 func (l *Listener) Close() error { return nil }
+
+// ListenFrom is not available on this system.
+func ListenFrom(int, uint32) (*Listener, error) { return Listen(0) }

@@ -415,6 +415,20 @@ func (f *FS) BindPath(intf, driverPath string) error {
 	return nil
 }
 
+// Probe asks the kernel to find a driver for an interface that has none,
+// by writing its name to /sys/bus/usb/drivers_probe: how an interface whose
+// driver record was lost still goes back to dom0.
+func (f *FS) Probe(intf string) error {
+	if err := ValidInterface(intf); err != nil {
+		return err
+	}
+	p := filepath.Join(f.root, "bus/usb/drivers_probe")
+	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
+		return fmt.Errorf("usbsysfs: probe %s: %w", intf, &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
+	}
+	return nil
+}
+
 // BoundTo reports whether an interface is bound to driver, the way libxl
 // checks: the entry <drivers>/<driver>/<intf> exists.
 func (f *FS) BoundTo(intf, driver string) bool {

@@ -52,7 +52,7 @@ func (k *Kernel) Writes() []Write {
 	return append([]Write(nil), k.writes...)
 }
 
-var classDrivers = map[string]string{"03": "usbhid", "08": "usb-storage", "09": "hub", "01": "snd-usb-audio", "0b": "usbfs"}
+var classDrivers = map[string]string{"03": "usbhid", "08": "usb-storage", "09": "hub", "01": "snd-usb-audio", "0b": "usbfs", "07": "usblp", "0e": "uvcvideo"}
 
 func errno(path string, e syscall.Errno) error { return &fs.PathError{Op: "write", Path: path, Err: e} }
 
@@ -60,6 +60,11 @@ func errno(path string, e syscall.Errno) error { return &fs.PathError{Op: "write
 func (k *Kernel) WriteAttr(path string, data []byte) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	unlock, err := LockTree(k.root)
+	if err != nil {
+		return &fs.PathError{Op: "write", Path: path, Err: syscall.EIO}
+	}
+	defer unlock()
 	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: path, Err: syscall.ENOENT}
@@ -76,6 +81,9 @@ func (k *Kernel) WriteAttr(path string, data []byte) error {
 		}
 	}
 	parts := strings.Split(rel, "/")
+	if rel == "bus/usb/drivers_probe" {
+		return k.probe(path, strings.TrimSuffix(string(data), "\n"))
+	}
 	if len(parts) != 5 || parts[0] != "bus" || parts[1] != "usb" || parts[2] != "drivers" || (parts[4] != "bind" && parts[4] != "unbind") {
 		return &fs.PathError{Op: "open", Path: path, Err: syscall.EACCES}
 	}
@@ -123,6 +131,40 @@ func (k *Kernel) WriteAttr(path string, data []byte) error {
 	if err := os.Symlink(toDev, filepath.Join(drvDir, name)); err != nil {
 		return errno(path, syscall.EIO)
 	}
+	return nil
+}
+
+// probe binds an interface without a driver to the one the kernel would
+// pick: the driver it had at start, else the one for its class.
+func (k *Kernel) probe(path, name string) error {
+	if strings.ContainsAny(name, " \t\r\n/") || !strings.Contains(name, ":") {
+		return errno(path, syscall.ENODEV)
+	}
+	real, err := filepath.EvalSymlinks(filepath.Join(k.root, "bus/usb/devices", name))
+	if err != nil {
+		return errno(path, syscall.ENODEV)
+	}
+	if _, err := os.Readlink(filepath.Join(real, "driver")); err == nil {
+		return nil // already has one: the kernel does nothing
+	}
+	drv := k.original[name]
+	if drv == "" || drv == "usbback" {
+		b, _ := os.ReadFile(filepath.Join(real, "bInterfaceClass"))
+		drv = classDrivers[strings.TrimSpace(string(b))]
+	}
+	if drv == "" {
+		return nil // no driver wants it: not an error for the kernel
+	}
+	drvDir := filepath.Join(k.root, "bus/usb/drivers", drv)
+	if _, err := os.Stat(drvDir); err != nil {
+		return nil
+	}
+	toDrv, _ := filepath.Rel(real, drvDir)
+	toDev, _ := filepath.Rel(drvDir, real)
+	if err := os.Symlink(toDrv, filepath.Join(real, "driver")); err != nil {
+		return errno(path, syscall.EIO)
+	}
+	os.Symlink(toDev, filepath.Join(drvDir, name))
 	return nil
 }
 
@@ -184,6 +226,11 @@ func AddDriver(root, name string) error {
 func (k *Kernel) Unplug(busid string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	unlock, err := LockTree(k.root)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	devs := filepath.Join(k.root, "bus/usb/devices")
 	real, err := filepath.EvalSymlinks(filepath.Join(devs, busid))
 	if err != nil {
@@ -207,4 +254,19 @@ func (k *Kernel) Unplug(busid string) error {
 		}
 	}
 	return os.RemoveAll(real)
+}
+
+// LockTree takes the tree's lock: the real kernel serialises binds, unbinds
+// and hotplug under the device lock, and so must fake kernels in several
+// processes (the agent's and a test driver's) over one fixture tree.
+func LockTree(root string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(root, ".kernel.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
 }
