@@ -111,7 +111,7 @@ func trimNL(b []byte) []byte {
 
 // newLogger logs JSON under systemd or to a file, and for people on a
 // terminal.
-func newLogger(w *os.File, format, level string) (zerolog.Logger, error) {
+func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil || level == "" {
 		return zerolog.Logger{}, &usageError{fmt.Sprintf("--log-level %q: one of debug, info, warn, error", level)}
@@ -119,14 +119,14 @@ func newLogger(w *os.File, format, level string) (zerolog.Logger, error) {
 	switch format {
 	case "auto":
 		format = "json"
-		if os.Getenv("JOURNAL_STREAM") == "" && isatty.IsTerminal(w.Fd()) {
+		if f, ok := w.(*os.File); ok && os.Getenv("JOURNAL_STREAM") == "" && isatty.IsTerminal(f.Fd()) {
 			format = "console"
 		}
 	case "json", "console":
 	default:
 		return zerolog.Logger{}, &usageError{fmt.Sprintf("--log-format %q: one of auto, json, console", format)}
 	}
-	var out io.Writer = w
+	out := w
 	if format == "console" {
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime}
 	}
@@ -147,8 +147,8 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() != 0 {
 		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
-	logFile := os.Stdout // journald takes stdout; the console too
-	log, err := newLogger(logFile, *logFormat, *logLevel)
+	// journald takes stdout; so does a console.
+	log, err := newLogger(stdout, *logFormat, *logLevel)
 	if err != nil {
 		return err
 	}
@@ -277,6 +277,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		h.XS = xs
 		writeState(func(d *daemonStatus) { d.Connected = true })
 		err = a.Run(ctx, stream, func() {
+			writeState(func(d *daemonStatus) { d.Ready = true; d.Stats = a.Stats() })
 			if !ready {
 				ready = true
 				daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=reconciled; watching USB devices and domains")
@@ -284,7 +285,6 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			} else {
 				log.Info().Msg("reconnected to xenstore: every device reconciled again")
 			}
-			writeState(func(d *daemonStatus) { d.Ready = true; d.Stats = a.Stats() })
 		})
 		xs.Close()
 		writeState(func(d *daemonStatus) { d.Connected = false })

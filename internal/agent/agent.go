@@ -280,6 +280,7 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 		idle := len(a.queue) == 0
 		a.mu.Unlock()
 		if idle {
+			a.flushStatus() // the status is whole before readiness is told
 			readyOnce()
 		}
 		busid, why, err := a.next(ctx)
@@ -358,17 +359,19 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 		case <-ctx.Done():
 			return
 		case ev := <-events:
-			// Coalesce a burst of store changes into one look.
-			drain := true
-			for drain {
+			// Coalesce a burst of store changes into one look; a domain
+			// event anywhere in it means the domains are read again.
+			domains := ev.Token == "uhd-intro" || ev.Token == "uhd-release"
+			for drain := true; drain; {
 				select {
-				case <-events:
+				case ev := <-events:
+					domains = domains || ev.Token == "uhd-intro" || ev.Token == "uhd-release"
 				default:
 					drain = false
 				}
 			}
 			why := "store changed"
-			if ev.Token == "uhd-intro" || ev.Token == "uhd-release" {
+			if domains {
 				why = "domains changed"
 				if err := a.refreshDomains(ctx); err != nil {
 					a.warn.Error().Err(err).Msg("reading the domains failed")

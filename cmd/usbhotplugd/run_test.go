@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+type chanSource chan uevent.Message
+
+func (c chanSource) Receive(ctx context.Context) (uevent.Message, error) {
+	select {
+	case m := <-c:
+		return m, nil
+	case <-ctx.Done():
+		return uevent.Message{}, ctx.Err()
+	}
+}
+
+func (c chanSource) Close() error { return nil }
+
+// The daemon end to end, in this process: readiness told to systemd, the
+// status file, status and reload commands, a refused reload.
+func TestRunDaemon(t *testing.T) {
+	s := xenstoretest.Real(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	xs := s.Dial(t)
+	if err := sim.SeedDom0(ctx, xs); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.SeedDomain(ctx, xs, sim.KioskDomain); err != nil {
+		t.Fatal(err)
+	}
+	if err := xs.Introduce(ctx, sim.KioskDomain.ID, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	backends := &sim.Backends{XS: s.Dial(t)}
+	br, err := backends.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Stop()
+
+	dir := t.TempDir()
+	root := filepath.Join(dir, "sys")
+	if err := usbsysfstest.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := usbsysfstest.AddDriver(root, "usbback"); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "policy.toml")
+	good := "[[rule]]\nname = \"audio\"\naction = \"attach\"\nmatch = { id = \"0d8c:0014\" }\ntarget = { domain = \"kiosk\" }\n"
+	if err := os.WriteFile(pol, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+
+	notify := filepath.Join(dir, "notify")
+	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nconn.Close()
+	t.Setenv("NOTIFY_SOCKET", notify)
+
+	src := make(chanSource)
+	oldSrc, oldW := ueventSource, sysfsWriter
+	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
+	sysfsWriter = usbsysfstest.NewKernel(root)
+	defer func() { ueventSource, sysfsWriter = oldSrc, oldW }()
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var out, errb bytes.Buffer
+	go func() {
+		done <- run(runCtx, []string{"run", "--policy", pol, "--state-dir", state, "--xenstore", s.SocketPath(), "--sysfs", root, "--log-format", "json"}, &out, &errb)
+	}()
+
+	// READY=1 reaches the notify socket once everything is reconciled.
+	buf := make([]byte, 4096)
+	nconn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	n, err := nconn.Read(buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "READY=1") {
+		t.Fatalf("notify: %q %v (stderr %s)", buf[:n], err, errb.String())
+	}
+	var st bytes.Buffer
+	if code := run(ctx, []string{"status", "--state-dir", state}, &st, &st); code != 0 {
+		t.Fatalf("status: %d %s", code, st.String())
+	}
+	for _, want := range []string{"running since", "ready, connected to xenstore", "1-2 ", "attached", "kiosk (1)", "audio", "1-3 ", "unmatched"} {
+		if !strings.Contains(st.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, st.String())
+		}
+	}
+
+	// A reload the agent refuses keeps the old policy; the command says why.
+	if err := os.WriteFile(pol, []byte("[[rule]]\nname = \"x\"\naction = \"teleport\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var rl bytes.Buffer
+	if code := run(ctx, []string{"reload", "--policy", pol, "--state-dir", state}, &rl, &rl); code == 0 || !strings.Contains(rl.String(), "teleport") {
+		t.Errorf("reload of a bad policy: %d %s", code, rl.String())
+	}
+	// A good one is taken, and confirmed.
+	if err := os.WriteFile(pol, []byte(good+"[[rule]]\nname = \"mice\"\naction = \"deny\"\nmatch = { id = \"046d:c077\" }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rl.Reset()
+	if code := run(ctx, []string{"reload", "--policy", pol, "--state-dir", state}, &rl, &rl); code != 0 || !strings.Contains(rl.String(), "reloaded") {
+		t.Errorf("reload: %d %s", code, rl.String())
+	}
+	// A second agent on the same state directory is refused.
+	var second bytes.Buffer
+	if code := run(ctx, []string{"run", "--policy", pol, "--state-dir", state, "--xenstore", s.SocketPath(), "--sysfs", root}, &second, &second); code == 0 ||
+		!strings.Contains(second.String(), "another usbhotplugd") {
+		t.Errorf("second agent: %d %s", code, second.String())
+	}
+
+	stop()
+	if code := <-done; code != 0 {
+		t.Errorf("run exited %d: %s", code, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(state, "usbhotplugd.pid")); err == nil {
+		t.Error("pid file left behind")
+	}
+}

@@ -1,0 +1,398 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/replay"
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+const testPolicy = `
+[[rule]]
+name = "no-storage"
+action = "deny"
+match = { interface = "storage" }
+
+[[rule]]
+name = "audio"
+action = "attach"
+match = { id = "0d8c:0014" }
+target = { domain = "kiosk" }
+
+[[rule]]
+name = "mouse-a"
+action = "attach"
+match = { serial = "MOUSE-A" }
+target = { domain = "desk" }
+
+[[rule]]
+name = "mouse-b"
+action = "attach"
+match = { serial = "MOUSE-B" }
+target = { domain = "desk" }
+takeover = true
+`
+
+// env is a dom0 with the standard fixture host, two guests and sim
+// backends; the agent's audits arrive on a channel.
+type env struct {
+	t       *testing.T
+	ctx     context.Context
+	s       xenstoretest.Store
+	xs      *xenstore.Conn
+	h       *assign.Host // the admin's (xl's) view
+	root    string
+	doms    map[string]sim.Domain
+	audits  chan agent.Audit
+	a       *agent.Agent
+	backs   *sim.Backends
+	nextID  uint32
+	stopped chan error
+	log     bytes.Buffer
+	logMu   sync.Mutex
+}
+
+func (e *env) Write(p []byte) (int, error) {
+	e.logMu.Lock()
+	defer e.logMu.Unlock()
+	return e.log.Write(p)
+}
+
+func newEnv(t *testing.T, s xenstoretest.Store) *env {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	root := t.TempDir()
+	if err := usbsysfstest.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := usbsysfstest.AddDriver(root, "usbback"); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ctx: ctx, s: s, xs: s.Dial(t), root: root, doms: map[string]sim.Domain{}, audits: make(chan agent.Audit, 1000), nextID: 1}
+	if err := sim.SeedDom0(ctx, e.xs); err != nil {
+		t.Fatal(err)
+	}
+	e.backs = &sim.Backends{XS: s.Dial(t)}
+	run, err := e.backs.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { run.Stop() })
+	e.h = &assign.Host{XS: e.xs, Sys: usbsysfs.NewFS(root).WithWriter(usbsysfstest.NewKernel(root)), InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+	e.start("kiosk")
+	e.start("desk")
+	return e
+}
+
+func (e *env) start(name string) sim.Domain {
+	e.t.Helper()
+	d := sim.Domain{ID: e.nextID, Name: name, Type: "pv", UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
+	e.nextID++
+	if err := sim.SeedDomain(e.ctx, e.xs, d); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.xs.Introduce(e.ctx, d.ID, 1, 1); err != nil {
+		e.t.Fatal(err)
+	}
+	e.doms[name] = d
+	return d
+}
+
+func (e *env) reboot(name string) sim.Domain {
+	e.t.Helper()
+	if err := replay.Destroy(e.ctx, e.h, e.xs, e.doms[name]); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.start(name)
+}
+
+type never struct{}
+
+func (never) Receive(ctx context.Context) (uevent.Message, error) {
+	<-ctx.Done()
+	return uevent.Message{}, ctx.Err()
+}
+
+// run starts the agent and waits until it is ready.
+func (e *env) run(pol string, dryRun bool) {
+	e.t.Helper()
+	p, err := policy.Parse("test.toml", []byte(pol), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sys := usbsysfs.NewFS(e.root).WithWriter(usbsysfstest.NewKernel(e.root))
+	h := &assign.Host{XS: e.s.Dial(e.t), Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e),
+		OnAudit: func(r agent.Audit) { e.audits <- r }})
+	ctx, cancel := context.WithCancel(e.ctx)
+	ready := make(chan struct{})
+	e.stopped = make(chan error, 1)
+	go func() { e.stopped <- e.a.Run(ctx, never{}, func() { close(ready) }) }()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-e.stopped; err != nil {
+			e.t.Errorf("agent: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-e.stopped:
+		e.t.Fatalf("agent stopped: %v", err)
+	case <-e.ctx.Done():
+		e.t.Fatal("agent not ready")
+	}
+	e.settle()
+	// What follows waits for what happens next.
+	for len(e.audits) > 0 {
+		<-e.audits
+	}
+}
+
+func (e *env) settle() {
+	e.t.Helper()
+	if err := e.a.WaitIdle(e.ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.backs.WaitIdle(e.ctx); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// await waits for an audit of busid with action, returning it.
+func (e *env) await(busid, action string) agent.Audit {
+	e.t.Helper()
+	for {
+		select {
+		case r := <-e.audits:
+			if r.BusID == busid && r.Action == action {
+				return r
+			}
+		case <-e.ctx.Done():
+			e.t.Fatalf("no %q audit for %s\nlog:\n%s", action, busid, e.logText())
+		}
+	}
+}
+
+func (e *env) logText() string {
+	e.logMu.Lock()
+	defer e.logMu.Unlock()
+	return e.log.String()
+}
+
+func (e *env) at(busid string) (assign.Assignment, bool) {
+	e.t.Helper()
+	all, err := e.h.Assigned(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, a := range all {
+		if a.BusID == busid {
+			return a, true
+		}
+	}
+	return assign.Assignment{}, false
+}
+
+func (e *env) driverOf(intf string) string {
+	d, _ := e.h.Sys.Driver(intf)
+	return d
+}
+
+func TestAgentAttachesDeniesAndRespectsXL(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		// An admin put both mice on the kiosk with xl before the agent ran.
+		for _, b := range []string{"1-4", "1-5"} {
+			if _, err := e.h.Attach(e.ctx, e.doms["kiosk"].ID, policy.DevSpec{BusID: b, Controller: -1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.run(testPolicy, false)
+		kiosk, desk := e.doms["kiosk"].ID, e.doms["desk"].ID
+		if a, ok := e.at("1-2"); !ok || a.Domid != kiosk {
+			t.Errorf("audio: %+v %v", a, ok)
+		}
+		if e.driverOf("1-2:1.0") != "usbback" || e.driverOf("1-2:1.3") != "usbback" {
+			t.Errorf("audio interfaces not in usbback")
+		}
+		// I6: mouse A stays where the admin put it; mouse B's rule says takeover.
+		if a, ok := e.at("1-4"); !ok || a.Domid != kiosk {
+			t.Errorf("mouse A (the admin's) moved: %+v %v", a, ok)
+		}
+		if a, ok := e.at("1-5"); !ok || a.Domid != desk {
+			t.Errorf("mouse B (takeover) not moved to desk: %+v %v", a, ok)
+		}
+		// I5: storage and hubs stay.
+		for _, b := range []string{"1-3", "1-1", "usb1"} {
+			if _, ok := e.at(b); ok {
+				t.Errorf("%s attached", b)
+			}
+		}
+		if e.driverOf("1-3:1.0") != "usb-storage" {
+			t.Errorf("storage driver: %q", e.driverOf("1-3:1.0"))
+		}
+		log := e.logText()
+		for _, want := range []string{`"action":"left"`, `"busid":"1-4"`, `attached by someone else: left there`, `"action":"denied"`} {
+			if !strings.Contains(log, want) {
+				t.Errorf("log lacks %s", want)
+			}
+		}
+	})
+}
+
+// An admin's xl usbdev-detach of what the agent attached is respected
+// until the guest restarts; then the device goes back, to the same port.
+func TestAgentHoldsAfterAdminDetachAndFollowsReboot(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(testPolicy, false)
+		a, ok := e.at("1-2")
+		if !ok {
+			t.Fatal("audio not attached")
+		}
+		if err := e.h.Detach(e.ctx, a.Domid, a.Controller, a.Port); err != nil {
+			t.Fatal(err)
+		}
+		held := e.await("1-2", "held")
+		if !strings.Contains(held.Reason, "detached from kiosk") {
+			t.Errorf("held: %s", held.Reason)
+		}
+		e.settle()
+		if _, ok := e.at("1-2"); ok {
+			t.Fatal("the agent undid the admin's detach")
+		}
+		if e.driverOf("1-2:1.0") != "snd-usb-audio" {
+			t.Errorf("audio not given back to dom0: %q", e.driverOf("1-2:1.0"))
+		}
+		k := e.reboot("kiosk")
+		r := e.await("1-2", "attached")
+		if r.Domid != int(k.ID) || r.Ctrl != a.Controller || r.Port != a.Port {
+			t.Errorf("after the reboot: %+v, want domid %d port %d:%d", r, k.ID, a.Controller, a.Port)
+		}
+	})
+}
+
+// What a crash leaves: interfaces in usbback at no port, driver records at
+// no port, a port naming a device that left. One pass repairs it all.
+func TestAgentFinishesWhatACrashLeft(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"].ID
+		// The keyboard (no rule: stays in dom0) was attached and the port
+		// cleared, then the agent died before the rebind.
+		if _, err := e.h.Attach(e.ctx, kiosk, policy.DevSpec{BusID: "1-1.6", Controller: -1}); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := e.at("1-1.6")
+		if err := e.xs.Write(e.ctx, fmt.Sprintf("/local/domain/0/backend/vusb/%d/%d/port/%d", kiosk, a.Controller, a.Port), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Write(e.ctx, fmt.Sprintf("/libxl/%d/device/vusb/%d/port/%d", kiosk, a.Controller, a.Port), nil); err != nil {
+			t.Fatal(err)
+		}
+		// A port names 1-7, which left while the agent was down.
+		if err := e.xs.Write(e.ctx, fmt.Sprintf("/local/domain/0/backend/vusb/%d/%d/port/%d", kiosk, a.Controller, a.Port+1), []byte("1-7")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Write(e.ctx, fmt.Sprintf("/libxl/%d/device/vusb/%d/port/%d", kiosk, a.Controller, a.Port+1), []byte("1-7")); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false)
+		if e.driverOf("1-1.6:1.0") != "usbhid" {
+			t.Errorf("keyboard not given back: %q", e.driverOf("1-1.6:1.0"))
+		}
+		if has, _ := e.h.HasRecord(e.ctx, "1-1.6"); has {
+			t.Error("keyboard's driver records left")
+		}
+		if _, ok := e.at("1-7"); ok {
+			t.Error("the port of 1-7 (gone) was not cleared")
+		}
+	})
+}
+
+// --dry-run decides and logs, and writes nothing anywhere.
+func TestAgentDryRunChangesNothing(t *testing.T) {
+	s := xenstoretest.Embedded(t)
+	e := newEnv(t, s)
+	var before bytes.Buffer
+	if err := e.xs.Dump(e.ctx, &before, "/"); err != nil {
+		t.Fatal(err)
+	}
+	e.run(testPolicy, true)
+	var after bytes.Buffer
+	if err := e.xs.Dump(e.ctx, &after, "/"); err != nil {
+		t.Fatal(err)
+	}
+	if before.String() != after.String() {
+		t.Errorf("the store changed in a dry run:\n%s\n---\n%s", before.String(), after.String())
+	}
+	if e.driverOf("1-2:1.0") != "snd-usb-audio" {
+		t.Error("a dry run moved a driver")
+	}
+	if !strings.Contains(e.logText(), `"dry_run":true`) || !strings.Contains(e.logText(), "dry run: nothing done") {
+		t.Errorf("dry run not said:\n%s", e.logText())
+	}
+}
+
+// A reload moves what the agent owns and nothing the admin owns.
+func TestAgentReloadMovesOnlyItsOwn(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		if _, err := e.h.Attach(e.ctx, e.doms["kiosk"].ID, policy.DevSpec{BusID: "1-4", Controller: -1}); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false)
+		p, err := policy.Parse("new.toml", []byte(strings.ReplaceAll(testPolicy, `target = { domain = "kiosk" }`, `target = { domain = "desk" }`)+
+			strings.ReplaceAll(`[[rule]]
+name = "mice-to-lab"
+action = "attach"
+match = { id = "046d:c077" }
+target = { domain = "lab" }
+`, "\t", "")), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		r := e.await("1-2", "attached")
+		if r.Domid != int(e.doms["desk"].ID) {
+			t.Errorf("audio after reload: %+v", r)
+		}
+		e.settle()
+		if a, ok := e.at("1-4"); !ok || a.Domid != e.doms["kiosk"].ID {
+			t.Errorf("the admin's mouse moved on reload: %+v", a)
+		}
+	})
+}
+
+func TestOwnershipRecordsAreDom0Only(t *testing.T) {
+	s := xenstoretest.Embedded(t)
+	e := newEnv(t, s)
+	e.run(testPolicy, false)
+	owned, err := agent.ListOwned(e.ctx, e.xs)
+	if err != nil || owned["1-2"].Domain != "kiosk" {
+		t.Fatalf("owned: %+v %v", owned, err)
+	}
+	guest := s.Guest(t, e.doms["kiosk"].ID)
+	if _, err := guest.Read(e.ctx, agent.RecordRoot+"/1-2"); err == nil {
+		t.Error("a guest read the ownership records")
+	}
+	if err := guest.Write(e.ctx, agent.RecordRoot+"/1-2", []byte("{}")); err == nil {
+		t.Error("a guest wrote an ownership record")
+	}
+}
