@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +56,17 @@ type Agent struct {
 	domains map[string]uint32 // running domains by name
 	status  map[string]Audit  // the last decision per device
 	dirty   bool
+	// cache holds every present device as last read: a pass reads its own
+	// device again and takes the others from here, so one event does not
+	// cost a scan of the whole bus. Full rescans refill it.
+	cache map[string]usbsysfs.Device
+	// ports is where each busid was at the last look at the store.
+	ports map[string]assign.Assignment
+	// retries: a failed pass is tried again after a delay that doubles
+	// (by busid); the timers are stopped when Run ends.
+	retries map[string]*retry
+	// ensured: domids whose declared controllers exist (or that had some)
+	ensured map[uint32]bool
 
 	events, passes atomic.Uint64
 	passStart      atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
@@ -82,7 +96,7 @@ func New(cfg Config) *Agent {
 		cfg.Now = time.Now
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]string{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}}
+		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -122,6 +136,13 @@ func (a *Agent) enqueueAll(ctx context.Context, why string) error {
 	if err != nil {
 		return err
 	}
+	cache := make(map[string]usbsysfs.Device, len(devs))
+	for _, d := range devs {
+		cache[d.BusID] = d
+	}
+	a.mu.Lock()
+	a.cache = cache
+	a.mu.Unlock()
 	for _, d := range devs {
 		a.notePlugged(d.BusID)
 		a.enqueue(d.BusID, why)
@@ -130,6 +151,7 @@ func (a *Agent) enqueueAll(ctx context.Context, why string) error {
 	if err != nil {
 		return err
 	}
+	a.noteAssigned(all)
 	for _, x := range all {
 		a.enqueue(x.BusID, why)
 	}
@@ -219,7 +241,7 @@ func (a *Agent) next(ctx context.Context) (string, string, error) {
 func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
+	defer func() { cancel(); wg.Wait(); a.stopRetries() }()
 	xs := a.h.XS
 	type watch struct{ path, token string }
 	watches := []watch{{"@introduceDomain", "uhd-intro"}, {"@releaseDomain", "uhd-release"}, {"/local/domain/0/backend", "uhd-backend"}}
@@ -370,16 +392,28 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 					drain = false
 				}
 			}
-			why := "store changed"
 			if domains {
-				why = "domains changed"
 				if err := a.refreshDomains(ctx); err != nil {
 					a.warn.Error().Err(err).Msg("reading the domains failed")
 					continue
 				}
+				if err := a.enqueueAll(ctx, "domains changed"); err != nil && ctx.Err() == nil {
+					a.warn.Error().Err(err).Msg("rescan failed")
+				}
+				continue
 			}
-			if err := a.enqueueAll(ctx, why); err != nil && ctx.Err() == nil {
-				a.warn.Error().Err(err).Msg("rescan failed")
+			// A backend changed: only the devices whose port changed
+			// (xl attached or detached one, or a controller went) are
+			// looked at, not the whole bus.
+			all, err := a.h.Assigned(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					a.warn.Error().Err(err).Msg("reading the ports failed")
+				}
+				continue
+			}
+			for _, b := range a.noteAssigned(all) {
+				a.enqueue(b, "its port changed")
 			}
 		}
 	}
@@ -399,6 +433,11 @@ func (a *Agent) refreshDomains(ctx context.Context) error {
 	a.mu.Lock()
 	old := a.domains
 	a.domains = m
+	for id := range a.ensured {
+		if !slices.Contains(slices.Collect(maps.Values(m)), id) {
+			delete(a.ensured, id)
+		}
+	}
 	a.mu.Unlock()
 	for name, id := range m {
 		if oid, ok := old[name]; !ok || oid != id {
@@ -466,6 +505,111 @@ func (a *Agent) inventory(devs []usbsysfs.Device) []policy.Device {
 		}
 		out = append(out, pd)
 	}
+	return out
+}
+
+type retry struct {
+	timer *time.Timer
+	delay time.Duration
+}
+
+// retryLater queues busid again after its backoff: a failure (a driver
+// busy, the store refusing a write) is not the end of the device.
+func (a *Agent) retryLater(busid string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.retries[busid]
+	if r == nil {
+		r = &retry{delay: 500 * time.Millisecond}
+		a.retries[busid] = r
+	} else {
+		r.delay = min(2*r.delay, time.Minute)
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+	}
+	r.timer = time.AfterFunc(r.delay, func() { a.enqueue(busid, "retry after a failure") })
+}
+
+// lookLater queues busid once more after d (a timer owned like the
+// retries).
+func (a *Agent) lookLater(busid string, d time.Duration, why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r := a.retries[busid]; r != nil {
+		return // already due
+	}
+	r := &retry{delay: d}
+	a.retries[busid] = r
+	r.timer = time.AfterFunc(d, func() {
+		a.mu.Lock()
+		if a.retries[busid] == r {
+			delete(a.retries, busid)
+		}
+		a.mu.Unlock()
+		a.enqueue(busid, why)
+	})
+}
+
+// succeeded resets busid's backoff.
+func (a *Agent) succeeded(busid string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r := a.retries[busid]; r != nil {
+		r.timer.Stop()
+		delete(a.retries, busid)
+	}
+}
+
+func (a *Agent) stopRetries() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for b, r := range a.retries {
+		r.timer.Stop()
+		delete(a.retries, b)
+	}
+}
+
+// noteAssigned records where every busid is and returns those that moved
+// since the last look.
+func (a *Agent) noteAssigned(all []assign.Assignment) []string {
+	now := make(map[string]assign.Assignment, len(all))
+	for _, x := range all {
+		now[x.BusID] = x
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var moved []string
+	for b, x := range now {
+		if old, ok := a.ports[b]; !ok || old != x {
+			moved = append(moved, b)
+		}
+	}
+	for b := range a.ports {
+		if _, ok := now[b]; !ok {
+			moved = append(moved, b)
+		}
+	}
+	a.ports = now
+	sort.Slice(moved, func(i, j int) bool { return usbsysfs.BusIDLess(moved[i], moved[j]) })
+	return moved
+}
+
+// remember puts a device read by a pass into the cache (present) or drops
+// it, and returns the cached devices in busid order.
+func (a *Agent) remember(busid string, d usbsysfs.Device, present bool) []usbsysfs.Device {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if present {
+		a.cache[busid] = d
+	} else {
+		delete(a.cache, busid)
+	}
+	out := make([]usbsysfs.Device, 0, len(a.cache))
+	for _, d := range a.cache {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return usbsysfs.BusIDLess(out[i].BusID, out[j].BusID) })
 	return out
 }
 

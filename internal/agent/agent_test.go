@@ -52,7 +52,7 @@ takeover = true
 // env is a dom0 with the standard fixture host, two guests and sim
 // backends; the agent's audits arrive on a channel.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	s       xenstoretest.Store
 	xs      *xenstore.Conn
@@ -74,7 +74,7 @@ func (e *env) Write(p []byte) (int, error) {
 	return e.log.Write(p)
 }
 
-func newEnv(t *testing.T, s xenstoretest.Store) *env {
+func newEnv(t testing.TB, s xenstoretest.Store) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	root := t.TempDir()

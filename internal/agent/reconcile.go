@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -46,6 +47,9 @@ type Status struct {
 }
 
 func (a *Agent) audit(ctx context.Context, r Audit, start time.Time) {
+	if r.Action != "failed" {
+		a.succeeded(r.BusID)
+	}
 	r.Time = a.cfg.Now()
 	r.Duration = time.Since(start)
 	r.DryRun = a.cfg.DryRun
@@ -112,6 +116,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	fail := func(err error) {
 		rec.Action, rec.Reason = "failed", err.Error()
 		a.audit(ctx, rec, start)
+		a.retryLater(busid)
 	}
 	h := a.h
 	dev, derr := h.Sys.Device(busid)
@@ -120,7 +125,22 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 		fail(derr)
 		return
 	}
-	all, err := h.Assigned(ctx)
+	// The ports, the ownership record and the driver records are read
+	// side by side: one wait instead of three.
+	var (
+		all             []assign.Assignment
+		owned           *Owned
+		hasRecord       bool
+		err, oerr, rerr error
+		wg              sync.WaitGroup
+	)
+	wg.Go(func() { owned, oerr = readOwned(ctx, h.XS, busid) })
+	wg.Go(func() { hasRecord, rerr = h.HasRecord(ctx, busid) })
+	all, err = h.Assigned(ctx)
+	wg.Wait()
+	if err == nil {
+		err = rerr
+	}
 	if err != nil {
 		fail(err)
 		return
@@ -132,8 +152,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 			break
 		}
 	}
-	owned, err := readOwned(ctx, h.XS, busid)
-	if err != nil {
+	if err := oerr; err != nil {
 		a.warn.Warn().Err(err).Msg("ignoring it")
 		owned = nil
 	}
@@ -153,6 +172,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	// records and its ownership record go at once.
 	if !present {
 		a.forgetPlugged(busid)
+		a.remember(busid, usbsysfs.Device{}, false)
 		did := false
 		if asg != nil {
 			if !a.cfg.DryRun {
@@ -205,12 +225,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 		return // its bind event will bring it back
 	}
 
-	devs, err := h.Sys.Devices()
-	if err != nil {
-		fail(err)
-		return
-	}
-	inv := a.inventory(devs)
+	inv := a.inventory(a.remember(busid, dev, true))
 	var me *policy.Device
 	for i := range inv {
 		if inv[i].BusID == busid {
@@ -291,8 +306,15 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	}
 
 	// At no port: nothing of it may stay in usbback (a detach cut short).
+	// Right after its port was cleared, xl (or libxl's destroy) may be
+	// in the middle of giving it back: look again shortly instead of
+	// racing it.
+	if !a.cfg.DryRun && asg == nil && why == "its port changed" && (hasRecord || anyUsbback(h, dev) || unbound(dev)) {
+		a.lookLater(busid, 200*time.Millisecond, "after its port was cleared")
+		return
+	}
 	if !a.cfg.DryRun {
-		if has, _ := h.HasRecord(ctx, busid); has || anyUsbback(h, dev) || h.Unbound(busid) {
+		if hasRecord || anyUsbback(h, dev) || unbound(dev) {
 			if err := h.Release(ctx, busid); err != nil {
 				fail(err)
 				return
@@ -359,6 +381,15 @@ func (a *Agent) auditIfChanged(ctx context.Context, r Audit, start time.Time) {
 	a.audit(ctx, r, start)
 }
 
+func unbound(d usbsysfs.Device) bool {
+	for _, in := range d.Interfaces {
+		if in.Driver == "" {
+			return true
+		}
+	}
+	return false
+}
+
 func anyUsbback(h *assign.Host, d usbsysfs.Device) bool {
 	for _, in := range d.Interfaces {
 		if in.Driver == "usbback" {
@@ -402,15 +433,30 @@ func (a *Agent) ensureControllers(ctx context.Context, name string, domid uint32
 	if !ok || len(d.Controllers) == 0 {
 		return nil
 	}
+	a.mu.Lock()
+	done := a.ensured[domid]
+	a.mu.Unlock()
+	if done {
+		return nil // a domid is never reused while its domain lives
+	}
 	have, err := a.h.Controllers(ctx, domid)
-	if err != nil || len(have) > 0 {
+	if err != nil {
 		return err
+	}
+	if len(have) > 0 {
+		a.mu.Lock()
+		a.ensured[domid] = true
+		a.mu.Unlock()
+		return nil
 	}
 	for _, spec := range d.Controllers {
 		if _, err := a.h.AddController(ctx, domid, spec, false); err != nil {
 			return fmt.Errorf("adding the controllers declared for %s: %w", name, err)
 		}
 	}
+	a.mu.Lock()
+	a.ensured[domid] = true
+	a.mu.Unlock()
 	return nil
 }
 

@@ -155,14 +155,21 @@ func (h *Host) AttachWith(ctx context.Context, domid uint32, spec policy.DevSpec
 	if err := h.bindUsbback(plan); err != nil {
 		h.rollback(ctx, busid)
 		c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
-		if werr := write(context.WithoutCancel(ctx), h.XS, c.portPath(a.Port), ""); werr != nil {
-			err = errors.Join(err, werr)
-		}
-		if opts.Record != nil {
-			for _, kv := range opts.Record(a) {
-				err = errors.Join(err, rmOpt(context.WithoutCancel(ctx), h.XS, kv[0]))
+		// The port and the caller's records go together, as they came.
+		werr := h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
+			if err := write(ctx, tx, c.portPath(a.Port), ""); err != nil {
+				return err
 			}
-		}
+			if opts.Record != nil {
+				for _, kv := range opts.Record(a) {
+					if err := rmOpt(ctx, tx, kv[0]); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		err = errors.Join(err, werr)
 		return Assignment{}, fmt.Errorf("%s not attached (rolled back): %w", busid, err)
 	}
 	return a, nil
@@ -374,7 +381,11 @@ func (h *Host) rebind(ctx context.Context, busid string) error {
 		if h.Sys.BoundTo(in.Name, drv) {
 			continue
 		}
-		errs = append(errs, h.Sys.Bind(in.Name, drv))
+		// EBUSY with the interface now at its driver: another hand (the
+		// agent, or xl) gave it back meanwhile, which is what was wanted.
+		if err := h.Sys.Bind(in.Name, drv); err != nil && !h.Sys.BoundTo(in.Name, drv) {
+			errs = append(errs, err)
+		}
 	}
 	errs = append(errs, rmOpt(ctx, h.XS, usbbackRecord(busid)))
 	return errors.Join(errs...)
@@ -438,6 +449,9 @@ func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, 
 	}
 	if c.Type == policy.TypePV {
 		if err := h.rebind(ctx, busid); err != nil {
+			if _, derr := h.Sys.Device(busid); errors.Is(derr, fs.ErrNotExist) {
+				return nil // it left meanwhile: nothing to give back
+			}
 			return fmt.Errorf("%s removed from the guest, but not bound again to its dom0 driver: %w", busid, err)
 		}
 	}

@@ -1,0 +1,130 @@
+package agent_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// addEvent is the device's add uevent, as the kernel sends it.
+func addEvent(tb testing.TB, busid string) uevent.Message {
+	path := "/devices/pci0000:00/0000:00:14.0/usb1/" + busid
+	if i := strings.LastIndexByte(busid, '.'); i > 0 {
+		path = "/devices/pci0000:00/0000:00:14.0/usb1/" + parentPath(busid)
+	}
+	e, err := uevent.Parse(fmt.Appendf(nil, "bind@%s\x00ACTION=bind\x00DEVPATH=%s\x00SUBSYSTEM=usb\x00DEVTYPE=usb_device\x00SEQNUM=1\x00DRIVER=usb\x00", path, path))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return uevent.Message{Event: e}
+}
+
+func parentPath(busid string) string {
+	// 1-6.2.3 → 1-6/1-6.2/1-6.2.3
+	head, rest, _ := strings.Cut(busid, ".")
+	p, cur := head, head
+	for _, x := range strings.Split(rest, ".") {
+		cur += "." + x
+		p += "/" + cur
+	}
+	return p
+}
+
+func benchPolicy(ports int) string {
+	ctrls := make([]string, 0, (ports+30)/31)
+	for n := ports; n > 0; n -= 31 {
+		ctrls = append(ctrls, fmt.Sprintf("%q", fmt.Sprintf("version=2, ports=%d", min(n, 31))))
+	}
+	return "[domain.kiosk]\nusbctrl = [" + strings.Join(ctrls, ", ") + "]\n" +
+		"[[rule]]\nname = \"bench\"\naction = \"attach\"\nmatch = { id = \"1234:5678\" }\ntarget = { domain = \"kiosk\" }\nduplicates = \"all\"\n"
+}
+
+func benchDev(busid string, n int) usbsysfstest.Dev {
+	return usbsysfstest.Dev{BusID: busid, DevNum: 10 + n%100, Vendor: "1234", Product: "5678", Class: "00", Serial: fmt.Sprintf("B%04d", n),
+		Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "00", Protocol: "00", Driver: "usbhid"}}}
+}
+
+// BenchmarkUeventToAttached: one device's uevent handed to the agent →
+// its port written and its interfaces bound to usbback, on the real
+// xenstored. p50 and p99 are reported.
+func BenchmarkUeventToAttached(b *testing.B) {
+	s := xenstoretest.Real(b)
+	e := newEnv(b, s)
+	e.run(benchPolicy(8), false)
+	lat := make([]time.Duration, 0, b.N)
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		busid := "1-6"
+		if err := (&usbsysfstest.Builder{Root: e.root}).Add(benchDev(busid, i)).Err(); err != nil {
+			b.Fatal(err)
+		}
+		m := addEvent(b, busid)
+		b.StartTimer()
+		t0 := time.Now()
+		e.a.Handle(e.ctx, m)
+		e.await(busid, "attached")
+		lat = append(lat, time.Since(t0))
+		b.StopTimer()
+		if err := usbsysfstest.NewKernel(e.root).Unplug(busid); err != nil {
+			b.Fatal(err)
+		}
+		e.a.Handle(e.ctx, m) // any event: the pass finds it gone
+		e.await(busid, "cleared")
+		e.settle()
+		for len(e.audits) > 0 {
+			<-e.audits
+		}
+		b.StartTimer()
+	}
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
+}
+
+// BenchmarkBurst200: 200 devices behind a hub of hubs appear at once;
+// the time until every one is attached.
+func BenchmarkBurst200(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		s := xenstoretest.Real(b)
+		e := newEnv(b, s)
+		e.run(benchPolicy(200), false)
+		bld := &usbsysfstest.Builder{Root: e.root}
+		var msgs []uevent.Message
+		busids := map[string]bool{}
+		for i := range 200 {
+			busid := fmt.Sprintf("1-6.%d.%d", 1+i/10, 1+i%10)
+			bld.Add(benchDev(busid, i))
+			msgs = append(msgs, addEvent(b, busid))
+			busids[busid] = true
+		}
+		if err := bld.Err(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		for _, m := range msgs {
+			e.a.Handle(e.ctx, m)
+		}
+		for len(busids) > 0 {
+			select {
+			case r := <-e.audits:
+				if r.Action == "attached" {
+					delete(busids, r.BusID)
+				} else if r.Action == "failed" {
+					b.Fatalf("%s failed: %s", r.BusID, r.Reason)
+				}
+			case <-e.ctx.Done():
+				b.Fatalf("%d devices not attached", len(busids))
+			}
+		}
+		b.StopTimer()
+	}
+}
