@@ -595,6 +595,36 @@ func (a *Agent) noteAssigned(all []assign.Assignment) []string {
 	return moved
 }
 
+// portOf is where busid was last seen.
+func (a *Agent) portOf(busid string) (assign.Assignment, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	x, ok := a.ports[busid]
+	return x, ok
+}
+
+// portList is every remembered assignment.
+func (a *Agent) portList() []assign.Assignment {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]assign.Assignment, 0, len(a.ports))
+	for _, x := range a.ports {
+		out = append(out, x)
+	}
+	return out
+}
+
+// setPort remembers the agent's own attach (or detach) of x.
+func (a *Agent) setPort(x assign.Assignment, at bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if at {
+		a.ports[x.BusID] = x
+	} else if y, ok := a.ports[x.BusID]; ok && y.Domid == x.Domid && y.Controller == x.Controller && y.Port == x.Port {
+		delete(a.ports, x.BusID)
+	}
+}
+
 // remember puts a device read by a pass into the cache (present) or drops
 // it, and returns the cached devices in busid order.
 func (a *Agent) remember(busid string, d usbsysfs.Device, present bool) []usbsysfs.Device {

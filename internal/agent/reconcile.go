@@ -136,7 +136,30 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	)
 	wg.Go(func() { owned, oerr = readOwned(ctx, h.XS, busid) })
 	wg.Go(func() { hasRecord, rerr = h.HasRecord(ctx, busid) })
-	all, err = h.Assigned(ctx)
+	// Where the device is: the remembered port is confirmed with one
+	// read; a device remembered at no port is taken as at none (the
+	// attach checks every domain inside its transaction, and the store
+	// watch tells of ports that xl writes).
+	all = a.portList()
+	var asg *assign.Assignment
+	if hint, ok := a.portOf(busid); ok {
+		var holds bool
+		holds, err = h.Holds(ctx, hint)
+		if err == nil && holds {
+			asg = &hint
+		} else if err == nil {
+			all, err = h.Assigned(ctx)
+			if err == nil {
+				a.noteAssigned(all)
+				for i := range all {
+					if all[i].BusID == busid {
+						asg = &all[i]
+						break
+					}
+				}
+			}
+		}
+	}
 	wg.Wait()
 	if err == nil {
 		err = rerr
@@ -144,13 +167,6 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	if err != nil {
 		fail(err)
 		return
-	}
-	var asg *assign.Assignment
-	for i := range all {
-		if all[i].BusID == busid {
-			asg = &all[i]
-			break
-		}
 	}
 	if err := oerr; err != nil {
 		a.warn.Warn().Err(err).Msg("ignoring it")
@@ -180,6 +196,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 					fail(err)
 					return
 				}
+				a.setPort(*asg, false)
 			}
 			rec.Action, rec.Domid, rec.Ctrl, rec.Port = "cleared", int(asg.Domid), asg.Controller, asg.Port
 			rec.Reason = fmt.Sprintf("%s left the host: its port %d:%d of domain %d is cleared", busid, asg.Controller, asg.Port, asg.Domid)
@@ -297,6 +314,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 				fail(err)
 				return
 			}
+			a.setPort(*asg, false)
 		}
 		owned = nil
 		a.audit(ctx, Audit{BusID: busid, ID: rec.ID, Serial: rec.Serial, Name: rec.Name, Trigger: why, Action: "detached", Rule: rec.Rule, RuleNo: rec.RuleNo,
@@ -347,6 +365,15 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 			break
 		}
 		if err := a.attach(ctx, busid, dev, dec, domid, owned, &rec); err != nil {
+			if errors.Is(err, assign.ErrAssigned) {
+				// At a port after all (written by xl a moment ago): read
+				// the ports again and look at it once more.
+				if all, err := h.Assigned(ctx); err == nil {
+					a.noteAssigned(all)
+				}
+				a.enqueue(busid, "its port changed")
+				return
+			}
 			if errors.Is(err, assign.ErrNoDevice) || errors.Is(err, fs.ErrNotExist) {
 				// Unplugged while it was being attached (nothing of it
 				// stays): its remove event brings it back here.
@@ -422,6 +449,7 @@ func (a *Agent) attach(ctx context.Context, busid string, dev usbsysfs.Device, d
 	if err != nil {
 		return err
 	}
+	a.setPort(x, true)
 	rec.Ctrl, rec.Port = x.Controller, x.Port
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // Release gives every interface of busid that is in usbback back to its
@@ -99,4 +101,21 @@ func decodeBusID(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// Holds reports whether a's port still names a's busid: one read, to
+// confirm a remembered assignment instead of reading every domain.
+func (h *Host) Holds(ctx context.Context, a Assignment) (bool, error) {
+	if checkBusID(a.BusID) != nil || a.Port < 1 || a.Controller < 0 {
+		return false, nil
+	}
+	c := Controller{Type: a.Type, libxl: libxlPath(a.Domid, a.Controller)}
+	switch a.Type {
+	case policy.TypeQUSB:
+		c.backend = backendPath("qusb", a.Domid, a.Controller)
+	default:
+		c.backend = backendPath("vusb", a.Domid, a.Controller)
+	}
+	v, ok, err := readOpt(ctx, h.XS, c.portPath(a.Port))
+	return ok && v == a.BusID, err
 }

@@ -510,9 +510,7 @@ func (h *Host) assignmentsOf(ctrls []Controller) []Assignment {
 				continue
 			}
 			a := Assignment{Domid: c.Domid, Controller: c.DevID, Port: i + 1, BusID: b, Type: c.Type}
-			if _, err := h.Sys.Device(b); errors.Is(err, fs.ErrNotExist) {
-				a.Stale = true
-			}
+			a.Stale = !h.Sys.Present(b)
 			out = append(out, a)
 		}
 	}

@@ -134,6 +134,16 @@ func (r *attrReader) num(name string, base int, bits int) uint64 {
 }
 
 // Device reads one device by busid.
+// Present reports whether a device is on the host: one stat, for callers
+// that need no more than that.
+func (f *FS) Present(busid string) bool {
+	if ValidBusID(busid) != nil {
+		return false
+	}
+	_, err := os.Stat(f.devPath(busid))
+	return err == nil
+}
+
 func (f *FS) Device(busid string) (Device, error) {
 	if err := ValidBusID(busid); err != nil {
 		return Device{}, err

@@ -105,6 +105,7 @@ func (k *Kernel) WriteAttr(path string, data []byte) error {
 	if t, err := os.Readlink(filepath.Join(real, "driver")); err == nil {
 		cur = filepath.Base(t)
 	}
+	k.heal(name, real, cur)
 	drvDir := filepath.Join(k.root, "bus/usb/drivers", drv)
 	if parts[4] == "unbind" {
 		if cur != drv {
@@ -132,6 +133,27 @@ func (k *Kernel) WriteAttr(path string, data []byte) error {
 		return errno(path, syscall.EIO)
 	}
 	return nil
+}
+
+// heal makes the two links of a binding agree: a fake kernel's process
+// killed between them (the agent's, by the soak test) leaves one without
+// the other, which the real kernel, binding under the device lock, never
+// shows.
+func (k *Kernel) heal(name, real, cur string) {
+	drivers, _ := os.ReadDir(filepath.Join(k.root, "bus/usb/drivers"))
+	for _, d := range drivers {
+		l := filepath.Join(k.root, "bus/usb/drivers", d.Name(), name)
+		if _, err := os.Lstat(l); err == nil && d.Name() != cur {
+			os.Remove(l)
+		}
+	}
+	if cur != "" {
+		drvDir := filepath.Join(k.root, "bus/usb/drivers", cur)
+		if _, err := os.Lstat(filepath.Join(drvDir, name)); err != nil {
+			toDev, _ := filepath.Rel(drvDir, real)
+			os.Symlink(toDev, filepath.Join(drvDir, name))
+		}
+	}
 }
 
 // probe binds an interface without a driver to the one the kernel would
