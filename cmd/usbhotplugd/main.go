@@ -47,6 +47,8 @@ func init() {
 		{"usb-list", "list a guest's USB controllers and devices, byte for byte as xl usb-list", runUsbList},
 		{"repair", "clear ports that name devices no longer on the host (which make xl refuse every attach)", runRepair},
 		{"version", "print the version, commit and Go version", runVersion},
+		{"man", "write the man pages usbhotplugd(8) and usbhotplugd-policy(5)", runMan},
+		{"completion", "print the bash completion script", runCompletion},
 	}
 }
 
@@ -111,6 +113,7 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: usbhotplugd %s %s\n", name, synopsis)
 		fs.PrintDefaults()
+		printExamples(stderr, name)
 	}
 	return fs
 }
