@@ -36,7 +36,7 @@ var examples = map[string][]string{
 	"xenstored":      {"usbhotplugd xenstored --socket /tmp/xs.sock"},
 	"usbctrl-attach": {"usbhotplugd usbctrl-attach kiosk version=2 ports=8"},
 	"usbctrl-detach": {"usbhotplugd usbctrl-detach kiosk 0"},
-	"usbdev-attach":  {"usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", "usbhotplugd usbdev-attach kiosk busid=1-1.6 controller=0 port=1"},
+	"usbdev-attach":  {"usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", "usbhotplugd usbdev-attach kiosk busid=1-2 controller=0 port=2"},
 	"usbdev-detach":  {"usbhotplugd usbdev-detach kiosk 0 1"},
 	"usb-list":       {"usbhotplugd usb-list kiosk"},
 	"repair":         {"usbhotplugd repair"},

@@ -49,7 +49,7 @@ func toJSON(d usbsysfs.Device) deviceJSON {
 func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("devices", "[--json] [--sysfs DIR]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	root := fs.String("sysfs", "/sys", "sysfs root to read")
+	root := fs.String("sysfs", sysfsDefault(), "sysfs root to read")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("record", "[-o FILE] [--coldplug] [--sysfs DIR] | --import-udevadm TEXT [-o FILE]", stderr)
 	out := fs.String("o", "-", "trace file to write (JSON lines); - for standard output")
 	cold := fs.Bool("coldplug", false, "begin with an add event for every device already present")
-	root := fs.String("sysfs", "/sys", "sysfs root to read device attributes from")
+	root := fs.String("sysfs", sysfsDefault(), "sysfs root to read device attributes from")
 	imp := fs.String("import-udevadm", "", "convert the text of `udevadm monitor --property` (--kernel and/or --udev) in this file instead of listening")
 	if err := parseFlags(fs, args); err != nil {
 		return err

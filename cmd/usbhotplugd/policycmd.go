@@ -107,7 +107,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlags("explain", "[--policy FILE] [--json] [--sysfs DIR] [BUSID]", stderr)
 	path := fs.String("policy", defaultPolicy, "policy file")
 	asJSON := fs.Bool("json", false, "print JSON")
-	root := fs.String("sysfs", "/sys", "sysfs root to read")
+	root := fs.String("sysfs", sysfsDefault(), "sysfs root to read")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

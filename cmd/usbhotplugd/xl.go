@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"time"
 
@@ -29,7 +30,7 @@ type hostFlags struct {
 func addHostFlags(fs *flag.FlagSet) *hostFlags {
 	h := &hostFlags{}
 	fs.StringVar(&h.xenstore, "xenstore", "", "xenstored socket (default: $XENSTORED_PATH, /var/run/xenstored/socket, /dev/xen/xenbus)")
-	fs.StringVar(&h.sysfs, "sysfs", "/sys", "sysfs root")
+	fs.StringVar(&h.sysfs, "sysfs", sysfsDefault(), "sysfs root")
 	fs.DurationVar(&h.timeout, "backend-timeout", assign.InitTimeout, "how long to wait for a backend to initialise or close, as libxl's 10 s")
 	return h
 }
@@ -172,4 +173,13 @@ func runRepair(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stdout, "nothing to repair: every port names a device that is present")
 	}
 	return err
+}
+
+// sysfsDefault is /sys, or $USBHOTPLUGD_SYSFS (a fixture tree, a
+// container's bind mount).
+func sysfsDefault() string {
+	if p := os.Getenv("USBHOTPLUGD_SYSFS"); p != "" {
+		return p
+	}
+	return "/sys"
 }
