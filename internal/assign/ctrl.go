@@ -195,7 +195,7 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 	}
 	spec.Type = typ
 	if typ == policy.TypeDeviceModel {
-		return Controller{}, fmt.Errorf("type devicemodel (emulated controllers for HVM guests): %w", ErrUnsupported)
+		return h.addDMController(ctx, domid, spec)
 	}
 	if spec.Version == 0 {
 		spec.Version = 2
@@ -316,7 +316,7 @@ func (h *Host) RemoveController(ctx context.Context, domid uint32, devid int) er
 		return err
 	}
 	if c.Type == policy.TypeDeviceModel {
-		return fmt.Errorf("type devicemodel: %w", ErrUnsupported)
+		return h.removeDMController(ctx, c)
 	}
 	for i, b := range c.Port {
 		if b == "" {

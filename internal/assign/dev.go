@@ -149,6 +149,12 @@ func (h *Host) AttachWith(ctx context.Context, domid uint32, spec policy.DevSpec
 		}
 		break
 	}
+	if a.Type == policy.TypeDeviceModel {
+		if err := h.dmAttach(ctx, a, opts); err != nil {
+			return Assignment{}, err
+		}
+		return a, nil
+	}
 	if a.Type != policy.TypePV {
 		return a, nil
 	}
@@ -250,9 +256,6 @@ func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec p
 			if c == nil {
 				return errNeedController
 			}
-		}
-		if c.Type == policy.TypeDeviceModel {
-			return fmt.Errorf("controller %d is an emulated (devicemodel) controller: %w", c.DevID, ErrUnsupported)
 		}
 		a = Assignment{Domid: domid, Controller: c.DevID, Port: port, BusID: busid, Type: c.Type}
 		var recs [][2]string
@@ -410,9 +413,6 @@ func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, 
 	if err != nil {
 		return err
 	}
-	if c.Type == policy.TypeDeviceModel {
-		return fmt.Errorf("type devicemodel: %w", ErrUnsupported)
-	}
 	p := c.portPath(port)
 	busid, ok, err := readOpt(ctx, h.XS, p)
 	if err != nil {
@@ -424,6 +424,9 @@ func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, 
 	if err := checkBusID(busid); err != nil {
 		h.warn("controller %d port %d of domain %d: %v; clearing it", devid, port, domid, err)
 		return write(ctx, h.XS, p, "")
+	}
+	if c.Type == policy.TypeDeviceModel {
+		return h.dmDetach(ctx, c, port, busid, forget)
 	}
 	if c.Type == policy.TypePV {
 		if err := h.unbindUsbback(busid); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -49,6 +49,9 @@ type Host struct {
 	// Warn, when set, hears about what was tolerated: stale ports, records
 	// that could not be used.
 	Warn func(msg string)
+	// DialQMP connects to a guest's device model, for emulated
+	// (devicemodel) controllers; nil dials libxl's socket for the domain.
+	DialQMP func(ctx context.Context, domid uint32) (QMP, func(), error)
 }
 
 func (h *Host) warn(format string, a ...any) {

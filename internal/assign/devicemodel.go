@@ -1,0 +1,225 @@
+package assign
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// A QMP runs commands on a guest's device model (QEMU).
+type QMP interface {
+	Run(ctx context.Context, command string, args, out any) error
+}
+
+// qmpTimeout is libxl's LIBXL_QMP_CMD_TIMEOUT.
+const qmpTimeout = 10 * time.Second
+
+func (h *Host) qmpFor(ctx context.Context, domid uint32) (QMP, func(), error) {
+	if h.DialQMP != nil {
+		return h.DialQMP(ctx, domid)
+	}
+	c, err := qmp.Dial(ctx, qmp.SocketPath(domid))
+	if err != nil {
+		return nil, nil, fmt.Errorf("the device model of domain %d: %w", domid, err)
+	}
+	return c, func() { c.Close() }, nil
+}
+
+func (h *Host) runQMP(ctx context.Context, domid uint32, command string, args map[string]any) error {
+	ctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	q, done, err := h.qmpFor(ctx, domid)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return q.Run(ctx, command, args, nil)
+}
+
+// dmDefaults fills in libxl's versions and ports for an emulated
+// controller: v2 (usb-ehci) by default, v1 always 2 ports, v2 always 6,
+// v3 8 unless told.
+func dmDefaults(spec policy.CtrlSpec) policy.CtrlSpec {
+	if spec.Version == 0 {
+		spec.Version = 2
+	}
+	if spec.Ports == 0 {
+		switch spec.Version {
+		case 1:
+			spec.Ports = 2
+		case 2:
+			spec.Ports = 6
+		default:
+			spec.Ports = 8
+		}
+	}
+	return spec
+}
+
+// dmControllerAdd is QEMU's part of an emulated controller, as libxl asks
+// for it.
+func dmControllerAdd(devid int, spec policy.CtrlSpec) map[string]any {
+	args := map[string]any{"id": fmt.Sprintf("xenusb-%d", devid)}
+	switch spec.Version {
+	case 1:
+		args["driver"] = "piix3-usb-uhci"
+	case 2:
+		args["driver"] = "usb-ehci"
+	case 3:
+		args["driver"] = "nec-usb-xhci"
+		args["p2"], args["p3"] = spec.Ports, spec.Ports
+	}
+	return args
+}
+
+// addDMController adds an emulated controller: the /libxl keys (the only
+// ones this type has) in one transaction, then QMP device_add; a refusal
+// from QEMU removes the keys again.
+func (h *Host) addDMController(ctx context.Context, domid uint32, spec policy.CtrlSpec) (Controller, error) {
+	spec = dmDefaults(spec)
+	if err := spec.Check(); err != nil {
+		return Controller{}, err
+	}
+	if _, ok, err := readOpt(ctx, h.XS, fmt.Sprintf("/local/domain/%d", domid)); err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("domain %d: %w", domid, ErrNoDomain)
+		}
+		return Controller{}, err
+	}
+	var devid int
+	err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		ids, err := dirOpt(ctx, tx, libxlDir(domid))
+		if err != nil {
+			return err
+		}
+		devid = 0
+		if len(ids) > 0 {
+			last, ok := atoiStrict(ids[len(ids)-1])
+			if !ok {
+				return fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
+			}
+			devid = last + 1
+		}
+		lp := libxlPath(domid, devid)
+		if _, ok, err := readOpt(ctx, tx, lp); err != nil || ok {
+			if err == nil {
+				err = fmt.Errorf("controller %d of domain %d: %w", devid, domid, ErrDeviceExists)
+			}
+			return err
+		}
+		list := [][2]string{{"type", policy.TypeDeviceModel}, {"usb-ver", strconv.Itoa(spec.Version)}, {"num-ports", strconv.Itoa(spec.Ports)}, {"port", ""}}
+		for i := 1; i <= spec.Ports; i++ {
+			list = append(list, [2]string{"port/" + strconv.Itoa(i), ""})
+		}
+		for _, kv := range list {
+			if err := write(ctx, tx, lp+"/"+kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Controller{}, err
+	}
+	if err := h.runQMP(ctx, domid, "device_add", dmControllerAdd(devid, spec)); err != nil {
+		if rerr := h.XS.Rm(context.WithoutCancel(ctx), libxlPath(domid, devid)); rerr != nil && !notExist(rerr) {
+			err = errors.Join(err, rerr)
+		}
+		return Controller{}, fmt.Errorf("controller %d of domain %d not added (QEMU refused; nothing left in xenstore): %w", devid, domid, err)
+	}
+	return h.controller(ctx, h.XS, domid, devid, true)
+}
+
+// dmDeviceID is the QEMU id libxl gives a passed-through device.
+func dmDeviceID(bus, addr int) string { return fmt.Sprintf("xenusb-%d-%d", bus, addr) }
+
+// dmAttach is QEMU's part of an attach to an emulated controller: the port
+// is written already; a refusal clears it (and the caller's records).
+func (h *Host) dmAttach(ctx context.Context, a Assignment, opts AttachOptions) error {
+	d, err := h.Sys.Device(a.BusID)
+	if err == nil {
+		err = h.runQMP(ctx, a.Domid, "device_add", map[string]any{
+			"driver": "usb-host", "id": dmDeviceID(d.BusNum, d.DevNum), "bus": fmt.Sprintf("xenusb-%d.0", a.Controller),
+			"port": strconv.Itoa(a.Port), "hostbus": strconv.Itoa(d.BusNum), "hostaddr": strconv.Itoa(d.DevNum),
+		})
+	}
+	if err == nil {
+		return nil
+	}
+	c := Controller{Type: a.Type, libxl: libxlPath(a.Domid, a.Controller)}
+	werr := h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
+		if err := write(ctx, tx, c.portPath(a.Port), ""); err != nil {
+			return err
+		}
+		if opts.Record != nil {
+			for _, kv := range opts.Record(a) {
+				if err := rmOpt(ctx, tx, kv[0]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return fmt.Errorf("%s not attached to the emulated controller %d of domain %d (rolled back): %w", a.BusID, a.Controller, a.Domid, errors.Join(err, werr))
+}
+
+// dmDetach clears the port, then removes the device from QEMU; if QEMU
+// refuses, the busid is written back, as libxl does.
+func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid string, forget []string) error {
+	p := c.portPath(port)
+	if err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		if err := write(ctx, tx, p, ""); err != nil {
+			return err
+		}
+		for _, f := range forget {
+			if err := rmOpt(ctx, tx, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	d, err := h.Sys.Device(busid)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Gone from the host: QEMU's usb-host has nothing left to hold.
+		h.warn("%s left the host; its emulated device in domain %d stays until the guest restarts", busid, c.Domid)
+		return nil
+	}
+	if err == nil {
+		err = h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": dmDeviceID(d.BusNum, d.DevNum)})
+	}
+	if err != nil {
+		if werr := write(context.WithoutCancel(ctx), h.XS, p, busid); werr != nil {
+			err = errors.Join(err, werr)
+		}
+		return fmt.Errorf("%s not removed from domain %d's device model (its port is kept): %w", busid, c.Domid, err)
+	}
+	return nil
+}
+
+// removeDMController detaches the controller's devices, asks QEMU to
+// remove it, then removes its /libxl keys.
+func (h *Host) removeDMController(ctx context.Context, c Controller) error {
+	for i, b := range c.Port {
+		if b == "" {
+			continue
+		}
+		if err := h.DetachForget(ctx, c.Domid, c.DevID, i+1); err != nil && !errors.Is(err, ErrPortEmpty) {
+			return fmt.Errorf("controller %d of domain %d not removed: %w", c.DevID, c.Domid, err)
+		}
+	}
+	if err := h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": fmt.Sprintf("xenusb-%d", c.DevID)}); err != nil {
+		return fmt.Errorf("controller %d of domain %d not removed: %w", c.DevID, c.Domid, err)
+	}
+	return h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		return rmOpt(ctx, tx, c.libxl)
+	})
+}
