@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
@@ -187,14 +188,22 @@ func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid strin
 	}); err != nil {
 		return err
 	}
+	var id string
 	d, err := h.Sys.Device(busid)
-	if errors.Is(err, fs.ErrNotExist) {
-		// Gone from the host: QEMU's usb-host has nothing left to hold.
-		h.warn("%s left the host; its emulated device in domain %d stays until the guest restarts", busid, c.Domid)
-		return nil
+	switch {
+	case err == nil:
+		id = dmDeviceID(d.BusNum, d.DevNum)
+	case errors.Is(err, fs.ErrNotExist):
+		// Gone from the host, so its bus and address (and QEMU's id for
+		// it) are unknown: QEMU is asked which device sits at the port
+		// (libxl gives up here, and the port stays taken inside QEMU).
+		id, err = h.dmFind(ctx, c.Domid, c.DevID, port)
+		if err == nil && id == "" {
+			return nil
+		}
 	}
 	if err == nil {
-		err = h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": dmDeviceID(d.BusNum, d.DevNum)})
+		err = h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": id})
 	}
 	if err != nil {
 		if werr := write(context.WithoutCancel(ctx), h.XS, p, busid); werr != nil {
@@ -203,6 +212,39 @@ func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid strin
 		return fmt.Errorf("%s not removed from domain %d's device model (its port is kept): %w", busid, c.Domid, err)
 	}
 	return nil
+}
+
+// dmFind asks QEMU for the id of the passed-through device at a port of
+// an emulated controller ("" if none).
+func (h *Host) dmFind(ctx context.Context, domid uint32, ctrl, port int) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	q, done, err := h.qmpFor(ctx, domid)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	var props []struct {
+		Name string `json:"name"`
+	}
+	if err := q.Run(ctx, "qom-list", map[string]any{"path": "/machine/peripheral"}, &props); err != nil {
+		return "", err
+	}
+	for _, p := range props {
+		if !strings.HasPrefix(p.Name, "xenusb-") || strings.Count(p.Name, "-") != 2 {
+			continue
+		}
+		path := "/machine/peripheral/" + p.Name
+		var gotPort, bus string
+		if q.Run(ctx, "qom-get", map[string]any{"path": path, "property": "port"}, &gotPort) != nil ||
+			q.Run(ctx, "qom-get", map[string]any{"path": path, "property": "parent_bus"}, &bus) != nil {
+			continue
+		}
+		if gotPort == strconv.Itoa(port) && strings.HasSuffix(bus, fmt.Sprintf("/xenusb-%d.0", ctrl)) {
+			return p.Name, nil
+		}
+	}
+	return "", nil
 }
 
 // removeDMController detaches the controller's devices, asks QEMU to

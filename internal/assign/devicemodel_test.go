@@ -196,6 +196,17 @@ func TestDeviceModelWithRealQEMU(t *testing.T) {
 	if _, err := e.h.Attach(ctx, winDesk.ID, policy.DevSpec{BusID: "1-2", Controller: -1}); err != nil {
 		t.Fatal(err)
 	}
+	// A device that left the host is found in QEMU by its port (its bus
+	// and address are gone with it) and removed.
+	if err := e.k.Unplug("1-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.Detach(ctx, winDesk.ID, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := peripherals(t, sock); slices.Contains(got, "xenusb-1-10") {
+		t.Errorf("the emulated device of a gone host device stayed in QEMU: %v", got)
+	}
 	// QEMU refuses a bus that does not exist: a controller in xenstore
 	// without its QEMU part.
 	if err := e.xs.Write(ctx, "/libxl/7/device/vusb/5/type", []byte("devicemodel")); err != nil {

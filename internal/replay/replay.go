@@ -101,6 +101,18 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 	sys := usbsysfs.NewFS(o.Root).WithWriter(kernel)
 	short := 2 * time.Second
 	h := &assign.Host{XS: agentXS, Sys: sys, InitTimeout: short, DestroyTimeout: short}
+	// HVM guests get a simulated QEMU, for emulated controllers.
+	var dmMu sync.Mutex
+	dms := map[uint32]*sim.DeviceModel{}
+	h.DialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
+		dmMu.Lock()
+		defer dmMu.Unlock()
+		dm, ok := dms[domid]
+		if !ok {
+			return nil, nil, fmt.Errorf("domain %d has no device model (it is not an HVM guest)", domid)
+		}
+		return dm, func() {}, nil
+	}
 	res := &Result{Lists: map[string][]assign.ListedController{}, ListText: map[string]string{}}
 	var t0 time.Time
 	var mu sync.Mutex // now and the timeline: the agent's goroutine audits
@@ -160,6 +172,11 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 					return nil, fmt.Errorf("replay: introducing %s: %w", d.Name, err)
 				}
 				domids[d.Name] = sd
+				if d.Type == "hvm" {
+					dmMu.Lock()
+					dms[d.Domid] = sim.NewDeviceModel()
+					dmMu.Unlock()
+				}
 				res.Domains = appendOnce(res.Domains, d.Name)
 				add(Line{Text: fmt.Sprintf("domain %s started (domid %d)", d.Name, d.Domid)})
 			case "destroy":
@@ -171,6 +188,9 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 					return nil, err
 				}
 				delete(domids, d.Name)
+				dmMu.Lock()
+				delete(dms, sd.ID)
+				dmMu.Unlock()
 				add(Line{Text: fmt.Sprintf("domain %s destroyed (domid %d)", d.Name, sd.ID)})
 			}
 			if err := a.Rescan(ctx, "domain "+d.Name+" "+d.Action+"ed"); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 	"github.com/usbhotplugd/usbhotplugd/rules"
 )
 
@@ -24,6 +25,7 @@ var update = flag.Bool("update", false, "rewrite the golden timelines")
 var traces = []struct{ name, trace, policy string }{
 	{"kiosk-day", "rules:demo/kiosk-day.jsonl", "examples/kiosk.toml"},
 	{"vdi-storm", "testdata/traces/vdi-storm.jsonl", "examples/vdi.toml"},
+	{"hvm-desk", "testdata/traces/hvm-desk.jsonl", "testdata/traces/hvm-desk.toml"},
 }
 
 func readTrace(t *testing.T, name string) []uevent.Record {
@@ -48,7 +50,13 @@ func TestTraces(t *testing.T) {
 	for _, tr := range traces {
 		t.Run(tr.name, func(t *testing.T) {
 			recs := readTrace(t, tr.trace)
-			p, err := rules.Parse(tr.policy)
+			var p *policy.Policy
+			var err error
+			if strings.HasPrefix(tr.policy, "testdata/") {
+				p, err = policy.ParseFile(tr.policy)
+			} else {
+				p, err = rules.Parse(tr.policy)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
