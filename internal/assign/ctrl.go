@@ -230,17 +230,8 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 	// The devid is chosen inside the transaction, so that two concurrent
 	// adds conflict and the second, retried, takes the next one.
 	err = h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
-		ids, err := dirOpt(ctx, tx, libxlDir(domid))
-		if err != nil {
+		if devid, err = nextDevID(ctx, tx, domid); err != nil {
 			return err
-		}
-		devid = 0
-		if len(ids) > 0 {
-			last, ok := atoiStrict(ids[len(ids)-1])
-			if !ok {
-				return fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
-			}
-			devid = last + 1
 		}
 		lp, fp := libxlPath(domid, devid), frontendPath(domid, devid)
 		bp = backendPath(kind, domid, devid)
@@ -261,6 +252,20 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 		}
 	}
 	return h.controller(ctx, h.XS, domid, devid, true)
+}
+
+// nextDevID is libxl's choice of a new controller's devid: the last name
+// in the directory, plus one.
+func nextDevID(ctx context.Context, tx *xenstore.Tx, domid uint32) (int, error) {
+	ids, err := dirOpt(ctx, tx, libxlDir(domid))
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	last, ok := atoiStrict(ids[len(ids)-1])
+	if !ok {
+		return 0, fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
+	}
+	return last + 1, nil
 }
 
 // addControllerNodes writes the three subtrees in libxl__device_generic_add's

@@ -161,24 +161,28 @@ func (h *Host) AttachWith(ctx context.Context, domid uint32, spec policy.DevSpec
 	if err := h.bindUsbback(plan); err != nil {
 		h.rollback(ctx, busid)
 		c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
-		// The port and the caller's records go together, as they came.
-		werr := h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
-			if err := write(ctx, tx, c.portPath(a.Port), ""); err != nil {
-				return err
-			}
-			if opts.Record != nil {
-				for _, kv := range opts.Record(a) {
-					if err := rmOpt(ctx, tx, kv[0]); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
-		err = errors.Join(err, werr)
+		err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, opts))
 		return Assignment{}, fmt.Errorf("%s not attached (rolled back): %w", busid, err)
 	}
 	return a, nil
+}
+
+// clearPort undoes a port write: the port and the caller's records go
+// together, in one transaction, as they came.
+func (h *Host) clearPort(ctx context.Context, path string, a Assignment, opts AttachOptions) error {
+	return h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
+		if err := write(ctx, tx, path, ""); err != nil {
+			return err
+		}
+		if opts.Record != nil {
+			for _, kv := range opts.Record(a) {
+				if err := rmOpt(ctx, tx, kv[0]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 var errNeedController = errors.New("no free port: a controller is needed")

@@ -96,17 +96,9 @@ func (h *Host) addDMController(ctx context.Context, domid uint32, spec policy.Ct
 	}
 	var devid int
 	err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
-		ids, err := dirOpt(ctx, tx, libxlDir(domid))
-		if err != nil {
+		var err error
+		if devid, err = nextDevID(ctx, tx, domid); err != nil {
 			return err
-		}
-		devid = 0
-		if len(ids) > 0 {
-			last, ok := atoiStrict(ids[len(ids)-1])
-			if !ok {
-				return fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
-			}
-			devid = last + 1
 		}
 		lp := libxlPath(domid, devid)
 		if _, ok, err := readOpt(ctx, tx, lp); err != nil || ok {
@@ -155,19 +147,7 @@ func (h *Host) dmAttach(ctx context.Context, a Assignment, opts AttachOptions) e
 		return nil
 	}
 	c := Controller{Type: a.Type, libxl: libxlPath(a.Domid, a.Controller)}
-	werr := h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
-		if err := write(ctx, tx, c.portPath(a.Port), ""); err != nil {
-			return err
-		}
-		if opts.Record != nil {
-			for _, kv := range opts.Record(a) {
-				if err := rmOpt(ctx, tx, kv[0]); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
+	werr := h.clearPort(ctx, c.portPath(a.Port), a, opts)
 	return fmt.Errorf("%s not attached to the emulated controller %d of domain %d (rolled back): %w", a.BusID, a.Controller, a.Domid, errors.Join(err, werr))
 }
 
