@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,5 +136,95 @@ func TestRunDaemon(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(state, "usbhotplugd.pid")); err == nil {
 		t.Error("pid file left behind")
+	}
+}
+
+// lineWatch is a log writer that tells when a line with want was written.
+type lineWatch struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *lineWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if bytes.Contains(p, []byte(w.want)) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return w.buf.Write(p)
+}
+
+func (w *lineWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// xenstored restarts under the agent: it reconnects and reconciles
+// everything again.
+func TestRunReconnectsToXenstored(t *testing.T) {
+	bin, err := xenstoretest.XenstoredBinary()
+	if err != nil {
+		xenstoretest.Real(t) // skips, or fails under CI, with the reason
+	}
+	shim, err := xenstoretest.Shim()
+	if err != nil {
+		xenstoretest.Real(t)
+	}
+	xsDir, err := os.MkdirTemp("", "xs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(xsDir)
+	d, err := xenstoretest.StartReal(bin, shim, xsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { d.Stop() }()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "sys")
+	if err := usbsysfstest.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "policy.toml")
+	if err := os.WriteFile(pol, []byte("[[rule]]\nname = \"none\"\naction = \"deny\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := make(chanSource)
+	oldSrc := ueventSource
+	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
+	defer func() { ueventSource = oldSrc }()
+
+	ctx, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
+	out := &lineWatch{want: `"message":"ready`, seen: make(chan struct{})}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--policy", pol, "--state-dir", filepath.Join(dir, "state"), "--xenstore", d.SocketPath(), "--sysfs", root, "--log-format", "json"}, out, out)
+	}()
+	select {
+	case <-out.seen:
+	case <-ctx.Done():
+		t.Fatalf("not ready:\n%s", out.String())
+	}
+	out.mu.Lock()
+	out.want, out.seen, out.once = "reconnected to xenstore", make(chan struct{}), sync.Once{}
+	seen := out.seen
+	out.mu.Unlock()
+	d.Stop()
+	if d, err = xenstoretest.StartReal(bin, shim, xsDir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-seen:
+	case <-ctx.Done():
+		t.Fatalf("no reconnection:\n%s", out.String())
+	}
+	stop()
+	if code := <-done; code != 0 {
+		t.Errorf("run exited %d:\n%s", code, out.String())
 	}
 }
