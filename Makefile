@@ -17,7 +17,8 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/uevent:FuzzReadTrace \
         ./internal/uevent:FuzzImportUdevadm \
         ./policy:FuzzParse \
-        ./policy:FuzzSpec
+        ./policy:FuzzSpec \
+        ./internal/qmp:FuzzReply
 
 .PHONY: all build test lint unit fuzz bench demo clean package
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -141,6 +142,10 @@ func (c *Client) Run(ctx context.Context, command string, args, out any) error {
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("qmp %s: %w", command, ctx.Err())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The socket's deadline is the context's, and may fire first.
+			return fmt.Errorf("qmp %s: %w", command, context.DeadlineExceeded)
 		}
 		return err
 	}
