@@ -383,15 +383,29 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 		case ev := <-events:
 			// Coalesce a burst of store changes into one look; a domain
 			// event anywhere in it means the domains are read again.
+			// The burst is waited out (quiet for 2 ms, at most 20 ms): the
+			// agent's own attach fires this watch several times, and
+			// reading the ports meanwhile would only slow the attach.
 			domains := ev.Token == "uhd-intro" || ev.Token == "uhd-release"
-			for drain := true; drain; {
+			quiet := time.NewTimer(2 * time.Millisecond)
+			limit := time.NewTimer(20 * time.Millisecond)
+			for waiting := true; waiting; {
 				select {
 				case ev := <-events:
 					domains = domains || ev.Token == "uhd-intro" || ev.Token == "uhd-release"
-				default:
-					drain = false
+					quiet.Reset(2 * time.Millisecond)
+				case <-quiet.C:
+					waiting = false
+				case <-limit.C:
+					waiting = false
+				case <-ctx.Done():
+					quiet.Stop()
+					limit.Stop()
+					return
 				}
 			}
+			quiet.Stop()
+			limit.Stop()
 			if domains {
 				if err := a.refreshDomains(ctx); err != nil {
 					a.warn.Error().Err(err).Msg("reading the domains failed")

@@ -77,7 +77,7 @@ func (e *env) Write(p []byte) (int, error) {
 func newEnv(t testing.TB, s xenstoretest.Store) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	root := t.TempDir()
+	root := usbsysfstest.TempDir(t)
 	if err := usbsysfstest.Standard(root); err != nil {
 		t.Fatal(err)
 	}

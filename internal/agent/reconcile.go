@@ -428,7 +428,7 @@ func anyUsbback(h *assign.Host, d usbsysfs.Device) bool {
 
 func (a *Agent) attach(ctx context.Context, busid string, dev usbsysfs.Device, dec policy.Decision, domid uint32, owned *Owned, rec *Audit) error {
 	t := dec.Target
-	opts := assign.AttachOptions{PreferController: t.Controller, PreferPort: t.Port, NewController: t.Ctrl}
+	opts := assign.AttachOptions{PreferController: t.Controller, PreferPort: t.Port, NewController: t.Ctrl, Device: &dev}
 	if owned != nil && owned.Domain == t.Domain {
 		// Back where it was before the domain rebooted or the agent restarted.
 		opts.PreferController, opts.PreferPort = owned.Controller, owned.Port

@@ -81,7 +81,7 @@ func BenchmarkAttachDetach(b *testing.B) {
 	setup := s.Dial(b)
 	sim.SeedDom0(ctx, setup)
 	sim.SeedDomain(ctx, setup, sim.KioskDomain)
-	root := b.TempDir()
+	root := usbsysfstest.TempDir(b)
 	if err := usbsysfstest.XL(root); err != nil {
 		b.Fatal(err)
 	}

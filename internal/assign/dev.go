@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"sync"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -109,6 +110,9 @@ type AttachOptions struct {
 	// Record returns nodes to write in the same transaction as the port
 	// (the agent's ownership record); they are removed on rollback.
 	Record func(a Assignment) [][2]string
+	// Device, when set, is the device as the caller has just read it
+	// (its busid must be the spec's): it is not read again.
+	Device *usbsysfs.Device
 }
 
 // AttachWith is Attach with the agent's options.
@@ -117,11 +121,12 @@ func (h *Host) AttachWith(ctx context.Context, domid uint32, spec policy.DevSpec
 	if err != nil {
 		return Assignment{}, err
 	}
-	dev, err := h.Sys.Device(busid)
-	if errors.Is(err, fs.ErrNotExist) {
+	var dev usbsysfs.Device
+	if opts.Device != nil && opts.Device.BusID == busid {
+		dev = *opts.Device
+	} else if dev, err = h.Sys.Device(busid); errors.Is(err, fs.ErrNotExist) {
 		return Assignment{}, fmt.Errorf("%s: %w", busid, ErrNoDevice)
-	}
-	if err != nil {
+	} else if err != nil {
 		return Assignment{}, err
 	}
 	if dev.IsHub() || dev.IsRootHub() {

@@ -311,7 +311,7 @@ func BenchmarkDeviceModelAttach(b *testing.B) {
 }
 
 func benchHost(b *testing.B, xs *xenstore.Conn) *assign.Host {
-	root := b.TempDir()
+	root := usbsysfstest.TempDir(b)
 	if err := usbsysfstest.XL(root); err != nil {
 		b.Fatal(err)
 	}

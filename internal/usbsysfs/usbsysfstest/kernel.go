@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 )
 
 // A Write is one write the fake kernel received.
@@ -105,7 +106,7 @@ func (k *Kernel) WriteAttr(path string, data []byte) error {
 	if t, err := os.Readlink(filepath.Join(real, "driver")); err == nil {
 		cur = filepath.Base(t)
 	}
-	k.heal(name, real, cur)
+	k.heal(name, real, cur, drv)
 	drvDir := filepath.Join(k.root, "bus/usb/drivers", drv)
 	if parts[4] == "unbind" {
 		if cur != drv {
@@ -139,13 +140,10 @@ func (k *Kernel) WriteAttr(path string, data []byte) error {
 // killed between them (the agent's, by the soak test) leaves one without
 // the other, which the real kernel, binding under the device lock, never
 // shows.
-func (k *Kernel) heal(name, real, cur string) {
-	drivers, _ := os.ReadDir(filepath.Join(k.root, "bus/usb/drivers"))
-	for _, d := range drivers {
-		l := filepath.Join(k.root, "bus/usb/drivers", d.Name(), name)
-		if _, err := os.Lstat(l); err == nil && d.Name() != cur {
-			os.Remove(l)
-		}
+func (k *Kernel) heal(name, real, cur, drv string) {
+	// Only the two drivers this write involves can disagree with it.
+	if drv != cur {
+		os.Remove(filepath.Join(k.root, "bus/usb/drivers", drv, name))
 	}
 	if cur != "" {
 		drvDir := filepath.Join(k.root, "bus/usb/drivers", cur)
@@ -291,4 +289,19 @@ func LockTree(root string) (unlock func(), err error) {
 		return nil, err
 	}
 	return func() { f.Close() }, nil
+}
+
+// TempDir is a directory for a fixture tree, removed at the end of the
+// test: in memory (/dev/shm) when the machine has it, as /sys is, so that
+// the fixture's symlinks cost what sysfs's do rather than a journaled
+// disk's; else the test's own temporary directory.
+func TempDir(t testing.TB) string {
+	t.Helper()
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "usbhotplugd-sys-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
 }
