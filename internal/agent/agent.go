@@ -65,6 +65,8 @@ type Agent struct {
 	// retries: a failed pass is tried again after a delay that doubles
 	// (by busid); the timers are stopped when Run ends.
 	retries map[string]*retry
+	// intents: attaches decided and not done yet (the worker's own).
+	intents []intent
 	// ensured: domids whose declared controllers exist (or that had some)
 	ensured map[uint32]bool
 
@@ -301,6 +303,10 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 		a.mu.Lock()
 		idle := len(a.queue) == 0
 		a.mu.Unlock()
+		if len(a.intents) > 0 && (idle || len(a.intents) >= maxBatch) {
+			a.flush(ctx)
+			continue
+		}
 		if idle {
 			a.flushStatus() // the status is whole before readiness is told
 			readyOnce()
@@ -324,6 +330,9 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 				a.warn.Error().Err(err).Msg("rescan failed")
 			}
 			continue
+		}
+		if a.hasIntent(busid) {
+			a.flush(ctx)
 		}
 		a.passes.Add(1)
 		a.passStart.Store(time.Now().UnixNano())

@@ -364,26 +364,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 				target, domid, owned.Controller, owned.Port, target)
 			break
 		}
-		if err := a.attach(ctx, busid, dev, dec, domid, owned, &rec); err != nil {
-			if errors.Is(err, assign.ErrAssigned) {
-				// At a port after all (written by xl a moment ago): read
-				// the ports again and look at it once more.
-				if all, err := h.Assigned(ctx); err == nil {
-					a.noteAssigned(all)
-				}
-				a.enqueue(busid, "its port changed")
-				return
-			}
-			if errors.Is(err, assign.ErrNoDevice) || errors.Is(err, fs.ErrNotExist) {
-				// Unplugged while it was being attached (nothing of it
-				// stays): its remove event brings it back here.
-				a.cfg.Log.Debug().Err(err).Str("busid", busid).Msg("left during the attach")
-				return
-			}
-			fail(err)
-			return
-		}
-		a.audit(ctx, rec, start)
+		a.attach(ctx, busid, dev, dec, domid, owned, rec, start)
 		return
 	}
 	if owned != nil && !a.cfg.DryRun && dec.Action != policy.Attach && rec.Action != "held" {
@@ -426,7 +407,23 @@ func anyUsbback(h *assign.Host, d usbsysfs.Device) bool {
 	return false
 }
 
-func (a *Agent) attach(ctx context.Context, busid string, dev usbsysfs.Device, dec policy.Decision, domid uint32, owned *Owned, rec *Audit) error {
+// An intent is an attach decided by a pass and not yet done: intents are
+// done together (one transaction for their ports) when the queue runs dry
+// or enough have gathered, so a storm of devices costs one read of every
+// domain's ports per batch instead of one per device.
+type intent struct {
+	busid  string
+	domain string
+	domid  uint32
+	opts   assign.AttachOptions
+	rec    Audit
+	start  time.Time
+}
+
+// maxBatch bounds how many attaches share one transaction.
+const maxBatch = 32
+
+func (a *Agent) attach(ctx context.Context, busid string, dev usbsysfs.Device, dec policy.Decision, domid uint32, owned *Owned, rec Audit, start time.Time) {
 	t := dec.Target
 	opts := assign.AttachOptions{PreferController: t.Controller, PreferPort: t.Port, NewController: t.Ctrl, Device: &dev}
 	if owned != nil && owned.Domain == t.Domain {
@@ -436,22 +433,80 @@ func (a *Agent) attach(ctx context.Context, busid string, dev usbsysfs.Device, d
 	rec.Action, rec.Domid = "attached", int(domid)
 	if a.cfg.DryRun {
 		rec.Reason += " (dry run: nothing done)"
-		return nil
-	}
-	if err := a.ensureControllers(ctx, t.Domain, domid); err != nil {
-		return err
+		a.audit(ctx, rec, start)
+		return
 	}
 	opts.Record = func(x assign.Assignment) [][2]string {
 		return [][2]string{{ownedPath(busid), ownedValue(Owned{Domain: t.Domain, Domid: domid, Controller: x.Controller, Port: x.Port,
 			Rule: dec.Rule.Name, ID: dev.ID(), Serial: dev.Serial})}}
 	}
-	x, err := a.h.AttachWith(ctx, domid, policy.DevSpec{BusID: busid, Controller: -1}, opts)
-	if err != nil {
-		return err
+	a.intents = append(a.intents, intent{busid: busid, domain: t.Domain, domid: domid, opts: opts, rec: rec, start: start})
+}
+
+// hasIntent says busid waits in the batch (its next pass must see the
+// batch done first).
+func (a *Agent) hasIntent(busid string) bool {
+	for _, in := range a.intents {
+		if in.busid == busid {
+			return true
+		}
 	}
-	a.setPort(x, true)
-	rec.Ctrl, rec.Port = x.Controller, x.Port
-	return nil
+	return false
+}
+
+// flush does the batched attaches, by domain, and audits each.
+func (a *Agent) flush(ctx context.Context) {
+	batch := a.intents
+	a.intents = nil
+	for len(batch) > 0 {
+		domid, domain := batch[0].domid, batch[0].domain
+		var mine, rest []intent
+		for _, in := range batch {
+			if in.domid == domid && in.domain == domain {
+				mine = append(mine, in)
+			} else {
+				rest = append(rest, in)
+			}
+		}
+		batch = rest
+		fail := func(in intent, err error) {
+			in.rec.Action, in.rec.Reason = "failed", err.Error()
+			a.audit(ctx, in.rec, in.start)
+			a.retryLater(in.busid)
+		}
+		if err := a.ensureControllers(ctx, domain, domid); err != nil {
+			for _, in := range mine {
+				fail(in, err)
+			}
+			continue
+		}
+		items := make([]assign.AttachItem, len(mine))
+		for i, in := range mine {
+			items[i] = assign.AttachItem{BusID: in.busid, Opts: in.opts}
+		}
+		for i, r := range a.h.AttachMany(ctx, domid, items) {
+			in := mine[i]
+			switch {
+			case r.Err == nil:
+				a.setPort(r.Assignment, true)
+				in.rec.Ctrl, in.rec.Port = r.Controller, r.Port
+				a.audit(ctx, in.rec, in.start)
+			case errors.Is(r.Err, assign.ErrAssigned):
+				// At a port after all (written by xl a moment ago): read
+				// the ports again and look at it once more.
+				if all, err := a.h.Assigned(ctx); err == nil {
+					a.noteAssigned(all)
+				}
+				a.enqueue(in.busid, "its port changed")
+			case errors.Is(r.Err, assign.ErrNoDevice) || errors.Is(r.Err, fs.ErrNotExist):
+				// Unplugged while it was being attached (nothing of it
+				// stays): its remove event brings it back here.
+				a.cfg.Log.Debug().Err(r.Err).Str("busid", in.busid).Msg("left during the attach")
+			default:
+				fail(in, r.Err)
+			}
+		}
+	}
 }
 
 // ensureControllers adds the controllers a [domain] section declares, when

@@ -215,56 +215,9 @@ func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec p
 				}
 			}
 		}
-		ctrls := snap.ctrls[domid]
-		var c *Controller
-		port := 0
-		if spec.Controller >= 0 {
-			for i := range ctrls {
-				if ctrls[i].DevID == spec.Controller {
-					c = &ctrls[i]
-				}
-			}
-			if c == nil {
-				return fmt.Errorf("controller %d of domain %d: %w", spec.Controller, domid, ErrNoController)
-			}
-			port = spec.Port
-			if port == 0 {
-				port = c.firstFree()
-				if port == 0 {
-					return fmt.Errorf("controller %d of domain %d has no available port: %w", c.DevID, domid, ErrNoFreePort)
-				}
-			} else if port <= len(c.Port) && c.Port[port-1] != "" {
-				return fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, c.Port[port-1], ErrPortBusy)
-			}
-		} else {
-			for i := range ctrls {
-				pc := &ctrls[i]
-				if pc.DevID == opts.PreferController && opts.PreferPort > 0 && opts.PreferPort <= len(pc.Port) &&
-					pc.Port[opts.PreferPort-1] == "" && !pc.Missing[opts.PreferPort-1] {
-					c, port = pc, opts.PreferPort
-				}
-			}
-			for i := range ctrls {
-				if c != nil {
-					break
-				}
-				if ctrls[i].DevID == opts.PreferController {
-					if port = ctrls[i].firstFree(); port != 0 {
-						c = &ctrls[i]
-					}
-				}
-			}
-			for i := range ctrls {
-				if c != nil {
-					break
-				}
-				if port = ctrls[i].firstFree(); port != 0 {
-					c = &ctrls[i]
-				}
-			}
-			if c == nil {
-				return errNeedController
-			}
+		c, port, err := choosePort(snap.ctrls[domid], domid, spec, opts)
+		if err != nil {
+			return err
 		}
 		a = Assignment{Domid: domid, Controller: c.DevID, Port: port, BusID: busid, Type: c.Type}
 		var recs [][2]string
@@ -292,6 +245,62 @@ func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec p
 		return errors.Join(portErr, recErr)
 	})
 	return a, err
+}
+
+// choosePort picks a port as libxl does, or the preferred one when it is
+// free; errNeedController when no controller has a free port.
+func choosePort(ctrls []Controller, domid uint32, spec policy.DevSpec, opts AttachOptions) (*Controller, int, error) {
+	var c *Controller
+	port := 0
+	if spec.Controller >= 0 {
+		for i := range ctrls {
+			if ctrls[i].DevID == spec.Controller {
+				c = &ctrls[i]
+			}
+		}
+		if c == nil {
+			return nil, 0, fmt.Errorf("controller %d of domain %d: %w", spec.Controller, domid, ErrNoController)
+		}
+		port = spec.Port
+		if port == 0 {
+			port = c.firstFree()
+			if port == 0 {
+				return nil, 0, fmt.Errorf("controller %d of domain %d has no available port: %w", c.DevID, domid, ErrNoFreePort)
+			}
+		} else if port <= len(c.Port) && c.Port[port-1] != "" {
+			return nil, 0, fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, c.Port[port-1], ErrPortBusy)
+		}
+	} else {
+		for i := range ctrls {
+			pc := &ctrls[i]
+			if pc.DevID == opts.PreferController && opts.PreferPort > 0 && opts.PreferPort <= len(pc.Port) &&
+				pc.Port[opts.PreferPort-1] == "" && !pc.Missing[opts.PreferPort-1] {
+				c, port = pc, opts.PreferPort
+			}
+		}
+		for i := range ctrls {
+			if c != nil {
+				break
+			}
+			if ctrls[i].DevID == opts.PreferController {
+				if port = ctrls[i].firstFree(); port != 0 {
+					c = &ctrls[i]
+				}
+			}
+		}
+		for i := range ctrls {
+			if c != nil {
+				break
+			}
+			if port = ctrls[i].firstFree(); port != 0 {
+				c = &ctrls[i]
+			}
+		}
+		if c == nil {
+			return nil, 0, errNeedController
+		}
+	}
+	return c, port, nil
 }
 
 // firstFree is the first port whose node exists and is empty, 0 if none.

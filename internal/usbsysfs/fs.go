@@ -439,14 +439,15 @@ func (f *FS) Probe(intf string) error {
 	return nil
 }
 
-// BoundTo reports whether an interface is bound to driver, the way libxl
-// checks: the entry <drivers>/<driver>/<intf> exists.
+// BoundTo reports whether an interface is bound to driver. libxl looks
+// for <drivers>/<driver>/<intf>; the interface's own driver link says the
+// same on a real kernel, and is what the kernel itself checks on bind.
 func (f *FS) BoundTo(intf, driver string) bool {
 	if ValidInterface(intf) != nil {
 		return false
 	}
-	_, err := os.Lstat(filepath.Join(f.driversDir(), driver, intf))
-	return err == nil
+	t, err := os.Readlink(filepath.Join(f.devPath(intf), "driver"))
+	return err == nil && filepath.Base(t) == driver
 }
 
 func unwrapPath(err error) error {
