@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -395,13 +396,31 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 			// The burst is waited out (quiet for 2 ms, at most 20 ms): the
 			// agent's own attach fires this watch several times, and
 			// reading the ports meanwhile would only slow the attach.
-			domains := ev.Token == "uhd-intro" || ev.Token == "uhd-release"
+			var (
+				domains, whole bool
+				ports          []assign.Assignment
+			)
+			note := func(ev xenstore.WatchEvent) {
+				if ev.Token == "uhd-intro" || ev.Token == "uhd-release" {
+					domains = true
+					return
+				}
+				switch c, x := classifyBackend(ev.Path); c {
+				case changeAll:
+					whole = true
+				case changePort:
+					if !slices.Contains(ports, x) {
+						ports = append(ports, x)
+					}
+				}
+			}
+			note(ev)
 			quiet := time.NewTimer(2 * time.Millisecond)
 			limit := time.NewTimer(20 * time.Millisecond)
 			for waiting := true; waiting; {
 				select {
 				case ev := <-events:
-					domains = domains || ev.Token == "uhd-intro" || ev.Token == "uhd-release"
+					note(ev)
 					quiet.Reset(2 * time.Millisecond)
 				case <-quiet.C:
 					waiting = false
@@ -427,15 +446,44 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 			}
 			// A backend changed: only the devices whose port changed
 			// (xl attached or detached one, or a controller went) are
-			// looked at, not the whole bus.
-			all, err := a.h.Assigned(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					a.warn.Error().Err(err).Msg("reading the ports failed")
+			// looked at, not the whole bus. A change of single ports
+			// reads only those ports.
+			var moved []string
+			switch {
+			case whole:
+				all, err := a.h.Assigned(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						a.warn.Error().Err(err).Msg("reading the ports failed")
+					}
+					continue
 				}
-				continue
+				moved = a.noteAssigned(all)
+			case len(ports) > 0:
+				paths := make([]string, len(ports))
+				for i, x := range ports {
+					paths[i], _ = assign.PortPath(x) // valid: classifyBackend checked it
+				}
+				vals, errs := a.h.XS.ReadMany(ctx, paths)
+				failed := false
+				for i, err := range errs {
+					switch {
+					case err == nil:
+						ports[i].BusID = string(vals[i])
+					case errors.Is(err, syscall.ENOENT):
+					default:
+						failed = true
+						if ctx.Err() == nil {
+							a.warn.Error().Err(err).Msg("reading the ports failed")
+						}
+					}
+				}
+				if failed {
+					continue
+				}
+				moved = a.notePorts(ports)
 			}
-			for _, b := range a.noteAssigned(all) {
+			for _, b := range moved {
 				a.enqueue(b, "its port changed")
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -66,6 +67,10 @@ type env struct {
 	stopped chan error
 	log     bytes.Buffer
 	logMu   sync.Mutex
+	// count makes run give the agent a connection that counts its
+	// requests, in counter.
+	count   bool
+	counter *xenstoretest.Counting
 }
 
 func (e *env) Write(p []byte) (int, error) {
@@ -137,7 +142,17 @@ func (e *env) run(pol string, dryRun bool) {
 		e.t.Fatal(err)
 	}
 	sys := usbsysfs.NewFS(e.root).WithWriter(usbsysfstest.NewKernel(e.root))
-	h := &assign.Host{XS: e.s.Dial(e.t), Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+	xs := e.s.Dial(e.t)
+	if e.count {
+		raw, err := net.Dial("unix", e.s.SocketPath())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.counter = &xenstoretest.Counting{Conn: raw}
+		xs = xenstore.NewConn(e.counter)
+		e.t.Cleanup(func() { xs.Close() })
+	}
+	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
 	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e),
 		OnAudit: func(r agent.Audit) { e.audits <- r }})
 	ctx, cancel := context.WithCancel(e.ctx)

@@ -56,8 +56,10 @@ func benchDev(busid string, n int) usbsysfstest.Dev {
 func BenchmarkUeventToAttached(b *testing.B) {
 	s := xenstoretest.Real(b)
 	e := newEnv(b, s)
+	e.count = true
 	e.run(benchPolicy(8), false)
 	lat := make([]time.Duration, 0, b.N)
+	var reqs, trips int
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
 		busid := "1-6"
@@ -65,12 +67,15 @@ func BenchmarkUeventToAttached(b *testing.B) {
 			b.Fatal(err)
 		}
 		m := addEvent(b, busid)
+		e.counter.Take()
 		b.StartTimer()
 		t0 := time.Now()
 		e.a.Handle(e.ctx, m)
 		e.await(busid, "attached")
 		lat = append(lat, time.Since(t0))
 		b.StopTimer()
+		r, t := e.counter.Take()
+		reqs, trips = reqs+r, trips+t
 		if err := usbsysfstest.NewKernel(e.root).Unplug(busid); err != nil {
 			b.Fatal(err)
 		}
@@ -86,6 +91,8 @@ func BenchmarkUeventToAttached(b *testing.B) {
 	if len(lat) > 0 {
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		b.ReportMetric(float64(reqs)/float64(len(lat)), "requests")
+		b.ReportMetric(float64(trips)/float64(len(lat)), "roundtrips")
 	}
 }
 

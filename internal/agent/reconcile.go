@@ -8,7 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -125,48 +125,61 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 		fail(derr)
 		return
 	}
-	// The ports, the ownership record and the driver records are read
-	// side by side: one wait instead of three.
+	// The ownership record, the driver records and the remembered port
+	// are read together: one round trip. The remembered port is confirmed
+	// by that one read; a device remembered at no port is taken as at
+	// none (the attach checks every domain inside its transaction, and
+	// the store watch tells of ports that xl writes).
 	var (
-		all             []assign.Assignment
-		owned           *Owned
-		hasRecord       bool
-		err, oerr, rerr error
-		wg              sync.WaitGroup
+		all       []assign.Assignment
+		owned     *Owned
+		hasRecord bool
+		oerr      error
+		asg       *assign.Assignment
 	)
-	wg.Go(func() { owned, oerr = readOwned(ctx, h.XS, busid) })
-	wg.Go(func() { hasRecord, rerr = h.HasRecord(ctx, busid) })
-	// Where the device is: the remembered port is confirmed with one
-	// read; a device remembered at no port is taken as at none (the
-	// attach checks every domain inside its transaction, and the store
-	// watch tells of ports that xl writes).
-	all = a.portList()
-	var asg *assign.Assignment
-	if hint, ok := a.portOf(busid); ok {
-		var holds bool
-		holds, err = h.Holds(ctx, hint)
-		if err == nil && holds {
-			asg = &hint
-		} else if err == nil {
-			all, err = h.Assigned(ctx)
-			if err == nil {
-				a.noteAssigned(all)
-				for i := range all {
-					if all[i].BusID == busid {
-						asg = &all[i]
-						break
-					}
-				}
-			}
-		}
-	}
-	wg.Wait()
-	if err == nil {
-		err = rerr
-	}
+	recPath, err := assign.RecordPath(busid)
 	if err != nil {
 		fail(err)
 		return
+	}
+	paths := []string{ownedPath(busid), recPath}
+	hint, hinted := a.portOf(busid)
+	if hinted {
+		p, ok := assign.PortPath(hint)
+		if hinted = ok && usbsysfs.ValidBusID(hint.BusID) == nil; hinted {
+			paths = append(paths, p)
+		}
+	}
+	vals, errs := h.XS.ReadMany(ctx, paths)
+	owned, oerr = parseOwned(busid, vals[0], errs[0])
+	hasRecord = errs[1] == nil
+	if err := errs[1]; err != nil && !errors.Is(err, syscall.ENOENT) {
+		fail(err)
+		return
+	}
+	all = a.portList()
+	if hinted {
+		err := errs[2]
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			fail(err)
+			return
+		}
+		if err == nil && string(vals[2]) == hint.BusID {
+			asg = &hint
+		} else {
+			all, err = h.Assigned(ctx)
+			if err != nil {
+				fail(err)
+				return
+			}
+			a.noteAssigned(all)
+			for i := range all {
+				if all[i].BusID == busid {
+					asg = &all[i]
+					break
+				}
+			}
+		}
 	}
 	if err := oerr; err != nil {
 		a.warn.Warn().Err(err).Msg("ignoring it")

@@ -37,6 +37,11 @@ func decodeOwned(name string) string { return strings.ReplaceAll(name, "_", ".")
 
 func readOwned(ctx context.Context, xs *xenstore.Conn, busid string) (*Owned, error) {
 	b, err := xs.Read(ctx, ownedPath(busid))
+	return parseOwned(busid, b, err)
+}
+
+// parseOwned makes an ownership record of what reading it gave.
+func parseOwned(busid string, b []byte, err error) (*Owned, error) {
 	if errors.Is(err, syscall.ENOENT) {
 		return nil, nil
 	}

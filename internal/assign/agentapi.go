@@ -69,11 +69,21 @@ func (h *Host) EnsureBound(ctx context.Context, busid string) error {
 
 // HasRecord reports whether /libxl/usbback holds driver records for busid.
 func (h *Host) HasRecord(ctx context.Context, busid string) (bool, error) {
-	if err := checkBusID(busid); err != nil {
+	p, err := RecordPath(busid)
+	if err != nil {
 		return false, err
 	}
-	_, ok, err := readOpt(ctx, h.XS, usbbackRecord(busid))
+	_, ok, err := readOpt(ctx, h.XS, p)
 	return ok, err
+}
+
+// RecordPath is the node of busid's driver records under /libxl/usbback,
+// for callers that read it together with other nodes.
+func RecordPath(busid string) (string, error) {
+	if err := checkBusID(busid); err != nil {
+		return "", err
+	}
+	return usbbackRecord(busid), nil
 }
 
 // Records lists the busids that have driver records under /libxl/usbback.
@@ -106,8 +116,20 @@ func decodeBusID(s string) string {
 // Holds reports whether a's port still names a's busid: one read, to
 // confirm a remembered assignment instead of reading every domain.
 func (h *Host) Holds(ctx context.Context, a Assignment) (bool, error) {
-	if checkBusID(a.BusID) != nil || a.Port < 1 || a.Controller < 0 {
+	p, ok := PortPath(a)
+	if !ok || checkBusID(a.BusID) != nil {
 		return false, nil
+	}
+	v, ok, err := readOpt(ctx, h.XS, p)
+	return ok && v == a.BusID, err
+}
+
+// PortPath is the node that holds a's port (of a pv or qusb controller),
+// as Holds reads it; false for a port or controller that cannot be. The
+// busid is not looked at.
+func PortPath(a Assignment) (string, bool) {
+	if a.Port < 1 || a.Controller < 0 {
+		return "", false
 	}
 	c := Controller{Type: a.Type, libxl: libxlPath(a.Domid, a.Controller)}
 	switch a.Type {
@@ -116,6 +138,5 @@ func (h *Host) Holds(ctx context.Context, a Assignment) (bool, error) {
 	default:
 		c.backend = backendPath("vusb", a.Domid, a.Controller)
 	}
-	v, ok, err := readOpt(ctx, h.XS, c.portPath(a.Port))
-	return ok && v == a.BusID, err
+	return c.portPath(a.Port), true
 }

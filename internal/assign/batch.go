@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"sync"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
@@ -106,19 +105,8 @@ func (h *Host) AttachMany(ctx context.Context, domid uint32, items []AttachItem)
 				}
 				placed = append(placed, p)
 			}
-			// All the writes go out together, 64 at a time.
-			errs := make([]error, len(writes))
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, 64)
-			for i, w := range writes {
-				sem <- struct{}{}
-				wg.Go(func() {
-					defer func() { <-sem }()
-					errs[i] = write(ctx, tx, w[0], w[1])
-				})
-			}
-			wg.Wait()
-			return errors.Join(errs...)
+			// All the writes go out together.
+			return writeMany(ctx, tx, writes)
 		})
 		if err != nil {
 			for _, p := range todo {

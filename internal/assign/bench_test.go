@@ -2,9 +2,7 @@ package assign_test
 
 import (
 	"context"
-	"encoding/binary"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,61 +14,6 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
-
-// counting wraps a xenstore socket and counts requests, and round trips:
-// the times the client sent while no reply was awaited, so requests
-// pipelined behind one another count once.
-type counting struct {
-	net.Conn
-	mu                       sync.Mutex
-	wbuf, rbuf               []byte
-	outstanding, reqs, trips int
-}
-
-func (c *counting) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	c.wbuf = append(c.wbuf, b...)
-	for len(c.wbuf) >= 16 {
-		n := 16 + int(binary.LittleEndian.Uint32(c.wbuf[12:]))
-		if len(c.wbuf) < n {
-			break
-		}
-		c.reqs++
-		if c.outstanding == 0 {
-			c.trips++
-		}
-		c.outstanding++
-		c.wbuf = c.wbuf[n:]
-	}
-	c.mu.Unlock()
-	return c.Conn.Write(b)
-}
-
-func (c *counting) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.mu.Lock()
-	c.rbuf = append(c.rbuf, b[:n]...)
-	for len(c.rbuf) >= 16 {
-		m := 16 + int(binary.LittleEndian.Uint32(c.rbuf[12:]))
-		if len(c.rbuf) < m {
-			break
-		}
-		if binary.LittleEndian.Uint32(c.rbuf) != uint32(xenstore.TypeWatchEvent) {
-			c.outstanding--
-		}
-		c.rbuf = c.rbuf[m:]
-	}
-	c.mu.Unlock()
-	return n, err
-}
-
-func (c *counting) take() (reqs, trips int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, t := c.reqs, c.trips
-	c.reqs, c.trips = 0, 0
-	return r, t
-}
 
 // Attach and detach of one device at an existing controller, on the real
 // C xenstored with the simulated backend: latency, requests and round
@@ -96,7 +39,7 @@ func BenchmarkAttachDetach(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cc := &counting{Conn: raw}
+	cc := &xenstoretest.Counting{Conn: raw}
 	xs := xenstore.NewConn(cc)
 	defer xs.Close()
 	h := &assign.Host{XS: xs, Sys: usbsysfs.NewFS(root).WithWriter(k)}
@@ -105,21 +48,21 @@ func BenchmarkAttachDetach(b *testing.B) {
 	}
 	var attach, detach time.Duration
 	var aReqs, aTrips, dReqs, dTrips int
-	cc.take()
+	cc.Take()
 	for b.Loop() {
 		t0 := time.Now()
 		if _, err := h.Attach(ctx, 1, policy.DevSpec{HostBus: 1, HostAddr: 6, Controller: -1}); err != nil {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		r, t := cc.take()
+		r, t := cc.Take()
 		aReqs, aTrips = aReqs+r, aTrips+t
 		if err := h.Detach(ctx, 1, 0, 1); err != nil {
 			b.Fatal(err)
 		}
 		detach += time.Since(t1)
 		attach += t1.Sub(t0)
-		r, t = cc.take()
+		r, t = cc.Take()
 		dReqs, dTrips = dReqs+r, dTrips+t
 	}
 	n := float64(b.N)

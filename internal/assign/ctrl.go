@@ -92,11 +92,7 @@ func (h *Host) Controller(ctx context.Context, domid uint32, devid int) (Control
 func (h *Host) controller(ctx context.Context, r rw, domid uint32, devid int, withState bool) (Controller, error) {
 	c := Controller{Domid: domid, DevID: devid, libxl: libxlPath(domid, devid)}
 	guess, fp := backendPath("vusb", domid, devid), frontendPath(domid, devid)
-	paths := []string{c.libxl + "/type", c.libxl + "/backend", c.libxl + "/frontend", guess + "/usb-ver", guess + "/num-ports"}
-	if withState {
-		paths = append(paths, fp+"/state")
-	}
-	v, err := readMany(ctx, r, paths)
+	v, err := readMany(ctx, r, controllerPaths(domid, devid, withState))
 	if err != nil {
 		return Controller{}, err
 	}
@@ -146,7 +142,7 @@ func (h *Host) controller(ctx context.Context, r rw, domid uint32, devid int, wi
 			}
 		}
 	}
-	paths = make([]string, n)
+	paths := make([]string, n)
 	for i := range paths {
 		paths[i] = c.portPath(i + 1)
 	}
@@ -160,6 +156,16 @@ func (h *Host) controller(ctx context.Context, r rw, domid uint32, devid int, wi
 		c.Port[i], c.Missing[i] = p.v, !p.ok
 	}
 	return c, nil
+}
+
+// controllerPaths are the nodes controller reads first.
+func controllerPaths(domid uint32, devid int, withState bool) []string {
+	l, guess := libxlPath(domid, devid), backendPath("vusb", domid, devid)
+	paths := []string{l + "/type", l + "/backend", l + "/frontend", guess + "/usb-ver", guess + "/num-ports"}
+	if withState {
+		paths = append(paths, frontendPath(domid, devid)+"/state")
+	}
+	return paths
 }
 
 // resolveType turns auto into what libxl picks: devicemodel for HVM, pv

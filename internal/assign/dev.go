@@ -47,6 +47,8 @@ type snapshot struct {
 }
 
 func (h *Host) snapshot(ctx context.Context, r rw) (snapshot, error) {
+	withState := r == rw(h.XS) // inside a transaction the guest's state is not read
+	r = h.prefetch(ctx, r, withState)
 	doms, err := dirOpt(ctx, r, "/libxl")
 	if err != nil {
 		return snapshot{}, err
@@ -61,7 +63,7 @@ func (h *Host) snapshot(ctx context.Context, r rw) (snapshot, error) {
 	errs := make([]error, len(snap.order))
 	var wg sync.WaitGroup
 	for i, d := range snap.order {
-		wg.Go(func() { lists[i], errs[i] = h.controllers(ctx, r, d, r == rw(h.XS)) })
+		wg.Go(func() { lists[i], errs[i] = h.controllers(ctx, r, d, withState) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -70,6 +72,7 @@ func (h *Host) snapshot(ctx context.Context, r rw) (snapshot, error) {
 	for i, d := range snap.order {
 		snap.ctrls[d] = lists[i]
 	}
+	h.rememberShape(snap)
 	return snap, nil
 }
 
@@ -232,17 +235,7 @@ func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec p
 			recs = append(recs, opts.Record(a)...)
 		}
 		// The port and the records go out together: one round trip.
-		var portErr error
-		var wg sync.WaitGroup
-		wg.Go(func() { portErr = write(ctx, tx, c.portPath(port), busid) })
-		var recErr error
-		for _, kv := range recs {
-			if recErr == nil {
-				recErr = write(ctx, tx, kv[0], kv[1])
-			}
-		}
-		wg.Wait()
-		return errors.Join(portErr, recErr)
+		return writeMany(ctx, tx, append([][2]string{{c.portPath(port), busid}}, recs...))
 	})
 	return a, err
 }

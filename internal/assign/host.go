@@ -52,6 +52,9 @@ type Host struct {
 	// DialQMP connects to a guest's device model, for emulated
 	// (devicemodel) controllers; nil dials libxl's socket for the domain.
 	DialQMP func(ctx context.Context, domid uint32) (QMP, func(), error)
+
+	shapeMu sync.Mutex
+	shape   map[uint32][]Controller // the last snapshot's; see prefetch
 }
 
 func (h *Host) warn(format string, a ...any) {
@@ -82,6 +85,9 @@ type rw interface {
 	Mkdir(ctx context.Context, path string) error
 	SetPerms(ctx context.Context, path string, perms xenstore.Perms) error
 	Directory(ctx context.Context, path string) ([]string, error)
+	ReadMany(ctx context.Context, paths []string) ([][]byte, []error)
+	Gets(ctx context.Context, gets []xenstore.Get) []xenstore.Got
+	WriteMany(ctx context.Context, nodes [][2]string) error
 }
 
 func notExist(err error) bool { return errors.Is(err, syscall.ENOENT) }
@@ -112,20 +118,31 @@ type optValue struct {
 	ok bool
 }
 
-// readMany reads paths concurrently: the requests go out back to back on
-// one connection, so n reads cost one round trip of latency.
+// readMany reads paths with one request each, all sent in one write: n
+// reads cost one round trip. A missing node is not an error.
 func readMany(ctx context.Context, r rw, paths []string) ([]optValue, error) {
 	out := make([]optValue, len(paths))
-	errs := make([]error, len(paths))
-	var wg sync.WaitGroup
-	for i, p := range paths {
-		wg.Go(func() {
-			v, ok, err := readOpt(ctx, r, p)
-			out[i], errs[i] = optValue{v, ok}, err
-		})
+	vals, errs := r.ReadMany(ctx, paths)
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			out[i] = optValue{string(vals[i]), true}
+		case notExist(err):
+			errs[i] = nil
+		}
 	}
-	wg.Wait()
 	return out, errors.Join(errs...)
+}
+
+// writeMany writes nodes in order, 64 requests to a write.
+func writeMany(ctx context.Context, r rw, nodes [][2]string) error {
+	var errs []error
+	for len(nodes) > 0 {
+		n := min(len(nodes), 64)
+		errs = append(errs, r.WriteMany(ctx, nodes[:n]))
+		nodes = nodes[n:]
+	}
+	return errors.Join(errs...)
 }
 
 func write(ctx context.Context, r rw, path, value string) error {

@@ -163,20 +163,17 @@ func (b *Backends) step(ctx context.Context) error {
 		return err
 	}
 	for _, c := range cs {
-		w := func(p, v string) error { return b.XS.Write(ctx, p, []byte(v)) }
 		switch {
 		case c.bstate == 1 && c.online == "1":
 			if err := b.pause(ctx); err != nil {
 				return err
 			}
 			n, nerr := strconv.Atoi(c.ports)
+			next := "2"
 			if b.FailProbe || nerr != nil || n < 1 || n > 31 || (c.ver != "1" && c.ver != "2") {
-				if err := w(c.back+"/state", "6"); err != nil {
-					return err
-				}
-				continue
+				next = "6"
 			}
-			if err := w(c.back+"/state", "2"); err != nil {
+			if err := b.move(ctx, c, 1, func(_ *xenstore.Tx, w writer) error { return w(c.back+"/state", next) }); err != nil {
 				return err
 			}
 		case c.bstate == 2 && c.hasFront && c.fstate == 1 && !b.NoFrontend:
@@ -184,34 +181,66 @@ func (b *Backends) step(ctx context.Context) error {
 				return err
 			}
 			perms := xenstore.Perms{{Access: xenstore.AccessNone, Domid: c.domid}, {Access: xenstore.AccessRead, Domid: 0}}
-			for _, kv := range [][2]string{{"urb-ring-ref", "8"}, {"conn-ring-ref", "9"}, {"event-channel", "23"}} {
-				if err := w(c.front+"/"+kv[0], kv[1]); err != nil {
-					return err
+			err := b.move(ctx, c, 2, func(tx *xenstore.Tx, w writer) error {
+				for _, kv := range [][2]string{{"urb-ring-ref", "8"}, {"conn-ring-ref", "9"}, {"event-channel", "23"}} {
+					if err := w(c.front+"/"+kv[0], kv[1]); err != nil {
+						return err
+					}
+					if err := tx.SetPerms(ctx, c.front+"/"+kv[0], perms); err != nil {
+						return err
+					}
 				}
-				if err := b.XS.SetPerms(ctx, c.front+"/"+kv[0], perms); err != nil {
-					return err
+				for _, kv := range [][2]string{{c.front + "/state", "3"}, {c.back + "/state", "4"}, {c.front + "/state", "4"}} {
+					if err := w(kv[0], kv[1]); err != nil {
+						return err
+					}
 				}
-			}
-			for _, kv := range [][2]string{{c.front + "/state", "3"}, {c.back + "/state", "4"}, {c.front + "/state", "4"}} {
-				if err := w(kv[0], kv[1]); err != nil {
-					return err
-				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		case c.bstate == 5:
 			if err := b.pause(ctx); err != nil {
 				return err
 			}
-			if c.hasFront {
-				if err := w(c.front+"/state", "6"); err != nil && !errors.Is(err, syscall.ENOENT) {
-					return err
+			err := b.move(ctx, c, 5, func(_ *xenstore.Tx, w writer) error {
+				if c.hasFront {
+					if err := w(c.front+"/state", "6"); err != nil && !errors.Is(err, syscall.ENOENT) {
+						return err
+					}
 				}
-			}
-			if err := w(c.back+"/state", "6"); err != nil {
+				return w(c.back+"/state", "6")
+			})
+			if err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+type writer func(path, value string) error
+
+// move makes one step of a backend in a transaction that first checks the
+// backend is still in the state the step was chosen for: the toolstack
+// may have moved it meanwhile (a close requested while the frontend was
+// connecting), and a stale step would undo that, as a real backend's
+// state switch never does.
+func (b *Backends) move(ctx context.Context, c simCtrl, from int, step func(tx *xenstore.Tx, w writer) error) error {
+	return b.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		v, err := tx.Read(ctx, c.back+"/state")
+		if errors.Is(err, syscall.ENOENT) {
+			return nil // removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if st, _ := strconv.Atoi(string(v)); st != from {
+			return nil // moved meanwhile: the next event decides again
+		}
+		return step(tx, func(p, v string) error { return tx.Write(ctx, p, []byte(v)) })
+	})
 }
 
 // busy reports a controller the simulation still has to move.

@@ -102,6 +102,7 @@ func TestConformance(t *testing.T) {
 		{"DomainQueries", testDomainQueries},
 		{"MalformedRequests", testMalformed},
 		{"ErrorStrings", testErrorStrings},
+		{"Batches", testBatches},
 	}
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		for _, tc := range cases {
@@ -716,5 +717,57 @@ func testErrorStrings(t *testing.T, s xenstoretest.Store) {
 	err = c.Write(ctx, "/big", make([]byte, 5000))
 	if err == nil || !strings.Contains(err.Error(), "exceeds 4096") {
 		t.Fatalf("oversized write: %v", err)
+	}
+}
+
+// testBatches checks that requests sent together in one write get the
+// answers each would get alone, errors included, inside a transaction too.
+func testBatches(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.WriteMany(ctx, [][2]string{{"/batch/a", "1"}, {"/batch/b/c", "2"}, {"/batch/a", "3"}}))
+	vals, errs := c.ReadMany(ctx, []string{"/batch/a", "/batch/missing", "/batch/b/c", "no-slash"})
+	if string(vals[0]) != "3" || string(vals[2]) != "2" || errs[0] != nil || errs[2] != nil {
+		t.Fatalf("ReadMany = %q %v, want the last write of each", vals, errs)
+	}
+	wantErrno(t, errs[1], syscall.ENOENT)
+	if errs[3] == nil {
+		t.Fatalf("ReadMany of a relative path: no error")
+	}
+	for i := range 400 {
+		must(t, c.Write(ctx, fmt.Sprintf("/batchbig/child-with-a-rather-long-name-%04d", i), nil))
+	}
+	got := c.Gets(ctx, []xenstore.Get{{Path: "/batch", Dir: true}, {Path: "/batch/a"}, {Path: "/batchbig", Dir: true}, {Path: "/nowhere", Dir: true}})
+	if !slices.Equal(got[0].Names, []string{"a", "b"}) || got[0].Err != nil {
+		t.Fatalf("Gets listing = %q %v", got[0].Names, got[0].Err)
+	}
+	if string(got[1].Value) != "3" || got[1].Err != nil {
+		t.Fatalf("Gets read = %q %v", got[1].Value, got[1].Err)
+	}
+	if len(got[2].Names) != 400 || got[2].Err != nil { // too large for one reply: fetched in parts
+		t.Fatalf("Gets large listing: %d names, %v", len(got[2].Names), got[2].Err)
+	}
+	wantErrno(t, got[3].Err, syscall.ENOENT)
+
+	// A failed write among others fails alone and names its path.
+	err := c.WriteMany(ctx, [][2]string{{"/batch/d", "4"}, {"/batch/" + strings.Repeat("x", 3000), "5"}})
+	if err == nil || !strings.Contains(err.Error(), "/batch/xxx") {
+		t.Fatalf("WriteMany with a too-long path: %v", err)
+	}
+	if v, err := c.Read(ctx, "/batch/d"); err != nil || string(v) != "4" {
+		t.Fatalf("the good write of a failed batch: %q %v", v, err)
+	}
+
+	// Inside a transaction, batched writes commit together.
+	must(t, c.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		vals, errs := tx.ReadMany(ctx, []string{"/batch/a"})
+		if errs[0] != nil {
+			return errs[0]
+		}
+		return tx.WriteMany(ctx, [][2]string{{"/batch/tx1", string(vals[0])}, {"/batch/tx2", "y"}})
+	}))
+	vals, errs = c.ReadMany(ctx, []string{"/batch/tx1", "/batch/tx2"})
+	if string(vals[0]) != "3" || string(vals[1]) != "y" || errors.Join(errs...) != nil {
+		t.Fatalf("after the transaction: %q %v", vals, errs)
 	}
 }

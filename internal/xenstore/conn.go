@@ -145,13 +145,40 @@ func (c *Conn) readLoop() {
 // building block of every other call and is exported for tools and tests
 // that speak the protocol directly. An ERROR reply becomes a syscall.Errno.
 func (c *Conn) Raw(ctx context.Context, typ MsgType, txid uint32, payload []byte) ([]byte, error) {
-	if len(payload) > PayloadMax {
-		return nil, fmt.Errorf("%w: payload of %d bytes exceeds %d", errTooBig, len(payload), PayloadMax)
+	calls := [1]call{{typ: typ, payload: payload}}
+	c.rawMany(ctx, txid, calls[:])
+	return calls[0].reply, calls[0].err
+}
+
+// A call is one request of rawMany, with what became of it.
+type call struct {
+	typ     MsgType
+	payload []byte
+	reply   []byte
+	err     error
+}
+
+// rawMany sends every call in one write, so that n requests cost one
+// system call and one round trip, and waits for all their replies.
+func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
+	fail := func(err error) {
+		for i := range calls {
+			if calls[i].err == nil {
+				calls[i].err = err
+			}
+		}
+	}
+	for i := range calls {
+		if n := len(calls[i].payload); n > PayloadMax {
+			calls[i].err = fmt.Errorf("%w: payload of %d bytes exceeds %d", errTooBig, n, PayloadMax)
+		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		fail(err)
+		return
 	}
-	ch := make(chan reply, 1)
+	ids := make([]uint32, len(calls))
+	chans := make([]chan reply, len(calls))
 	c.mu.Lock()
 	if c.closed || c.err != nil {
 		err := c.err
@@ -159,42 +186,77 @@ func (c *Conn) Raw(ctx context.Context, typ MsgType, txid uint32, payload []byte
 			err = net.ErrClosed
 		}
 		c.mu.Unlock()
-		return nil, err
+		fail(err)
+		return
 	}
-	id := c.seq.Add(1)
-	if id == 0 { // 0 is what watch events carry
-		id = c.seq.Add(1)
+	for i := range calls {
+		if calls[i].err != nil {
+			continue
+		}
+		id := c.seq.Add(1)
+		if id == 0 { // 0 is what watch events carry
+			id = c.seq.Add(1)
+		}
+		ids[i], chans[i] = id, make(chan reply, 1)
+		c.pending[id] = chans[i]
 	}
-	c.pending[id] = ch
 	c.mu.Unlock()
 
 	c.wmu.Lock()
-	c.wbuf = AppendHeader(c.wbuf[:0], Header{Type: typ, ReqID: id, TxID: txid, Len: uint32(len(payload))})
-	c.wbuf = append(c.wbuf, payload...)
-	_, err := c.rwc.Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	for i, cl := range calls {
+		if chans[i] != nil {
+			c.wbuf = AppendHeader(c.wbuf, Header{Type: cl.typ, ReqID: ids[i], TxID: txid, Len: uint32(len(cl.payload))})
+			c.wbuf = append(c.wbuf, cl.payload...)
+		}
+	}
+	var err error
+	if len(c.wbuf) > 0 {
+		_, err = c.rwc.Write(c.wbuf)
+	}
+	if cap(c.wbuf) > 64<<10 { // one big batch does not pin its buffer
+		c.wbuf = nil
+	}
 	c.wmu.Unlock()
 	if err != nil {
-		c.forget(id)
+		for i, ch := range chans {
+			if ch != nil {
+				c.forget(ids[i])
+			}
+		}
 		select {
 		case <-c.done:
-			return nil, c.Err()
+			err = c.Err()
 		default:
+			err = fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
-		return nil, fmt.Errorf("%w: %w", ErrDisconnected, err)
+		fail(err)
+		return
 	}
 
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, r.err
+	for i, ch := range chans {
+		if ch == nil {
+			continue
 		}
-		if r.typ != typ {
-			return nil, &ProtocolError{Msg: fmt.Sprintf("reply of type %v to %v", r.typ, typ)}
+		select {
+		case r := <-ch:
+			switch {
+			case r.err != nil:
+				calls[i].err = r.err
+			case r.typ != calls[i].typ:
+				calls[i].err = &ProtocolError{Msg: fmt.Sprintf("reply of type %v to %v", r.typ, calls[i].typ)}
+			default:
+				calls[i].reply = r.payload
+			}
+		case <-ctx.Done():
+			for j := i; j < len(chans); j++ {
+				if chans[j] != nil {
+					c.forget(ids[j])
+				}
+			}
+			fail(ctx.Err())
+			return
 		}
-		return r.payload, nil
-	case <-ctx.Done():
-		c.forget(id)
-		return nil, ctx.Err()
 	}
 }
 
@@ -247,6 +309,93 @@ func checkOK(typ MsgType, path string, r []byte) error {
 // Read returns the value of a node.
 func (o ops) Read(ctx context.Context, path string) ([]byte, error) {
 	return o.pathOp(ctx, TypeRead, path, nil)
+}
+
+// A Get is one request of Gets: the value of a node, or with Dir the
+// names of its children.
+type Get struct {
+	Path string
+	Dir  bool
+}
+
+// A Got is the answer to a Get: Value for a read, Names for a listing.
+type Got struct {
+	Value []byte
+	Names []string
+	Err   error
+}
+
+// Gets sends reads and listings in one write to the daemon, so that they
+// cost one round trip, and returns what Read or Directory would have for
+// each. A listing too large for one reply is fetched in parts afterwards.
+func (o ops) Gets(ctx context.Context, gets []Get) []Got {
+	calls := make([]call, len(gets))
+	for i, g := range gets {
+		calls[i].typ = TypeRead
+		if g.Dir {
+			calls[i].typ = TypeDirectory
+		}
+		if err := ValidatePath(g.Path); err != nil {
+			calls[i].err = err
+			continue
+		}
+		calls[i].payload = pathArg(g.Path)
+	}
+	o.c.rawMany(ctx, o.tx, calls)
+	out := make([]Got, len(gets))
+	for i, cl := range calls {
+		g := &out[i]
+		switch {
+		case gets[i].Dir && errors.Is(cl.err, errTooBigErrno):
+			g.Names, g.Err = o.directoryPart(ctx, gets[i].Path)
+		case cl.err != nil:
+			g.Err = opError(cl.typ, gets[i].Path, cl.err)
+		case gets[i].Dir:
+			g.Names = splitStrings(cl.reply)
+		default:
+			g.Value = cl.reply
+		}
+	}
+	return out
+}
+
+// ReadMany reads several nodes with one write to the daemon and one round
+// trip: values[i] and errs[i] are what Read(paths[i]) would return.
+func (o ops) ReadMany(ctx context.Context, paths []string) (values [][]byte, errs []error) {
+	gets := make([]Get, len(paths))
+	for i, p := range paths {
+		gets[i].Path = p
+	}
+	values, errs = make([][]byte, len(paths)), make([]error, len(paths))
+	for i, g := range o.Gets(ctx, gets) {
+		values[i], errs[i] = g.Value, g.Err
+	}
+	return values, errs
+}
+
+// WriteMany sets several nodes with one write to the daemon and one round
+// trip, as Write does for each; the requests are sent in order. The errors
+// of all of them are joined.
+func (o ops) WriteMany(ctx context.Context, nodes [][2]string) error {
+	calls := make([]call, len(nodes))
+	for i, kv := range nodes {
+		calls[i].typ = TypeWrite
+		if err := ValidatePath(kv[0]); err != nil {
+			calls[i].err = err
+			continue
+		}
+		calls[i].payload = append(pathArg(kv[0]), kv[1]...)
+	}
+	o.c.rawMany(ctx, o.tx, calls)
+	errs := make([]error, len(nodes))
+	for i, cl := range calls {
+		err := opError(TypeWrite, nodes[i][0], cl.err)
+		if err == nil {
+			err = checkOK(TypeWrite, nodes[i][0], cl.reply)
+		}
+		errs[i] = err
+	}
+	return errors.Join(errs...)
 }
 
 // Write sets the value of a node, creating it and its missing parents.

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// A backendChange is what one backend watch event means to the agent.
+type backendChange int
+
+const (
+	changeNone backendChange = iota // another device class, or a key that holds no port
+	changePort                      // one port's value: read that port
+	changeAll                       // a controller came or went, or unknown: read every port
+)
+
+const backendRoot = "/local/domain/0/backend/"
+
+// controllerKeys are the keys of a PVUSB backend that say nothing about
+// which device is at which port.
+var controllerKeys = map[string]bool{
+	"state": true, "online": true, "hotplug-status": true, "frontend": true,
+	"frontend-id": true, "usb-ver": true, "num-ports": true, "type": true,
+}
+
+// classifyBackend tells what a change at path under the backend tree
+// means; for a port, where it is. The agent's own attaches fire this
+// watch several times each, so the common case (a port or a state key)
+// must not cost a read of every domain's ports.
+func classifyBackend(path string) (backendChange, assign.Assignment) {
+	rest, ok := strings.CutPrefix(path, backendRoot)
+	if !ok {
+		return changeAll, assign.Assignment{}
+	}
+	parts := strings.Split(rest, "/")
+	var typ string
+	switch parts[0] {
+	case "vusb":
+		typ = policy.TypePV
+	case "qusb":
+		typ = policy.TypeQUSB
+	default:
+		return changeNone, assign.Assignment{} // disks, networks, consoles
+	}
+	if len(parts) < 4 {
+		return changeAll, assign.Assignment{} // a domain's or a controller's whole subtree
+	}
+	domid, err1 := strconv.ParseUint(parts[1], 10, 32)
+	ctrl, err2 := strconv.Atoi(parts[2])
+	if err1 != nil || err2 != nil || ctrl < 0 {
+		return changeAll, assign.Assignment{}
+	}
+	if len(parts) == 4 && controllerKeys[parts[3]] {
+		return changeNone, assign.Assignment{}
+	}
+	if len(parts) == 5 && parts[3] == "port" {
+		port, err := strconv.Atoi(parts[4])
+		if err != nil || port < 1 || port > policy.MaxPVPorts {
+			return changeAll, assign.Assignment{}
+		}
+		return changePort, assign.Assignment{Domid: uint32(domid), Controller: ctrl, Port: port, Type: typ}
+	}
+	return changeAll, assign.Assignment{}
+}
+
+// notePorts records what some ports now hold (BusID empty: nothing) and
+// returns the busids that moved: the one that left each port and the one
+// that came.
+func (a *Agent) notePorts(ports []assign.Assignment) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var moved []string
+	for _, x := range ports {
+		for b, y := range a.ports {
+			if y.Domid == x.Domid && y.Controller == x.Controller && y.Port == x.Port && b != x.BusID {
+				delete(a.ports, b)
+				moved = append(moved, b)
+			}
+		}
+		if x.BusID == "" || usbsysfs.ValidBusID(x.BusID) != nil {
+			continue
+		}
+		if y, ok := a.ports[x.BusID]; !ok || y != x {
+			a.ports[x.BusID] = x
+			moved = append(moved, x.BusID)
+		}
+	}
+	return moved
+}

@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+func TestClassifyBackend(t *testing.T) {
+	for _, c := range []struct {
+		path string
+		want backendChange
+		at   assign.Assignment
+	}{
+		{"/local/domain/0/backend/vbd/3/51712/state", changeNone, assign.Assignment{}},
+		{"/local/domain/0/backend/vif/3/0", changeNone, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0/state", changeNone, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0/num-ports", changeNone, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0/port/2", changePort, assign.Assignment{Domid: 3, Controller: 0, Port: 2, Type: policy.TypePV}},
+		{"/local/domain/0/backend/qusb/7/1/port/31", changePort, assign.Assignment{Domid: 7, Controller: 1, Port: 31, Type: policy.TypeQUSB}},
+		{"/local/domain/0/backend/vusb/3/0/port/32", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0/port/0", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0/port/x", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0/port", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/x/0/port/1", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/-1/port/1", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0/port/1/extra", changeAll, assign.Assignment{}},
+		{"/local/domain/0/backend", changeAll, assign.Assignment{}},
+		{"/elsewhere", changeAll, assign.Assignment{}},
+	} {
+		got, at := classifyBackend(c.path)
+		if got != c.want || at != c.at {
+			t.Errorf("classifyBackend(%q) = %v %+v, want %v %+v", c.path, got, at, c.want, c.at)
+		}
+	}
+}
+
+func TestNotePorts(t *testing.T) {
+	a := New(Config{})
+	p := func(busid string, port int) assign.Assignment {
+		return assign.Assignment{Domid: 3, Controller: 0, Port: port, BusID: busid, Type: policy.TypePV}
+	}
+	check := func(got []string, want ...string) {
+		t.Helper()
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("moved %q, want %q", got, want)
+		}
+	}
+	check(a.notePorts([]assign.Assignment{p("1-2", 1)}), "1-2")
+	check(a.notePorts([]assign.Assignment{p("1-2", 1)})) // nothing new
+	check(a.notePorts([]assign.Assignment{p("1-3", 1)}), "1-2", "1-3")
+	check(a.notePorts([]assign.Assignment{p("", 1)}), "1-3")
+	check(a.notePorts([]assign.Assignment{p("not a busid", 2)})) // a guest's junk holds nothing
+	check(a.notePorts([]assign.Assignment{p("1-4", 2), p("1-5", 3)}), "1-4", "1-5")
+	if len(a.ports) != 2 {
+		t.Errorf("ports %v, want 1-4 and 1-5", a.ports)
+	}
+}

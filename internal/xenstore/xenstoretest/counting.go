@@ -1,0 +1,65 @@
+package xenstoretest
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+)
+
+// Counting wraps a xenstore socket and counts requests, and round trips:
+// the times the client sent while no reply was awaited, so requests
+// pipelined behind one another count once.
+type Counting struct {
+	net.Conn
+	mu                       sync.Mutex
+	wbuf, rbuf               []byte
+	outstanding, reqs, trips int
+}
+
+func (c *Counting) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.wbuf = append(c.wbuf, b...)
+	for len(c.wbuf) >= 16 {
+		n := 16 + int(binary.LittleEndian.Uint32(c.wbuf[12:]))
+		if len(c.wbuf) < n {
+			break
+		}
+		c.reqs++
+		if c.outstanding == 0 {
+			c.trips++
+		}
+		c.outstanding++
+		c.wbuf = c.wbuf[n:]
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+func (c *Counting) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.mu.Lock()
+	c.rbuf = append(c.rbuf, b[:n]...)
+	for len(c.rbuf) >= 16 {
+		m := 16 + int(binary.LittleEndian.Uint32(c.rbuf[12:]))
+		if len(c.rbuf) < m {
+			break
+		}
+		if binary.LittleEndian.Uint32(c.rbuf) != uint32(xenstore.TypeWatchEvent) {
+			c.outstanding--
+		}
+		c.rbuf = c.rbuf[m:]
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// Take returns the counts since the last Take and starts them again.
+func (c *Counting) Take() (reqs, trips int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, t := c.reqs, c.trips
+	c.reqs, c.trips = 0, 0
+	return r, t
+}
