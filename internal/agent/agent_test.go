@@ -71,6 +71,8 @@ type env struct {
 	// requests, in counter.
 	count   bool
 	counter *xenstoretest.Counting
+	// kernel is the fake kernel the agent writes to.
+	kernel *usbsysfstest.Kernel
 }
 
 func (e *env) Write(p []byte) (int, error) {
@@ -141,7 +143,8 @@ func (e *env) run(pol string, dryRun bool) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	sys := usbsysfs.NewFS(e.root).WithWriter(usbsysfstest.NewKernel(e.root))
+	e.kernel = usbsysfstest.NewKernel(e.root)
+	sys := usbsysfs.NewFS(e.root).WithWriter(e.kernel)
 	xs := e.s.Dial(e.t)
 	if e.count {
 		raw, err := net.Dial("unix", e.s.SocketPath())
@@ -410,4 +413,109 @@ func TestOwnershipRecordsAreDom0Only(t *testing.T) {
 	if err := guest.Write(e.ctx, agent.RecordRoot+"/1-2", []byte("{}")); err == nil {
 		t.Error("a guest wrote an ownership record")
 	}
+}
+
+// removeEvent is the device's remove uevent, as the kernel sends it.
+func removeEvent(tb testing.TB, busid string) uevent.Message {
+	path := "/devices/pci0000:00/0000:00:14.0/usb1/" + busid
+	e, err := uevent.Parse(fmt.Appendf(nil, "remove@%s\x00ACTION=remove\x00DEVPATH=%s\x00SUBSYSTEM=usb\x00DEVTYPE=usb_device\x00SEQNUM=2\x00", path, path))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return uevent.Message{Event: e}
+}
+
+// Kernel events lost to a receive-buffer overrun: the device that came
+// meanwhile is found by the rescan the overrun triggers.
+func TestAgentRescansAfterOverrun(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(benchPolicy(4), false)
+		if err := (&usbsysfstest.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		passes := e.a.Stats().Passes
+		e.a.Handle(e.ctx, uevent.Message{Overrun: true})
+		r := e.await("1-6", "attached")
+		if r.Domain != "kiosk" || r.Trigger == "" {
+			t.Errorf("after the overrun: %+v", r)
+		}
+		if !strings.Contains(e.logText(), "rescanning everything") {
+			t.Error("the overrun was not logged")
+		}
+		if e.a.Stats().Passes == passes {
+			t.Error("no pass counted")
+		}
+	})
+}
+
+// A device unplugged while attached: its port and every record go at
+// once, and nothing is written to its (gone) interfaces.
+func TestAgentDeviceLeavesClearsAtOnce(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(testPolicy, false)
+		if _, ok := e.at("1-2"); !ok {
+			t.Fatal("audio not attached")
+		}
+		before := len(e.kernel.Writes())
+		if err := e.kernel.Unplug("1-2"); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, removeEvent(t, "1-2"))
+		e.await("1-2", "cleared")
+		e.settle()
+		if _, ok := e.at("1-2"); ok {
+			t.Error("the port still names 1-2")
+		}
+		if has, _ := e.h.HasRecord(e.ctx, "1-2"); has {
+			t.Error("driver records of 1-2 left")
+		}
+		owned, err := agent.ListOwned(e.ctx, e.xs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := owned["1-2"]; ok {
+			t.Error("ownership record of 1-2 left")
+		}
+		for _, w := range e.kernel.Writes()[before:] {
+			if strings.Contains(string(w.Data), "1-2:") {
+				t.Errorf("wrote %q to %s for a device that left", w.Data, w.Path)
+			}
+		}
+	})
+}
+
+// A guest that dies without its toolstack cleaning up (its nodes removed,
+// its domain released, the interfaces left in usbback): the agent gives
+// the interfaces back to dom0, and the device returns when the guest does.
+func TestAgentGivesBackWhatAVanishedGuestHeld(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(testPolicy, false)
+		d := e.doms["kiosk"]
+		if a, ok := e.at("1-2"); !ok || a.Domid != d.ID {
+			t.Fatal("audio not attached to the kiosk")
+		}
+		for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
+			fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID)} {
+			if err := e.xs.Rm(e.ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.xs.Release(e.ctx, d.ID); err != nil {
+			t.Fatal(err)
+		}
+		e.await("1-2", "released")
+		e.settle()
+		for _, intf := range []string{"1-2:1.0", "1-2:1.3"} {
+			if drv := e.driverOf(intf); drv == "usbback" || drv == "" {
+				t.Errorf("%s left with driver %q", intf, drv)
+			}
+		}
+		k := e.start("kiosk")
+		if r := e.await("1-2", "attached"); r.Domid != int(k.ID) {
+			t.Errorf("after the guest came back: %+v", r)
+		}
+	})
 }
