@@ -183,11 +183,12 @@ func (fp *fileParser) fail(r *Rule, path []string, key string, kind error, forma
 
 var topHints = map[string]string{"rules": "rule", "domains": "domain", "include": "!an include is a rule of its own: [[rule]] include = \"FILE\""}
 
-var ruleKeys = []string{"name", "description", "action", "match", "target", "duplicates", "takeover", "include"}
+var ruleKeys = []string{"name", "description", "action", "match", "target", "duplicates", "takeover", "exec", "include"}
 
 var ruleHints = map[string]string{
 	"domain": "target.domain", "to": "target.domain", "id": "match.id", "serial": "match.serial", "port": "match.port (the physical socket) or target.port (the guest port)",
 	"class": "match.class", "deny": `action = "deny"`, "allow": `action = "attach"`,
+	"run": "exec", "command": "exec", "hook": "exec",
 }
 
 var matchKeys = []string{"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name"}
@@ -297,6 +298,17 @@ func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
 			fp.fail(r, append(path, "takeover"), "takeover", ErrValue, "takeover is for attach rules")
 		default:
 			r.Takeover = b
+		}
+	}
+	if v, ok := m["exec"]; ok {
+		argv, err := execArgs(v)
+		if err == nil {
+			err = checkExec(argv)
+		}
+		if err != nil {
+			fp.fail(r, append(path, "exec"), "exec", ErrValue, "%v", err)
+		} else {
+			r.Exec = argv
 		}
 	}
 	if r.Match.Class == 9 {
@@ -728,6 +740,57 @@ func checkPortGlob(s string) error {
 		if err := checkBusID(s); err != nil {
 			return fmt.Errorf("%q is not a port such as 1-1.4 (a busid, as `usbhotplugd devices` shows; * and ? allowed)", s)
 		}
+	}
+	return nil
+}
+
+// Limits of a rule's exec command: a program and a few arguments, not a
+// script in a string.
+const (
+	MaxExecArgs   = 32
+	MaxExecArgLen = 1024
+)
+
+// execArgs reads exec: a program path, or a list of the program and its
+// arguments.
+func execArgs(v any) ([]string, error) {
+	switch t := v.(type) {
+	case string:
+		if strings.ContainsAny(t, " \t") {
+			return nil, fmt.Errorf("%q looks like a command line, but no shell runs it: write a list, exec = [\"/path/to/program\", \"arg\"]", t)
+		}
+		return []string{t}, nil
+	case []any:
+		if len(t) == 0 {
+			return nil, errors.New("an empty command: give the program and its arguments, or leave exec out")
+		}
+		out := make([]string, len(t))
+		for i, x := range t {
+			s, ok := x.(string)
+			if !ok {
+				return nil, fmt.Errorf("word %d is %s: every word of the command is a string in quotes", i+1, typeName(x))
+			}
+			out[i] = s
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%s: exec is a list of strings, exec = [\"/path/to/program\", \"arg\"]", typeName(v))
+}
+
+// checkExec checks a rule's command: an absolute program path, since the
+// agent runs it with a fixed PATH and no shell, then arguments.
+func checkExec(argv []string) error {
+	if len(argv) > MaxExecArgs {
+		return fmt.Errorf("%d words: a command has at most %d (a program and its arguments; put more in a script)", len(argv), MaxExecArgs)
+	}
+	for i, a := range argv {
+		if len(a) > MaxExecArgLen || strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("word %d: at most %d bytes, no NUL", i+1, MaxExecArgLen)
+		}
+	}
+	prog := argv[0]
+	if !strings.HasPrefix(prog, "/") || filepath.Clean(prog) != prog || strings.HasSuffix(prog, "/") {
+		return fmt.Errorf("%q: the program is an absolute path such as \"/usr/local/sbin/notify-badge\" (no shell runs it: write a list, exec = [\"/path\", \"arg\"])", prog)
 	}
 	return nil
 }

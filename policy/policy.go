@@ -75,6 +75,9 @@ type Rule struct {
 	Target      *Target // for Attach
 	Duplicates  Duplicates
 	Takeover    bool // may detach a device an admin attached by hand
+	// Exec is a command (program and arguments, no shell) run after each
+	// decision the rule makes, with the decision in its environment.
+	Exec []string
 }
 
 // String names the rule as errors and logs do: `rule 3 "badge-reader"`.

@@ -74,7 +74,7 @@ func TestReferenceHasEveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"name", "description", "action", "duplicates", "takeover", "include", "usbctrl",
+	for _, k := range []string{"name", "description", "action", "duplicates", "takeover", "exec", "include", "usbctrl",
 		"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name",
 		"domain", "type", "version", "ports", "controller"} {
 		if !strings.Contains(string(b), "\n"+k+" = ") && !strings.Contains(string(b), " "+k+" = ") {
@@ -244,6 +244,37 @@ action = "attach"
 match = "046d:c31c"
 target = "kiosk"
 `},
+		{"exec", `
+[[rule]]
+name = "relative"
+action = "deny"
+exec = ["notify-send", "x"]
+
+[[rule]]
+name = "empty"
+action = "deny"
+exec = []
+
+[[rule]]
+name = "not-strings"
+action = "deny"
+exec = ["/bin/logger", 5]
+
+[[rule]]
+name = "unclean"
+action = "deny"
+exec = "/usr/local/../bin/x"
+
+[[rule]]
+name = "shell-line"
+action = "deny"
+exec = "/bin/sh -c 'echo hi'"
+
+[[rule]]
+name = "a-number"
+action = "deny"
+exec = 7
+`},
 		{"include without a reader", `
 [[rule]]
 include = "deny-defaults.toml"
@@ -337,5 +368,32 @@ id = "046d:c31"
 func TestParseFileErrors(t *testing.T) {
 	if _, err := policy.ParseFile("testdata/none.toml"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestExec(t *testing.T) {
+	p := parse(t, `
+[[rule]]
+name = "list"
+action = "deny"
+exec = ["/usr/bin/logger", "-t", "usb", "a b"]
+
+[[rule]]
+name = "program"
+action = "deny"
+exec = "/usr/local/sbin/notify-badge"
+
+[[rule]]
+name = "none"
+action = "deny"
+`)
+	if got := strings.Join(p.Rules[0].Exec, "|"); got != "/usr/bin/logger|-t|usb|a b" {
+		t.Errorf("list: %q", got)
+	}
+	if got := strings.Join(p.Rules[1].Exec, "|"); got != "/usr/local/sbin/notify-badge" {
+		t.Errorf("program: %q", got)
+	}
+	if p.Rules[2].Exec != nil {
+		t.Errorf("none: %q", p.Rules[2].Exec)
 	}
 }

@@ -79,6 +79,7 @@ type explainJSON struct {
 	Target  *targetRef `json:"target,omitempty"`
 	Reason  string     `json:"reason"`
 	Twins   []string   `json:"twins,omitempty"`
+	Exec    []string   `json:"exec,omitempty"`
 	Skipped []skipRef  `json:"skipped,omitempty"`
 }
 
@@ -139,6 +140,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if ex.Rule != nil {
 			r := refOf(ex.Rule)
 			j.Rule = &r
+			j.Exec = ex.Rule.Exec
 		}
 		if ex.Target != nil {
 			t := &targetRef{Domain: ex.Target.Domain, Port: ex.Target.Port, Ctrl: ex.Target.Ctrl}
@@ -171,6 +173,9 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(stdout, "  rule %d %q (%s:%d) does not match: %s\n", s.Rule.Index, s.Rule.Name, s.Rule.File, s.Rule.Line, s.Why)
 		}
 		fmt.Fprintf(stdout, "  => %s: %s\n", j.Action, j.Reason)
+		if len(j.Exec) > 0 {
+			fmt.Fprintf(stdout, "     then runs %s\n", strings.Join(j.Exec, " "))
+		}
 	}
 	return nil
 }

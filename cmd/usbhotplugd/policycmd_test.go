@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,7 +75,7 @@ func TestExplain(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || len(got) != 1 {
 		t.Fatalf("json: exit %d\n%s", code, out)
 	}
-	if got[0]["action"] != "attach" || got[0]["target"].(map[string]any)["domain"] != "kiosk" || got[0]["rule"].(map[string]any)["name"] != "front-left-socket" {
+	if got[0]["action"] != "attach" || got[0]["target"].(map[string]any)["domain"] != "kiosk" || got[0]["rule"].(map[string]any)["name"] != "front-left-socket" || fmt.Sprint(got[0]["exec"]) != "[/usr/bin/logger -t kiosk-socket]" {
 		t.Fatalf("1-4 in JSON: %v", got[0])
 	}
 

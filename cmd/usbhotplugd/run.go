@@ -200,7 +200,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	var a *agent.Agent
-	a = agent.New(agent.Config{Host: h, Policy: pol, Log: log, DryRun: *dryRun,
+	a = agent.New(agent.Config{Host: h, Policy: pol, Log: log, DryRun: *dryRun, Hooks: true,
 		OnStatus: func(s agent.Status) { writeState(func(d *daemonStatus) { d.Status = &s; d.Stats = a.Stats() }) }})
 	log.Info().Str("version", build.Version).Str("policy", pol.File).Int("rules", len(pol.Rules)).Bool("dry_run", *dryRun).Msg("usbhotplugd starting")
 

@@ -39,6 +39,11 @@ type Config struct {
 	// calls Rescan after changing domains (the replay does, so that its
 	// timeline does not depend on when a watch event lands).
 	NoWatches bool
+	// Hooks runs the exec commands of the rules that decide (the daemon
+	// sets it; a replay only simulates). HookTimeout bounds each run
+	// (30 s when zero).
+	Hooks       bool
+	HookTimeout time.Duration
 }
 
 // An Agent reconciles devices. Create it with New and run it with Run.
@@ -74,6 +79,7 @@ type Agent struct {
 	events, passes atomic.Uint64
 	passStart      atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
 	warn           zerolog.Logger // rate-limited, for warnings and errors outside decisions
+	hooks          chan hookJob   // rules' commands waiting to run
 }
 
 // Stats counts kernel events taken and passes made: a storm of events
@@ -105,6 +111,7 @@ func New(cfg Config) *Agent {
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
 	a.warn = cfg.Log.Sample(zerolog.LevelSampler{WarnSampler: burst, ErrorSampler: burst})
 	a.pol.Store(cfg.Policy)
+	a.hooks = make(chan hookJob, hookQueue)
 	return a
 }
 
@@ -294,6 +301,9 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 	srcErr := make(chan error, 1)
 	wg.Go(func() { srcErr <- a.pumpEvents(ctx, src) })
 	wg.Go(func() { a.pumpWatches(ctx, events) })
+	if a.cfg.Hooks {
+		wg.Go(func() { a.runHooks(ctx) })
+	}
 	// The first pass over everything, then readiness.
 	readyOnce := sync.OnceFunc(func() {
 		if ready != nil {

@@ -73,12 +73,33 @@ type env struct {
 	counter *xenstoretest.Counting
 	// kernel is the fake kernel the agent writes to.
 	kernel *usbsysfstest.Kernel
+	// hooks and hookTimeout are the agent's Config.Hooks and HookTimeout.
+	hooks       bool
+	hookTimeout time.Duration
+	// logged is signalled at each log write.
+	logged chan struct{}
 }
 
 func (e *env) Write(p []byte) (int, error) {
 	e.logMu.Lock()
 	defer e.logMu.Unlock()
+	select {
+	case e.logged <- struct{}{}:
+	default:
+	}
 	return e.log.Write(p)
+}
+
+// awaitLog waits until the log holds s.
+func (e *env) awaitLog(s string) {
+	e.t.Helper()
+	for !strings.Contains(e.logText(), s) {
+		select {
+		case <-e.logged:
+		case <-e.ctx.Done():
+			e.t.Fatalf("the log never said %q:\n%s", s, e.logText())
+		}
+	}
 }
 
 func newEnv(t testing.TB, s xenstoretest.Store) *env {
@@ -91,7 +112,7 @@ func newEnv(t testing.TB, s xenstoretest.Store) *env {
 	if err := usbsysfstest.AddDriver(root, "usbback"); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ctx: ctx, s: s, xs: s.Dial(t), root: root, doms: map[string]sim.Domain{}, audits: make(chan agent.Audit, 1000), nextID: 1}
+	e := &env{t: t, ctx: ctx, s: s, xs: s.Dial(t), root: root, doms: map[string]sim.Domain{}, audits: make(chan agent.Audit, 1000), nextID: 1, logged: make(chan struct{}, 1)}
 	if err := sim.SeedDom0(ctx, e.xs); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +177,7 @@ func (e *env) run(pol string, dryRun bool) {
 		e.t.Cleanup(func() { xs.Close() })
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
-	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e),
+	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout,
 		OnAudit: func(r agent.Audit) { e.audits <- r }})
 	ctx, cancel := context.WithCancel(e.ctx)
 	ready := make(chan struct{})

@@ -88,6 +88,7 @@ func (a *Agent) audit(ctx context.Context, r Audit, start time.Time) {
 	}
 	a.dirty = true
 	a.mu.Unlock()
+	a.hook(r)
 	if a.cfg.OnAudit != nil {
 		a.cfg.OnAudit(r)
 	}
@@ -212,6 +213,9 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 				a.setPort(*asg, false)
 			}
 			rec.Action, rec.Domid, rec.Ctrl, rec.Port = "cleared", int(asg.Domid), asg.Controller, asg.Port
+			if owned != nil { // the rule that attached it hears it left
+				rec.Rule, rec.Domain = owned.Rule, owned.Domain
+			}
 			rec.Reason = fmt.Sprintf("%s left the host: its port %d:%d of domain %d is cleared", busid, asg.Controller, asg.Port, asg.Domid)
 			did = true
 		}

@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Hook limits: commands wait in a bounded queue and run one at a time, in
+// the order of the decisions, so a slow command never holds up a decision
+// and a storm of decisions never forks a storm of processes.
+const (
+	hookQueue          = 256
+	defaultHookTimeout = 30 * time.Second
+	hookOutputMax      = 4096
+)
+
+// hookPath is the only PATH a command gets: it runs as the daemon does,
+// and must not depend on whoever started it.
+const hookPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// A hookJob is one run of a rule's command for one decision.
+type hookJob struct {
+	argv []string
+	env  []string
+	r    Audit
+}
+
+// hookEnv is what a command learns of the decision: one variable per
+// audit field, empty when the field does not apply.
+func hookEnv(r Audit) []string {
+	port := ""
+	if r.Port > 0 {
+		port = fmt.Sprintf("%d:%d", r.Ctrl, r.Port)
+	}
+	domid := ""
+	if r.Domid > 0 {
+		domid = strconv.Itoa(r.Domid)
+	}
+	kv := [][2]string{
+		{"ACTION", r.Action}, {"BUSID", r.BusID}, {"ID", r.ID}, {"SERIAL", r.Serial}, {"NAME", r.Name},
+		{"RULE", r.Rule}, {"RULE_INDEX", strconv.Itoa(r.RuleNo)}, {"DOMAIN", r.Domain}, {"DOMID", domid},
+		{"PORT", port}, {"TRIGGER", r.Trigger}, {"REASON", r.Reason}, {"DRY_RUN", strconv.FormatBool(r.DryRun)},
+	}
+	env := []string{hookPath, "LANG=C.UTF-8"}
+	for _, x := range kv {
+		// Device strings come from the device: a NUL would make exec fail.
+		env = append(env, "USBHOTPLUGD_"+x[0]+"="+strings.ReplaceAll(x[1], "\x00", ""))
+	}
+	return env
+}
+
+// hook queues the command of the rule that made decision r, or attached
+// the device that r says left, if the rule has one. A dry run says what
+// would run instead.
+func (a *Agent) hook(r Audit) {
+	if r.Rule == "" {
+		return
+	}
+	// Names are unique in a policy; a decision of a rule a reload removed
+	// runs nothing.
+	var argv []string
+	if pol := a.pol.Load(); pol != nil {
+		for _, rule := range pol.Rules {
+			if rule.Name == r.Rule {
+				argv = rule.Exec
+				break
+			}
+		}
+	}
+	if len(argv) == 0 {
+		return
+	}
+	switch {
+	case a.cfg.DryRun:
+		a.cfg.Log.Info().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", r.Action).Strs("exec", argv).Msg("dry run: the rule's command would run")
+		return
+	case !a.cfg.Hooks:
+		return
+	}
+	select {
+	case a.hooks <- hookJob{argv: argv, env: hookEnv(r), r: r}:
+	default:
+		a.warn.Warn().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", r.Action).Strs("exec", argv).
+			Msgf("%d commands already wait: this one is skipped", hookQueue)
+	}
+}
+
+// runHooks runs the queued commands one at a time until ctx ends; the
+// command running then is killed.
+func (a *Agent) runHooks(ctx context.Context) {
+	timeout := a.cfg.HookTimeout
+	if timeout <= 0 {
+		timeout = defaultHookTimeout
+	}
+	for {
+		select {
+		case j := <-a.hooks:
+			a.runHook(ctx, j, timeout)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (a *Agent) runHook(ctx context.Context, j hookJob, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	var out limitedBuffer
+	cmd := exec.CommandContext(ctx, j.argv[0], j.argv[1:]...)
+	cmd.Env, cmd.Dir = j.env, "/"
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = time.Second // a child that keeps the output open does not hold the queue
+	err := cmd.Run()
+	ev := a.cfg.Log.Info()
+	if err != nil {
+		ev = a.warn.Warn().Err(err)
+	}
+	ev = ev.Str("busid", j.r.BusID).Str("rule", j.r.Rule).Str("action", j.r.Action).Strs("exec", j.argv).Dur("duration", time.Since(start))
+	if s := strings.TrimSpace(out.String()); s != "" {
+		ev = ev.Str("output", s)
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		ev.Msg("the rule's command ran")
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		ev.Msgf("the rule's command did not finish within %v and was killed", timeout)
+	case errors.As(err, &ee):
+		ev.Msgf("the rule's command failed (exit status %d)", ee.ExitCode())
+	default:
+		ev.Msg("the rule's command could not run: check the exec path in the policy")
+	}
+}
+
+// limitedBuffer keeps the first hookOutputMax bytes written to it, so a
+// chatty command cannot grow the daemon.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	cut bool
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := hookOutputMax - b.buf.Len(); room < len(p) {
+		b.buf.Write(p[:max(room, 0)])
+		b.cut = true
+	} else {
+		b.buf.Write(p)
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cut {
+		return b.buf.String() + " [output cut]"
+	}
+	return b.buf.String()
+}
