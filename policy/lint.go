@@ -83,6 +83,9 @@ func (m *Match) covers(b *Match) bool {
 	if m.ProductName != "" && !globCovers(m.ProductName, b.ProductName) {
 		return false
 	}
+	if m.When != "" && m.When != b.When {
+		return false
+	}
 	return true
 }
 

@@ -20,6 +20,9 @@ type Device struct {
 	// Attached: the device is at a guest's port, or was put there and waits
 	// for its guest to return. Among twins it keeps its place.
 	Attached bool
+	// Present: the device was plugged before the agent first started since
+	// dom0 booted (match.when = "present"); otherwise it came later.
+	Present bool
 }
 
 // An Interface is one interface of a Device.
@@ -189,6 +192,9 @@ func (m *Match) matches(d *Device) bool {
 	if m.ProductName != "" && !glob(m.ProductName, d.ProductName) {
 		return false
 	}
+	if m.When != "" && (m.When == WhenPresent) != d.Present {
+		return false
+	}
 	return true
 }
 
@@ -257,6 +263,10 @@ func (m *Match) miss(d *Device) string {
 		return fmt.Sprintf("manufacturer %q is not %q", d.Manufacturer, m.Manufacturer)
 	case m.ProductName != "" && !glob(m.ProductName, d.ProductName):
 		return fmt.Sprintf("product name %q is not %q", d.ProductName, m.ProductName)
+	case m.When == WhenPresent && !d.Present:
+		return "it was plugged in after the agent first started, and the rule is for devices present then (when = \"present\")"
+	case m.When == WhenPlugged && d.Present:
+		return "it was present when the agent first started, and the rule is for devices plugged in after (when = \"plugged\")"
 	}
 	return ""
 }

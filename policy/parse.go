@@ -191,12 +191,13 @@ var ruleHints = map[string]string{
 	"run": "exec", "command": "exec", "hook": "exec",
 }
 
-var matchKeys = []string{"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name"}
+var matchKeys = []string{"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name", "when"}
 
 var matchHints = map[string]string{
 	"product": "id (vendor:product) or product_name", "vendor": "id (vendor:product) or manufacturer", "vid": "id", "pid": "id",
 	"busid": "port", "hostbus": "bus", "hostaddr": "addr", "devnum": "addr", "busnum": "bus", "subclass": "interface = \"CLASS:SUBCLASS:PROTOCOL\"",
 	"protocol": "interface = \"CLASS:SUBCLASS:PROTOCOL\"", "interface_class": "interface", "name": "product_name", "domain": "target.domain",
+	"on": "when", "at": "when", "startup": `when = "present"`, "hotplug": `when = "plugged"`, "coldplug": `when = "present"`,
 }
 
 var targetKeys = []string{"domain", "type", "version", "ports", "controller", "port"}
@@ -534,6 +535,14 @@ func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
 			} else {
 				mt.ProductName = s
 			}
+		}
+	}
+	if s, ok := fp.str(r, m, path, "when", "match."); ok {
+		switch When(s) {
+		case WhenPresent, WhenPlugged:
+			mt.When = When(s)
+		default:
+			bad("when", ErrValue, "%q: when is \"present\" (plugged before the agent first started since dom0 booted) or \"plugged\" (plugged in after); leave it out for both", s)
 		}
 	}
 }

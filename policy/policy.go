@@ -83,6 +83,19 @@ type Rule struct {
 // String names the rule as errors and logs do: `rule 3 "badge-reader"`.
 func (r *Rule) String() string { return fmt.Sprintf("rule %d %q", r.Index, r.Name) }
 
+// When restricts a rule to devices by when they arrived, so that what
+// was plugged at boot and what is plugged later can be treated apart.
+type When string
+
+const (
+	// WhenPresent: the device was plugged before the agent first started
+	// since dom0 booted (a coldplugged device). Agent restarts do not
+	// change it; unplugging it does.
+	WhenPresent When = "present"
+	// WhenPlugged: the device was plugged in after that.
+	WhenPlugged When = "plugged"
+)
+
 // A Target is where an attach rule sends a device: a domain by name, and
 // the controller and port preferences of an xl usbdev spec.
 type Target struct {
@@ -108,6 +121,7 @@ type Match struct {
 	AllIfaces    bool   // every interface must match one of Interfaces (else any one)
 	Manufacturer string // glob
 	ProductName  string // glob
+	When         When   // "" for any device
 }
 
 // An IDPattern is vendor:product with -1 for "*".

@@ -75,7 +75,7 @@ func TestReferenceHasEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"name", "description", "action", "duplicates", "takeover", "exec", "include", "usbctrl",
-		"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name",
+		"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name", "when",
 		"domain", "type", "version", "ports", "controller"} {
 		if !strings.Contains(string(b), "\n"+k+" = ") && !strings.Contains(string(b), " "+k+" = ") {
 			t.Errorf("reference.toml does not show %s", k)
@@ -156,6 +156,7 @@ interface = ["03:1:1", "*:*:*", "hid:01:01:00", "storage"]
 interfaces = "most"
 manufacturer = ""
 product = "Keyboard"
+when = "boot"
 
 [[rule]]
 name = "hub"
@@ -395,5 +396,33 @@ action = "deny"
 	}
 	if p.Rules[2].Exec != nil {
 		t.Errorf("none: %q", p.Rules[2].Exec)
+	}
+}
+
+func TestWhen(t *testing.T) {
+	p := parse(t, `
+[[rule]]
+name = "boot-devices"
+action = "attach"
+match = { id = "046d:c31c", when = "present" }
+target = { domain = "kiosk" }
+
+[[rule]]
+name = "later"
+action = "deny"
+match = { id = "046d:c31c", when = "plugged" }
+`)
+	d := policy.Device{BusID: "1-4", Vendor: 0x046d, Product: 0xc31c, Present: true}
+	if dec := p.Match(&d, nil); dec.Rule == nil || dec.Rule.Name != "boot-devices" {
+		t.Errorf("present: %+v", dec)
+	}
+	d.Present = false
+	ex := p.Explain(&d, nil)
+	if ex.Rule == nil || ex.Rule.Name != "later" || len(ex.Skipped) != 1 || !strings.Contains(ex.Skipped[0].Why, `when = "present"`) {
+		t.Errorf("plugged: %+v", ex)
+	}
+	// Neither covers the other: no shadowing is reported.
+	if f := p.Shadowed(); len(f) != 0 {
+		t.Errorf("shadowed: %v", f)
 	}
 }

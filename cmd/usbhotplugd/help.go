@@ -104,7 +104,9 @@ The agent (usbhotplugd run) listens to kernel uevents and xenstore watches,
 follows guests across reboots by name, gives each device back to its dom0
 driver when it leaves, and records what it attached under the dom0-only
 xenstore path /tool/usbhotplugd/owned, so that it never detaches what an
-admin attached with xl.`) + "\n")
+admin attached with xl. At its first start since dom0 booted it records the
+devices plugged then under /tool/usbhotplugd/present, for rules with
+match.when.`) + "\n")
 	b.WriteString(".SH COMMANDS\n")
 	for _, c := range commands {
 		fmt.Fprintf(&b, ".SS %s\n%s.\n.PP\n.nf\n%s.fi\n", c.name, roff(c.summary), roff(helpOf(c.name)))

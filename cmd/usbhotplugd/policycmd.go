@@ -105,10 +105,11 @@ type skipRef struct {
 func refOf(r *policy.Rule) ruleRef { return ruleRef{r.Index, r.Name, r.File, r.Line} }
 
 func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("explain", "[--policy FILE] [--json] [--sysfs DIR] [BUSID]", stderr)
+	fs := newFlags("explain", "[--policy FILE] [--json] [--plugged] [--sysfs DIR] [BUSID]", stderr)
 	path := fs.String("policy", defaultPolicy, "policy file")
 	asJSON := fs.Bool("json", false, "print JSON")
 	root := fs.String("sysfs", sysfsDefault(), "sysfs root to read")
+	plugged := fs.Bool("plugged", false, "decide as for devices plugged in after the agent started (match.when = \"plugged\"); by default they count as present at its start")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -130,6 +131,9 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	inv := inventory.FromScan(devs)
+	for i := range inv {
+		inv[i].Present = !*plugged
+	}
 	var out []explainJSON
 	for i, d := range devs {
 		if want != "" && d.BusID != want {

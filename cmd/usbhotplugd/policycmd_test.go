@@ -79,6 +79,18 @@ func TestExplain(t *testing.T) {
 		t.Fatalf("1-4 in JSON: %v", got[0])
 	}
 
+	// when = "present" / "plugged": by default the devices count as present.
+	pol := filepath.Join(t.TempDir(), "when.toml")
+	if err := os.WriteFile(pol, []byte("[[rule]]\nname = \"boot\"\naction = \"attach\"\nmatch = { port = \"1-4\", when = \"present\" }\ntarget = { domain = \"kiosk\" }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, out, _ = runCmd(t, "explain", "--policy", pol, "--sysfs", root, "1-4"); !strings.Contains(out, "=> attach: rule 1 \"boot\"") {
+		t.Errorf("present by default:\n%s", out)
+	}
+	if _, out, _ = runCmd(t, "explain", "--policy", pol, "--sysfs", root, "--plugged", "1-4"); !strings.Contains(out, `rule is for devices present then (when = "present")`) {
+		t.Errorf("--plugged:\n%s", out)
+	}
+
 	if code, _, errs = runCmd(t, "explain", "--policy", "../../rules/examples/kiosk.toml", "--sysfs", root, "9-9"); code != exitFailure || !strings.Contains(errs, "no USB device 9-9") {
 		t.Fatalf("absent busid: exit %d %s", code, errs)
 	}

@@ -22,6 +22,9 @@ import (
 // /etc/usbhotplugd/ are mapped into a temporary directory.
 type docHost struct {
 	etc string
+	// backs are the simulated backends: between two commands an admin
+	// types, they finish moving, so each waits for them to be idle.
+	backs *sim.Backends
 }
 
 func newDocHost(t *testing.T) *docHost {
@@ -57,7 +60,7 @@ func newDocHost(t *testing.T) *docHost {
 	t.Cleanup(func() { sysfsWriter = old })
 	t.Setenv("XENSTORED_PATH", s.SocketPath())
 	t.Setenv("USBHOTPLUGD_SYSFS", root)
-	return &docHost{etc: t.TempDir()}
+	return &docHost{etc: t.TempDir(), backs: b}
 }
 
 func (h *docHost) mapPath(s string) string {
@@ -73,7 +76,12 @@ func (h *docHost) run(t *testing.T, line string) (string, int) {
 		t.Fatalf("not a usbhotplugd command: %q", line)
 	}
 	var out bytes.Buffer
-	code := run(context.Background(), args[1:], &out, &out)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := h.backs.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	code := run(ctx, args[1:], &out, &out)
 	rules, _ := filepath.Abs("../../rules")
 	return strings.NewReplacer(h.etc+"/", "/etc/usbhotplugd/", rules+"/", "/usr/share/usbhotplugd/rules/").Replace(out.String()), code
 }

@@ -68,6 +68,9 @@ type Agent struct {
 	cache map[string]usbsysfs.Device
 	// ports is where each busid was at the last look at the store.
 	ports map[string]assign.Assignment
+	// present holds, by busid, the devices plugged before the agent first
+	// started since dom0 booted, as presentValue names them.
+	present map[string]string
 	// retries: a failed pass is tried again after a delay that doubles
 	// (by busid); the timers are stopped when Run ends.
 	retries map[string]*retry
@@ -105,7 +108,7 @@ func New(cfg Config) *Agent {
 		cfg.Now = time.Now
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]string{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -153,6 +156,7 @@ func (a *Agent) enqueueAll(ctx context.Context, why string) error {
 	a.mu.Lock()
 	a.cache = cache
 	a.mu.Unlock()
+	a.prunePresent(ctx, cache)
 	for _, d := range devs {
 		a.notePlugged(d.BusID)
 		a.enqueue(d.BusID, why)
@@ -293,6 +297,9 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 		}
 	})
 	if err := a.refreshDomains(ctx); err != nil {
+		return err
+	}
+	if err := a.loadPresent(ctx); err != nil {
 		return err
 	}
 	if err := a.enqueueAll(ctx, "start"); err != nil {
@@ -580,7 +587,7 @@ func (a *Agent) inventory(devs []usbsysfs.Device) []policy.Device {
 	for _, d := range devs {
 		pd := policy.Device{BusID: d.BusID, BusNum: d.BusNum, DevNum: d.DevNum, Vendor: d.Vendor, Product: d.Product,
 			Class: d.Class, SubClass: d.SubClass, Protocol: d.Protocol, Serial: d.Serial, Manufacturer: d.Manufacturer,
-			ProductName: d.ProductName, Plugged: a.plugged[d.BusID]}
+			ProductName: d.ProductName, Plugged: a.plugged[d.BusID], Present: a.isPresentLocked(d)}
 		for _, in := range d.Interfaces {
 			pd.Interfaces = append(pd.Interfaces, policy.Interface{Class: in.Class, SubClass: in.SubClass, Protocol: in.Protocol})
 		}

@@ -53,20 +53,21 @@ takeover = true
 // env is a dom0 with the standard fixture host, two guests and sim
 // backends; the agent's audits arrive on a channel.
 type env struct {
-	t       testing.TB
-	ctx     context.Context
-	s       xenstoretest.Store
-	xs      *xenstore.Conn
-	h       *assign.Host // the admin's (xl's) view
-	root    string
-	doms    map[string]sim.Domain
-	audits  chan agent.Audit
-	a       *agent.Agent
-	backs   *sim.Backends
-	nextID  uint32
-	stopped chan error
-	log     bytes.Buffer
-	logMu   sync.Mutex
+	t      testing.TB
+	ctx    context.Context
+	s      xenstoretest.Store
+	xs     *xenstore.Conn
+	h      *assign.Host // the admin's (xl's) view
+	root   string
+	doms   map[string]sim.Domain
+	audits chan agent.Audit
+	a      *agent.Agent
+	backs  *sim.Backends
+	nextID uint32
+	// stop stops the agent run started last and waits for it.
+	stop  func()
+	log   bytes.Buffer
+	logMu sync.Mutex
 	// count makes run give the agent a connection that counts its
 	// requests, in counter.
 	count   bool
@@ -181,17 +182,18 @@ func (e *env) run(pol string, dryRun bool) {
 		OnAudit: func(r agent.Audit) { e.audits <- r }})
 	ctx, cancel := context.WithCancel(e.ctx)
 	ready := make(chan struct{})
-	e.stopped = make(chan error, 1)
-	go func() { e.stopped <- e.a.Run(ctx, never{}, func() { close(ready) }) }()
-	e.t.Cleanup(func() {
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.a.Run(ctx, never{}, func() { close(ready) }) }()
+	e.stop = sync.OnceFunc(func() {
 		cancel()
-		if err := <-e.stopped; err != nil {
+		if err := <-stopped; err != nil {
 			e.t.Errorf("agent: %v", err)
 		}
 	})
+	e.t.Cleanup(e.stop)
 	select {
 	case <-ready:
-	case err := <-e.stopped:
+	case err := <-stopped:
 		e.t.Fatalf("agent stopped: %v", err)
 	case <-e.ctx.Done():
 		e.t.Fatal("agent not ready")

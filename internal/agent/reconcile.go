@@ -201,6 +201,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	// The device has left: its port (libxl never clears it), its driver
 	// records and its ownership record go at once.
 	if !present {
+		a.dropPresent(ctx, busid)
 		a.forgetPlugged(busid)
 		a.remember(busid, usbsysfs.Device{}, false)
 		did := false

@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+)
+
+// PresentRoot is where the agent records the devices that were plugged
+// before it first started since dom0 booted (match.when = "present"). The
+// store lives exactly as long as the dom0 boot, so the records do too;
+// agent restarts read them instead of taking every device as present.
+const PresentRoot = "/tool/usbhotplugd/present"
+
+// startedPath marks that the agent has started once since dom0 booted.
+const startedPath = "/tool/usbhotplugd/started"
+
+func presentPath(busid string) string {
+	return PresentRoot + "/" + strings.ReplaceAll(busid, ".", "_")
+}
+
+// presentValue names one plug of a device: unplugged and plugged back,
+// the device has another address, so the record no longer fits it.
+func presentValue(d usbsysfs.Device) string { return fmt.Sprintf("%d %s", d.DevNum, d.ID()) }
+
+// loadPresent learns which devices count as present: at the first start
+// since dom0 booted, every device plugged now (recorded with the marker in
+// one transaction, so that a crash leaves either both or neither); at a
+// later start, the records.
+func (a *Agent) loadPresent(ctx context.Context) error {
+	xs := a.h.XS
+	_, err := xs.Read(ctx, startedPath)
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("agent: reading %s: %w", startedPath, err)
+	}
+	m := map[string]string{}
+	if err == nil {
+		names, err := xs.Directory(ctx, PresentRoot)
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("agent: reading %s: %w", PresentRoot, err)
+		}
+		paths := make([]string, len(names))
+		for i, n := range names {
+			paths[i] = PresentRoot + "/" + n
+		}
+		vals, errs := xs.ReadMany(ctx, paths)
+		for i, n := range names {
+			b := strings.ReplaceAll(n, "_", ".")
+			if errs[i] != nil || usbsysfs.ValidBusID(b) != nil {
+				continue // dom0-only, but never trusted blindly
+			}
+			m[b] = string(vals[i])
+		}
+		a.mu.Lock()
+		a.present = m
+		a.mu.Unlock()
+		return nil
+	}
+	devs, err := a.h.Sys.Devices()
+	if err != nil {
+		return fmt.Errorf("agent: first scan: %w", err)
+	}
+	writes := make([][2]string, 0, len(devs)+1)
+	for _, d := range devs {
+		if usbsysfs.ValidBusID(d.BusID) != nil || strings.HasPrefix(d.BusID, "usb") {
+			continue
+		}
+		m[d.BusID] = presentValue(d)
+		writes = append(writes, [2]string{presentPath(d.BusID), m[d.BusID]})
+	}
+	writes = append(writes, [2]string{startedPath, a.cfg.Now().UTC().Format(time.RFC3339)})
+	if !a.cfg.DryRun {
+		err := xs.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+			// Records of a first start that died before its marker.
+			if err := tx.Rm(ctx, PresentRoot); err != nil && !errors.Is(err, syscall.ENOENT) {
+				return err
+			}
+			for i := 0; i < len(writes); i += 64 {
+				if err := tx.WriteMany(ctx, writes[i:min(i+64, len(writes))]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("agent: recording the devices present at the first start: %w", err)
+		}
+	}
+	a.cfg.Log.Info().Int("devices", len(m)).Msg("first start since dom0 booted: the devices plugged now count as present (match.when)")
+	a.mu.Lock()
+	a.present = m
+	a.mu.Unlock()
+	return nil
+}
+
+// isPresentLocked says d counts as present; a.mu is held.
+func (a *Agent) isPresentLocked(d usbsysfs.Device) bool {
+	v, ok := a.present[d.BusID]
+	return ok && v == presentValue(d)
+}
+
+// prunePresent drops the records of devices that left or were plugged
+// again (another address): they are no longer the devices present then.
+// now is every device plugged now.
+func (a *Agent) prunePresent(ctx context.Context, now map[string]usbsysfs.Device) {
+	a.mu.Lock()
+	var stale []string
+	for b, v := range a.present {
+		if d, ok := now[b]; !ok || presentValue(d) != v {
+			stale = append(stale, b)
+		}
+	}
+	a.mu.Unlock()
+	for _, b := range stale {
+		a.dropPresent(ctx, b)
+	}
+}
+
+// dropPresent forgets that busid was present: it left, or it was plugged
+// again.
+func (a *Agent) dropPresent(ctx context.Context, busid string) {
+	a.mu.Lock()
+	_, ok := a.present[busid]
+	delete(a.present, busid)
+	a.mu.Unlock()
+	if !ok || a.cfg.DryRun {
+		return
+	}
+	if err := rmOpt(ctx, a, presentPath(busid)); err != nil {
+		// A record left behind names an old address: it never fits again.
+		a.warn.Warn().Err(err).Str("busid", busid).Msg("removing the present record failed")
+	}
+}
