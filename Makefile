@@ -18,7 +18,8 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/uevent:FuzzImportUdevadm \
         ./policy:FuzzParse \
         ./policy:FuzzSpec \
-        ./internal/qmp:FuzzReply
+        ./internal/qmp:FuzzReply \
+        ./internal/mounts:FuzzParse
 
 .PHONY: all build test lint unit fuzz bench demo clean package
 

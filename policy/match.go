@@ -20,6 +20,9 @@ type Device struct {
 	// Attached: the device is at a guest's port, or was put there and waits
 	// for its guest to return. Among twins it keeps its place.
 	Attached bool
+	// InUse says why dom0 uses the device (a mounted disk), "" when it does
+	// not: a built-in guard keeps such a device in dom0.
+	InUse string
 	// Present: the device was plugged before the agent first started since
 	// dom0 booted (match.when = "present"); otherwise it came later.
 	Present bool
@@ -49,8 +52,8 @@ type Decision struct {
 // Match decides what happens to d, given the other present devices (inv
 // may include d itself). It is pure and safe for concurrent use.
 func (p *Policy) Match(d *Device, inv []Device) Decision {
-	if d.isHub() {
-		return Decision{Action: Deny, Guard: "hub", Reason: d.String() + " is a hub: hubs are never passed through (built-in guard)"}
+	if g, ok := guard(d); ok {
+		return g
 	}
 	for _, r := range p.Rules {
 		if r.Match.matches(d) {
@@ -58,6 +61,17 @@ func (p *Policy) Match(d *Device, inv []Device) Decision {
 		}
 	}
 	return Decision{Action: None, Reason: "no rule matches " + d.String() + ": it stays with dom0"}
+}
+
+// guard is the built-in decisions no rule can override.
+func guard(d *Device) (Decision, bool) {
+	switch {
+	case d.isHub():
+		return Decision{Action: Deny, Guard: "hub", Reason: d.String() + " is a hub: hubs are never passed through (built-in guard)"}, true
+	case d.InUse != "":
+		return Decision{Action: Deny, Guard: "in-use", Reason: fmt.Sprintf("%s is in use by dom0: %s; a device dom0 uses is never passed through (built-in guard): unmount it, then run usbhotplugd reload", d, d.InUse)}, true
+	}
+	return Decision{}, false
 }
 
 // A Skip is an earlier rule that did not match, and why.
@@ -76,8 +90,8 @@ type Explanation struct {
 // Explain is Match with the reasons the earlier rules did not match.
 func (p *Policy) Explain(d *Device, inv []Device) Explanation {
 	var ex Explanation
-	if d.isHub() {
-		ex.Decision = p.Match(d, inv)
+	if g, ok := guard(d); ok {
+		ex.Decision = g
 		return ex
 	}
 	for _, r := range p.Rules {

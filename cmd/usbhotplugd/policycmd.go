@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
+	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -105,10 +106,11 @@ type skipRef struct {
 func refOf(r *policy.Rule) ruleRef { return ruleRef{r.Index, r.Name, r.File, r.Line} }
 
 func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("explain", "[--policy FILE] [--json] [--plugged] [--sysfs DIR] [BUSID]", stderr)
+	fs := newFlags("explain", "[--policy FILE] [--json] [--plugged] [--sysfs DIR] [--mountinfo FILE] [BUSID]", stderr)
 	path := fs.String("policy", defaultPolicy, "policy file")
 	asJSON := fs.Bool("json", false, "print JSON")
 	root := fs.String("sysfs", sysfsDefault(), "sysfs root to read")
+	mountinfo := fs.String("mountinfo", mounts.Default, "dom0's mounts, for the guard that keeps a disk dom0 uses")
 	plugged := fs.Bool("plugged", false, "decide as for devices plugged in after the agent started (match.when = \"plugged\"); by default they count as present at its start")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -131,8 +133,10 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	inv := inventory.FromScan(devs)
+	sys := usbsysfs.NewFS(*root)
 	for i := range inv {
 		inv[i].Present = !*plugged
+		inv[i].InUse = inventory.InUse(sys, devs[i], *mountinfo)
 	}
 	var out []explainJSON
 	for i, d := range devs {

@@ -79,6 +79,18 @@ func TestExplain(t *testing.T) {
 		t.Fatalf("1-4 in JSON: %v", got[0])
 	}
 
+	// The built-in guard: a disk dom0 has mounted stays, whatever the rules.
+	if err := (&usbsysfstest.Builder{Root: root}).AddDisk("1-3:1.0", usbsysfstest.Disk{Name: "sde", Dev: "8:64"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mi := filepath.Join(t.TempDir(), "mountinfo")
+	if err := os.WriteFile(mi, []byte("41 28 8:64 / /mnt rw - vfat /dev/sde rw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, out, _ = runCmd(t, "explain", "--policy", "../../rules/examples/kiosk.toml", "--sysfs", root, "--mountinfo", mi, "1-3"); !strings.Contains(out, "=> deny: 1-3 (0781:5567) is in use by dom0: /dev/sde is mounted on /mnt") {
+		t.Errorf("a mounted disk:\n%s", out)
+	}
+
 	// when = "present" / "plugged": by default the devices count as present.
 	pol := filepath.Join(t.TempDir(), "when.toml")
 	if err := os.WriteFile(pol, []byte("[[rule]]\nname = \"boot\"\naction = \"attach\"\nmatch = { port = \"1-4\", when = \"present\" }\ntarget = { domain = \"kiosk\" }\n"), 0o644); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
@@ -44,6 +45,9 @@ type Config struct {
 	// (30 s when zero).
 	Hooks       bool
 	HookTimeout time.Duration
+	// Mountinfo is where dom0's mounts are read, for the guard that keeps
+	// a disk dom0 uses (mounts.Default when empty).
+	Mountinfo string
 }
 
 // An Agent reconciles devices. Create it with New and run it with Run.
@@ -106,6 +110,9 @@ func (a *Agent) Stats() Stats { return Stats{Events: a.events.Load(), Passes: a.
 func New(cfg Config) *Agent {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Mountinfo == "" {
+		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]string{}, changed: make(chan struct{}),
 		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}

@@ -79,6 +79,8 @@ type env struct {
 	hookTimeout time.Duration
 	// logged is signalled at each log write.
 	logged chan struct{}
+	// mountinfo is the agent's Config.Mountinfo: dom0's mounts.
+	mountinfo string
 }
 
 func (e *env) Write(p []byte) (int, error) {
@@ -178,7 +180,7 @@ func (e *env) run(pol string, dryRun bool) {
 		e.t.Cleanup(func() { xs.Close() })
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
-	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout,
+	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout, Mountinfo: e.mountinfo,
 		OnAudit: func(r agent.Audit) { e.audits <- r }})
 	ctx, cancel := context.WithCancel(e.ctx)
 	ready := make(chan struct{})

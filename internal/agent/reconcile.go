@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -270,6 +271,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	if me == nil {
 		return // left meanwhile: its remove event follows
 	}
+	me.InUse = inventory.InUse(h.Sys, dev, a.cfg.Mountinfo)
 	// Twins (same vendor:product) need to know which of them is attached.
 	for i := range inv {
 		t := &inv[i]

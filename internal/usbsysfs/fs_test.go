@@ -216,3 +216,43 @@ func BenchmarkScan200(b *testing.B) {
 		}
 	}
 }
+
+// A storage stick's disks, as the kernel lays them out under its
+// interface; other devices have none.
+func TestBlockDevs(t *testing.T) {
+	root := usbsysfstest.TempDir(t)
+	if err := usbsysfstest.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	f := usbsysfs.NewFS(root)
+	if bs, err := f.BlockDevs("1-3"); err != nil || len(bs) != 0 {
+		t.Fatalf("before the disk is made: %v %v", bs, err)
+	}
+	err := (&usbsysfstest.Builder{Root: root}).AddDisk("1-3:1.0", usbsysfstest.Disk{Name: "sde", Dev: "8:64",
+		Parts: []usbsysfstest.Disk{{Name: "sde1", Dev: "8:65"}, {Name: "sde2", Dev: "8:66", Holders: []string{"dm-0"}}}}).Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := f.BlockDevs("1-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(bs)
+	if want := "[{sde 8:64 []} {sde1 8:65 []} {sde2 8:66 [dm-0]}]"; got != want {
+		t.Errorf("BlockDevs = %s, want %s", got, want)
+	}
+	if bs, err := f.BlockDevs("1-2"); err != nil || len(bs) != 0 {
+		t.Errorf("audio: %v %v", bs, err)
+	}
+	if _, err := f.BlockDevs("../x"); !errors.Is(err, usbsysfs.ErrInvalidName) {
+		t.Errorf("bad busid: %v", err)
+	}
+	// A dev attribute that is not MAJOR:MINOR is an error naming it.
+	dev := filepath.Join(root, "devices/pci0000:00/0000:00:14.0/usb1/1-3/1-3:1.0/host4/target4:0:0/4:0:0:0/block/sde/dev")
+	if err := os.WriteFile(dev, []byte("8:x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.BlockDevs("1-3"); !errors.Is(err, usbsysfs.ErrBadAttr) || !strings.Contains(err.Error(), "sde/dev") {
+		t.Errorf("bad dev: %v", err)
+	}
+}

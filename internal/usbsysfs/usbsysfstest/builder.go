@@ -145,6 +145,45 @@ func (b *Builder) Add(d Dev) *Builder {
 	return b
 }
 
+// A Disk is a block device a storage interface provides, as the kernel
+// adds it about a second after the interface binds.
+type Disk struct {
+	Name    string // "sde"
+	Dev     string // "8:64"
+	Holders []string
+	Parts   []Disk // partitions: "sde1"
+}
+
+// AddDisk gives interface intf ("1-3:1.0") a SCSI disk, laid out as the
+// kernel does: host*/target*/H:C:T:L/block/DISK/PART.
+func (b *Builder) AddDisk(intf string, d Disk) *Builder {
+	idir, err := filepath.EvalSymlinks(filepath.Join(b.Root, "bus/usb/devices", intf))
+	if err != nil {
+		if b.err == nil {
+			b.err = err
+		}
+		return b
+	}
+	rel, _ := filepath.Rel(b.Root, idir)
+	b.blockDir(rel+"/host4/target4:0:0/4:0:0:0/block/"+d.Name, d)
+	for _, p := range d.Parts {
+		b.blockDir(rel+"/host4/target4:0:0/4:0:0:0/block/"+d.Name+"/"+p.Name, p)
+	}
+	return b
+}
+
+func (b *Builder) blockDir(dir string, d Disk) {
+	b.write(dir+"/dev", d.Dev+"\n")
+	b.prepare(dir + "/holders/x") // makes holders/, empty
+	for _, h := range d.Holders {
+		if p := b.prepare(dir + "/holders/" + h); p != "" {
+			if err := os.Mkdir(p, 0o755); err != nil && b.err == nil {
+				b.err = err
+			}
+		}
+	}
+}
+
 // Err is the first error the builder met.
 func (b *Builder) Err() error { return b.err }
 

@@ -1,0 +1,74 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+const storagePolicy = `
+[[rule]]
+name = "sticks-to-desk"
+action = "attach"
+match = { interface = "storage" }
+target = { domain = "desk" }
+`
+
+// A disk dom0 uses (mounted, or under device-mapper) stays in dom0 even
+// when a rule sends it away; once free, a reload passes it.
+func TestAgentKeepsDisksDom0Uses(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		err := (&usbsysfstest.Builder{Root: e.root}).AddDisk("1-3:1.0", usbsysfstest.Disk{Name: "sde", Dev: "8:64",
+			Parts: []usbsysfstest.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.mountinfo = filepath.Join(t.TempDir(), "mountinfo")
+		mount := "28 1 8:1 / / rw - ext4 /dev/sda1 rw\n41 28 8:65 / /srv/data rw,relatime - ext4 /dev/sde1 rw\n"
+		if err := os.WriteFile(e.mountinfo, []byte(mount), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.run(storagePolicy, false)
+		if _, ok := e.at("1-3"); ok {
+			t.Fatal("a disk dom0 has mounted was passed through")
+		}
+		if e.driverOf("1-3:1.0") != "usb-storage" {
+			t.Errorf("storage driver: %q", e.driverOf("1-3:1.0"))
+		}
+		if log := e.logText(); !strings.Contains(log, "/dev/sde1 is mounted on /srv/data") || !strings.Contains(log, "built-in guard") {
+			t.Errorf("the refusal does not say why:\n%s", log)
+		}
+		// Unmounted, but held by device-mapper: still in use.
+		if err := os.WriteFile(e.mountinfo, []byte("28 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		holder := filepath.Join(e.root, "devices/pci0000:00/0000:00:14.0/usb1/1-3/1-3:1.0/host4/target4:0:0/4:0:0:0/block/sde/holders/dm-0")
+		if err := os.Mkdir(holder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p, err := policy.Parse("again.toml", []byte(storagePolicy), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		e.settle()
+		if _, ok := e.at("1-3"); ok {
+			t.Fatal("a disk under device-mapper was passed through")
+		}
+		e.awaitLog("/dev/sde is held by dm-0")
+		// Free: the next reload passes it.
+		if err := os.Remove(holder); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		if r := e.await("1-3", "attached"); r.Domain != "desk" {
+			t.Errorf("the free disk: %+v", r)
+		}
+	})
+}
