@@ -75,6 +75,14 @@ type Agent struct {
 	// present holds, by busid, the devices plugged before the agent first
 	// started since dom0 booted, as presentValue names them.
 	present map[string]string
+	// left is where departed devices were, by identity, for their replug.
+	left map[string]leftPort
+	// portGen counts setPort calls; touched is the count at each busid's
+	// last one.
+	portGen uint64
+	touched map[string]uint64
+	// looks are the second looks due shortly (lookLater), by busid.
+	looks map[string]*time.Timer
 	// retries: a failed pass is tried again after a delay that doubles
 	// (by busid); the timers are stopped when Run ends.
 	retries map[string]*retry
@@ -115,7 +123,7 @@ func New(cfg Config) *Agent {
 		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]string{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -141,6 +149,10 @@ func (a *Agent) enqueue(busid, why string) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.enqueueLocked(busid, why)
+}
+
+func (a *Agent) enqueueLocked(busid, why string) {
 	if _, queued := a.why[busid]; queued {
 		return
 	}
@@ -168,11 +180,14 @@ func (a *Agent) enqueueAll(ctx context.Context, why string) error {
 		a.notePlugged(d.BusID)
 		a.enqueue(d.BusID, why)
 	}
+	// The store watch calls this too, beside the worker: the read may
+	// predate the worker's latest attach (noteAssignedSince).
+	since := a.portGeneration()
 	all, err := a.h.Assigned(ctx)
 	if err != nil {
 		return err
 	}
-	a.noteAssigned(all)
+	a.noteAssignedSince(all, since)
 	for _, x := range all {
 		a.enqueue(x.BusID, why)
 	}
@@ -208,11 +223,12 @@ func (a *Agent) forgetPlugged(busid string) {
 	delete(a.plugged, busid)
 }
 
-// WaitIdle waits until the queue is empty and no pass is running.
+// WaitIdle waits until the queue is empty, no pass is running and no
+// second look is due (a failure's retry may still be).
 func (a *Agent) WaitIdle(ctx context.Context) error {
 	for {
 		a.mu.Lock()
-		if len(a.queue) == 0 && !a.busy {
+		if len(a.queue) == 0 && !a.busy && !a.looking() {
 			a.mu.Unlock()
 			return nil
 		}
@@ -473,6 +489,7 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 			// looked at, not the whole bus. A change of single ports
 			// reads only those ports.
 			var moved []string
+			since := a.portGeneration()
 			switch {
 			case whole:
 				all, err := a.h.Assigned(ctx)
@@ -482,7 +499,7 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 					}
 					continue
 				}
-				moved = a.noteAssigned(all)
+				moved = a.noteAssignedSince(all, since)
 			case len(ports) > 0:
 				paths := make([]string, len(ports))
 				for i, x := range ports {
@@ -505,7 +522,7 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 				if failed {
 					continue
 				}
-				moved = a.notePorts(ports)
+				moved = a.notePorts(ports, since)
 			}
 			for _, b := range moved {
 				a.enqueue(b, "its port changed")
@@ -627,24 +644,30 @@ func (a *Agent) retryLater(busid string) {
 }
 
 // lookLater queues busid once more after d (a timer owned like the
-// retries).
+// retries, apart from them: a failure's backoff does not delay it).
 func (a *Agent) lookLater(busid string, d time.Duration, why string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if r := a.retries[busid]; r != nil {
+	if a.looks[busid] != nil {
 		return // already due
 	}
-	r := &retry{delay: d}
-	a.retries[busid] = r
-	r.timer = time.AfterFunc(d, func() {
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
 		a.mu.Lock()
-		if a.retries[busid] == r {
-			delete(a.retries, busid)
+		defer a.mu.Unlock()
+		if a.looks[busid] == t {
+			delete(a.looks, busid)
 		}
-		a.mu.Unlock()
-		a.enqueue(busid, why)
+		// Queued before the look stops counting, so the agent never
+		// looks idle in between.
+		a.enqueueLocked(busid, why)
 	})
+	a.looks[busid] = t
+	a.broadcast()
 }
+
+// looking says a second look is due shortly; a.mu is held.
+func (a *Agent) looking() bool { return len(a.looks) > 0 }
 
 // succeeded resets busid's backoff.
 func (a *Agent) succeeded(busid string) {
@@ -653,6 +676,7 @@ func (a *Agent) succeeded(busid string) {
 	if r := a.retries[busid]; r != nil {
 		r.timer.Stop()
 		delete(a.retries, busid)
+		a.broadcast()
 	}
 }
 
@@ -663,17 +687,38 @@ func (a *Agent) stopRetries() {
 		r.timer.Stop()
 		delete(a.retries, b)
 	}
+	for b, t := range a.looks {
+		t.Stop()
+		delete(a.looks, b)
+	}
+	a.broadcast()
 }
 
 // noteAssigned records where every busid is and returns those that moved
 // since the last look.
 func (a *Agent) noteAssigned(all []assign.Assignment) []string {
+	return a.noteAssignedSince(all, ^uint64(0))
+}
+
+// noteAssignedSince is noteAssigned for a read started at port generation
+// since (portGeneration) by another goroutine than the worker: a busid the
+// worker attached or detached meanwhile keeps what the worker knows, since
+// the read may predate it (the store's watch tells of it again anyway).
+func (a *Agent) noteAssignedSince(all []assign.Assignment, since uint64) []string {
 	now := make(map[string]assign.Assignment, len(all))
 	for _, x := range all {
 		now[x.BusID] = x
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for b, g := range a.touched {
+		if g > since {
+			delete(now, b)
+			if x, ok := a.ports[b]; ok {
+				now[b] = x
+			}
+		}
+	}
 	var moved []string
 	for b, x := range now {
 		if old, ok := a.ports[b]; !ok || old != x {
@@ -688,6 +733,17 @@ func (a *Agent) noteAssigned(all []assign.Assignment) []string {
 	a.ports = now
 	sort.Slice(moved, func(i, j int) bool { return usbsysfs.BusIDLess(moved[i], moved[j]) })
 	return moved
+}
+
+// maxTouched bounds the busids whose last local port change is kept.
+const maxTouched = 4096
+
+// portGeneration counts the worker's own port changes, for reads made
+// elsewhere to know what they may predate.
+func (a *Agent) portGeneration() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.portGen
 }
 
 // portOf is where busid was last seen.
@@ -713,6 +769,13 @@ func (a *Agent) portList() []assign.Assignment {
 func (a *Agent) setPort(x assign.Assignment, at bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.portGen++
+	if len(a.touched) >= maxTouched {
+		// Forgetting only lets a stale read through, which the next
+		// watch event corrects.
+		clear(a.touched)
+	}
+	a.touched[x.BusID] = a.portGen
 	if at {
 		a.ports[x.BusID] = x
 	} else if y, ok := a.ports[x.BusID]; ok && y.Domid == x.Domid && y.Controller == x.Controller && y.Port == x.Port {

@@ -310,7 +310,7 @@ func TestAgentHoldsAfterAdminDetachAndFollowsReboot(t *testing.T) {
 			t.Fatal("audio not attached")
 		}
 		if err := e.h.Detach(e.ctx, a.Domid, a.Controller, a.Port); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v\nlog:\n%s", err, e.logText())
 		}
 		held := e.await("1-2", "held")
 		if !strings.Contains(held.Reason, "detached from kiosk") {

@@ -214,6 +214,9 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 				}
 				a.setPort(*asg, false)
 			}
+			if owned != nil && rec.ID != "" {
+				a.rememberLeft(identity(rec.ID, rec.Serial, busid), owned.Domain, *asg)
+			}
 			rec.Action, rec.Domid, rec.Ctrl, rec.Port = "cleared", int(asg.Domid), asg.Controller, asg.Port
 			if owned != nil { // the rule that attached it hears it left
 				rec.Rule, rec.Domain = owned.Rule, owned.Domain
@@ -308,7 +311,18 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	// Already at a port.
 	if asg != nil {
 		if dec.Action == policy.Attach && running && asg.Domid == domid {
-			if !a.cfg.DryRun && asg.Type == policy.TypePV {
+			if !a.cfg.DryRun && asg.Type == policy.TypePV && !allUsbback(dev) && why != afterUnbound && why != "start" {
+				// xl detaches by unbinding from usbback first and clearing
+				// the port after: binding back now would undo its detach.
+				// Look again shortly; a port still set then is a bind cut
+				// short, finished below. The first pass after a start
+				// repairs at once: readiness promises the invariants.
+				a.lookLater(busid, 200*time.Millisecond, afterUnbound)
+				return
+			}
+			// Bound already (the common case): nothing is written, so a
+			// detach xl starts meanwhile is not raced.
+			if !a.cfg.DryRun && asg.Type == policy.TypePV && !allUsbback(dev) {
 				if err := h.EnsureBound(ctx, busid); err != nil {
 					fail(err)
 					return
@@ -344,11 +358,11 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	}
 
 	// At no port: nothing of it may stay in usbback (a detach cut short).
-	// Right after its port was cleared, xl (or libxl's destroy) may be
-	// in the middle of giving it back: look again shortly instead of
-	// racing it.
-	if !a.cfg.DryRun && asg == nil && why == "its port changed" && (hasRecord || anyUsbback(h, dev) || unbound(dev)) {
-		a.lookLater(busid, 200*time.Millisecond, "after its port was cleared")
+	// xl (or libxl's destroy) may be in the middle of giving it back:
+	// look again shortly instead of racing it. The first pass after a
+	// start repairs at once: readiness promises the invariants.
+	if !a.cfg.DryRun && asg == nil && why != "start" && why != afterCleared && (hasRecord || anyUsbback(h, dev) || unbound(dev)) {
+		a.lookLater(busid, 200*time.Millisecond, afterCleared)
 		return
 	}
 	if !a.cfg.DryRun {
@@ -409,6 +423,24 @@ func (a *Agent) auditIfChanged(ctx context.Context, r Audit, start time.Time) {
 	a.audit(ctx, r, start)
 }
 
+// afterCleared is the trigger of the second look at a device at no port
+// with something of it left in usbback.
+const afterCleared = "after its port was cleared"
+
+// afterUnbound is the trigger of the second look at a device found at a
+// port with interfaces out of usbback.
+const afterUnbound = "after its interfaces left usbback"
+
+// allUsbback says every interface of d is bound to usbback.
+func allUsbback(d usbsysfs.Device) bool {
+	for _, in := range d.Interfaces {
+		if in.Driver != "usbback" {
+			return false
+		}
+	}
+	return true
+}
+
 func unbound(d usbsysfs.Device) bool {
 	for _, in := range d.Interfaces {
 		if in.Driver == "" {
@@ -449,6 +481,9 @@ func (a *Agent) attach(ctx context.Context, busid string, dev usbsysfs.Device, d
 	if owned != nil && owned.Domain == t.Domain {
 		// Back where it was before the domain rebooted or the agent restarted.
 		opts.PreferController, opts.PreferPort = owned.Controller, owned.Port
+	} else if at, ok := a.leftAt(identity(dev.ID(), dev.Serial, busid), t.Domain); ok && t.Port == 0 {
+		// Plugged back: to the port it left, if that is free.
+		opts.PreferController, opts.PreferPort = at.Controller, at.Port
 	}
 	rec.Action, rec.Domid = "attached", int(domid)
 	if a.cfg.DryRun {

@@ -67,21 +67,23 @@ func classifyBackend(path string) (backendChange, assign.Assignment) {
 	return changeAll, assign.Assignment{}
 }
 
-// notePorts records what some ports now hold (BusID empty: nothing) and
-// returns the busids that moved: the one that left each port and the one
-// that came.
-func (a *Agent) notePorts(ports []assign.Assignment) []string {
+// notePorts records what some ports now hold (BusID empty: nothing), as
+// read from port generation since on, and returns the busids that moved:
+// the one that left each port and the one that came. A busid the worker
+// moved after since keeps what the worker knows (see noteAssignedSince).
+func (a *Agent) notePorts(ports []assign.Assignment, since uint64) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	fresh := func(b string) bool { return a.touched[b] > since }
 	var moved []string
 	for _, x := range ports {
 		for b, y := range a.ports {
-			if y.Domid == x.Domid && y.Controller == x.Controller && y.Port == x.Port && b != x.BusID {
+			if y.Domid == x.Domid && y.Controller == x.Controller && y.Port == x.Port && b != x.BusID && !fresh(b) {
 				delete(a.ports, b)
 				moved = append(moved, b)
 			}
 		}
-		if x.BusID == "" || usbsysfs.ValidBusID(x.BusID) != nil {
+		if x.BusID == "" || usbsysfs.ValidBusID(x.BusID) != nil || fresh(x.BusID) {
 			continue
 		}
 		if y, ok := a.ports[x.BusID]; !ok || y != x {

@@ -52,13 +52,26 @@ func TestNotePorts(t *testing.T) {
 			t.Errorf("moved %q, want %q", got, want)
 		}
 	}
-	check(a.notePorts([]assign.Assignment{p("1-2", 1)}), "1-2")
-	check(a.notePorts([]assign.Assignment{p("1-2", 1)})) // nothing new
-	check(a.notePorts([]assign.Assignment{p("1-3", 1)}), "1-2", "1-3")
-	check(a.notePorts([]assign.Assignment{p("", 1)}), "1-3")
-	check(a.notePorts([]assign.Assignment{p("not a busid", 2)})) // a guest's junk holds nothing
-	check(a.notePorts([]assign.Assignment{p("1-4", 2), p("1-5", 3)}), "1-4", "1-5")
+	check(a.notePorts([]assign.Assignment{p("1-2", 1)}, ^uint64(0)), "1-2")
+	check(a.notePorts([]assign.Assignment{p("1-2", 1)}, ^uint64(0))) // nothing new
+	check(a.notePorts([]assign.Assignment{p("1-3", 1)}, ^uint64(0)), "1-2", "1-3")
+	check(a.notePorts([]assign.Assignment{p("", 1)}, ^uint64(0)), "1-3")
+	check(a.notePorts([]assign.Assignment{p("not a busid", 2)}, ^uint64(0))) // a guest's junk holds nothing
+	check(a.notePorts([]assign.Assignment{p("1-4", 2), p("1-5", 3)}, ^uint64(0)), "1-4", "1-5")
 	if len(a.ports) != 2 {
 		t.Errorf("ports %v, want 1-4 and 1-5", a.ports)
 	}
+
+	// A read that began before the worker's own attach does not undo it.
+	since := a.portGeneration()
+	a.setPort(p("1-6", 4), true)
+	check(a.notePorts([]assign.Assignment{p("", 4)}, since))
+	if _, ok := a.portOf("1-6"); !ok {
+		t.Error("a stale read undid the worker's attach")
+	}
+	if moved := a.noteAssignedSince([]assign.Assignment{p("1-4", 2), p("1-5", 3)}, since); len(moved) != 0 {
+		t.Errorf("a stale full read moved %q", moved)
+	}
+	// A read that began after it is the truth.
+	check(a.notePorts([]assign.Assignment{p("", 4)}, a.portGeneration()), "1-6")
 }

@@ -129,6 +129,10 @@ func (h *Host) bind(dir, name, drv string) error {
 	if err := os.Symlink(toDrv, filepath.Join(dir, "driver")); err != nil {
 		return err
 	}
+	// A fake kernel killed between its two unlinks (the agent's, by the
+	// soak test) may leave the driver's link alone: the real kernel, under
+	// the device lock, never shows that, so it is put right here.
+	os.Remove(filepath.Join(drvDir, name))
 	return os.Symlink(toDev, filepath.Join(drvDir, name))
 }
 

@@ -1,0 +1,61 @@
+package agent_test
+
+import (
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+const replugPolicy = `
+[[rule]]
+name = "audio"
+action = "attach"
+match = { id = "0d8c:0014" }
+target = { domain = "kiosk" }
+
+[[rule]]
+name = "mouse-a"
+action = "attach"
+match = { serial = "MOUSE-A" }
+target = { domain = "kiosk" }
+`
+
+// A device plugged back goes to the port it left when that is free, not
+// to the first free one: the guest sees it where it was.
+func TestAgentReplugReturnsToItsPort(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(replugPolicy, false)
+		audio, ok1 := e.at("1-2")
+		mouse, ok2 := e.at("1-4")
+		if !ok1 || !ok2 {
+			t.Fatal("not attached")
+		}
+		mouseDev := usbsysfstest.Dev{BusID: "1-4", DevNum: 20, Vendor: "046d", Product: "c077", Class: "00", Serial: "MOUSE-A",
+			Manufacturer: "Logitech", Name: "USB Optical Mouse", Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}}
+		for _, b := range []string{"1-2", "1-4"} {
+			if err := e.kernel.Unplug(b); err != nil {
+				t.Fatal(err)
+			}
+			e.a.Handle(e.ctx, removeEvent(t, b))
+			e.await(b, "cleared")
+		}
+		// The mouse comes back first, into another socket: the first free
+		// port is the audio's, but its own is free too.
+		mouseDev.BusID = "1-5"
+		if err := e.kernel.Unplug("1-5"); err != nil { // the other mouse makes room
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, removeEvent(t, "1-5"))
+		e.settle()
+		if err := (&usbsysfstest.Builder{Root: e.root}).Add(mouseDev).Err(); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, addEvent(t, "1-5"))
+		r := e.await("1-5", "attached")
+		if r.Ctrl != mouse.Controller || r.Port != mouse.Port {
+			t.Errorf("mouse back at %d:%d, want its port %d:%d (audio had %d:%d)", r.Ctrl, r.Port, mouse.Controller, mouse.Port, audio.Controller, audio.Port)
+		}
+	})
+}
