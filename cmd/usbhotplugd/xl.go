@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
+	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -106,11 +108,20 @@ func runUsbctrlDetach(ctx context.Context, args []string, stdout, stderr io.Writ
 }
 
 func runUsbdevAttach(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return hostCommand(ctx, "usbdev-attach", "DOMAIN hostbus=B hostaddr=A | busid=B-P.P [controller=C [port=P]]", args, stderr, 2, -1, nil,
+	var force *bool
+	return hostCommand(ctx, "usbdev-attach", "[--force] DOMAIN hostbus=B hostaddr=A | busid=B-P.P [controller=C [port=P]]", args, stderr, 2, -1,
+		func(fs *flag.FlagSet) {
+			force = fs.Bool("force", false, "attach even a disk dom0 uses (mounted, or under device-mapper or md)")
+		},
 		func(h *assign.Host, d assign.Domain, rest []string) error {
 			spec, err := policy.ParseDevArgs(rest)
 			if err != nil {
 				return &usageError{err.Error()}
+			}
+			if !*force {
+				if err := checkNotInUse(h, spec); err != nil {
+					return err
+				}
 			}
 			_, err = h.Attach(ctx, d.ID, spec)
 			return err
@@ -182,4 +193,25 @@ func sysfsDefault() string {
 		return p
 	}
 	return "/sys"
+}
+
+// checkNotInUse refuses a device dom0 uses, as the agent's guard does: xl
+// would pass dom0's own disk away, and dom0 with it.
+func checkNotInUse(h *assign.Host, spec policy.DevSpec) error {
+	busid := spec.BusID
+	if busid == "" {
+		b, err := h.Sys.BusIDByAddr(spec.HostBus, spec.HostAddr)
+		if err != nil {
+			return nil // the attach says why it cannot find it
+		}
+		busid = b
+	}
+	dev, err := h.Sys.Device(busid)
+	if err != nil {
+		return nil
+	}
+	if why := inventory.InUse(h.Sys, dev, mounts.Default); why != "" {
+		return fmt.Errorf("%s is in use by dom0: %s; unmount it first, or pass --force to attach it anyway", busid, why)
+	}
+	return nil
 }

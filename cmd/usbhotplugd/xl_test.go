@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -76,5 +77,19 @@ func TestXLCommands(t *testing.T) {
 	}
 	if _, _, errs := runCmd(t, "usb-list", "--xenstore", "/nonexistent/socket", "kiosk"); !strings.Contains(errs, "is xenstored running?") {
 		t.Errorf("no store: %q", errs)
+	}
+
+	// A disk dom0 uses is refused unless --force says otherwise.
+	bld := &usbsysfstest.Builder{Root: root}
+	bld.Add(usbsysfstest.Dev{BusID: "1-2", DevNum: 9, Vendor: "0781", Product: "5567", Class: "00", Interfaces: []usbsysfstest.Intf{{Class: "08", SubClass: "06", Protocol: "50", Driver: "usb-storage"}}})
+	bld.AddDisk("1-2:1.0", usbsysfstest.Disk{Name: "sdz", Dev: "65:144", Holders: []string{"dm-7"}})
+	if err := bld.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := c("usbdev-attach", "kiosk", "busid=1-2"); code != exitFailure || !strings.Contains(errs, "1-2 is in use by dom0: /dev/sdz is held by dm-7") || !strings.Contains(errs, "--force") {
+		t.Errorf("a disk under device-mapper: exit %d %s", code, errs)
+	}
+	if code, _, errs := c("usbdev-attach", "--force", "kiosk", "busid=1-2"); code != 0 {
+		t.Errorf("--force: exit %d %s", code, errs)
 	}
 }
