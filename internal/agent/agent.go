@@ -228,7 +228,7 @@ func (a *Agent) forgetPlugged(busid string) {
 func (a *Agent) WaitIdle(ctx context.Context) error {
 	for {
 		a.mu.Lock()
-		if len(a.queue) == 0 && !a.busy && !a.looking() {
+		if len(a.queue) == 0 && !a.busy && len(a.looks) == 0 {
 			a.mu.Unlock()
 			return nil
 		}
@@ -325,7 +325,7 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 	if err := a.loadPresent(ctx); err != nil {
 		return err
 	}
-	if err := a.enqueueAll(ctx, "start"); err != nil {
+	if err := a.enqueueAll(ctx, startTrigger); err != nil {
 		return fmt.Errorf("agent: first scan: %w", err)
 	}
 	srcErr := make(chan error, 1)
@@ -665,9 +665,6 @@ func (a *Agent) lookLater(busid string, d time.Duration, why string) {
 	a.looks[busid] = t
 	a.broadcast()
 }
-
-// looking says a second look is due shortly; a.mu is held.
-func (a *Agent) looking() bool { return len(a.looks) > 0 }
 
 // succeeded resets busid's backoff.
 func (a *Agent) succeeded(busid string) {

@@ -60,8 +60,8 @@ func hookEnv(r Audit) []string {
 // the device that r says left, if the rule has one. A dry run says what
 // would run instead.
 func (a *Agent) hook(r Audit) {
-	if r.Rule == "" {
-		return
+	if r.Rule == "" || !a.cfg.Hooks && !a.cfg.DryRun {
+		return // no command runs, or is said to: no need to find it
 	}
 	// Names are unique in a policy; a decision of a rule a reload removed
 	// runs nothing.
@@ -77,11 +77,8 @@ func (a *Agent) hook(r Audit) {
 	if len(argv) == 0 {
 		return
 	}
-	switch {
-	case a.cfg.DryRun:
+	if a.cfg.DryRun {
 		a.cfg.Log.Info().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", r.Action).Strs("exec", argv).Msg("dry run: the rule's command would run")
-		return
-	case !a.cfg.Hooks:
 		return
 	}
 	select {

@@ -21,9 +21,7 @@ const PresentRoot = "/tool/usbhotplugd/present"
 // startedPath marks that the agent has started once since dom0 booted.
 const startedPath = "/tool/usbhotplugd/started"
 
-func presentPath(busid string) string {
-	return PresentRoot + "/" + strings.ReplaceAll(busid, ".", "_")
-}
+func presentPath(busid string) string { return PresentRoot + "/" + nodeName(busid) }
 
 // presentValue names one plug of a device: unplugged and plugged back,
 // the device has another address, so the record no longer fits it.
@@ -51,7 +49,7 @@ func (a *Agent) loadPresent(ctx context.Context) error {
 		}
 		vals, errs := xs.ReadMany(ctx, paths)
 		for i, n := range names {
-			b := strings.ReplaceAll(n, "_", ".")
+			b := busidOf(n)
 			if errs[i] != nil || usbsysfs.ValidBusID(b) != nil {
 				continue // dom0-only, but never trusted blindly
 			}
@@ -81,12 +79,7 @@ func (a *Agent) loadPresent(ctx context.Context) error {
 			if err := tx.Rm(ctx, PresentRoot); err != nil && !errors.Is(err, syscall.ENOENT) {
 				return err
 			}
-			for i := 0; i < len(writes); i += 64 {
-				if err := tx.WriteMany(ctx, writes[i:min(i+64, len(writes))]); err != nil {
-					return err
-				}
-			}
-			return nil
+			return tx.WriteMany(ctx, writes)
 		})
 		if err != nil {
 			return fmt.Errorf("agent: recording the devices present at the first start: %w", err)

@@ -311,18 +311,19 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	// Already at a port.
 	if asg != nil {
 		if dec.Action == policy.Attach && running && asg.Domid == domid {
-			if !a.cfg.DryRun && asg.Type == policy.TypePV && !allUsbback(dev) && why != afterUnbound && why != "start" {
-				// xl detaches by unbinding from usbback first and clearing
-				// the port after: binding back now would undo its detach.
-				// Look again shortly; a port still set then is a bind cut
-				// short, finished below. The first pass after a start
-				// repairs at once: readiness promises the invariants.
-				a.lookLater(busid, 200*time.Millisecond, afterUnbound)
-				return
-			}
 			// Bound already (the common case): nothing is written, so a
 			// detach xl starts meanwhile is not raced.
 			if !a.cfg.DryRun && asg.Type == policy.TypePV && !allUsbback(dev) {
+				if why != afterUnbound && why != startTrigger {
+					// xl detaches by unbinding from usbback first and
+					// clearing the port after: binding back now would
+					// undo its detach. Look again shortly; a port still
+					// set then is a bind cut short, finished here. The
+					// first pass after a start repairs at once: readiness
+					// promises the invariants.
+					a.lookLater(busid, 200*time.Millisecond, afterUnbound)
+					return
+				}
 				if err := h.EnsureBound(ctx, busid); err != nil {
 					fail(err)
 					return
@@ -361,7 +362,7 @@ func (a *Agent) reconcile(ctx context.Context, busid, why string) {
 	// xl (or libxl's destroy) may be in the middle of giving it back:
 	// look again shortly instead of racing it. The first pass after a
 	// start repairs at once: readiness promises the invariants.
-	if !a.cfg.DryRun && asg == nil && why != "start" && why != afterCleared && (hasRecord || anyUsbback(h, dev) || unbound(dev)) {
+	if !a.cfg.DryRun && asg == nil && why != startTrigger && why != afterCleared && (hasRecord || anyUsbback(h, dev) || unbound(dev)) {
 		a.lookLater(busid, 200*time.Millisecond, afterCleared)
 		return
 	}
@@ -422,6 +423,9 @@ func (a *Agent) auditIfChanged(ctx context.Context, r Audit, start time.Time) {
 	}
 	a.audit(ctx, r, start)
 }
+
+// startTrigger is the trigger of the passes a run starts with.
+const startTrigger = "start"
 
 // afterCleared is the trigger of the second look at a device at no port
 // with something of it left in usbback.

@@ -29,11 +29,13 @@ type Owned struct {
 	Serial     string `json:"serial,omitempty"`
 }
 
-func ownedPath(busid string) string {
-	return RecordRoot + "/" + strings.NewReplacer(".", "_", ":", "@").Replace(busid)
-}
+func ownedPath(busid string) string { return RecordRoot + "/" + nodeName(busid) }
 
-func decodeOwned(name string) string { return strings.ReplaceAll(name, "_", ".") }
+// nodeName is busid as a node name under the agent's record roots (a
+// xenstore name takes no "."); busidOf undoes it.
+func nodeName(busid string) string { return strings.NewReplacer(".", "_", ":", "@").Replace(busid) }
+
+func busidOf(name string) string { return strings.ReplaceAll(name, "_", ".") }
 
 func readOwned(ctx context.Context, xs *xenstore.Conn, busid string) (*Owned, error) {
 	b, err := xs.Read(ctx, ownedPath(busid))
@@ -74,7 +76,7 @@ func ListOwned(ctx context.Context, xs *xenstore.Conn) (map[string]Owned, error)
 	}
 	out := map[string]Owned{}
 	for _, n := range names {
-		b := decodeOwned(n)
+		b := busidOf(n)
 		o, err := readOwned(ctx, xs, b)
 		if err != nil || o == nil {
 			continue

@@ -113,20 +113,9 @@ func decodeBusID(s string) string {
 	return string(b)
 }
 
-// Holds reports whether a's port still names a's busid: one read, to
-// confirm a remembered assignment instead of reading every domain.
-func (h *Host) Holds(ctx context.Context, a Assignment) (bool, error) {
-	p, ok := PortPath(a)
-	if !ok || checkBusID(a.BusID) != nil {
-		return false, nil
-	}
-	v, ok, err := readOpt(ctx, h.XS, p)
-	return ok && v == a.BusID, err
-}
-
 // PortPath is the node that holds a's port (of a pv or qusb controller),
-// as Holds reads it; false for a port or controller that cannot be. The
-// busid is not looked at.
+// for callers that confirm a remembered assignment with one read; false
+// for a port or controller that cannot be. The busid is not looked at.
 func PortPath(a Assignment) (string, bool) {
 	if a.Port < 1 || a.Controller < 0 {
 		return "", false

@@ -106,7 +106,7 @@ func (h *Host) AttachMany(ctx context.Context, domid uint32, items []AttachItem)
 				placed = append(placed, p)
 			}
 			// All the writes go out together.
-			return writeMany(ctx, tx, writes)
+			return tx.WriteMany(ctx, writes)
 		})
 		if err != nil {
 			for _, p := range todo {

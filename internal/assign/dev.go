@@ -235,7 +235,7 @@ func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec p
 			recs = append(recs, opts.Record(a)...)
 		}
 		// The port and the records go out together: one round trip.
-		return writeMany(ctx, tx, append([][2]string{{c.portPath(port), busid}}, recs...))
+		return tx.WriteMany(ctx, append([][2]string{{c.portPath(port), busid}}, recs...))
 	})
 	return a, err
 }

@@ -134,17 +134,6 @@ func readMany(ctx context.Context, r rw, paths []string) ([]optValue, error) {
 	return out, errors.Join(errs...)
 }
 
-// writeMany writes nodes in order, 64 requests to a write.
-func writeMany(ctx context.Context, r rw, nodes [][2]string) error {
-	var errs []error
-	for len(nodes) > 0 {
-		n := min(len(nodes), 64)
-		errs = append(errs, r.WriteMany(ctx, nodes[:n]))
-		nodes = nodes[n:]
-	}
-	return errors.Join(errs...)
-}
-
 func write(ctx context.Context, r rw, path, value string) error {
 	return r.Write(ctx, path, []byte(value))
 }

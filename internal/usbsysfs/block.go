@@ -40,7 +40,7 @@ func (f *FS) BlockDevs(busid string) ([]BlockDev, error) {
 		}
 		// Each level is matched by name; a missing level (unplugged
 		// meanwhile, or not probed yet) means no disk below it.
-		for _, host := range subdirs(filepath.Join(f.devPath(n)), "host") {
+		for _, host := range subdirs(f.devPath(n), "host") {
 			for _, target := range subdirs(host, "target") {
 				for _, lun := range subdirs(target, "") {
 					if strings.Count(filepath.Base(lun), ":") != 3 {

@@ -158,8 +158,12 @@ type call struct {
 	err     error
 }
 
-// rawMany sends every call in one write, so that n requests cost one
-// system call and one round trip, and waits for all their replies.
+// writeChunk is the size at which rawMany sends what it has gathered.
+const writeChunk = 16 << 10
+
+// rawMany sends every call before waiting for any reply, so that n
+// requests cost one round trip (and one write while they fit
+// writeChunk), and waits for all their replies.
 func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 	fail := func(err error) {
 		for i := range calls {
@@ -202,20 +206,27 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 	}
 	c.mu.Unlock()
 
+	// Requests go out in writes of about writeChunk bytes: a large batch
+	// costs a few system calls, not a buffer of its whole size, and its
+	// replies are awaited only once everything is sent.
 	c.wmu.Lock()
 	c.wbuf = c.wbuf[:0]
+	var err error
 	for i, cl := range calls {
-		if chans[i] != nil {
-			c.wbuf = AppendHeader(c.wbuf, Header{Type: cl.typ, ReqID: ids[i], TxID: txid, Len: uint32(len(cl.payload))})
-			c.wbuf = append(c.wbuf, cl.payload...)
+		if chans[i] == nil {
+			continue
+		}
+		c.wbuf = AppendHeader(c.wbuf, Header{Type: cl.typ, ReqID: ids[i], TxID: txid, Len: uint32(len(cl.payload))})
+		c.wbuf = append(c.wbuf, cl.payload...)
+		if len(c.wbuf) >= writeChunk {
+			if _, err = c.rwc.Write(c.wbuf); err != nil {
+				break
+			}
+			c.wbuf = c.wbuf[:0]
 		}
 	}
-	var err error
-	if len(c.wbuf) > 0 {
+	if err == nil && len(c.wbuf) > 0 {
 		_, err = c.rwc.Write(c.wbuf)
-	}
-	if cap(c.wbuf) > 64<<10 { // one big batch does not pin its buffer
-		c.wbuf = nil
 	}
 	c.wmu.Unlock()
 	if err != nil {
