@@ -469,3 +469,25 @@ func TestBackendRefuses(t *testing.T) {
 		}
 	})
 }
+
+// A driver record left for a device that went, with another device in the
+// same socket now: giving it back binds nothing (the interface is with its
+// own dom0 driver) and removes the record.
+func TestReleaseOfAnotherDevicesRecord(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, true)
+		if err := e.xs.Write(ctx, "/libxl/usbback/1-1_6/1-1_6@1_0/driver_path", []byte("/sys/bus/usb/drivers/usblp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.Release(ctx, "1-1.6"); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
+			t.Errorf("the keyboard's interface is with %q", d)
+		}
+		if has, err := e.h.HasRecord(ctx, "1-1.6"); err != nil || has {
+			t.Errorf("the record stays: %v %v", has, err)
+		}
+	})
+}

@@ -392,7 +392,10 @@ func (h *Host) rebind(ctx context.Context, busid string) error {
 			h.warn("%s: %v; left unbound", in.Name, err)
 			continue
 		}
-		if h.Sys.BoundTo(in.Name, drv) {
+		// Bound to a dom0 driver already: nothing to give back. The
+		// record may not even be this device's (another one plugged into
+		// the same socket while nobody watched).
+		if in.Driver != "" && in.Driver != "usbback" {
 			continue
 		}
 		// EBUSY with the interface now at its driver: another hand (the
