@@ -1,6 +1,7 @@
 # usbhotplugd — build, test, lint.
 GO        ?= go
 STATICCHECK_VERSION ?= v0.8.2
+GOTESTSUM_VERSION   ?= v1.13.0
 # A count, not a duration: a duration races Go 1.26's fuzz coordinator at its
 # deadline (go.dev/issue/75804) and fails with "context deadline exceeded".
 FUZZTIME  ?= 150000x
@@ -35,9 +36,10 @@ build:
 demo:
 	$(GO) run ./cmd/usbhotplugd replay
 
-## test: everything CI runs — format, vet, staticcheck, the unit and
-## conformance tests with the race detector, and a short run of each fuzzer.
-test: lint unit fuzz
+## test: everything CI runs — format, vet, staticcheck, a short run of each
+## fuzzer, and the unit and conformance tests with the race detector, whose
+## output ends with every skipped test and its reason, then the counts.
+test: lint fuzz unit
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -45,7 +47,8 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) run gotest.tools/gotestsum@$(GOTESTSUM_VERSION) --format pkgname-and-test-fails \
+		--format-hide-empty-pkg -- -race -count=1 ./...
 
 fuzz:
 	@set -e; for t in $(FUZZ); do \

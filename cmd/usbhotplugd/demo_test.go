@@ -9,26 +9,12 @@ import (
 	"testing"
 )
 
-// sharedDir finds the shared/ folder that sits beside the repository.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	wd, _ := os.Getwd()
-	for d := wd; d != "/"; d = filepath.Dir(d) {
-		p := filepath.Join(filepath.Dir(d), "shared", "golden")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			return filepath.Dir(p)
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("../shared not found beside the repository")
-	}
-	t.Skip("../shared (the captures of xl 4.17) not found beside the repository")
-	return ""
-}
+// xlCaptures holds the captures of the real xl 4.17 (testdata/README.md).
+const xlCaptures = "testdata/xl-4.17"
 
 // The demo's seeded tree is the tree the captures of the real xl start from.
 func TestDemoMatchesCapturedInitialTree(t *testing.T) {
-	want, err := os.ReadFile(filepath.Join(sharedDir(t), "golden/xl-4.17/main/00-initial/xenstore.txt"))
+	want, err := os.ReadFile(filepath.Join(xlCaptures, "main/00-initial/xenstore.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}

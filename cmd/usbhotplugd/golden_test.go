@@ -62,7 +62,7 @@ func readGolden(t *testing.T, dir, name string) string {
 // same permissions, makes the same sysfs writes with the same bytes in the
 // same order, prints the same bytes and exits with the same code.
 func TestConformanceWithXL(t *testing.T) {
-	golden := filepath.Join(sharedDir(t), "golden/xl-4.17")
+	golden := xlCaptures
 	for i, kind := range []string{"embedded", "xenstored"} {
 		for _, scenario := range []string{"main", "extra-autoctrl", "extra-nosim"} {
 			t.Run(kind+"/"+scenario, func(t *testing.T) {

@@ -98,7 +98,7 @@ func replayXL(t *testing.T, xs *xenstore.Conn, k *usbsysfstest.Kernel, root, ste
 // requests detach and remove; what xl's requests made, our commands list,
 // detach and remove. Either way each tree is byte for byte xl's.
 func TestInteropWithXL(t *testing.T) {
-	golden := filepath.Join(sharedDir(t), "golden/xl-4.17/main")
+	golden := filepath.Join(xlCaptures, "main")
 	step := func(n string) string { m, _ := filepath.Glob(filepath.Join(golden, n+"-*")); return m[0] }
 	for i, kind := range []string{"embedded", "xenstored"} {
 		var store xenstoretest.Store
