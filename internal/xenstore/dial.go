@@ -2,10 +2,13 @@ package xenstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
+	"time"
 )
 
 var errClosed = net.ErrClosed
@@ -47,8 +50,7 @@ func DialPath(ctx context.Context, path string) (*Conn, error) {
 		return nil, fmt.Errorf("xenstore: %w", err)
 	}
 	if st.Mode()&os.ModeSocket != 0 {
-		var d net.Dialer
-		nc, err := d.DialContext(ctx, "unix", path)
+		nc, err := dialUnix(ctx, path)
 		if err != nil {
 			return nil, fmt.Errorf("xenstore: dial %s: %w", path, err)
 		}
@@ -59,4 +61,24 @@ func DialPath(ctx context.Context, path string) (*Conn, error) {
 		return nil, fmt.Errorf("xenstore: open %s: %w", path, err)
 	}
 	return NewConn(f), nil
+}
+
+// dialUnix connects as libxenstore's blocking connect does: a listener
+// whose queue is full (EAGAIN, as the C xenstored's backlog of 1 is while
+// it has not yet accepted the previous client) is waited for, not failed.
+func dialUnix(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	wait := 50 * time.Microsecond
+	for {
+		nc, err := d.DialContext(ctx, "unix", path)
+		if !errors.Is(err, syscall.EAGAIN) {
+			return nc, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (its accept queue stayed full)", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+	}
 }

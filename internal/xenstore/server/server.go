@@ -2,10 +2,8 @@ package server
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,15 +61,13 @@ func (s *Server) next() uint64 {
 	return s.gen
 }
 
-// Listen serves the store on a new unix socket at path, replacing a stale
-// socket file. Connections accepted there are privileged (dom0).
+// Listen serves the store on a new unix socket at path (see Listen for
+// what it refuses to replace). Connections accepted there are privileged
+// (dom0). Closing the listener removes the socket if it is still ours.
 func (s *Server) Listen(path string) (net.Listener, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		_ = os.Remove(path) // a stale socket from an earlier run
-	}
-	l, err := net.Listen("unix", path)
+	l, err := Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("xenstored: %w", err)
+		return nil, err
 	}
 	if err := s.Serve(l); err != nil {
 		l.Close()
