@@ -1,76 +1,56 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/build"
 	"github.com/usbhotplugd/usbhotplugd/rules"
 )
 
-// examples are printed by each command's --help and go into the man page:
-// one source, so the two cannot drift.
-var examples = map[string][]string{
-	"run": {
-		"usbhotplugd run --policy /etc/usbhotplugd/policy.toml\t# as systemd runs it",
-		"usbhotplugd run --dry-run --log-format console\t# see what it would do, change nothing",
-	},
-	"status":  {"usbhotplugd status\t# what each device is and why", "usbhotplugd status --json"},
-	"reload":  {"usbhotplugd reload\t# check /etc/usbhotplugd/policy.toml, then have the agent load it"},
-	"replay":  {"usbhotplugd replay\t# a kiosk's day, with the shipped kiosk policy", "usbhotplugd replay --policy my.toml host.jsonl"},
-	"demo":    {"usbhotplugd demo"},
-	"devices": {"usbhotplugd devices", "usbhotplugd devices --json"},
-	"record": {
-		"usbhotplugd record --coldplug -o host.jsonl\t# as root; interrupt to stop",
-		"usbhotplugd record --import-udevadm monitor.txt -o host.jsonl",
-	},
-	"check":          {"usbhotplugd check /etc/usbhotplugd/policy.toml", "usbhotplugd check --strict my.toml"},
-	"explain":        {"usbhotplugd explain\t# every present device", "usbhotplugd explain --policy my.toml 1-1.6"},
-	"xenstored":      {"usbhotplugd xenstored --socket /tmp/xs.sock"},
-	"usbctrl-attach": {"usbhotplugd usbctrl-attach kiosk version=2 ports=8"},
-	"usbctrl-detach": {"usbhotplugd usbctrl-detach kiosk 0"},
-	"usbdev-attach":  {"usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", "usbhotplugd usbdev-attach kiosk busid=1-2 controller=0 port=2"},
-	"usbdev-detach":  {"usbhotplugd usbdev-detach kiosk 0 1"},
-	"usb-list":       {"usbhotplugd usb-list kiosk"},
-	"repair":         {"usbhotplugd repair"},
-	"version":        {"usbhotplugd version"},
-	"man":            {"usbhotplugd man /usr/share/man"},
-	"completion":     {"usbhotplugd completion bash > /etc/bash_completion.d/usbhotplugd"},
+func init() {
+	register(command{name: "version", group: groupTool, examples: []string{"usbhotplugd version"}, new: newVersionCmd})
+	register(command{name: "man", group: groupTool, tree: true, examples: []string{"usbhotplugd man /usr/share/man"}, new: newManCmd})
+	register(command{name: "completion", group: groupTool, tree: true,
+		examples: []string{"usbhotplugd completion bash > /etc/bash_completion.d/usbhotplugd"}, new: newCompletionCmd})
 }
 
-func printExamples(w io.Writer, name string) {
-	ex := examples[name]
-	if len(ex) == 0 {
-		return
-	}
-	fmt.Fprintln(w, "\nexamples:")
-	for _, e := range ex {
+// formatExamples lays out "command line\t# why" pairs for --help and the
+// man page: one source, so the two cannot drift.
+func formatExamples(ex []string) string {
+	var b strings.Builder
+	for i, e := range ex {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
 		cmd, why, _ := strings.Cut(e, "\t")
 		if why != "" {
-			fmt.Fprintf(w, "  %-56s %s\n", cmd, why)
+			fmt.Fprintf(&b, "  %-56s %s", cmd, why)
 		} else {
-			fmt.Fprintf(w, "  %s\n", cmd)
+			fmt.Fprintf(&b, "  %s", cmd)
 		}
 	}
+	return b.String()
 }
 
-// helpOf is what `usbhotplugd NAME --help` prints.
-func helpOf(name string) string {
-	for _, c := range commands {
-		if c.name == name {
-			var b bytes.Buffer
-			c.run(context.Background(), []string{"--help"}, &b, &b)
-			return b.String()
-		}
+func versionString() string {
+	return fmt.Sprintf("usbhotplugd %s (commit %s, %s)", build.Version, build.Commit, build.GoVersion())
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print the version, commit and Go version",
+		RunE: func(c *cobra.Command, args []string) error {
+			fmt.Fprintln(c.OutOrStdout(), versionString())
+			return nil
+		},
 	}
-	return ""
 }
 
 // roff escapes text for a man page.
@@ -86,7 +66,7 @@ func roff(s string) string {
 	return strings.Join(out, "\n")
 }
 
-func manPage8() string {
+func manPage8(root *cobra.Command) string {
 	var b strings.Builder
 	date := time.Now().UTC().Format("2006-01-02")
 	if e := os.Getenv("SOURCE_DATE_EPOCH"); e != "" {
@@ -108,8 +88,11 @@ admin attached with xl. At its first start since dom0 booted it records the
 devices plugged then under /tool/usbhotplugd/present, for rules with
 match.when.`) + "\n")
 	b.WriteString(".SH COMMANDS\n")
-	for _, c := range commands {
-		fmt.Fprintf(&b, ".SS %s\n%s.\n.PP\n.nf\n%s.fi\n", c.name, roff(c.summary), roff(helpOf(c.name)))
+	for _, c := range root.Commands() {
+		if !c.IsAvailableCommand() {
+			continue
+		}
+		fmt.Fprintf(&b, ".SS %s\n%s.\n.PP\n.nf\n%s.fi\n", c.Name(), roff(c.Short), roff(strings.TrimLeft(c.UsageString(), "\n")))
 	}
 	b.WriteString(".SH EXIT STATUS\n.TP\n0\nsuccess\n.TP\n1\nthe operation failed; the message says why and what to do\n.TP\n2\nthe command line was wrong\n")
 	b.WriteString(".SH FILES\n.TP\n/etc/usbhotplugd/policy.toml\nthe policy (a configuration file: upgrades keep it)\n" +
@@ -141,55 +124,56 @@ shows what the policy does with each present device, and why.`) + "\n")
 	return b.String()
 }
 
-func runMan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("man", "DIR (writes DIR/man8/usbhotplugd.8 and DIR/man5/usbhotplugd-policy.5)", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newManCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "man DIR",
+		Short: "write the man pages usbhotplugd(8) and usbhotplugd-policy(5)",
+		Long:  "Writes DIR/man8/usbhotplugd.8 and DIR/man5/usbhotplugd-policy.5.",
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return &usageError{"give the directory to write the man pages under"}
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			for _, p := range []struct{ path, text string }{
+				{filepath.Join(args[0], "man8", "usbhotplugd.8"), manPage8(c.Root())},
+				{filepath.Join(args[0], "man5", "usbhotplugd-policy.5"), manPage5()},
+			} {
+				if err := os.MkdirAll(filepath.Dir(p.path), 0o755); err != nil {
+					return err
+				}
+				if err := os.WriteFile(p.path, []byte(p.text), 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintln(c.OutOrStdout(), p.path)
+			}
+			return nil
+		},
 	}
-	if fs.NArg() != 1 {
-		return &usageError{"give the directory to write the man pages under"}
-	}
-	for _, p := range []struct{ path, text string }{
-		{filepath.Join(fs.Arg(0), "man8", "usbhotplugd.8"), manPage8()},
-		{filepath.Join(fs.Arg(0), "man5", "usbhotplugd-policy.5"), manPage5()},
-	} {
-		if err := os.MkdirAll(filepath.Dir(p.path), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p.path, []byte(p.text), 0o644); err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, p.path)
-	}
-	return nil
 }
 
-func runCompletion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("completion", "bash", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newCompletionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:       "completion bash|zsh|fish",
+		Short:     "print the completion script for bash, zsh or fish",
+		ValidArgs: []string{"bash", "zsh", "fish"},
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 || (args[0] != "bash" && args[0] != "zsh" && args[0] != "fish") {
+				return &usageError{"name the shell: usbhotplugd completion bash, zsh or fish"}
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			root, out := c.Root(), c.OutOrStdout()
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(out, true)
+			case "zsh":
+				return root.GenZshCompletion(out)
+			default:
+				return root.GenFishCompletion(out, true)
+			}
+		},
 	}
-	if fs.NArg() != 1 || fs.Arg(0) != "bash" {
-		return &usageError{"only bash completion is generated: usbhotplugd completion bash"}
-	}
-	var names []string
-	for _, c := range commands {
-		names = append(names, c.name)
-	}
-	sort.Strings(names)
-	fmt.Fprintf(stdout, `# bash completion for usbhotplugd
-_usbhotplugd() {
-	local cur=${COMP_WORDS[COMP_CWORD]}
-	if [ "$COMP_CWORD" -eq 1 ]; then
-		COMPREPLY=($(compgen -W %q -- "$cur"))
-		return
-	fi
-	case "${COMP_WORDS[1]}" in
-	check|explain|reload|run|replay) COMPREPLY=($(compgen -f -- "$cur")) ;;
-	*) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
-	esac
-}
-complete -F _usbhotplugd usbhotplugd
-`, strings.Join(names, " "))
-	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/cobra"
+
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -46,21 +48,31 @@ func toJSON(d usbsysfs.Device) deviceJSON {
 	return j
 }
 
-func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("devices", "[--json] [--sysfs DIR]", stderr)
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	root := fs.String("sysfs", sysfsDefault(), "sysfs root to read")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func init() {
+	register(command{name: "devices", group: groupPolicy, new: newDevicesCmd, examples: []string{"usbhotplugd devices", "usbhotplugd devices --json"}})
+	register(command{name: "record", group: groupPolicy, new: newRecordCmd, examples: []string{
+		"usbhotplugd record --coldplug -o host.jsonl\t# as root; interrupt to stop",
+		"usbhotplugd record --import-udevadm monitor.txt -o host.jsonl",
+	}})
+}
+
+func newDevicesCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "devices [--json] [--sysfs DIR]",
+		Short: "list the host's USB devices with busids, drivers and interfaces",
 	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
-	devs, err := usbsysfs.NewFS(*root).Devices()
+	asJSON := c.Flags().Bool("json", false, "print JSON instead of a table")
+	root := c.Flags().String("sysfs", sysfsDefault(), "sysfs root to read")
+	c.RunE = func(c *cobra.Command, args []string) error { return runDevices(*root, *asJSON, c.OutOrStdout()) }
+	return c
+}
+
+func runDevices(root string, asJSON bool, stdout io.Writer) error {
+	devs, err := usbsysfs.NewFS(root).Devices()
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		out := make([]deviceJSON, len(devs))
 		for i, d := range devs {
 			out[i] = toJSON(d)
@@ -94,21 +106,31 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return tw.Flush()
 }
 
-func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("record", "[-o FILE] [--coldplug] [--sysfs DIR] | --import-udevadm TEXT [-o FILE]", stderr)
-	out := fs.String("o", "-", "trace file to write (JSON lines); - for standard output")
-	cold := fs.Bool("coldplug", false, "begin with an add event for every device already present")
-	root := fs.String("sysfs", sysfsDefault(), "sysfs root to read device attributes from")
-	imp := fs.String("import-udevadm", "", "convert the text of `udevadm monitor --property` (--kernel and/or --udev) in this file instead of listening")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+type recordOpts struct {
+	out, root, imp string
+	cold           bool
+}
+
+func newRecordCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "record [-o FILE] [--coldplug] [--sysfs DIR] | --import-udevadm TEXT [-o FILE]",
+		Short: "record kernel uevents to a trace, or convert udevadm monitor text to one",
 	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	var o recordOpts
+	c.Flags().StringVarP(&o.out, "output", "o", "-", "trace file to write (JSON lines); - for standard output")
+	c.Flags().BoolVar(&o.cold, "coldplug", false, "begin with an add event for every device already present")
+	c.Flags().StringVar(&o.root, "sysfs", sysfsDefault(), "sysfs root to read device attributes from")
+	c.Flags().StringVar(&o.imp, "import-udevadm", "", "convert the text of `udevadm monitor --property` (--kernel and/or --udev) in this file instead of listening")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return runRecord(c.Context(), o, c.OutOrStdout(), c.ErrOrStderr())
 	}
+	return c
+}
+
+func runRecord(ctx context.Context, o recordOpts, stdout, stderr io.Writer) error {
 	w := stdout
-	if *out != "-" {
-		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if o.out != "-" {
+		f, err := os.OpenFile(o.out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
 			return err
 		}
@@ -116,13 +138,13 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		w = f
 	}
 	tw := uevent.NewTraceWriter(w)
-	if *imp != "" {
-		f, err := os.Open(*imp)
+	if o.imp != "" {
+		f, err := os.Open(o.imp)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		recs, err := uevent.ImportUdevadm(f, *imp)
+		recs, err := uevent.ImportUdevadm(f, o.imp)
 		if err != nil {
 			return err
 		}
@@ -131,17 +153,17 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				return err
 			}
 		}
-		fmt.Fprintf(stderr, "imported %d events from %s\n", len(recs), *imp)
+		fmt.Fprintf(stderr, "imported %d events from %s\n", len(recs), o.imp)
 		return tw.Flush()
 	}
-	sys := usbsysfs.NewFS(*root)
+	sys := usbsysfs.NewFS(o.root)
 	l, err := uevent.Listen(0)
 	if err != nil {
 		return fmt.Errorf("%w (recording needs root, or CAP_NET_ADMIN for the receive buffer)", err)
 	}
 	defer l.Close()
 	var src uevent.Source = l
-	if *cold {
+	if o.cold {
 		s, err := uevent.Coldplug(ctx, l, func() ([]uevent.Event, error) { return uevent.Scan(sys) })
 		if err != nil {
 			return err

@@ -5,12 +5,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 // Exit codes, documented in the README.
@@ -20,50 +21,52 @@ const (
 	exitUsage   = 2
 )
 
+// command is one subcommand. Adding one is a file with a constructor and
+// a register call in that file's init; nothing else changes.
 type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	name  string // as typed; the constructor's Use starts with it
+	group string // groupAgent, groupPolicy, groupXL or groupTool
+	// examples are "command line\t# why": --help prints them, the man
+	// page carries them, and TestHelpExamples runs them.
+	examples []string
+	// tree: the command reads the whole command tree (man, completion).
+	tree bool
+	new  func() *cobra.Command
 }
 
+// The groups of `usbhotplugd --help`.
+const (
+	groupAgent  = "agent"
+	groupPolicy = "policy"
+	groupXL     = "xl"
+	groupTool   = "tool"
+)
+
+var groups = []*cobra.Group{
+	{ID: groupAgent, Title: "The agent:"},
+	{ID: groupPolicy, Title: "Policy and devices:"},
+	{ID: groupXL, Title: "As xl does it (PVUSB):"},
+	{ID: groupTool, Title: "Tools:"},
+}
+
+// commands is filled by register, from each command's file.
 var commands []command
 
-func init() {
-	commands = []command{
-		{"run", "the agent: attach devices to guests as the policy says, until stopped", runRun},
-		{"status", "what the running agent decided for each device, and why", runStatus},
-		{"reload", "check the policy, then make the running agent reload it (SIGHUP)", runReload},
-		{"replay", "run the agent on a recorded trace with a simulated dom0 (default: a kiosk's day) and show what it decides", runReplay},
-		{"demo", "start an embedded xenstore, seed it like a dom0 with one guest, and print its tree", runDemo},
-		{"xenstored", "serve an embedded, in-memory xenstored on a unix socket", runXenstored},
-		{"devices", "list the host's USB devices with busids, drivers and interfaces", runDevices},
-		{"record", "record kernel uevents to a trace, or convert udevadm monitor text to one", runRecord},
-		{"check", "validate a policy file and list rules that can never decide", runCheck},
-		{"explain", "show what the policy does with each present device, and why", runExplain},
-		{"usbctrl-attach", "add a USB controller to a guest, as xl usbctrl-attach", runUsbctrlAttach},
-		{"usbctrl-detach", "remove a guest's USB controller and give back its devices, as xl usbctrl-detach", runUsbctrlDetach},
-		{"usbdev-attach", "attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", runUsbdevAttach},
-		{"usbdev-detach", "give back the device at a guest's controller port, as xl usbdev-detach", runUsbdevDetach},
-		{"usb-list", "list a guest's USB controllers and devices, byte for byte as xl usb-list", runUsbList},
-		{"repair", "clear ports that name devices no longer on the host (which make xl refuse every attach)", runRepair},
-		{"version", "print the version, commit and Go version", runVersion},
-		{"man", "write the man pages usbhotplugd(8) and usbhotplugd-policy(5)", runMan},
-		{"completion", "print the bash completion script", runCompletion},
+func register(c command) { commands = append(commands, c) }
+
+func lookup(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
 	}
+	return command{}, false
 }
 
 // usageError marks errors in the command line: exit code 2.
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: usbhotplugd COMMAND [ARGS]\n\ncommands:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintln(w, "\nRun 'usbhotplugd COMMAND --help' for a command's options.")
-}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -73,57 +76,107 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return exitUsage
-		}
+	root := newRoot(args)
+	root.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	c, err := root.ExecuteContextC(ctx)
+	if err == nil {
 		return exitOK
 	}
+	name := root.Name()
+	if c != nil {
+		name = c.CommandPath()
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		if c == root || c == nil {
+			fmt.Fprintln(stderr, "Run 'usbhotplugd --help' for the commands.")
+		}
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// newRoot builds the root and only the command that args name, or every
+// command when the whole tree is needed (help, completion, man, an unknown
+// name): a command costs nothing at start-up that it does not use.
+func newRoot(args []string) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "usbhotplugd",
+		Short: "USB passthrough agent for Xen dom0s (PVUSB)",
+		Long: "usbhotplugd attaches host USB devices to Xen guests as a policy says, through PVUSB,\n" +
+			"with exactly the xenstore layout libxl writes.",
+		Version:           versionString(),
+		Args:              cobra.ArbitraryArgs,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				c.Usage()
+				return &usageError{"give a command"}
+			}
+			msg := fmt.Sprintf("unknown command %q", args[0])
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %s?)", s[0])
+			}
+			return &usageError{msg}
+		},
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err.Error()} })
+	root.AddGroup(groups...)
+	one, ok := command{}, false
+	if len(args) > 0 {
+		one, ok = lookup(args[0])
+	}
 	for _, c := range commands {
-		if c.name != args[0] {
+		if ok && !one.tree && c.name != one.name {
 			continue
 		}
-		err := c.run(ctx, args[1:], stdout, stderr)
-		var ue *usageError
-		switch {
-		case err == nil:
-			return exitOK
-		case errors.Is(err, flag.ErrHelp):
-			return exitOK
-		case errors.As(err, new(*exitError)):
-			fmt.Fprintf(stderr, "usbhotplugd %s: %v\n", c.name, err)
-			return exitFailure
-		case errors.As(err, &ue):
-			fmt.Fprintf(stderr, "usbhotplugd %s: %v\n", c.name, err)
-			return exitUsage
-		default:
-			fmt.Fprintf(stderr, "usbhotplugd %s: %v\n", c.name, err)
-			return exitFailure
-		}
+		root.AddCommand(c.build())
 	}
-	fmt.Fprintf(stderr, "usbhotplugd: unknown command %q\n", args[0])
-	usage(stderr)
-	return exitUsage
+	return root
 }
 
-func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: usbhotplugd %s %s\n", name, synopsis)
-		fs.PrintDefaults()
-		printExamples(stderr, name)
+// build makes the command and adds what every command shares.
+func (c command) build() *cobra.Command {
+	cc := c.new()
+	cc.GroupID = c.group
+	cc.Example = formatExamples(c.examples)
+	if cc.Args == nil {
+		cc.Args = noArgs
 	}
-	return fs
+	cc.Flags().SortFlags = false
+	return cc
 }
 
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err.Error()}
+// noArgs, maxArgs and rangeArgs check the positional arguments before a
+// command does anything (dials, reads, writes).
+func noArgs(c *cobra.Command, args []string) error {
+	if len(args) != 0 {
+		return &usageError{fmt.Sprintf("unexpected argument %q", args[0])}
 	}
 	return nil
+}
+
+func maxArgs(n int, msg string) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) > n {
+			return &usageError{msg}
+		}
+		return nil
+	}
+}
+
+// rangeArgs: min to max arguments (max < 0: no limit); else the usage line.
+func rangeArgs(min, max int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) < min || (max >= 0 && len(args) > max) {
+			return &usageError{"usage: " + c.UseLine()}
+		}
+		return nil
+	}
 }

@@ -1,11 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
@@ -22,20 +23,31 @@ type exitError struct{ msg string }
 
 func (e *exitError) Error() string { return e.msg }
 
-func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check", "[--strict] [POLICY]", stderr)
-	strict := fs.Bool("strict", false, "fail on warnings (shadowed rules) too")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func init() {
+	register(command{name: "check", group: groupPolicy, new: newCheckCmd,
+		examples: []string{"usbhotplugd check /etc/usbhotplugd/policy.toml", "usbhotplugd check --strict my.toml"}})
+	register(command{name: "explain", group: groupPolicy, new: newExplainCmd,
+		examples: []string{"usbhotplugd explain\t# every present device", "usbhotplugd explain --policy my.toml 1-1.6"}})
+}
+
+func newCheckCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "check [--strict] [POLICY]",
+		Short: "validate a policy file and list rules that can never decide",
+		Args:  maxArgs(1, "one policy file at most"),
 	}
-	path := defaultPolicy
-	switch fs.NArg() {
-	case 0:
-	case 1:
-		path = fs.Arg(0)
-	default:
-		return &usageError{"one policy file at most"}
+	strict := c.Flags().Bool("strict", false, "fail on warnings (shadowed rules) too")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		path := defaultPolicy
+		if len(args) == 1 {
+			path = args[0]
+		}
+		return runCheck(path, *strict, c.OutOrStdout())
 	}
+	return c
+}
+
+func runCheck(path string, strict bool, stdout io.Writer) error {
 	p, err := policy.ParseFile(path)
 	if err != nil {
 		if es, ok := err.(policy.Errors); ok {
@@ -66,7 +78,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	summary += fmt.Sprintf(", %s, %s", plural(len(p.Domains), "domain section"), plural(len(warnings), "warning"))
 	fmt.Fprintln(stdout, summary)
-	if *strict && len(warnings) > 0 {
+	if strict && len(warnings) > 0 {
 		return &exitError{fmt.Sprintf("%d warnings with --strict", len(warnings))}
 	}
 	return nil
@@ -105,38 +117,57 @@ type skipRef struct {
 
 func refOf(r *policy.Rule) ruleRef { return ruleRef{r.Index, r.Name, r.File, r.Line} }
 
-func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("explain", "[--policy FILE] [--json] [--plugged] [--sysfs DIR] [--mountinfo FILE] [BUSID]", stderr)
-	path := fs.String("policy", defaultPolicy, "policy file")
-	asJSON := fs.Bool("json", false, "print JSON")
-	root := fs.String("sysfs", sysfsDefault(), "sysfs root to read")
-	mountinfo := fs.String("mountinfo", mounts.Default, "dom0's mounts, for the guard that keeps a disk dom0 uses")
-	plugged := fs.Bool("plugged", false, "decide as for devices plugged in after the agent started (match.when = \"plugged\"); by default they count as present at its start")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+type explainOpts struct {
+	path, root, mountinfo string
+	asJSON, plugged       bool
+}
+
+func newExplainCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "explain [--policy FILE] [--json] [--plugged] [--sysfs DIR] [--mountinfo FILE] [BUSID]",
+		Short: "show what the policy does with each present device, and why",
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return &usageError{"one busid at most"}
+			}
+			if len(args) == 1 {
+				if err := usbsysfs.ValidBusID(args[0]); err != nil {
+					return &usageError{err.Error()}
+				}
+			}
+			return nil
+		},
 	}
-	if fs.NArg() > 1 {
-		return &usageError{"one busid at most"}
-	}
-	want := fs.Arg(0)
-	if want != "" {
-		if err := usbsysfs.ValidBusID(want); err != nil {
-			return &usageError{err.Error()}
+	var o explainOpts
+	c.Flags().StringVar(&o.path, "policy", defaultPolicy, "policy file")
+	c.Flags().BoolVar(&o.asJSON, "json", false, "print JSON")
+	c.Flags().StringVar(&o.root, "sysfs", sysfsDefault(), "sysfs root to read")
+	c.Flags().StringVar(&o.mountinfo, "mountinfo", mounts.Default, "dom0's mounts, for the guard that keeps a disk dom0 uses")
+	c.Flags().BoolVar(&o.plugged, "plugged", false, "decide as for devices plugged in after the agent started (match.when = \"plugged\"); by default they count as present at its start")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		want := ""
+		if len(args) == 1 {
+			want = args[0]
 		}
+		return runExplain(o, want, c.OutOrStdout())
 	}
-	p, err := policy.ParseFile(*path)
+	return c
+}
+
+func runExplain(o explainOpts, want string, stdout io.Writer) error {
+	p, err := policy.ParseFile(o.path)
 	if err != nil {
-		return fmt.Errorf("%w\n(run usbhotplugd check %s)", err, *path)
+		return fmt.Errorf("%w\n(run usbhotplugd check %s)", err, o.path)
 	}
-	devs, err := usbsysfs.NewFS(*root).Devices()
+	devs, err := usbsysfs.NewFS(o.root).Devices()
 	if err != nil {
 		return err
 	}
 	inv := inventory.FromScan(devs)
-	sys := usbsysfs.NewFS(*root)
+	sys := usbsysfs.NewFS(o.root)
 	for i := range inv {
-		inv[i].Present = !*plugged
-		inv[i].InUse = inventory.InUse(sys, devs[i], *mountinfo)
+		inv[i].Present = !o.plugged
+		inv[i].InUse = inventory.InUse(sys, devs[i], o.mountinfo)
 	}
 	var out []explainJSON
 	for i, d := range devs {
@@ -166,7 +197,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if want != "" && len(out) == 0 {
 		return fmt.Errorf("no USB device %s on this host (usbhotplugd devices lists them)", want)
 	}
-	if *asJSON {
+	if o.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)

@@ -197,7 +197,7 @@ func TestHelpExamples(t *testing.T) {
 		"status": "needs a running agent", "reload": "needs a running agent", "man": "writes under /usr/share"}
 	dir := t.TempDir()
 	for _, c := range commands {
-		for _, e := range examples[c.name] {
+		for _, e := range c.examples {
 			cmd, _, _ := strings.Cut(e, "\t")
 			if why, ok := skip[c.name]; ok {
 				t.Logf("not run (%s): %s", why, cmd)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/replay"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
@@ -19,29 +20,41 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/rules"
 )
 
-func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("replay", "[--policy FILE] [--json] [--log] [TRACE]", stderr)
-	polPath := fs.String("policy", "", "policy file (default: the shipped kiosk example)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	verbose := fs.Bool("log", false, "also print the agent's log to stderr")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func init() {
+	register(command{name: "replay", group: groupPolicy, new: newReplayCmd, examples: []string{
+		"usbhotplugd replay\t# a kiosk's day, with the shipped kiosk policy",
+		"usbhotplugd replay --policy my.toml host.jsonl",
+	}})
+}
+
+func newReplayCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "replay [--policy FILE] [--json] [--log] [TRACE]",
+		Short: "run the agent on a recorded trace with a simulated dom0 (default: a kiosk's day) and show what it decides",
+		Args:  maxArgs(1, "one trace at most"),
 	}
-	if fs.NArg() > 1 {
-		return &usageError{"one trace at most"}
+	polPath := c.Flags().String("policy", "", "policy file (default: the shipped kiosk example)")
+	asJSON := c.Flags().Bool("json", false, "print JSON")
+	verbose := c.Flags().Bool("log", false, "also print the agent's log to stderr")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return runReplay(c.Context(), args, *polPath, *asJSON, *verbose, c.OutOrStdout(), c.ErrOrStderr())
 	}
+	return c
+}
+
+func runReplay(ctx context.Context, args []string, polPath string, asJSON, verbose bool, stdout, stderr io.Writer) error {
 	var p *policy.Policy
 	var err error
-	if *polPath == "" {
+	if polPath == "" {
 		p, err = rules.Parse("examples/kiosk.toml")
 	} else {
-		p, err = policy.ParseFile(*polPath)
+		p, err = policy.ParseFile(polPath)
 	}
 	if err != nil {
 		return err
 	}
 	var recs []uevent.Record
-	if fs.NArg() == 0 {
+	if len(args) == 0 {
 		b, err := rules.Read("demo/kiosk-day.jsonl")
 		if err != nil {
 			return err
@@ -51,12 +64,12 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 	} else {
-		f, err := os.Open(fs.Arg(0))
+		f, err := os.Open(args[0])
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if recs, err = uevent.ReadTrace(f, fs.Arg(0)); err != nil {
+		if recs, err = uevent.ReadTrace(f, args[0]); err != nil {
 			return err
 		}
 	}
@@ -68,7 +81,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	srv := server.New()
 	defer srv.Close()
 	log := zerolog.Nop()
-	if *verbose {
+	if verbose {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
 	}
 	res, err := replay.Run(ctx, recs, replay.Options{Policy: p, Root: root, Log: log,
@@ -76,7 +89,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)

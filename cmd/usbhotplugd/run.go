@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
@@ -133,34 +134,51 @@ func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
 
-func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "[--policy FILE] [--dry-run] [--state-dir DIR] [--log-format auto|json|console]", stderr)
-	polPath := fs.String("policy", DefaultPolicy, "policy file")
-	dryRun := fs.Bool("dry-run", false, "decide and log, change nothing")
-	stateDir := fs.String("state-dir", DefaultStateDir, "directory for the pid file and status.json")
-	logFormat := fs.String("log-format", "auto", "auto (JSON under systemd, console on a terminal), json or console")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	hf := addHostFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func init() {
+	register(command{name: "run", group: groupAgent, new: newRunCmd, examples: []string{
+		"usbhotplugd run --policy /etc/usbhotplugd/policy.toml\t# as systemd runs it",
+		"usbhotplugd run --dry-run --log-format console\t# see what it would do, change nothing",
+	}})
+}
+
+type runOpts struct {
+	polPath, stateDir, logFormat, logLevel string
+	dryRun                                 bool
+	host                                   *hostFlags
+}
+
+func newRunCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "run [--policy FILE] [--dry-run] [--state-dir DIR] [--log-format auto|json|console]",
+		Short: "the agent: attach devices to guests as the policy says, until stopped",
 	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
+	var o runOpts
+	c.Flags().StringVar(&o.polPath, "policy", DefaultPolicy, "policy file")
+	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "decide and log, change nothing")
+	c.Flags().StringVar(&o.stateDir, "state-dir", DefaultStateDir, "directory for the pid file and status.json")
+	c.Flags().StringVar(&o.logFormat, "log-format", "auto", "auto (JSON under systemd, console on a terminal), json or console")
+	c.Flags().StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.host = addHostFlags(c.Flags())
+	c.RunE = func(c *cobra.Command, args []string) error { return runRun(c.Context(), o, c.OutOrStdout()) }
+	return c
+}
+
+func runRun(ctx context.Context, o runOpts, stdout io.Writer) error {
+	hf := o.host
 	// journald takes stdout; so does a console.
-	log, err := newLogger(stdout, *logFormat, *logLevel)
+	log, err := newLogger(stdout, o.logFormat, o.logLevel)
 	if err != nil {
 		return err
 	}
-	pol, err := policy.ParseFile(*polPath)
+	pol, err := policy.ParseFile(o.polPath)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*stateDir, 0o755); err != nil {
+	if err := os.MkdirAll(o.stateDir, 0o755); err != nil {
 		return err
 	}
-	state := &stateFiles{dir: *stateDir, st: daemonStatus{PID: os.Getpid(), Version: build.Version, Policy: pol.File, Rules: len(pol.Rules),
-		PolicyAt: time.Now(), Started: time.Now(), DryRun: *dryRun}}
+	state := &stateFiles{dir: o.stateDir, st: daemonStatus{PID: os.Getpid(), Version: build.Version, Policy: pol.File, Rules: len(pol.Rules),
+		PolicyAt: time.Now(), Started: time.Now(), DryRun: o.dryRun}}
 	pidf, err := lockPID(state.pidPath())
 	if err != nil {
 		return err
@@ -200,9 +218,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	var a *agent.Agent
-	a = agent.New(agent.Config{Host: h, Policy: pol, Log: log, DryRun: *dryRun, Hooks: true,
+	a = agent.New(agent.Config{Host: h, Policy: pol, Log: log, DryRun: o.dryRun, Hooks: true,
 		OnStatus: func(s agent.Status) { writeState(func(d *daemonStatus) { d.Status = &s; d.Stats = a.Stats() }) }})
-	log.Info().Str("version", build.Version).Str("policy", pol.File).Int("rules", len(pol.Rules)).Bool("dry_run", *dryRun).Msg("usbhotplugd starting")
+	log.Info().Str("version", build.Version).Str("policy", pol.File).Int("rules", len(pol.Rules)).Bool("dry_run", o.dryRun).Msg("usbhotplugd starting")
 
 	// SIGHUP: a new policy, or the old one kept with the reason logged.
 	hup := make(chan os.Signal, 1)
@@ -217,9 +235,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			case <-ctx.Done():
 				return
 			case <-hup:
-				p, err := policy.ParseFile(*polPath)
+				p, err := policy.ParseFile(o.polPath)
 				if err != nil {
-					log.Error().Err(err).Str("policy", *polPath).Msg("policy reload refused: the old policy stays in force")
+					log.Error().Err(err).Str("policy", o.polPath).Msg("policy reload refused: the old policy stays in force")
 					writeState(func(d *daemonStatus) { d.ReloadError = err.Error(); d.PolicyAt = time.Now() })
 					continue
 				}

@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
@@ -44,21 +46,30 @@ func alive(pid int) bool {
 // then what it will not do.
 var states = []string{"attached", "kept", "held", "pending", "left", "refused", "denied", "unmatched", "failed"}
 
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", "[--state-dir DIR] [--json]", stderr)
-	stateDir := fs.String("state-dir", DefaultStateDir, "the agent's state directory")
-	asJSON := fs.Bool("json", false, "print the status file as JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func init() {
+	register(command{name: "status", group: groupAgent, new: newStatusCmd,
+		examples: []string{"usbhotplugd status\t# what each device is and why", "usbhotplugd status --json"}})
+	register(command{name: "reload", group: groupAgent, new: newReloadCmd,
+		examples: []string{"usbhotplugd reload\t# check /etc/usbhotplugd/policy.toml, then have the agent load it"}})
+}
+
+func newStatusCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "status [--state-dir DIR] [--json]",
+		Short: "what the running agent decided for each device, and why",
 	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
-	st, running, err := readStatus(*stateDir)
+	stateDir := c.Flags().String("state-dir", DefaultStateDir, "the agent's state directory")
+	asJSON := c.Flags().Bool("json", false, "print the status file as JSON")
+	c.RunE = func(c *cobra.Command, args []string) error { return runStatus(*stateDir, *asJSON, c.OutOrStdout()) }
+	return c
+}
+
+func runStatus(stateDir string, asJSON bool, stdout io.Writer) error {
+	st, running, err := readStatus(stateDir)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
@@ -122,24 +133,28 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return tw.Flush()
 }
 
-func runReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("reload", "[--policy FILE] [--state-dir DIR]", stderr)
-	polPath := fs.String("policy", DefaultPolicy, "the policy file the agent reads (checked first)")
-	stateDir := fs.String("state-dir", DefaultStateDir, "the agent's state directory")
-	wait := fs.Duration("wait", 5*time.Second, "how long to wait for the agent to take it")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newReloadCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "reload [--policy FILE] [--state-dir DIR]",
+		Short: "check the policy, then make the running agent reload it (SIGHUP)",
 	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	polPath := c.Flags().String("policy", DefaultPolicy, "the policy file the agent reads (checked first)")
+	stateDir := c.Flags().String("state-dir", DefaultStateDir, "the agent's state directory")
+	wait := c.Flags().Duration("wait", 5*time.Second, "how long to wait for the agent to take it")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return runReload(c.Context(), *polPath, *stateDir, *wait, c.OutOrStdout())
 	}
+	return c
+}
+
+func runReload(ctx context.Context, polPath, stateDir string, wait time.Duration, stdout io.Writer) error {
 	// A policy that does not parse is never sent: the agent would refuse
 	// it anyway, and the admin is here to read why.
-	p, err := policy.ParseFile(*polPath)
+	p, err := policy.ParseFile(polPath)
 	if err != nil {
 		return err
 	}
-	sf := &stateFiles{dir: *stateDir}
+	sf := &stateFiles{dir: stateDir}
 	b, err := os.ReadFile(sf.pidPath())
 	if err != nil {
 		return fmt.Errorf("no running agent: %w", err)
@@ -148,13 +163,13 @@ func runReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil || pid <= 0 {
 		return fmt.Errorf("%s: not a pid: %q", sf.pidPath(), b)
 	}
-	before, _, _ := readStatus(*stateDir)
+	before, _, _ := readStatus(stateDir)
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		return fmt.Errorf("signalling usbhotplugd (pid %d): %w", pid, err)
 	}
-	deadline := time.Now().Add(*wait)
+	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
-		st, _, err := readStatus(*stateDir)
+		st, _, err := readStatus(stateDir)
 		if err == nil && (before == nil || st.PolicyAt.After(before.PolicyAt)) {
 			if st.ReloadError != "" {
 				return fmt.Errorf("the agent refused the policy: %s", st.ReloadError)
@@ -168,5 +183,5 @@ func runReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		case <-time.After(20 * time.Millisecond): // polls a file another process writes
 		}
 	}
-	return fmt.Errorf("usbhotplugd (pid %d) was signalled but did not confirm the reload within %s", pid, *wait)
+	return fmt.Errorf("usbhotplugd (pid %d) was signalled but did not confirm the reload within %s", pid, wait)
 }

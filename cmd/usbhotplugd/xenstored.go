@@ -1,39 +1,33 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
 
-	"github.com/usbhotplugd/usbhotplugd/internal/build"
+	"github.com/spf13/cobra"
+
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/server"
 )
 
-func runXenstored(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("xenstored", "--socket PATH", stderr)
-	sock := fs.String("socket", "/run/xenstored/socket", "unix socket to serve the store on")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
-	srv := server.New()
-	l, err := srv.Listen(*sock)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "serving xenstore on %s (export XENSTORED_PATH=%s)\n", *sock, *sock)
-	<-ctx.Done()
-	l.Close()
-	return srv.Close()
+func init() {
+	register(command{name: "xenstored", group: groupTool, examples: []string{"usbhotplugd xenstored --socket /tmp/xs.sock"}, new: newXenstoredCmd})
 }
 
-func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("version", "", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newXenstoredCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "xenstored --socket PATH",
+		Short: "serve an embedded, in-memory xenstored on a unix socket",
 	}
-	fmt.Fprintf(stdout, "usbhotplugd %s (commit %s, %s)\n", build.Version, build.Commit, build.GoVersion())
-	return nil
+	sock := c.Flags().String("socket", "/run/xenstored/socket", "unix socket to serve the store on")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		srv := server.New()
+		l, err := srv.Listen(*sock)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.OutOrStdout(), "serving xenstore on %s (export XENSTORED_PATH=%s)\n", *sock, *sock)
+		<-c.Context().Done()
+		l.Close()
+		return srv.Close()
+	}
+	return c
 }

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
@@ -29,7 +31,7 @@ type hostFlags struct {
 	timeout  time.Duration
 }
 
-func addHostFlags(fs *flag.FlagSet) *hostFlags {
+func addHostFlags(fs *pflag.FlagSet) *hostFlags {
 	h := &hostFlags{}
 	fs.StringVar(&h.xenstore, "xenstore", "", "xenstored socket (default: $XENSTORED_PATH, /var/run/xenstored/socket, /dev/xen/xenbus)")
 	fs.StringVar(&h.sysfs, "sysfs", sysfsDefault(), "sysfs root")
@@ -56,37 +58,47 @@ func (hf *hostFlags) open(ctx context.Context) (*assign.Host, func(), error) {
 	return h, func() { xs.Close() }, nil
 }
 
-// hostCommand parses flags, opens the host and resolves the DOMAIN
-// argument, then runs fn with the remaining arguments.
-func hostCommand(ctx context.Context, name, synopsis string, args []string, stderr io.Writer, minArgs, maxArgs int,
-	extra func(fs *flag.FlagSet), fn func(h *assign.Host, d assign.Domain, rest []string) error) error {
-	fs := newFlags(name, synopsis, stderr)
-	hf := addHostFlags(fs)
-	if extra != nil {
-		extra(fs)
+func init() {
+	for _, c := range []command{
+		{name: "usbctrl-attach", new: newUsbctrlAttachCmd, examples: []string{"usbhotplugd usbctrl-attach kiosk version=2 ports=8"}},
+		{name: "usbctrl-detach", new: newUsbctrlDetachCmd, examples: []string{"usbhotplugd usbctrl-detach kiosk 0"}},
+		{name: "usbdev-attach", new: newUsbdevAttachCmd, examples: []string{"usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", "usbhotplugd usbdev-attach kiosk busid=1-2 controller=0 port=2"}},
+		{name: "usbdev-detach", new: newUsbdevDetachCmd, examples: []string{"usbhotplugd usbdev-detach kiosk 0 1"}},
+		{name: "usb-list", new: newUsbListCmd, examples: []string{"usbhotplugd usb-list kiosk"}},
+		{name: "repair", new: newRepairCmd, examples: []string{"usbhotplugd repair"}},
+	} {
+		c.group = groupXL
+		register(c)
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() < minArgs || (maxArgs >= 0 && fs.NArg() > maxArgs) {
-		return &usageError{"usage: usbhotplugd " + name + " " + synopsis}
-	}
-	h, closeFn, err := hf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	h.Warn = func(msg string) { fmt.Fprintf(stderr, "usbhotplugd %s: warning: %s\n", name, msg) }
-	d, err := h.Domain(ctx, fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	return fn(h, d, fs.Args()[1:])
 }
 
-func runUsbctrlAttach(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return hostCommand(ctx, "usbctrl-attach", "DOMAIN [type=auto|pv|qusb] [version=1|2] [ports=N]", args, stderr, 1, -1, nil,
-		func(h *assign.Host, d assign.Domain, rest []string) error {
+// hostCommand is a PVUSB command: the host flags, minArgs to maxArgs
+// arguments (maxArgs < 0: no limit), the host opened and the DOMAIN
+// argument resolved before fn runs with the remaining arguments.
+func hostCommand(use, short string, minArgs, maxArgs int,
+	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error) *cobra.Command {
+	c := &cobra.Command{Use: use, Short: short, Args: rangeArgs(minArgs, maxArgs)}
+	hf := addHostFlags(c.Flags())
+	c.RunE = func(c *cobra.Command, args []string) error {
+		ctx := c.Context()
+		h, closeFn, err := hf.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer closeFn()
+		h.Warn = func(msg string) { fmt.Fprintf(c.ErrOrStderr(), "%s: warning: %s\n", c.CommandPath(), msg) }
+		d, err := h.Domain(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		return fn(ctx, c, h, d, args[1:])
+	}
+	return c
+}
+
+func newUsbctrlAttachCmd() *cobra.Command {
+	return hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb] [version=1|2] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", 1, -1,
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
 			spec, err := policy.ParseCtrlArgs(rest)
 			if err != nil {
 				return &usageError{err.Error()}
@@ -96,9 +108,9 @@ func runUsbctrlAttach(ctx context.Context, args []string, stdout, stderr io.Writ
 		})
 }
 
-func runUsbctrlDetach(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return hostCommand(ctx, "usbctrl-detach", "DOMAIN DEVID", args, stderr, 2, 2, nil,
-		func(h *assign.Host, d assign.Domain, rest []string) error {
+func newUsbctrlDetachCmd() *cobra.Command {
+	return hostCommand("usbctrl-detach DOMAIN DEVID", "remove a guest's USB controller and give back its devices, as xl usbctrl-detach", 2, 2,
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
 			devid, err := strconv.Atoi(rest[0])
 			if err != nil || devid < 0 {
 				return &usageError{fmt.Sprintf("%q is not a controller devid (usb-list shows them)", rest[0])}
@@ -107,13 +119,11 @@ func runUsbctrlDetach(ctx context.Context, args []string, stdout, stderr io.Writ
 		})
 }
 
-func runUsbdevAttach(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newUsbdevAttachCmd() *cobra.Command {
 	var force *bool
-	return hostCommand(ctx, "usbdev-attach", "[--force] DOMAIN hostbus=B hostaddr=A | busid=B-P.P [controller=C [port=P]]", args, stderr, 2, -1,
-		func(fs *flag.FlagSet) {
-			force = fs.Bool("force", false, "attach even a disk dom0 uses (mounted, or under device-mapper or md)")
-		},
-		func(h *assign.Host, d assign.Domain, rest []string) error {
+	c := hostCommand("usbdev-attach [--force] DOMAIN hostbus=B hostaddr=A | busid=B-P.P [controller=C [port=P]]",
+		"attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", 2, -1,
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
 			spec, err := policy.ParseDevArgs(rest)
 			if err != nil {
 				return &usageError{err.Error()}
@@ -126,11 +136,13 @@ func runUsbdevAttach(ctx context.Context, args []string, stdout, stderr io.Write
 			_, err = h.Attach(ctx, d.ID, spec)
 			return err
 		})
+	force = c.Flags().Bool("force", false, "attach even a disk dom0 uses (mounted, or under device-mapper or md)")
+	return c
 }
 
-func runUsbdevDetach(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return hostCommand(ctx, "usbdev-detach", "DOMAIN CONTROLLER PORT", args, stderr, 3, 3, nil,
-		func(h *assign.Host, d assign.Domain, rest []string) error {
+func newUsbdevDetachCmd() *cobra.Command {
+	return hostCommand("usbdev-detach DOMAIN CONTROLLER PORT", "give back the device at a guest's controller port, as xl usbdev-detach", 3, 3,
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
 			ctrl, err1 := strconv.Atoi(rest[0])
 			port, err2 := strconv.Atoi(rest[1])
 			if err1 != nil || err2 != nil || ctrl < 0 || port < 1 {
@@ -140,15 +152,15 @@ func runUsbdevDetach(ctx context.Context, args []string, stdout, stderr io.Write
 		})
 }
 
-func runUsbList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newUsbListCmd() *cobra.Command {
 	var asJSON *bool
-	return hostCommand(ctx, "usb-list", "[--json] DOMAIN", args, stderr, 1, 1,
-		func(fs *flag.FlagSet) { asJSON = fs.Bool("json", false, "print JSON") },
-		func(h *assign.Host, d assign.Domain, rest []string) error {
+	c := hostCommand("usb-list [--json] DOMAIN", "list a guest's USB controllers and devices, byte for byte as xl usb-list", 1, 1,
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
 			l, err := h.List(ctx, d.ID)
 			if err != nil {
 				return err
 			}
+			stdout := c.OutOrStdout()
 			if *asJSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
@@ -160,17 +172,21 @@ func runUsbList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			return assign.WriteList(stdout, l)
 		})
+	asJSON = c.Flags().Bool("json", false, "print JSON")
+	return c
 }
 
-func runRepair(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("repair", "", stderr)
-	hf := addHostFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newRepairCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "repair",
+		Short: "clear ports that name devices no longer on the host (which make xl refuse every attach)",
 	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
+	hf := addHostFlags(c.Flags())
+	c.RunE = func(c *cobra.Command, args []string) error { return runRepair(c.Context(), hf, c.OutOrStdout()) }
+	return c
+}
+
+func runRepair(ctx context.Context, hf *hostFlags, stdout io.Writer) error {
 	h, closeFn, err := hf.open(ctx)
 	if err != nil {
 		return err
