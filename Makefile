@@ -20,7 +20,8 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./policy:FuzzParse \
         ./policy:FuzzSpec \
         ./internal/qmp:FuzzReply \
-        ./internal/mounts:FuzzParse
+        ./internal/mounts:FuzzParse \
+        ./internal/usbname:FuzzParse
 
 .PHONY: all build test lint unit fuzz bench demo clean package
 

@@ -8,7 +8,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
-// host is the standard test host, as usbsysfstest.Standard builds it.
+// host is the standard test host, as fakekernel.Standard builds it.
 func host() []policy.Device {
 	hid := func(p uint8) []policy.Interface { return []policy.Interface{{3, 1, p}} }
 	return []policy.Device{

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 )
 
 // ErrSpec is wrapped by every error for an xl spec string or KEY=VALUE word.
@@ -335,28 +337,11 @@ func digit(c byte) int {
 	return 99
 }
 
-// checkBusID accepts a USB device's busid: "<bus>-<port>[.<port>...]".
+// checkBusID accepts a USB device's busid as the kernel names it:
+// "<bus>-<port>[.<port>...]".
 func checkBusID(s string) error {
-	bus, ports, ok := strings.Cut(s, "-")
-	if !ok || !decimalRun(bus) {
+	if usbname.ValidDevice(s) != nil {
 		return fmt.Errorf("%q is not a busid such as 1-1.6", s)
 	}
-	for _, p := range strings.Split(ports, ".") {
-		if !decimalRun(p) {
-			return fmt.Errorf("%q is not a busid such as 1-1.6", s)
-		}
-	}
 	return nil
-}
-
-func decimalRun(s string) bool {
-	if s == "" || len(s) > 3 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }

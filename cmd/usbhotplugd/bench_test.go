@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -21,7 +21,7 @@ func BenchmarkUsbdevAttachProcess(b *testing.B) {
 	xs := s.Dial(b)
 	seedXL(b, xs)
 	root := b.TempDir()
-	if err := usbsysfstest.XL(root); err != nil {
+	if err := fakekernel.XL(root); err != nil {
 		b.Fatal(err)
 	}
 	backends := &sim.Backends{XS: s.Dial(b)}

@@ -10,20 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
 // xlHost builds the host of the xl captures under a fake kernel.
-func xlHost(t testing.TB) (string, *usbsysfstest.Kernel) {
+func xlHost(t testing.TB) (string, *fakekernel.Kernel) {
 	t.Helper()
 	root := t.TempDir()
-	if err := usbsysfstest.XL(root); err != nil {
+	if err := fakekernel.XL(root); err != nil {
 		t.Fatal(err)
 	}
-	return root, usbsysfstest.NewKernel(root)
+	return root, fakekernel.NewKernel(root)
 }
 
 // seedXL seeds a store as the captures' host: dom0 and the PV guest kiosk.

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 )
 
 // runCmd runs one command in-process and returns its exit code and output.
@@ -23,7 +23,7 @@ func runCmd(t *testing.T, args ...string) (int, string, string) {
 
 func TestDevices(t *testing.T) {
 	root := t.TempDir()
-	if err := usbsysfstest.Standard(root); err != nil {
+	if err := fakekernel.Standard(root); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errs := runCmd(t, "devices", "--sysfs", root)

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
@@ -20,7 +20,7 @@ import (
 // replayXL makes, on xs and the fake kernel, the very requests and sysfs
 // writes that xl made in a captured step: xl itself, working on our tree.
 // The simulated backends answer as they answered xl.
-func replayXL(t *testing.T, xs *xenstore.Conn, k *usbsysfstest.Kernel, root, step string, backends *sim.Backends) {
+func replayXL(t *testing.T, xs *xenstore.Conn, k *fakekernel.Kernel, root, step string, backends *sim.Backends) {
 	t.Helper()
 	ctx := context.Background()
 	var tx *xenstore.Tx
@@ -102,7 +102,7 @@ func TestInteropWithXL(t *testing.T) {
 	step := func(n string) string { m, _ := filepath.Glob(filepath.Join(golden, n+"-*")); return m[0] }
 	for i, kind := range []string{"embedded", "xenstored"} {
 		var store xenstoretest.Store
-		setup := func(t *testing.T) (*xenstore.Conn, string, *usbsysfstest.Kernel, *sim.Backends) {
+		setup := func(t *testing.T) (*xenstore.Conn, string, *fakekernel.Kernel, *sim.Backends) {
 			store = xenstoretest.Stores()[i](t) // a fresh store for each direction
 			xs := store.Dial(t)
 			seedXL(t, xs)

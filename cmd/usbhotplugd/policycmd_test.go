@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 )
 
 func writeFile(t *testing.T, dir, name, body string) string {
@@ -50,7 +50,7 @@ func TestCheck(t *testing.T) {
 
 func TestExplain(t *testing.T) {
 	root := t.TempDir()
-	if err := usbsysfstest.Standard(root); err != nil {
+	if err := fakekernel.Standard(root); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errs := runCmd(t, "explain", "--policy", "../../rules/examples/kiosk.toml", "--sysfs", root)
@@ -80,7 +80,7 @@ func TestExplain(t *testing.T) {
 	}
 
 	// The built-in guard: a disk dom0 has mounted stays, whatever the rules.
-	if err := (&usbsysfstest.Builder{Root: root}).AddDisk("1-3:1.0", usbsysfstest.Disk{Name: "sde", Dev: "8:64"}).Err(); err != nil {
+	if err := (&fakekernel.Builder{Root: root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64"}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	mi := filepath.Join(t.TempDir(), "mountinfo")

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -49,14 +49,14 @@ func newDocHost(t *testing.T) *docHost {
 	}
 	t.Cleanup(func() { r.Stop() })
 	root := t.TempDir()
-	if err := usbsysfstest.Standard(root); err != nil {
+	if err := fakekernel.Standard(root); err != nil {
 		t.Fatal(err)
 	}
-	if err := usbsysfstest.AddDriver(root, "usbback"); err != nil {
+	if err := fakekernel.AddDriver(root, "usbback"); err != nil {
 		t.Fatal(err)
 	}
 	old := sysfsWriter
-	sysfsWriter = usbsysfstest.NewKernel(root)
+	sysfsWriter = fakekernel.NewKernel(root)
 	t.Cleanup(func() { sysfsWriter = old })
 	t.Setenv("XENSTORED_PATH", s.SocketPath())
 	t.Setenv("USBHOTPLUGD_SYSFS", root)

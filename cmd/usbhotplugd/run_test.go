@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -56,10 +56,10 @@ func TestRunDaemon(t *testing.T) {
 
 	dir := t.TempDir()
 	root := filepath.Join(dir, "sys")
-	if err := usbsysfstest.Standard(root); err != nil {
+	if err := fakekernel.Standard(root); err != nil {
 		t.Fatal(err)
 	}
-	if err := usbsysfstest.AddDriver(root, "usbback"); err != nil {
+	if err := fakekernel.AddDriver(root, "usbback"); err != nil {
 		t.Fatal(err)
 	}
 	pol := filepath.Join(dir, "policy.toml")
@@ -80,7 +80,7 @@ func TestRunDaemon(t *testing.T) {
 	src := make(chanSource)
 	oldSrc, oldW := ueventSource, sysfsWriter
 	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
-	sysfsWriter = usbsysfstest.NewKernel(root)
+	sysfsWriter = fakekernel.NewKernel(root)
 	defer func() { ueventSource, sysfsWriter = oldSrc, oldW }()
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -186,7 +186,7 @@ func TestRunReconnectsToXenstored(t *testing.T) {
 	defer func() { d.Stop() }()
 	dir := t.TempDir()
 	root := filepath.Join(dir, "sys")
-	if err := usbsysfstest.Standard(root); err != nil {
+	if err := fakekernel.Standard(root); err != nil {
 		t.Fatal(err)
 	}
 	pol := filepath.Join(dir, "policy.toml")

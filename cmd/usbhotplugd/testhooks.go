@@ -12,8 +12,8 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 )
 
 func init() {
@@ -31,7 +31,7 @@ func init() {
 		}
 	}
 	if root := os.Getenv("USBHOTPLUGD_TEST_FAKE_KERNEL"); root != "" {
-		k := usbsysfstest.NewKernel(root)
+		k := fakekernel.NewKernel(root)
 		k.Accept = func(driver, intf string) bool { return true }
 		sysfsWriter = k
 	}

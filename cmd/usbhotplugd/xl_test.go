@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -80,9 +80,9 @@ func TestXLCommands(t *testing.T) {
 	}
 
 	// A disk dom0 uses is refused unless --force says otherwise.
-	bld := &usbsysfstest.Builder{Root: root}
-	bld.Add(usbsysfstest.Dev{BusID: "1-2", DevNum: 9, Vendor: "0781", Product: "5567", Class: "00", Interfaces: []usbsysfstest.Intf{{Class: "08", SubClass: "06", Protocol: "50", Driver: "usb-storage"}}})
-	bld.AddDisk("1-2:1.0", usbsysfstest.Disk{Name: "sdz", Dev: "65:144", Holders: []string{"dm-7"}})
+	bld := &fakekernel.Builder{Root: root}
+	bld.Add(fakekernel.Dev{BusID: "1-2", DevNum: 9, Vendor: "0781", Product: "5567", Class: "00", Interfaces: []fakekernel.Intf{{Class: "08", SubClass: "06", Protocol: "50", Driver: "usb-storage"}}})
+	bld.AddDisk("1-2:1.0", fakekernel.Disk{Name: "sdz", Dev: "65:144", Holders: []string{"dm-7"}})
 	if err := bld.Err(); err != nil {
 		t.Fatal(err)
 	}

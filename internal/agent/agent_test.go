@@ -14,11 +14,11 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/replay"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -73,7 +73,7 @@ type env struct {
 	count   bool
 	counter *xenstoretest.Counting
 	// kernel is the fake kernel the agent writes to.
-	kernel *usbsysfstest.Kernel
+	kernel *fakekernel.Kernel
 	// hooks and hookTimeout are the agent's Config.Hooks and HookTimeout.
 	hooks       bool
 	hookTimeout time.Duration
@@ -108,11 +108,11 @@ func (e *env) awaitLog(s string) {
 func newEnv(t testing.TB, s xenstoretest.Store) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	root := usbsysfstest.TempDir(t)
-	if err := usbsysfstest.Standard(root); err != nil {
+	root := fakekernel.TempDir(t)
+	if err := fakekernel.Standard(root); err != nil {
 		t.Fatal(err)
 	}
-	if err := usbsysfstest.AddDriver(root, "usbback"); err != nil {
+	if err := fakekernel.AddDriver(root, "usbback"); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, ctx: ctx, s: s, xs: s.Dial(t), root: root, doms: map[string]sim.Domain{}, audits: make(chan agent.Audit, 1000), nextID: 1, logged: make(chan struct{}, 1)}
@@ -125,7 +125,7 @@ func newEnv(t testing.TB, s xenstoretest.Store) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { run.Stop() })
-	e.h = &assign.Host{XS: e.xs, Sys: usbsysfs.NewFS(root).WithWriter(usbsysfstest.NewKernel(root)), InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+	e.h = &assign.Host{XS: e.xs, Sys: usbsysfs.NewFS(root).WithWriter(fakekernel.NewKernel(root)), InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
 	e.start("kiosk")
 	e.start("desk")
 	return e
@@ -167,7 +167,7 @@ func (e *env) run(pol string, dryRun bool) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.kernel = usbsysfstest.NewKernel(e.root)
+	e.kernel = fakekernel.NewKernel(e.root)
 	sys := usbsysfs.NewFS(e.root).WithWriter(e.kernel)
 	xs := e.s.Dial(e.t)
 	if e.count {
@@ -456,7 +456,7 @@ func TestAgentRescansAfterOverrun(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
 		e.run(benchPolicy(4), false)
-		if err := (&usbsysfstest.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
+		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
 			t.Fatal(err)
 		}
 		passes := e.a.Stats().Passes

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -45,9 +45,9 @@ func benchPolicy(ports int) string {
 		"[[rule]]\nname = \"bench\"\naction = \"attach\"\nmatch = { id = \"1234:5678\" }\ntarget = { domain = \"kiosk\" }\nduplicates = \"all\"\n"
 }
 
-func benchDev(busid string, n int) usbsysfstest.Dev {
-	return usbsysfstest.Dev{BusID: busid, DevNum: 10 + n%100, Vendor: "1234", Product: "5678", Class: "00", Serial: fmt.Sprintf("B%04d", n),
-		Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "00", Protocol: "00", Driver: "usbhid"}}}
+func benchDev(busid string, n int) fakekernel.Dev {
+	return fakekernel.Dev{BusID: busid, DevNum: 10 + n%100, Vendor: "1234", Product: "5678", Class: "00", Serial: fmt.Sprintf("B%04d", n),
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "00", Protocol: "00", Driver: "usbhid"}}}
 }
 
 // BenchmarkUeventToAttached: one device's uevent handed to the agent →
@@ -63,7 +63,7 @@ func BenchmarkUeventToAttached(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
 		busid := "1-6"
-		if err := (&usbsysfstest.Builder{Root: e.root}).Add(benchDev(busid, i)).Err(); err != nil {
+		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev(busid, i)).Err(); err != nil {
 			b.Fatal(err)
 		}
 		m := addEvent(b, busid)
@@ -76,7 +76,7 @@ func BenchmarkUeventToAttached(b *testing.B) {
 		b.StopTimer()
 		r, t := e.counter.Take()
 		reqs, trips = reqs+r, trips+t
-		if err := usbsysfstest.NewKernel(e.root).Unplug(busid); err != nil {
+		if err := fakekernel.NewKernel(e.root).Unplug(busid); err != nil {
 			b.Fatal(err)
 		}
 		e.a.Handle(e.ctx, m) // any event: the pass finds it gone
@@ -104,7 +104,7 @@ func BenchmarkBurst200(b *testing.B) {
 		s := xenstoretest.Real(b)
 		e := newEnv(b, s)
 		e.run(benchPolicy(200), false)
-		bld := &usbsysfstest.Builder{Root: e.root}
+		bld := &fakekernel.Builder{Root: e.root}
 		var msgs []uevent.Message
 		busids := map[string]bool{}
 		for i := range 200 {

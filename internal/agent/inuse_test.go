@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -24,8 +24,8 @@ target = { domain = "desk" }
 func TestAgentKeepsDisksDom0Uses(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
-		err := (&usbsysfstest.Builder{Root: e.root}).AddDisk("1-3:1.0", usbsysfstest.Disk{Name: "sde", Dev: "8:64",
-			Parts: []usbsysfstest.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
+		err := (&fakekernel.Builder{Root: e.root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64",
+			Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -35,7 +35,7 @@ match = { id = "1234:5678" }
 func TestAgentWhenPresentOrPlugged(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
-		bld := &usbsysfstest.Builder{Root: e.root}
+		bld := &fakekernel.Builder{Root: e.root}
 		if err := bld.Add(benchDev("1-6", 1)).Err(); err != nil {
 			t.Fatal(err)
 		}

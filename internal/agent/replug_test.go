@@ -3,7 +3,7 @@ package agent_test
 import (
 	"testing"
 
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -32,8 +32,8 @@ func TestAgentReplugReturnsToItsPort(t *testing.T) {
 		if !ok1 || !ok2 {
 			t.Fatal("not attached")
 		}
-		mouseDev := usbsysfstest.Dev{BusID: "1-4", DevNum: 20, Vendor: "046d", Product: "c077", Class: "00", Serial: "MOUSE-A",
-			Manufacturer: "Logitech", Name: "USB Optical Mouse", Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}}
+		mouseDev := fakekernel.Dev{BusID: "1-4", DevNum: 20, Vendor: "046d", Product: "c077", Class: "00", Serial: "MOUSE-A",
+			Manufacturer: "Logitech", Name: "USB Optical Mouse", Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}}
 		for _, b := range []string{"1-2", "1-4"} {
 			if err := e.kernel.Unplug(b); err != nil {
 				t.Fatal(err)
@@ -49,7 +49,7 @@ func TestAgentReplugReturnsToItsPort(t *testing.T) {
 		}
 		e.a.Handle(e.ctx, removeEvent(t, "1-5"))
 		e.settle()
-		if err := (&usbsysfstest.Builder{Root: e.root}).Add(mouseDev).Err(); err != nil {
+		if err := (&fakekernel.Builder{Root: e.root}).Add(mouseDev).Err(); err != nil {
 			t.Fatal(err)
 		}
 		e.a.Handle(e.ctx, addEvent(t, "1-5"))

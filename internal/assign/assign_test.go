@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -29,18 +29,18 @@ var desk = sim.Domain{ID: 2, Name: "desk", UUID: "8b0e6a52-77c1-4d2e-9a0f-3c5d1e
 type env struct {
 	xs       *xenstore.Conn
 	h        *assign.Host
-	k        *usbsysfstest.Kernel
+	k        *fakekernel.Kernel
 	backends *sim.Backends
 	initial  string
 	warnings []string
 	mu       sync.Mutex
 }
 
-func keyboards(n int) []usbsysfstest.Dev {
-	var out []usbsysfstest.Dev
+func keyboards(n int) []fakekernel.Dev {
+	var out []fakekernel.Dev
 	for i := range n {
-		out = append(out, usbsysfstest.Dev{BusID: fmt.Sprintf("1-%d", i+2), DevNum: 10 + i, Vendor: "046d", Product: "c31c", Class: "00",
-			Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
+		out = append(out, fakekernel.Dev{BusID: fmt.Sprintf("1-%d", i+2), DevNum: 10 + i, Vendor: "046d", Product: "c31c", Class: "00",
+			Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
 	}
 	return out
 }
@@ -59,10 +59,10 @@ func newEnv(t *testing.T, s xenstoretest.Store, noBackend bool) *env {
 		}
 	}
 	root := t.TempDir()
-	if err := usbsysfstest.XL(root, keyboards(4)...); err != nil {
+	if err := fakekernel.XL(root, keyboards(4)...); err != nil {
 		t.Fatal(err)
 	}
-	k := usbsysfstest.NewKernel(root)
+	k := fakekernel.NewKernel(root)
 	e := &env{xs: xs, k: k}
 	e.h = &assign.Host{XS: xs, Sys: usbsysfs.NewFS(root).WithWriter(k), InitTimeout: 300 * time.Millisecond, DestroyTimeout: 300 * time.Millisecond,
 		Warn: func(m string) { e.mu.Lock(); e.warnings = append(e.warnings, m); e.mu.Unlock() }}
@@ -191,7 +191,7 @@ func TestBindRefusedRollsBack(t *testing.T) {
 		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
 			t.Fatal(err)
 		}
-		e.k.Fail = func(w usbsysfstest.Write) error {
+		e.k.Fail = func(w fakekernel.Write) error {
 			if w.Path == "bus/usb/drivers/usbback/bind" {
 				return syscall.ENODEV
 			}

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -24,11 +24,11 @@ func BenchmarkAttachDetach(b *testing.B) {
 	setup := s.Dial(b)
 	sim.SeedDom0(ctx, setup)
 	sim.SeedDomain(ctx, setup, sim.KioskDomain)
-	root := usbsysfstest.TempDir(b)
-	if err := usbsysfstest.XL(root); err != nil {
+	root := fakekernel.TempDir(b)
+	if err := fakekernel.XL(root); err != nil {
 		b.Fatal(err)
 	}
-	k := usbsysfstest.NewKernel(root)
+	k := fakekernel.NewKernel(root)
 	backends := &sim.Backends{XS: s.Dial(b)}
 	run, err := backends.Start(ctx)
 	if err != nil {

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -311,9 +311,9 @@ func BenchmarkDeviceModelAttach(b *testing.B) {
 }
 
 func benchHost(b *testing.B, xs *xenstore.Conn) *assign.Host {
-	root := usbsysfstest.TempDir(b)
-	if err := usbsysfstest.XL(root); err != nil {
+	root := fakekernel.TempDir(b)
+	if err := fakekernel.XL(root); err != nil {
 		b.Fatal(err)
 	}
-	return &assign.Host{XS: xs, Sys: usbsysfs.NewFS(root).WithWriter(usbsysfstest.NewKernel(root))}
+	return &assign.Host{XS: xs, Sys: usbsysfs.NewFS(root).WithWriter(fakekernel.NewKernel(root))}
 }

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 )
 
 // sysDrivers is where libxl records an interface's original driver, as the
@@ -57,7 +57,7 @@ func checkBackendPath(p string, domid uint32, devid int) (kind string, err error
 
 // checkBusID validates a busid read from xenstore before it reaches sysfs.
 func checkBusID(s string) error {
-	if err := usbsysfs.ValidBusID(s); err != nil || strings.HasPrefix(s, "usb") {
+	if usbname.ValidDevice(s) != nil {
 		return fmt.Errorf("%q is not a device busid", s)
 	}
 	return nil

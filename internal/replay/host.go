@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 )
 
 // A Host is a sysfs tree that trace events are applied to, as the kernel
@@ -24,7 +24,7 @@ func NewHost(root string) (*Host, error) {
 		return nil, err
 	}
 	for _, d := range []string{"usb", "hub", "usbhid", "usb-storage", "usbback", "snd-usb-audio", "usbfs", "uas", "cdc_acm", "cdc_ether", "btusb", "usblp"} {
-		if err := usbsysfstest.AddDriver(root, d); err != nil {
+		if err := fakekernel.AddDriver(root, d); err != nil {
 			return nil, err
 		}
 	}
@@ -59,7 +59,7 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 	if e.Subsystem != "usb" || (!e.IsUSBDevice() && !e.IsUSBInterface()) {
 		return nil
 	}
-	unlock, err := usbsysfstest.LockTree(h.Root)
+	unlock, err := fakekernel.LockTree(h.Root)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 			return nil
 		}
 		if _, err := os.Stat(filepath.Join(h.Root, "bus/usb/drivers", drv)); err != nil {
-			if err := usbsysfstest.AddDriver(h.Root, drv); err != nil {
+			if err := fakekernel.AddDriver(h.Root, drv); err != nil {
 				return err
 			}
 		}

@@ -15,10 +15,10 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -95,7 +95,7 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	kernel := usbsysfstest.NewKernel(o.Root)
+	kernel := fakekernel.NewKernel(o.Root)
 	// Every driver takes back what it had: the trace bound it there.
 	kernel.Accept = func(driver, intf string) bool { return true }
 	sys := usbsysfs.NewFS(o.Root).WithWriter(kernel)

@@ -19,11 +19,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/replay"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -381,7 +381,7 @@ func soak() (rep Report, err error) {
 	if err != nil {
 		return rep, err
 	}
-	kernel := usbsysfstest.NewKernel(root)
+	kernel := fakekernel.NewKernel(root)
 	kernel.Accept = func(driver, intf string) bool { return true }
 	d := &driver{ctx: ctx, rng: rng, host: host, root: root, nl: nl, present: map[string]kind{}, xs: xs, doms: map[string]sim.Domain{}, rep: &rep,
 		h: &assign.Host{XS: xs, Sys: usbsysfs.NewFS(root).WithWriter(kernel), InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}}

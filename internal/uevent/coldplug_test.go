@@ -8,16 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs/usbsysfstest"
 )
 
 // Scan gives parents before children and each device before its
 // interfaces, with the keys a kernel event would carry.
 func TestScanOrder(t *testing.T) {
 	root := t.TempDir()
-	if err := usbsysfstest.Standard(root); err != nil {
+	if err := fakekernel.Standard(root); err != nil {
 		t.Fatal(err)
 	}
 	evs, err := uevent.Scan(usbsysfs.NewFS(root))
@@ -161,11 +161,11 @@ func TestColdplugScanError(t *testing.T) {
 
 func BenchmarkColdplugScan200(b *testing.B) {
 	root := b.TempDir()
-	bl := &usbsysfstest.Builder{Root: root}
-	bl.Add(usbsysfstest.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: usbsysfstest.Hub})
+	bl := &fakekernel.Builder{Root: root}
+	bl.Add(fakekernel.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: fakekernel.Hub})
 	for i := range 200 {
-		bl.Add(usbsysfstest.Dev{BusID: fmt.Sprintf("1-%d", i+1), DevNum: i + 2, Vendor: "046d", Product: "c077", Class: "00",
-			Interfaces: []usbsysfstest.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}})
+		bl.Add(fakekernel.Dev{BusID: fmt.Sprintf("1-%d", i+1), DevNum: i + 2, Vendor: "046d", Product: "c077", Class: "00",
+			Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}})
 	}
 	if err := bl.Err(); err != nil {
 		b.Fatal(err)

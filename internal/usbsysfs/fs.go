@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 )
 
 // A Writer writes a sysfs attribute. The default writes the file; a fake
@@ -187,13 +189,8 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	if r.err != nil {
 		return Device{}, r.err
 	}
-	if !d.IsRootHub() {
-		if i := strings.LastIndexByte(busid, '.'); i >= 0 {
-			d.Parent = busid[:i]
-		} else {
-			bus, _, _ := strings.Cut(busid, "-")
-			d.Parent = "usb" + bus
-		}
+	if id, err := usbname.Parse(busid); err == nil && !id.IsRootHub() {
+		d.Parent = id.Parent().String()
 	}
 	ifs, err := f.interfaces(busid, names)
 	if err != nil {
@@ -236,7 +233,7 @@ func (f *FS) interfaces(busid string, names []string) ([]Interface, error) {
 	}
 	var out []Interface
 	for _, n := range names {
-		if !strings.HasPrefix(n, prefix) || ValidInterface(n) != nil {
+		if !strings.HasPrefix(n, prefix) || InterfaceBusID(n) != busid {
 			continue
 		}
 		in, err := f.Interface(n)
@@ -322,31 +319,8 @@ func (f *FS) Devices() ([]Device, error) {
 }
 
 // BusIDLess orders busids by bus, root hub first, then by port path
-// numerically, so that a parent sorts before its children.
-func BusIDLess(a, b string) bool {
-	ka, kb := busKey(a), busKey(b)
-	for i := 0; i < len(ka) && i < len(kb); i++ {
-		if ka[i] != kb[i] {
-			return ka[i] < kb[i]
-		}
-	}
-	return len(ka) < len(kb)
-}
-
-func busKey(s string) []int {
-	if strings.HasPrefix(s, "usb") {
-		n, _ := strconv.Atoi(s[3:])
-		return []int{n}
-	}
-	bus, ports, _ := strings.Cut(s, "-")
-	n, _ := strconv.Atoi(bus)
-	k := []int{n}
-	for _, p := range strings.Split(ports, ".") {
-		v, _ := strconv.Atoi(p)
-		k = append(k, v)
-	}
-	return k
-}
+// numerically, so that a parent sorts before its children (usbname.Compare).
+func BusIDLess(a, b string) bool { return usbname.Compare(a, b) < 0 }
 
 // BusIDByAddr finds a device by bus number and device number the way libxl
 // does: the first entry of /sys/bus/usb/devices, in directory order, whose

@@ -1,4 +1,4 @@
-package usbsysfstest
+package fakekernel
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package usbsysfstest
+package fakekernel
 
 import (
 	"fmt"
@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 )
 
 // A Write is one write the fake kernel received.
@@ -291,11 +290,20 @@ func LockTree(root string) (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
+// A TB is what TempDir needs of a test or benchmark; testing.TB has it.
+// (This package is linked into the daemon for replay, so it does not
+// import testing.)
+type TB interface {
+	Helper()
+	TempDir() string
+	Cleanup(func())
+}
+
 // TempDir is a directory for a fixture tree, removed at the end of the
 // test: in memory (/dev/shm) when the machine has it, as /sys is, so that
 // the fixture's symlinks cost what sysfs's do rather than a journaled
 // disk's; else the test's own temporary directory.
-func TempDir(t testing.TB) string {
+func TempDir(t TB) string {
 	t.Helper()
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		if d, err := os.MkdirTemp("/dev/shm", "usbhotplugd-sys-"); err == nil {
