@@ -108,7 +108,7 @@ func runStatus(stateDir string, asJSON bool, stdout io.Writer) error {
 	fmt.Fprintln(tw, "BUSID\tID\tSTATE\tDOMAIN\tPORT\tRULE\tWHY")
 	for _, s := range states {
 		for _, d := range st.Status.Devices {
-			if d.Action != s {
+			if string(d.Action) != s {
 				continue
 			}
 			dom, port := "-", "-"

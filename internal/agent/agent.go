@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -57,14 +56,14 @@ type Agent struct {
 	pol atomic.Pointer[policy.Policy]
 
 	mu      sync.Mutex
-	queue   []string          // busids, in arrival order
-	why     map[string]string // busid → what asked for the pass (queued ones)
+	queue   []string           // busids, in arrival order
+	why     map[string]Trigger // busid → what asked for the pass (queued ones)
 	busy    bool
 	changed chan struct{} // closed and replaced at each queue or busy change
 	plugged map[string]uint64
 	seq     uint64
-	domains map[string]uint32 // running domains by name
-	status  map[string]Audit  // the last decision per device
+	domains map[string][]uint32 // running domains by name (two share a name at times)
+	status  map[string]Audit    // the last decision per device
 	dirty   bool
 	// cache holds every present device as last read: a pass reads its own
 	// device again and takes the others from here, so one event does not
@@ -122,8 +121,8 @@ func New(cfg Config) *Agent {
 	if cfg.Mountinfo == "" {
 		cfg.Mountinfo = mounts.Default
 	}
-	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]string{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}
+	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]Trigger{}, changed: make(chan struct{}),
+		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -143,7 +142,7 @@ func (a *Agent) broadcast() {
 
 // enqueue asks for a pass over busid; a busid already queued is not queued
 // twice, so a storm of events for one device costs one pass.
-func (a *Agent) enqueue(busid, why string) {
+func (a *Agent) enqueue(busid string, why Trigger) {
 	if busid != everything && (usbsysfs.ValidBusID(busid) != nil || len(busid) > 3 && busid[:3] == "usb") {
 		return
 	}
@@ -152,7 +151,7 @@ func (a *Agent) enqueue(busid, why string) {
 	a.enqueueLocked(busid, why)
 }
 
-func (a *Agent) enqueueLocked(busid, why string) {
+func (a *Agent) enqueueLocked(busid string, why Trigger) {
 	if _, queued := a.why[busid]; queued {
 		return
 	}
@@ -163,7 +162,7 @@ func (a *Agent) enqueueLocked(busid, why string) {
 
 // enqueueAll asks for a pass over every device the agent can know of:
 // present in sysfs, named by a port, or holding driver records.
-func (a *Agent) enqueueAll(ctx context.Context, why string) error {
+func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 	devs, err := a.h.Sys.Devices()
 	if err != nil {
 		return err
@@ -243,7 +242,7 @@ func (a *Agent) WaitIdle(ctx context.Context) error {
 }
 
 // next takes the next busid, waiting for one.
-func (a *Agent) next(ctx context.Context) (string, string, error) {
+func (a *Agent) next(ctx context.Context) (string, Trigger, error) {
 	for {
 		a.mu.Lock()
 		if len(a.queue) > 0 {
@@ -325,7 +324,7 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 	if err := a.loadPresent(ctx); err != nil {
 		return err
 	}
-	if err := a.enqueueAll(ctx, startTrigger); err != nil {
+	if err := a.enqueueAll(ctx, TrigStart); err != nil {
 		return fmt.Errorf("agent: first scan: %w", err)
 	}
 	srcErr := make(chan error, 1)
@@ -398,7 +397,7 @@ func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 	a.events.Add(1)
 	if m.Overrun {
 		a.warn.Warn().Msg("kernel events were lost (receive buffer overrun): rescanning everything")
-		if err := a.enqueueAll(ctx, "rescan after lost events"); err != nil {
+		if err := a.enqueueAll(ctx, TrigOverrun); err != nil {
 			a.warn.Error().Err(err).Msg("rescan failed")
 		}
 		return
@@ -415,9 +414,9 @@ func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 	default:
 		return
 	}
-	why := e.Action
+	why := kernelTrigger(e.Action)
 	if m.Coldplug {
-		why = "present at start"
+		why = TrigColdplug
 	}
 	if e.IsUSBDevice() && e.Action == "add" {
 		a.notePlugged(busid)
@@ -479,7 +478,7 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 					a.warn.Error().Err(err).Msg("reading the domains failed")
 					continue
 				}
-				if err := a.enqueueAll(ctx, "domains changed"); err != nil && ctx.Err() == nil {
+				if err := a.enqueueAll(ctx, TrigDomains); err != nil && ctx.Err() == nil {
 					a.warn.Error().Err(err).Msg("rescan failed")
 				}
 				continue
@@ -525,50 +524,54 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 				moved = a.notePorts(ports, since)
 			}
 			for _, b := range moved {
-				a.enqueue(b, "its port changed")
+				a.enqueue(b, TrigPortChanged)
 			}
 		}
 	}
 }
 
 func (a *Agent) refreshDomains(ctx context.Context) error {
+	_, err := a.readDomains(ctx)
+	return err
+}
+
+// readDomains reads the running domains by name; true when that changed.
+func (a *Agent) readDomains(ctx context.Context) (bool, error) {
 	doms, err := a.h.Domains(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
-	m := map[string]uint32{}
+	m := map[string][]uint32{}
+	ids := map[uint32]bool{}
 	for _, d := range doms {
 		if d.ID != 0 && d.Name != "" {
-			m[d.Name] = d.ID
+			m[d.Name] = append(m[d.Name], d.ID)
+			ids[d.ID] = true
 		}
 	}
 	a.mu.Lock()
 	old := a.domains
 	a.domains = m
 	for id := range a.ensured {
-		if !slices.Contains(slices.Collect(maps.Values(m)), id) {
+		if !ids[id] {
 			delete(a.ensured, id)
 		}
 	}
 	a.mu.Unlock()
-	for name, id := range m {
-		if oid, ok := old[name]; !ok || oid != id {
-			a.cfg.Log.Info().Str("domain", name).Uint32("domid", id).Msg("domain is running")
+	changed := false
+	for name, idl := range m {
+		if !slices.Equal(old[name], idl) {
+			changed = true
+			a.cfg.Log.Info().Str("domain", name).Uints32("domid", idl).Msg("domain is running")
 		}
 	}
-	for name, id := range old {
-		if nid, ok := m[name]; !ok || nid != id {
-			a.cfg.Log.Info().Str("domain", name).Uint32("domid", id).Msg("domain is gone")
+	for name, idl := range old {
+		if !slices.Equal(m[name], idl) {
+			changed = true
+			a.cfg.Log.Info().Str("domain", name).Uints32("domid", idl).Msg("domain is gone")
 		}
 	}
-	return nil
-}
-
-func (a *Agent) domid(name string) (uint32, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	id, ok := a.domains[name]
-	return id, ok
+	return changed, nil
 }
 
 // everything, queued, asks the worker for a pass over every device: a
@@ -593,7 +596,7 @@ func (a *Agent) Reload(p *policy.Policy) {
 		}
 	}
 	a.cfg.Log.Info().Str("policy", p.File).Int("rules", len(p.Rules)).Msg("policy reloaded")
-	a.enqueue(everything, "policy reloaded")
+	a.enqueue(everything, TrigReload)
 }
 
 func targetName(d policy.Decision) string {
@@ -640,12 +643,12 @@ func (a *Agent) retryLater(busid string) {
 			r.timer.Stop()
 		}
 	}
-	r.timer = time.AfterFunc(r.delay, func() { a.enqueue(busid, "retry after a failure") })
+	r.timer = time.AfterFunc(r.delay, func() { a.enqueue(busid, TrigRetry) })
 }
 
 // lookLater queues busid once more after d (a timer owned like the
 // retries, apart from them: a failure's backoff does not delay it).
-func (a *Agent) lookLater(busid string, d time.Duration, why string) {
+func (a *Agent) lookLater(busid string, d time.Duration, why Trigger) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.looks[busid] != nil {
@@ -804,5 +807,5 @@ func (a *Agent) Rescan(ctx context.Context, why string) error {
 	if err := a.refreshDomains(ctx); err != nil {
 		return err
 	}
-	return a.enqueueAll(ctx, why)
+	return a.enqueueAll(ctx, Trigger(why))
 }

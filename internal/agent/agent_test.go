@@ -218,7 +218,7 @@ func (e *env) settle() {
 }
 
 // await waits for an audit of busid with action, returning it.
-func (e *env) await(busid, action string) agent.Audit {
+func (e *env) await(busid string, action agent.Action) agent.Audit {
 	e.t.Helper()
 	for {
 		select {

@@ -3,10 +3,56 @@
 //
 // Kernel uevents and xenstore watches are only hints: each names a device
 // (by busid) or says "everything", and the device's entry in a coalescing
-// queue is reconciled by reading the truth again — sysfs for the device,
-// xenstore for the ports, the driver records and the agent's own ownership
-// records under /tool/usbhotplugd. One pass over a device converges it:
-// stale ports are cleared, half-done attaches are finished, half-done
-// detaches are rolled back, and the device is attached to the domain the
-// policy names if that domain runs. Every decision is one audit record.
+// queue is reconciled by one pass, in three parts:
+//
+//   - observe reads the device's whole state at once: sysfs (the device,
+//     its interfaces and their drivers), its port if any, its ownership
+//     and driver records, and what the agent remembers of it;
+//   - plan (makePlan) is a pure function of that observation, the
+//     policy's decision and the running domains: the steps to take and
+//     the audit records, with no I/O, clock or lock;
+//   - apply runs the steps through package assign and stops at the first
+//     failure, which is recorded and retried with backoff; every step
+//     leaves a state that the next pass finishes.
+//
+// A pass converges: stale ports are cleared, half-done attaches are
+// finished, half-done detaches are rolled back, and the device is attached
+// to the domain the policy names if exactly one domain of that name runs.
+// Every decision that changes something is one audit record; a decision
+// that repeats the last one is not recorded again.
+//
+// # Lifecycle
+//
+// A device is in one of these states; a pass, asked for by a trigger (a
+// kernel event, a port or domain change, a reload, a second look, a
+// retry), moves it as the table says. "own" is the agent's ownership
+// record; "target" the domain the policy names.
+//
+//	state      what holds                                   what a pass does, and the next state
+//	absent     not on the host                              its port cleared (cleared), records removed,
+//	                                                        twins looked at again; gone → absent
+//	probing    on the host, the kernel probing it           nothing: its bind event brings it back
+//	with dom0  no rule matches                              unmatched → with dom0
+//	denied     a deny rule or a built-in guard              denied; an own port is detached first
+//	refused    twins the rule cannot tell apart             refused; the twins are looked at again when
+//	                                                        its reason changes (xl attached one)
+//	pending    target not running, or several domains      pending; → attaching when one domain of that
+//	           have its name                                name runs (start, rename)
+//	attaching  target runs, the device at no port           attached (batched) → attached; a failure →
+//	                                                        failed, retried; a guest whose device model is
+//	                                                        not ready yet → pending, retried
+//	attached   at a port of its target                      kept; interfaces out of usbback → settling,
+//	                                                        then bound again; the rule changes → detached
+//	                                                        and the new decision; target gone → pending
+//	held       own, detached by someone else while the      held, until it is plugged again or the target
+//	           target kept running                          restarts (another domid) → attaching
+//	foreign    at a port someone else made                  left (a rule with takeover → detached,
+//	                                                        attaching)
+//	settling   something of it half-way (in usbback or      a second look shortly; then released (given
+//	           with driver records at no port; at its       back to dom0) or bound again; the first pass
+//	           port with interfaces out of usbback)         after a start does it at once
+//
+// An interface without a driver on a device the agent never attached is
+// left alone: only what the agent (or xl) unbound, as its driver records
+// and usbback say, is given back.
 package agent

@@ -44,9 +44,9 @@ func hookEnv(r Audit) []string {
 		domid = strconv.Itoa(r.Domid)
 	}
 	kv := [][2]string{
-		{"ACTION", r.Action}, {"BUSID", r.BusID}, {"ID", r.ID}, {"SERIAL", r.Serial}, {"NAME", r.Name},
+		{"ACTION", string(r.Action)}, {"BUSID", r.BusID}, {"ID", r.ID}, {"SERIAL", r.Serial}, {"NAME", r.Name},
 		{"RULE", r.Rule}, {"RULE_INDEX", strconv.Itoa(r.RuleNo)}, {"DOMAIN", r.Domain}, {"DOMID", domid},
-		{"PORT", port}, {"TRIGGER", r.Trigger}, {"REASON", r.Reason}, {"DRY_RUN", strconv.FormatBool(r.DryRun)},
+		{"PORT", port}, {"TRIGGER", string(r.Trigger)}, {"REASON", r.Reason}, {"DRY_RUN", strconv.FormatBool(r.DryRun)},
 	}
 	env := []string{hookPath, "LANG=C.UTF-8"}
 	for _, x := range kv {
@@ -78,13 +78,13 @@ func (a *Agent) hook(r Audit) {
 		return
 	}
 	if a.cfg.DryRun {
-		a.cfg.Log.Info().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", r.Action).Strs("exec", argv).Msg("dry run: the rule's command would run")
+		a.cfg.Log.Info().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", string(r.Action)).Strs("exec", argv).Msg("dry run: the rule's command would run")
 		return
 	}
 	select {
 	case a.hooks <- hookJob{argv: argv, env: hookEnv(r), r: r}:
 	default:
-		a.warn.Warn().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", r.Action).Strs("exec", argv).
+		a.warn.Warn().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", string(r.Action)).Strs("exec", argv).
 			Msgf("%d commands already wait: this one is skipped", hookQueue)
 	}
 }
@@ -120,7 +120,7 @@ func (a *Agent) runHook(ctx context.Context, j hookJob, timeout time.Duration) {
 	if err != nil {
 		ev = a.warn.Warn().Err(err)
 	}
-	ev = ev.Str("busid", j.r.BusID).Str("rule", j.r.Rule).Str("action", j.r.Action).Strs("exec", j.argv).Dur("duration", time.Since(start))
+	ev = ev.Str("busid", j.r.BusID).Str("rule", j.r.Rule).Str("action", string(j.r.Action)).Strs("exec", j.argv).Dur("duration", time.Since(start))
 	if s := strings.TrimSpace(out.String()); s != "" {
 		ev = ev.Str("output", s)
 	}

@@ -11,38 +11,46 @@ import (
 // Release gives every interface of busid that is in usbback back to its
 // recorded driver and drops the record: the state a device must be in
 // when no port names it. It is what a crash between the steps of a detach
-// leaves to finish.
+// leaves to finish. An interface without a driver that it did not take
+// out of usbback itself is left alone: the kernel has many (no driver
+// matches them, or its module is not loaded), and an admin's own unbind
+// stays.
 func (h *Host) Release(ctx context.Context, busid string) error {
 	if err := checkBusID(busid); err != nil {
 		return err
 	}
-	err := errors.Join(h.unbindUsbback(busid), h.rebind(ctx, busid))
-	// An interface left without a driver and without a record (its
-	// record went with a detach that raced this one) is offered to the
-	// kernel's own matching, so it is not lost to dom0.
-	intfs, ierr := h.Sys.Interfaces(busid)
-	if ierr == nil {
-		for _, in := range intfs {
-			if in.Driver == "" {
-				err = errors.Join(err, h.Sys.Probe(in.Name))
-			}
+	out, err := h.takeFromUsbback(busid)
+	err = errors.Join(err, h.rebind(ctx, busid))
+	// One it took out with no record to go back to (the record went with
+	// a detach that raced this one) is offered to the kernel's own
+	// matching, so it is not lost to dom0.
+	for _, intf := range out {
+		if drv, derr := h.Sys.Driver(intf); derr == nil && drv == "" {
+			err = errors.Join(err, h.Sys.Probe(intf))
 		}
 	}
 	return err
 }
 
-// Unbound reports whether an interface of busid has no driver.
-func (h *Host) Unbound(busid string) bool {
+// takeFromUsbback unbinds from usbback the interfaces of busid bound to
+// it, and names them.
+func (h *Host) takeFromUsbback(busid string) ([]string, error) {
 	intfs, err := h.Sys.Interfaces(busid)
 	if err != nil {
-		return false
+		return nil, err
 	}
+	var out []string
+	var errs []error
 	for _, in := range intfs {
-		if in.Driver == "" {
-			return true
+		if h.Sys.BoundTo(in.Name, "usbback") {
+			if err := h.Sys.Unbind(in.Name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			out = append(out, in.Name)
 		}
 	}
-	return false
+	return out, errors.Join(errs...)
 }
 
 // EnsureBound moves to usbback the interfaces of an attached device that

@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// secondLook is how long a device half-way through someone else's
+// detach is left before it is looked at again.
+const secondLook = 200 * time.Millisecond
+
+// reconcile converges one device: observe, plan, apply (see the package
+// doc).
+func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
+	start := time.Now()
+	o, err := a.observe(ctx, busid, trig)
+	if err != nil {
+		a.fail(ctx, Audit{BusID: busid, Trigger: trig}, err, start)
+		return
+	}
+	var dec policy.Decision
+	if o.present && o.probed {
+		me, inv := a.policyInput(ctx, o)
+		if me == nil {
+			return // left meanwhile: its remove event follows
+		}
+		dec = a.Policy().Match(me, inv)
+	}
+	a.apply(ctx, o, makePlan(o, dec, a.world()), start)
+}
+
+// apply runs a plan's steps in order and stops at the first failure,
+// which is recorded and retried: every step leaves a state that the next
+// pass finishes.
+func (a *Agent) apply(ctx context.Context, o observation, p plan, start time.Time) {
+	for _, s := range p.steps {
+		if err := a.do(ctx, o, s, &start); err != nil {
+			a.fail(ctx, failRecord(o, p), err, start)
+			return
+		}
+	}
+}
+
+// failRecord is the record a failure of plan p is told with: the
+// decision it was carrying out.
+func failRecord(o observation, p plan) Audit {
+	r := Audit{BusID: o.busid, Trigger: o.trigger, ID: o.last.ID, Serial: o.last.Serial, Name: o.last.Name}
+	for _, s := range p.steps {
+		if s.kind == stepAudit || s.kind == stepAttach {
+			r = s.rec
+		}
+	}
+	return r
+}
+
+func (a *Agent) fail(ctx context.Context, r Audit, err error, start time.Time) {
+	r.Action, r.Reason = ActFailed, err.Error()
+	a.audit(ctx, r, start)
+	a.retryLater(r.BusID)
+}
+
+// do runs one step.
+func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time) error {
+	h, busid := a.h, o.busid
+	switch s.kind {
+	case stepForget:
+		a.dropPresent(ctx, busid)
+		a.forgetPlugged(busid)
+		a.remember(busid, o.dev, false)
+	case stepDetach:
+		if err := h.DetachForget(ctx, s.at.Domid, s.at.Controller, s.at.Port, ownedPath(busid)); err != nil {
+			return err
+		}
+		a.setPort(s.at, false)
+	case stepRememberLeft:
+		a.rememberLeft(s.key, s.domain, s.at)
+	case stepRelease:
+		err := h.Release(ctx, busid)
+		if s.lenient && err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				a.cfg.Log.Debug().Err(err).Str("busid", busid).Msg("release of a gone device")
+			}
+			return nil
+		}
+		return err
+	case stepRmOwned:
+		return rmOpt(ctx, a, ownedPath(busid))
+	case stepEnsureBound:
+		return h.EnsureBound(ctx, busid)
+	case stepLookLater:
+		a.lookLater(busid, secondLook, s.trigger)
+	case stepAttach:
+		a.queueAttach(o, s, *start)
+	case stepAudit:
+		a.audit(ctx, s.rec, *start)
+		*start = time.Now()
+	case stepRequeue:
+		for _, b := range s.busids {
+			a.enqueue(b, s.trigger)
+		}
+	}
+	return nil
+}
+
+// queueAttach turns an attach step into an intent of the batch.
+func (a *Agent) queueAttach(o observation, s step, start time.Time) {
+	opts, own := s.attach.opts, s.attach.owned
+	dev := o.dev
+	opts.Device = &dev
+	opts.Record = func(x assign.Assignment) [][2]string {
+		rec := own
+		rec.Controller, rec.Port = x.Controller, x.Port
+		return [][2]string{{ownedPath(o.busid), ownedValue(rec)}}
+	}
+	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, rec: s.rec, start: start})
+}

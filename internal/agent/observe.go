@@ -1,0 +1,147 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"slices"
+	"syscall"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// observe reads one device's whole state at once: sysfs, its port, its
+// ownership and driver records, and what the agent knows of it.
+func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observation, error) {
+	o := observation{busid: busid, trigger: trig}
+	dev, err := a.h.Sys.Device(busid)
+	switch {
+	case err == nil:
+		o.present, o.dev = true, dev
+	case !errors.Is(err, fs.ErrNotExist):
+		return o, err
+	}
+	if err := a.observeStore(ctx, &o); err != nil {
+		return o, err
+	}
+	a.mu.Lock()
+	o.last, o.known = a.status[busid]
+	for b, st := range a.status {
+		if slices.Contains(st.Twins, busid) {
+			o.twinOf = append(o.twinOf, b)
+		}
+	}
+	a.mu.Unlock()
+	sortBusIDs(o.twinOf)
+	if !o.present {
+		return o, nil
+	}
+	// Probed: its driver link is made after its interfaces exist and
+	// were offered to their drivers.
+	drv, _ := a.h.Sys.Driver(busid)
+	o.probed = drv != "" && len(dev.Interfaces) >= dev.NumInterfaces
+	a.mu.Lock()
+	if l, ok := a.left[identity(dev.ID(), dev.Serial, busid)]; ok {
+		o.left = &l
+	}
+	a.mu.Unlock()
+	return o, nil
+}
+
+// observeStore reads the ownership record, the driver records and the
+// remembered port together: one round trip. A remembered port is
+// confirmed by that read; a device remembered at no port is taken as at
+// none (the attach checks every domain inside its transaction, and the
+// store watch tells of ports that xl writes).
+func (a *Agent) observeStore(ctx context.Context, o *observation) error {
+	recPath, err := assign.RecordPath(o.busid)
+	if err != nil {
+		return err
+	}
+	paths := []string{ownedPath(o.busid), recPath}
+	hint, hinted := a.portOf(o.busid)
+	if hinted {
+		p, ok := assign.PortPath(hint)
+		if hinted = ok && usbsysfs.ValidBusID(hint.BusID) == nil; hinted {
+			paths = append(paths, p)
+		}
+	}
+	vals, errs := a.h.XS.ReadMany(ctx, paths)
+	owned, oerr := parseOwned(o.busid, vals[0], errs[0])
+	if errors.Is(oerr, errBadRecord) {
+		a.warn.Warn().Err(oerr).Msg("ignoring it")
+		owned, oerr = nil, nil
+	}
+	if oerr != nil {
+		return oerr
+	}
+	o.owned = owned
+	o.record = errs[1] == nil
+	if err := errs[1]; err != nil && !errors.Is(err, syscall.ENOENT) {
+		return err
+	}
+	if !hinted {
+		return nil
+	}
+	if err := errs[2]; err != nil && !errors.Is(err, syscall.ENOENT) {
+		return err
+	} else if err == nil && string(vals[2]) == hint.BusID {
+		o.port = &hint
+		return nil
+	}
+	all, err := a.h.Assigned(ctx)
+	if err != nil {
+		return err
+	}
+	a.noteAssigned(all)
+	for i := range all {
+		if all[i].BusID == o.busid {
+			o.port = &all[i]
+			break
+		}
+	}
+	return nil
+}
+
+// policyInput is what the policy decides on: the device among every
+// present one, with what dom0 uses of it and which of its twins are
+// attached. nil when it left meanwhile.
+func (a *Agent) policyInput(ctx context.Context, o observation) (*policy.Device, []policy.Device) {
+	inv := a.inventory(a.remember(o.busid, o.dev, true))
+	var me *policy.Device
+	for i := range inv {
+		if inv[i].BusID == o.busid {
+			me = &inv[i]
+		}
+	}
+	if me == nil {
+		return nil, nil
+	}
+	me.InUse = inventory.InUse(a.h.Sys, o.dev, a.cfg.Mountinfo)
+	ports := a.portList()
+	for i := range inv {
+		t := &inv[i]
+		if t.Vendor != me.Vendor || t.Product != me.Product {
+			continue
+		}
+		t.Attached = slices.ContainsFunc(ports, func(x assign.Assignment) bool { return x.BusID == t.BusID })
+		if !t.Attached {
+			ow := o.owned
+			if t.BusID != o.busid {
+				ow, _ = readOwned(ctx, a.h.XS, t.BusID)
+			}
+			t.Attached = ow != nil
+		}
+	}
+	return me, inv
+}
+
+// world is the domains as last read, and the mode.
+func (a *Agent) world() world {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return world{domains: a.domains, dryRun: a.cfg.DryRun}
+}

@@ -1,0 +1,341 @@
+package agent
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// An observation is one device's whole state, read at once by observe.
+type observation struct {
+	busid   string
+	trigger Trigger
+	present bool
+	dev     usbsysfs.Device // when present
+	probed  bool            // the kernel is done probing it
+	port    *assign.Assignment
+	owned   *Owned
+	record  bool // /libxl/usbback holds driver records for it
+	last    Audit
+	known   bool     // last is set: it has a status entry
+	twinOf  []string // devices whose last decision names it as their twin
+	left    *leftPort
+}
+
+// The world is what a plan needs beside the device: the running domains
+// by name (two entries when two domains share a name) and the mode.
+type world struct {
+	domains map[string][]uint32
+	dryRun  bool
+}
+
+// A plan is the steps of one pass and the state they leave the device in.
+type plan struct {
+	state State
+	steps []step
+}
+
+func (p *plan) add(s step) { p.steps = append(p.steps, s) }
+
+// audit adds r as a record when it differs from the device's last one
+// (or when the plan has recorded something already), so that a rescan
+// repeats nothing.
+func (p *plan) audit(o observation, r Audit) {
+	for _, s := range p.steps {
+		if s.kind == stepAudit {
+			p.add(step{kind: stepAudit, rec: r})
+			return
+		}
+	}
+	if o.known && sameDecision(o.last, r) {
+		return
+	}
+	p.add(step{kind: stepAudit, rec: r})
+	// Its twins' reasons may name what it was: they are looked at again.
+	if twins := twinsToTell(o, r); len(twins) > 0 {
+		p.add(step{kind: stepRequeue, busids: twins, trigger: TrigTwinChanged})
+	}
+}
+
+func sameDecision(last, r Audit) bool {
+	same := last.Action == r.Action || last.Action == ActAttached && r.Action == ActKept
+	return same && last.Reason == r.Reason && last.Domid == r.Domid && last.Ctrl == r.Ctrl && last.Port == r.Port
+}
+
+func twinsToTell(o observation, r Audit) []string {
+	out := slices.Clone(o.twinOf)
+	for _, b := range r.Twins {
+		if !slices.Contains(out, b) {
+			out = append(out, b)
+		}
+	}
+	sortBusIDs(out)
+	return out
+}
+
+// makePlan is the pass over one device: a pure function of what observe
+// read, the policy's decision and the domains. It does no I/O.
+func makePlan(o observation, dec policy.Decision, w world) plan {
+	if !o.present {
+		return planGone(o, w)
+	}
+	if !o.probed {
+		return plan{state: StProbing} // its bind event brings it back
+	}
+	rec := baseRecord(o, dec)
+	t := resolveTarget(dec, w)
+	var p plan
+	if o.port != nil {
+		if done := planAtPort(&p, o, dec, t, rec, w); done {
+			return p
+		}
+	} else if o.record || anyUsbback(o.dev) {
+		// At no port, yet something of it is in usbback: a detach cut
+		// short, or xl (or libxl's destroy) in the middle of giving it
+		// back: looked at again shortly rather than raced. The first pass
+		// after a start repairs at once: readiness promises the invariants.
+		if !w.dryRun && o.trigger != TrigStart && o.trigger != TrigAfterCleared {
+			return plan{state: StSettling, steps: []step{{kind: stepLookLater, trigger: TrigAfterCleared}}}
+		}
+		if !w.dryRun {
+			p.add(step{kind: stepRelease})
+			p.add(step{kind: stepAudit, rec: Audit{BusID: o.busid, ID: rec.ID, Trigger: o.trigger, Action: ActReleased,
+				Reason: o.busid + " was left in usbback or with driver records at no port: given back to its dom0 drivers"}})
+		}
+	}
+	planDecision(&p, o, dec, t, rec, w)
+	return p
+}
+
+// baseRecord is the audit record of the pass before its action.
+func baseRecord(o observation, dec policy.Decision) Audit {
+	d := o.dev
+	rec := Audit{BusID: o.busid, Trigger: o.trigger, ID: d.ID(), Serial: d.Serial, Name: strings.TrimSpace(d.Manufacturer + " " + d.ProductName),
+		Reason: dec.Reason, Twins: dec.Twins}
+	if dec.Rule != nil {
+		rec.Rule, rec.RuleNo = dec.Rule.Name, dec.Rule.Index
+	}
+	if dec.Action == policy.Attach {
+		rec.Domain = dec.Target.Domain
+	}
+	return rec
+}
+
+// A target is the decision's domain as the world has it.
+type target struct {
+	name    string
+	domid   uint32
+	running bool     // exactly one domain of that name runs
+	several []uint32 // the domids, when more than one runs with the name
+}
+
+func resolveTarget(dec policy.Decision, w world) target {
+	if dec.Action != policy.Attach {
+		return target{}
+	}
+	t := target{name: dec.Target.Domain}
+	switch ids := w.domains[t.name]; len(ids) {
+	case 0:
+	case 1:
+		t.domid, t.running = ids[0], true
+	default:
+		t.several = slices.Sorted(slices.Values(ids))
+	}
+	return t
+}
+
+// planAtPort plans for a device found at a port; true when the pass ends
+// there.
+func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit, w world) bool {
+	x := *o.port
+	mine := o.owned != nil && o.owned.Domid == x.Domid && o.owned.Controller == x.Controller && o.owned.Port == x.Port
+	rec.Domid, rec.Ctrl, rec.Port = int(x.Domid), x.Controller, x.Port
+	if t.running && x.Domid == t.domid || slices.Contains(t.several, x.Domid) {
+		// Bound already (the common case): nothing is written, so a
+		// detach xl starts meanwhile is not raced.
+		if !w.dryRun && x.Type == policy.TypePV && !allUsbback(o.dev) {
+			if o.trigger != TrigAfterUnbound && o.trigger != TrigStart {
+				// xl detaches by unbinding from usbback first and clearing
+				// the port after: binding back now would undo its detach.
+				// A port still set at the second look is a bind cut short.
+				p.state = StSettling
+				p.add(step{kind: stepLookLater, trigger: TrigAfterUnbound})
+				return true
+			}
+			p.add(step{kind: stepEnsureBound})
+		}
+		rec.Action = ActKept
+		if !mine {
+			rec.Reason += " (attached there by someone else; left as it is)"
+		}
+		if len(t.several) > 0 {
+			rec.Reason += "; " + severalDomains(t)
+		}
+		p.state = StAttached
+		p.audit(o, rec)
+		return true
+	}
+	if !mine && (dec.Rule == nil || !dec.Rule.Takeover) {
+		rec.Action = ActLeft
+		rec.Reason = fmt.Sprintf("%s is at domain %d port %d:%d, attached by someone else: left there (the policy says: %s; a rule with takeover = true would move it)",
+			o.busid, x.Domid, x.Controller, x.Port, dec.Reason)
+		p.state = StForeign
+		p.audit(o, rec)
+		return true
+	}
+	if !w.dryRun {
+		p.add(step{kind: stepDetach, at: x})
+	}
+	det := rec
+	det.Action, det.Domain, det.Twins = ActDetached, "", nil
+	det.Reason = fmt.Sprintf("%s detached from domain %d port %d:%d: %s", o.busid, x.Domid, x.Controller, x.Port, dec.Reason)
+	p.add(step{kind: stepAudit, rec: det})
+	return false
+}
+
+func severalDomains(t target) string {
+	ids := make([]string, len(t.several))
+	for i, id := range t.several {
+		ids[i] = strconv.FormatUint(uint64(id), 10)
+	}
+	return fmt.Sprintf("%d running domains are named %s (domids %s): the agent does not guess which is meant", len(ids), t.name, strings.Join(ids, ", "))
+}
+
+// planDecision plans what the policy says for a device at no port (or
+// just detached from one).
+func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Audit, w world) {
+	owned := o.owned
+	if o.port != nil {
+		owned = nil // detached above, with its record
+	}
+	switch dec.Action {
+	case policy.Deny:
+		rec.Action, p.state = ActDenied, StDenied
+	case policy.Refuse:
+		rec.Action, p.state = ActRefused, StRefused
+	case policy.None:
+		rec.Action, p.state = ActUnmatched, StWithDom0
+	case policy.Attach:
+		switch {
+		case len(t.several) > 0:
+			rec.Action, p.state = ActPending, StPending
+			rec.Reason += "; " + severalDomains(t) + ": it waits until one domain has that name"
+		case !t.running:
+			rec.Action, p.state = ActPending, StPending
+			rec.Reason += fmt.Sprintf("; %s is not running: attached when it starts", t.name)
+		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid:
+			// The agent put it there, and someone took it away while the
+			// domain kept running (xl usbdev-detach, usbctrl-detach, or
+			// the domain going down): that is respected, not undone.
+			rec.Action, p.state = ActHeld, StHeld
+			rec.Domid, rec.Ctrl, rec.Port = int(t.domid), owned.Controller, owned.Port
+			rec.Reason += fmt.Sprintf("; it was detached from %s (domid %d) port %d:%d by someone else: it stays in dom0 until it is plugged again or %s restarts",
+				t.name, t.domid, owned.Controller, owned.Port, t.name)
+		default:
+			planAttach(p, o, dec, t, owned, rec, w)
+			return
+		}
+	}
+	if owned != nil && !w.dryRun && dec.Action != policy.Attach {
+		p.add(step{kind: stepRmOwned})
+	}
+	p.audit(o, rec)
+}
+
+// planAttach plans the attach to a running target.
+func planAttach(p *plan, o observation, dec policy.Decision, t target, owned *Owned, rec Audit, w world) {
+	tg := dec.Target
+	opts := assign.AttachOptions{PreferController: tg.Controller, PreferPort: tg.Port, NewController: tg.Ctrl}
+	switch {
+	case owned != nil && owned.Domain == tg.Domain:
+		// Back where it was before the domain rebooted or the agent restarted.
+		opts.PreferController, opts.PreferPort = owned.Controller, owned.Port
+	case o.left != nil && o.left.domain == tg.Domain && tg.Port == 0:
+		// Plugged back: to the port it left, if that is free.
+		opts.PreferController, opts.PreferPort = o.left.at.Controller, o.left.at.Port
+	}
+	rec.Action, rec.Domid = ActAttached, int(t.domid)
+	p.state = StAttaching
+	if w.dryRun {
+		rec.Reason += " (dry run: nothing done)"
+		p.add(step{kind: stepAudit, rec: rec})
+		return
+	}
+	own := Owned{Domain: tg.Domain, Domid: t.domid, Rule: dec.Rule.Name, ID: o.dev.ID(), Serial: o.dev.Serial}
+	p.add(step{kind: stepAttach, rec: rec, attach: attachPlan{domid: t.domid, domain: tg.Domain, opts: opts, owned: own}})
+}
+
+// planGone plans for a device that has left the host: its port (libxl
+// never clears it), its driver records and its ownership record go at
+// once, and its twins are looked at again (they may be told apart now).
+func planGone(o observation, w world) plan {
+	p := plan{state: StAbsent, steps: []step{{kind: stepForget}}}
+	rec := Audit{BusID: o.busid, ID: o.last.ID, Serial: o.last.Serial, Name: o.last.Name, Trigger: o.trigger}
+	if x := o.port; x != nil {
+		if !w.dryRun {
+			p.add(step{kind: stepDetach, at: *x})
+		}
+		if o.owned != nil && rec.ID != "" {
+			p.add(step{kind: stepRememberLeft, key: identity(rec.ID, rec.Serial, o.busid), domain: o.owned.Domain, at: *x})
+		}
+		c := rec
+		c.Action, c.Domid, c.Ctrl, c.Port = ActCleared, int(x.Domid), x.Controller, x.Port
+		if o.owned != nil { // the rule that attached it hears it left
+			c.Rule, c.Domain = o.owned.Rule, o.owned.Domain
+		}
+		c.Reason = fmt.Sprintf("%s left the host: its port %d:%d of domain %d is cleared", o.busid, x.Controller, x.Port, x.Domid)
+		p.add(step{kind: stepAudit, rec: c})
+	}
+	if !w.dryRun {
+		p.add(step{kind: stepRelease, lenient: true})
+		if o.owned != nil {
+			p.add(step{kind: stepRmOwned})
+		}
+	}
+	if len(o.twinOf) > 0 {
+		p.add(step{kind: stepRequeue, busids: o.twinOf, trigger: twinLeft(o.busid)})
+	}
+	if o.known {
+		g := rec
+		g.Action, g.Reason = ActGone, o.busid+" left the host"
+		p.add(step{kind: stepAudit, rec: g})
+	}
+	return p
+}
+
+// allUsbback says every interface of d is bound to usbback.
+func allUsbback(d usbsysfs.Device) bool {
+	for _, in := range d.Interfaces {
+		if in.Driver != "usbback" {
+			return false
+		}
+	}
+	return true
+}
+
+// anyUsbback says an interface of d is bound to usbback.
+func anyUsbback(d usbsysfs.Device) bool {
+	for _, in := range d.Interfaces {
+		if in.Driver == "usbback" {
+			return true
+		}
+	}
+	return false
+}
+
+func sortBusIDs(s []string) {
+	slices.SortFunc(s, func(a, b string) int {
+		switch {
+		case usbsysfs.BusIDLess(a, b):
+			return -1
+		case usbsysfs.BusIDLess(b, a):
+			return 1
+		}
+		return 0
+	})
+}

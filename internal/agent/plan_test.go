@@ -1,0 +1,157 @@
+package agent
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// The planner's table: every state of the package doc's table, and every
+// transition out of it, as makePlan plans it.
+func TestPlanTable(t *testing.T) {
+	rule := &policy.Rule{Name: "r", Index: 1, Action: policy.Attach, Target: &policy.Target{Domain: "kiosk", Controller: -1}}
+	takeover := &policy.Rule{Name: "t", Index: 2, Action: policy.Attach, Target: rule.Target, Takeover: true}
+	attach := policy.Decision{Action: policy.Attach, Rule: rule, Target: rule.Target, Reason: "r attaches it"}
+	moveIt := policy.Decision{Action: policy.Attach, Rule: takeover, Target: rule.Target, Reason: "t attaches it"}
+	deny := policy.Decision{Action: policy.Deny, Reason: "denied"}
+	refuse := policy.Decision{Action: policy.Refuse, Rule: rule, Reason: "twins", Twins: []string{"1-3"}}
+	none := policy.Decision{Action: policy.None, Reason: "no rule"}
+	kiosk := world{domains: map[string][]uint32{"kiosk": {5}, "desk": {6}}}
+	down := world{domains: map[string][]uint32{"desk": {6}}}
+	twoKiosks := world{domains: map[string][]uint32{"kiosk": {7, 5}}}
+	dry := kiosk
+	dry.dryRun = true
+
+	dev := func(drivers ...string) usbsysfs.Device {
+		d := usbsysfs.Device{BusID: "1-2", Vendor: 0x1234, Product: 0x5678, NumInterfaces: len(drivers)}
+		for i, drv := range drivers {
+			d.Interfaces = append(d.Interfaces, usbsysfs.Interface{Name: "1-2:1." + string(rune('0'+i)), Driver: drv})
+		}
+		return d
+	}
+	here := func(trig Trigger, drivers ...string) observation {
+		return observation{busid: "1-2", trigger: trig, present: true, probed: true, dev: dev(drivers...)}
+	}
+	at := func(o observation, domid uint32) observation {
+		o.port = &assign.Assignment{Domid: domid, Controller: 0, Port: 1, BusID: "1-2", Type: policy.TypePV}
+		return o
+	}
+	owned := func(o observation, domid uint32) observation {
+		o.owned = &Owned{Domain: "kiosk", Domid: domid, Controller: 0, Port: 1, Rule: "r", ID: "1234:5678"}
+		return o
+	}
+	last := func(o observation, act Action, reason string) observation {
+		o.last, o.known = Audit{BusID: "1-2", Action: act, Reason: reason}, true
+		if o.port != nil {
+			o.last.Domid, o.last.Ctrl, o.last.Port = int(o.port.Domid), o.port.Controller, o.port.Port
+		}
+		return o
+	}
+	with := func(o observation, f func(*observation)) observation { f(&o); return o }
+	gone := observation{busid: "1-2", trigger: kernelTrigger("remove")}
+
+	reached := map[State]bool{}
+	for _, c := range []struct {
+		name   string
+		o      observation
+		dec    policy.Decision
+		w      world
+		state  State
+		steps  []stepKind
+		action Action // of the last audit step, "" for none
+		reason string // in that audit's reason
+	}{
+		// absent
+		{"absent: unknown device left", gone, none, kiosk, StAbsent, []stepKind{stepForget, stepRelease}, "", ""},
+		{"absent: known device left", last(gone, ActUnmatched, "x"), none, kiosk, StAbsent, []stepKind{stepForget, stepRelease, stepAudit}, ActGone, "left the host"},
+		{"absent: left while attached", last(owned(at(gone, 5), 5), ActAttached, "x"), none, kiosk, StAbsent,
+			[]stepKind{stepForget, stepDetach, stepAudit, stepRelease, stepRmOwned, stepAudit}, ActGone, ""},
+		{"absent: left while attached, id known", with(owned(at(gone, 5), 5), func(o *observation) { o.last, o.known = Audit{ID: "1234:5678", Action: ActAttached}, true }), none, kiosk, StAbsent,
+			[]stepKind{stepForget, stepDetach, stepRememberLeft, stepAudit, stepRelease, stepRmOwned, stepAudit}, ActGone, ""},
+		{"absent: its twins are told", with(gone, func(o *observation) { o.twinOf = []string{"1-3"} }), none, kiosk, StAbsent,
+			[]stepKind{stepForget, stepRelease, stepRequeue}, "", ""},
+		{"absent: dry run writes nothing", last(at(gone, 5), ActAttached, "x"), none, dry, StAbsent, []stepKind{stepForget, stepAudit, stepAudit}, ActGone, ""},
+		// probing
+		{"probing: not probed yet", with(here("add", "usbhid"), func(o *observation) { o.probed = false }), none, kiosk, StProbing, nil, "", ""},
+		// with dom0
+		{"with dom0: no rule", here("add", "usbhid"), none, kiosk, StWithDom0, []stepKind{stepAudit}, ActUnmatched, "no rule"},
+		{"with dom0: a rescan repeats nothing", last(here("add", "usbhid"), ActUnmatched, "no rule"), none, kiosk, StWithDom0, nil, "", ""},
+		{"with dom0: a driverless interface is left alone", last(here(TrigStart, "usbhid", ""), ActUnmatched, "no rule"), none, kiosk, StWithDom0, nil, "", ""},
+		{"with dom0: driverless, first look", here("bind", ""), none, kiosk, StWithDom0, []stepKind{stepAudit}, ActUnmatched, ""},
+		// denied, refused
+		{"denied", here("add", "usbhid"), deny, kiosk, StDenied, []stepKind{stepAudit}, ActDenied, "denied"},
+		{"denied: its old ownership record goes", owned(here("add", "usbhid"), 5), deny, kiosk, StDenied, []stepKind{stepRmOwned, stepAudit}, ActDenied, ""},
+		{"refused: twins told when it changes", here("add", "usbhid"), refuse, kiosk, StRefused, []stepKind{stepAudit, stepRequeue}, ActRefused, "twins"},
+		{"refused: unchanged, twins not told again", last(here("add", "usbhid"), ActRefused, "twins"), refuse, kiosk, StRefused, nil, "", ""},
+		// settling (someone else mid-way)
+		{"settling: in usbback at no port", here("unbind", "usbback"), none, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
+		{"settling: records at no port", with(here("bind", "usbhid"), func(o *observation) { o.record = true }), none, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
+		{"settling → with dom0: second look releases", here(TrigAfterCleared, "usbback"), none, kiosk, StWithDom0,
+			[]stepKind{stepRelease, stepAudit, stepAudit}, ActUnmatched, ""},
+		{"settling → with dom0: at start at once", last(here(TrigStart, "usbback"), ActUnmatched, "no rule"), none, kiosk, StWithDom0,
+			[]stepKind{stepRelease, stepAudit, stepAudit}, ActUnmatched, ""},
+		{"settling: dry run looks only", here(TrigAfterCleared, "usbback"), none, dry, StWithDom0, []stepKind{stepAudit}, ActUnmatched, ""},
+		// pending
+		{"pending: target not running", here("add", "usbhid"), attach, down, StPending, []stepKind{stepAudit}, ActPending, "kiosk is not running"},
+		{"pending: two domains of that name", here("add", "usbhid"), attach, twoKiosks, StPending, []stepKind{stepAudit}, ActPending, "2 running domains are named kiosk (domids 5, 7)"},
+		{"pending: keeps its ownership record", owned(here("add", "usbhid"), 3), attach, down, StPending, []stepKind{stepAudit}, ActPending, ""},
+		// attaching
+		{"attaching: target runs", here("add", "usbhid"), attach, kiosk, StAttaching, []stepKind{stepAttach}, "", ""},
+		{"attaching: back after its guest rebooted", owned(here(TrigDomains, "usbhid"), 3), attach, kiosk, StAttaching, []stepKind{stepAttach}, "", ""},
+		{"attaching: dry run says only", here("add", "usbhid"), attach, dry, StAttaching, []stepKind{stepAudit}, ActAttached, "dry run"},
+		// attached
+		{"attached: kept", last(owned(at(here(TrigStart, "usbback"), 5), 5), ActAttached, "r attaches it"), attach, kiosk, StAttached, nil, "", ""},
+		{"attached: first seen", owned(at(here(TrigStart, "usbback"), 5), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "r attaches it"},
+		{"attached: by xl", at(here(TrigPortChanged, "usbback"), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "by someone else"},
+		{"attached: at one of two same-named domains", at(here(TrigPortChanged, "usbback"), 5), attach, twoKiosks, StAttached, []stepKind{stepAudit}, ActKept, "does not guess"},
+		{"attached → settling: out of usbback", owned(at(here("unbind", "usbhid"), 5), 5), attach, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
+		{"settling → attached: bound again", owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, ""},
+		{"attached → detached: the policy changed", owned(at(here(TrigReload, "usbback"), 5), 5), deny, kiosk, StDenied, []stepKind{stepDetach, stepAudit, stepAudit}, ActDenied, ""},
+		{"attached → attaching: its guest is now another", owned(at(here(TrigDomains, "usbback"), 3), 3), attach, kiosk, StAttaching, []stepKind{stepDetach, stepAudit, stepAttach}, "", ""},
+		{"attached → pending: its guest went", owned(at(here(TrigDomains, "usbback"), 5), 5), attach, down, StPending, []stepKind{stepDetach, stepAudit, stepAudit}, ActPending, ""},
+		// held
+		{"held: detached by someone else", owned(here(TrigPortChanged, "usbhid"), 5), attach, kiosk, StHeld, []stepKind{stepAudit}, ActHeld, "by someone else"},
+		// foreign
+		{"foreign: left where xl put it", at(here(TrigStart, "usbback"), 6), attach, kiosk, StForeign, []stepKind{stepAudit}, ActLeft, "takeover = true would move it"},
+		{"foreign: unchanged", last(at(here(TrigStart, "usbback"), 6), ActLeft, "1-2 is at domain 6 port 0:1, attached by someone else: left there (the policy says: r attaches it; a rule with takeover = true would move it)"), attach, kiosk, StForeign, nil, "", ""},
+		{"foreign → attaching: takeover", at(here(TrigStart, "usbback"), 6), moveIt, kiosk, StAttaching, []stepKind{stepDetach, stepAudit, stepAttach}, "", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := makePlan(c.o, c.dec, c.w)
+			reached[p.state] = true
+			var kinds []stepKind
+			var lastAudit *Audit
+			for i, s := range p.steps {
+				kinds = append(kinds, s.kind)
+				if s.kind == stepAudit {
+					lastAudit = &p.steps[i].rec
+				}
+			}
+			if p.state != c.state {
+				t.Errorf("state %s, want %s", p.state, c.state)
+			}
+			if !slices.Equal(kinds, c.steps) {
+				t.Errorf("steps %v, want %v", kinds, c.steps)
+			}
+			switch {
+			case c.action == "":
+			case lastAudit == nil:
+				t.Errorf("no audit, want %s", c.action)
+			case lastAudit.Action != c.action || !strings.Contains(lastAudit.Reason, c.reason):
+				t.Errorf("audit %s %q, want %s with %q", lastAudit.Action, lastAudit.Reason, c.action, c.reason)
+			}
+			if lastAudit != nil && (lastAudit.BusID != "1-2" || lastAudit.Trigger != c.o.trigger) {
+				t.Errorf("audit names %s, trigger %q", lastAudit.BusID, lastAudit.Trigger)
+			}
+		})
+	}
+	for st := StAbsent; st <= StSettling; st++ {
+		if !reached[st] {
+			t.Errorf("no row reaches state %s", st)
+		}
+	}
+}

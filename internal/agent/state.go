@@ -1,0 +1,113 @@
+package agent
+
+import "github.com/usbhotplugd/usbhotplugd/internal/assign"
+
+// An Action is what a pass did with, or decided for, a device: the
+// "action" of its audit record. See the state table in the package doc.
+type Action string
+
+// The actions. Each but gone names the state the device is in after it.
+const (
+	ActAttached  Action = "attached"  // the agent put it at a port of its target
+	ActKept      Action = "kept"      // at a port of its target already: nothing done
+	ActDetached  Action = "detached"  // taken off a port (its rule changed, or takeover)
+	ActHeld      Action = "held"      // detached by someone else from a running target: stays in dom0
+	ActLeft      Action = "left"      // at someone else's port, and left there
+	ActPending   Action = "pending"   // waits for its target: not running, not ready, or not one domain
+	ActDenied    Action = "denied"    // a deny rule or a built-in guard keeps it in dom0
+	ActRefused   Action = "refused"   // a rule matched but cannot be applied safely (twins)
+	ActUnmatched Action = "unmatched" // no rule: with dom0
+	ActCleared   Action = "cleared"   // it left the host: its port was cleared
+	ActReleased  Action = "released"  // what was left of an attach was given back to dom0
+	ActGone      Action = "gone"      // it left the host: its status entry goes
+	ActFailed    Action = "failed"    // a step failed: retried with backoff
+)
+
+// A State is where a device is in its lifecycle, as a plan leaves it
+// (the package doc has the table).
+type State int
+
+const (
+	StAbsent    State = iota // not on the host, nothing of it in the store
+	StProbing                // on the host, the kernel not done probing it
+	StWithDom0               // no rule: with its dom0 drivers
+	StDenied                 // a deny rule or a guard: with dom0
+	StRefused                // twins the rule cannot tell apart: with dom0
+	StPending                // its target is not running, not ready, or not one domain
+	StAttaching              // an attach is planned
+	StAttached               // at a port of its target
+	StHeld                   // the agent's, detached by someone else: with dom0 until replug or reboot
+	StForeign                // at a port someone else made: left there
+	StSettling               // something of it is half-way: looked at again shortly
+)
+
+var stateNames = [...]string{"absent", "probing", "with dom0", "denied", "refused", "pending", "attaching", "attached", "held", "foreign", "settling"}
+
+func (s State) String() string { return stateNames[s] }
+
+// A Trigger is what asked for a pass over a device.
+type Trigger string
+
+// The triggers the agent makes itself; a kernel event's is its action
+// (kernelTrigger).
+const (
+	TrigStart        Trigger = "start"
+	TrigColdplug     Trigger = "present at start"
+	TrigRetry        Trigger = "retry after a failure"
+	TrigPortChanged  Trigger = "its port changed"
+	TrigDomains      Trigger = "domains changed"
+	TrigReload       Trigger = "policy reloaded"
+	TrigOverrun      Trigger = "rescan after lost events"
+	TrigAfterCleared Trigger = "after its port was cleared"        // second look: at no port, something in usbback
+	TrigAfterUnbound Trigger = "after its interfaces left usbback" // second look: at a port, out of usbback
+	TrigTwinChanged  Trigger = "a twin changed"
+)
+
+// kernelTrigger is the trigger of a kernel event with action (add, bind,
+// remove, …).
+func kernelTrigger(action string) Trigger { return Trigger(action) }
+
+// twinLeft is the trigger of the pass over a twin of busid, which left.
+func twinLeft(busid string) Trigger { return Trigger(busid + " left") }
+
+// A stepKind is one thing apply does.
+type stepKind int
+
+const (
+	stepForget       stepKind = iota // drop what the agent remembers of a device that left
+	stepDetach                       // clear its port (and its ownership record) and give it back
+	stepRememberLeft                 // note the port it left, for its replug
+	stepRelease                      // give back what of it is in usbback, and its driver records
+	stepRmOwned                      // remove its ownership record
+	stepEnsureBound                  // move its interfaces still out of usbback there
+	stepLookLater                    // look again shortly (a toolstack may be mid-way)
+	stepAttach                       // attach it (batched by the worker)
+	stepAudit                        // record a decision
+	stepAuditChanged                 // record a decision that did nothing, if it differs from the last
+	stepRequeue                      // pass over other devices (its twins)
+)
+
+var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue"}
+
+func (k stepKind) String() string { return stepNames[k] }
+
+// A step of a plan; which fields count depends on its kind.
+type step struct {
+	kind    stepKind
+	at      assign.Assignment // detach, remember-left: the port
+	key     string            // remember-left: the device's identity
+	domain  string            // remember-left: the domain it was attached to
+	rec     Audit             // audit, attach: the record
+	trigger Trigger           // look-later, requeue: the pass's trigger
+	busids  []string          // requeue
+	lenient bool              // release: a failure is only logged (the device left)
+	attach  attachPlan        // attach
+}
+
+// An attachPlan is what an attach step needs beside the record.
+type attachPlan struct {
+	domid  uint32
+	domain string
+	opts   assign.AttachOptions
+	owned  Owned // the ownership record, its port filled in at the attach
+}
