@@ -74,6 +74,9 @@ func (m *Match) covers(b *Match) bool {
 			}
 		}
 	}
+	if !m.identityCovers(b) {
+		return false
+	}
 	if len(m.Interfaces) > 0 && (m.AllIfaces != b.AllIfaces || !slices.Equal(m.Interfaces, b.Interfaces)) {
 		return false
 	}

@@ -8,7 +8,14 @@ import (
 
 // A Device is what a policy matches: a USB device as the host sees it.
 type Device struct {
-	BusID                     string // "1-1.6": the physical port
+	BusID string // "1-1.6": the physical port
+	// PortPath names the port for good, anchored at the controller (udev's
+	// ID_PATH, "pci-0000:00:14.0-usb-0:1.6"); PortPathRev is the form with
+	// the root hub's USB revision ("...-usbv2-0:1.6"). "" when unknown.
+	PortPath, PortPathRev string
+	// Hash and ParentHash are the descriptor hashes of the device and of
+	// its hub (as USBGuard's hash and parent-hash); "" when unknown.
+	Hash, ParentHash          string
 	BusNum, DevNum            int
 	Vendor, Product           uint16
 	Class, SubClass, Protocol uint8
@@ -172,13 +179,17 @@ func tellApart(d *Device, twins []*Device) string {
 	if distinct {
 		return fmt.Sprintf("add serial = %q to name this one", d.Serial)
 	}
+	if d.PortPath != "" {
+		return fmt.Sprintf("they have no serials that tell them apart: add port_path = %q to name the socket, or set duplicates = \"first\" or \"all\"", d.PortPath)
+	}
 	return fmt.Sprintf("they have no serials that tell them apart: add port = %q to name the socket, or set duplicates = \"first\" or \"all\"", d.BusID)
 }
 
-// needsTwinCheck: a rule that names vendor:product but no serial, port or
-// bus address can match several identical devices.
+// needsTwinCheck: a rule that names vendor:product or a descriptor hash
+// (which twins share) but no serial, port or bus address can match several
+// identical devices.
 func (m *Match) needsTwinCheck() bool {
-	return len(m.IDs) > 0 && len(m.Serials) == 0 && len(m.Ports) == 0 && m.Bus == 0
+	return (len(m.IDs) > 0 || len(m.Hashes) > 0) && len(m.Serials) == 0 && len(m.Ports) == 0 && len(m.PortPaths) == 0 && m.Bus == 0
 }
 
 func (m *Match) matches(d *Device) bool {
@@ -195,6 +206,9 @@ func (m *Match) matches(d *Device) bool {
 		return false
 	}
 	if len(m.Ports) > 0 && !anyGlob(m.Ports, d.BusID) {
+		return false
+	}
+	if !m.identityMatches(d) {
 		return false
 	}
 	if len(m.Interfaces) > 0 && !m.ifacesMatch(d) {
@@ -259,6 +273,8 @@ func (m *Match) miss(d *Device) string {
 		return fmt.Sprintf("serial %q is not %s", d.Serial, quoteAll(m.Serials))
 	case len(m.Ports) > 0 && !anyGlob(m.Ports, d.BusID):
 		return fmt.Sprintf("port %s is not %s", d.BusID, quoteAll(m.Ports))
+	case !m.identityMatches(d):
+		return m.identityMiss(d)
 	case len(m.Interfaces) > 0 && !m.ifacesMatch(d):
 		var have []string
 		for _, in := range d.Interfaces {
@@ -337,4 +353,30 @@ func glob(p, s string) bool {
 		pi++
 	}
 	return pi == len(p)
+}
+
+// identityMatches checks the stable identities: port_path (either form,
+// globs allowed), hash and parent_hash.
+func (m *Match) identityMatches(d *Device) bool {
+	if len(m.PortPaths) > 0 && (d.PortPath == "" || !anyGlob(m.PortPaths, d.PortPath) && !anyGlob(m.PortPaths, d.PortPathRev)) {
+		return false
+	}
+	if len(m.Hashes) > 0 && !slices.Contains(m.Hashes, d.Hash) {
+		return false
+	}
+	return len(m.ParentHashes) == 0 || slices.Contains(m.ParentHashes, d.ParentHash)
+}
+
+func (m *Match) identityMiss(d *Device) string {
+	switch {
+	case len(m.PortPaths) > 0 && d.PortPath == "":
+		return "its port has no stable path (its controller is on no PCI or platform bus); the rule wants port_path " + quoteAll(m.PortPaths)
+	case len(m.PortPaths) > 0 && !anyGlob(m.PortPaths, d.PortPath) && !anyGlob(m.PortPaths, d.PortPathRev):
+		return fmt.Sprintf("port path %s is not %s", d.PortPath, quoteAll(m.PortPaths))
+	case len(m.Hashes) > 0 && d.Hash == "":
+		return "the device has no descriptor hash (sysfs shows no descriptors); the rule wants hash " + quoteAll(m.Hashes)
+	case len(m.Hashes) > 0 && !slices.Contains(m.Hashes, d.Hash):
+		return fmt.Sprintf("hash %q is not %s", d.Hash, quoteAll(m.Hashes))
+	}
+	return fmt.Sprintf("parent hash %q is not %s", d.ParentHash, quoteAll(m.ParentHashes))
 }

@@ -191,7 +191,7 @@ var ruleHints = map[string]string{
 	"run": "exec", "command": "exec", "hook": "exec",
 }
 
-var matchKeys = []string{"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name", "when"}
+var matchKeys = []string{"bus", "addr", "id", "serial", "port", "port_path", "hash", "parent_hash", "class", "interface", "interfaces", "manufacturer", "product_name", "when"}
 
 var matchHints = map[string]string{
 	"product": "id (vendor:product) or product_name", "vendor": "id (vendor:product) or manufacturer", "vid": "id", "pid": "id",
@@ -490,6 +490,7 @@ func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
 			mt.Ports = append(mt.Ports, s)
 		}
 	}
+	fp.identity(r, m, path)
 	if v, present := m["class"]; present {
 		if _, isStr := v.(string); !isStr {
 			bad("class", ErrType, "a string in quotes, not %s (class = \"hid\" or \"03\")", typeName(v))

@@ -116,6 +116,9 @@ type Match struct {
 	IDs          []IDPattern // any of them
 	Serials      []string    // any of them, exactly
 	Ports        []string    // busid globs, any of them
+	PortPaths    []string    // stable port path globs ("pci-0000:00:14.0-usb-0:1.4"), any of them
+	Hashes       []string    // descriptor hashes, any of them
+	ParentHashes []string    // the hub's descriptor hashes, any of them
 	Class        int         // device class, -1 when not given
 	Interfaces   []IfPattern
 	AllIfaces    bool   // every interface must match one of Interfaces (else any one)

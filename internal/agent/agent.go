@@ -614,7 +614,8 @@ func (a *Agent) inventory(devs []usbsysfs.Device) []policy.Device {
 	for _, d := range devs {
 		pd := policy.Device{BusID: d.BusID, BusNum: d.BusNum, DevNum: d.DevNum, Vendor: d.Vendor, Product: d.Product,
 			Class: d.Class, SubClass: d.SubClass, Protocol: d.Protocol, Serial: d.Serial, Manufacturer: d.Manufacturer,
-			ProductName: d.ProductName, Plugged: a.plugged[d.BusID], Present: a.isPresentLocked(d)}
+			ProductName: d.ProductName, Plugged: a.plugged[d.BusID], Present: a.isPresentLocked(d),
+			PortPath: d.PortPath, PortPathRev: d.PortPathRev, Hash: d.Hash, ParentHash: d.ParentHash}
 		for _, in := range d.Interfaces {
 			pd.Interfaces = append(pd.Interfaces, policy.Interface{Class: in.Class, SubClass: in.SubClass, Protocol: in.Protocol})
 		}

@@ -49,7 +49,7 @@ func (a *Agent) apply(ctx context.Context, o observation, p plan, start time.Tim
 // failRecord is the record a failure of plan p is told with: the
 // decision it was carrying out.
 func failRecord(o observation, p plan) Audit {
-	r := Audit{BusID: o.busid, Trigger: o.trigger, ID: o.last.ID, Serial: o.last.Serial, Name: o.last.Name}
+	r := Audit{BusID: o.busid, Trigger: o.trigger, ID: o.last.ID, Serial: o.last.Serial, PortPath: o.last.PortPath, Name: o.last.Name}
 	for _, s := range p.steps {
 		if s.kind == stepAudit || s.kind == stepAttach {
 			r = s.rec

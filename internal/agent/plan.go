@@ -115,7 +115,7 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 // baseRecord is the audit record of the pass before its action.
 func baseRecord(o observation, dec policy.Decision) Audit {
 	d := o.dev
-	rec := Audit{BusID: o.busid, Trigger: o.trigger, ID: d.ID(), Serial: d.Serial, Name: strings.TrimSpace(d.Manufacturer + " " + d.ProductName),
+	rec := Audit{BusID: o.busid, Trigger: o.trigger, ID: d.ID(), Serial: d.Serial, PortPath: d.PortPath, Name: strings.TrimSpace(d.Manufacturer + " " + d.ProductName),
 		Reason: dec.Reason, Twins: dec.Twins}
 	if dec.Rule != nil {
 		rec.Rule, rec.RuleNo = dec.Rule.Name, dec.Rule.Index
@@ -275,7 +275,7 @@ func planAttach(p *plan, o observation, dec policy.Decision, t target, owned *Ow
 // once, and its twins are looked at again (they may be told apart now).
 func planGone(o observation, w world) plan {
 	p := plan{state: StAbsent, steps: []step{{kind: stepForget}}}
-	rec := Audit{BusID: o.busid, ID: o.last.ID, Serial: o.last.Serial, Name: o.last.Name, Trigger: o.trigger}
+	rec := Audit{BusID: o.busid, ID: o.last.ID, Serial: o.last.Serial, PortPath: o.last.PortPath, Name: o.last.Name, Trigger: o.trigger}
 	if x := o.port; x != nil {
 		if !w.dryRun {
 			p.add(step{kind: stepDetach, at: *x})

@@ -20,6 +20,7 @@ type Audit struct {
 	BusID    string        `json:"busid"`
 	ID       string        `json:"id,omitempty"`
 	Serial   string        `json:"serial,omitempty"`
+	PortPath string        `json:"port_path,omitempty"` // the socket, named for good
 	Name     string        `json:"name,omitempty"`
 	Trigger  Trigger       `json:"trigger"`
 	Action   Action        `json:"action"`
@@ -59,6 +60,9 @@ func (a *Agent) audit(ctx context.Context, r Audit, start time.Time) {
 	ev = ev.Str("busid", r.BusID).Str("id", r.ID).Str("trigger", string(r.Trigger)).Str("action", string(r.Action))
 	if r.Serial != "" {
 		ev = ev.Str("serial", r.Serial)
+	}
+	if r.PortPath != "" {
+		ev = ev.Str("port_path", r.PortPath)
 	}
 	if r.Rule != "" {
 		ev = ev.Str("rule", r.Rule).Int("rule_index", r.RuleNo)

@@ -11,6 +11,7 @@ func PolicyDevice(d usbsysfs.Device, plugged uint64) policy.Device {
 		BusID: d.BusID, BusNum: d.BusNum, DevNum: d.DevNum, Vendor: d.Vendor, Product: d.Product,
 		Class: d.Class, SubClass: d.SubClass, Protocol: d.Protocol, Serial: d.Serial,
 		Manufacturer: d.Manufacturer, ProductName: d.ProductName, Plugged: plugged,
+		PortPath: d.PortPath, PortPathRev: d.PortPathRev, Hash: d.Hash, ParentHash: d.ParentHash,
 	}
 	p.Interfaces = make([]policy.Interface, len(d.Interfaces))
 	for i, in := range d.Interfaces {

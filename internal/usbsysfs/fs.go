@@ -76,10 +76,14 @@ type Device struct {
 	Serial        string      `json:"serial,omitempty"`
 	Manufacturer  string      `json:"manufacturer,omitempty"`
 	ProductName   string      `json:"product_name,omitempty"`
-	Speed         string      `json:"speed"`            // Mbit/s as the kernel prints it: "1.5", "12", "480", "5000"
-	Version       string      `json:"version"`          // USB version, "2.00"
-	PortPath      string      `json:"port_path"`        // devpath, "1.6"
-	Parent        string      `json:"parent,omitempty"` // busid of the parent hub, "" for a root hub
+	Speed         string      `json:"speed"`                                 // Mbit/s as the kernel prints it: "1.5", "12", "480", "5000"
+	Version       string      `json:"version"`                               // USB version, "2.00"
+	Ports         string      `json:"ports"`                                 // devpath attribute, "1.6": the ports below the root hub
+	PortPath      string      `json:"port_path,omitempty"`                   // stable, udev's ID_PATH: "pci-0000:00:14.0-usb-0:1.6"
+	PortPathRev   string      `json:"port_path_with_usb_revision,omitempty"` // "pci-0000:00:14.0-usbv2-0:1.6"
+	Hash          string      `json:"hash,omitempty"`                        // descriptor hash, as USBGuard's
+	ParentHash    string      `json:"parent_hash,omitempty"`                 // the hub's hash, or the controller's
+	Parent        string      `json:"parent,omitempty"`                      // busid of the parent hub, "" for a root hub
 	NumConfigs    int         `json:"num_configs"`
 	NumInterfaces int         `json:"num_interfaces"`
 	Removable     string      `json:"removable,omitempty"` // "removable", "fixed" or "unknown"
@@ -177,7 +181,7 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	d.ProductName = r.str("product", false)
 	d.Speed = strings.TrimSpace(r.str("speed", false))
 	d.Version = strings.TrimSpace(r.str("version", false))
-	d.PortPath = r.str("devpath", false)
+	d.Ports = r.str("devpath", false)
 	d.Removable = r.str("removable", false)
 	if s := strings.TrimSpace(r.str("bNumInterfaces", false)); s != "" && r.err == nil {
 		n, err := strconv.Atoi(s)
@@ -191,6 +195,9 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	}
 	if id, err := usbname.Parse(busid); err == nil && !id.IsRootHub() {
 		d.Parent = id.Parent().String()
+	}
+	if err := f.identify(&d); err != nil {
+		return Device{}, err
 	}
 	ifs, err := f.interfaces(busid, names)
 	if err != nil {

@@ -1,0 +1,137 @@
+package usbsysfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// ErrNoPortPath: a device's controller sits on no bus that names it
+// for good (PCI, platform, ACPI, AMBA, Xen), so its port has no stable
+// name; udev gives such a device no ID_PATH either.
+var ErrNoPortPath = errors.New("no stable port path")
+
+// PortPaths are the stable names of the socket a device is plugged into,
+// anchored at its controller rather than at a bus number (which changes
+// when the kernel probes controllers in another order).
+type PortPaths struct {
+	// Path is the form of udev's ID_PATH: "pci-0000:00:14.0-usb-0:1.4".
+	// An xHCI controller's USB 2 and USB 3 root hubs give the same Path to
+	// the same port number.
+	Path string
+	// WithRevision names the root hub's USB revision too, as udev's
+	// ID_PATH_WITH_USB_REVISION: "pci-0000:00:14.0-usbv3-0:1.4". It is
+	// Path when the revision cannot be told.
+	WithRevision string
+}
+
+// parentSubsystems are the buses whose device names path_id trusts as
+// stable anchors, with the prefix each gets.
+var parentSubsystems = map[string]bool{"pci": true, "platform": true, "amba": true, "acpi": true, "xen": true}
+
+var pciAddr = regexp.MustCompile(`^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
+
+// PortPaths computes a device's stable port names from where the kernel
+// put it in the device tree: the controller's bus address, the root hub's
+// USB revision, and the port numbers below it. A root hub's names are its
+// controller's alone, as udev gives them.
+func (f *FS) PortPaths(busid string) (PortPaths, error) {
+	dev, err := f.DevPath(busid)
+	if err != nil {
+		return PortPaths{}, err
+	}
+	return f.portPaths(busid, dev)
+}
+
+// portPaths is PortPaths for a device whose devpath is known.
+func (f *FS) portPaths(busid, devpath string) (PortPaths, error) {
+	comps := strings.Split(strings.TrimPrefix(devpath, "/"), "/")
+	hub := -1
+	for i, c := range comps {
+		if strings.HasPrefix(c, "usb") && ValidBusID(c) == nil {
+			hub = i
+			break
+		}
+	}
+	if hub < 1 || comps[len(comps)-1] != busid {
+		return PortPaths{}, fmt.Errorf("usbsysfs: %s: %s has no root hub above the device: %w", busid, devpath, ErrNoPortPath)
+	}
+	ctrl, err := f.controllerPath(comps[:hub])
+	if err != nil {
+		return PortPaths{}, fmt.Errorf("usbsysfs: %s: %w", busid, err)
+	}
+	_, port, ok := strings.Cut(busid, "-")
+	if !ok {
+		return PortPaths{Path: ctrl, WithRevision: ctrl}, nil
+	}
+	pp := PortPaths{Path: ctrl + "-usb-0:" + port}
+	pp.WithRevision = pp.Path
+	if rev := f.usbRevision(filepath.Join(append([]string{f.root}, comps[:hub+1]...)...)); rev > 0 {
+		pp.WithRevision = fmt.Sprintf("%s-usbv%d-0:%s", ctrl, rev, port)
+	}
+	return pp, nil
+}
+
+// controllerPath names the devices above a root hub, innermost first in
+// the walk and outermost first in the result, as path_id does: each run of
+// devices on one bus contributes its innermost device's name.
+func (f *FS) controllerPath(comps []string) (string, error) {
+	var parts []string
+	last := ""
+	for i := len(comps) - 1; i >= 1; i-- { // comps[0] is "devices"
+		sub := f.subsystem(filepath.Join(append([]string{f.root}, comps[:i+1]...)...), comps[i])
+		if sub == last && sub != "" {
+			continue // an outer device of the same bus: skipped
+		}
+		last = sub
+		if parentSubsystems[sub] {
+			parts = append([]string{sub + "-" + comps[i]}, parts...)
+		}
+	}
+	if len(parts) == 0 {
+		return "", fmt.Errorf("/%s: %w", strings.Join(comps, "/"), ErrNoPortPath)
+	}
+	return strings.Join(parts, "-"), nil
+}
+
+// subsystem is the bus a sysfs device directory belongs to, from its
+// subsystem link; a tree without the links (a fixture) falls back on the
+// form of a PCI address.
+func (f *FS) subsystem(dir, name string) string {
+	if t, err := os.Readlink(filepath.Join(dir, "subsystem")); err == nil {
+		return filepath.Base(t)
+	}
+	if pciAddr.MatchString(name) {
+		return "pci"
+	}
+	return ""
+}
+
+// usbRevision is a root hub's USB revision as path_id tells it: 3 for a
+// SuperSpeed hub, 2 for a high-speed one, 1 for full speed; 0 when its
+// attributes cannot be read.
+func (f *FS) usbRevision(hubDir string) int {
+	proto, err := f.readAttr(hubDir, "bDeviceProtocol")
+	if err != nil {
+		return 0
+	}
+	switch strings.TrimSpace(proto) {
+	case "00": // no transaction translator: full speed, or high speed without one
+		speed, err := f.readAttr(hubDir, "speed")
+		switch {
+		case err != nil:
+			return 0
+		case strings.TrimSpace(speed) == "480":
+			return 2
+		}
+		return 1
+	case "01", "02":
+		return 2
+	case "03":
+		return 3
+	}
+	return 0
+}
