@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 )
 
 // The real kernel's tree: an xHCI controller with a USB 2 and a USB 3 root
