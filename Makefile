@@ -18,6 +18,7 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/uevent:FuzzReadTrace \
         ./internal/uevent:FuzzImportUdevadm \
         ./policy:FuzzParse \
+        ./policy:FuzzInclude \
         ./policy:FuzzSpec \
         ./internal/qmp:FuzzReply \
         ./internal/mounts:FuzzParse \

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +24,9 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("[[rule]]\nname = \"a\"\naction = \"attach\"\nmatch = { id = \"046d:c31c\", interface = [\"hid:01:*\"] }\ntarget = { domain = \"vm\", controller = 0, port = 1 }\n"))
 	f.Add([]byte("[domain.x]\nusbctrl = [\"version=2, ports=4\"]\n[[rule]]\ninclude = \"x\"\n"))
+	f.Add([]byte("[[rule]]\nname = \"a\"\naction = \"deny\"\ndescription = \"\"\"x \\\"\"\" y\n\"\"\"\nmatch = {\n  id = \"046d:c31c\",\n  serial = [\n \"a\",\n ],\n}\n"))
+	f.Add([]byte("hosts = [\"vdi-*\"]\n[[rules]]\n[rule.match.x.y]\na = [[[[1]]]]\n"))
+	f.Add([]byte("[domain.vm]\nusbctrl = [\"version=2, ports=4\"]\n[[rule]]\nname = \"p\"\naction = \"attach\"\ntarget = { domain = \"vm\", controller = 0, port = 5 }\n"))
 	inv := host()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := policy.Parse("fuzz.toml", b, func(from, name string) (string, []byte, error) {
@@ -33,9 +37,13 @@ func FuzzParse(f *testing.F) {
 			if !errors.As(err, &es) || len(es) == 0 {
 				t.Fatalf("error is not a non-empty policy.Errors: %v", err)
 			}
+			lines := bytes.Count(b, []byte("\n")) + 1
 			for _, e := range es {
 				if e.Kind == nil || !strings.HasPrefix(e.Error(), "fuzz.toml") && !strings.HasPrefix(e.Error(), "x") {
 					t.Fatalf("error without kind or file: %v", e)
+				}
+				if e.File == "fuzz.toml" && (e.Line < 0 || e.Line > lines) {
+					t.Fatalf("line %d of a %d-line file: %v", e.Line, lines, e)
 				}
 			}
 			return
@@ -51,6 +59,36 @@ func FuzzParse(f *testing.F) {
 			p.Explain(&inv[i], inv)
 		}
 		p.Shadowed()
+	})
+}
+
+// FuzzInclude parses a main file whose includes all read inc: chains,
+// cycles and depth limits end in errors, never a hang or a panic.
+func FuzzInclude(f *testing.F) {
+	f.Add([]byte("[[rule]]\ninclude = \"a\"\n"), []byte("[[rule]]\ninclude = \"./b/../a\"\n"))
+	f.Add([]byte("[[rule]]\ninclude = \"a\"\n[[rule]]\nname = \"x\"\naction = \"deny\"\n"), []byte("[[rule]]\nname = \"x\"\naction = \"deny\"\n"))
+	f.Add([]byte("[[rule]]\ninclude = \"a\"\n"), []byte("[[rule]]\ninclude = \"a\"\n[domain.d]\n"))
+	f.Fuzz(func(t *testing.T, main, inc []byte) {
+		reads := 0
+		p, err := policy.Parse("main.toml", main, func(from, name string) (string, []byte, error) {
+			reads++
+			if reads > 1000 {
+				t.Fatal("more than 1000 includes read")
+			}
+			return filepath.Join(filepath.Dir(from), name), inc, nil
+		})
+		if err != nil {
+			var es policy.Errors
+			if !errors.As(err, &es) || len(es) == 0 {
+				t.Fatalf("error is not a non-empty policy.Errors: %v", err)
+			}
+			return
+		}
+		for i, r := range p.Rules {
+			if r.Index != i+1 || r.Name == "" {
+				t.Fatalf("rule %d: %+v", i, r)
+			}
+		}
 	})
 }
 

@@ -10,33 +10,79 @@ import (
 // where a valid key was written in the n-th [[rule]]: it keys positions by
 // name without the array index, so every error would name the last rule's
 // line. Run only on documents the library has accepted.
-type lineIndex map[string]int
+//
+// It is a tree, walked without allocating: a policy of 100 000 rules has
+// a million positions.
+type lineIndex struct{ root *lineNode }
 
-const sep = "\x00" // path separator: quoted keys may hold dots
+type lineNode struct {
+	line  int
+	kids  map[string]*lineNode
+	elems []*lineNode // an array's elements
+}
 
-func pathKey(parts []string) string { return strings.Join(parts, sep) }
+// kid returns the child named k (an element when k is an index), or nil.
+func (n *lineNode) kid(k string) *lineNode {
+	if n.elems != nil {
+		if i, err := strconv.Atoi(k); err == nil {
+			if i >= 0 && i < len(n.elems) {
+				return n.elems[i]
+			}
+			return nil
+		}
+	}
+	return n.kids[k]
+}
+
+// child returns the child named k, creating it at line.
+func (n *lineNode) child(k string, line int) *lineNode {
+	if c := n.kids[k]; c != nil {
+		return c
+	}
+	if n.kids == nil {
+		n.kids = make(map[string]*lineNode, 4)
+	}
+	c := &lineNode{line: line}
+	n.kids[k] = c
+	return c
+}
+
+// elem returns the array's element i, creating it at line.
+func (n *lineNode) elem(i, line int) *lineNode {
+	for len(n.elems) <= i {
+		n.elems = append(n.elems, &lineNode{line: line})
+	}
+	return n.elems[i]
+}
 
 // line returns the line of path, or of its nearest recorded ancestor.
 func (ix lineIndex) line(path ...string) int {
-	for n := len(path); n > 0; n-- {
-		if l, ok := ix[pathKey(path[:n])]; ok {
-			return l
+	return ix.node(path).line
+}
+
+// node returns path's node, or its nearest recorded ancestor.
+func (ix lineIndex) node(path []string) *lineNode {
+	n := ix.root
+	for _, p := range path {
+		c := n.kid(p)
+		if c == nil {
+			break
 		}
+		n = c
 	}
-	return 0
+	return n
 }
 
 type scanner struct {
-	src    string
-	i      int
-	line   int
-	ix     lineIndex
-	arrays map[string]int // array-of-tables path → elements so far
+	src  string
+	i    int
+	line int
+	root *lineNode
 }
 
 func indexLines(src string) lineIndex {
-	s := &scanner{src: src, line: 1, ix: lineIndex{}, arrays: map[string]int{}}
-	var table []string
+	s := &scanner{src: src, line: 1, root: &lineNode{}}
+	table := s.root
 	for s.i < len(s.src) {
 		start := s.i
 		s.skipSpace(true)
@@ -51,9 +97,7 @@ func indexLines(src string) lineIndex {
 			} else {
 				s.i++
 			}
-			parts := s.keyParts(']')
-			table = s.resolve(parts, array)
-			s.ix[pathKey(table)] = s.line
+			table = s.header(s.keyParts(']'), array)
 			s.skipTo('\n')
 		default:
 			s.keyValue(table)
@@ -63,41 +107,43 @@ func indexLines(src string) lineIndex {
 			s.i++
 		}
 	}
-	return s.ix
+	return lineIndex{s.root}
 }
 
-// resolve turns a header's dotted key into a path with array indices.
-func (s *scanner) resolve(parts []string, array bool) []string {
-	var out []string
+// header resolves a table header's dotted key: a part naming an array of
+// tables is its last element, and [[...]] adds one. The tables a header
+// creates on the way (and [[rule]]'s array itself) get its line too, so
+// errors about them name it.
+func (s *scanner) header(parts []string, array bool) *lineNode {
+	n := s.root
 	for i, p := range parts {
-		out = append(out, p)
-		k := pathKey(out)
-		if i == len(parts)-1 && array {
-			n := s.arrays[k]
-			s.arrays[k] = n + 1
-			out = append(out, strconv.Itoa(n))
-		} else if n, ok := s.arrays[k]; ok {
-			out = append(out, strconv.Itoa(n-1))
+		n = n.child(p, s.line)
+		last := i == len(parts)-1
+		switch {
+		case last && array:
+			n = n.elem(len(n.elems), s.line)
+		case last:
+			n.line = s.line
+		case len(n.elems) > 0:
+			n = n.elems[len(n.elems)-1]
 		}
 	}
-	return out
+	return n
 }
 
-func (s *scanner) keyValue(table []string) {
+func (s *scanner) keyValue(table *lineNode) {
 	parts := s.keyParts('=')
 	if len(parts) == 0 {
 		return
 	}
-	path := append(append([]string(nil), table...), parts...)
-	for n := len(table) + 1; n <= len(path); n++ {
-		if _, ok := s.ix[pathKey(path[:n])]; !ok {
-			s.ix[pathKey(path[:n])] = s.line
-		}
+	n := table
+	for _, p := range parts {
+		n = n.child(p, s.line)
 	}
 	if s.i < len(s.src) && s.src[s.i] == '=' {
 		s.i++
 	}
-	s.value(path)
+	s.value(n)
 }
 
 // keyParts reads a dotted key up to stop ('=' or ']'), leaving s.i at stop.
@@ -146,7 +192,7 @@ func isBare(c byte) bool {
 
 // value skips one value, recording the keys of inline tables and the
 // elements of arrays under path.
-func (s *scanner) value(path []string) {
+func (s *scanner) value(n *lineNode) {
 	s.skipSpace(false)
 	if s.i >= len(s.src) {
 		return
@@ -156,14 +202,13 @@ func (s *scanner) value(path []string) {
 		s.str()
 	case '[':
 		s.i++
-		for n := 0; s.i < len(s.src); n++ {
+		for i := 0; s.i < len(s.src); i++ {
 			s.skipSpace(true)
 			if s.i >= len(s.src) || s.src[s.i] == ']' {
 				s.i++
 				return
 			}
-			el := append(append([]string(nil), path...), strconv.Itoa(n))
-			s.ix[pathKey(el)] = s.line
+			el := n.elem(i, s.line)
 			before := s.i
 			s.value(el)
 			s.skipSpace(true)
@@ -176,7 +221,7 @@ func (s *scanner) value(path []string) {
 	case '{':
 		s.i++
 		for s.i < len(s.src) {
-			s.skipSpace(false)
+			s.skipSpace(true) // TOML 1.1 lets inline tables span lines
 			if s.i >= len(s.src) || s.src[s.i] == '}' {
 				s.i++
 				return
@@ -186,7 +231,7 @@ func (s *scanner) value(path []string) {
 				continue
 			}
 			before := s.i
-			s.keyValue(path)
+			s.keyValue(n)
 			if s.i == before {
 				s.i++
 			}
@@ -207,20 +252,7 @@ func (s *scanner) value(path []string) {
 func (s *scanner) str() string {
 	q := s.src[s.i]
 	if strings.HasPrefix(s.src[s.i:], strings.Repeat(string(q), 3)) {
-		s.i += 3
-		start := s.i
-		end := strings.Index(s.src[s.i:], strings.Repeat(string(q), 3))
-		if end < 0 {
-			s.i = len(s.src)
-			return ""
-		}
-		body := s.src[start : start+end]
-		s.line += strings.Count(body, "\n")
-		s.i = start + end + 3
-		for s.i < len(s.src) && s.src[s.i] == q { // up to two more quotes belong to the body
-			s.i++
-		}
-		return body
+		return s.multiline(q)
 	}
 	s.i++
 	start := s.i
@@ -233,6 +265,35 @@ func (s *scanner) str() string {
 		if c == q || c == '\n' {
 			body := s.src[start:min(s.i, len(s.src))]
 			if c == q {
+				s.i++
+			}
+			return body
+		}
+		s.i++
+	}
+	return s.src[start:]
+}
+
+// multiline skips a multi-line string, counting its lines; in a basic
+// one (""") a backslash escapes the next character, quote or newline.
+func (s *scanner) multiline(q byte) string {
+	s.i += 3
+	start := s.i
+	for s.i < len(s.src) {
+		c := s.src[s.i]
+		switch {
+		case c == '\\' && q == '"':
+			if s.i+1 < len(s.src) && s.src[s.i+1] == '\n' {
+				s.line++
+			}
+			s.i += 2
+			continue
+		case c == '\n':
+			s.line++
+		case c == q && strings.HasPrefix(s.src[s.i:], strings.Repeat(string(q), 3)):
+			body := s.src[start:s.i]
+			s.i += 3
+			for s.i < len(s.src) && s.src[s.i] == q { // up to two more quotes belong to the body
 				s.i++
 			}
 			return body

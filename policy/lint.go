@@ -20,18 +20,84 @@ func (f Finding) String() string {
 
 // Shadowed lists the rules that an earlier rule shadows. The test is
 // conservative: a rule listed is certainly shadowed; one not listed may
-// still be, through a combination of earlier rules.
+// still be, through a combination of earlier rules. Earlier rules are
+// indexed by a key any rule they cover must share, so a policy of many
+// specific rules is checked in linear time, not by comparing every pair.
 func (p *Policy) Shadowed() []Finding {
 	var out []Finding
+	ix := shadowIndex{bySerial: map[string][]int{}, byID: map[IDPattern][]int{}, byAddr: map[[2]int][]int{}, byPort: map[string][]int{}}
 	for j, b := range p.Rules {
-		for _, a := range p.Rules[:j] {
-			if a.Match.covers(&b.Match) {
-				out = append(out, Finding{Rule: b, By: a})
-				break
+		if a := ix.coverer(p.Rules, &b.Match); a >= 0 {
+			out = append(out, Finding{Rule: b, By: p.Rules[a]})
+		}
+		ix.add(j, &b.Match)
+	}
+	return out
+}
+
+// A shadowIndex files each rule under one key of its match that a rule
+// it covers must have too; rules with no such key are checked against all.
+type shadowIndex struct {
+	bySerial map[string][]int    // a rule naming serials, under each
+	byID     map[IDPattern][]int // a rule naming IDs, under each pattern
+	byAddr   map[[2]int][]int    // a rule naming bus and addr
+	byPort   map[string][]int    // a rule naming only literal ports, under each
+	rest     []int
+}
+
+func (ix *shadowIndex) add(j int, m *Match) {
+	switch {
+	case len(m.Serials) > 0:
+		for _, s := range m.Serials {
+			ix.bySerial[s] = append(ix.bySerial[s], j)
+		}
+	case len(m.IDs) > 0:
+		for _, id := range m.IDs {
+			ix.byID[id] = append(ix.byID[id], j)
+		}
+	case m.Bus != 0:
+		k := [2]int{m.Bus, m.Addr}
+		ix.byAddr[k] = append(ix.byAddr[k], j)
+	case len(m.Ports) > 0 && !slices.ContainsFunc(m.Ports, func(p string) bool { return strings.ContainsAny(p, "*?") }):
+		for _, p := range m.Ports {
+			ix.byPort[p] = append(ix.byPort[p], j)
+		}
+	default:
+		ix.rest = append(ix.rest, j)
+	}
+}
+
+// coverer returns the first earlier rule that covers b, or -1.
+func (ix *shadowIndex) coverer(rules []*Rule, b *Match) int {
+	best := -1
+	try := func(cands []int) {
+		for _, a := range cands {
+			if best >= 0 && a >= best {
+				return
+			}
+			if rules[a].Match.covers(b) {
+				best = a
+				return
 			}
 		}
 	}
-	return out
+	if len(b.Serials) > 0 {
+		try(ix.bySerial[b.Serials[0]])
+	}
+	if len(b.IDs) > 0 {
+		id := b.IDs[0]
+		try(ix.byID[id])
+		try(ix.byID[IDPattern{id.Vendor, -1}])
+		try(ix.byID[IDPattern{-1, id.Product}])
+	}
+	if b.Bus != 0 {
+		try(ix.byAddr[[2]int{b.Bus, b.Addr}])
+	}
+	if len(b.Ports) > 0 {
+		try(ix.byPort[b.Ports[0]])
+	}
+	try(ix.rest)
+	return best
 }
 
 // covers reports that every device b matches, m matches too.

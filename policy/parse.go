@@ -1,9 +1,9 @@
 package policy
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -12,37 +12,52 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// MaxIncludeDepth bounds nested includes.
-const MaxIncludeDepth = 8
-
 // An IncludeFunc reads an included policy: name as written in the
 // including file, from the file that includes it. It returns the name to
 // use in errors and the content.
 type IncludeFunc func(from, name string) (string, []byte, error)
 
-// ParseFile reads the policy at path; includes are read relative to the
-// directory of the file that includes them.
+// ParseFile reads the policy at path with its drop-ins, as Load does for
+// this host.
 func ParseFile(path string) (*Policy, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+	return Load(context.Background(), path, Options{})
+}
+
+// readInclude reads includes relative to the directory of the file that
+// includes them.
+func readInclude(from, name string) (string, []byte, error) {
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(filepath.Dir(from), name)
 	}
-	return Parse(path, data, func(from, name string) (string, []byte, error) {
-		if !filepath.IsAbs(name) {
-			name = filepath.Join(filepath.Dir(from), name)
-		}
-		b, err := os.ReadFile(name)
-		return name, b, err
-	})
+	b, err := readRegular(name)
+	return name, b, err
 }
 
 // Parse reads a policy from data; name is used in errors. include reads
 // included files; when it is nil, an include is an error. The error, if
 // any, is an Errors listing every problem found, each positioned.
 func Parse(name string, data []byte, include IncludeFunc) (*Policy, error) {
-	ps := &parseState{include: include, pol: &Policy{File: name, Domains: map[string]*Domain{}}, fileSeq: map[string]int{}}
-	ps.file(name, data, nil)
-	seen := map[string]*Rule{}
+	return ParseContext(context.Background(), name, data, include)
+}
+
+// ParseContext is Parse that stops when ctx is done, with an error that
+// wraps ctx.Err().
+func ParseContext(ctx context.Context, name string, data []byte, include IncludeFunc) (*Policy, error) {
+	ps := newParseState(ctx, name, include)
+	ps.file(name, data, nil, false)
+	return ps.finish()
+}
+
+func newParseState(ctx context.Context, name string, include IncludeFunc) *parseState {
+	return &parseState{ctx: ctx, include: include, pol: &Policy{File: name, Domains: map[string]*Domain{}}, fileSeq: map[string]int{}}
+}
+
+// finish numbers the rules and checks what spans files.
+func (ps *parseState) finish() (*Policy, error) {
+	if err := ps.ctx.Err(); err != nil {
+		return nil, fmt.Errorf("policy %s: %w", ps.pol.File, err)
+	}
+	seen := make(map[string]*Rule, len(ps.pol.Rules))
 	for i, r := range ps.pol.Rules {
 		r.Index = i + 1
 		if r.Name == "" {
@@ -55,6 +70,7 @@ func Parse(name string, data []byte, include IncludeFunc) (*Policy, error) {
 		}
 		seen[r.Name] = r
 	}
+	ps.checkPins()
 	// Error rule numbers are known only now that includes are expanded.
 	for _, e := range ps.pending {
 		e.err.Rule = e.rule.Index
@@ -73,7 +89,9 @@ func Parse(name string, data []byte, include IncludeFunc) (*Policy, error) {
 }
 
 type parseState struct {
+	ctx     context.Context
 	include IncludeFunc
+	host    string // the host drop-ins are selected for
 	pol     *Policy
 	errs    Errors
 	pending []pendingErr   // errors about rules, numbered once all are known
@@ -92,12 +110,22 @@ type fileParser struct {
 	ix   lineIndex
 }
 
-func (ps *parseState) file(name string, data []byte, stack []string) {
+// file parses one file; dropIn says it is one of rules.d, which may
+// select hosts.
+func (ps *parseState) file(name string, data []byte, stack []string, dropIn bool) {
+	if ps.ctx.Err() != nil {
+		return
+	}
 	if _, ok := ps.fileSeq[name]; !ok {
 		ps.fileSeq[name] = len(ps.fileSeq)
 	}
+	if line, err := checkShape(data); err != nil {
+		ps.errs = append(ps.errs, &Error{File: name, Line: line, Kind: ErrLimit, Msg: err.Error()})
+		return
+	}
+	src := string(data)
 	var raw map[string]any
-	if _, err := toml.Decode(string(data), &raw); err != nil {
+	if _, err := toml.Decode(src, &raw); err != nil {
 		e := &Error{File: name, Kind: ErrSyntax, Msg: err.Error()}
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -106,10 +134,15 @@ func (ps *parseState) file(name string, data []byte, stack []string) {
 		ps.errs = append(ps.errs, e)
 		return
 	}
-	fp := &fileParser{ps: ps, name: name, ix: indexLines(string(data))}
+	fp := &fileParser{ps: ps, name: name, ix: indexLines(src)}
+	if !fp.selected(raw, dropIn) {
+		return
+	}
+	stack = append(slices.Clone(stack), filepath.Clean(name))
 	for _, k := range fp.sortedKeys(raw, nil) {
 		v := raw[k]
 		switch k {
+		case "hosts": // read by selected
 		case "rule":
 			rules, ok := tables(v)
 			if !ok {
@@ -117,7 +150,10 @@ func (ps *parseState) file(name string, data []byte, stack []string) {
 				continue
 			}
 			for i, m := range rules {
-				fp.rule(m, i, append(slices.Clone(stack), name))
+				if i%1024 == 0 && ps.ctx.Err() != nil {
+					return
+				}
+				fp.rule(m, i, stack)
 			}
 		case "domain":
 			doms, ok := v.(map[string]any)
@@ -141,8 +177,15 @@ func (fp *fileParser) sortedKeys(m map[string]any, path []string) []string {
 	for k := range m {
 		keys = append(keys, k)
 	}
+	n := fp.ix.node(path)
+	line := func(k string) int {
+		if c := n.kid(k); c != nil {
+			return c.line
+		}
+		return n.line
+	}
 	slices.SortFunc(keys, func(a, b string) int {
-		la, lb := fp.ix.line(append(slices.Clone(path), a)...), fp.ix.line(append(slices.Clone(path), b)...)
+		la, lb := line(a), line(b)
 		if la != lb {
 			return la - lb
 		}
@@ -332,8 +375,10 @@ func (fp *fileParser) includeRule(r *Rule, m map[string]any, path []string, inc 
 		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q: includes are not available here", name)
 		return
 	}
-	if len(stack) >= MaxIncludeDepth {
-		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q: includes nest more than %d deep", name, MaxIncludeDepth)
+	// stack holds the including files, the main file first: the file
+	// read now is at level len(stack).
+	if len(stack) > MaxIncludeDepth {
+		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q would be include level %d: includes nest at most %d deep (through %s)", name, len(stack), MaxIncludeDepth, strings.Join(stack, " → "))
 		return
 	}
 	full, data, err := fp.ps.include(fp.name, name)
@@ -341,11 +386,11 @@ func (fp *fileParser) includeRule(r *Rule, m map[string]any, path []string, inc 
 		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%v", err)
 		return
 	}
-	if slices.Contains(stack, full) {
+	if slices.Contains(stack, filepath.Clean(full)) {
 		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q includes itself (through %s)", name, strings.Join(stack, " → "))
 		return
 	}
-	fp.ps.file(full, data, stack)
+	fp.ps.file(full, data, stack, false)
 }
 
 // str reads an optional string; ok is false when absent or of another
@@ -432,6 +477,15 @@ func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
 	bad := func(k string, kind error, format string, a ...any) {
 		fp.fail(r, at(k), "match."+k, kind, format, a...)
 	}
+	// badAt reports element i of a list (or the key, for a single string),
+	// so the error names the element's line.
+	badAt := func(k string, i int, kind error, format string, a ...any) {
+		p := at(k)
+		if _, list := m[k].([]any); list {
+			p = append(p, strconv.Itoa(i))
+		}
+		fp.fail(r, p, "match."+k, kind, format, a...)
+	}
 	mt := &r.Match
 	bus, hasBus := fp.integer(r, m, path, "bus", "match.", " (bus = 1, as lsusb's \"Bus 001\")")
 	addr, hasAddr := fp.integer(r, m, path, "addr", "match.", " (addr = 6, as lsusb's \"Device 006\")")
@@ -459,32 +513,32 @@ func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
 	}
 	const idHint = ` (write IDs as quoted strings, as lsusb prints them: id = "046d:c31c")`
 	if ids, ok := fp.strs(r, m, path, "id", "match.", idHint); ok {
-		for _, s := range ids {
+		for i, s := range ids {
 			p, err := parseID(s)
 			if err != nil {
-				bad("id", ErrValue, "%v", err)
+				badAt("id", i, ErrValue, "%v", err)
 				continue
 			}
 			mt.IDs = append(mt.IDs, p)
 		}
 	}
 	if ss, ok := fp.strs(r, m, path, "serial", "match.", ""); ok {
-		for _, s := range ss {
+		for i, s := range ss {
 			if s == "" || strings.ContainsFunc(s, func(c rune) bool { return c < 0x20 }) {
-				bad("serial", ErrValue, "%q: a serial is a non-empty string as sysfs shows it (usbhotplugd devices lists them)", s)
+				badAt("serial", i, ErrValue, "%q: a serial is a non-empty string as sysfs shows it (usbhotplugd devices lists them)", s)
 				continue
 			}
 			mt.Serials = append(mt.Serials, s)
 		}
 	}
 	if ps, ok := fp.strs(r, m, path, "port", "match.", ""); ok {
-		for _, s := range ps {
+		for i, s := range ps {
 			if err := checkPortGlob(s); err != nil {
 				kind := ErrValue
 				if strings.HasPrefix(s, "usb") {
 					kind = ErrNeverMatches
 				}
-				bad("port", kind, "%v", err)
+				badAt("port", i, kind, "%v", err)
 				continue
 			}
 			mt.Ports = append(mt.Ports, s)
@@ -504,10 +558,10 @@ func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
 		}
 	}
 	if is, ok := fp.strs(r, m, path, "interface", "match.", ` (interface = "03:01:01" or "hid:*:*")`); ok {
-		for _, s := range is {
+		for i, s := range is {
 			p, err := parseIfPattern(s)
 			if err != nil {
-				bad("interface", ErrValue, "%v", err)
+				badAt("interface", i, ErrValue, "%v", err)
 				continue
 			}
 			mt.Interfaces = append(mt.Interfaces, p)
@@ -588,14 +642,14 @@ func (fp *fileParser) target(r *Rule, m map[string]any, path []string) *Target {
 		case "ports":
 			t.Ctrl.Ports = int(n)
 		case "controller":
-			t.Controller = int(n)
+			t.Controller, t.ctrlLine = int(n), fp.ix.line(at(k)...)
 		case "port":
 			if n < 1 || n > MaxPVPorts {
 				fp.fail(r, at(k), "target.port", ErrValue, "%d: ports are numbered 1 to %d", n, MaxPVPorts)
 				ctrlOK = false
 				continue
 			}
-			t.Port = int(n)
+			t.Port, t.portLine = int(n), fp.ix.line(at(k)...)
 		}
 	}
 	if ctrlOK {

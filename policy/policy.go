@@ -51,6 +51,9 @@ type Policy struct {
 	File    string
 	Rules   []*Rule            // in order; rules of an include stand where it does
 	Domains map[string]*Domain // by name
+	Host    string             // the host drop-ins were selected for (Load)
+	DropIns []string           // the rules.d files read, in order, selected or not
+	Skipped []SkippedFile      // drop-ins whose hosts do not name Host
 }
 
 // A Domain is a [domain.NAME] section.
@@ -107,6 +110,8 @@ type Target struct {
 	// controller= and port= do; -1 and 0 when not given.
 	Controller int
 	Port       int
+
+	ctrlLine, portLine int // where they were written, for errors found later
 }
 
 // A Match is what a rule's [rule.match] requires; every given key must

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,29 +33,30 @@ func init() {
 
 func newCheckCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "check [--strict] [POLICY]",
-		Short: "validate a policy file and list rules that can never decide",
+		Use:   "check [--strict] [--host NAME] [POLICY]",
+		Short: "validate a policy file and its drop-ins, and list rules that can never decide",
 		Args:  maxArgs(1, "one policy file at most"),
 	}
 	strict := c.Flags().Bool("strict", false, "fail on warnings (shadowed rules) too")
+	host := c.Flags().String("host", "", "check what host NAME would load: the drop-ins whose hosts match it (default: this host)")
 	c.RunE = func(c *cobra.Command, args []string) error {
 		path := defaultPolicy
 		if len(args) == 1 {
 			path = args[0]
 		}
-		return runCheck(path, *strict, c.OutOrStdout())
+		return runCheck(c.Context(), path, policy.Options{Host: *host}, *strict, c.OutOrStdout())
 	}
 	return c
 }
 
-func runCheck(path string, strict bool, stdout io.Writer) error {
-	p, err := policy.ParseFile(path)
+func runCheck(ctx context.Context, path string, opt policy.Options, strict bool, stdout io.Writer) error {
+	p, err := policy.Load(ctx, path, opt)
 	if err != nil {
 		if es, ok := err.(policy.Errors); ok {
 			for _, e := range es {
 				fmt.Fprintln(stdout, e)
 			}
-			return fmt.Errorf("%s: %d errors; the policy is not valid and the agent would keep its previous one", path, len(es))
+			return fmt.Errorf("%s: %s; the policy is not valid and the agent would keep its previous one", path, plural(len(es), "error"))
 		}
 		return err
 	}
@@ -62,26 +64,65 @@ func runCheck(path string, strict bool, stdout io.Writer) error {
 	for _, f := range warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", f)
 	}
+	fmt.Fprintln(stdout, checkSummary(p, path, len(warnings)))
+	printRuleFiles(stdout, p)
+	if strict && len(warnings) > 0 {
+		return &exitError{fmt.Sprintf("%s with --strict", plural(len(warnings), "warning"))}
+	}
+	return nil
+}
+
+func checkSummary(p *policy.Policy, path string, warnings int) string {
 	files := map[string]int{}
+	var order []string
 	for _, r := range p.Rules {
+		if files[r.File] == 0 {
+			order = append(order, r.File)
+		}
 		files[r.File]++
 	}
 	var inc []string
-	for f, n := range files {
+	for _, f := range order {
 		if f != path {
-			inc = append(inc, fmt.Sprintf("%d from %s", n, f))
+			inc = append(inc, fmt.Sprintf("%d from %s", files[f], f))
 		}
 	}
 	summary := fmt.Sprintf("%s: valid: %d rules", path, len(p.Rules))
 	if len(inc) > 0 {
 		summary += " (" + strings.Join(inc, ", ") + ")"
 	}
-	summary += fmt.Sprintf(", %s, %s", plural(len(p.Domains), "domain section"), plural(len(warnings), "warning"))
-	fmt.Fprintln(stdout, summary)
-	if strict && len(warnings) > 0 {
-		return &exitError{fmt.Sprintf("%d warnings with --strict", len(warnings))}
+	return summary + fmt.Sprintf(", %s, %s", plural(len(p.Domains), "domain section"), plural(warnings, "warning"))
+}
+
+// printRuleFiles lists which file each rule comes from, in the order the
+// rules are tried, when there is more than one file; and the drop-ins
+// left out for this host.
+func printRuleFiles(w io.Writer, p *policy.Policy) {
+	type run struct {
+		file        string
+		first, last int
 	}
-	return nil
+	var runs []run
+	for _, r := range p.Rules {
+		if n := len(runs); n > 0 && runs[n-1].file == r.File {
+			runs[n-1].last = r.Index
+			continue
+		}
+		runs = append(runs, run{r.File, r.Index, r.Index})
+	}
+	if len(runs) > 1 {
+		fmt.Fprintln(w, "rules in the order they are tried (the first that matches decides):")
+		for _, r := range runs {
+			span := fmt.Sprint(r.first)
+			if r.last != r.first {
+				span = fmt.Sprintf("%d-%d", r.first, r.last)
+			}
+			fmt.Fprintf(w, "  %-13s %s\n", span, r.file)
+		}
+	}
+	for _, s := range p.Skipped {
+		fmt.Fprintf(w, "not for host %s: %s (hosts = %s)\n", p.Host, s.File, strings.Join(s.Hosts, ", "))
+	}
 }
 
 type explainJSON struct {

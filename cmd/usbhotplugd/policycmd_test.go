@@ -31,7 +31,7 @@ func TestCheck(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `warning: `+shadow+`:5: rule 2 "kbd" is shadowed by rule 1 "all"`) || !strings.Contains(out, "1 warning\n") {
 		t.Fatalf("shadowed: exit %d\n%s", code, out)
 	}
-	if code, _, errs = runCmd(t, "check", "--strict", shadow); code != exitFailure || !strings.Contains(errs, "1 warnings with --strict") {
+	if code, _, errs = runCmd(t, "check", "--strict", shadow); code != exitFailure || !strings.Contains(errs, "1 warning with --strict") {
 		t.Fatalf("strict: exit %d %s", code, errs)
 	}
 	bad := writeFile(t, dir, "bad.toml", "[[rule]]\nname = \"a\"\naction = \"attach\"\nmatch = { id = 1133 }\ntarget = { domain = \"7\" }\n")
@@ -45,6 +45,27 @@ func TestCheck(t *testing.T) {
 	}
 	if code, _, _ = runCmd(t, "check", "a", "b"); code != exitUsage {
 		t.Fatalf("two files: exit %d", code)
+	}
+}
+
+// check reads the drop-ins beside the policy, names each rule's file in
+// the order they are tried, and with --host checks another host's set.
+func TestCheckDropIns(t *testing.T) {
+	dir := t.TempDir()
+	main := writeFile(t, dir, "policy.toml", "[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { class = \"storage\" }\n")
+	if err := os.Mkdir(filepath.Join(dir, "rules.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := writeFile(t, dir, "rules.d/10-desk.toml", "[[rule]]\nname = \"kbd\"\naction = \"attach\"\nmatch = { id = \"046d:c31c\" }\ntarget = { domain = \"desk\" }\n")
+	vdi := writeFile(t, dir, "rules.d/20-vdi.toml", "hosts = [\"vdi-*\"]\n[[rule]]\nname = \"yubikey\"\naction = \"attach\"\nmatch = { id = \"1050:*\" }\ntarget = { domain = \"vdi\" }\n")
+	code, out, errs := runCmd(t, "check", "--host", "desk-3", main)
+	if code != 0 || !strings.Contains(out, "valid: 2 rules (1 from "+a+")") || !strings.Contains(out, "  1             "+main+"\n  2             "+a+"\n") ||
+		!strings.Contains(out, "not for host desk-3: "+vdi+" (hosts = vdi-*)") {
+		t.Fatalf("desk-3: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runCmd(t, "check", "--host", "vdi-1", main)
+	if code != 0 || !strings.Contains(out, "valid: 3 rules") || !strings.Contains(out, "  3             "+vdi+"\n") {
+		t.Fatalf("vdi-1: exit %d\n%s%s", code, out, errs)
 	}
 }
 
