@@ -29,22 +29,22 @@ var States = []string{"with_dom0", "denied", "refused", "blocked", "pending", "a
 type Metrics struct {
 	reg *prometheus.Registry
 
-	devices       *prometheus.GaugeVec
-	decisions     *prometheus.CounterVec
-	attach        prometheus.Histogram
-	failures      *prometheus.CounterVec
-	roundTrips    prometheus.Counter
-	reconnects    prometheus.Counter
-	uevents       prometheus.Counter
-	overruns      prometheus.Counter
-	rescans       prometheus.Counter
-	hooks         *prometheus.CounterVec
-	reloadAt      prometheus.Gauge
-	reloadOK      prometheus.Gauge
-	heartbeat     prometheus.Gauge
-	xenstoreUp    prometheus.Gauge
-	up            atomic.Uint64
-	seenUp        atomic.Bool
+	devices    *prometheus.GaugeVec
+	decisions  *prometheus.CounterVec
+	attach     prometheus.Histogram
+	failures   *prometheus.CounterVec
+	roundTrips prometheus.Counter
+	reconnects prometheus.Counter
+	uevents    prometheus.Counter
+	overruns   prometheus.Counter
+	rescans    prometheus.Counter
+	hooks      *prometheus.CounterVec
+	reloadAt   prometheus.Gauge
+	reloadOK   prometheus.Gauge
+	heartbeat  prometheus.Gauge
+	xenstoreUp prometheus.Gauge
+	up         atomic.Uint64
+	seenUp     atomic.Bool
 
 	dirty atomic.Bool
 }
