@@ -22,9 +22,10 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./policy:FuzzSpec \
         ./internal/qmp:FuzzReply \
         ./internal/mounts:FuzzParse \
-        ./internal/usbname:FuzzParse
+        ./internal/usbname:FuzzParse \
+        ./test/vm:FuzzParse
 
-.PHONY: all build test lint unit fuzz bench demo clean package
+.PHONY: all build test lint unit fuzz bench demo clean package vmtest
 
 PKG_VERSION  ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).0
 PKG_ARCH     ?= $(shell $(GO) env GOARCH)
@@ -79,3 +80,8 @@ package:
 			package --config packaging/nfpm.yaml --packager $$p --target dist/ || exit 1; \
 	done
 	ls -l dist/*.deb dist/*.rpm
+
+## vmtest: the real agent inside Debian's kernel under QEMU (root, apt, QEMU,
+## linux-headers; see the README). SCENARIO=FILE… runs those only.
+vmtest:
+	USBHOTPLUGD_VMTEST=1 $(GO) run ./test/vm/cmd/vmtest $(SCENARIO)

@@ -1,0 +1,333 @@
+package vmtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+)
+
+// learnBuses maps each controller to its root hubs' bus numbers (USB 2
+// first), by the root hubs' serials, which are their PCI addresses.
+func (r *runner) learnBuses(ctx context.Context) error {
+	devs, err := r.vm.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(devs, func(i, j int) bool {
+		return devs[i].Speed == "480" && devs[j].Speed != "480" || devs[i].BusNum < devs[j].BusNum && devs[i].Speed == devs[j].Speed
+	})
+	for _, d := range devs {
+		if d.Parent != "" {
+			continue
+		}
+		for _, c := range controllers {
+			if strings.HasSuffix(d.Serial, fmt.Sprintf(":%02x.0", parseHex(c.addr))) {
+				r.buses[c.id] = append(r.buses[c.id], d.BusNum)
+			}
+		}
+	}
+	for _, c := range controllers {
+		if len(r.buses[c.id]) == 0 {
+			return fmt.Errorf("no root hub of %s in the guest", c.id)
+		}
+	}
+	return nil
+}
+
+func parseHex(s string) int {
+	var n int
+	fmt.Sscanf(strings.TrimPrefix(s, "0x"), "%x", &n)
+	return n
+}
+
+// resolve is the busid of the device the scenario calls id: the bus of
+// its controller's root hub that has it, and its port path.
+func (r *runner) resolve(ctx context.Context, id string) (string, error) {
+	if b := r.busids[id]; b != "" {
+		return b, nil
+	}
+	p, ok := r.plugs[id]
+	if !ok {
+		return "", fmt.Errorf("no device %q in the scenario", id)
+	}
+	devs, err := r.vm.Devices(ctx)
+	if err != nil {
+		return "", err
+	}
+	ctrl, _, _ := strings.Cut(p.Get("bus"), ".")
+	if ctrl == "" {
+		return "", fmt.Errorf("%s: bus %q is no controller", id, p.Get("bus"))
+	}
+	for _, bn := range r.buses[ctrl] {
+		want := fmt.Sprintf("%d-%s", bn, p.Get("port"))
+		for _, d := range devs {
+			if d.BusID == want {
+				r.busids[id] = want
+				return want, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%s (bus %s port %s) is not in the guest", id, p.Get("bus"), p.Get("port"))
+}
+
+func findDev(devs []usbsysfs.Device, busid string) *usbsysfs.Device {
+	for i := range devs {
+		if devs[i].BusID == busid {
+			return &devs[i]
+		}
+	}
+	return nil
+}
+
+func (r *runner) expect(ctx context.Context, cond []string) error {
+	ok, found, err := r.eval(ctx, cond)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &StepError{Expected: joinArgs(cond), Found: found}
+	}
+	return nil
+}
+
+// waitFor polls a condition until it holds or the deadline passes.
+func (r *runner) waitFor(ctx context.Context, cond []string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		ok, found, err := r.eval(ctx, cond)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return &StepError{Expected: joinArgs(cond) + " within " + within.String(), Found: found}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond): // the next look at sysfs and the store
+		}
+	}
+}
+
+// eval reports whether a condition holds, and what was found.
+func (r *runner) eval(ctx context.Context, c []string) (bool, string, error) {
+	switch c[0] {
+	case "present", "absent":
+		b, err := r.resolve(ctx, c[1])
+		if c[0] == "present" {
+			return err == nil, fmt.Sprint(err), nil
+		}
+		if err != nil {
+			return true, "", nil
+		}
+		devs, derr := r.vm.Devices(ctx)
+		if derr != nil {
+			return false, "", derr
+		}
+		return findDev(devs, b) == nil, b + " is present", nil
+	case "port":
+		return r.evalPort(ctx, c[1:])
+	case "drivers":
+		return r.evalDrivers(ctx, c[1], c[2])
+	case "audit", "audits":
+		return r.evalAudit(ctx, c)
+	case "kernel":
+		lines, err := r.kernelLines(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		want := joinArgs(c[1:])
+		for _, l := range lines[min(r.kmMark, len(lines)):] {
+			if strings.Contains(l, want) {
+				return true, "", nil
+			}
+		}
+		return false, "no such kernel message since the last action", nil
+	}
+	return false, "", fmt.Errorf("unknown condition %q", c[0])
+}
+
+func (r *runner) evalPort(ctx context.Context, c []string) (bool, string, error) {
+	busid, err := r.resolve(ctx, c[0])
+	if err != nil {
+		return false, err.Error(), nil
+	}
+	all, err := r.h.Assigned(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	var at *assign.Assignment
+	for i := range all {
+		if all[i].BusID == busid {
+			at = &all[i]
+		}
+	}
+	found := busid + " is at no port"
+	if at != nil {
+		found = fmt.Sprintf("%s is at domain %d port %d:%d", busid, at.Domid, at.Controller, at.Port)
+	}
+	if c[1] == "none" {
+		return at == nil, found, nil
+	}
+	d, err := r.dom(c[1])
+	if err != nil {
+		return false, "", err
+	}
+	ok := at != nil && d.running && at.Domid == d.ID
+	if ok && len(c) == 3 {
+		ok = fmt.Sprintf("%d:%d", at.Controller, at.Port) == c[2]
+	}
+	return ok, found + fmt.Sprintf(" (%s is domid %d, running %v)", d.Name, d.ID, d.running), nil
+}
+
+func (r *runner) evalDrivers(ctx context.Context, id, want string) (bool, string, error) {
+	busid, err := r.resolve(ctx, id)
+	if err != nil {
+		return false, err.Error(), nil
+	}
+	devs, err := r.vm.Devices(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	d := findDev(devs, busid)
+	if d == nil {
+		return false, busid + " is not in the guest", nil
+	}
+	got := driverList(d)
+	return got == want, busid + " has drivers " + got, nil
+}
+
+func driverList(d *usbsysfs.Device) string {
+	in := append([]usbsysfs.Interface(nil), d.Interfaces...)
+	sort.Slice(in, func(i, j int) bool { return in[i].Name < in[j].Name })
+	var s []string
+	for _, i := range in {
+		if i.Driver == "" {
+			s = append(s, "-")
+		} else {
+			s = append(s, i.Driver)
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+// audits are the agent's audit records since the last action step.
+// An auditLine is an audit record as the agent logs it (JSON).
+type auditLine struct {
+	Audit   bool   `json:"audit"`
+	BusID   string `json:"busid"`
+	Action  string `json:"action"`
+	Rule    string `json:"rule"`
+	Domain  string `json:"domain"`
+	Port    string `json:"port"`
+	Message string `json:"message"`
+}
+
+func (r *runner) audits(ctx context.Context) ([]auditLine, error) {
+	lg, err := r.vm.Call(ctx, "cat", "", []string{"/run/agent.log"})
+	if err != nil {
+		return nil, err
+	}
+	var out []auditLine
+	for _, l := range strings.Split(lg[min(r.logMark, len(lg)):], "\n") {
+		var a auditLine
+		if json.Unmarshal([]byte(l), &a) == nil && a.Audit && a.Action != "" {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func (r *runner) evalAudit(ctx context.Context, c []string) (bool, string, error) {
+	busid, err := r.resolve(ctx, c[1])
+	if err != nil {
+		return false, err.Error(), nil
+	}
+	as, err := r.audits(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	n, text := 0, ""
+	if c[0] == "audit" {
+		text = joinArgs(c[3:])
+	}
+	var seen []string
+	for _, a := range as {
+		if a.BusID != busid {
+			continue
+		}
+		seen = append(seen, a.Action+": "+a.Message)
+		if a.Action == c[2] && strings.Contains(a.Message, text) {
+			n++
+		}
+	}
+	found := fmt.Sprintf("records for %s since the last action: %q", busid, seen)
+	if c[0] == "audits" {
+		var max int
+		if _, err := fmt.Sscan(c[3], &max); err != nil {
+			return false, "", fmt.Errorf("audits: MAX %q: %w", c[3], err)
+		}
+		return n <= max, found, nil
+	}
+	return n > 0, found, nil
+}
+
+// kernelLines is the guest's kernel log, one message a line.
+func (r *runner) kernelLines(ctx context.Context) ([]string, error) {
+	k, err := r.vm.Call(ctx, "kmsg", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range strings.Split(k, "\n") {
+		if _, msg, ok := strings.Cut(l, ";"); ok {
+			out = append(out, msg)
+		}
+	}
+	return out, nil
+}
+
+// measure waits for the device to be at a port of the domain and bound to
+// usbback, and keeps how long each took since its plug was answered.
+func (r *runner) measure(ctx context.Context, id, dom string) error {
+	start := r.lastPlug
+	if err := r.waitFor(ctx, []string{"port", id, dom}, 60*time.Second); err != nil {
+		return err
+	}
+	port := time.Since(start)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		busid, _ := r.resolve(ctx, id)
+		devs, err := r.vm.Devices(ctx)
+		if err != nil {
+			return err
+		}
+		if d := findDev(devs, busid); d != nil && allUsbback(d) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return &StepError{Expected: id + " bound to usbback within 60s", Found: "it is not"}
+		}
+	}
+	r.res.PortWritten = append(r.res.PortWritten, port)
+	r.res.Bound = append(r.res.Bound, time.Since(start))
+	return nil
+}
+
+func allUsbback(d *usbsysfs.Device) bool {
+	for _, in := range d.Interfaces {
+		if in.Driver != "usbback" {
+			return false
+		}
+	}
+	return len(d.Interfaces) > 0
+}

@@ -1,0 +1,19 @@
+// Package vmtest runs usbhotplugd inside a real Linux kernel under QEMU
+// and checks what it does to real devices.
+//
+// The guest is Debian's own kernel (fetched with apt and cached), the USB
+// stack's modules, a usbback stand-in module built against Debian's headers
+// (usbback/), busybox, the static agent and a small PID 1 (guest/). The
+// store is the real C xenstored on the host; the guest reaches it through
+// virtio-serial ports, each a byte stream to the daemon's socket, which
+// the agent opens as dom0 opens /dev/xen/xenbus. The simulated backends and
+// domains (internal/sim) run on the host on that same store. Devices are
+// plugged and unplugged over QMP.
+//
+// A scenario (scenarios/*.scn) is data, one step a line; Run executes one
+// in a fresh VM, checking the invariants I1–I7 on the real sysfs and
+// xenstore after every step.
+//
+// The guest's control port speaks JSON lines: a request
+// {"op","args","data"} gets a reply {"ok","err","out"}.
+package vmtest

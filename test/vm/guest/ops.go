@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+)
+
+const (
+	policyPath = "/etc/usbhotplugd/policy.toml"
+	stateDir   = "/run/usbhotplugd"
+	agentLog   = "/run/agent.log"
+	agentBin   = "/bin/usbhotplugd"
+)
+
+// The agent process, when one runs.
+var agent struct {
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func handle(req request) (string, error) {
+	switch req.Op {
+	case "ping":
+		return "pong", nil
+	case "start":
+		return startAgent(req.Data, req.Args)
+	case "kill":
+		return killAgent(req.Args)
+	case "reload":
+		if err := os.WriteFile(policyPath, []byte(req.Data), 0o644); err != nil {
+			return "", err
+		}
+		return command(nil, agentBin, "reload", "--policy", policyPath, "--state-dir", stateDir)
+	case "devices":
+		devs, err := usbsysfs.NewFS("/sys").Devices()
+		if err != nil {
+			return "", err
+		}
+		b, err := json.Marshal(devs)
+		return string(b), err
+	case "write":
+		if len(req.Args) != 2 {
+			return "", fmt.Errorf("write PATH VALUE")
+		}
+		return "", os.WriteFile(req.Args[0], []byte(req.Args[1]), 0)
+	case "xl":
+		return xl(req.Args)
+	case "destroy":
+		return "", destroy(req.Args)
+	case "cat":
+		if len(req.Args) != 1 {
+			return "", fmt.Errorf("cat PATH")
+		}
+		b, err := os.ReadFile(req.Args[0])
+		return string(b), err
+	case "kmsg":
+		return kmsg()
+	}
+	return "", fmt.Errorf("unknown op %q", req.Op)
+}
+
+func startAgent(pol string, extra []string) (string, error) {
+	agent.mu.Lock()
+	defer agent.mu.Unlock()
+	if agent.cmd != nil {
+		return "", fmt.Errorf("an agent runs already (pid %d)", agent.cmd.Process.Pid)
+	}
+	if pol != "" {
+		if err := os.WriteFile(policyPath, []byte(pol), 0o644); err != nil {
+			return "", err
+		}
+	}
+	xb, err := portPath(portXenbus)
+	if err != nil {
+		return "", err
+	}
+	// The port's store connection outlives the process that had it open:
+	// what the kernel's xenbus device does on close is done here.
+	if err := resetPort(portXenbus); err != nil {
+		return "", err
+	}
+	logf, err := os.OpenFile(agentLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return "", err
+	}
+	args := append([]string{"run", "--policy", policyPath, "--state-dir", stateDir, "--xenstore", xb, "--log-format", "json"}, extra...)
+	cmd := exec.Command(agentBin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return "", err
+	}
+	logf.Close()
+	done := make(chan struct{})
+	agent.cmd, agent.done = cmd, done
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	return strconv.Itoa(cmd.Process.Pid), nil
+}
+
+func killAgent(args []string) (string, error) {
+	sig := syscall.SIGTERM
+	if len(args) == 1 && args[0] == "9" {
+		sig = syscall.SIGKILL
+	}
+	agent.mu.Lock()
+	defer agent.mu.Unlock()
+	if agent.cmd == nil {
+		return "", fmt.Errorf("no agent runs")
+	}
+	agent.cmd.Process.Signal(sig)
+	select {
+	case <-agent.done:
+	case <-time.After(60 * time.Second):
+		return "", fmt.Errorf("the agent did not exit within 60s of %v", sig)
+	}
+	st := agent.cmd.ProcessState.String()
+	agent.cmd = nil
+	// A pid file left by a killed agent is released with its lock.
+	return st, nil
+}
+
+func command(extraEnv []string, argv ...string) (string, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), extraEnv...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%v: %s", err, out.Bytes())
+	}
+	return out.String(), nil
+}
+
+// xl runs one of the agent binary's xl-like commands on the tool port.
+func xl(args []string) (string, error) {
+	if len(args) == 0 {
+		return "", fmt.Errorf("xl SUBCOMMAND ARGS")
+	}
+	p, err := portPath(portTool)
+	if err != nil {
+		return "", err
+	}
+	if err := resetPort(portTool); err != nil {
+		return "", err
+	}
+	argv := append([]string{agentBin, args[0], "--xenstore", p}, args[1:]...)
+	return command(nil, argv...)
+}
+
+// destroy does what `xl destroy` does for USB, on the tool port: every
+// controller of the domain is removed and its devices given back to dom0.
+// The host removes the domain's nodes afterwards.
+func destroy(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("destroy DOMID")
+	}
+	domid, err := strconv.ParseUint(args[0], 10, 32)
+	if err != nil {
+		return err
+	}
+	if err := resetPort(portTool); err != nil {
+		return err
+	}
+	f, err := openPort(portTool)
+	if err != nil {
+		return err
+	}
+	xs := xenstore.NewConn(f)
+	defer xs.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h := &assign.Host{XS: xs, Sys: usbsysfs.NewFS("/sys")}
+	ctrls, err := h.Controllers(ctx, uint32(domid))
+	if err != nil {
+		return err
+	}
+	for _, c := range ctrls {
+		if err := h.RemoveController(ctx, uint32(domid), c.DevID); err != nil {
+			return fmt.Errorf("removing controller %d: %w", c.DevID, err)
+		}
+	}
+	return nil
+}
+
+// kmsg reads the kernel's whole log buffer.
+func kmsg() (string, error) {
+	f, err := os.OpenFile("/dev/kmsg", os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var out bytes.Buffer
+	buf := make([]byte, 8192)
+	for {
+		n, err := syscall.Read(int(f.Fd()), buf)
+		if err == syscall.EPIPE {
+			continue // overwritten records
+		}
+		if err != nil || n == 0 {
+			break
+		}
+		out.Write(buf[:n])
+	}
+	return out.String(), nil
+}
+
+var _ = io.EOF

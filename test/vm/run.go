@@ -1,0 +1,257 @@
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// An Env is what every scenario runs with.
+type Env struct {
+	Image *Image
+	// Keep keeps the logs of passing scenarios too.
+	Keep bool
+	// Logf, when set, hears about each step.
+	Logf func(format string, a ...any)
+}
+
+// A Result is one scenario's outcome.
+type Result struct {
+	Name    string
+	Err     error  // nil when it passed
+	Dir     string // its logs, kept when it failed
+	Elapsed time.Duration
+	// Latencies of each measure step: QMP device_add answered → port
+	// written, and → every interface bound to usbback.
+	PortWritten, Bound []time.Duration
+}
+
+// A StepError says which step failed, what was expected and what was found.
+type StepError struct {
+	File     string
+	Line     int
+	Step     string
+	Expected string
+	Found    string
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("%s:%d: step %q: expected %s; found %s", e.File, e.Line, e.Step, e.Expected, e.Found)
+}
+
+type domState struct {
+	sim.Domain
+	running bool
+}
+
+type runner struct {
+	env      *Env
+	sc       *Scenario
+	dir      string
+	vm       *VM
+	xs       *xenstore.Conn
+	h        *assign.Host
+	doms     map[string]*domState
+	nextID   uint32
+	plugs    map[string]Plug
+	busids   map[string]string
+	buses    map[string][]int // controller id → its root hubs' bus numbers
+	policy   string
+	logMark  int // agent log offset at the last action step
+	kmMark   int // kernel log lines at the last action step
+	lastPlug time.Time
+	res      *Result
+	seen     map[string]bool // interfaces seen with a dom0 driver
+	admin    map[string]bool // interfaces an admin unbound
+}
+
+// Run executes one scenario in a fresh VM with a fresh store.
+func (e *Env) Run(ctx context.Context, sc *Scenario) (res Result) {
+	start := time.Now()
+	res = Result{Name: sc.Name}
+	dir, err := os.MkdirTemp("", "vm-"+sc.Name+"-")
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	res.Dir = dir
+	r := &runner{env: e, sc: sc, dir: dir, doms: map[string]*domState{}, plugs: map[string]Plug{}, busids: map[string]string{},
+		buses: map[string][]int{}, res: &res, seen: map[string]bool{}, admin: map[string]bool{}, policy: sc.Policies["main"]}
+	res.Err = r.run(ctx)
+	res.Elapsed = time.Since(start)
+	if res.Err == nil && !e.Keep {
+		os.RemoveAll(dir)
+		res.Dir = ""
+	}
+	return res
+}
+
+func (r *runner) logf(format string, a ...any) {
+	if r.env.Logf != nil {
+		r.env.Logf(format, a...)
+	}
+}
+
+func (r *runner) run(ctx context.Context) error {
+	stop, err := r.startStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	var cold []string
+	for _, p := range r.sc.Coldplug {
+		cold = append(cold, p.Arg())
+		r.plugs[p.Get("id")] = p
+	}
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	r.vm, err = StartVM(bctx, VMConfig{Image: r.env.Image, Dir: r.dir, XSSocket: filepath.Join(r.dir, "xs", "socket"), Coldplug: cold})
+	if err != nil {
+		return err
+	}
+	defer r.vm.Close()
+	defer r.collect(ctx)
+	if err := r.learnBuses(ctx); err != nil {
+		return err
+	}
+	for _, p := range r.sc.Coldplug {
+		if err := r.waitFor(ctx, []string{"present", p.Get("id")}, 120*time.Second); err != nil {
+			return fmt.Errorf("coldplugged %s did not appear: %w", p.Get("id"), err)
+		}
+	}
+	for i := range r.sc.Steps {
+		st := &r.sc.Steps[i]
+		r.logf("  %s:%d %s", r.sc.Name, st.Line, st.Text)
+		if err := r.step(ctx, st); err != nil {
+			return r.stepErr(st, err)
+		}
+		if err := r.settle(ctx); err != nil {
+			return r.stepErr(st, err)
+		}
+	}
+	return nil
+}
+
+func (r *runner) stepErr(st *Step, err error) error {
+	var se *StepError
+	if errors.As(err, &se) {
+		se.File, se.Line, se.Step = r.sc.File, st.Line, st.Text
+		return se
+	}
+	return &StepError{File: r.sc.File, Line: st.Line, Step: st.Text, Expected: "the step to succeed", Found: err.Error()}
+}
+
+// startStore starts the C xenstored, dom0's nodes, the running domains
+// and the simulated backends.
+func (r *runner) startStore(ctx context.Context) (func(), error) {
+	bin, err := xenstoretest.XenstoredBinary()
+	if err != nil {
+		return nil, err
+	}
+	shim, err := xenstoretest.Shim()
+	if err != nil {
+		return nil, err
+	}
+	xsDir := filepath.Join(r.dir, "xs")
+	if err := os.Mkdir(xsDir, 0o755); err != nil {
+		return nil, err
+	}
+	d, err := xenstoretest.StartReal(bin, shim, xsDir)
+	if err != nil {
+		return nil, err
+	}
+	r.xs, err = dialStore(ctx, d.SocketPath())
+	if err != nil {
+		d.Stop()
+		return nil, err
+	}
+	// The host has no USB devices: every port looks stale to Assigned,
+	// whose Stale flag is not used; presence is read from the guest.
+	empty := filepath.Join(r.dir, "no-sysfs")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		return nil, err
+	}
+	r.h = &assign.Host{XS: r.xs, Sys: usbsysfs.NewFS(empty)}
+	bxs, err := dialStore(ctx, d.SocketPath())
+	if err != nil {
+		d.Stop()
+		return nil, err
+	}
+	br, err := (&sim.Backends{XS: bxs}).Start(ctx)
+	if err == nil {
+		err = sim.SeedDom0(ctx, r.xs)
+	}
+	for _, dd := range r.sc.Domains {
+		if err == nil {
+			r.doms[dd.Name] = &domState{Domain: sim.Domain{Name: dd.Name, UUID: uuidOf(dd.Name), Type: "pv"}}
+			if !dd.Stopped {
+				err = r.domainStart(ctx, dd.Name)
+			}
+		}
+	}
+	return func() {
+		if br != nil {
+			br.Stop()
+		}
+		r.xs.Close()
+		bxs.Close()
+		d.Stop()
+	}, err
+}
+
+func uuidOf(name string) string {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return fmt.Sprintf("00000000-0000-4000-8000-%012x", h.Sum64()&0xffffffffffff)
+}
+
+// collect keeps the logs a failure needs: the guest's kernel log, the
+// agent's log, the store.
+func (r *runner) collect(ctx context.Context) {
+	if r.vm == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if k, err := r.vm.Call(cctx, "kmsg", "", nil); err == nil {
+		os.WriteFile(filepath.Join(r.dir, "kernel.log"), []byte(k), 0o644)
+	}
+	if a, err := r.vm.Call(cctx, "cat", "", []string{"/run/agent.log"}); err == nil {
+		os.WriteFile(filepath.Join(r.dir, "agent.log"), []byte(a), 0o644)
+	}
+	if f, err := os.Create(filepath.Join(r.dir, "xenstore.txt")); err == nil {
+		r.xs.Dump(cctx, f, "/")
+		f.Close()
+	}
+}
+
+func joinArgs(a []string) string { return strings.Join(a, " ") }
+
+// dialStore connects to the daemon, which takes a moment to accept the
+// first connections (a full backlog answers EAGAIN).
+func dialStore(ctx context.Context, path string) (*xenstore.Conn, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := xenstore.DialPath(ctx, path)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) || time.Now().After(deadline) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,292 @@
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+)
+
+// step runs one action, or one wait or expect.
+func (r *runner) step(ctx context.Context, st *Step) error {
+	switch st.Verb {
+	case "wait":
+		return r.waitFor(ctx, r.subst(st.Args), st.Within)
+	case "expect":
+		return r.expect(ctx, r.subst(st.Args))
+	case "measure":
+		return r.measure(ctx, st.Args[0], st.Args[1])
+	}
+	if err := r.mark(ctx); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	switch st.Verb {
+	case "agent":
+		return r.agent(sctx, st.Args)
+	case "plug", "plugunplug":
+		if err := r.plug(sctx, st.Plug); err != nil {
+			return err
+		}
+		if st.Verb == "plugunplug" {
+			return r.unplug(sctx, st.Plug.Get("id"))
+		}
+		return nil
+	case "unplug":
+		return r.unplug(sctx, st.Args[0])
+	case "domain":
+		return r.domain(sctx, st.Args)
+	case "reload":
+		return r.reload(sctx, st.Args[0])
+	case "xl":
+		_, err := r.vm.Call(sctx, "xl", "", r.subst(st.Args))
+		return err
+	case "unbind", "bind":
+		return r.adminBind(sctx, st.Verb, st.Args)
+	}
+	return fmt.Errorf("unknown step %q", st.Verb)
+}
+
+// subst replaces @ID with the device's busid, in every argument.
+func (r *runner) subst(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		for id := range r.plugs {
+			if strings.Contains(a, "@"+id) {
+				if b := r.busids[id]; b != "" {
+					a = strings.ReplaceAll(a, "@"+id, b)
+				}
+			}
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// mark sets where "since the last action step" begins in the logs.
+func (r *runner) mark(ctx context.Context) error {
+	lg, err := r.vm.Call(ctx, "cat", "", []string{"/run/agent.log"})
+	if err != nil && !errors.Is(err, ErrGuest) {
+		return err
+	}
+	r.logMark = len(lg)
+	km, err := r.kernelLines(ctx)
+	if err != nil {
+		return err
+	}
+	r.kmMark = len(km)
+	return nil
+}
+
+func (r *runner) agent(ctx context.Context, args []string) error {
+	switch args[0] {
+	case "start":
+		pol := r.policy
+		if len(args) == 2 {
+			p, ok := r.sc.Policies[args[1]]
+			if !ok {
+				return fmt.Errorf("no policy %q in the scenario", args[1])
+			}
+			pol, r.policy = p, p
+		}
+		if pol == "" {
+			return fmt.Errorf("agent start: the scenario has no policy main")
+		}
+		_, err := r.vm.Call(ctx, "start", pol, nil)
+		return err
+	case "stop":
+		_, err := r.vm.Call(ctx, "kill", "", nil)
+		return err
+	case "kill9":
+		_, err := r.vm.Call(ctx, "kill", "", []string{"9"})
+		return err
+	}
+	return fmt.Errorf("agent start|stop|kill9, not %q", args[0])
+}
+
+func (r *runner) reload(ctx context.Context, name string) error {
+	p, ok := r.sc.Policies[name]
+	if !ok {
+		return fmt.Errorf("no policy %q in the scenario", name)
+	}
+	r.policy = p
+	_, err := r.vm.Call(ctx, "reload", p, nil)
+	return err
+}
+
+func (r *runner) adminBind(ctx context.Context, verb string, args []string) error {
+	id, intf, ok := strings.Cut(args[0], ":")
+	if !ok {
+		return fmt.Errorf("%s ID:INTF DRIVER", verb)
+	}
+	busid, err := r.resolve(ctx, id)
+	if err != nil {
+		return err
+	}
+	name := busid + ":" + intf
+	if verb == "unbind" {
+		r.admin[name] = true
+	} else {
+		delete(r.admin, name)
+	}
+	_, err = r.vm.Call(ctx, "write", "", []string{"/sys/bus/usb/drivers/" + args[1] + "/" + verb, name})
+	return err
+}
+
+// qmpProps are device properties QEMU takes as strings even when they
+// look like numbers.
+var qmpStrings = map[string]bool{"id": true, "bus": true, "port": true, "serial": true, "drive": true, "mac": true, "driver": true}
+
+func qmpArgs(p Plug) map[string]any {
+	a := map[string]any{"driver": p.Driver}
+	for _, kv := range p.Props {
+		switch {
+		case kv[0] == "disk":
+		case qmpStrings[kv[0]]:
+			a[kv[0]] = kv[1]
+		case kv[1] == "true" || kv[1] == "false":
+			a[kv[0]] = kv[1] == "true"
+		default:
+			if n, err := strconv.ParseInt(kv[1], 0, 64); err == nil {
+				a[kv[0]] = n
+			} else {
+				a[kv[0]] = kv[1]
+			}
+		}
+	}
+	return a
+}
+
+func (r *runner) plug(ctx context.Context, p Plug) error {
+	id := p.Get("id")
+	r.plugs[id] = p
+	delete(r.busids, id)
+	if err := r.vm.QMP(ctx, "device_add", qmpArgs(p)); err != nil {
+		return err
+	}
+	if p.Driver == "usb-uas" {
+		disk := p.Get("disk")
+		if disk == "" {
+			return fmt.Errorf("usb-uas needs disk=dN")
+		}
+		if err := r.vm.QMP(ctx, "device_add", map[string]any{"driver": "scsi-hd", "id": id + "-disk", "drive": disk, "bus": id + ".0"}); err != nil {
+			return err
+		}
+		if err := r.vm.QMP(ctx, "qom-set", map[string]any{"path": "/machine/peripheral/" + id, "property": "attached", "value": true}); err != nil {
+			return err
+		}
+	}
+	r.lastPlug = time.Now()
+	return nil
+}
+
+func (r *runner) unplug(ctx context.Context, id string) error {
+	if _, ok := r.plugs[id]; !ok {
+		return fmt.Errorf("unplug %s: no such device in the scenario", id)
+	}
+	return r.vm.QMP(ctx, "device_del", map[string]any{"id": id})
+}
+
+func (r *runner) domain(ctx context.Context, args []string) error {
+	if args[0] == "rename" {
+		if len(args) != 3 {
+			return fmt.Errorf("domain rename OLD NEW")
+		}
+		return r.domainRename(ctx, args[1], args[2])
+	}
+	if len(args) != 2 {
+		return fmt.Errorf("domain %s NAME", args[0])
+	}
+	switch args[0] {
+	case "start":
+		return r.domainStart(ctx, args[1])
+	case "stop":
+		return r.domainStop(ctx, args[1])
+	case "reboot":
+		if err := r.domainStop(ctx, args[1]); err != nil {
+			return err
+		}
+		return r.domainStart(ctx, args[1])
+	}
+	return fmt.Errorf("domain start|stop|reboot|rename, not %q", args[0])
+}
+
+func (r *runner) dom(name string) (*domState, error) {
+	d, ok := r.doms[name]
+	if !ok {
+		return nil, fmt.Errorf("no domain %q in the scenario", name)
+	}
+	return d, nil
+}
+
+// domainStart is what `xl create` leaves in the store, with a new domid.
+func (r *runner) domainStart(ctx context.Context, name string) error {
+	d, err := r.dom(name)
+	if err != nil {
+		return err
+	}
+	if d.running {
+		return fmt.Errorf("domain %s runs already", name)
+	}
+	r.nextID++
+	d.ID = r.nextID
+	if err := sim.SeedDomain(ctx, r.xs, d.Domain); err != nil {
+		return err
+	}
+	if err := r.xs.Introduce(ctx, d.ID, 1, 1); err != nil {
+		return err
+	}
+	d.running = true
+	return nil
+}
+
+// domainStop is `xl destroy`: its controllers removed and their devices
+// given back in dom0 (by the guest's tool port), then its nodes go.
+func (r *runner) domainStop(ctx context.Context, name string) error {
+	d, err := r.dom(name)
+	if err != nil {
+		return err
+	}
+	if !d.running {
+		return fmt.Errorf("domain %s is not running", name)
+	}
+	if _, err := r.vm.Call(ctx, "destroy", "", []string{strconv.Itoa(int(d.ID))}); err != nil {
+		return err
+	}
+	for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
+		fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID), fmt.Sprintf("/local/domain/0/backend/qusb/%d", d.ID)} {
+		if err := r.xs.Rm(ctx, p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	d.running = false
+	return r.xs.Release(ctx, d.ID)
+}
+
+func (r *runner) domainRename(ctx context.Context, from, to string) error {
+	d, err := r.dom(from)
+	if err != nil {
+		return err
+	}
+	if _, dup := r.doms[to]; dup {
+		return fmt.Errorf("domain %q exists", to)
+	}
+	if d.running {
+		if err := r.xs.Write(ctx, fmt.Sprintf("/local/domain/%d/name", d.ID), []byte(to)); err != nil {
+			return err
+		}
+		if err := r.xs.Write(ctx, "/vm/"+d.UUID+"/name", []byte(to)); err != nil {
+			return err
+		}
+	}
+	d.Name = to
+	delete(r.doms, from)
+	r.doms[to] = d
+	return nil
+}
