@@ -25,7 +25,7 @@ func (f Finding) String() string {
 // specific rules is checked in linear time, not by comparing every pair.
 func (p *Policy) Shadowed() []Finding {
 	var out []Finding
-	ix := shadowIndex{bySerial: map[string][]int{}, byID: map[IDPattern][]int{}, byAddr: map[[2]int][]int{}, byPort: map[string][]int{}}
+	ix := shadowIndex{bySerial: map[string][]int{}, byHash: map[string][]int{}, byID: map[IDPattern][]int{}, byAddr: map[[2]int][]int{}, byPort: map[string][]int{}}
 	for j, b := range p.Rules {
 		if a := ix.coverer(p.Rules, &b.Match); a >= 0 {
 			out = append(out, Finding{Rule: b, By: p.Rules[a]})
@@ -39,6 +39,7 @@ func (p *Policy) Shadowed() []Finding {
 // it covers must have too; rules with no such key are checked against all.
 type shadowIndex struct {
 	bySerial map[string][]int    // a rule naming serials, under each
+	byHash   map[string][]int    // a rule naming descriptor hashes, under each
 	byID     map[IDPattern][]int // a rule naming IDs, under each pattern
 	byAddr   map[[2]int][]int    // a rule naming bus and addr
 	byPort   map[string][]int    // a rule naming only literal ports, under each
@@ -50,6 +51,10 @@ func (ix *shadowIndex) add(j int, m *Match) {
 	case len(m.Serials) > 0:
 		for _, s := range m.Serials {
 			ix.bySerial[s] = append(ix.bySerial[s], j)
+		}
+	case len(m.Hashes) > 0:
+		for _, h := range m.Hashes {
+			ix.byHash[h] = append(ix.byHash[h], j)
 		}
 	case len(m.IDs) > 0:
 		for _, id := range m.IDs {
@@ -83,6 +88,9 @@ func (ix *shadowIndex) coverer(rules []*Rule, b *Match) int {
 	}
 	if len(b.Serials) > 0 {
 		try(ix.bySerial[b.Serials[0]])
+	}
+	if len(b.Hashes) > 0 {
+		try(ix.byHash[b.Hashes[0]])
 	}
 	if len(b.IDs) > 0 {
 		id := b.IDs[0]

@@ -119,10 +119,10 @@ func (fp *fileParser) selected(raw map[string]any, dropIn bool) bool {
 		}
 		match = match || glob(strings.ToLower(p), strings.ToLower(fp.ps.host))
 	}
-	if !match {
+	if !match && !fp.ps.allHosts {
 		fp.ps.pol.Skipped = append(fp.ps.pol.Skipped, SkippedFile{File: fp.name, Hosts: pats})
 	}
-	return match
+	return match || fp.ps.allHosts
 }
 
 // checkHostGlob accepts a host name pattern: letters, digits, '-', '.',

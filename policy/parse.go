@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 )
 
 // An IncludeFunc reads an included policy: name as written in the
@@ -89,13 +91,14 @@ func (ps *parseState) finish() (*Policy, error) {
 }
 
 type parseState struct {
-	ctx     context.Context
-	include IncludeFunc
-	host    string // the host drop-ins are selected for
-	pol     *Policy
-	errs    Errors
-	pending []pendingErr   // errors about rules, numbered once all are known
-	fileSeq map[string]int // order in which files were read, for sorting errors
+	ctx      context.Context
+	include  IncludeFunc
+	host     string // the host drop-ins are selected for
+	allHosts bool   // read every drop-in, as for writing one
+	pol      *Policy
+	errs     Errors
+	pending  []pendingErr   // errors about rules, numbered once all are known
+	fileSeq  map[string]int // order in which files were read, for sorting errors
 }
 
 type pendingErr struct {
@@ -282,8 +285,8 @@ func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
 	fp.unknown(r, m, path, "", ruleKeys, ruleHints)
 	if _, ok := m["name"]; !ok {
 		fp.fail(r, path, "name", ErrMissing, "every rule has a name, so that logs and `explain` can say which one decided")
-	} else if r.Name == "" || len(r.Name) > 80 || strings.ContainsFunc(r.Name, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
-		fp.fail(r, append(path, "name"), "name", ErrValue, "a name is 1 to 80 printable characters")
+	} else if err := checkRuleName(r.Name); err != nil {
+		fp.fail(r, append(path, "name"), "name", ErrValue, "%v", err)
 	}
 	if s, ok := fp.str(r, m, path, "description", ""); ok {
 		r.Description = s
@@ -534,7 +537,7 @@ func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
 	if ps, ok := fp.strs(r, m, path, "port", "match.", ""); ok {
 		for i, s := range ps {
 			if err := checkPortGlob(s); err != nil {
-				kind := ErrValue
+				kind := kindOf(err)
 				if strings.HasPrefix(s, "usb") {
 					kind = ErrNeverMatches
 				}
@@ -610,7 +613,7 @@ func (fp *fileParser) target(r *Rule, m map[string]any, path []string) *Target {
 		fp.fail(r, path, "target.domain", ErrMissing, "a target names its domain: domain = \"NAME\"")
 	} else if s, ok := fp.str(r, m, path, "domain", "target."); ok {
 		if err := checkDomainName(s); err != nil {
-			fp.fail(r, at("domain"), "target.domain", ErrValue, "%v", err)
+			fp.fail(r, at("domain"), "target.domain", kindOf(err), "%v", err)
 		}
 		t.Domain = s
 	}
@@ -675,7 +678,7 @@ func (fp *fileParser) domain(name string, v any) {
 	path := []string{"domain", name}
 	key := "domain." + name
 	if err := checkDomainName(name); err != nil {
-		fp.fail(nil, path, key, ErrValue, "%v", err)
+		fp.fail(nil, path, key, kindOf(err), "%v", err)
 		return
 	}
 	m, ok := v.(map[string]any)
@@ -708,14 +711,12 @@ func (fp *fileParser) domain(name string, v any) {
 	}
 }
 
-func checkDomainName(s string) error {
-	if s == "" || len(s) > 64 || strings.ContainsAny(s, "/\\") || strings.ContainsFunc(s, func(c rune) bool { return c <= 0x20 || c == 0x7f }) {
-		return fmt.Errorf("%q is not a domain name", s)
+// kindOf is ErrNeverMatches for an error that wraps it, else ErrValue.
+func kindOf(err error) error {
+	if errors.Is(err, ErrNeverMatches) {
+		return ErrNeverMatches
 	}
-	if _, err := strconv.Atoi(s); err == nil {
-		return fmt.Errorf("%q is a domid: name the domain instead, since its domid changes on every boot", s)
-	}
-	return nil
+	return ErrValue
 }
 
 // parseID reads "046d:c31c", "1050:*" or "*:c31c".
@@ -800,12 +801,52 @@ func checkPortGlob(s string) error {
 			return fmt.Errorf("%q is not a port such as 1-1.4 (a busid, as `usbhotplugd devices` shows; * and ? allowed)", s)
 		}
 	}
-	if !strings.ContainsAny(s, "*?") {
-		if err := checkBusID(s); err != nil {
-			return fmt.Errorf("%q is not a port such as 1-1.4 (a busid, as `usbhotplugd devices` shows; * and ? allowed)", s)
-		}
+	if why := portNever(s); why != "" {
+		return fmt.Errorf("%q: %w: the kernel never names a device so (%s)", s, ErrNeverMatches, why)
 	}
 	return nil
+}
+
+// portNever says why no busid the kernel makes can match the pattern, or
+// "". Each part between '-' and '.' that holds no glob is a number the
+// kernel would print; a part that starts with 0 is none, whatever follows.
+func portNever(s string) string {
+	if !strings.ContainsAny(s, "*?") {
+		if checkBusID(s) != nil {
+			return fmt.Sprintf("bus 1 to %d, ports 1 to %d, at most %d deep, no leading zeros", usbname.MaxBus, usbname.MaxPort, usbname.MaxDepth)
+		}
+		return ""
+	}
+	bus, ports, ok := strings.Cut(s, "-")
+	if !ok && !strings.Contains(s, "*") {
+		return "a busid is BUS-PORT[.PORT...]"
+	}
+	parts := append([]string{bus}, strings.Split(ports, ".")...)
+	if !ok {
+		parts = parts[:1]
+	}
+	if len(parts)-1 > usbname.MaxDepth {
+		return fmt.Sprintf("at most %d ports deep", usbname.MaxDepth)
+	}
+	for i, p := range parts {
+		max, what := usbname.MaxPort, "ports are"
+		if i == 0 {
+			max, what = usbname.MaxBus, "buses are"
+		}
+		if strings.HasPrefix(p, "0") {
+			return fmt.Sprintf("%s numbered from 1, without leading zeros", what)
+		}
+		if p == "" {
+			return "no part of a busid is empty"
+		}
+		if strings.ContainsAny(p, "*?") {
+			continue
+		}
+		if n, err := strconv.Atoi(p); err != nil || n > max {
+			return fmt.Sprintf("%s 1 to %d", what, max)
+		}
+	}
+	return ""
 }
 
 // Limits of a rule's exec command: a program and a few arguments, not a
