@@ -124,7 +124,7 @@ func (r *Rule) decide(d *Device, inv []Device) Decision {
 	var twins []*Device
 	for i := range inv {
 		t := &inv[i]
-		if t.BusID != d.BusID && t.Vendor == d.Vendor && t.Product == d.Product && r.Match.matches(t) {
+		if t.BusID != d.BusID && t.Vendor == d.Vendor && t.Product == d.Product && r.Match.matches(t) && !r.Match.toldApart(d, t) {
 			twins = append(twins, t)
 		}
 	}
@@ -185,11 +185,36 @@ func tellApart(d *Device, twins []*Device) string {
 	return fmt.Sprintf("they have no serials that tell them apart: add port = %q to name the socket, or set duplicates = \"first\" or \"all\"", d.BusID)
 }
 
-// needsTwinCheck: a rule that names vendor:product or a descriptor hash
-// (which twins share) but no serial, port or bus address can match several
-// identical devices.
+// needsTwinCheck: a rule that names vendor:product, a descriptor hash
+// (which twins share) or a serial (two sticks may share one) can match
+// several identical devices; a bus address names one.
 func (m *Match) needsTwinCheck() bool {
-	return (len(m.IDs) > 0 || len(m.Hashes) > 0) && len(m.Serials) == 0 && len(m.Ports) == 0 && len(m.PortPaths) == 0 && m.Bus == 0
+	return (len(m.IDs) > 0 || len(m.Hashes) > 0 || len(m.Serials) > 0) && m.Bus == 0
+}
+
+// toldApart says that what the rule names tells d and t apart: serials
+// it names that differ (the same serial on two sticks tells nothing),
+// parent hashes that differ, or sockets that match different port or
+// port path patterns of it.
+func (m *Match) toldApart(d, t *Device) bool {
+	switch {
+	case len(m.Serials) > 0 && d.Serial != t.Serial:
+		return true
+	case len(m.ParentHashes) > 0 && d.ParentHash != t.ParentHash:
+		return true
+	case len(m.Ports) > 0 && globIndex(m.Ports, d.BusID) != globIndex(m.Ports, t.BusID):
+		return true
+	}
+	return len(m.PortPaths) > 0 && portPathIndex(m.PortPaths, d) != portPathIndex(m.PortPaths, t)
+}
+
+// portPathIndex is the index of the first port path pattern d's port
+// path matches, either way round.
+func portPathIndex(pats []string, d *Device) int {
+	if i := globIndex(pats, d.PortPath); i >= 0 {
+		return i
+	}
+	return globIndex(pats, d.PortPathRev)
 }
 
 func (m *Match) matches(d *Device) bool {
@@ -315,6 +340,16 @@ func quoteAll(v []string) string {
 		s[i] = fmt.Sprintf("%q", x)
 	}
 	return strings.Join(s, " or ")
+}
+
+// globIndex is the index of the first pattern s matches, -1 if none.
+func globIndex(pats []string, s string) int {
+	for i, p := range pats {
+		if glob(p, s) {
+			return i
+		}
+	}
+	return -1
 }
 
 func anyGlob(pats []string, s string) bool {

@@ -61,7 +61,7 @@ func TestMatchKeys(t *testing.T) {
 		{`bus = 2, addr = 6`, ""},
 		{`id = "046d:c31c"`, "1-1.6"},
 		{`id = "046D:C31C"`, "1-1.6"},
-		{`id = "046d:*", port = "1-*"`, "1-1.6 1-4 1-5"},
+		{`id = "046d:*", port = "1-*"`, "1-1.6 1-4! 1-5!"},
 		{`id = "046d:*"`, "1-1.6 1-4! 1-5!"},
 		{`id = "*:c077", serial = "MOUSE-B"`, "1-5"},
 		{`id = ["0781:5567", "0d8c:0014"]`, "1-2 1-3"},
@@ -308,5 +308,22 @@ match = { class = "hid" }
 	}
 	if f := p.Shadowed()[0].String(); f != `test.toml:6: rule 2 "logitech-keyboard" is shadowed by rule 1 "logitech" (test.toml:2): it matches every device this rule matches, so this rule never decides` {
 		t.Errorf("finding: %s", f)
+	}
+}
+
+// Two sticks with the same vendor:product and the same serial are twins
+// even for a rule that names the serial; a port pattern each matches on
+// its own tells them apart, one they both match does not.
+func TestTwinsShareASerial(t *testing.T) {
+	inv := append(host(),
+		policy.Device{BusID: "1-6", BusNum: 1, DevNum: 20, Vendor: 0x0781, Product: 0x5581, Serial: "4C530001", Plugged: 20},
+		policy.Device{BusID: "1-7", BusNum: 1, DevNum: 21, Vendor: 0x0781, Product: 0x5581, Serial: "4C530001", Plugged: 21})
+	for _, m := range []string{`serial = "4C530001"`, `id = "0781:5581", serial = "4C530001"`, `id = "0781:5581", port = "1-*"`} {
+		if got := attached(t, m, inv); got != "1-6! 1-7!" {
+			t.Errorf("%s: attached %s, want both refused", m, got)
+		}
+	}
+	if got := attached(t, `id = "0781:5581", serial = "4C530001", port = ["1-6", "1-7"]`, inv); got != "1-6 1-7" {
+		t.Errorf("told apart by their sockets: attached %q", got)
 	}
 }

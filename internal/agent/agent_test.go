@@ -81,6 +81,8 @@ type env struct {
 	logged chan struct{}
 	// mountinfo is the agent's Config.Mountinfo: dom0's mounts.
 	mountinfo string
+	// dialQMP is the agent's Host.DialQMP (nil: libxl's socket).
+	dialQMP func(ctx context.Context, domid uint32) (assign.QMP, func(), error)
 }
 
 func (e *env) Write(p []byte) (int, error) {
@@ -179,7 +181,7 @@ func (e *env) run(pol string, dryRun bool) {
 		xs = xenstore.NewConn(e.counter)
 		e.t.Cleanup(func() { xs.Close() })
 	}
-	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second, DialQMP: e.dialQMP}
 	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout, Mountinfo: e.mountinfo,
 		OnAudit: func(r agent.Audit) { e.audits <- r }})
 	ctx, cancel := context.WithCancel(e.ctx)

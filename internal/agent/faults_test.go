@@ -1,12 +1,22 @@
 package agent_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // drain takes the audits of busid that arrived, after the agent is idle.
@@ -54,6 +64,134 @@ func TestAgentLeavesDriverlessInterfacesAlone(t *testing.T) {
 		for _, w := range e.kernel.Writes() {
 			if strings.Contains(string(w.Data), "1-6:") {
 				t.Errorf("the rescan wrote %q to %s", w.Data, w.Path)
+			}
+		}
+	})
+}
+
+// Two running domains with the same name: the agent does not guess which
+// is meant; the device waits and its record says why.
+func TestAgentDoesNotGuessBetweenSameNamedDomains(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		first := e.doms["kiosk"]
+		second := e.start("kiosk")
+		e.run(testPolicy, false)
+		if a, ok := e.at("1-2"); ok {
+			t.Fatalf("audio attached to domain %d of two named kiosk", a.Domid)
+		}
+		log := e.logText()
+		want := fmt.Sprintf("2 running domains are named kiosk (domids %d, %d): the agent does not guess which is meant", first.ID, second.ID)
+		if !strings.Contains(log, want) || !strings.Contains(log, `"busid":"1-2","id":"0d8c:0014","trigger":"start","action":"pending"`) {
+			t.Errorf("the record does not say why:\n%s", log)
+		}
+	})
+}
+
+// Twins the rule cannot tell apart: when xl attaches one, the other's
+// reason is what holds now.
+func TestAgentTellsTwinsAgainWhenXLAttachesOne(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		bld := &fakekernel.Builder{Root: e.root}
+		for i, b := range []string{"1-6", "1-7"} {
+			d := benchDev(b, i)
+			d.Serial = ""
+			bld.Add(d)
+		}
+		if err := bld.Err(); err != nil {
+			t.Fatal(err)
+		}
+		pol := strings.Replace(benchPolicy(4), `duplicates = "all"`, "", 1)
+		e.run(pol, false)
+		if _, ok := e.at("1-6"); ok {
+			t.Fatal("a twin was attached")
+		}
+		if _, err := e.h.Attach(e.ctx, e.doms["desk"].ID, policy.DevSpec{BusID: "1-6", Controller: -1}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			r := e.await("1-7", agent.ActRefused)
+			if strings.Contains(r.Reason, "its twin 1-6 is attached and keeps its place") {
+				break
+			}
+		}
+	})
+}
+
+// An HVM guest whose QEMU is not up yet (its QMP socket missing, then
+// refusing): the device waits as pending, is tried again, and attaches
+// once QEMU answers; it is never taken for unplugged.
+func TestAgentWaitsForAGuestsDeviceModel(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		win := sim.Domain{ID: e.nextID, Name: "win", Type: "hvm", UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
+		e.nextID++
+		if err := sim.SeedDomain(e.ctx, e.xs, win); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Introduce(e.ctx, win.ID, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		sock := filepath.Join(dir, "qmp")
+		var mu sync.Mutex
+		var dm *sim.DeviceModel
+		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if dm != nil && domid == win.ID {
+				return dm, func() {}, nil
+			}
+			c, err := qmp.Dial(ctx, sock)
+			if err != nil {
+				return nil, nil, err
+			}
+			c.Close()
+			return nil, nil, errors.New("unexpected: a QMP peer answered")
+		}
+		e.run(`[domain.win]
+usbctrl = ["type=devicemodel, version=2"]
+[[rule]]
+name = "audio"
+action = "attach"
+match = { id = "0d8c:0014" }
+target = { domain = "win" }
+`, false)
+		// The first pass found no socket: pending, not dropped.
+		if log := e.logText(); !strings.Contains(log, `"busid":"1-2","id":"0d8c:0014","trigger":"start","action":"pending"`) ||
+			!strings.Contains(log, "cannot be reached") {
+			t.Errorf("not pending at the start:\n%s", log)
+		}
+		// The socket exists and refuses: still pending, told why.
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		l.Close()
+		for r := e.await("1-2", agent.ActPending); !strings.Contains(r.Reason, "refused"); r = e.await("1-2", agent.ActPending) {
+		}
+		mu.Lock()
+		dm = sim.NewDeviceModel()
+		mu.Unlock()
+		for {
+			select {
+			case r := <-e.audits:
+				if r.BusID != "1-2" {
+					continue
+				}
+				switch r.Action {
+				case agent.ActAttached:
+					if r.Domid != int(win.ID) {
+						t.Errorf("attached to %d", r.Domid)
+					}
+					return
+				case agent.ActGone, agent.ActFailed:
+					t.Fatalf("%s: %s", r.Action, r.Reason)
+				}
+			case <-e.ctx.Done():
+				t.Fatal("never attached once QEMU answered")
 			}
 		}
 	})

@@ -142,52 +142,78 @@ func (a *Agent) flush(ctx context.Context) {
 	batch := a.intents
 	a.intents = nil
 	for len(batch) > 0 {
-		domid, domain := batch[0].domid, batch[0].domain
 		var mine, rest []intent
 		for _, in := range batch {
-			if in.domid == domid && in.domain == domain {
+			if in.domid == batch[0].domid && in.domain == batch[0].domain {
 				mine = append(mine, in)
 			} else {
 				rest = append(rest, in)
 			}
 		}
 		batch = rest
-		fail := func(in intent, err error) {
-			a.fail(ctx, in.rec, err, in.start)
-		}
-		if err := a.ensureControllers(ctx, domain, domid); err != nil {
-			for _, in := range mine {
-				fail(in, err)
-			}
-			continue
-		}
-		items := make([]assign.AttachItem, len(mine))
-		for i, in := range mine {
-			items[i] = assign.AttachItem{BusID: in.busid, Opts: in.opts}
-		}
-		for i, r := range a.h.AttachMany(ctx, domid, items) {
-			in := mine[i]
-			switch {
-			case r.Err == nil:
-				a.setPort(r.Assignment, true)
-				in.rec.Ctrl, in.rec.Port = r.Controller, r.Port
-				a.audit(ctx, in.rec, in.start)
-			case errors.Is(r.Err, assign.ErrAssigned):
-				// At a port after all (written by xl a moment ago): read
-				// the ports again and look at it once more.
-				if all, err := a.h.Assigned(ctx); err == nil {
-					a.noteAssigned(all)
-				}
-				a.enqueue(in.busid, TrigPortChanged)
-			case errors.Is(r.Err, assign.ErrNoDevice) || errors.Is(r.Err, fs.ErrNotExist):
-				// Unplugged while it was being attached (nothing of it
-				// stays): its remove event brings it back here.
-				a.cfg.Log.Debug().Err(r.Err).Str("busid", in.busid).Msg("left during the attach")
-			default:
-				fail(in, r.Err)
-			}
-		}
+		a.attachBatch(ctx, mine)
 	}
+}
+
+// attachBatch attaches intents of one domain in one transaction.
+func (a *Agent) attachBatch(ctx context.Context, mine []intent) {
+	domid, domain := mine[0].domid, mine[0].domain
+	if err := a.ensureControllers(ctx, domain, domid); err != nil {
+		for _, in := range mine {
+			a.attachFailed(ctx, in, err)
+		}
+		return
+	}
+	items := make([]assign.AttachItem, len(mine))
+	for i, in := range mine {
+		items[i] = assign.AttachItem{BusID: in.busid, Opts: in.opts}
+	}
+	for i, r := range a.h.AttachMany(ctx, domid, items) {
+		a.attachDone(ctx, mine[i], r)
+	}
+}
+
+// attachDone records what became of one attach.
+func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult) {
+	switch {
+	case r.Err == nil:
+		a.setPort(r.Assignment, true)
+		in.rec.Ctrl, in.rec.Port = r.Controller, r.Port
+		a.audit(ctx, in.rec, in.start)
+	case errors.Is(r.Err, assign.ErrAssigned):
+		// At a port after all (written by xl a moment ago): read the
+		// ports again and look at it once more.
+		if all, err := a.h.Assigned(ctx); err == nil {
+			a.noteAssigned(all)
+		}
+		a.enqueue(in.busid, TrigPortChanged)
+	case errors.Is(r.Err, assign.ErrNoDevice) || errors.Is(r.Err, fs.ErrNotExist) && !a.h.Sys.Present(in.busid):
+		// Unplugged while it was being attached (nothing of it stays):
+		// its remove event brings it back here.
+		a.cfg.Log.Debug().Err(r.Err).Str("busid", in.busid).Msg("left during the attach")
+	default:
+		a.attachFailed(ctx, in, r.Err)
+	}
+}
+
+// attachFailed records a failed attach, to be retried. A guest that is not
+// ready yet (its QEMU not up) is no failure: the device waits as pending,
+// said once, and is retried with backoff.
+func (a *Agent) attachFailed(ctx context.Context, in intent, err error) {
+	if !errors.Is(err, assign.ErrNotReady) {
+		a.fail(ctx, in.rec, err, in.start)
+		return
+	}
+	r := in.rec
+	r.Action, r.Ctrl, r.Port = ActPending, 0, 0
+	r.Reason += "; " + err.Error() + ": tried again until it is"
+	a.mu.Lock()
+	last, known := a.status[r.BusID]
+	a.mu.Unlock()
+	if !known || !sameDecision(last, r) {
+		a.audit(ctx, r, in.start)
+	}
+	a.retryLater(r.BusID)
 }
 
 // ensureControllers adds the controllers a [domain] section declares, when

@@ -22,15 +22,30 @@ type QMP interface {
 // qmpTimeout is libxl's LIBXL_QMP_CMD_TIMEOUT.
 const qmpTimeout = 10 * time.Second
 
+// qmpFor connects to the device model of domid. A socket that does not
+// exist yet or refuses the connection is a guest whose QEMU is not ready
+// yet (ErrNotReady): never a device that has left, though the dial fails
+// with ENOENT.
 func (h *Host) qmpFor(ctx context.Context, domid uint32) (QMP, func(), error) {
 	if h.DialQMP != nil {
-		return h.DialQMP(ctx, domid)
+		q, done, err := h.DialQMP(ctx, domid)
+		if err != nil {
+			return nil, nil, notReady(domid, err)
+		}
+		return q, done, nil
 	}
 	c, err := qmp.Dial(ctx, qmp.SocketPath(domid))
 	if err != nil {
-		return nil, nil, fmt.Errorf("the device model of domain %d: %w", domid, err)
+		return nil, nil, notReady(domid, err)
 	}
 	return c, func() { c.Close() }, nil
+}
+
+// notReady says the device model of domid cannot be reached; the cause is
+// kept as words only, so that an ENOENT of the socket is not taken for
+// the device's.
+func notReady(domid uint32, err error) error {
+	return fmt.Errorf("the device model (QEMU) of domain %d cannot be reached (%v): %w", domid, err, ErrNotReady)
 }
 
 func (h *Host) runQMP(ctx context.Context, domid uint32, command string, args map[string]any) error {
@@ -125,7 +140,11 @@ func (h *Host) addDMController(ctx context.Context, domid uint32, spec policy.Ct
 		if rerr := h.XS.Rm(context.WithoutCancel(ctx), libxlPath(domid, devid)); rerr != nil && !notExist(rerr) {
 			err = errors.Join(err, rerr)
 		}
-		return Controller{}, fmt.Errorf("controller %d of domain %d not added (QEMU refused; nothing left in xenstore): %w", devid, domid, err)
+		why := "QEMU refused"
+		if errors.Is(err, ErrNotReady) {
+			why = "QEMU not reached"
+		}
+		return Controller{}, fmt.Errorf("controller %d of domain %d not added (%s; nothing left in xenstore): %w", devid, domid, why, err)
 	}
 	return h.controller(ctx, h.XS, domid, devid, true)
 }

@@ -30,6 +30,7 @@ var (
 	ErrBadStore       = errors.New("unexpected xenstore contents")
 	ErrNotDom0Backend = errors.New("backend is not dom0")
 	ErrBackendRefused = errors.New("backend refused the controller")
+	ErrNotReady       = errors.New("the guest is not ready yet")
 )
 
 // libxl's timeouts (libxl_internal.h).
