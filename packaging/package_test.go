@@ -88,7 +88,7 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	}
 	// The shipped policy is valid and passes nothing through; the
 	// shipped examples are valid where they are installed.
-	if out := sh(t, "/usr/bin/usbhotplugd", "check", "/etc/usbhotplugd/policy.toml"); !strings.Contains(out, "valid: 1 rules") {
+	if out := sh(t, "/usr/bin/usbhotplugd", "check", "/etc/usbhotplugd/policy.toml"); !strings.Contains(out, "valid: 1 rule,") {
 		t.Errorf("check of the shipped policy: %s", out)
 	}
 	sh(t, "/usr/bin/usbhotplugd", "check", "/usr/share/usbhotplugd/rules/examples/kiosk.toml")

@@ -43,8 +43,8 @@ const MaxPVPorts = 31
 // defaults; Type is lowercase, "" meaning auto.
 type CtrlSpec struct {
 	Type    string `json:"type,omitempty"`
-	Version int    `json:"version,omitempty"`
-	Ports   int    `json:"ports,omitempty"`
+	Version int    `json:"usb_version,omitempty"`
+	Ports   int    `json:"port_count,omitempty"`
 }
 
 // String is the spec in xl.cfg form.

@@ -63,7 +63,7 @@ func TestReplayDefault(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if code := run(context.Background(), []string{"replay", "--json"}, &out, &errb); code != 0 || !strings.Contains(out.String(), `"Timeline"`) {
+	if code := run(context.Background(), []string{"replay", "--json"}, &out, &errb); code != 0 || !strings.Contains(out.String(), `"timeline"`) {
 		t.Fatalf("replay --json exited %d: %s", code, out.String())
 	}
 	if code := run(context.Background(), []string{"replay", "/nonexistent.jsonl"}, &out, &errb); code == 0 {

@@ -153,7 +153,7 @@ func runRecord(ctx context.Context, o recordOpts, stdout, stderr io.Writer) erro
 				return err
 			}
 		}
-		fmt.Fprintf(stderr, "imported %d events from %s\n", len(recs), o.imp)
+		fmt.Fprintf(stderr, "imported %s from %s\n", plural(len(recs), "event"), o.imp)
 		return tw.Flush()
 	}
 	sys := usbsysfs.NewFS(o.root)
@@ -176,6 +176,6 @@ func runRecord(ctx context.Context, o recordOpts, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "usbhotplugd record: %s: attributes not recorded: %v\n", busid, err)
 	}}
 	st, err := rec.Run(ctx)
-	fmt.Fprintf(stderr, "recorded %d events, %d overruns\n", st.Events, st.Overruns)
+	fmt.Fprintf(stderr, "recorded %s, %s\n", plural(st.Events, "event"), plural(st.Overruns, "overrun"))
 	return err
 }

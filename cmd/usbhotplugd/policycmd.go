@@ -87,7 +87,7 @@ func checkSummary(p *policy.Policy, path string, warnings int) string {
 			inc = append(inc, fmt.Sprintf("%d from %s", files[f], f))
 		}
 	}
-	summary := fmt.Sprintf("%s: valid: %d rules", path, len(p.Rules))
+	summary := fmt.Sprintf("%s: valid: %s", path, plural(len(p.Rules), "rule"))
 	if len(inc) > 0 {
 		summary += " (" + strings.Join(inc, ", ") + ")"
 	}
@@ -260,9 +260,13 @@ func runExplain(o explainOpts, want string, stdout io.Writer) error {
 	return nil
 }
 
+// plural says "1 error", "2 errors", "0 passes".
 func plural(n int, what string) string {
 	if n == 1 {
 		return "1 " + what
+	}
+	if strings.HasSuffix(what, "s") {
+		return fmt.Sprintf("%d %ses", n, what)
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -94,6 +94,6 @@ func runReplay(ctx context.Context, args []string, polPath string, asJSON, verbo
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(stdout, "# replay of %d trace records with policy %s, on an embedded xenstore with simulated backends\n", len(recs), p.File)
+	fmt.Fprintf(stdout, "# replay of %s with policy %s, on an embedded xenstore with simulated backends\n", plural(len(recs), "trace record"), p.File)
 	return res.WriteText(stdout)
 }

@@ -283,7 +283,7 @@ func runRun(ctx context.Context, o runOpts, stdout io.Writer) error {
 			xs, err = xenstore.Dial(ctx)
 		}
 		if err != nil {
-			log.Warn().Err(err).Dur("retry_in", backoff).Msg("xenstore is not reachable")
+			log.Warn().Err(err).Dur("retry_in_ms", backoff).Msg("xenstore is not reachable")
 			select {
 			case <-ctx.Done():
 			case <-time.After(backoff):

@@ -94,8 +94,8 @@ func runStatus(stateDir string, asJSON bool, stdout io.Writer) error {
 	if st.DryRun {
 		dry = ", DRY RUN (changes nothing)"
 	}
-	fmt.Fprintf(stdout, "%s, %s%s; %d kernel events, %d passes\n", ready, conn, dry, st.Stats.Events, st.Stats.Passes)
-	fmt.Fprintf(stdout, "policy %s: %d rules, loaded %s\n", st.Policy, st.Rules, st.PolicyAt.Format(time.DateTime))
+	fmt.Fprintf(stdout, "%s, %s%s; %s, %s\n", ready, conn, dry, plural(int(st.Stats.Events), "kernel event"), plural(int(st.Stats.Passes), "pass"))
+	fmt.Fprintf(stdout, "policy %s: %s, loaded %s\n", st.Policy, plural(st.Rules, "rule"), st.PolicyAt.Format(time.DateTime))
 	if st.ReloadError != "" {
 		fmt.Fprintf(stdout, "last reload REFUSED (the policy above stays in force): %s\n", st.ReloadError)
 	}
@@ -174,7 +174,7 @@ func runReload(ctx context.Context, polPath, stateDir string, wait time.Duration
 			if st.ReloadError != "" {
 				return fmt.Errorf("the agent refused the policy: %s", st.ReloadError)
 			}
-			fmt.Fprintf(stdout, "usbhotplugd (pid %d) reloaded %s: %d rules\n", pid, p.File, st.Rules)
+			fmt.Fprintf(stdout, "usbhotplugd (pid %d) reloaded %s: %s\n", pid, p.File, plural(st.Rules, "rule"))
 			return nil
 		}
 		select {

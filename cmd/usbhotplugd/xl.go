@@ -73,11 +73,24 @@ func init() {
 }
 
 // hostCommand is a PVUSB command: the host flags, minArgs to maxArgs
-// arguments (maxArgs < 0: no limit), the host opened and the DOMAIN
-// argument resolved before fn runs with the remaining arguments.
-func hostCommand(use, short string, minArgs, maxArgs int,
-	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error) *cobra.Command {
-	c := &cobra.Command{Use: use, Short: short, Args: rangeArgs(minArgs, maxArgs)}
+// arguments (maxArgs < 0: no limit), checked by parse (given the arguments
+// after DOMAIN; nil: none to check) before anything is dialled; then the
+// host opened and DOMAIN resolved before fn runs.
+func hostCommand(use, short string, minArgs, maxArgs int, parse func(rest []string) error,
+	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error) *cobra.Command {
+	count := rangeArgs(minArgs, maxArgs)
+	c := &cobra.Command{Use: use, Short: short, Args: func(c *cobra.Command, args []string) error {
+		if err := count(c, args); err != nil {
+			return err
+		}
+		if parse == nil {
+			return nil
+		}
+		if err := parse(args[1:]); err != nil {
+			return &usageError{err.Error()}
+		}
+		return nil
+	}}
 	hf := addHostFlags(c.Flags())
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
@@ -91,49 +104,49 @@ func hostCommand(use, short string, minArgs, maxArgs int,
 		if err != nil {
 			return err
 		}
-		return fn(ctx, c, h, d, args[1:])
+		return fn(ctx, c, h, d)
 	}
 	return c
 }
 
 func newUsbctrlAttachCmd() *cobra.Command {
+	var spec policy.CtrlSpec
 	return hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb] [version=1|2] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", 1, -1,
-		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
-			spec, err := policy.ParseCtrlArgs(rest)
-			if err != nil {
-				return &usageError{err.Error()}
-			}
-			_, err = h.AddController(ctx, d.ID, spec, true)
+		func(rest []string) (err error) { spec, err = policy.ParseCtrlArgs(rest); return err },
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
+			_, err := h.AddController(ctx, d.ID, spec, true)
 			return err
 		})
 }
 
 func newUsbctrlDetachCmd() *cobra.Command {
+	var devid int
 	return hostCommand("usbctrl-detach DOMAIN DEVID", "remove a guest's USB controller and give back its devices, as xl usbctrl-detach", 2, 2,
-		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
-			devid, err := strconv.Atoi(rest[0])
+		func(rest []string) (err error) {
+			devid, err = strconv.Atoi(rest[0])
 			if err != nil || devid < 0 {
-				return &usageError{fmt.Sprintf("%q is not a controller devid (usb-list shows them)", rest[0])}
+				return fmt.Errorf("%q is not a controller devid (usb-list shows them)", rest[0])
 			}
+			return nil
+		},
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			return h.RemoveController(ctx, d.ID, devid)
 		})
 }
 
 func newUsbdevAttachCmd() *cobra.Command {
 	var force *bool
+	var spec policy.DevSpec
 	c := hostCommand("usbdev-attach [--force] DOMAIN hostbus=B hostaddr=A | busid=B-P.P [controller=C [port=P]]",
 		"attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", 2, -1,
-		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
-			spec, err := policy.ParseDevArgs(rest)
-			if err != nil {
-				return &usageError{err.Error()}
-			}
+		func(rest []string) (err error) { spec, err = policy.ParseDevArgs(rest); return err },
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			if !*force {
 				if err := checkNotInUse(h, spec); err != nil {
 					return err
 				}
 			}
-			_, err = h.Attach(ctx, d.ID, spec)
+			_, err := h.Attach(ctx, d.ID, spec)
 			return err
 		})
 	force = c.Flags().Bool("force", false, "attach even a disk dom0 uses (mounted, or under device-mapper or md)")
@@ -141,21 +154,33 @@ func newUsbdevAttachCmd() *cobra.Command {
 }
 
 func newUsbdevDetachCmd() *cobra.Command {
+	var ctrl, port int
 	return hostCommand("usbdev-detach DOMAIN CONTROLLER PORT", "give back the device at a guest's controller port, as xl usbdev-detach", 3, 3,
-		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
-			ctrl, err1 := strconv.Atoi(rest[0])
-			port, err2 := strconv.Atoi(rest[1])
+		func(rest []string) error {
+			var err1, err2 error
+			ctrl, err1 = strconv.Atoi(rest[0])
+			port, err2 = strconv.Atoi(rest[1])
 			if err1 != nil || err2 != nil || ctrl < 0 || port < 1 {
-				return &usageError{fmt.Sprintf("%s %s: CONTROLLER and PORT are numbers, as usb-list shows them (ports count from 1)", rest[0], rest[1])}
+				return fmt.Errorf("%s %s: CONTROLLER and PORT are numbers, as usb-list shows them (ports count from 1)", rest[0], rest[1])
 			}
+			return nil
+		},
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			return h.Detach(ctx, d.ID, ctrl, port)
 		})
 }
 
+// usbListJSON is what `usb-list --json` prints.
+type usbListJSON struct {
+	Domid       uint32                    `json:"domid"`
+	Name        string                    `json:"name"`
+	Controllers []assign.ListedController `json:"controllers"`
+}
+
 func newUsbListCmd() *cobra.Command {
 	var asJSON *bool
-	c := hostCommand("usb-list [--json] DOMAIN", "list a guest's USB controllers and devices, byte for byte as xl usb-list", 1, 1,
-		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain, rest []string) error {
+	c := hostCommand("usb-list [--json] DOMAIN", "list a guest's USB controllers and devices, byte for byte as xl usb-list", 1, 1, nil,
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			l, err := h.List(ctx, d.ID)
 			if err != nil {
 				return err
@@ -164,11 +189,7 @@ func newUsbListCmd() *cobra.Command {
 			if *asJSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
-					Domid       uint32                    `json:"domid"`
-					Name        string                    `json:"name"`
-					Controllers []assign.ListedController `json:"controllers"`
-				}{d.ID, d.Name, l})
+				return enc.Encode(usbListJSON{d.ID, d.Name, l})
 			}
 			return assign.WriteList(stdout, l)
 		})

@@ -120,7 +120,7 @@ func (a *Agent) runHook(ctx context.Context, j hookJob, timeout time.Duration) {
 	if err != nil {
 		ev = a.warn.Warn().Err(err)
 	}
-	ev = ev.Str("busid", j.r.BusID).Str("rule", j.r.Rule).Str("action", string(j.r.Action)).Strs("exec", j.argv).Dur("duration", time.Since(start))
+	ev = ev.Str("busid", j.r.BusID).Str("rule", j.r.Rule).Str("action", string(j.r.Action)).Strs("exec", j.argv).Dur("duration_ms", time.Since(start))
 	if s := strings.TrimSpace(out.String()); s != "" {
 		ev = ev.Str("output", s)
 	}

@@ -16,24 +16,24 @@ import (
 
 // An Audit record is one decision about one device.
 type Audit struct {
-	Time     time.Time     `json:"time"`
-	BusID    string        `json:"busid"`
-	ID       string        `json:"id,omitempty"`
-	Serial   string        `json:"serial,omitempty"`
-	PortPath string        `json:"port_path,omitempty"` // the socket, named for good
-	Name     string        `json:"name,omitempty"`
-	Trigger  Trigger       `json:"trigger"`
-	Action   Action        `json:"action"`
-	Rule     string        `json:"rule,omitempty"`
-	RuleNo   int           `json:"rule_index,omitempty"`
-	Domain   string        `json:"domain,omitempty"`
-	Domid    int           `json:"domid,omitempty"`
-	Ctrl     int           `json:"controller,omitempty"`
-	Port     int           `json:"port,omitempty"`
-	Reason   string        `json:"reason"`
-	Twins    []string      `json:"twins,omitempty"`
-	Duration time.Duration `json:"duration_ns"`
-	DryRun   bool          `json:"dry_run,omitempty"`
+	Time     time.Time `json:"time"`
+	BusID    string    `json:"busid"`
+	ID       string    `json:"id,omitempty"`
+	Serial   string    `json:"serial,omitempty"`
+	PortPath string    `json:"port_path,omitempty"` // the socket, named for good
+	Name     string    `json:"name,omitempty"`
+	Trigger  Trigger   `json:"trigger"`
+	Action   Action    `json:"action"`
+	Rule     string    `json:"rule,omitempty"`
+	RuleNo   int       `json:"rule_index,omitempty"`
+	Domain   string    `json:"domain,omitempty"`
+	Domid    int       `json:"domid,omitempty"`
+	Ctrl     int       `json:"controller,omitempty"`
+	Port     int       `json:"port,omitempty"`
+	Reason   string    `json:"reason"`
+	Twins    []string  `json:"twins,omitempty"`
+	Duration Millis    `json:"duration_ms"`
+	DryRun   bool      `json:"dry_run,omitempty"`
 }
 
 // Status is what `usbhotplugd status` shows: the last decision for each
@@ -48,7 +48,7 @@ func (a *Agent) audit(ctx context.Context, r Audit, start time.Time) {
 		a.succeeded(r.BusID)
 	}
 	r.Time = a.cfg.Now()
-	r.Duration = time.Since(start)
+	r.Duration = Millis(time.Since(start))
 	r.DryRun = a.cfg.DryRun
 	var ev *zerolog.Event
 	switch r.Action {
@@ -74,12 +74,13 @@ func (a *Agent) audit(ctx context.Context, r Audit, start time.Time) {
 		}
 	}
 	if r.Port > 0 {
-		ev = ev.Str("port", fmt.Sprintf("%d:%d", r.Ctrl, r.Port))
+		ev = ev.Int("controller", r.Ctrl).Int("port", r.Port)
 	}
 	if len(r.Twins) > 0 {
 		ev = ev.Strs("twins", r.Twins)
 	}
-	ev.Bool("audit", true).Dur("duration", r.Duration).Bool("dry_run", r.DryRun).Msg(r.Reason)
+	// zerolog writes a duration in milliseconds, as the key says.
+	ev.Bool("audit", true).Dur("duration_ms", time.Duration(r.Duration)).Bool("dry_run", r.DryRun).Msg(r.Reason)
 	a.mu.Lock()
 	if r.Action == ActGone {
 		delete(a.status, r.BusID)

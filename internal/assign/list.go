@@ -10,8 +10,8 @@ import (
 type ListedPort struct {
 	Port   int    `json:"port"`
 	BusID  string `json:"busid,omitempty"`
-	Bus    int    `json:"bus,omitempty"`
-	Device int    `json:"device,omitempty"`
+	Bus    int    `json:"busnum,omitempty"`
+	Device int    `json:"devnum,omitempty"`
 	// Present is false when the port names a device sysfs no longer has;
 	// xl prints such a port as empty.
 	Present bool `json:"present"`

@@ -36,19 +36,19 @@ type Options struct {
 
 // A Line of the timeline.
 type Line struct {
-	At    time.Duration
-	Text  string
-	Audit *agent.Audit `json:",omitempty"`
+	At    agent.Millis `json:"at_ms"`
+	Text  string       `json:"text"`
+	Audit *agent.Audit `json:"audit,omitempty"`
 }
 
 // Result is a replay's timeline and the final usb-list of each domain.
 type Result struct {
-	Timeline []Line
-	Lists    map[string][]assign.ListedController // by domain name
-	ListText map[string]string                    // xl usb-list text by domain name
-	Domains  []string                             // names, in start order
-	Start    time.Time                            // the trace's first time, if it has times
-	Stats    agent.Stats                          // in JSON only: the passes depend on timing
+	Timeline []Line                               `json:"timeline"`
+	Lists    map[string][]assign.ListedController `json:"lists"`     // by domain name
+	ListText map[string]string                    `json:"list_text"` // xl usb-list text by domain name
+	Domains  []string                             `json:"domains"`   // names, in start order
+	Start    time.Time                            `json:"start"`     // the trace's first time, if it has times
+	Stats    agent.Stats                          `json:"stats"`     // in JSON only: the passes depend on timing
 }
 
 type source chan uevent.Message
@@ -129,7 +129,7 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 	}
 	add := func(l Line) {
 		mu.Lock()
-		l.At = now
+		l.At = agent.Millis(now)
 		res.Timeline = append(res.Timeline, l)
 		mu.Unlock()
 	}
@@ -293,9 +293,9 @@ func auditText(r agent.Audit) string {
 // WriteText prints a result: the timeline, then each domain's usb-list.
 func (r *Result) WriteText(w io.Writer) error {
 	for _, l := range r.Timeline {
-		at := fmt.Sprintf("%8.3fs", l.At.Seconds())
+		at := fmt.Sprintf("%8.3fs", time.Duration(l.At).Seconds())
 		if !r.Start.IsZero() {
-			at = r.Start.Add(l.At).UTC().Format(time.TimeOnly)
+			at = r.Start.Add(time.Duration(l.At)).UTC().Format(time.TimeOnly)
 		}
 		if _, err := fmt.Fprintf(w, "%s  %s\n", at, l.Text); err != nil {
 			return err

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"net"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/replay"
+)
+
+// A wrong command line is reported (exit 2) before anything is dialled:
+// the socket here counts every connection and answers none, so a command
+// that dialled would either hang or fail with exit 1.
+func TestArgumentErrorsBeforeDial(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "xs.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var dialled atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			dialled.Add(1)
+			c.Close() // the command fails at once instead of hanging
+		}
+	}()
+	for _, args := range [][]string{
+		{"usbdev-attach", "kiosk"},
+		{"usbdev-attach", "kiosk", "hostbus=1,hostaddr=6"},
+		{"usbdev-attach", "kiosk", "busid=../1-1"},
+		{"usbdev-attach", "kiosk", "hostbus=1"},
+		{"usbdev-detach", "kiosk", "x", "1"},
+		{"usbdev-detach", "kiosk", "0"},
+		{"usbctrl-detach", "kiosk", "zero"},
+		{"usbctrl-attach", "kiosk", "ports=40"},
+		{"usbctrl-attach", "kiosk", "colour=blue"},
+		{"usb-list", "kiosk", "desk"},
+		{"usb-list"},
+		{"usb-list", "--bogus", "kiosk"},
+		{"usb-list", "kiosk", "--backend-timeout", "soon"},
+		{"repair", "now"},
+	} {
+		code, _, errs := runCmd(t, append(args, "--xenstore", sock)...)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d: %s", args, code, exitUsage, errs)
+		}
+		if !strings.HasPrefix(errs, "usbhotplugd ") {
+			t.Errorf("%v: the message does not name the command: %q", args, errs)
+		}
+	}
+	if n := dialled.Load(); n != 0 {
+		t.Errorf("%d commands dialled the store before their arguments were checked", n)
+	}
+	// The same socket is dialled when the arguments are right, so the
+	// count above means something.
+	if code, _, _ := runCmd(t, "usb-list", "kiosk", "--xenstore", sock); code != exitFailure || dialled.Load() == 0 {
+		t.Fatalf("a right command line: exit %d, %d dials", code, dialled.Load())
+	}
+}
+
+// Flags go before or after the positional arguments, and -- ends them.
+func TestFlagsAnywhere(t *testing.T) {
+	root := t.TempDir()
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	pol := "../../rules/examples/kiosk.toml"
+	_, before, _ := runCmd(t, "explain", "--policy", pol, "--sysfs", root, "--json", "1-1.6")
+	code, after, errs := runCmd(t, "explain", "1-1.6", "--json", "--sysfs", root, "--policy", pol)
+	if code != 0 || after != before || !strings.Contains(after, `"busid": "1-1.6"`) {
+		t.Fatalf("flags after the busid: exit %d %s\n%s\nbefore it:\n%s", code, errs, after, before)
+	}
+	dir := t.TempDir()
+	shadow := writeFile(t, dir, "shadow.toml", "[[rule]]\nname = \"all\"\naction = \"deny\"\n\n[[rule]]\nname = \"kbd\"\naction = \"deny\"\nmatch = { id = \"046d:c31c\" }\n")
+	if code, _, errs := runCmd(t, "check", shadow, "--strict"); code != exitFailure || !strings.Contains(errs, "1 warning with --strict") {
+		t.Errorf("check FILE --strict: exit %d %s", code, errs)
+	}
+	// After --, "--strict" is the policy file's name (there is none).
+	if code, _, errs := runCmd(t, "check", "--", "--strict"); code != exitFailure || !strings.Contains(errs, "--strict") || !strings.Contains(errs, "no such file") {
+		t.Errorf("check -- --strict: exit %d %s", code, errs)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	_, want, _ := runCmd(t, "version")
+	for _, flag := range []string{"--version", "-v"} {
+		if code, out, errs := runCmd(t, flag); code != 0 || out != want || !strings.HasPrefix(out, "usbhotplugd ") {
+			t.Errorf("%s: exit %d %q %s; version prints %q", flag, code, out, errs, want)
+		}
+	}
+}
+
+// "1 error", "2 errors": counts agree with their nouns.
+func TestPlurals(t *testing.T) {
+	dir := t.TempDir()
+	one := writeFile(t, dir, "one.toml", "[[rule]]\nname = \"a\"\naction = \"teleport\"\n")
+	if code, _, errs := runCmd(t, "check", one); code != exitFailure || !strings.Contains(errs, ": 1 error;") {
+		t.Errorf("one error: exit %d %s", code, errs)
+	}
+	ok := writeFile(t, dir, "ok.toml", "[[rule]]\nname = \"a\"\naction = \"deny\"\n")
+	if code, out, _ := runCmd(t, "check", ok); code != 0 || !strings.Contains(out, "valid: 1 rule, 0 domain sections, 0 warnings") {
+		t.Errorf("one rule: exit %d %s", code, out)
+	}
+	for n, want := range map[int]string{0: "0 passes", 1: "1 pass", 2: "2 passes"} {
+		if got := plural(n, "pass"); got != want {
+			t.Errorf("plural(%d, pass) = %q", n, got)
+		}
+	}
+}
+
+var snake = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// One spelling per thing in every JSON the commands print or the agent
+// writes: snake_case keys, and durations as milliseconds in a key ending
+// in _ms (never a time.Duration, which encoding/json writes in ns).
+func TestJSONSpelling(t *testing.T) {
+	for _, v := range []any{daemonStatus{}, agent.Audit{}, replay.Result{}, explainJSON{}, deviceJSON{}, usbListJSON{}} {
+		checkJSONType(t, reflect.TypeOf(v), reflect.TypeOf(v).String(), map[reflect.Type]bool{})
+	}
+}
+
+func checkJSONType(t *testing.T, ty reflect.Type, where string, seen map[reflect.Type]bool) {
+	for ty.Kind() == reflect.Pointer || ty.Kind() == reflect.Slice || ty.Kind() == reflect.Map {
+		ty = ty.Elem()
+	}
+	if ty.Kind() != reflect.Struct || seen[ty] || ty == reflect.TypeOf(time.Time{}) {
+		return
+	}
+	seen[ty] = true
+	for i := 0; i < ty.NumField(); i++ {
+		f := ty.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			checkJSONType(t, f.Type, where, seen)
+			continue
+		}
+		at := where + "." + f.Name
+		if !snake.MatchString(name) {
+			t.Errorf("%s: JSON key %q is not snake_case", at, name)
+		}
+		switch f.Type {
+		case reflect.TypeOf(time.Duration(0)):
+			t.Errorf("%s: a time.Duration (%q) is written in nanoseconds: use agent.Millis and a key ending in _ms", at, name)
+		case reflect.TypeOf(agent.Millis(0)):
+			if !strings.HasSuffix(name, "_ms") {
+				t.Errorf("%s: milliseconds under %q, a key without _ms", at, name)
+			}
+		}
+		checkJSONType(t, f.Type, at, seen)
+	}
+}
