@@ -82,7 +82,7 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 		return enc.Encode(out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BUSID\tID\tBUS:ADDR\tSPEED\tCLASS\tSERIAL\tINTERFACES (class:driver)\tNAME")
+	fmt.Fprintln(tw, "BUSID\tID\tBUS:ADDR\tSPEED\tCLASS\tSERIAL\tPORT PATH\tINTERFACES (class:driver)\tNAME")
 	for _, d := range devs {
 		var ifs []string
 		for _, in := range d.Interfaces {
@@ -101,7 +101,11 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 		if d.Class == 0 {
 			class = "-" // given per interface
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%03d:%03d\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID(), d.BusNum, d.DevNum, d.Speed, class, serial, strings.Join(ifs, ","), name)
+		path := d.PortPath
+		if path == "" {
+			path = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%03d:%03d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID(), d.BusNum, d.DevNum, d.Speed, class, serial, path, strings.Join(ifs, ","), name)
 	}
 	return tw.Flush()
 }

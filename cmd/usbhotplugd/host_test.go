@@ -35,9 +35,9 @@ func TestDevices(t *testing.T) {
 		t.Fatalf("table:\n%s", out)
 	}
 	for _, want := range []string{
-		"1-1.6  046d:c31c  001:006   1.5    -      -                     hid:usbhid",
-		"1-2    0d8c:0014  001:003   12     -      -                     audio:snd-usb-audio,audio:snd-usb-audio,audio:snd-usb-audio,hid:usbhid",
-		"1-3    0781:5567  001:004   480    -      4C530001230517117244  storage:usb-storage",
+		"1-1.6  046d:c31c  001:006   1.5    -      -                     pci-0000:00:14.0-usb-0:1.6  hid:usbhid",
+		"1-2    0d8c:0014  001:003   12     -      -                     pci-0000:00:14.0-usb-0:2    audio:snd-usb-audio,audio:snd-usb-audio,audio:snd-usb-audio,hid:usbhid",
+		"1-3    0781:5567  001:004   480    -      4C530001230517117244  pci-0000:00:14.0-usb-0:3    storage:usb-storage",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -50,7 +50,8 @@ func TestDevices(t *testing.T) {
 		t.Fatalf("json: exit %d\n%s", code, out)
 	}
 	kbd := devs[4]
-	if kbd["busid"] != "1-1.6" || kbd["id"] != "046d:c31c" || kbd["vendor"] != "046d" || kbd["class"] != "00" || kbd["devnum"] != float64(6) {
+	if kbd["busid"] != "1-1.6" || kbd["id"] != "046d:c31c" || kbd["vendor"] != "046d" || kbd["class"] != "00" || kbd["devnum"] != float64(6) ||
+		kbd["port_path"] != "pci-0000:00:14.0-usb-0:1.6" || kbd["port_path_with_usb_revision"] != "pci-0000:00:14.0-usbv2-0:1.6" || kbd["ports"] != "1.6" {
 		t.Fatalf("keyboard in JSON: %v", kbd)
 	}
 

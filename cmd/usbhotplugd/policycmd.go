@@ -248,7 +248,11 @@ func runExplain(o explainOpts, want string, stdout io.Writer) error {
 			fmt.Fprintln(stdout)
 		}
 		name := strings.TrimSpace(j.Device.Manufacturer + " " + j.Device.ProductName)
-		fmt.Fprintf(stdout, "%s  %s  bus %d addr %d  %s\n", j.Device.BusID, j.Device.ID, j.Device.BusNum, j.Device.DevNum, name)
+		where := fmt.Sprintf("bus %d addr %d", j.Device.BusNum, j.Device.DevNum)
+		if j.Device.PortPath != "" {
+			where += "  " + j.Device.PortPath
+		}
+		fmt.Fprintf(stdout, "%s  %s  %s  %s\n", j.Device.BusID, j.Device.ID, where, name)
 		for _, s := range j.Skipped {
 			fmt.Fprintf(stdout, "  rule %d %q (%s:%d) does not match: %s\n", s.Rule.Index, s.Rule.Name, s.Rule.File, s.Rule.Line, s.Why)
 		}

@@ -79,11 +79,11 @@ func TestExplain(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	for _, want := range []string{
-		"1-1  8087:0024  bus 1 addr 2  Intel USB2.0 Hub\n  => deny: 1-1 (8087:0024) is a hub: hubs are never passed through (built-in guard)",
-		"1-1.2  0c27:3bfa  bus 1 addr 8  RFIDeas USB Keyboard Badge Reader\n  => refuse: rule 1 \"badge-reader\" matches 1-1.2 (0c27:3bfa) and its twins 1-1.3",
-		"1-1.6  046d:c31c  bus 1 addr 6  Logitech USB Keyboard\n  rule 1 \"badge-reader\" (../../rules/examples/kiosk.toml:8) does not match: id 046d:c31c is not 0c27:3bfa",
+		"1-1  8087:0024  bus 1 addr 2  pci-0000:00:14.0-usb-0:1  Intel USB2.0 Hub\n  => deny: 1-1 (8087:0024) is a hub: hubs are never passed through (built-in guard)",
+		"1-1.2  0c27:3bfa  bus 1 addr 8  pci-0000:00:14.0-usb-0:1.2  RFIDeas USB Keyboard Badge Reader\n  => refuse: rule 1 \"badge-reader\" matches 1-1.2 (0c27:3bfa) and its twins 1-1.3",
+		"1-1.6  046d:c31c  bus 1 addr 6  pci-0000:00:14.0-usb-0:1.6  Logitech USB Keyboard\n  rule 1 \"badge-reader\" (../../rules/examples/kiosk.toml:8) does not match: id 046d:c31c is not 0c27:3bfa",
 		"  => deny: rule 7 \"deny-boot-keyboards-and-mice\" denies 1-1.6 (046d:c31c): it stays with dom0",
-		"1-3  0781:5567  bus 1 addr 4  SanDisk Cruzer Blade\n",
+		"1-3  0781:5567  bus 1 addr 4  pci-0000:00:14.0-usb-0:3  SanDisk Cruzer Blade\n",
 		"  => deny: rule 10 \"rest-stays-in-dom0\" denies 1-3 (0781:5567)",
 	} {
 		if !strings.Contains(out, want) {
