@@ -280,7 +280,7 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 	defer func() { cancel(); wg.Wait(); a.stopRetries() }()
 	xs := a.h.XS
 	type watch struct{ path, token string }
-	watches := []watch{{"@introduceDomain", "uhd-intro"}, {"@releaseDomain", "uhd-release"}, {"/local/domain/0/backend", "uhd-backend"}}
+	watches := []watch{{"@introduceDomain", "uhd-intro"}, {"@releaseDomain", "uhd-release"}, {"/local/domain/0/backend", "uhd-backend"}, {"/vm", "uhd-vm"}}
 	events := make(chan xenstore.WatchEvent, 64)
 	if a.cfg.NoWatches {
 		watches = nil
@@ -440,8 +440,8 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 				ports          []assign.Assignment
 			)
 			note := func(ev xenstore.WatchEvent) {
-				if ev.Token == "uhd-intro" || ev.Token == "uhd-release" {
-					domains = true
+				if ev.Token == "uhd-intro" || ev.Token == "uhd-release" || ev.Token == "uhd-vm" {
+					domains = domains || ev.Token != "uhd-vm" || isVMName(ev.Path)
 					return
 				}
 				switch c, x := classifyBackend(ev.Path); c {

@@ -15,6 +15,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -193,6 +194,33 @@ target = { domain = "win" }
 			case <-e.ctx.Done():
 				t.Fatal("never attached once QEMU answered")
 			}
+		}
+	})
+}
+
+// A migration's arrival: the guest comes as NAME--incoming and is then
+// renamed NAME, as xl rename does (both name nodes in one transaction).
+// The device pending for NAME attaches without another domain event.
+func TestAgentNoticesARenameAtOnce(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(strings.ReplaceAll(testPolicy, `target = { domain = "kiosk" }`, `target = { domain = "lab" }`), false)
+		d := e.start("lab--incoming")
+		e.settle()
+		if _, ok := e.at("1-2"); ok {
+			t.Fatal("attached to lab--incoming")
+		}
+		err := e.xs.Update(e.ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+			if err := tx.Write(ctx, fmt.Sprintf("/local/domain/%d/name", d.ID), []byte("lab")); err != nil {
+				return err
+			}
+			return tx.Write(ctx, "/vm/"+d.UUID+"/name", []byte("lab"))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := e.await("1-2", agent.ActAttached); r.Domid != int(d.ID) || r.Domain != "lab" {
+			t.Errorf("after the rename: %+v", r)
 		}
 	})
 }

@@ -93,3 +93,16 @@ func (a *Agent) notePorts(ports []assign.Assignment, since uint64) []string {
 	}
 	return moved
 }
+
+// isVMName says path is a domain's name under /vm (/vm/UUID/name): xl
+// rename writes it with /local/domain/DOMID/name, in one transaction, and
+// so does a migration's arrival when NAME--incoming becomes NAME. No
+// domain watch fires then; the agent's watch on /vm catches it.
+func isVMName(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/vm/")
+	if !ok {
+		return false
+	}
+	uuid, key, ok := strings.Cut(rest, "/")
+	return ok && uuid != "" && key == "name"
+}
