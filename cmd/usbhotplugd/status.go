@@ -130,7 +130,13 @@ func runStatus(stateDir string, asJSON bool, stdout io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID, d.Action, dom, port, rule, d.Reason)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, k := range st.Status.Skipped {
+		fmt.Fprintf(stdout, "controller %d of domain %d is SKIPPED (the rest of the host works on): %s\n", k.DevID, k.Domid, k.Reason)
+	}
+	return nil
 }
 
 func newReloadCmd() *cobra.Command {

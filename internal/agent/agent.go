@@ -65,6 +65,7 @@ type Agent struct {
 	domains map[string][]uint32 // running domains by name (two share a name at times)
 	status  map[string]Audit    // the last decision per device
 	dirty   bool
+	skipped []assign.Skipped // the controllers the last status said were skipped
 	// cache holds every present device as last read: a pass reads its own
 	// device again and takes the others from here, so one event does not
 	// cost a scan of the whole bus. Full rescans refill it.

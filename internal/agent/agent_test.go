@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,6 +82,8 @@ type env struct {
 	logged chan struct{}
 	// mountinfo is the agent's Config.Mountinfo: dom0's mounts.
 	mountinfo string
+	// status is the agent's last status.
+	status atomic.Pointer[agent.Status]
 	// dialQMP is the agent's Host.DialQMP (nil: libxl's socket).
 	dialQMP func(ctx context.Context, domid uint32) (assign.QMP, func(), error)
 }
@@ -183,7 +186,7 @@ func (e *env) run(pol string, dryRun bool) {
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second, DialQMP: e.dialQMP}
 	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout, Mountinfo: e.mountinfo,
-		OnAudit: func(r agent.Audit) { e.audits <- r }})
+		OnAudit: func(r agent.Audit) { e.audits <- r }, OnStatus: func(st agent.Status) { e.status.Store(&st) }})
 	ctx, cancel := context.WithCancel(e.ctx)
 	ready := make(chan struct{})
 	stopped := make(chan error, 1)

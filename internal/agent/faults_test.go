@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -221,6 +222,44 @@ func TestAgentNoticesARenameAtOnce(t *testing.T) {
 		}
 		if r := e.await("1-2", agent.ActAttached); r.Domid != int(d.ID) || r.Domain != "lab" {
 			t.Errorf("after the rename: %+v", r)
+		}
+	})
+}
+
+// Controllers the agent cannot use (a driver domain's backend, a type
+// libxl never writes) are skipped, each alone: the rest of the host works
+// on, and the status says why each is skipped.
+func TestAgentSkipsControllersItCannotUse(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk, desk := e.doms["kiosk"].ID, e.doms["desk"].ID
+		for _, kv := range [][2]string{
+			{fmt.Sprintf("/libxl/%d/device/vusb/5/type", kiosk), "pv"},
+			{fmt.Sprintf("/libxl/%d/device/vusb/5/backend", kiosk), fmt.Sprintf("/local/domain/7/backend/vusb/%d/5", kiosk)},
+			{fmt.Sprintf("/libxl/%d/device/vusb/5/frontend", kiosk), fmt.Sprintf("/local/domain/%d/device/vusb/5", kiosk)},
+			{fmt.Sprintf("/libxl/%d/device/vusb/3/type", desk), "bogus"},
+		} {
+			if err := e.xs.Write(e.ctx, kv[0], []byte(kv[1])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.run(testPolicy, false)
+		if a, ok := e.at("1-2"); !ok || a.Domid != kiosk || a.Controller == 5 {
+			t.Errorf("audio: %+v %v\n%s", a, ok, e.logText())
+		}
+		if a, ok := e.at("1-5"); !ok || a.Domid != desk {
+			t.Errorf("mouse B: %+v %v", a, ok)
+		}
+		st := e.status.Load()
+		if st == nil || len(st.Skipped) != 2 {
+			t.Fatalf("status: %+v", st)
+		}
+		for _, want := range []string{fmt.Sprintf(`"domid":%d,"controller":5,"reason":"controller 5 of domain %d: its backend`, kiosk, kiosk), "in domain 7 (a driver domain), not dom0",
+			fmt.Sprintf(`"domid":%d,"controller":3,"reason":"controller 3 of domain %d: type \"bogus\"`, desk, desk)} {
+			b, _ := json.Marshal(st.Skipped)
+			if !strings.Contains(string(b), want) {
+				t.Errorf("status lacks %s: %s", want, b)
+			}
 		}
 	})
 }

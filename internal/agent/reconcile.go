@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sort"
 	"time"
 
@@ -41,6 +42,9 @@ type Audit struct {
 type Status struct {
 	Updated time.Time `json:"updated"`
 	Devices []Audit   `json:"devices"`
+	// Skipped are the guests' controllers the agent cannot use, and why
+	// (a driver domain's backend, nodes libxl would not write).
+	Skipped []assign.Skipped `json:"skipped_controllers,omitempty"`
 }
 
 func (a *Agent) audit(ctx context.Context, r Audit, start time.Time) {
@@ -96,13 +100,19 @@ func (a *Agent) audit(ctx context.Context, r Audit, start time.Time) {
 }
 
 func (a *Agent) flushStatus() {
+	if a.cfg.OnStatus == nil {
+		return
+	}
+	skipped := a.h.Skipped()
 	a.mu.Lock()
-	if !a.dirty || a.cfg.OnStatus == nil {
+	if !a.dirty && slices.EqualFunc(skipped, a.skipped, func(x, y assign.Skipped) bool {
+		return x.Domid == y.Domid && x.DevID == y.DevID && x.Reason == y.Reason
+	}) {
 		a.mu.Unlock()
 		return
 	}
-	a.dirty = false
-	st := Status{Updated: a.cfg.Now()}
+	a.dirty, a.skipped = false, skipped
+	st := Status{Updated: a.cfg.Now(), Skipped: skipped}
 	for _, r := range a.status {
 		st.Devices = append(st.Devices, r)
 	}
@@ -230,11 +240,11 @@ func (a *Agent) ensureControllers(ctx context.Context, name string, domid uint32
 	if done {
 		return nil // a domid is never reused while its domain lives
 	}
-	have, err := a.h.Controllers(ctx, domid)
+	have, skipped, err := a.h.UsableControllers(ctx, domid)
 	if err != nil {
 		return err
 	}
-	if len(have) > 0 {
+	if len(have)+len(skipped) > 0 {
 		a.mu.Lock()
 		a.ensured[domid] = true
 		a.mu.Unlock()

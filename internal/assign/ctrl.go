@@ -48,9 +48,40 @@ func (h *Host) Controllers(ctx context.Context, domid uint32) ([]Controller, err
 }
 
 func (h *Host) controllers(ctx context.Context, r rw, domid uint32, withState bool) ([]Controller, error) {
+	out, skipped, err := h.usableControllers(ctx, r, domid, withState)
+	if err == nil && len(skipped) > 0 {
+		err = skipped[0].Err
+	}
+	return out, err
+}
+
+// UsableControllers is Controllers with the controllers that cannot be
+// used set apart instead of failing the whole read.
+func (h *Host) UsableControllers(ctx context.Context, domid uint32) ([]Controller, []Skipped, error) {
+	return h.usableControllers(ctx, h.XS, domid, true)
+}
+
+// A Skipped controller is one the agent cannot use: its backend is not in
+// dom0 (a driver domain's, as libxl writes it), or its nodes are not what
+// libxl writes. It affects that controller alone.
+type Skipped struct {
+	Domid  uint32 `json:"domid"`
+	DevID  int    `json:"controller"`
+	Reason string `json:"reason"`
+	Err    error  `json:"-"`
+}
+
+// unusable says err is about the controller's contents, not the store.
+func unusable(err error) bool {
+	return errors.Is(err, ErrBadStore) || errors.Is(err, ErrNotDom0Backend)
+}
+
+// usableControllers is controllers with the ones that cannot be used
+// set apart, for the host-wide views (every port, an attach).
+func (h *Host) usableControllers(ctx context.Context, r rw, domid uint32, withState bool) ([]Controller, []Skipped, error) {
 	ids, err := dirOpt(ctx, r, libxlDir(domid))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var devids []int
 	for _, s := range ids {
@@ -70,10 +101,19 @@ func (h *Host) controllers(ctx context.Context, r rw, domid uint32, withState bo
 		wg.Go(func() { out[i], errs[i] = h.controller(ctx, r, domid, devid, withState) })
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	var skipped []Skipped
+	good := out[:0]
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			good = append(good, out[i])
+		case unusable(err):
+			skipped = append(skipped, Skipped{Domid: domid, DevID: devids[i], Reason: err.Error(), Err: err})
+		default:
+			return nil, nil, err
+		}
 	}
-	return out, nil
+	return good, skipped, nil
 }
 
 // Controller reads one controller; ErrNoController if /libxl has none.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sync"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
@@ -60,20 +61,46 @@ func (h *Host) snapshot(ctx context.Context, r rw) (snapshot, error) {
 		}
 	}
 	lists := make([][]Controller, len(snap.order))
+	skips := make([][]Skipped, len(snap.order))
 	errs := make([]error, len(snap.order))
 	var wg sync.WaitGroup
 	for i, d := range snap.order {
-		wg.Go(func() { lists[i], errs[i] = h.controllers(ctx, r, d, withState) })
+		wg.Go(func() { lists[i], skips[i], errs[i] = h.usableControllers(ctx, r, d, withState) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return snapshot{}, err
 	}
+	var skipped []Skipped
 	for i, d := range snap.order {
 		snap.ctrls[d] = lists[i]
+		skipped = append(skipped, skips[i]...)
 	}
 	h.rememberShape(snap)
+	h.noteSkipped(skipped)
 	return snap, nil
+}
+
+// noteSkipped remembers the controllers the last look set apart, and
+// warns once of each new one.
+func (h *Host) noteSkipped(now []Skipped) {
+	h.shapeMu.Lock()
+	old := h.skipped
+	h.skipped = now
+	h.shapeMu.Unlock()
+	for _, s := range now {
+		if !slices.ContainsFunc(old, func(o Skipped) bool { return o.Domid == s.Domid && o.DevID == s.DevID && o.Reason == s.Reason }) {
+			h.warn("controller %d of domain %d is skipped: %s", s.DevID, s.Domid, s.Reason)
+		}
+	}
+}
+
+// Skipped lists the controllers the last look at every domain set apart
+// because they cannot be used; the rest of the host works on.
+func (h *Host) Skipped() []Skipped {
+	h.shapeMu.Lock()
+	defer h.shapeMu.Unlock()
+	return slices.Clone(h.skipped)
 }
 
 // resolveBusID finds the device a DevSpec names: by busid, or by bus and

@@ -56,6 +56,7 @@ type Host struct {
 
 	shapeMu sync.Mutex
 	shape   map[uint32][]Controller // the last snapshot's; see prefetch
+	skipped []Skipped               // the controllers the last snapshot set apart
 }
 
 func (h *Host) warn(format string, a ...any) {

@@ -52,6 +52,11 @@ func checkBackendPath(p string, domid uint32, devid int) (kind string, err error
 			return k, nil
 		}
 	}
+	if rest, ok := strings.CutPrefix(p, "/local/domain/"); ok {
+		if be, _, ok := strings.Cut(rest, "/"); ok && be != "0" {
+			return "", fmt.Errorf("its backend %q is in domain %s (a driver domain), not dom0: %w", p, be, ErrNotDom0Backend)
+		}
+	}
 	return "", fmt.Errorf("backend path %q is not /local/domain/0/backend/{vusb,qusb}/%d/%d", p, domid, devid)
 }
 
