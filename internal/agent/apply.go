@@ -117,5 +117,5 @@ func (a *Agent) queueAttach(o observation, s step, start time.Time) {
 		rec.Controller, rec.Port = x.Controller, x.Port
 		return [][2]string{{ownedPath(o.busid), ownedValue(rec)}}
 	}
-	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, rec: s.rec, start: start})
+	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, pinned: s.attach.pinned, rec: s.rec, start: start})
 }

@@ -263,3 +263,29 @@ func TestAgentSkipsControllersItCannotUse(t *testing.T) {
 		}
 	})
 }
+
+// A rule's pinned port found taken at run time: the device goes to
+// another port, and its record says so.
+func TestAgentSaysAPinnedPortWasTaken(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"].ID
+		if _, err := e.h.AddController(e.ctx, kiosk, policy.CtrlSpec{Version: 2, Ports: 4}, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.h.Attach(e.ctx, kiosk, policy.DevSpec{BusID: "1-1.6", Controller: 0, Port: 2}); err != nil {
+			t.Fatal(err)
+		}
+		pol := "[domain.kiosk]\nusbctrl = [\"version=2, ports=4\"]\n" +
+			strings.Replace(testPolicy, `target = { domain = "kiosk" }`, `target = { domain = "kiosk", controller = 0, port = 2 }`, 1)
+		e.run(pol, false)
+		a, ok := e.at("1-2")
+		if !ok || a.Domid != kiosk || a.Port == 2 {
+			t.Fatalf("audio: %+v %v", a, ok)
+		}
+		want := fmt.Sprintf("its pinned port 0:2 was not free (port 0:2 holds 1-1.6): attached at 0:%d instead", a.Port)
+		if !strings.Contains(e.logText(), want) {
+			t.Errorf("the record does not say %q:\n%s", want, e.logText())
+		}
+	})
+}

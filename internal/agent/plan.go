@@ -259,6 +259,7 @@ func planAttach(p *plan, o observation, dec policy.Decision, t target, owned *Ow
 		// Plugged back: to the port it left, if that is free.
 		opts.PreferController, opts.PreferPort = o.left.at.Controller, o.left.at.Port
 	}
+	pinned := tg.Port > 0 && opts.PreferController == tg.Controller && opts.PreferPort == tg.Port
 	rec.Action, rec.Domid = ActAttached, int(t.domid)
 	p.state = StAttaching
 	if w.dryRun {
@@ -267,7 +268,7 @@ func planAttach(p *plan, o observation, dec policy.Decision, t target, owned *Ow
 		return
 	}
 	own := Owned{Domain: tg.Domain, Domid: t.domid, Rule: dec.Rule.Name, ID: o.dev.ID(), Serial: o.dev.Serial}
-	p.add(step{kind: stepAttach, rec: rec, attach: attachPlan{domid: t.domid, domain: tg.Domain, opts: opts, owned: own}})
+	p.add(step{kind: stepAttach, rec: rec, attach: attachPlan{domid: t.domid, domain: tg.Domain, opts: opts, pinned: pinned, owned: own}})
 }
 
 // planGone plans for a device that has left the host: its port (libxl

@@ -130,6 +130,7 @@ type intent struct {
 	domain string
 	domid  uint32
 	opts   assign.AttachOptions
+	pinned bool // the preferred port is the rule's pin
 	rec    Audit
 	start  time.Time
 }
@@ -177,7 +178,7 @@ func (a *Agent) attachBatch(ctx context.Context, mine []intent) {
 	}
 	items := make([]assign.AttachItem, len(mine))
 	for i, in := range mine {
-		items[i] = assign.AttachItem{BusID: in.busid, Opts: in.opts}
+		items[i] = assign.AttachItem{BusID: in.busid, Controller: -1, Opts: in.opts}
 	}
 	for i, r := range a.h.AttachMany(ctx, domid, items) {
 		a.attachDone(ctx, mine[i], r)
@@ -190,6 +191,10 @@ func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult
 	case r.Err == nil:
 		a.setPort(r.Assignment, true)
 		in.rec.Ctrl, in.rec.Port = r.Controller, r.Port
+		if in.pinned && r.Preferred != "" {
+			in.rec.Reason += fmt.Sprintf("; its pinned port %d:%d was not free (%s): attached at %d:%d instead",
+				in.opts.PreferController, in.opts.PreferPort, r.Preferred, r.Controller, r.Port)
+		}
 		a.audit(ctx, in.rec, in.start)
 	case errors.Is(r.Err, assign.ErrAssigned):
 		// At a port after all (written by xl a moment ago): read the

@@ -109,5 +109,6 @@ type attachPlan struct {
 	domid  uint32
 	domain string
 	opts   assign.AttachOptions
+	pinned bool  // opts prefer the port the rule pins
 	owned  Owned // the ownership record, its port filled in at the attach
 }

@@ -145,61 +145,18 @@ type AttachOptions struct {
 	Device *usbsysfs.Device
 }
 
-// AttachWith is Attach with the agent's options.
+// AttachWith is Attach with the agent's options. It is AttachMany with
+// one item: the commands and the agent attach along one path.
 func (h *Host) AttachWith(ctx context.Context, domid uint32, spec policy.DevSpec, opts AttachOptions) (Assignment, error) {
 	busid, err := h.resolveBusID(spec)
 	if err != nil {
 		return Assignment{}, err
 	}
-	var dev usbsysfs.Device
-	if opts.Device != nil && opts.Device.BusID == busid {
-		dev = *opts.Device
-	} else if dev, err = h.Sys.Device(busid); errors.Is(err, fs.ErrNotExist) {
-		return Assignment{}, fmt.Errorf("%s: %w", busid, ErrNoDevice)
-	} else if err != nil {
-		return Assignment{}, err
-	}
-	if dev.IsHub() || dev.IsRootHub() {
-		return Assignment{}, fmt.Errorf("%s is a hub: %w", busid, ErrNotAssignable)
-	}
 	if spec.Controller < 0 && spec.Port != 0 {
 		return Assignment{}, fmt.Errorf("a port needs a controller: %w", ErrNoController)
 	}
-	plan, err := h.usbbackPlan(busid)
-	if err != nil {
-		return Assignment{}, err
-	}
-	var a Assignment
-	for try := 0; ; try++ {
-		a, err = h.placePort(ctx, domid, busid, spec, plan, opts)
-		if errors.Is(err, errNeedController) && try < 4 {
-			// libxl adds a default controller, xenstore part only, no wait.
-			if _, err = h.AddController(ctx, domid, opts.NewController, false); err != nil {
-				return Assignment{}, err
-			}
-			continue
-		}
-		if err != nil {
-			return Assignment{}, err
-		}
-		break
-	}
-	if a.Type == policy.TypeDeviceModel {
-		if err := h.dmAttach(ctx, a, opts); err != nil {
-			return Assignment{}, err
-		}
-		return a, nil
-	}
-	if a.Type != policy.TypePV {
-		return a, nil
-	}
-	if err := h.bindUsbback(plan); err != nil {
-		h.rollback(ctx, busid)
-		c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
-		err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, opts))
-		return Assignment{}, fmt.Errorf("%s not attached (rolled back): %w", busid, err)
-	}
-	return a, nil
+	r := h.AttachMany(ctx, domid, []AttachItem{{BusID: busid, Controller: spec.Controller, Port: spec.Port, Opts: opts}})[0]
+	return r.Assignment, r.Err
 }
 
 // clearPort undoes a port write: the port and the caller's records go
@@ -221,51 +178,6 @@ func (h *Host) clearPort(ctx context.Context, path string, a Assignment, opts At
 }
 
 var errNeedController = errors.New("no free port: a controller is needed")
-
-// placePort decides and writes in one transaction: it reads every domain's
-// ports inside it (the device must not be at any of them), picks the port
-// as libxl picks it, and writes the busid there. A concurrent attach makes
-// the commit fail and the whole decision is taken again, so no port is
-// ever given twice. Seven round trips.
-//
-// For pv, the original drivers of the interfaces are recorded under
-// /libxl/usbback in the same transaction (libxl writes them just after),
-// so no crash can leave a port without the records its undoing needs.
-func (h *Host) placePort(ctx context.Context, domid uint32, busid string, spec policy.DevSpec, plan []planned, opts AttachOptions) (Assignment, error) {
-	var a Assignment
-	err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
-		snap, err := h.snapshot(ctx, tx)
-		if err != nil {
-			return err
-		}
-		for _, d := range snap.order {
-			for _, x := range h.assignmentsOf(snap.ctrls[d]) {
-				if x.BusID == busid {
-					return fmt.Errorf("%s is at domain %d controller %d port %d: %w", busid, x.Domid, x.Controller, x.Port, ErrAssigned)
-				}
-			}
-		}
-		c, port, err := choosePort(snap.ctrls[domid], domid, spec, opts)
-		if err != nil {
-			return err
-		}
-		a = Assignment{Domid: domid, Controller: c.DevID, Port: port, BusID: busid, Type: c.Type}
-		var recs [][2]string
-		if c.Type == policy.TypePV {
-			for _, p := range plan {
-				if p.driver != "" {
-					recs = append(recs, [2]string{driverPathKey(busid, p.intf), sysDrivers + p.driver})
-				}
-			}
-		}
-		if opts.Record != nil {
-			recs = append(recs, opts.Record(a)...)
-		}
-		// The port and the records go out together: one round trip.
-		return tx.WriteMany(ctx, append([][2]string{{c.portPath(port), busid}}, recs...))
-	})
-	return a, err
-}
 
 // choosePort picks a port as libxl does, or the preferred one when it is
 // free; errNeedController when no controller has a free port.
