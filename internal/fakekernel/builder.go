@@ -106,7 +106,11 @@ func (b *Builder) Add(d Dev) *Builder {
 		"bNumConfigurations": "1", "bConfigurationValue": "1", "bNumInterfaces": fmt.Sprintf("%2d", len(d.Interfaces)),
 		"speed": d.Speed, "version": " 2.00", "devpath": devpath, "removable": "removable",
 		"manufacturer": d.Manufacturer, "product": d.Name,
-		"uevent": "DEVTYPE=usb_device\n",
+		"uevent": "DEVTYPE=usb_device\n", "authorized": "1",
+	}
+	if strings.HasPrefix(d.BusID, "usb") {
+		attrs["authorized_default"] = "1"
+		attrs["interface_authorized_default"] = "1"
 	}
 	if d.Serial != "" {
 		attrs["serial"] = d.Serial
@@ -121,6 +125,12 @@ func (b *Builder) Add(d Dev) *Builder {
 	b.link("bus/usb/devices/"+name, dir)
 	b.link(dir+"/driver", "bus/usb/drivers/usb")
 	b.link("bus/usb/drivers/usb/"+name, dir)
+	// The root hub's default says whether new interfaces are authorized;
+	// a deauthorized one is probed by no driver.
+	intfAuth := "1"
+	if v, err := os.ReadFile(filepath.Join(b.Root, "bus/usb/devices/usb"+bus, "interface_authorized_default")); err == nil && strings.TrimSpace(string(v)) == "0" {
+		intfAuth = "0"
+	}
 	for i, in := range d.Interfaces {
 		iname := fmt.Sprintf("%s:1.%d", d.BusID, i)
 		if strings.HasPrefix(d.BusID, "usb") {
@@ -130,11 +140,12 @@ func (b *Builder) Add(d Dev) *Builder {
 		for k, v := range map[string]string{
 			"bInterfaceNumber": fmt.Sprintf("%02x", i), "bAlternateSetting": " 0", "bInterfaceClass": in.Class,
 			"bInterfaceSubClass": in.SubClass, "bInterfaceProtocol": in.Protocol, "uevent": "DEVTYPE=usb_interface",
+			"authorized": intfAuth,
 		} {
 			b.write(idir+"/"+k, v+"\n")
 		}
 		b.link("bus/usb/devices/"+iname, idir)
-		if in.Driver != "" {
+		if in.Driver != "" && intfAuth == "1" {
 			if _, err := os.Stat(filepath.Join(b.Root, "bus/usb/drivers", in.Driver)); err != nil && b.err == nil {
 				b.err = AddDriver(b.Root, in.Driver)
 			}

@@ -16,6 +16,9 @@ import (
 // applied them when they were recorded.
 type Host struct {
 	Root string
+	// Kernel, when set, is told which driver each interface was bound to,
+	// so that it lets that driver take it back.
+	Kernel *fakekernel.Kernel
 }
 
 // NewHost prepares an empty tree with the usual USB drivers.
@@ -49,6 +52,11 @@ func (h *Host) link(name, dir string) error {
 	return os.Symlink(rel, l)
 }
 
+func exists(dir string) bool {
+	_, err := os.Stat(dir)
+	return err == nil
+}
+
 func write(dir, name, v string) error {
 	return os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644)
 }
@@ -69,6 +77,13 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 		return err
 	}
 	name := e.Name()
+	if e.Synthetic() && (e.Action != "add" || exists(dir)) {
+		// Written to a uevent file, not made by a change: the kernel
+		// changes nothing. A synthetic add of what the tree lacks says it
+		// was there before the trace began (the kernel synthesises events
+		// only for what exists), as it was, bound or not.
+		return nil
+	}
 	switch e.Action {
 	case "add":
 		if e.IsUSBDevice() && usbsysfs.ValidBusID(name) != nil || e.IsUSBInterface() && usbsysfs.ValidInterface(name) != nil {
@@ -99,7 +114,16 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 				}
 			}
 		}
-		return h.link(name, dir)
+		if err := h.link(name, dir); err != nil {
+			return err
+		}
+		// A kernel's own add never names a driver, as nothing is bound
+		// yet; a coldplug scan's and a synthetic add's do: the device was
+		// there already, bound to it.
+		if e.Driver() == "" {
+			return nil
+		}
+		fallthrough
 	case "bind":
 		drv := e.Driver()
 		if drv == "" || strings.ContainsAny(drv, "/.") {
@@ -109,6 +133,9 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 			if err := fakekernel.AddDriver(h.Root, drv); err != nil {
 				return err
 			}
+		}
+		if h.Kernel != nil && e.IsUSBInterface() {
+			h.Kernel.Learn(name, drv)
 		}
 		return h.bind(dir, name, drv)
 	case "unbind":

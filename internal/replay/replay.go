@@ -62,167 +62,247 @@ func (s source) Receive(ctx context.Context) (uevent.Message, error) {
 	}
 }
 
-// Run replays recs and returns what happened.
-func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	xs, err := o.Dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer xs.Close()
-	if err := sim.SeedDom0(ctx, xs); err != nil {
-		return nil, err
-	}
-	simXS, err := o.Dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer simXS.Close()
-	backends := &sim.Backends{XS: simXS}
-	run, err := backends.Start(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer run.Stop()
-	agentXS, err := o.Dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer agentXS.Close()
+// A world is a simulated dom0 with the agent running in it: a store with
+// simulated backends, a sysfs tree under the fake kernel, and domains.
+type world struct {
+	xs, simXS, agentXS *xenstore.Conn
+	backends           *sim.Backends
+	run                *sim.Running
+	host               *Host
+	h                  *assign.Host
+	a                  *agent.Agent
+	agentDone          chan error
 
-	host, err := NewHost(o.Root)
-	if err != nil {
-		return nil, err
+	dmMu sync.Mutex
+	dms  map[uint32]*sim.DeviceModel
+
+	mu     sync.Mutex // now and the timeline: the agent's goroutine audits
+	now    time.Duration
+	res    *Result
+	domids map[string]sim.Domain
+}
+
+// newWorld makes the world, starts the domains running before the agent
+// (pre), and starts the agent in it; close stops it.
+func newWorld(ctx context.Context, o Options, pre ...uevent.DomainChange) (w *world, err error) {
+	w = &world{dms: map[uint32]*sim.DeviceModel{}, domids: map[string]sim.Domain{},
+		res: &Result{Lists: map[string][]assign.ListedController{}, ListText: map[string]string{}}}
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
+	if w.xs, err = o.Dial(ctx); err != nil {
+		return w, err
+	}
+	if err := sim.SeedDom0(ctx, w.xs); err != nil {
+		return w, err
+	}
+	if w.simXS, err = o.Dial(ctx); err != nil {
+		return w, err
+	}
+	w.backends = &sim.Backends{XS: w.simXS}
+	if w.run, err = w.backends.Start(ctx); err != nil {
+		return w, err
+	}
+	if w.agentXS, err = o.Dial(ctx); err != nil {
+		return w, err
+	}
+	if w.host, err = NewHost(o.Root); err != nil {
+		return w, err
 	}
 	kernel := fakekernel.NewKernel(o.Root)
-	// Every driver takes back what it had: the trace bound it there.
-	kernel.Accept = func(driver, intf string) bool { return true }
+	// Every driver takes back what the trace bound to it, and usbback
+	// takes what is in its backends' ports, as the real one does.
+	w.host.Kernel = kernel
+	kernel.UsbbackPorts = fakekernel.StorePorts(ctx, w.simXS)
 	sys := usbsysfs.NewFS(o.Root).WithWriter(kernel)
 	short := 2 * time.Second
-	h := &assign.Host{XS: agentXS, Sys: sys, InitTimeout: short, DestroyTimeout: short}
+	w.h = &assign.Host{XS: w.agentXS, Sys: sys, InitTimeout: short, DestroyTimeout: short}
 	// HVM guests get a simulated QEMU, for emulated controllers.
-	var dmMu sync.Mutex
-	dms := map[uint32]*sim.DeviceModel{}
-	h.DialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
-		dmMu.Lock()
-		defer dmMu.Unlock()
-		dm, ok := dms[domid]
+	w.h.DialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
+		w.dmMu.Lock()
+		defer w.dmMu.Unlock()
+		dm, ok := w.dms[domid]
 		if !ok {
 			return nil, nil, fmt.Errorf("domain %d has no device model (it is not an HVM guest)", domid)
 		}
 		return dm, func() {}, nil
 	}
-	res := &Result{Lists: map[string][]assign.ListedController{}, ListText: map[string]string{}}
-	var t0 time.Time
-	var mu sync.Mutex // now and the timeline: the agent's goroutine audits
-	var now time.Duration
-	at := func(r uevent.Record) time.Duration {
-		if r.Time.IsZero() {
-			return now
+	for i := range pre {
+		if err := w.startDomain(ctx, i, &pre[i]); err != nil {
+			return w, err
 		}
-		if t0.IsZero() {
-			t0 = r.Time
-			res.Start = t0
-		}
-		return r.Time.Sub(t0)
 	}
-	add := func(l Line) {
-		mu.Lock()
-		l.At = agent.Millis(now)
-		res.Timeline = append(res.Timeline, l)
-		mu.Unlock()
-	}
-	a := agent.New(agent.Config{Host: h, Policy: o.Policy, Log: o.Log, NoWatches: true, OnAudit: func(r agent.Audit) {
-		add(Line{Text: auditText(r), Audit: &r})
+	return w, w.startAgent(ctx, o)
+}
+
+func (w *world) startAgent(ctx context.Context, o Options) error {
+	w.a = agent.New(agent.Config{Host: w.h, Policy: o.Policy, Log: o.Log, NoWatches: true, OnAudit: func(r agent.Audit) {
+		w.add(Line{Text: auditText(r), Audit: &r})
 	}})
-	src := make(source)
-	agentDone := make(chan error, 1)
+	w.agentDone = make(chan error, 1)
 	ready := make(chan struct{})
-	go func() { agentDone <- a.Run(ctx, src, func() { close(ready) }) }()
+	go func() { w.agentDone <- w.a.Run(ctx, make(source), func() { close(ready) }) }()
 	select {
 	case <-ready:
-	case err := <-agentDone:
-		return nil, fmt.Errorf("replay: the agent stopped: %w", err)
+		return nil
+	case err := <-w.agentDone:
+		w.agentDone <- err
+		return fmt.Errorf("replay: the agent stopped: %w", err)
 	}
-	settle := func() error {
-		c, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := a.WaitIdle(c); err != nil {
-			return fmt.Errorf("replay: the agent did not settle: %w", err)
+}
+
+// close stops the agent (its context must be cancelled first) and the
+// simulation.
+func (w *world) close() {
+	if w.agentDone != nil {
+		<-w.agentDone
+	}
+	if w.run != nil {
+		w.run.Stop()
+	}
+	for _, c := range []*xenstore.Conn{w.agentXS, w.simXS, w.xs} {
+		if c != nil {
+			c.Close()
 		}
-		return backends.WaitIdle(c)
 	}
-	domids := map[string]sim.Domain{}
+}
+
+func (w *world) add(l Line) {
+	w.mu.Lock()
+	l.At = agent.Millis(w.now)
+	w.res.Timeline = append(w.res.Timeline, l)
+	w.mu.Unlock()
+}
+
+func (w *world) setNow(d time.Duration) {
+	w.mu.Lock()
+	w.now = d
+	w.mu.Unlock()
+}
+
+// settle waits until the agent and the backends have nothing left to do.
+func (w *world) settle(ctx context.Context) error {
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := w.a.WaitIdle(c); err != nil {
+		return fmt.Errorf("replay: the agent did not settle: %w", err)
+	}
+	return w.backends.WaitIdle(c)
+}
+
+// domain starts or destroys a domain, then has the agent look again.
+func (w *world) domain(ctx context.Context, i int, d *uevent.DomainChange) error {
+	switch d.Action {
+	case "start":
+		if err := w.startDomain(ctx, i, d); err != nil {
+			return err
+		}
+	case "destroy":
+		sd, ok := w.domids[d.Name]
+		if !ok {
+			return fmt.Errorf("replay: record %d destroys %s, which is not running", i+1, d.Name)
+		}
+		if err := Destroy(ctx, w.h, w.xs, sd); err != nil {
+			return err
+		}
+		delete(w.domids, d.Name)
+		w.dmMu.Lock()
+		delete(w.dms, sd.ID)
+		w.dmMu.Unlock()
+		w.add(Line{Text: fmt.Sprintf("domain %s destroyed (domid %d)", d.Name, sd.ID)})
+	}
+	return w.a.Rescan(ctx, "domain "+d.Name+" "+d.Action+"ed")
+}
+
+// startDomain seeds a domain as xl create leaves it.
+func (w *world) startDomain(ctx context.Context, i int, d *uevent.DomainChange) error {
+	sd := sim.Domain{ID: d.Domid, Name: d.Name, Type: d.Type, UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", i+1)}
+	if err := sim.SeedDomain(ctx, w.xs, sd); err != nil {
+		return err
+	}
+	if err := w.xs.Introduce(ctx, d.Domid, 1, 1); err != nil {
+		return fmt.Errorf("replay: introducing %s: %w", d.Name, err)
+	}
+	w.domids[d.Name] = sd
+	if d.Type == "hvm" {
+		w.dmMu.Lock()
+		w.dms[d.Domid] = sim.NewDeviceModel()
+		w.dmMu.Unlock()
+	}
+	w.res.Domains = appendOnce(w.res.Domains, d.Name)
+	w.add(Line{Text: fmt.Sprintf("domain %s started (domid %d)", d.Name, d.Domid)})
+	return nil
+}
+
+// Run replays recs and returns what happened.
+func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := newWorld(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	defer cancel()
+	var t0 time.Time
 	var batch []uevent.Message
 	for i, r := range recs {
-		mu.Lock()
-		now = at(r)
-		mu.Unlock()
+		if !r.Time.IsZero() {
+			if t0.IsZero() {
+				t0 = r.Time
+				w.res.Start = t0
+			}
+			w.setNow(r.Time.Sub(t0))
+		}
 		switch {
 		case r.Domain != nil:
-			d := r.Domain
-			switch d.Action {
-			case "start":
-				sd := sim.Domain{ID: d.Domid, Name: d.Name, Type: d.Type, UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", i+1)}
-				if err := sim.SeedDomain(ctx, xs, sd); err != nil {
-					return nil, err
-				}
-				if err := xs.Introduce(ctx, d.Domid, 1, 1); err != nil {
-					return nil, fmt.Errorf("replay: introducing %s: %w", d.Name, err)
-				}
-				domids[d.Name] = sd
-				if d.Type == "hvm" {
-					dmMu.Lock()
-					dms[d.Domid] = sim.NewDeviceModel()
-					dmMu.Unlock()
-				}
-				res.Domains = appendOnce(res.Domains, d.Name)
-				add(Line{Text: fmt.Sprintf("domain %s started (domid %d)", d.Name, d.Domid)})
-			case "destroy":
-				sd, ok := domids[d.Name]
-				if !ok {
-					return nil, fmt.Errorf("replay: record %d destroys %s, which is not running", i+1, d.Name)
-				}
-				if err := Destroy(ctx, h, xs, sd); err != nil {
-					return nil, err
-				}
-				delete(domids, d.Name)
-				dmMu.Lock()
-				delete(dms, sd.ID)
-				dmMu.Unlock()
-				add(Line{Text: fmt.Sprintf("domain %s destroyed (domid %d)", d.Name, sd.ID)})
-			}
-			if err := a.Rescan(ctx, "domain "+d.Name+" "+d.Action+"ed"); err != nil {
+			if err := w.domain(ctx, i, r.Domain); err != nil {
 				return nil, err
 			}
 		case r.Overrun:
 			batch = append(batch, uevent.Message{Overrun: true})
 		case r.Event != nil:
-			if err := host.Apply(*r.Event, r.Sysfs); err != nil {
+			if err := w.host.Apply(*r.Event, r.Sysfs); err != nil {
 				return nil, fmt.Errorf("replay: record %d: %w", i+1, err)
 			}
 			batch = append(batch, uevent.Message{Event: *r.Event, Coldplug: r.Coldplug})
 		}
-		// Events of one instant arrive together, as a storm does: the
-		// agent sees them only once the host has moved on.
-		if i+1 < len(recs) && r.Domain == nil && recs[i+1].Domain == nil && !r.Time.IsZero() && recs[i+1].Time.Equal(r.Time) {
+		if i+1 < len(recs) && together(r, recs[i+1]) {
 			continue
 		}
 		for _, m := range batch {
-			a.Handle(ctx, m)
+			w.a.Handle(ctx, m)
 		}
 		batch = batch[:0]
-		if err := settle(); err != nil {
+		if err := w.settle(ctx); err != nil {
 			return nil, err
 		}
 	}
+	return w.result(ctx)
+}
+
+// together reports whether the agent gets two records at once: events of
+// one instant, as in a storm, which the agent sees only once the host has
+// moved on; and the events of a coldplug scan, which it reads all at its
+// start, whatever their times.
+func together(r, next uevent.Record) bool {
+	if r.Domain != nil || next.Domain != nil {
+		return false
+	}
+	return r.Coldplug && next.Coldplug || !r.Time.IsZero() && next.Time.Equal(r.Time)
+}
+
+// result reads each domain's usb-list.
+func (w *world) result(ctx context.Context) (*Result, error) {
+	res := w.res
 	for _, name := range res.Domains {
-		sd, ok := domids[name]
+		sd, ok := w.domids[name]
 		if !ok {
 			continue
 		}
-		l, err := h.List(ctx, sd.ID)
+		l, err := w.h.List(ctx, sd.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -231,9 +311,7 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 		assign.WriteList(&b, l)
 		res.ListText[name] = b.String()
 	}
-	res.Stats = a.Stats()
-	cancel()
-	<-agentDone
+	res.Stats = w.a.Stats()
 	return res, nil
 }
 

@@ -8,6 +8,10 @@
 // optional ones (serial, strings) are empty when missing; a device that
 // vanishes while it is read gives an error wrapping fs.ErrNotExist.
 //
-// Writes to bind and unbind files go through a Writer, which a fake kernel
+// Authorization (authorize.go) is read with each device and interface and
+// set through the kernel's authorized and interface_authorized_default
+// attributes.
+//
+// Writes to sysfs attributes go through a Writer, which a fake kernel
 // replaces in tests to move driver links as the real kernel does.
 package usbsysfs

@@ -60,6 +60,8 @@ type Interface struct {
 	SubClass uint8  `json:"sub_class"`
 	Protocol uint8  `json:"protocol"`
 	Driver   string `json:"driver,omitempty"` // "" when unbound
+	// Authorized: drivers may probe it (its authorized attribute is 1).
+	Authorized bool `json:"authorized"`
 }
 
 // A Device is a USB device as sysfs shows it.
@@ -88,6 +90,9 @@ type Device struct {
 	NumInterfaces int         `json:"num_interfaces"`
 	Removable     string      `json:"removable,omitempty"` // "removable", "fixed" or "unknown"
 	Interfaces    []Interface `json:"interfaces,omitempty"`
+	// Authorized: the device may be configured (authorized is 1); a
+	// deauthorized device has no interfaces.
+	Authorized bool `json:"authorized"`
 }
 
 // IsHub reports whether the device is a hub (device class 9).
@@ -183,6 +188,7 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	d.Version = strings.TrimSpace(r.str("version", false))
 	d.Ports = r.str("devpath", false)
 	d.Removable = r.str("removable", false)
+	d.Authorized = r.str("authorized", false) != "0"
 	if s := strings.TrimSpace(r.str("bNumInterfaces", false)); s != "" && r.err == nil {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -266,6 +272,7 @@ func (f *FS) Interface(name string) (Interface, error) {
 	in.Class = uint8(r.num("bInterfaceClass", 16, 8))
 	in.SubClass = uint8(r.num("bInterfaceSubClass", 16, 8))
 	in.Protocol = uint8(r.num("bInterfaceProtocol", 16, 8))
+	in.Authorized = r.str("authorized", false) != "0"
 	if r.err != nil {
 		return Interface{}, r.err
 	}

@@ -80,6 +80,41 @@ func TestRealKernelTree(t *testing.T) {
 	}
 }
 
+// A root hub's interface (1-0:1.0) belongs to the root hub, never to a
+// device 1-0, which no kernel makes: on a real kernel's tree, every
+// interface is its device's.
+func TestRootHubInterfaces(t *testing.T) {
+	f, _ := realTree(t)
+	des, err := os.ReadDir(filepath.Join(f.Root(), "bus/usb/devices"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, de := range des {
+		if usbsysfs.ValidInterface(de.Name()) != nil {
+			continue
+		}
+		dev := usbsysfs.InterfaceBusID(de.Name())
+		ifs, err := f.Interfaces(dev)
+		if err != nil {
+			t.Fatalf("%s: device %q: %v", de.Name(), dev, err)
+		}
+		if !slices.ContainsFunc(ifs, func(in usbsysfs.Interface) bool { return in.Name == de.Name() }) {
+			t.Errorf("%s is not among the interfaces of %s: %v", de.Name(), dev, ifs)
+		}
+		n++
+	}
+	if n != 16 {
+		t.Errorf("%d interfaces", n)
+	}
+	if got := usbsysfs.InterfaceBusID("1-0:1.0"); got != "usb1" {
+		t.Errorf("InterfaceBusID(1-0:1.0) = %q", got)
+	}
+	if _, err := f.Device("1-0"); !errors.Is(err, usbsysfs.ErrInvalidName) {
+		t.Errorf("Device(1-0): %v", err)
+	}
+}
+
 func TestBusIDByAddr(t *testing.T) {
 	f, _ := standard(t)
 	id, err := f.BusIDByAddr(1, 6)

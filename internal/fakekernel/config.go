@@ -1,0 +1,293 @@
+package fakekernel
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
+)
+
+// A device's interfaces exist only while it is configured. Unconfigured
+// (deauthorized, or unbound from usb), they wait here, by device, with
+// their attributes; devices behind a hub whose driver left wait under
+// disconnected/, until the hub driver comes back and enumerates them.
+const (
+	stashDir        = ".fakekernel/unconfigured"
+	disconnectedDir = ".fakekernel/disconnected"
+)
+
+// authorizeDevice is a write to a device's authorized: 0 unconfigures it
+// (its interfaces go), any other number authorizes and configures it (its
+// interfaces come back, created as the root hub's
+// interface_authorized_default says, and the authorized ones are probed).
+func (k *Kernel) authorizeDevice(path, dir, name, data string) error {
+	var v uint
+	if _, err := fmt.Sscanf(data, "%d", &v); err != nil {
+		return errno(path, syscall.EINVAL)
+	}
+	was := authorized(dir)
+	if v == 0 {
+		if was {
+			k.unconfigure(name, dir)
+		}
+		return writeFlag(dir, "authorized", false)
+	}
+	if err := writeFlag(dir, "authorized", true); err != nil {
+		return errno(path, syscall.EIO)
+	}
+	if !was {
+		k.setConfig(name, dir, 1)
+	}
+	return nil
+}
+
+// authorizeIntf is a write to an interface's authorized: 0 unbinds its
+// driver and keeps every driver from probing it; 1 lets them, but
+// probes nothing (drivers_probe does).
+func (k *Kernel) authorizeIntf(path, dir, name, data string) error {
+	v, ok := kstrtobool(data)
+	if !ok {
+		return errno(path, syscall.EINVAL)
+	}
+	if !v && authorized(dir) {
+		if err := writeFlag(dir, "authorized", false); err != nil {
+			return errno(path, syscall.EIO)
+		}
+		k.detach(name, dir)
+		return nil
+	}
+	return writeFlag(dir, "authorized", v)
+}
+
+// configure is a write to bConfigurationValue: 0 or -1 unconfigures the
+// device, a configuration it has configures it, anything else is EINVAL.
+func (k *Kernel) configure(path, dir, name, data string) error {
+	c, err := strconv.Atoi(strings.TrimSpace(data))
+	n, _ := strconv.Atoi(readAttr(dir, "bNumConfigurations"))
+	if err != nil || c < -1 || c > n {
+		return errno(path, syscall.EINVAL)
+	}
+	k.setConfig(name, dir, max(c, 0))
+	return nil
+}
+
+// configureDefault is what the usb driver's probe does: it chooses the
+// first configuration of an authorized device.
+func (k *Kernel) configureDefault(name, dir string) {
+	if authorized(dir) && readAttr(dir, "bConfigurationValue") == "" {
+		k.setConfig(name, dir, 1)
+	}
+}
+
+// setConfig makes the device's configuration c (0: none). Every fixture
+// configuration has the interfaces the device was built with.
+func (k *Kernel) setConfig(name, dir string, c int) {
+	if c == 0 || !authorized(dir) {
+		k.unconfigure(name, dir)
+		return
+	}
+	if readAttr(dir, "bConfigurationValue") == strconv.Itoa(c) {
+		return
+	}
+	stash := filepath.Join(k.root, stashDir, name)
+	des, _ := os.ReadDir(stash)
+	intfAuth := k.intfAuthorizedDefault(name)
+	for _, de := range des {
+		idir := filepath.Join(dir, de.Name())
+		if os.Rename(filepath.Join(stash, de.Name()), idir) != nil {
+			continue
+		}
+		writeFlag(idir, "authorized", intfAuth)
+		k.linkDevice(de.Name(), idir)
+		if intfAuth {
+			k.probe(de.Name(), idir)
+		}
+	}
+	os.Remove(stash)
+	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte(strconv.Itoa(c)+"\n"), 0o644)
+}
+
+// unconfigure removes a device's interfaces, their drivers unbound first
+// (a hub's children go with its hub interface).
+func (k *Kernel) unconfigure(name, dir string) {
+	des, _ := os.ReadDir(dir)
+	stash := filepath.Join(k.root, stashDir, name)
+	for _, de := range des {
+		in := de.Name()
+		if d, err := usbname.DeviceOf(in); err != nil || d != name {
+			continue
+		}
+		idir := filepath.Join(dir, in)
+		k.detach(in, idir)
+		os.Remove(filepath.Join(k.root, "bus/usb/devices", in))
+		// What drivers made under the interface (hid, SCSI hosts) goes
+		// with the driver; the attributes stay for the next configuration.
+		subs, _ := os.ReadDir(idir)
+		for _, s := range subs {
+			if s.IsDir() {
+				os.RemoveAll(filepath.Join(idir, s.Name()))
+			}
+		}
+		if os.MkdirAll(stash, 0o755) == nil {
+			os.Rename(idir, filepath.Join(stash, in))
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte("\n"), 0o644)
+}
+
+// intfAuthorizedDefault is the root hub's interface_authorized_default for
+// a device: whether its new interfaces are authorized.
+func (k *Kernel) intfAuthorizedDefault(name string) bool {
+	id, err := usbname.Parse(name)
+	if err != nil {
+		return true
+	}
+	root := filepath.Join(k.root, "bus/usb/devices", "usb"+strconv.Itoa(id.Bus))
+	return readAttr(root, "interface_authorized_default") != "0"
+}
+
+// linkDevice makes the bus/usb/devices entry of a device or interface.
+func (k *Kernel) linkDevice(name, dir string) {
+	l := filepath.Join(k.root, "bus/usb/devices", name)
+	rel, err := filepath.Rel(filepath.Dir(l), dir)
+	if err == nil {
+		os.Remove(l)
+		os.Symlink(rel, l)
+	}
+}
+
+// disconnectChildren removes the devices behind a hub, as the hub
+// driver's disconnect does, keeping them to come back when it binds again.
+func (k *Kernel) disconnectChildren(hub, dir string) {
+	des, _ := os.ReadDir(dir)
+	stash := filepath.Join(k.root, disconnectedDir, hub)
+	for _, de := range des {
+		child := de.Name()
+		id, err := usbname.Parse(child)
+		if err != nil || id.IsRootHub() || id.Parent().String() != hub {
+			continue
+		}
+		cdir := filepath.Join(dir, child)
+		k.forget(cdir)
+		if os.MkdirAll(stash, 0o755) == nil {
+			os.Rename(cdir, filepath.Join(stash, child))
+		}
+	}
+}
+
+// forget removes the links of every device and interface in a subtree.
+func (k *Kernel) forget(dir string) {
+	filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err != nil || !de.IsDir() {
+			return nil
+		}
+		n := de.Name()
+		if validDevice(n) {
+			k.noteDevnum(p)
+		}
+		if validDevice(n) || validIntf(n) {
+			unlink(k.root, n, p)
+			os.Remove(filepath.Join(k.root, "bus/usb/devices", n))
+		}
+		return nil
+	})
+}
+
+// reconnectChildren enumerates again the devices a hub had: each gets a
+// new devnum, is bound to usb and configured, parents first.
+func (k *Kernel) reconnectChildren(hub, dir string) {
+	stash := filepath.Join(k.root, disconnectedDir, hub)
+	des, _ := os.ReadDir(stash)
+	for _, de := range des {
+		cdir := filepath.Join(dir, de.Name())
+		if os.Rename(filepath.Join(stash, de.Name()), cdir) == nil {
+			k.enumerate(de.Name(), cdir)
+		}
+	}
+	os.Remove(stash)
+}
+
+// enumerate brings back one device found on a port, and the devices
+// behind it if it is a hub.
+func (k *Kernel) enumerate(name, dir string) {
+	os.WriteFile(filepath.Join(dir, "devnum"), []byte(strconv.Itoa(k.nextDevnum(name))+"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte("\n"), 0o644)
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		if in := de.Name(); validIntf(in) {
+			if d, _ := usbname.DeviceOf(in); d == name {
+				os.MkdirAll(filepath.Join(k.root, stashDir, name), 0o755)
+				os.Rename(filepath.Join(dir, in), filepath.Join(k.root, stashDir, name, in))
+			}
+		}
+	}
+	for _, de := range des {
+		// Devices behind this hub come once its hub interface is probed.
+		if id, err := usbname.Parse(de.Name()); err == nil && id.Parent().String() == name {
+			k.stashChild(name, dir, de.Name())
+		}
+	}
+	k.linkDevice(name, dir)
+	if _, err := os.Stat(filepath.Join(k.root, "bus/usb/drivers/usb")); err == nil && link(k.root, name, dir, "usb") == nil {
+		k.configureDefault(name, dir)
+	}
+}
+
+func (k *Kernel) stashChild(hub, dir, child string) {
+	stash := filepath.Join(k.root, disconnectedDir, hub)
+	if os.MkdirAll(stash, 0o755) == nil {
+		os.Rename(filepath.Join(dir, child), filepath.Join(stash, child))
+	}
+}
+
+// devnumFile keeps, in the tree for every fake kernel on it, the last
+// devnum given on a bus.
+func (k *Kernel) devnumFile(bus int) string {
+	return filepath.Join(k.root, ".fakekernel", "devnum-"+strconv.Itoa(bus))
+}
+
+// noteDevnum remembers a devnum in use, so none is given again soon.
+func (k *Kernel) noteDevnum(dir string) {
+	bus, err1 := strconv.Atoi(readAttr(dir, "busnum"))
+	n, err2 := strconv.Atoi(readAttr(dir, "devnum"))
+	if err1 != nil || err2 != nil {
+		return
+	}
+	p := k.devnumFile(bus)
+	if last, _ := strconv.Atoi(readAttr(filepath.Dir(p), filepath.Base(p))); n > last {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(strconv.Itoa(n)+"\n"), 0o644)
+	}
+}
+
+// nextDevnum allocates a devnum as the kernel does, round the bus: one
+// above the last given and above every device present.
+func (k *Kernel) nextDevnum(name string) int {
+	id, err := usbname.Parse(name)
+	if err != nil {
+		return 1
+	}
+	bus := strconv.Itoa(id.Bus)
+	p := k.devnumFile(id.Bus)
+	top, _ := strconv.Atoi(readAttr(filepath.Dir(p), filepath.Base(p)))
+	des, _ := os.ReadDir(filepath.Join(k.root, "bus/usb/devices"))
+	for _, de := range des {
+		d := filepath.Join(k.root, "bus/usb/devices", de.Name())
+		if validDevice(de.Name()) && readAttr(d, "busnum") == bus {
+			if n, err := strconv.Atoi(readAttr(d, "devnum")); err == nil && n > top {
+				top = n
+			}
+		}
+	}
+	n := top + 1
+	if n > 127 {
+		n = 2 // 1 is the root hub's
+	}
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte(strconv.Itoa(n)+"\n"), 0o644)
+	return n
+}

@@ -1,0 +1,149 @@
+package fakekernel_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+)
+
+func write(t *testing.T, k *fakekernel.Kernel, f *usbsysfs.FS, rel, data string) error {
+	t.Helper()
+	return k.WriteAttr(filepath.Join(f.Root(), rel), []byte(data))
+}
+
+func wantErrno(t *testing.T, err error, want syscall.Errno, what string) {
+	t.Helper()
+	if want == 0 && err != nil || want != 0 && !errors.Is(err, want) {
+		t.Errorf("%s: %v, want %v", what, err, want)
+	}
+}
+
+// An interface no driver matches keeps no driver through drivers_probe,
+// and usbfs, which claims devices through ioctls, binds nothing.
+func TestNoDriverMatches(t *testing.T) {
+	f, k := realHost(t)
+	wantErrno(t, write(t, k, f, "bus/usb/drivers_probe", "4-2:1.0"), 0, "drivers_probe 4-2:1.0")
+	driverIs("4-2:1.0", "")(t, f)
+	wantErrno(t, write(t, k, f, "bus/usb/drivers/usbfs/bind", "4-2:1.0"), syscall.ENODEV, "bind 4-2:1.0 to usbfs")
+	wantErrno(t, f.Unbind("1-1:1.0"), 0, "unbind the keyboard")
+	wantErrno(t, write(t, k, f, "bus/usb/drivers/usbfs/bind", "1-1:1.0"), syscall.ENODEV, "bind the keyboard to usbfs")
+	wantErrno(t, f.Probe("1-1:1.0"), 0, "probe the keyboard")
+	driverIs("1-1:1.0", "usbhid")(t, f)
+}
+
+// usbback takes an interface only of a device in a port of one of its
+// backends, and never a hub, a SuperSpeed device, or a high-speed device
+// in a port of a USB 1.1 backend; a refusal is ENODEV to the bind write.
+func TestUsbbackRefuses(t *testing.T) {
+	f, k := realHost(t)
+	if err := fakekernel.AddDriver(f.Root(), "usbback"); err != nil {
+		t.Fatal(err)
+	}
+	ports := []fakekernel.UsbbackPort{{BusID: "1-1", Version: 2}, {BusID: "1-2", Version: 1}, {BusID: "1-3", Version: 2},
+		{BusID: "2-4", Version: 2}, {BusID: "4-1", Version: 1}}
+	k.UsbbackPorts = func() ([]fakekernel.UsbbackPort, error) { return ports, nil }
+	for _, c := range []struct {
+		intf string
+		want syscall.Errno
+		why  string
+	}{
+		{"1-1:1.0", 0, "a high-speed keyboard in a port of a USB 2 backend"},
+		{"1-2:1.0", syscall.ENODEV, "a high-speed tablet in a port of a USB 1.1 backend"},
+		{"1-3:1.0", syscall.ENODEV, "a hub"},
+		{"2-4:1.0", syscall.ENODEV, "a SuperSpeed stick"},
+		{"4-1:1.0", 0, "a full-speed keyboard in a port of a USB 1.1 backend"},
+		{"3-2:1.0", syscall.ENODEV, "a mouse in no port"},
+	} {
+		drv, _ := f.Driver(c.intf)
+		if drv != "" {
+			if err := f.Unbind(c.intf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantErrno(t, f.Bind(c.intf, "usbback"), c.want, c.why)
+		if got := f.BoundTo(c.intf, "usbback"); got != (c.want == 0) {
+			t.Errorf("%s: in usbback %v", c.why, got)
+		}
+	}
+	// Out of the port, a device's interface found by drivers_probe goes to
+	// its dom0 driver; in one with nothing else to take it, to usbback.
+	ports = nil
+	if err := f.Unbind("1-1:1.0"); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, f.Probe("1-1:1.0"), 0, "probe")
+	driverIs("1-1:1.0", "usbhid")(t, f)
+	ports = []fakekernel.UsbbackPort{{BusID: "4-2", Version: 2}}
+	wantErrno(t, f.Probe("4-2:1.0"), 0, "probe the card reader")
+	driverIs("4-2:1.0", "usbback")(t, f)
+}
+
+// Authorization as Documentation/usb/authorization.rst describes it and a
+// real kernel does it.
+func TestAuthorization(t *testing.T) {
+	f, k := realHost(t)
+	const tablet = "1-2:1.0"
+	// A deauthorized interface loses its driver and is never probed.
+	wantErrno(t, write(t, k, f, "bus/usb/devices/"+tablet+"/authorized", "0"), 0, "deauthorize the tablet's interface")
+	driverIs(tablet, "")(t, f)
+	wantErrno(t, f.Bind(tablet, "usbhid"), syscall.ENODEV, "bind a deauthorized interface")
+	wantErrno(t, f.Probe(tablet), 0, "probe a deauthorized interface")
+	driverIs(tablet, "")(t, f)
+	// Authorizing it probes nothing; drivers_probe then does.
+	wantErrno(t, write(t, k, f, "bus/usb/devices/"+tablet+"/authorized", "1"), 0, "authorize it")
+	driverIs(tablet, "")(t, f)
+	wantErrno(t, f.Probe(tablet), 0, "probe it")
+	driverIs(tablet, "usbhid")(t, f)
+	wantErrno(t, write(t, k, f, "bus/usb/devices/"+tablet+"/authorized", "maybe"), syscall.EINVAL, "authorized = maybe")
+
+	// With the root hub's default at 0, the interfaces a device gets when
+	// it is authorized again are deauthorized and have no driver.
+	wantErrno(t, write(t, k, f, "bus/usb/devices/usb1/interface_authorized_default", "0"), 0, "default 0")
+	wantErrno(t, write(t, k, f, "bus/usb/devices/1-2/authorized", "0"), 0, "deauthorize the tablet")
+	interfaces("1-2")(t, f)
+	wantErrno(t, write(t, k, f, "bus/usb/devices/1-2/authorized", "1"), 0, "authorize the tablet")
+	interfaces("1-2", tablet+"=")(t, f)
+	if in, err := f.Interface(tablet); err != nil || in.Authorized {
+		t.Errorf("tablet interface %+v, %v: want deauthorized", in, err)
+	}
+	wantErrno(t, write(t, k, f, "bus/usb/devices/"+tablet+"/authorized", "1"), 0, "authorize the interface")
+	driverIs(tablet, "")(t, f)
+	wantErrno(t, f.Bind(tablet, "usbhid"), 0, "bind the authorized interface")
+	// Devices on other buses keep their own default.
+	wantErrno(t, write(t, k, f, "bus/usb/devices/3-2/authorized", "0"), 0, "deauthorize 3-2")
+	wantErrno(t, write(t, k, f, "bus/usb/devices/3-2/authorized", "1"), 0, "authorize 3-2")
+	interfaces("3-2", "3-2:1.0=usbhid")(t, f)
+	wantErrno(t, write(t, k, f, "bus/usb/devices/usb1/interface_authorized_default", "x"), syscall.EINVAL, "default x")
+}
+
+// Unbinding hub from a hub's interface removes the devices behind it;
+// binding it back enumerates them again, with new devnums.
+func TestHubRebindEnumerates(t *testing.T) {
+	f, k := realHost(t)
+	before, err := f.Device("1-3.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, write(t, k, f, "bus/usb/drivers/hub/unbind", "1-3:1.0"), 0, "unbind the hub")
+	for _, c := range []string{"1-3.1", "1-3.1:1.0", "1-3.2", "1-3.3"} {
+		if _, err := os.Lstat(filepath.Join(f.Root(), "bus/usb/devices", c)); err == nil {
+			t.Errorf("%s still there", c)
+		}
+	}
+	wantErrno(t, write(t, k, f, "bus/usb/drivers/hub/bind", "1-3:1.0"), 0, "bind the hub")
+	after, err := f.Device("1-3.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.DevNum == before.DevNum || after.Serial != before.Serial || len(after.Interfaces) != 1 || after.Interfaces[0].Driver != "usbhid" {
+		t.Errorf("before %+v\nafter %+v", before, after)
+	}
+	if drv, _ := f.Driver("1-3.2"); drv != "usb" {
+		t.Errorf("1-3.2 bound to %q", drv)
+	}
+}

@@ -1,0 +1,126 @@
+package fakekernel
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Copy copies a fixture tree (symlinks kept) into a new directory.
+func Copy(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		out := filepath.Join(dst, rel)
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			t, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(t, out)
+		case d.IsDir():
+			return os.MkdirAll(out, 0o755)
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(out, b, 0o644)
+		}
+	})
+}
+
+// AddDriver creates an empty driver directory with bind and unbind files.
+func AddDriver(root, name string) error {
+	d := filepath.Join(root, "bus/usb/drivers", name)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	for _, f := range []string{"bind", "unbind"} {
+		if err := os.WriteFile(filepath.Join(d, f), nil, 0o200); err != nil {
+			return fmt.Errorf("fixture: %w", err)
+		}
+	}
+	return nil
+}
+
+// Unplug removes a device with its interfaces and everything behind it,
+// as the kernel does when it is pulled out: the entries under
+// bus/usb/devices and the drivers' links go, then the device's directory.
+func (k *Kernel) Unplug(busid string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	unlock, err := LockTree(k.root)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	devs := filepath.Join(k.root, "bus/usb/devices")
+	real, err := filepath.EvalSymlinks(filepath.Join(devs, busid))
+	if err != nil {
+		return err
+	}
+	des, err := os.ReadDir(devs)
+	if err != nil {
+		return err
+	}
+	drivers, _ := os.ReadDir(filepath.Join(k.root, "bus/usb/drivers"))
+	for _, de := range des {
+		p, err := filepath.EvalSymlinks(filepath.Join(devs, de.Name()))
+		if err != nil || (p != real && !strings.HasPrefix(p, real+"/")) {
+			continue
+		}
+		for _, drv := range drivers {
+			os.Remove(filepath.Join(k.root, "bus/usb/drivers", drv.Name(), de.Name()))
+		}
+		if err := os.Remove(filepath.Join(devs, de.Name())); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(real)
+}
+
+// LockTree takes the tree's lock: the real kernel serialises binds, unbinds
+// and hotplug under the device lock, and so must fake kernels in several
+// processes (the agent's and a test driver's) over one fixture tree.
+func LockTree(root string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(root, ".kernel.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// A TB is what TempDir needs of a test or benchmark; testing.TB has it.
+// (This package is linked into the daemon for replay, so it does not
+// import testing.)
+type TB interface {
+	Helper()
+	TempDir() string
+	Cleanup(func())
+}
+
+// TempDir is a directory for a fixture tree, removed at the end of the
+// test: in memory (/dev/shm) when the machine has it, as /sys is, so that
+// the fixture's symlinks cost what sysfs's do rather than a journaled
+// disk's; else the test's own temporary directory.
+func TempDir(t TB) string {
+	t.Helper()
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "usbhotplugd-sys-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
