@@ -69,12 +69,15 @@ clean:
 ## package: dist/usbhotplugd_<version>_<arch>.deb and the .rpm, with nfpm.
 package:
 	rm -rf dist
-	mkdir -p dist/root/usr/bin dist/root/usr/share/man dist/root/usr/share/bash-completion/completions
+	mkdir -p dist/root/usr/bin dist/root/usr/share/man dist/root/usr/share/bash-completion/completions \
+		dist/root/usr/share/zsh/vendor-completions dist/root/usr/share/fish/vendor_completions.d
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X github.com/usbhotplugd/usbhotplugd/internal/build.Version=$(PKG_VERSION) \
 		-X github.com/usbhotplugd/usbhotplugd/internal/build.Commit=$(COMMIT)" -o dist/root/usr/bin/usbhotplugd ./cmd/usbhotplugd
 	dist/root/usr/bin/usbhotplugd man dist/root/usr/share/man >/dev/null
-	gzip -9n dist/root/usr/share/man/man8/usbhotplugd.8 dist/root/usr/share/man/man5/usbhotplugd-policy.5
+	gzip -9n dist/root/usr/share/man/man8/*.8 dist/root/usr/share/man/man5/*.5
 	dist/root/usr/bin/usbhotplugd completion bash > dist/root/usr/share/bash-completion/completions/usbhotplugd
+	dist/root/usr/bin/usbhotplugd completion zsh > dist/root/usr/share/zsh/vendor-completions/_usbhotplugd
+	dist/root/usr/bin/usbhotplugd completion fish > dist/root/usr/share/fish/vendor_completions.d/usbhotplugd.fish
 	for p in deb rpm; do \
 		PKG_VERSION=$(PKG_VERSION) PKG_ARCH=$(PKG_ARCH) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) \
 			package --config packaging/nfpm.yaml --packager $$p --target dist/ || exit 1; \

@@ -2,6 +2,8 @@ package main
 
 import (
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -13,6 +15,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/replay"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
 // A wrong command line is reported (exit 2) before anything is dialled:
@@ -165,5 +168,128 @@ func checkJSONType(t *testing.T, ty reflect.Type, where string, seen map[reflect
 			}
 		}
 		checkJSONType(t, f.Type, at, seen)
+	}
+}
+
+// Completion: domain names from xenstore, busids from sysfs, and a store
+// that does not answer gives no names instead of a frozen prompt.
+func TestCompletion(t *testing.T) {
+	store := xenstoretest.Embedded(t)
+	seedXL(t, store.Dial(t))
+	root := t.TempDir()
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	complete := func(args ...string) string {
+		t.Helper()
+		code, out, errs := runCmd(t, append([]string{"__complete"}, args...)...)
+		if code != 0 {
+			t.Fatalf("__complete %v: exit %d %s", args, code, errs)
+		}
+		return out
+	}
+	if out := complete("usbdev-attach", "--xenstore", store.SocketPath(), ""); !strings.Contains(out, "kiosk\tdomid 1\n") || strings.Contains(out, "Domain-0") {
+		t.Errorf("domains:\n%s", out)
+	}
+	out := complete("usbdev-attach", "--sysfs", root, "kiosk", "busid=")
+	if !strings.Contains(out, "busid=1-1.6\t046d:c31c Logitech USB Keyboard\n") || strings.Contains(out, "busid=1-1\t") {
+		t.Errorf("busids (no hubs):\n%s", out)
+	}
+	if out := complete("explain", "--sysfs", root, ""); !strings.Contains(out, "1-2\t0d8c:0014 C-Media USB Audio Device\n") {
+		t.Errorf("explain's busid:\n%s", out)
+	}
+	if out := complete("run", "--log-format", ""); !strings.Contains(out, "console\n") {
+		t.Errorf("--log-format:\n%s", out)
+	}
+
+	mute := filepath.Join(t.TempDir(), "mute.sock")
+	l, err := net.Listen("unix", mute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 16)
+	go func() {
+		defer close(held)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // open, never answered
+		}
+	}()
+	if out := complete("usb-list", "--xenstore", mute, ""); strings.Contains(out, "kiosk") {
+		t.Errorf("a mute store: %s", out)
+	}
+	l.Close()
+	for c := range held {
+		c.Close()
+	}
+
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		code, out, errs := runCmd(t, "completion", sh)
+		if code != 0 || !strings.Contains(out, "__complete") {
+			t.Errorf("completion %s: exit %d %s", sh, code, errs)
+		}
+		if bin, err := exec.LookPath(sh); err == nil && sh != "fish" {
+			cmd := exec.Command(bin, "-n")
+			cmd.Stdin = strings.NewReader(out)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s -n on its completion script: %v\n%s", sh, err, b)
+			}
+		}
+	}
+	if code, _, _ := runCmd(t, "completion", "tcsh"); code != exitUsage {
+		t.Errorf("completion tcsh: exit %d", code)
+	}
+}
+
+// The man pages come from the same definitions as --help: a page per
+// command with its flags and examples, and usbhotplugd(8) over them.
+func TestManPages(t *testing.T) {
+	t.Setenv("SOURCE_DATE_EPOCH", "1764547200")
+	dir := t.TempDir()
+	code, out, errs := runCmd(t, "man", dir)
+	if code != 0 {
+		t.Fatalf("man: exit %d %s", code, errs)
+	}
+	read := func(p string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	root := read("man8/usbhotplugd.8")
+	for _, want := range []string{".TH \"USBHOTPLUGD\" \"8\" \"Dec 2025\"", ".SH EXIT STATUS", ".SH FILES", "usbhotplugd-usbdev-attach(8)", "usbhotplugd-policy(5)", "--version"} {
+		if !strings.Contains(root, want) {
+			t.Errorf("usbhotplugd.8 lacks %q:\n%s", want, root)
+		}
+	}
+	for _, c := range commands {
+		p := "man8/usbhotplugd-" + c.name + ".8"
+		if !strings.Contains(out, filepath.Join(dir, p)+"\n") {
+			t.Errorf("man did not write %s:\n%s", p, out)
+		}
+	}
+	attach := read("man8/usbhotplugd-usbdev-attach.8")
+	for _, want := range []string{"--force", "usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", "--backend-timeout"} {
+		if !strings.Contains(attach, want) {
+			t.Errorf("usbhotplugd-usbdev-attach.8 lacks %q:\n%s", want, attach)
+		}
+	}
+	if !strings.Contains(read("man5/usbhotplugd-policy.5"), ".SH REFERENCE") {
+		t.Error("usbhotplugd-policy.5 lacks the reference")
+	}
+	groff, err := exec.LookPath("groff")
+	if err != nil {
+		t.Skip("groff not installed: the pages' roff is not checked")
+	}
+	pages, _ := filepath.Glob(filepath.Join(dir, "man*", "*"))
+	for _, p := range pages {
+		if b, err := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z", p).CombinedOutput(); err != nil || len(b) > 0 {
+			t.Errorf("groff on %s: %v\n%s", filepath.Base(p), err, b)
+		}
 	}
 }

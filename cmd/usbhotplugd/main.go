@@ -104,7 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // name): a command costs nothing at start-up that it does not use.
 func newRoot(args []string) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "usbhotplugd",
+		Use:   "usbhotplugd COMMAND",
 		Short: "USB passthrough agent for Xen dom0s (PVUSB)",
 		Long: "usbhotplugd attaches host USB devices to Xen guests as a policy says, through PVUSB,\n" +
 			"with exactly the xenstore layout libxl writes.",
@@ -150,6 +150,11 @@ func (c command) build() *cobra.Command {
 		cc.Args = noArgs
 	}
 	cc.Flags().SortFlags = false
+	for name, f := range flagCompletions {
+		if cc.Flags().Lookup(name) != nil {
+			cc.RegisterFlagCompletionFunc(name, f)
+		}
+	}
 	return cc
 }
 

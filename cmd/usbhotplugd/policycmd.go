@@ -165,8 +165,9 @@ type explainOpts struct {
 
 func newExplainCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "explain [--policy FILE] [--json] [--plugged] [--sysfs DIR] [--mountinfo FILE] [BUSID]",
-		Short: "show what the policy does with each present device, and why",
+		Use:               "explain [--policy FILE] [--json] [--plugged] [--sysfs DIR] [--mountinfo FILE] [BUSID]",
+		Short:             "show what the policy does with each present device, and why",
+		ValidArgsFunction: completeBusID,
 		Args: func(c *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return &usageError{"one busid at most"}

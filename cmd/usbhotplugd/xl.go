@@ -91,6 +91,7 @@ func hostCommand(use, short string, minArgs, maxArgs int, parse func(rest []stri
 		}
 		return nil
 	}}
+	c.ValidArgsFunction = completeHost()
 	hf := addHostFlags(c.Flags())
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
@@ -111,12 +112,14 @@ func hostCommand(use, short string, minArgs, maxArgs int, parse func(rest []stri
 
 func newUsbctrlAttachCmd() *cobra.Command {
 	var spec policy.CtrlSpec
-	return hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb] [version=1|2] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", 1, -1,
+	c := hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb] [version=1|2] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", 1, -1,
 		func(rest []string) (err error) { spec, err = policy.ParseCtrlArgs(rest); return err },
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			_, err := h.AddController(ctx, d.ID, spec, true)
 			return err
 		})
+	c.ValidArgsFunction = completeHost("type=", "version=", "ports=")
+	return c
 }
 
 func newUsbctrlDetachCmd() *cobra.Command {
@@ -149,6 +152,7 @@ func newUsbdevAttachCmd() *cobra.Command {
 			_, err := h.Attach(ctx, d.ID, spec)
 			return err
 		})
+	c.ValidArgsFunction = completeHost("busid=", "hostbus=", "hostaddr=", "controller=", "port=")
 	force = c.Flags().Bool("force", false, "attach even a disk dom0 uses (mounted, or under device-mapper or md)")
 	return c
 }

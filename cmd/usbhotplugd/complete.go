@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+)
+
+// completeTimeout bounds a completion's look-up in xenstore: the shell
+// waits for it, and a store that does not answer must not freeze a prompt.
+const completeTimeout = 500 * time.Millisecond
+
+// completeDomains lists the running guests (not dom0) by name, with their
+// domid as the description.
+func completeDomains(c *cobra.Command) []cobra.Completion {
+	ctx := c.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, completeTimeout)
+	defer cancel()
+	var xs *xenstore.Conn
+	var err error
+	if path, _ := c.Flags().GetString("xenstore"); path != "" {
+		xs, err = xenstore.DialPath(ctx, path)
+	} else {
+		xs, err = xenstore.Dial(ctx)
+	}
+	if err != nil {
+		return nil
+	}
+	defer xs.Close()
+	doms, err := (&assign.Host{XS: xs}).Domains(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []cobra.Completion
+	for _, d := range doms {
+		if d.ID != 0 && d.Name != "" {
+			out = append(out, cobra.CompletionWithDesc(d.Name, "domid "+strconv.Itoa(int(d.ID))))
+		}
+	}
+	return out
+}
+
+// completeBusIDs lists the host's devices that can be passed through (not
+// hubs) from sysfs, each as prefix+busid, described by its id and name.
+func completeBusIDs(sysfs, prefix string) []cobra.Completion {
+	devs, err := usbsysfs.NewFS(sysfs).Devices()
+	if err != nil {
+		return nil
+	}
+	var out []cobra.Completion
+	for _, d := range devs {
+		if d.IsHub() || d.IsRootHub() {
+			continue
+		}
+		desc := strings.TrimSpace(d.ID() + " " + d.Manufacturer + " " + d.ProductName)
+		out = append(out, cobra.CompletionWithDesc(prefix+d.BusID, desc))
+	}
+	return out
+}
+
+// completeHost completes a PVUSB command's arguments: DOMAIN first, then
+// the KEY= words that keys offers (busid= with the host's busids).
+func completeHost(keys ...string) cobra.CompletionFunc {
+	return func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return completeDomains(c), cobra.ShellCompDirectiveNoFileComp
+		}
+		if len(keys) == 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		if strings.HasPrefix(toComplete, "busid=") {
+			return completeBusIDs(sysfsFlag(c), "busid="), cobra.ShellCompDirectiveNoFileComp
+		}
+		return keys, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
+	}
+}
+
+// completeBusID completes a BUSID argument (explain).
+func completeBusID(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return completeBusIDs(sysfsFlag(c), ""), cobra.ShellCompDirectiveNoFileComp
+}
+
+func sysfsFlag(c *cobra.Command) string {
+	if s, err := c.Flags().GetString("sysfs"); err == nil {
+		return s
+	}
+	return sysfsDefault()
+}
+
+// flagCompletions are the completions of flags by name, for every command
+// that has them.
+var flagCompletions = map[string]cobra.CompletionFunc{
+	"sysfs":      completeDirs,
+	"state-dir":  completeDirs,
+	"log-format": completeValues("auto", "json", "console"),
+	"log-level":  completeValues("debug", "info", "warn", "error"),
+}
+
+// completeValues completes a flag from a fixed list.
+func completeValues(vals ...string) cobra.CompletionFunc {
+	return cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp)
+}
+
+func completeDirs(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return nil, cobra.ShellCompDirectiveFilterDirs
+}

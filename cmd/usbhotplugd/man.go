@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/build"
+	"github.com/usbhotplugd/usbhotplugd/rules"
+)
+
+func init() {
+	register(command{name: "man", group: groupTool, tree: true, examples: []string{"usbhotplugd man /usr/share/man"}, new: newManCmd})
+}
+
+func newManCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "man DIR",
+		Short: "write the man pages: usbhotplugd(8), one usbhotplugd-COMMAND(8) per command, usbhotplugd-policy(5)",
+		Long: "Writes DIR/man8/usbhotplugd.8, DIR/man8/usbhotplugd-COMMAND.8 for each command (made from the\n" +
+			"same definitions as --help) and DIR/man5/usbhotplugd-policy.5, and prints their paths.",
+		ValidArgsFunction: completeDirs,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return &usageError{"give the directory to write the man pages under"}
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			pages, err := manPages(c.Root())
+			if err != nil {
+				return err
+			}
+			var paths []string
+			for p := range pages {
+				paths = append(paths, p)
+			}
+			sort.Strings(paths)
+			for _, p := range paths {
+				path := filepath.Join(args[0], p)
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					return err
+				}
+				if err := os.WriteFile(path, pages[p], 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintln(c.OutOrStdout(), path)
+			}
+			return nil
+		},
+	}
+}
+
+// manDescription is usbhotplugd(8)'s DESCRIPTION, in the markdown that
+// cobra/doc turns into roff.
+const manDescription = `usbhotplugd attaches host USB devices to Xen guests as a policy says
+(see **usbhotplugd-policy**(5)), through PVUSB, with exactly the xenstore layout
+libxl writes, so xl usb-list shows what it did and it respects what xl did.
+The agent (usbhotplugd run) listens to kernel uevents and xenstore watches,
+follows guests across reboots by name, gives each device back to its dom0
+driver when it leaves, and records what it attached under the dom0-only
+xenstore path /tool/usbhotplugd/owned, so that it never detaches what an
+admin attached with xl. At its first start since dom0 booted it records the
+devices plugged then under /tool/usbhotplugd/present, for rules with
+match.when.
+
+Each command has its own page, **usbhotplugd-COMMAND**(8), and its --help.`
+
+// manExtra are usbhotplugd(8)'s sections after the options, in roff.
+const manExtra = `.SH EXIT STATUS
+.TP
+0
+success
+.TP
+1
+the operation failed; the message says why and what to do
+.TP
+2
+the command line was wrong (nothing was done)
+.SH FILES
+.TP
+/etc/usbhotplugd/policy.toml
+the policy (a configuration file: upgrades keep it)
+.TP
+/run/usbhotplugd/status.json
+what the running agent decided, read by usbhotplugd status
+.TP
+/run/usbhotplugd/usbhotplugd.pid
+the running agent's pid, read by usbhotplugd reload
+.SH LOGS
+Under systemd every decision is one JSON audit record on the journal:
+.PP
+.nf
+journalctl \-u usbhotplugd \-o cat | grep '"audit":true'
+.fi
+`
+
+func manHeader(c *cobra.Command) *doc.GenManHeader {
+	return &doc.GenManHeader{
+		Title:   strings.ToUpper(strings.ReplaceAll(c.CommandPath(), " ", "-")),
+		Section: "8",
+		Source:  "usbhotplugd " + build.Version,
+		Manual:  "System Administration",
+	}
+}
+
+// manPages are the pages by path under the man directory: cobra/doc makes
+// usbhotplugd(8) and a page per command from the definitions --help
+// prints; usbhotplugd-policy(5) is the reference policy.
+func manPages(root *cobra.Command) (map[string][]byte, error) {
+	pages := map[string][]byte{"man5/usbhotplugd-policy.5": []byte(manPage5())}
+	root.DisableAutoGenTag = true
+	root.InitDefaultVersionFlag()
+	for _, c := range root.Commands() {
+		if !c.IsAvailableCommand() {
+			continue
+		}
+		var b bytes.Buffer
+		if err := doc.GenMan(c, manHeader(c), &b); err != nil {
+			return nil, err
+		}
+		pages["man8/usbhotplugd-"+c.Name()+".8"] = b.Bytes()
+	}
+	long := root.Long
+	root.Long = manDescription
+	defer func() { root.Long = long }()
+	var b bytes.Buffer
+	if err := doc.GenMan(root, manHeader(root), &b); err != nil {
+		return nil, err
+	}
+	page := b.String()
+	i := strings.Index(page, ".SH SEE ALSO\n")
+	if i < 0 {
+		return nil, fmt.Errorf("usbhotplugd(8) has no SEE ALSO section")
+	}
+	see := strings.TrimRight(page[i:], "\n") + ", usbhotplugd-policy(5), xl(1), xl.cfg(5), journalctl(1)\n"
+	pages["man8/usbhotplugd.8"] = []byte(page[:i] + manExtra + see)
+	return pages, nil
+}
+
+// roff escapes text for a man page.
+func roff(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\e`)
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, ".") || strings.HasPrefix(l, "'") {
+			l = `\&` + l
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
+
+func manPage5() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, ".TH USBHOTPLUGD-POLICY 5 \"\" \"usbhotplugd %s\" \"File Formats\"\n", build.Version)
+	b.WriteString(".SH NAME\nusbhotplugd-policy \\- which USB devices go to which Xen guest\n")
+	b.WriteString(".SH DESCRIPTION\n" + roff(`/etc/usbhotplugd/policy.toml is TOML: an ordered list of [[rule]] tables
+and optional [domain.NAME] tables. For each device the first rule that
+matches decides; when none matches, the device stays with dom0. Hubs are
+never passed through. Every key of a match must hold. usbhotplugd check
+reports every mistake with its file, line, rule and key; usbhotplugd explain
+shows what the policy does with each present device, and why.`) + "\n")
+	b.WriteString(".SH REFERENCE\nEvery key, with its meaning, as shipped in /usr/share/usbhotplugd/rules/reference.toml:\n.PP\n.nf\n")
+	ref, _ := rules.Read("reference.toml")
+	b.WriteString(roff(string(ref)))
+	b.WriteString(".fi\n.SH DENY DEFAULTS\n/usr/share/usbhotplugd/rules/deny-defaults.toml, to include:\n.PP\n.nf\n")
+	deny, _ := rules.Read("deny-defaults.toml")
+	b.WriteString(roff(string(deny)))
+	b.WriteString(".fi\n.SH SEE ALSO\nusbhotplugd(8)\n")
+	return b.String()
+}
