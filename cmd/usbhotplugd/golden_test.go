@@ -47,6 +47,29 @@ func dump(t testing.TB, xs *xenstore.Conn) string {
 	return b.String()
 }
 
+// tree is a dump as a store of this kind can match a capture of the C
+// daemon: as it is, except from oxenstored, which lists children sorted
+// and keeps @introduceDomain and @releaseDomain as nodes at the root, and
+// names itself in /tool/xenstored; its dumps, and the captures they are
+// compared with, are taken as sorted lines without those two nodes and
+// without that value.
+func tree(kind, dump string) string {
+	if kind != xenstoretest.KindOxenstored {
+		return dump
+	}
+	var keep []string
+	for _, l := range strings.SplitAfter(dump, "\n") {
+		if strings.HasPrefix(l, "/tool/xenstored = ") {
+			l = "/tool/xenstored = \"\"   (n0)\n"
+		}
+		if l != "" && !strings.HasPrefix(l, "/@") {
+			keep = append(keep, l)
+		}
+	}
+	sort.Strings(keep)
+	return strings.Join(keep, "")
+}
+
 func readGolden(t *testing.T, dir, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, name))
@@ -63,10 +86,10 @@ func readGolden(t *testing.T, dir, name string) string {
 // same order, prints the same bytes and exits with the same code.
 func TestConformanceWithXL(t *testing.T) {
 	golden := xlCaptures
-	for i, kind := range []string{"embedded", "xenstored"} {
+	for _, kind := range xenstoretest.Kinds() {
 		for _, scenario := range []string{"main", "extra-autoctrl", "extra-nosim"} {
 			t.Run(kind+"/"+scenario, func(t *testing.T) {
-				conformXL(t, xenstoretest.Stores()[i](t), golden, scenario)
+				conformXL(t, xenstoretest.Start(t, kind), golden, scenario)
 			})
 		}
 	}
@@ -79,7 +102,8 @@ func conformXL(t *testing.T, store xenstoretest.Store, golden, scenario string) 
 			seedXL(t, xs)
 			steps, _ := filepath.Glob(filepath.Join(golden, scenario, "[0-9]*"))
 			sort.Strings(steps)
-			if got, want := dump(t, xs), readGolden(t, steps[0], "xenstore.txt"); got != want {
+			kind := store.Name()
+			if got, want := tree(kind, dump(t, xs)), tree(kind, readGolden(t, steps[0], "xenstore.txt")); got != want {
 				t.Fatalf("seeded tree differs from %s:\n%s", steps[0], got)
 			}
 			root, kernel := xlHost(t)
@@ -113,8 +137,8 @@ func conformXL(t *testing.T, store xenstoretest.Store, golden, scenario string) 
 					}
 					cancel()
 				}
-				if want := readGolden(t, step, "xenstore.txt"); dump(t, xs) != want {
-					t.Errorf("%s: tree differs from xl's:\n%s", name, diffLines(want, dump(t, xs)))
+				if want, got := tree(kind, readGolden(t, step, "xenstore.txt")), tree(kind, dump(t, xs)); got != want {
+					t.Errorf("%s: tree differs from xl's:\n%s", name, diffLines(want, got))
 				}
 				var got []string
 				for _, w := range kernel.Writes()[before:] {

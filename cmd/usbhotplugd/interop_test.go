@@ -100,10 +100,10 @@ func replayXL(t *testing.T, xs *xenstore.Conn, k *fakekernel.Kernel, root, step 
 func TestInteropWithXL(t *testing.T) {
 	golden := filepath.Join(xlCaptures, "main")
 	step := func(n string) string { m, _ := filepath.Glob(filepath.Join(golden, n+"-*")); return m[0] }
-	for i, kind := range []string{"embedded", "xenstored"} {
+	for _, kind := range xenstoretest.Kinds() {
 		var store xenstoretest.Store
 		setup := func(t *testing.T) (*xenstore.Conn, string, *fakekernel.Kernel, *sim.Backends) {
-			store = xenstoretest.Stores()[i](t) // a fresh store for each direction
+			store = xenstoretest.Start(t, kind) // a fresh store for each direction
 			xs := store.Dial(t)
 			seedXL(t, xs)
 			root, k := xlHost(t)
@@ -128,7 +128,7 @@ func TestInteropWithXL(t *testing.T) {
 		}
 		same := func(t *testing.T, xs *xenstore.Conn, stepDir string) {
 			t.Helper()
-			if want, got := readGolden(t, stepDir, "xenstore.txt"), dump(t, xs); got != want {
+			if want, got := tree(kind, readGolden(t, stepDir, "xenstore.txt")), tree(kind, dump(t, xs)); got != want {
 				t.Fatalf("tree differs from xl's %s:\n%s", filepath.Base(stepDir), diffLines(want, got))
 			}
 		}

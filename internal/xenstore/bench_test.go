@@ -9,19 +9,11 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
-// Each benchmark runs against both stores over their unix sockets:
-// BenchmarkX/embedded and BenchmarkX/xenstored.
+// Each benchmark runs against every kind of store over its unix socket:
+// BenchmarkX/embedded, BenchmarkX/xenstored and BenchmarkX/oxenstored.
 func forEachStore(b *testing.B, fn func(b *testing.B, c *xenstore.Conn)) {
-	for _, name := range []string{"embedded", "xenstored"} {
-		b.Run(name, func(b *testing.B) {
-			var s xenstoretest.Store
-			if name == "embedded" {
-				s = xenstoretest.Embedded(b)
-			} else {
-				s = xenstoretest.Real(b)
-			}
-			fn(b, s.Dial(b))
-		})
+	for _, kind := range xenstoretest.Kinds() {
+		b.Run(kind, func(b *testing.B) { fn(b, xenstoretest.Start(b, kind).Dial(b)) })
 	}
 }
 

@@ -97,11 +97,11 @@ func (c *Conn) readLoop() {
 			break
 		}
 		var h Header
-		if h, err = ParseHeader(hdr[:]); err != nil {
+		if h, err = parseReplyHeader(hdr[:]); err != nil {
 			break
 		}
-		payload := make([]byte, h.Len)
-		if _, err = io.ReadFull(c.rwc, payload); err != nil {
+		var payload []byte
+		if payload, err = readPayload(c.rwc, h.Len); err != nil {
 			break
 		}
 		if h.Type == TypeWatchEvent {
@@ -139,6 +139,23 @@ func (c *Conn) readLoop() {
 		w.stop()
 	}
 	close(c.done)
+}
+
+// readPayload reads n bytes. A payload past PayloadMax (a whole listing
+// from oxenstored) grows as its bytes arrive, so a header that lies about
+// its length costs no more memory than the bytes that follow it.
+func readPayload(r io.Reader, n uint32) ([]byte, error) {
+	if n <= PayloadMax {
+		b := make([]byte, n)
+		_, err := io.ReadFull(r, b)
+		return b, err
+	}
+	var buf bytes.Buffer
+	m, err := buf.ReadFrom(io.LimitReader(r, int64(n)))
+	if err == nil && m < int64(n) {
+		err = io.ErrUnexpectedEOF
+	}
+	return buf.Bytes(), err
 }
 
 // Raw sends one request and returns the payload of its reply. It is the
@@ -420,8 +437,12 @@ func (o ops) Mkdir(ctx context.Context, path string) error {
 }
 
 // Rm removes a node and everything below it. A missing node whose parent
-// exists is not an error.
+// exists is not an error. Removing / is refused here with EINVAL, as the C
+// daemon refuses it: oxenstored would empty the whole store.
 func (o ops) Rm(ctx context.Context, path string) error {
+	if path == "/" {
+		return opError(TypeRm, path, errInval)
+	}
 	return o.ack(ctx, TypeRm, path, nil)
 }
 
@@ -477,10 +498,11 @@ func (o ops) Exists(ctx context.Context, path string) (bool, error) {
 	return false, err
 }
 
-// Directory lists the children of a node in the store's order (creation
-// order for the C xenstored). A list too large for one reply (E2BIG) is
-// fetched in parts with DIRECTORY_PART, restarting if the node changes
-// between parts.
+// Directory lists the children of a node in the store's order: creation
+// order for the C xenstored, sorted by name for oxenstored. A list too
+// large for one reply is fetched in parts with DIRECTORY_PART, restarting
+// if the node changes between parts, when the store says E2BIG (the C
+// daemon); oxenstored, which has no DIRECTORY_PART, sends it whole.
 func (o ops) Directory(ctx context.Context, path string) ([]string, error) {
 	r, err := o.pathOp(ctx, TypeDirectory, path, nil)
 	if err == nil {
@@ -569,9 +591,14 @@ func (c *Conn) Introduce(ctx context.Context, domid uint32, gfn uint64, evtchn u
 	return checkOK(TypeIntroduce, d, r)
 }
 
-// Release tells the store that a domain is gone (dom0 only).
+// Release tells the store that a domain is gone (dom0 only). Releasing
+// domain 0 is refused here with EINVAL, as the C daemon refuses it:
+// oxenstored answers ENOENT but drops dom0's own domain.
 func (c *Conn) Release(ctx context.Context, domid uint32) error {
 	d := strconv.FormatUint(uint64(domid), 10)
+	if domid == 0 {
+		return opError(TypeRelease, d, errInval)
+	}
 	r, err := c.Raw(ctx, TypeRelease, 0, pathArg(d))
 	if err != nil {
 		return opError(TypeRelease, d, err)

@@ -4,6 +4,7 @@ import "syscall"
 
 const (
 	errNoEnt       = syscall.ENOENT
+	errInval       = syscall.EINVAL
 	errTooBigErrno = syscall.E2BIG
 	errAgainErrno  = syscall.EAGAIN
 )

@@ -57,8 +57,13 @@ func (t MsgType) String() string {
 
 // Protocol limits, from xs_wire.h.
 const (
-	HeaderSize   = 16
-	PayloadMax   = 4096
+	HeaderSize = 16
+	PayloadMax = 4096
+	// ReplyMax is the largest reply payload a client accepts. oxenstored
+	// answers DIRECTORY with every child in one reply, past PayloadMax,
+	// where the C daemon says E2BIG and is asked again in parts; the cap
+	// is the one the parts are put together under.
+	ReplyMax     = 16 << 20
 	AbsPathMax   = 3072
 	RelPathMax   = 2048
 	maxDirTries  = 16
@@ -99,6 +104,17 @@ func ParseHeader(b []byte) (Header, error) {
 	return h, nil
 }
 
+// parseReplyHeader is ParseHeader for what a store sends a client,
+// whose payload may be up to ReplyMax.
+func parseReplyHeader(b []byte) (Header, error) {
+	h, err := ParseHeader(b)
+	var pe *ProtocolError
+	if errors.As(err, &pe) && len(b) >= HeaderSize && h.Len <= ReplyMax {
+		return h, nil
+	}
+	return h, err
+}
+
 // A ProtocolError reports a message from the peer that breaks the protocol.
 type ProtocolError struct{ Msg string }
 
@@ -121,9 +137,13 @@ var errnoNames = []struct {
 	{"EPERM", syscall.EPERM},
 }
 
-// ErrnoFromName maps an ERROR reply's name to an errno. Unknown names map to
-// EINVAL, as libxenstore does.
+// ErrnoFromName maps an ERROR reply's name to an errno. oxenstored's
+// EQUOTA, which xs_wire.h lacks, is ENOSPC, what the C daemon says for the
+// same quotas. Other unknown names map to EINVAL, as libxenstore does.
 func ErrnoFromName(name string) syscall.Errno {
+	if name == "EQUOTA" {
+		return syscall.ENOSPC
+	}
 	for _, e := range errnoNames {
 		if e.name == name {
 			return e.no

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -26,12 +27,13 @@ const (
 	offRspProd = 2060
 )
 
-// A ringConn speaks to the C xenstored as a guest does: over the shared
+// A ringConn speaks to a real xenstored as a guest does: over the shared
 // page the shim maps for that domain, waking the daemon through the
-// shim's event-channel FIFO.
+// shim's event-channel FIFO with the port the daemon bound for it.
 type ringConn struct {
 	page   []byte
 	evtchn *os.File
+	port   [4]byte
 	closed atomic.Bool
 }
 
@@ -47,20 +49,31 @@ func OpenRing(dir string, domid uint32) (io.ReadWriteCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapping the ring of domain %d: %w", domid, err)
 	}
+	// oxenstored serves a ring only when its domain's own port fires.
+	b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("port-%d", domid)))
+	if err != nil {
+		unix.Munmap(page)
+		return nil, fmt.Errorf("event channel port of domain %d: %w", domid, err)
+	}
+	port, err := strconv.ParseUint(string(b), 10, 32)
+	if err != nil {
+		unix.Munmap(page)
+		return nil, fmt.Errorf("event channel port of domain %d: %q: %w", domid, b, err)
+	}
 	ev, err := os.OpenFile(filepath.Join(dir, "evtchn"), os.O_WRONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		unix.Munmap(page)
 		return nil, fmt.Errorf("event channel FIFO: %w", err)
 	}
-	return &ringConn{page: page, evtchn: ev}, nil
+	r := &ringConn{page: page, evtchn: ev}
+	binary.NativeEndian.PutUint32(r.port[:], uint32(port))
+	return r, nil
 }
 
 func (r *ringConn) idx(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.page[off])) }
 
 func (r *ringConn) notify() {
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], 3)
-	r.evtchn.Write(b[:]) // a full FIFO already holds a wake-up
+	r.evtchn.Write(r.port[:]) // a full FIFO already holds a wake-up
 }
 
 // wait backs off from spinning to short sleeps: the ring has no other
