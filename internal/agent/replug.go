@@ -39,14 +39,3 @@ func (a *Agent) rememberLeft(key, domain string, at assign.Assignment) {
 		delete(a.left, oldest)
 	}
 }
-
-// leftAt says where the device was in domain when it left, if it was.
-func (a *Agent) leftAt(key, domain string) (assign.Assignment, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	l, ok := a.left[key]
-	if !ok || l.domain != domain {
-		return assign.Assignment{}, false
-	}
-	return l.at, true
-}
