@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"sort"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
@@ -91,7 +93,8 @@ type Agent struct {
 	// ensured: domids whose declared controllers exist (or that had some)
 	ensured map[uint32]bool
 
-	events, passes atomic.Uint64
+	events, passes         atomic.Uint64
+	hooksRun, hooksDropped atomic.Uint64
 	passStart      atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
 	warn           zerolog.Logger // rate-limited, for warnings and errors outside decisions
 	hooks          chan hookJob   // rules' commands waiting to run
@@ -102,6 +105,10 @@ type Agent struct {
 type Stats struct {
 	Events uint64 `json:"events"`
 	Passes uint64 `json:"passes"`
+	// HooksRun counts the rules' commands run; HooksDropped those skipped
+	// because hookQueue commands already waited.
+	HooksRun     uint64 `json:"hooks_run"`
+	HooksDropped uint64 `json:"hooks_dropped"`
 }
 
 // Stuck says a pass has run for longer than d (the watchdog stops being
@@ -112,7 +119,9 @@ func (a *Agent) Stuck(d time.Duration) bool {
 }
 
 // Stats reads the counters.
-func (a *Agent) Stats() Stats { return Stats{Events: a.events.Load(), Passes: a.passes.Load()} }
+func (a *Agent) Stats() Stats {
+	return Stats{Events: a.events.Load(), Passes: a.passes.Load(), HooksRun: a.hooksRun.Load(), HooksDropped: a.hooksDropped.Load()}
+}
 
 // New makes an agent; nothing runs until Run.
 func New(cfg Config) *Agent {
@@ -271,56 +280,95 @@ func (a *Agent) next(ctx context.Context) (string, Trigger, error) {
 	}
 }
 
-// Run starts the agent on its sources: kernel events from src (a coldplug
-// Stream in the daemon) and the store's domain and backend watches. It
-// reconciles everything present before calling ready, then runs until ctx
-// ends. It owns the goroutines it starts and waits for them.
+// Run runs the agent's tasks in one group until ctx ends: kernel events
+// from src, the hooks, and Serve on the store connection. A task that
+// fails stops the others, and Run returns its error. The daemon runs the
+// same tasks under its own owner instead, beside its other ones.
 func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait(); a.stopRetries() }()
-	xs := a.h.XS
-	type watch struct{ path, token string }
-	watches := []watch{{"@introduceDomain", "uhd-intro"}, {"@releaseDomain", "uhd-release"}, {"/local/domain/0/backend", "uhd-backend"}, {"/vm", "uhd-vm"}}
-	events := make(chan xenstore.WatchEvent, 64)
-	if a.cfg.NoWatches {
-		watches = nil
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return quiet(ctx, a.PumpEvents(ctx, src)) })
+	if a.cfg.Hooks {
+		g.Go(func() error { return quiet(ctx, a.RunHooks(ctx)) })
 	}
-	for _, w := range watches {
+	g.Go(func() error { return quiet(ctx, a.Serve(ctx, ready)) })
+	return g.Wait()
+}
+
+// quiet drops the error a task returns because its context ended: the
+// cause, if any, is the task that ended it.
+func quiet(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Serve runs the agent on the store connection a.h.XS until ctx ends or
+// the connection is lost: the store's domain and backend watches, and the
+// worker, which reconciles everything present before calling ready. A
+// lost connection ends it with an error wrapping xenstore.ErrDisconnected;
+// the caller dials again and serves again, and the new run starts with a
+// full pass. It owns the goroutines it starts and waits for them.
+func (a *Agent) Serve(ctx context.Context, ready func()) error {
+	defer a.stopRetries()
+	g, ctx := errgroup.WithContext(ctx)
+	xs := a.h.XS
+	events := make(chan xenstore.WatchEvent, 64)
+	if !a.cfg.NoWatches {
+		if err := a.watch(ctx, g, events); err != nil {
+			g.Wait()
+			return err
+		}
+	}
+	g.Go(func() error {
+		select {
+		case <-xs.Done():
+			return fmt.Errorf("agent: %w", xs.Err())
+		case <-ctx.Done():
+			return nil
+		}
+	})
+	g.Go(func() error { a.pumpWatches(ctx, events); return nil })
+	g.Go(func() error { return quiet(ctx, a.work(ctx, ready)) })
+	return g.Wait()
+}
+
+// watch sets the store's watches; a goroutine in g forwards each one's
+// events until ctx ends.
+func (a *Agent) watch(ctx context.Context, g *errgroup.Group, events chan<- xenstore.WatchEvent) error {
+	xs := a.h.XS
+	for _, w := range [...]struct{ path, token string }{{"@introduceDomain", "uhd-intro"}, {"@releaseDomain", "uhd-release"}, {"/local/domain/0/backend", "uhd-backend"}, {"/vm", "uhd-vm"}} {
 		ch, err := xs.Watch(ctx, w.path, w.token)
 		if err != nil {
 			return fmt.Errorf("agent: watching %s: %w", w.path, err)
 		}
-		wg.Go(func() {
+		g.Go(func() error {
 			defer xs.Unwatch(context.WithoutCancel(ctx), w.path, w.token)
 			for {
 				select {
 				case ev, ok := <-ch:
 					if !ok {
-						return
+						return nil
 					}
 					select {
 					case events <- ev:
 					case <-ctx.Done():
-						return
+						return nil
 					}
 				case <-ctx.Done():
-					return
+					return nil
 				}
 			}
 		})
 	}
-	// A lost store connection ends the run: the caller redials and runs
-	// again, and the new run starts with a full pass.
-	wg.Go(func() {
-		select {
-		case <-xs.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	})
+	return nil
+}
+
+// work is the worker: the first pass over everything, readiness, then one
+// pass per queued device until ctx ends.
+func (a *Agent) work(ctx context.Context, ready func()) error {
 	if err := a.refreshDomains(ctx); err != nil {
-		return err
+		return fmt.Errorf("agent: reading the domains: %w", err)
 	}
 	if err := a.loadPresent(ctx); err != nil {
 		return err
@@ -328,13 +376,6 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 	if err := a.enqueueAll(ctx, TrigStart); err != nil {
 		return fmt.Errorf("agent: first scan: %w", err)
 	}
-	srcErr := make(chan error, 1)
-	wg.Go(func() { srcErr <- a.pumpEvents(ctx, src) })
-	wg.Go(func() { a.pumpWatches(ctx, events) })
-	if a.cfg.Hooks {
-		wg.Go(func() { a.runHooks(ctx) })
-	}
-	// The first pass over everything, then readiness.
 	readyOnce := sync.OnceFunc(func() {
 		if ready != nil {
 			ready()
@@ -345,7 +386,7 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 		idle := len(a.queue) == 0
 		a.mu.Unlock()
 		if len(a.intents) > 0 && (idle || len(a.intents) >= maxBatch) {
-			a.flush(ctx)
+			a.timed(func() { a.flush(ctx) })
 			continue
 		}
 		if idle {
@@ -354,39 +395,39 @@ func (a *Agent) Run(ctx context.Context, src uevent.Source, ready func()) error 
 		}
 		busid, why, err := a.next(ctx)
 		if err != nil {
-			if xerr := xs.Err(); xerr != nil && errors.Is(xerr, xenstore.ErrDisconnected) {
-				return fmt.Errorf("agent: %w", xerr)
-			}
-			select {
-			case e := <-srcErr:
-				if e != nil && !errors.Is(e, context.Canceled) {
-					return e
-				}
-			default:
-			}
-			return nil
+			return err
 		}
 		if busid == everything {
-			if err := a.enqueueAll(ctx, why); err != nil && ctx.Err() == nil {
-				a.warn.Error().Err(err).Msg("rescan failed")
-			}
+			a.timed(func() {
+				if err := a.enqueueAll(ctx, why); err != nil && ctx.Err() == nil {
+					a.warn.Error().Err(err).Msg("rescan failed")
+				}
+			})
 			continue
 		}
 		if a.hasIntent(busid) {
-			a.flush(ctx)
+			a.timed(func() { a.flush(ctx) })
 		}
 		a.passes.Add(1)
-		a.passStart.Store(time.Now().UnixNano())
-		a.reconcile(ctx, busid, why)
-		a.passStart.Store(0)
+		a.timed(func() { a.reconcile(ctx, busid, why) })
 	}
 }
 
-func (a *Agent) pumpEvents(ctx context.Context, src uevent.Source) error {
+// timed marks the worker busy while f runs, for Stuck.
+func (a *Agent) timed(f func()) {
+	a.passStart.Store(time.Now().UnixNano())
+	defer a.passStart.Store(0)
+	f()
+}
+
+// PumpEvents hands the kernel's messages from src to Handle until src
+// fails or ctx ends. A failed source is the daemon's end: without it, no
+// device is ever seen again.
+func (a *Agent) PumpEvents(ctx context.Context, src uevent.Source) error {
 	for {
 		m, err := src.Receive(ctx)
 		if err != nil {
-			return err
+			return fmt.Errorf("kernel uevents: %w", err)
 		}
 		a.Handle(ctx, m)
 	}
@@ -397,10 +438,9 @@ func (a *Agent) pumpEvents(ctx context.Context, src uevent.Source) error {
 func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 	a.events.Add(1)
 	if m.Overrun {
+		// The worker rescans: it alone holds the store connection.
 		a.warn.Warn().Msg("kernel events were lost (receive buffer overrun): rescanning everything")
-		if err := a.enqueueAll(ctx, TrigOverrun); err != nil {
-			a.warn.Error().Err(err).Msg("rescan failed")
-		}
+		a.enqueue(everything, TrigOverrun)
 		return
 	}
 	e := m.Event
@@ -598,6 +638,43 @@ func (a *Agent) Reload(p *policy.Policy) {
 	}
 	a.cfg.Log.Info().Str("policy", p.File).Int("rules", len(p.Rules)).Msg("policy reloaded")
 	a.enqueue(everything, TrigReload)
+}
+
+// Explained is what the policy in force says of one present device now,
+// as the agent sees the host, beside the agent's last decision for it.
+type Explained struct {
+	Device      policy.Device
+	Explanation policy.Explanation
+	Last        *Audit
+}
+
+// Explain explains every present device, or only busid when it is not
+// empty (fs.ErrNotExist when no such device is present). It may be called
+// from any goroutine.
+func (a *Agent) Explain(busid string) ([]Explained, error) {
+	devs, err := a.h.Sys.Devices()
+	if err != nil {
+		return nil, err
+	}
+	pol := a.pol.Load()
+	inv := a.inventory(devs)
+	var out []Explained
+	for i := range inv {
+		if busid != "" && inv[i].BusID != busid {
+			continue
+		}
+		ex := Explained{Device: inv[i], Explanation: pol.Explain(&inv[i], inv)}
+		a.mu.Lock()
+		if r, ok := a.status[inv[i].BusID]; ok {
+			ex.Last = &r
+		}
+		a.mu.Unlock()
+		out = append(out, ex)
+	}
+	if busid != "" && len(out) == 0 {
+		return nil, fmt.Errorf("no USB device %s on this host: %w", busid, fs.ErrNotExist)
+	}
+	return out, nil
 }
 
 func targetName(d policy.Decision) string {

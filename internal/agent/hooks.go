@@ -84,14 +84,16 @@ func (a *Agent) hook(r Audit) {
 	select {
 	case a.hooks <- hookJob{argv: argv, env: hookEnv(r), r: r}:
 	default:
-		a.warn.Warn().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", string(r.Action)).Strs("exec", argv).
+		n := a.hooksDropped.Add(1)
+		a.warn.Warn().Str("busid", r.BusID).Str("rule", r.Rule).Str("action", string(r.Action)).Strs("exec", argv).Uint64("hooks_dropped", n).
 			Msgf("%d commands already wait: this one is skipped", hookQueue)
 	}
 }
 
-// runHooks runs the queued commands one at a time until ctx ends; the
-// command running then is killed.
-func (a *Agent) runHooks(ctx context.Context) {
+// RunHooks runs the queued commands one at a time until ctx ends; the
+// command running then is killed with its process group. It returns
+// ctx's error.
+func (a *Agent) RunHooks(ctx context.Context) error {
 	timeout := a.cfg.HookTimeout
 	if timeout <= 0 {
 		timeout = defaultHookTimeout
@@ -101,13 +103,22 @@ func (a *Agent) runHooks(ctx context.Context) {
 		case j := <-a.hooks:
 			a.runHook(ctx, j, timeout)
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		}
 	}
 }
 
+// errHookTimeout is the cause of a command's end at its timeout.
+var errHookTimeout = errors.New("hook timeout")
+
+// hookContext bounds one command's run (tests end it at a moment they
+// choose instead of on the clock).
+var hookContext = func(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, timeout, errHookTimeout)
+}
+
 func (a *Agent) runHook(ctx context.Context, j hookJob, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := hookContext(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	var out limitedBuffer
@@ -115,7 +126,11 @@ func (a *Agent) runHook(ctx context.Context, j hookJob, timeout time.Duration) {
 	cmd.Env, cmd.Dir = j.env, "/"
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = time.Second // a child that keeps the output open does not hold the queue
+	// The command leads a process group of its own, and a timeout ends the
+	// whole group: a script's children do not outlive it.
+	ownGroup(cmd)
 	err := cmd.Run()
+	a.hooksRun.Add(1)
 	ev := a.cfg.Log.Info()
 	if err != nil {
 		ev = a.warn.Warn().Err(err)
@@ -128,7 +143,7 @@ func (a *Agent) runHook(ctx context.Context, j hookJob, timeout time.Duration) {
 	switch {
 	case err == nil:
 		ev.Msg("the rule's command ran")
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(context.Cause(ctx), errHookTimeout):
 		ev.Msgf("the rule's command did not finish within %v and was killed", timeout)
 	case errors.As(err, &ee):
 		ev.Msgf("the rule's command failed (exit status %d)", ee.ExitCode())

@@ -1,0 +1,26 @@
+package agent
+
+import (
+	"context"
+	"time"
+)
+
+// HookTimeoutNow replaces the hooks' timeout for a test: the command
+// running when fire is called ends as at its timeout. The returned
+// function restores the clock.
+func HookTimeoutNow() (fire func(), restore func()) {
+	old := hookContext
+	ends := make(chan struct{})
+	hookContext = func(ctx context.Context, _ time.Duration) (context.Context, context.CancelFunc) {
+		ctx, cancel := context.WithCancelCause(ctx)
+		go func() {
+			select {
+			case <-ends:
+				cancel(errHookTimeout)
+			case <-ctx.Done():
+			}
+		}()
+		return ctx, func() { cancel(context.Canceled) }
+	}
+	return func() { close(ends) }, func() { hookContext = old }
+}

@@ -1,0 +1,196 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/rs/zerolog"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/build"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// ErrNotRoot: the agent binds and unbinds USB interfaces in sysfs, reads
+// the kernel's uevent socket and writes dom0's part of xenstore, which
+// only root may do.
+var ErrNotRoot = errors.New("run needs root: it binds USB interfaces in sysfs, reads kernel uevents and writes dom0's xenstore entries")
+
+// euid is the effective user (tests pretend another).
+var euid = os.Geteuid
+
+// LockFile, under the state directory, is held (flock) by the running
+// agent: one agent per host, since two would fight over every device. It
+// holds the agent's pid for people to read; nothing signals that pid.
+const LockFile = "usbhotplugd.pid"
+
+// daemon is one run: the agent and what its tasks share.
+type daemon struct {
+	cfg   Config
+	log   zerolog.Logger
+	h     *assign.Host
+	a     *agent.Agent
+	st    *state
+	audit *hub
+	ready bool // told systemd; the store task's only
+}
+
+// Run runs the agent until ctx ends (nil) or a task fails (its error,
+// logged once). cfg.Log is where everything is said.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if euid() != 0 {
+		return ErrNotRoot
+	}
+	d, closeAll, err := start(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	err = d.serve(ctx)
+	sd.SdNotify(false, sd.SdNotifyStopping)
+	if err != nil {
+		d.log.Error().Err(err).Msg("usbhotplugd stops: " + err.Error())
+		return &loggedError{err}
+	}
+	d.log.Info().Msg("usbhotplugd stopped")
+	return nil
+}
+
+// loggedError is an error Run has logged already.
+type loggedError struct{ err error }
+
+func (e *loggedError) Error() string { return e.err.Error() }
+func (e *loggedError) Unwrap() error { return e.err }
+
+// Logged says err was logged by Run already: the command line need not
+// print it again.
+func Logged(err error) bool {
+	var le *loggedError
+	return errors.As(err, &le)
+}
+
+// start reads the policy and takes the lock: what must hold before any
+// task starts.
+func start(cfg Config) (*daemon, func(), error) {
+	pol, err := policy.ParseFile(cfg.PolicyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("state directory: %w", err)
+	}
+	lock, err := lockPID(filepath.Join(cfg.StateDir, LockFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	sys := usbsysfs.NewFS(cfg.Sysfs)
+	if cfg.SysfsWriter != nil {
+		sys = sys.WithWriter(cfg.SysfsWriter)
+	}
+	d := &daemon{cfg: cfg, log: cfg.Log, audit: newHub()}
+	d.h = &assign.Host{Sys: sys, InitTimeout: cfg.BackendTimeout, DestroyTimeout: cfg.BackendTimeout}
+	now := time.Now()
+	d.a = agent.New(agent.Config{Host: d.h, Policy: pol, Log: cfg.Log, DryRun: cfg.DryRun, Hooks: true, HookTimeout: cfg.HookTimeout,
+		OnStatus: d.onStatus, OnAudit: d.audit.publish})
+	d.st = newState(Status{PID: os.Getpid(), Version: build.Version, StartedAt: now, State: StateStarting, DryRun: cfg.DryRun,
+		Policy: PolicyState{File: pol.File, Rules: len(pol.Rules), LoadedAt: now}}, d.a.Stats)
+	return d, func() {
+		os.Remove(lock.Name())
+		lock.Close()
+	}, nil
+}
+
+func (d *daemon) onStatus(s agent.Status) {
+	d.st.update(func(st *Status) { st.Devices, st.DevicesUpdatedAt = s.Devices, s.Updated })
+}
+
+// serve opens the sources and runs the tasks.
+func (d *daemon) serve(ctx context.Context) error {
+	ctl, err := listenControl(d.cfg.StateDir, d.cfg.ControlGroup, d.log)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	src, closer, err := d.cfg.Uevents()
+	if err != nil {
+		return fmt.Errorf("kernel uevents: %w (this needs root in dom0)", err)
+	}
+	defer closer.Close()
+	// The socket is open before the scan, so nothing is missed between.
+	stream, err := uevent.Coldplug(ctx, src, func() ([]uevent.Event, error) { return uevent.Scan(d.h.Sys) })
+	if err != nil {
+		return fmt.Errorf("kernel uevents: %w", err)
+	}
+	defer stream.Close()
+	pol := d.a.Policy()
+	d.log.Info().Str("version", build.Version).Str("policy", pol.File).Int("rules", len(pol.Rules)).Bool("dry_run", d.cfg.DryRun).Msg("usbhotplugd starting")
+
+	o := newOwner(ctx)
+	o.Go("uevent reader", func(ctx context.Context) error { return d.a.PumpEvents(ctx, stream) })
+	o.Go("hook runner", d.a.RunHooks)
+	o.Go("store", d.store)
+	o.Go("signals", d.signals)
+	o.Go("status writer", func(ctx context.Context) error { return writeStatus(ctx, d.st, d.cfg.StateDir, d.log) })
+	o.Go("control socket", func(ctx context.Context) error { return ctl.serve(ctx, d) })
+	if iv, err := sd.SdWatchdogEnabled(false); err == nil && iv > 0 {
+		o.Go("watchdog", func(ctx context.Context) error { return watchdog(ctx, iv, o, d.a) })
+	}
+	return o.Wait(d.cfg.StopTimeout)
+}
+
+// watchdog feeds systemd's watchdog while every task runs and the worker
+// is not stuck in one pass.
+func watchdog(ctx context.Context, iv time.Duration, o *owner, a *agent.Agent) error {
+	t := time.NewTicker(iv / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if o.Alive() && !a.Stuck(iv) {
+				sd.SdNotify(false, sd.SdNotifyWatchdog)
+			}
+		}
+	}
+}
+
+// lockPID takes the lock file.
+func lockPID(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		return nil, fmt.Errorf("another usbhotplugd (pid %s) holds %s: %w", trimNL(b), path, err)
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func trimNL(b []byte) string {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
