@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/replay"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
@@ -129,7 +130,7 @@ var snake = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 // writes: snake_case keys, and durations as milliseconds in a key ending
 // in _ms (never a time.Duration, which encoding/json writes in ns).
 func TestJSONSpelling(t *testing.T) {
-	for _, v := range []any{daemonStatus{}, agent.Audit{}, replay.Result{}, explainJSON{}, deviceJSON{}, usbListJSON{}} {
+	for _, v := range []any{daemon.Status{}, daemon.Request{}, daemon.Response{}, agent.Audit{}, replay.Result{}, explainJSON{}, deviceJSON{}, usbListJSON{}} {
 		checkJSONType(t, reflect.TypeOf(v), reflect.TypeOf(v).String(), map[reflect.Type]bool{})
 	}
 }

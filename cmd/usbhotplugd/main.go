@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 )
 
 // Exit codes, documented in the README.
@@ -88,7 +90,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if c != nil {
 		name = c.CommandPath()
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	if !daemon.Logged(err) { // the agent logged its own end
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		if c == root || c == nil {

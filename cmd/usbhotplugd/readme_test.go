@@ -194,7 +194,7 @@ func TestHelpExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	skip := map[string]string{"run": "runs until stopped", "xenstored": "serves until stopped",
-		"status": "needs a running agent", "reload": "needs a running agent", "man": "writes under /usr/share"}
+		"status": "needs a running agent", "reload": "needs a running agent", "watch": "needs a running agent", "man": "writes under /usr/share"}
 	dir := t.TempDir()
 	for _, c := range commands {
 		for _, e := range c.examples {

@@ -6,41 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
-
-func readStatus(dir string) (*daemonStatus, bool, error) {
-	s := &stateFiles{dir: dir}
-	b, err := os.ReadFile(s.statusPath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, fmt.Errorf("no agent has run here: %s does not exist (is usbhotplugd running, with --state-dir %s?)", s.statusPath(), dir)
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	var st daemonStatus
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, false, fmt.Errorf("%s: %w", s.statusPath(), err)
-	}
-	return &st, alive(st.PID), nil
-}
-
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
 
 // states orders the table: what the agent did first, then what waits,
 // then what it will not do.
@@ -51,63 +25,86 @@ func init() {
 		examples: []string{"usbhotplugd status\t# what each device is and why", "usbhotplugd status --json"}})
 	register(command{name: "reload", group: groupAgent, new: newReloadCmd,
 		examples: []string{"usbhotplugd reload\t# check /etc/usbhotplugd/policy.toml, then have the agent load it"}})
+	register(command{name: "watch", group: groupAgent, new: newWatchCmd,
+		examples: []string{"usbhotplugd watch\t# the agent's decisions as they are made, one JSON object a line"}})
+}
+
+// call asks the running agent one thing over its control socket.
+func call(ctx context.Context, stateDir string, req daemon.Request) (*daemon.Response, error) {
+	c, err := daemon.Dial(ctx, stateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Call(req)
 }
 
 func newStatusCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status [--state-dir DIR] [--json]",
-		Short: "what the running agent decided for each device, and why",
+		Short: "what the running agent decided for each device, and why (exit 1 when no agent runs)",
 	}
 	stateDir := c.Flags().String("state-dir", DefaultStateDir, "the agent's state directory")
-	asJSON := c.Flags().Bool("json", false, "print the status file as JSON")
-	c.RunE = func(c *cobra.Command, args []string) error { return runStatus(*stateDir, *asJSON, c.OutOrStdout()) }
+	asJSON := c.Flags().Bool("json", false, "print the status as JSON (the control socket's status object)")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return runStatus(c.Context(), *stateDir, *asJSON, c.OutOrStdout())
+	}
 	return c
 }
 
-func runStatus(stateDir string, asJSON bool, stdout io.Writer) error {
-	st, running, err := readStatus(stateDir)
+func runStatus(ctx context.Context, stateDir string, asJSON bool, stdout io.Writer) error {
+	r, err := call(ctx, stateDir, daemon.Request{Request: daemon.ReqStatus})
 	if err != nil {
 		return err
 	}
+	st := r.Status
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Running bool `json:"running"`
-			*daemonStatus
-		}{running, st})
+		return enc.Encode(st)
 	}
-	state := "running"
-	if !running {
-		state = "NOT running (this is what it last wrote)"
-	}
-	fmt.Fprintf(stdout, "usbhotplugd %s, pid %d, %s since %s\n", st.Version, st.PID, state, st.Started.Format(time.DateTime))
-	ready := "ready"
-	if !st.Ready {
-		ready = "not ready yet (first pass running)"
-	}
-	conn := "connected to xenstore"
-	if !st.Connected {
-		conn = "NOT connected to xenstore"
-	}
+	fmt.Fprintf(stdout, "usbhotplugd %s, pid %d, running since %s\n", st.Version, st.PID, st.StartedAt.Format(time.DateTime))
 	dry := ""
 	if st.DryRun {
 		dry = ", DRY RUN (changes nothing)"
 	}
-	fmt.Fprintf(stdout, "%s, %s%s; %s, %s\n", ready, conn, dry, plural(int(st.Stats.Events), "kernel event"), plural(int(st.Stats.Passes), "pass"))
-	fmt.Fprintf(stdout, "policy %s: %s, loaded %s\n", st.Policy, plural(st.Rules, "rule"), st.PolicyAt.Format(time.DateTime))
-	if st.ReloadError != "" {
-		fmt.Fprintf(stdout, "last reload REFUSED (the policy above stays in force): %s\n", st.ReloadError)
+	s := st.Stats
+	fmt.Fprintf(stdout, "%s%s; %s, %s", stateLine(st), dry, plural(int(s.Events), "kernel event"), plural(int(s.Passes), "pass"))
+	if s.HooksRun > 0 || s.HooksDropped > 0 {
+		fmt.Fprintf(stdout, ", %s run, %d dropped (queue full)", plural(int(s.HooksRun), "rule command"), s.HooksDropped)
 	}
-	if st.Status == nil || len(st.Status.Devices) == 0 {
+	fmt.Fprintln(stdout)
+	p := st.Policy
+	fmt.Fprintf(stdout, "policy %s: %s, loaded %s\n", p.File, plural(p.Rules, "rule"), p.LoadedAt.Format(time.DateTime))
+	if p.ReloadError != "" {
+		fmt.Fprintf(stdout, "last reload REFUSED at %s (the policy above stays in force): %s\n", p.ReloadRefusedAt.Format(time.DateTime), p.ReloadError)
+	}
+	if len(st.Devices) == 0 {
 		fmt.Fprintln(stdout, "\nno devices decided yet")
 		return nil
 	}
 	fmt.Fprintln(stdout)
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	return deviceTable(stdout, st)
+}
+
+// stateLine says what the agent is doing.
+func stateLine(st *daemon.Status) string {
+	switch st.State {
+	case daemon.StateWaiting:
+		return fmt.Sprintf("waiting for xenstored (%s; next try in %s)", st.Xenstore.LastError, time.Duration(st.Xenstore.RetryInMS)*time.Millisecond)
+	case daemon.StateReady:
+		return "ready, connected to xenstore"
+	case daemon.StateSyncing:
+		return "not ready yet (first pass running), connected to xenstore"
+	}
+	return st.State
+}
+
+func deviceTable(w io.Writer, st *daemon.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUSID\tID\tSTATE\tDOMAIN\tPORT\tRULE\tWHY")
 	for _, s := range states {
-		for _, d := range st.Status.Devices {
+		for _, d := range st.Devices {
 			if string(d.Action) != s {
 				continue
 			}
@@ -142,52 +139,66 @@ func runStatus(stateDir string, asJSON bool, stdout io.Writer) error {
 func newReloadCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "reload [--policy FILE] [--state-dir DIR]",
-		Short: "check the policy, then make the running agent reload it (SIGHUP)",
+		Short: "check the policy, then make the running agent reload it, and report its answer",
 	}
 	polPath := c.Flags().String("policy", DefaultPolicy, "the policy file the agent reads (checked first)")
 	stateDir := c.Flags().String("state-dir", DefaultStateDir, "the agent's state directory")
-	wait := c.Flags().Duration("wait", 5*time.Second, "how long to wait for the agent to take it")
 	c.RunE = func(c *cobra.Command, args []string) error {
-		return runReload(c.Context(), *polPath, *stateDir, *wait, c.OutOrStdout())
+		return runReload(c.Context(), *polPath, *stateDir, c.OutOrStdout())
 	}
 	return c
 }
 
-func runReload(ctx context.Context, polPath, stateDir string, wait time.Duration, stdout io.Writer) error {
+func runReload(ctx context.Context, polPath, stateDir string, stdout io.Writer) error {
 	// A policy that does not parse is never sent: the agent would refuse
 	// it anyway, and the admin is here to read why.
-	p, err := policy.ParseFile(polPath)
+	if _, err := policy.ParseFile(polPath); err != nil {
+		return err
+	}
+	r, err := call(ctx, stateDir, daemon.Request{Request: daemon.ReqReload})
+	var ae *daemon.APIError
+	if errors.As(err, &ae) && ae.Code == daemon.CodePolicyRefused {
+		return fmt.Errorf("the agent refused the policy (the old one stays in force): %s", ae.Msg)
+	}
 	if err != nil {
 		return err
 	}
-	sf := &stateFiles{dir: stateDir}
-	b, err := os.ReadFile(sf.pidPath())
+	fmt.Fprintf(stdout, "usbhotplugd reloaded %s: %s\n", r.Reload.Policy, plural(r.Reload.Rules, "rule"))
+	return nil
+}
+
+func newWatchCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "watch [--state-dir DIR]",
+		Short: "the running agent's decisions as they are made, one JSON object a line, until interrupted",
+	}
+	stateDir := c.Flags().String("state-dir", DefaultStateDir, "the agent's state directory")
+	c.RunE = func(c *cobra.Command, args []string) error { return runWatch(c.Context(), *stateDir, c.OutOrStdout()) }
+	return c
+}
+
+func runWatch(ctx context.Context, stateDir string, stdout io.Writer) error {
+	c, err := daemon.Dial(ctx, stateDir)
 	if err != nil {
-		return fmt.Errorf("no running agent: %w", err)
+		return err
 	}
-	pid, err := strconv.Atoi(string(trimNL(b)))
-	if err != nil || pid <= 0 {
-		return fmt.Errorf("%s: not a pid: %q", sf.pidPath(), b)
+	defer c.Close()
+	if _, err := c.Call(daemon.Request{Request: daemon.ReqWatch}); err != nil {
+		return err
 	}
-	before, _, _ := readStatus(stateDir)
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		return fmt.Errorf("signalling usbhotplugd (pid %d): %w", pid, err)
-	}
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		st, _, err := readStatus(stateDir)
-		if err == nil && (before == nil || st.PolicyAt.After(before.PolicyAt)) {
-			if st.ReloadError != "" {
-				return fmt.Errorf("the agent refused the policy: %s", st.ReloadError)
+	enc := json.NewEncoder(stdout)
+	for {
+		r, err := c.Next()
+		if ctx.Err() != nil {
+			return nil // interrupted: the normal end
+		}
+		if err != nil {
+			return err
+		}
+		if r.Decision != nil {
+			if err := enc.Encode(r.Decision); err != nil {
+				return err
 			}
-			fmt.Fprintf(stdout, "usbhotplugd (pid %d) reloaded %s: %s\n", pid, p.File, plural(st.Rules, "rule"))
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond): // polls a file another process writes
 		}
 	}
-	return fmt.Errorf("usbhotplugd (pid %d) was signalled but did not confirm the reload within %s", pid, wait)
 }

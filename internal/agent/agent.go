@@ -95,9 +95,9 @@ type Agent struct {
 
 	events, passes         atomic.Uint64
 	hooksRun, hooksDropped atomic.Uint64
-	passStart      atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
-	warn           zerolog.Logger // rate-limited, for warnings and errors outside decisions
-	hooks          chan hookJob   // rules' commands waiting to run
+	passStart              atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
+	warn                   zerolog.Logger // rate-limited, for warnings and errors outside decisions
+	hooks                  chan hookJob   // rules' commands waiting to run
 }
 
 // Stats counts kernel events taken and passes made: a storm of events
@@ -163,6 +163,11 @@ func (a *Agent) enqueue(busid string, why Trigger) {
 
 func (a *Agent) enqueueLocked(busid string, why Trigger) {
 	if _, queued := a.why[busid]; queued {
+		// The first scan of a run repairs at once (see TrigStart):
+		// kernel events queued before it do not take that from it.
+		if why == TrigStart {
+			a.why[busid] = why
+		}
 		return
 	}
 	a.why[busid] = why

@@ -62,14 +62,16 @@ func listenControl(dir, group string, log zerolog.Logger) (*control, error) {
 	ln.SetUnlinkOnClose(true)
 	c := &control{ln: ln, path: path, gid: -1, log: log, slots: make(chan struct{}, maxClients)}
 	mode := os.FileMode(0o600)
-	if gid, err := lookupGroup(group); err == nil {
-		if err := os.Chown(path, os.Geteuid(), gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("control socket: %w", err)
-		}
+	gid, err := lookupGroup(group)
+	if err == nil {
+		// A group this user namespace does not map cannot own it.
+		err = os.Chown(path, os.Geteuid(), gid)
+	}
+	switch {
+	case err == nil:
 		c.gid, mode = gid, 0o660
-	} else if group != "" {
-		log.Warn().Err(err).Str("group", group).Msg("control socket: the read-only group is unknown: only root may use the socket")
+	case group != "":
+		log.Warn().Err(err).Str("group", group).Msg("control socket: the read-only group cannot have it: only root may use the socket")
 	}
 	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()

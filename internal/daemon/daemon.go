@@ -24,7 +24,7 @@ import (
 // ErrNotRoot: the agent binds and unbinds USB interfaces in sysfs, reads
 // the kernel's uevent socket and writes dom0's part of xenstore, which
 // only root may do.
-var ErrNotRoot = errors.New("run needs root: it binds USB interfaces in sysfs, reads kernel uevents and writes dom0's xenstore entries")
+var ErrNotRoot = errors.New("needs root: it binds USB interfaces in sysfs, reads kernel uevents and writes dom0's xenstore entries")
 
 // euid is the effective user (tests pretend another).
 var euid = os.Geteuid

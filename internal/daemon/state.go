@@ -24,15 +24,15 @@ const (
 // Status is the agent's whole status: the reply to a status request, and
 // status.json.
 type Status struct {
-	PID           int         `json:"pid"`
-	Version       string      `json:"version"`
-	StartedAt     time.Time   `json:"started_at"`
-	UptimeSeconds float64     `json:"uptime_seconds"`
-	State         string      `json:"state"`
-	DryRun        bool        `json:"dry_run"`
-	Xenstore      StoreStatus `json:"xenstore"`
-	Policy        PolicyState `json:"policy"`
-	Stats         agent.Stats `json:"stats"`
+	PID       int         `json:"pid"`
+	Version   string      `json:"version"`
+	StartedAt time.Time   `json:"started_at"`
+	UptimeMS  int64       `json:"uptime_ms"`
+	State     string      `json:"state"`
+	DryRun    bool        `json:"dry_run"`
+	Xenstore  StoreStatus `json:"xenstore"`
+	Policy    PolicyState `json:"policy"`
+	Stats     agent.Stats `json:"stats"`
 	// DevicesUpdatedAt is when the last decision changed Devices.
 	DevicesUpdatedAt time.Time     `json:"devices_updated_at,omitzero"`
 	Devices          []agent.Audit `json:"devices"`
@@ -88,7 +88,7 @@ func (s *state) get() Status {
 	st.Devices = append([]agent.Audit(nil), s.st.Devices...)
 	s.mu.Unlock()
 	st.Stats = s.stats()
-	st.UptimeSeconds = time.Since(st.StartedAt).Round(time.Millisecond).Seconds()
+	st.UptimeMS = time.Since(st.StartedAt).Milliseconds()
 	return st
 }
 

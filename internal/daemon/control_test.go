@@ -1,0 +1,220 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const peerEnv = "USBHOTPLUGD_TEST_PEER_SOCKET"
+
+func TestMain(m *testing.M) {
+	if p := os.Getenv(peerEnv); p != "" {
+		os.Exit(peer(p))
+	}
+	os.Exit(m.Run())
+}
+
+// peer is the test binary run as another user: it asks for the status,
+// then for a reload, and prints each reply line.
+func peer(path string) int {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		fmt.Println("dial:", err)
+		return 0
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 1<<20)
+	for _, req := range []string{`{"request":"status"}`, `{"request":"reload"}`} {
+		io.WriteString(c, req+"\n")
+		n, err := c.Read(buf)
+		if err != nil {
+			fmt.Println("read:", err)
+			return 0
+		}
+		os.Stdout.Write(buf[:n])
+	}
+	return 0
+}
+
+// decode parses a reply line into a map, so the test reads it as any
+// other program would, by its keys.
+func decode(t *testing.T, line string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		t.Fatalf("reply %q: %v", line, err)
+	}
+	return m
+}
+
+func field(m map[string]any, path ...string) any {
+	var v any = m
+	for _, k := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = mm[k]
+	}
+	return v
+}
+
+// The local API, driven as another program would: a unix socket, one JSON
+// object a line each way.
+func TestLocalAPI(t *testing.T) {
+	h := newHost(t)
+	ready := h.log.await("ready: every present device reconciled")
+	h.start()
+	h.await(ready, "ready")
+	r := h.dialRaw()
+
+	st := decode(t, r.ask(`{"request":"status"}`))
+	if st["ok"] != true || field(st, "status", "state") != "ready" || field(st, "status", "xenstore", "connected") != true {
+		t.Fatalf("status: %v", st)
+	}
+	mustContain(t, "status", fmt.Sprint(field(st, "status", "devices")), "busid:1-2", "action:attached", "domain:kiosk")
+	loaded := field(st, "status", "policy", "loaded_at")
+
+	ex := decode(t, r.ask(`{"request":"explain","busid":"1-2"}`))
+	e0, _ := field(ex, "explain").([]any)
+	if ex["ok"] != true || len(e0) != 1 {
+		t.Fatalf("explain: %v", ex)
+	}
+	if d := e0[0].(map[string]any); d["action"] != "attach" || d["rule"] != "audio" || d["domain"] != "kiosk" || field(d, "last", "action") != "attached" {
+		t.Errorf("explain 1-2: %v", d)
+	}
+	if m := decode(t, r.ask(`{"request":"explain","busid":"9-9"}`)); m["ok"] != false || m["error_code"] != "not_found" {
+		t.Errorf("explain of an absent device: %v", m)
+	}
+	if m := decode(t, r.ask(`{"request":"teleport"}`)); m["error_code"] != "bad_request" {
+		t.Errorf("unknown request: %v", m)
+	}
+
+	// A watcher sees the decisions a reload makes.
+	w := h.dialRaw()
+	if m := decode(t, w.ask(`{"request":"watch"}`)); m["ok"] != true || m["watching"] != true {
+		t.Fatalf("watch: %v", m)
+	}
+	// A refused reload leaves the policy, and its load time, as they were.
+	h.writePolicy("[[rule]]\nname = \"x\"\naction = \"teleport\"\n")
+	if m := decode(t, r.ask(`{"request":"reload"}`)); m["error_code"] != "policy_refused" || !strings.Contains(fmt.Sprint(m["error"]), "teleport") {
+		t.Errorf("bad reload: %v", m)
+	}
+	st = decode(t, r.ask(`{"request":"status"}`))
+	if field(st, "status", "policy", "loaded_at") != loaded || field(st, "status", "policy", "rules") != 1.0 ||
+		!strings.Contains(fmt.Sprint(field(st, "status", "policy", "reload_error")), "teleport") {
+		t.Errorf("status after a refused reload: %v", field(st, "status", "policy"))
+	}
+	h.writePolicy(goodPolicy + "[[rule]]\nname = \"mice\"\naction = \"deny\"\nmatch = { id = \"046d:c077\" }\n")
+	if m := decode(t, r.ask(`{"request":"reload"}`)); m["ok"] != true || field(m, "reload", "rules") != 2.0 {
+		t.Errorf("reload: %v", m)
+	}
+	for {
+		d := decode(t, w.line())
+		if field(d, "decision", "rule") == "mice" {
+			if field(d, "decision", "action") != "denied" || field(d, "decision", "busid") == nil {
+				t.Errorf("decision: %v", d)
+			}
+			break
+		}
+	}
+	st = decode(t, r.ask(`{"request":"status"}`))
+	if field(st, "status", "policy", "loaded_at") == loaded || field(st, "status", "policy", "reload_error") != nil {
+		t.Errorf("status after a reload: %v", field(st, "status", "policy"))
+	}
+	if m := decode(t, r.ask(`not json`)); m["error_code"] != "bad_request" {
+		t.Errorf("not JSON: %v", m)
+	}
+}
+
+// While xenstored is not there, the agent waits for it and says so.
+func TestAPIWhileWaitingForXenstored(t *testing.T) {
+	h := newHost(t)
+	h.cfg.Xenstore = filepath.Join(h.dir, "no-xenstored")
+	waiting := h.log.await("xenstore: ")
+	h.start()
+	h.await(waiting, "xenstore:")
+	mustContain(t, "the log", h.log.String(), "no such file or directory, retrying in ")
+	st := decode(t, h.dialRaw().ask(`{"request":"status"}`))
+	if field(st, "status", "state") != "waiting_for_xenstored" || !strings.Contains(fmt.Sprint(field(st, "status", "xenstore", "last_error")), "no-xenstored") {
+		t.Errorf("status: %v", st)
+	}
+}
+
+// A member of the control group may read, not reload; anyone else cannot
+// connect. The peer is this test binary run as nobody.
+func TestAPIPeerCredentials(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run a peer as another user")
+	}
+	h := newHost(t)
+	shared, err := os.MkdirTemp("", "usbhotplugd-peer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(shared)
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.StateDir, h.cfg.ControlGroup = filepath.Join(shared, "state"), "nogroup"
+	bin := filepath.Join(shared, "peer.test")
+	if err := copyFile(bin, os.Args[0]); err != nil {
+		t.Fatal(err)
+	}
+	ready := h.log.await("ready: every present device reconciled")
+	h.start()
+	h.await(ready, "ready")
+	asNobody := func(gid uint32) string {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{peerEnv + "=" + filepath.Join(h.cfg.StateDir, ControlSocket)}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: gid, Groups: []uint32{}}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("peer: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	out := asNobody(65534)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || decode(t, lines[0])["ok"] != true || decode(t, lines[1])["error_code"] != "forbidden" {
+		t.Errorf("a member of the group:\n%s", out)
+	}
+	if out := asNobody(12345); !strings.Contains(out, "permission denied") {
+		t.Errorf("a stranger:\n%s", out)
+	}
+	fi, err := os.Stat(filepath.Join(h.cfg.StateDir, ControlSocket))
+	if err != nil || fi.Mode().Perm() != 0o660 {
+		t.Errorf("the socket: %v %v", fi.Mode(), err)
+	}
+}
+
+// The check behind the socket's mode, from the peer's credentials alone.
+func TestPeerRoles(t *testing.T) {
+	c := &control{gid: 4242}
+	for _, x := range []struct {
+		uid, gid uint32
+		want     role
+	}{{0, 0, roleAdmin}, {65534, 4242, roleReader}, {65534, 65534, roleNone}} {
+		if got, _ := c.roleOf(x.uid, x.gid); got != x.want && !(x.want == roleNone && os.Geteuid() == 65534) {
+			t.Errorf("uid %d gid %d: role %d, want %d", x.uid, x.gid, got, x.want)
+		}
+	}
+}
+
+func copyFile(dst, src string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}

@@ -1,0 +1,220 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	xs "github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+)
+
+// A dead uevent socket ends the agent at once, non-zero, with the cause
+// logged once at error level: without its events it manages nothing.
+func TestDeadUeventSocketEndsTheAgent(t *testing.T) {
+	h := newHost(t)
+	ready := h.log.await("ready: every present device reconciled")
+	_, done := h.start()
+	h.await(ready, "ready")
+	h.src.kill()
+	err := h.awaitEnd(done)
+	if err == nil || !Logged(err) || !strings.Contains(err.Error(), "uevent reader: kernel uevents: receive: bad file descriptor") {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := strings.Count(h.log.String(), `"level":"error"`); n != 1 {
+		t.Errorf("%d error lines, want the cause once:\n%s", n, h.log.String())
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.StateDir, ControlSocket)); err == nil {
+		t.Error("the control socket outlived the agent")
+	}
+}
+
+// Any task that fails stops all of them, and one that does not stop in
+// time does not hold the process: Wait names it.
+func TestOwnerStopsAllAtTheFirstFailure(t *testing.T) {
+	o := newOwner(context.Background())
+	stopped := make(chan struct{})
+	o.Go("patient", func(ctx context.Context) error { <-ctx.Done(); close(stopped); return ctx.Err() })
+	o.Go("failing", func(ctx context.Context) error { return errors.New("broken") })
+	if err := o.Wait(time.Minute); err == nil || err.Error() != "failing: broken" {
+		t.Errorf("Wait: %v", err)
+	}
+	<-stopped
+	if o.Alive() {
+		t.Error("alive after a failure")
+	}
+
+	o = newOwner(context.Background())
+	hang := make(chan struct{})
+	defer close(hang)
+	o.Go("stubborn", func(ctx context.Context) error { <-hang; return nil })
+	o.Go("early", func(ctx context.Context) error { return nil })
+	err := o.Wait(time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "[stubborn]") || !errors.Is(err, errStoppedEarly) {
+		t.Errorf("Wait with a task that does not stop: %v", err)
+	}
+}
+
+// The watchdog is fed while the agent works, and never once a task has
+// failed: systemd sees the process go, not a process that manages
+// nothing.
+func TestWatchdogStopsWithTheTasks(t *testing.T) {
+	h := newHost(t)
+	notify := filepath.Join(h.dir, "notify")
+	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nconn.Close()
+	t.Setenv("NOTIFY_SOCKET", notify)
+	t.Setenv("WATCHDOG_USEC", "300000")
+	t.Setenv("WATCHDOG_PID", "")
+	_, done := h.start()
+	next := func() string {
+		nconn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		b := make([]byte, 4096)
+		n, err := nconn.Read(b)
+		if err != nil {
+			t.Fatalf("notify socket: %v\n%s", err, h.log.String())
+		}
+		return string(b[:n])
+	}
+	for m := ""; !strings.Contains(m, "WATCHDOG=1"); m = next() {
+	}
+	h.src.kill()
+	if err := h.awaitEnd(done); err == nil {
+		t.Fatal("Run ended without an error")
+	}
+	// STOPPING=1 is the daemon's last word, after the watchdog's task
+	// ended: nothing may follow it.
+	for m := ""; !strings.Contains(m, "STOPPING=1"); m = next() {
+	}
+	nconn.SetReadDeadline(time.Now())
+	b := make([]byte, 4096)
+	if n, err := nconn.Read(b); err == nil {
+		t.Errorf("after the stop: %q", b[:n])
+	}
+}
+
+// errProxy stands between the agent and the store; once broken, it
+// answers every request with EACCES itself, as a store whose every
+// request is refused (watch events still pass).
+type errProxy struct {
+	ln     net.Listener
+	target string
+	broken atomic.Bool
+	wg     sync.WaitGroup
+}
+
+func newErrProxy(t *testing.T, target string) *errProxy {
+	path := filepath.Join(t.TempDir(), "proxy.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &errProxy{ln: ln, target: target}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
+	return p
+}
+
+func (p *errProxy) path() string { return p.ln.Addr().String() }
+
+func (p *errProxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("unix", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		var mu sync.Mutex // one writer of whole messages to the client
+		p.wg.Go(func() {
+			defer c.Close()
+			for {
+				h, payload, err := readMsg(s)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				c.Write(append(xs.AppendHeader(nil, h), payload...))
+				mu.Unlock()
+			}
+		})
+		p.wg.Go(func() {
+			defer s.Close()
+			for {
+				h, payload, err := readMsg(c)
+				if err != nil {
+					return
+				}
+				if !p.broken.Load() {
+					s.Write(append(xs.AppendHeader(nil, h), payload...))
+					continue
+				}
+				e := []byte("EACCES\x00")
+				mu.Lock()
+				c.Write(append(xs.AppendHeader(nil, xs.Header{Type: xs.TypeError, ReqID: h.ReqID, TxID: h.TxID, Len: uint32(len(e))}), e...))
+				mu.Unlock()
+			}
+		})
+	}
+}
+
+func readMsg(r io.Reader) (xs.Header, []byte, error) {
+	b := make([]byte, xs.HeaderSize)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return xs.Header{}, nil, err
+	}
+	h, err := xs.ParseHeader(b)
+	if err != nil {
+		return h, nil, err
+	}
+	payload := make([]byte, h.Len)
+	_, err = io.ReadFull(r, payload)
+	return h, payload, err
+}
+
+// A store that answers every request with an error ends the agent,
+// non-zero, with the reason: no pass can work, and retrying forever would
+// look alive to systemd.
+func TestStoreAnsweringErrorsEndsTheAgent(t *testing.T) {
+	h := newHost(t)
+	p := newErrProxy(t, h.store.SocketPath())
+	h.cfg.Xenstore = p.path()
+	h.cfg.StoreFailAfter = time.Second
+	ready := h.log.await("ready: every present device reconciled")
+	_, done := h.start()
+	h.await(ready, "ready")
+	p.broken.Store(true)
+	err := h.awaitEnd(done)
+	if err == nil || !errors.Is(err, errStoreFailing) || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("Run: %v\n%s", err, h.log.String())
+	}
+	mustContain(t, "the log", h.log.String(), `"level":"error"`, "xenstore answers every request with an error")
+}
+
+// run as another user than root fails at once with the reason.
+func TestRunNeedsRoot(t *testing.T) {
+	old := euid
+	euid = func() int { return 1000 }
+	defer func() { euid = old }()
+	h := newHost(t)
+	err := Run(h.ctx, h.cfg)
+	if !errors.Is(err, ErrNotRoot) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Run as uid 1000: %v", err)
+	}
+	if _, err := os.Stat(h.cfg.StateDir); err == nil {
+		t.Error("the state directory was made before the check")
+	}
+}
