@@ -79,6 +79,9 @@ func runStatus(ctx context.Context, stateDir string, asJSON bool, stdout io.Writ
 	if p.ReloadError != "" {
 		fmt.Fprintf(stdout, "last reload REFUSED at %s (the policy above stays in force): %s\n", p.ReloadRefusedAt.Format(time.DateTime), p.ReloadError)
 	}
+	for _, k := range st.SkippedControllers {
+		fmt.Fprintf(stdout, "controller %d of domain %d is SKIPPED (the rest of the host works on): %s\n", k.DevID, k.Domid, k.Reason)
+	}
 	if len(st.Devices) == 0 {
 		fmt.Fprintln(stdout, "\nno devices decided yet")
 		return nil
@@ -127,13 +130,7 @@ func deviceTable(w io.Writer, st *daemon.Status) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID, d.Action, dom, port, rule, d.Reason)
 		}
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for _, k := range st.Status.Skipped {
-		fmt.Fprintf(stdout, "controller %d of domain %d is SKIPPED (the rest of the host works on): %s\n", k.DevID, k.Domid, k.Reason)
-	}
-	return nil
+	return tw.Flush()
 }
 
 func newReloadCmd() *cobra.Command {

@@ -112,7 +112,9 @@ func start(cfg Config) (*daemon, func(), error) {
 }
 
 func (d *daemon) onStatus(s agent.Status) {
-	d.st.update(func(st *Status) { st.Devices, st.DevicesUpdatedAt = s.Devices, s.Updated })
+	d.st.update(func(st *Status) {
+		st.Devices, st.DevicesUpdatedAt, st.SkippedControllers = s.Devices, s.Updated, s.Skipped
+	})
 }
 
 // serve opens the sources and runs the tasks.

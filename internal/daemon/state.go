@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 )
 
 // The agent's states, as Status.State names them.
@@ -36,6 +37,9 @@ type Status struct {
 	// DevicesUpdatedAt is when the last decision changed Devices.
 	DevicesUpdatedAt time.Time     `json:"devices_updated_at,omitzero"`
 	Devices          []agent.Audit `json:"devices"`
+	// SkippedControllers are guests' controllers the agent cannot use,
+	// and why.
+	SkippedControllers []assign.Skipped `json:"skipped_controllers,omitempty"`
 }
 
 // StoreStatus is the agent's connection to xenstored.
@@ -86,6 +90,7 @@ func (s *state) get() Status {
 	s.mu.Lock()
 	st := s.st
 	st.Devices = append([]agent.Audit(nil), s.st.Devices...)
+	st.SkippedControllers = append([]assign.Skipped(nil), s.st.SkippedControllers...)
 	s.mu.Unlock()
 	st.Stats = s.stats()
 	st.UptimeMS = time.Since(st.StartedAt).Milliseconds()
