@@ -17,8 +17,11 @@ func newXenstoredCmd() *cobra.Command {
 		Use:   "xenstored --socket PATH",
 		Short: "serve an embedded, in-memory xenstored on a unix socket",
 	}
-	sock := c.Flags().String("socket", "/run/xenstored/socket", "unix socket to serve the store on")
+	sock := c.Flags().String("socket", "", "unix socket to serve the store on (required; never the host's /run/xenstored/socket)")
 	c.RunE = func(c *cobra.Command, args []string) error {
+		if *sock == "" {
+			return &usageError{"--socket PATH is required: a path of its own, not the host xenstored's"}
+		}
 		srv := server.New()
 		l, err := srv.Listen(*sock)
 		if err != nil {
