@@ -23,6 +23,7 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/qmp:FuzzReply \
         ./internal/mounts:FuzzParse \
         ./internal/usbname:FuzzParse \
+        ./internal/fakekernel:FuzzWriteAttr \
         ./test/vm:FuzzParse
 
 .PHONY: all build test lint unit fuzz bench demo clean package vmtest

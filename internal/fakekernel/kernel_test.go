@@ -147,3 +147,36 @@ func TestHubRebindEnumerates(t *testing.T) {
 		t.Errorf("1-3.2 bound to %q", drv)
 	}
 }
+
+// A device plugged while its root hub's default is 0 comes with inert
+// interfaces: no driver probed them.
+func TestPlugUnderAuthorizationDefault(t *testing.T) {
+	root := fakekernel.TempDir(t)
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	k := fakekernel.NewKernel(root)
+	f := usbsysfs.NewFS(root).WithWriter(k)
+	if err := f.SetInterfaceAuthorizedDefault("usb1", false); err != nil {
+		t.Fatal(err)
+	}
+	b := &fakekernel.Builder{Root: root}
+	if err := b.Add(fakekernel.Dev{BusID: "1-7", DevNum: 20, Vendor: "046d", Product: "c31c", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	in, err := f.Interface("1-7:1.0")
+	if err != nil || in.Authorized || in.Driver != "" {
+		t.Fatalf("%+v %v: want deauthorized, unbound", in, err)
+	}
+	if kb, _ := f.Interface("1-1.6:1.0"); !kb.Authorized || kb.Driver != "usbhid" {
+		t.Fatalf("an interface made before the default changed: %+v", kb)
+	}
+	if err := f.SetInterfaceAuthorized("1-7:1.0", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Probe("1-7:1.0"); err != nil {
+		t.Fatal(err)
+	}
+	driverIs("1-7:1.0", "usbhid")(t, f)
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 )
 
@@ -52,6 +53,23 @@ func (h *Host) link(name, dir string) error {
 	return os.Symlink(rel, l)
 }
 
+// intfAuthorized is the authorized attribute of an added interface: as
+// recorded, else its root hub's interface_authorized_default, else "1".
+func (h *Host) intfAuthorized(intf string, attrs map[string]string) string {
+	if v := attrs["authorized"]; v == "0" || v == "1" {
+		return v
+	}
+	in, err := usbname.ParseInterface(intf)
+	if err != nil {
+		return "1"
+	}
+	b, err := os.ReadFile(filepath.Join(h.Root, "bus/usb/devices", fmt.Sprintf("usb%d", in.Device.Bus), "interface_authorized_default"))
+	if err == nil && strings.TrimSpace(string(b)) == "0" {
+		return "0"
+	}
+	return "1"
+}
+
 func exists(dir string) bool {
 	_, err := os.Stat(dir)
 	return err == nil
@@ -61,8 +79,8 @@ func write(dir, name, v string) error {
 	return os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644)
 }
 
-// Apply makes the change an event reports; attrs are the device's sysfs
-// attributes recorded with its add.
+// Apply makes the change an event reports; attrs are the device's or
+// interface's sysfs attributes recorded with its add.
 func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 	if e.Subsystem != "usb" || (!e.IsUSBDevice() && !e.IsUSBInterface()) {
 		return nil
@@ -108,7 +126,8 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 				}
 			}
 			for k, v := range map[string]string{"bInterfaceClass": fmt.Sprintf("%02x", c), "bInterfaceSubClass": fmt.Sprintf("%02x", s),
-				"bInterfaceProtocol": fmt.Sprintf("%02x", p), "bInterfaceNumber": num, "bAlternateSetting": " 0"} {
+				"bInterfaceProtocol": fmt.Sprintf("%02x", p), "bInterfaceNumber": num, "bAlternateSetting": " 0",
+				"authorized": h.intfAuthorized(name, attrs)} {
 				if err := write(dir, k, v); err != nil {
 					return err
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -50,6 +51,23 @@ func realHost(t *testing.T) string {
 	}
 	if err := fakekernel.AddDriver(root, "usbback"); err != nil {
 		t.Fatal(err)
+	}
+	// The capture kept no authorization attributes; a kernel has them.
+	des, err := os.ReadDir(filepath.Join(root, "bus/usb/devices"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range des {
+		dir := filepath.Join(root, "bus/usb/devices", de.Name())
+		attrs := []string{"authorized"}
+		if strings.HasPrefix(de.Name(), "usb") {
+			attrs = append(attrs, "interface_authorized_default")
+		}
+		for _, a := range attrs {
+			if err := os.WriteFile(filepath.Join(dir, a), []byte("1\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	return root
 }
@@ -108,7 +126,8 @@ func decisions(r *replay.Result) []string {
 	return slices.Compact(out)
 }
 
-// drivers lists every interface of the tree with its driver.
+// drivers lists every interface of the tree with its driver, and "!"
+// after those deauthorized.
 func drivers(t *testing.T, root string) []string {
 	devs, err := usbsysfs.NewFS(root).Devices()
 	if err != nil {
@@ -117,13 +136,19 @@ func drivers(t *testing.T, root string) []string {
 	var out []string
 	for _, d := range devs {
 		for _, in := range d.Interfaces {
-			out = append(out, in.Name+"="+in.Driver)
+			s := in.Name + "=" + in.Driver
+			if !in.Authorized {
+				s += "!"
+			}
+			out = append(out, s)
 		}
 	}
 	return out
 }
 
-func runBoth(t *testing.T, recs []uevent.Record) (live, replayed *replay.Result, liveRoot, replayRoot string) {
+// runBoth runs the agent live on a real kernel's host (prepared by prep),
+// and on a replay of recs.
+func runBoth(t *testing.T, recs []uevent.Record, prep ...func(root string)) (live, replayed *replay.Result, liveRoot, replayRoot string) {
 	p, err := policy.Parse("desk.toml", []byte(deskPolicy), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +158,9 @@ func runBoth(t *testing.T, recs []uevent.Record) (live, replayed *replay.Result,
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	liveRoot = realHost(t)
+	for _, p := range prep {
+		p(liveRoot)
+	}
 	live, err = replay.Live(ctx, replay.Options{Policy: p, Root: liveRoot, Dial: dial}, []uevent.DomainChange{desk})
 	if err != nil {
 		t.Fatal(err)
@@ -247,5 +275,36 @@ func TestSyntheticAddOfAnAbsentDevice(t *testing.T) {
 	}
 	if got := drivers(t, out); !slices.Equal(got, []string{"1-0:1.0=hub", "1-2:1.0=usbhid"}) {
 		t.Errorf("drivers %v", got)
+	}
+}
+
+// A host whose root hub makes new interfaces deauthorized (a device
+// plugged since is inert), recorded with --coldplug, replays as the live
+// agent sees it: the interfaces made before keep their drivers, the inert
+// one stays inert.
+func TestColdplugTraceKeepsAuthorization(t *testing.T) {
+	root := realHost(t)
+	k := fakekernel.NewKernel(root)
+	for _, w := range [][2]string{{"usb1/interface_authorized_default", "0"}, {"1-2/authorized", "0"}, {"1-2/authorized", "1"}} {
+		if err := k.WriteAttr(filepath.Join(root, "bus/usb/devices", w[0]), []byte(w[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := recordColdplug(t, root)
+	// The live agent's host is the same one.
+	_, _, liveRoot, replayRoot := runBoth(t, recs, func(live string) {
+		k := fakekernel.NewKernel(live)
+		for _, w := range [][2]string{{"usb1/interface_authorized_default", "0"}, {"1-2/authorized", "0"}, {"1-2/authorized", "1"}} {
+			if err := k.WriteAttr(filepath.Join(live, "bus/usb/devices", w[0]), []byte(w[1])); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	l, r := drivers(t, liveRoot), drivers(t, replayRoot)
+	if !slices.Equal(l, r) {
+		t.Errorf("drivers differ\nlive:     %v\nreplayed: %v", l, r)
+	}
+	if !slices.Contains(r, "1-2:1.0=!") || !slices.Contains(r, "1-1:1.0=usbback") {
+		t.Errorf("replayed %v: want the tablet inert, the keyboard attached", r)
 	}
 }

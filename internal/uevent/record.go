@@ -6,10 +6,11 @@ import (
 )
 
 // A Recorder writes what a Source delivers to a trace, with the sysfs
-// attributes of each added USB device read the moment its event arrives.
+// attributes of each added USB device and interface read the moment its
+// event arrives.
 type Recorder struct {
 	Src   Source
-	Attrs func(busid string) (map[string]string, error) // usbsysfs.FS.Attrs
+	Attrs func(name string) (map[string]string, error) // usbsysfs.FS.Attrs
 	W     *TraceWriter
 	Now   func() time.Time // time.Now if nil
 	// OnAttrError is told when a device's attributes could not be read
@@ -45,7 +46,7 @@ func (r *Recorder) Run(ctx context.Context) (RecordStats, error) {
 		} else {
 			e := m.Event
 			rec.Event = &e
-			if e.IsUSBDevice() && e.Action == "add" && r.Attrs != nil {
+			if (e.IsUSBDevice() || e.IsUSBInterface()) && e.Action == "add" && r.Attrs != nil {
 				a, err := r.Attrs(e.Name())
 				if err != nil && r.OnAttrError != nil {
 					r.OnAttrError(e.Name(), err)

@@ -14,8 +14,9 @@ import (
 )
 
 // A Record is one line of a trace: an event, or an overrun, with the time
-// it was received and, for an added USB device, its sysfs attributes
-// (usbsysfs.TraceAttrs) as they were at that moment. Serials, names and
+// it was received and, for an added USB device or interface, its sysfs
+// attributes (usbsysfs.TraceAttrs, IntfTraceAttrs) as they were at that
+// moment. Serials, names and
 // speeds are in no uevent, and sysfs is gone by the time of the remove, so
 // a replay needs them from here.
 type Record struct {

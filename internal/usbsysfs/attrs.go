@@ -33,23 +33,33 @@ func (f *FS) DevPath(name string) (string, error) {
 
 // TraceAttrs are the device attributes a recorded trace keeps for each
 // added device: what a replay needs to rebuild the device, serials
-// included, which no uevent carries.
+// included, which no uevent carries, and authorization (a root hub's
+// interface_authorized_default says how its new interfaces are made).
 var TraceAttrs = []string{
 	"busnum", "devnum", "devpath", "idVendor", "idProduct", "bcdDevice",
 	"bDeviceClass", "bDeviceSubClass", "bDeviceProtocol",
 	"bNumConfigurations", "bNumInterfaces", "serial", "manufacturer",
 	"product", "speed", "version", "removable",
+	"authorized", "interface_authorized_default",
 }
 
-// Attrs returns the TraceAttrs of a device as the kernel wrote them, less
-// the trailing newline; absent optional files are left out.
-func (f *FS) Attrs(busid string) (map[string]string, error) {
-	if err := ValidBusID(busid); err != nil {
+// IntfTraceAttrs are what a trace keeps of an added interface beyond its
+// event: whether drivers may probe it.
+var IntfTraceAttrs = []string{"authorized"}
+
+// Attrs returns the TraceAttrs of a device, or the IntfTraceAttrs of an
+// interface, as the kernel wrote them, less the trailing newline; absent
+// optional files are left out.
+func (f *FS) Attrs(name string) (map[string]string, error) {
+	attrs := TraceAttrs
+	if ValidInterface(name) == nil {
+		attrs = IntfTraceAttrs
+	} else if err := ValidBusID(name); err != nil {
 		return nil, err
 	}
-	dir := f.devPath(busid)
-	out := make(map[string]string, len(TraceAttrs))
-	for _, a := range TraceAttrs {
+	dir := f.devPath(name)
+	out := make(map[string]string, len(attrs))
+	for _, a := range attrs {
 		v, err := f.readAttr(dir, a)
 		if errors.Is(err, fs.ErrNotExist) {
 			if _, serr := os.Stat(dir); serr != nil {
