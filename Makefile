@@ -20,6 +20,7 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./policy:FuzzParse \
         ./policy:FuzzInclude \
         ./policy:FuzzSpec \
+        ./internal/safetext:FuzzText \
         ./internal/qmp:FuzzReply \
         ./internal/mounts:FuzzParse \
         ./internal/usbname:FuzzParse \

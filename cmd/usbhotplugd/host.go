@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -92,11 +93,11 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 			}
 			ifs = append(ifs, policy.ClassName(in.Class)+":"+drv)
 		}
-		serial := d.Serial
+		serial := safetext.Text(d.Serial) // the device's own strings: never raw on a terminal
 		if serial == "" {
 			serial = "-"
 		}
-		name := strings.TrimSpace(d.Manufacturer + " " + d.ProductName)
+		name := safetext.Text(strings.TrimSpace(d.Manufacturer + " " + d.ProductName))
 		class := policy.ClassName(d.Class)
 		if d.Class == 0 {
 			class = "-" // given per interface

@@ -11,6 +11,7 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -248,7 +249,7 @@ func runExplain(o explainOpts, want string, stdout io.Writer) error {
 		if i > 0 {
 			fmt.Fprintln(stdout)
 		}
-		name := strings.TrimSpace(j.Device.Manufacturer + " " + j.Device.ProductName)
+		name := safetext.Text(strings.TrimSpace(j.Device.Manufacturer + " " + j.Device.ProductName))
 		where := fmt.Sprintf("bus %d addr %d", j.Device.BusNum, j.Device.DevNum)
 		if j.Device.PortPath != "" {
 			where += "  " + j.Device.PortPath
@@ -257,7 +258,11 @@ func runExplain(o explainOpts, want string, stdout io.Writer) error {
 		for _, s := range j.Skipped {
 			fmt.Fprintf(stdout, "  rule %d %q (%s:%d) does not match: %s\n", s.Rule.Index, s.Rule.Name, s.Rule.File, s.Rule.Line, s.Why)
 		}
-		fmt.Fprintf(stdout, "  => %s: %s\n", j.Action, j.Reason)
+		at := ""
+		if j.Rule != nil {
+			at = fmt.Sprintf(" (%s:%d)", j.Rule.File, j.Rule.Line)
+		}
+		fmt.Fprintf(stdout, "  => %s: %s%s\n", j.Action, j.Reason, at)
 		if len(j.Exec) > 0 {
 			fmt.Fprintf(stdout, "     then runs %s\n", strings.Join(j.Exec, " "))
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/replay"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
@@ -82,7 +83,7 @@ func runReplay(ctx context.Context, args []string, polPath string, asJSON, verbo
 	defer srv.Close()
 	log := zerolog.Nop()
 	if verbose {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
+		log = zerolog.New(daemon.SafeConsole(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly})).With().Timestamp().Logger()
 	}
 	res, err := replay.Run(ctx, recs, replay.Options{Policy: p, Root: root, Log: log,
 		Dial: func(ctx context.Context) (*xenstore.Conn, error) { return xenstore.NewConn(srv.Pipe(0)), nil }})

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
@@ -77,7 +78,7 @@ func runStatus(ctx context.Context, stateDir string, asJSON bool, stdout io.Writ
 	p := st.Policy
 	fmt.Fprintf(stdout, "policy %s: %s, loaded %s\n", p.File, plural(p.Rules, "rule"), p.LoadedAt.Format(time.DateTime))
 	if p.ReloadError != "" {
-		fmt.Fprintf(stdout, "last reload REFUSED at %s (the policy above stays in force): %s\n", p.ReloadRefusedAt.Format(time.DateTime), p.ReloadError)
+		fmt.Fprintf(stdout, "last reload REFUSED at %s (the policy above stays in force): %s\n", p.ReloadRefusedAt.Format(time.DateTime), safetext.Line(p.ReloadError))
 	}
 	for _, k := range st.SkippedControllers {
 		fmt.Fprintf(stdout, "controller %d of domain %d is SKIPPED (the rest of the host works on): %s\n", k.DevID, k.Domid, k.Reason)
@@ -127,7 +128,8 @@ func deviceTable(w io.Writer, st *daemon.Status) error {
 			if rule == "" {
 				rule = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID, d.Action, dom, port, rule, d.Reason)
+			// A reason may quote a device's own strings: never raw.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID, d.Action, safetext.Line(dom), port, safetext.Line(rule), safetext.Line(d.Reason))
 		}
 	}
 	return tw.Flush()

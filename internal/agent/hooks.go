@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 )
 
 // Hook limits: commands wait in a bounded queue and run one at a time, in
@@ -47,6 +49,9 @@ func hookEnv(r Audit) []string {
 		{"ACTION", string(r.Action)}, {"BUSID", r.BusID}, {"ID", r.ID}, {"SERIAL", r.Serial}, {"NAME", r.Name},
 		{"RULE", r.Rule}, {"RULE_INDEX", strconv.Itoa(r.RuleNo)}, {"DOMAIN", r.Domain}, {"DOMID", domid},
 		{"PORT", port}, {"TRIGGER", string(r.Trigger)}, {"REASON", r.Reason}, {"DRY_RUN", strconv.FormatBool(r.DryRun)},
+		// The device's strings are whatever it sends: raw above, and as a
+		// plain word for scripts that would use them unquoted.
+		{"SERIAL_SAFE", safetext.Word(r.Serial)}, {"NAME_SAFE", safetext.Word(r.Name)},
 	}
 	env := []string{hookPath, "LANG=C.UTF-8"}
 	for _, x := range kv {

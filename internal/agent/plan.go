@@ -119,6 +119,7 @@ func baseRecord(o observation, dec policy.Decision) Audit {
 		Reason: dec.Reason, Twins: dec.Twins}
 	if dec.Rule != nil {
 		rec.Rule, rec.RuleNo = dec.Rule.Name, dec.Rule.Index
+		rec.RuleAt = fmt.Sprintf("%s:%d", dec.Rule.File, dec.Rule.Line)
 	}
 	if dec.Action == policy.Attach {
 		rec.Domain = dec.Target.Domain

@@ -14,6 +14,8 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 )
 
 // ErrUsage marks a bad logging option (the command line's exit code 2).
@@ -47,9 +49,24 @@ func NewLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 	case journal:
 		out = &PriorityWriter{W: w, Console: format == "console"}
 	case format == "console":
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime}
+		out = SafeConsole(zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime})
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// SafeConsole escapes what a terminal would act on in the messages and
+// field values a console writer prints: they carry device strings that
+// whoever plugs a device in chooses. JSON logs need nothing: they keep the
+// strings exact.
+func SafeConsole(w zerolog.ConsoleWriter) zerolog.ConsoleWriter {
+	w.FormatMessage = func(i any) string {
+		if i == nil {
+			return ""
+		}
+		return safetext.Line(fmt.Sprint(i))
+	}
+	w.FormatFieldValue = func(i any) string { return safetext.Line(fmt.Sprint(i)) }
+	return w
 }
 
 // isJournal says w is the stream systemd connected to the journal: its
@@ -117,7 +134,7 @@ func (w *PriorityWriter) WriteLevel(l zerolog.Level, p []byte) (int, error) {
 	var b bytes.Buffer
 	b.Write([]byte{'<', byte('0' + prio), '>'})
 	if w.Console {
-		cw := zerolog.ConsoleWriter{Out: &b, TimeFormat: time.DateTime, NoColor: true}
+		cw := SafeConsole(zerolog.ConsoleWriter{Out: &b, TimeFormat: time.DateTime, NoColor: true})
 		if _, err := cw.Write(p); err != nil {
 			return 0, err
 		}

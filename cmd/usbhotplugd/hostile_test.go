@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+)
+
+// A device's strings are chosen by whoever plugs it in.
+const (
+	hostileSerial = "\x1b[2J\x1b]0;owned\x07X\n1-9    dead:beef  001:099"
+	hostileMaker  = "\u202eevil"
+	hostileName   = "csi\u009b31m"
+)
+
+func hostileHost(t *testing.T) string {
+	root := t.TempDir()
+	err := fakekernel.XL(root, fakekernel.Dev{BusID: "1-2", DevNum: 9, Vendor: "1234", Product: "5678", Class: "00",
+		Serial: hostileSerial, Manufacturer: hostileMaker, Name: hostileName,
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// raw reports a character that would act on a terminal.
+func raw(s string) bool { return strings.ContainsAny(s, "\x1b\x07\u009b\u202e") }
+
+// devices and explain show device strings escaped, one device per line;
+// JSON keeps them exact.
+func TestHostileStrings(t *testing.T) {
+	root := hostileHost(t)
+	code, out, errs := runCmd(t, "devices", "--sysfs", root)
+	if code != 0 || raw(out) || strings.Contains(out, "\n1-9") || !strings.Contains(out, `\x1b[2J\x1b]0;owned\x07X\n1-9`) || !strings.Contains(out, `\u202eevil csi\u009b31m`) {
+		t.Fatalf("devices: exit %d %s\n%s", code, errs, out)
+	}
+	code, out, _ = runCmd(t, "devices", "--json", "--sysfs", root)
+	var devs []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &devs) != nil {
+		t.Fatalf("json: exit %d\n%s", code, out)
+	}
+	found := false
+	for _, d := range devs {
+		if d["busid"] == "1-2" {
+			found = d["serial"] == hostileSerial && d["manufacturer"] == hostileMaker
+		}
+	}
+	if !found || strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("JSON does not keep the strings exact (JSON-escaped):\n%s", out)
+	}
+	pol := writeFile(t, t.TempDir(), "p.toml", "[[rule]]\nname = \"by-maker\"\naction = \"deny\"\nmatch = { manufacturer = \"Apple*\" }\n")
+	code, out, errs = runCmd(t, "explain", "--policy", pol, "--sysfs", root, "1-2")
+	if code != 0 || raw(out) || !strings.Contains(out, `\u202eevil csi\u009b31m`) {
+		t.Fatalf("explain: exit %d %s\n%s", code, errs, out)
+	}
+}
+
+// The console log escapes what it prints: messages and field values.
+func TestConsoleLogEscapes(t *testing.T) {
+	var b bytes.Buffer
+	log := zerolog.New(daemon.SafeConsole(zerolog.ConsoleWriter{Out: &b, NoColor: true}))
+	log.Info().Str("serial", hostileSerial).Str("name", hostileMaker).Msg("attached " + hostileName)
+	if raw(b.String()) || strings.Count(b.String(), "\n") != 1 {
+		t.Fatalf("console log:\n%q", b.String())
+	}
+}

@@ -1,0 +1,30 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+)
+
+// A hook gets the device's strings raw, as documented, and as a plain
+// word in the _SAFE variables; a NUL (which exec refuses) is dropped.
+func TestHookEnvDeviceStrings(t *testing.T) {
+	env := hookEnv(Audit{Serial: "A1\x1b[2J; rm -rf /\x00", Name: "Acme $(reboot) \u202e"})
+	want := map[string]string{
+		"USBHOTPLUGD_SERIAL":      "A1\x1b[2J; rm -rf /",
+		"USBHOTPLUGD_SERIAL_SAFE": "A1__2J__rm_-rf___",
+		"USBHOTPLUGD_NAME":        "Acme $(reboot) \u202e",
+		"USBHOTPLUGD_NAME_SAFE":   "Acme___reboot___",
+	}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		if w, ok := want[k]; ok {
+			if v != w {
+				t.Errorf("%s=%q, want %q", k, v, w)
+			}
+			delete(want, k)
+		}
+	}
+	for k := range want {
+		t.Errorf("no %s", k)
+	}
+}
