@@ -160,8 +160,8 @@ type skipRef struct {
 func refOf(r *policy.Rule) ruleRef { return ruleRef{r.Index, r.Name, r.File, r.Line} }
 
 type explainOpts struct {
-	path, root, mountinfo string
-	asJSON, plugged       bool
+	path, root, mountinfo, host string
+	asJSON, plugged             bool
 }
 
 func newExplainCmd() *cobra.Command {
@@ -182,7 +182,8 @@ func newExplainCmd() *cobra.Command {
 		},
 	}
 	var o explainOpts
-	c.Flags().StringVar(&o.path, "policy", defaultPolicy, "policy file")
+	c.Flags().StringVar(&o.path, "policy", defaultPolicy, "policy file (its rules.d drop-ins too)")
+	c.Flags().StringVar(&o.host, "host", "", "select drop-ins as host NAME would (default: this host)")
 	c.Flags().BoolVar(&o.asJSON, "json", false, "print JSON")
 	c.Flags().StringVar(&o.root, "sysfs", sysfsDefault(), "sysfs root to read")
 	c.Flags().StringVar(&o.mountinfo, "mountinfo", mounts.Default, "dom0's mounts, for the guard that keeps a disk dom0 uses")
@@ -192,13 +193,13 @@ func newExplainCmd() *cobra.Command {
 		if len(args) == 1 {
 			want = args[0]
 		}
-		return runExplain(o, want, c.OutOrStdout())
+		return runExplain(c.Context(), o, want, c.OutOrStdout())
 	}
 	return c
 }
 
-func runExplain(o explainOpts, want string, stdout io.Writer) error {
-	p, err := policy.ParseFile(o.path)
+func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Writer) error {
+	p, err := policy.Load(ctx, o.path, policy.Options{Host: o.host})
 	if err != nil {
 		return fmt.Errorf("%w\n(run usbhotplugd check %s)", err, o.path)
 	}

@@ -151,7 +151,7 @@ func newReloadCmd() *cobra.Command {
 func runReload(ctx context.Context, polPath, stateDir string, stdout io.Writer) error {
 	// A policy that does not parse is never sent: the agent would refuse
 	// it anyway, and the admin is here to read why.
-	if _, err := policy.ParseFile(polPath); err != nil {
+	if _, err := policy.Load(ctx, polPath, policy.Options{}); err != nil {
 		return err
 	}
 	r, err := call(ctx, stateDir, daemon.Request{Request: daemon.ReqReload})
