@@ -88,11 +88,14 @@ the command line was wrong (nothing was done)
 /etc/usbhotplugd/policy.toml
 the policy (a configuration file: upgrades keep it)
 .TP
+/run/usbhotplugd/control.sock
+the running agent's control socket (JSON lines: status, explain, watch, reload), used by usbhotplugd status, reload and watch; root may reload, the group adm may read
+.TP
 /run/usbhotplugd/status.json
-what the running agent decided, read by usbhotplugd status
+what the running agent decided, as it last wrote it
 .TP
 /run/usbhotplugd/usbhotplugd.pid
-the running agent's pid, read by usbhotplugd reload
+held locked by the running agent (one agent per host); nothing signals the pid it holds
 .SH LOGS
 Under systemd every decision is one JSON audit record on the journal:
 .PP

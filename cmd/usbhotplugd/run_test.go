@@ -228,3 +228,54 @@ func TestRunReconnectsToXenstored(t *testing.T) {
 		t.Errorf("run exited %d:\n%s", code, out.String())
 	}
 }
+
+// status without an agent fails, and says so.
+func TestStatusWithoutAgent(t *testing.T) {
+	var out bytes.Buffer
+	code := run(context.Background(), []string{"status", "--state-dir", t.TempDir()}, &out, &out)
+	if code != exitFailure || !strings.Contains(out.String(), "no agent is running") {
+		t.Errorf("status: exit %d\n%s", code, out.String())
+	}
+}
+
+// While xenstored is not there, the agent waits for it, its retries name
+// their unit, and status says what it waits for.
+func TestStatusWaitingForXenstored(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "sys")
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "policy.toml")
+	if err := os.WriteFile(pol, []byte("[[rule]]\nname = \"none\"\naction = \"deny\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := make(chanSource)
+	oldSrc := ueventSource
+	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
+	defer func() { ueventSource = oldSrc }()
+	ctx, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
+	out := &lineWatch{want: ", retrying in ", seen: make(chan struct{})}
+	state := filepath.Join(dir, "state")
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--policy", pol, "--state-dir", state, "--xenstore", filepath.Join(dir, "none"), "--sysfs", root, "--log-format", "json"}, out, out)
+	}()
+	select {
+	case <-out.seen:
+	case <-ctx.Done():
+		t.Fatalf("no retry:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), `"message":"xenstore: `) {
+		t.Errorf("the retry does not name its unit:\n%s", out.String())
+	}
+	var st bytes.Buffer
+	if code := run(ctx, []string{"status", "--state-dir", state}, &st, &st); code != 0 || !strings.Contains(st.String(), "waiting for xenstored") {
+		t.Errorf("status: exit %d\n%s", code, st.String())
+	}
+	stop()
+	if code := <-done; code != 0 {
+		t.Errorf("run exited %d:\n%s", code, out.String())
+	}
+}

@@ -24,3 +24,9 @@ func HookTimeoutNow() (fire func(), restore func()) {
 	}
 	return func() { close(ends) }, func() { hookContext = old }
 }
+
+// QueueHook asks for r's rule command as a decision does.
+func (a *Agent) QueueHook(r Audit) { a.hook(r) }
+
+// HookQueue is how many commands may wait.
+const HookQueue = hookQueue

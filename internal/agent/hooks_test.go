@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // hookPipe makes a FIFO that hook scripts write lines to, and returns a
@@ -166,5 +169,26 @@ func TestHookDryRun(t *testing.T) {
 	e.awaitLog("dry run: the rule's command would run")
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("a dry run ran the command")
+	}
+}
+
+// Commands past a full queue are skipped, counted, and the count is in
+// the agent's stats (status shows it).
+func TestHookDroppedAreCounted(t *testing.T) {
+	p, err := policy.Parse("test.toml", []byte(hookPolicy(`["/bin/true"]`)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	a := agent.New(agent.Config{Host: &assign.Host{}, Policy: p, Hooks: true, Log: zerolog.New(&log)})
+	r := agent.Audit{BusID: "1-2", Rule: "audio", Action: agent.ActAttached}
+	for range agent.HookQueue + 5 {
+		a.QueueHook(r) // nothing runs them: the queue fills
+	}
+	if st := a.Stats(); st.HooksDropped != 5 {
+		t.Errorf("dropped %d, want 5", st.HooksDropped)
+	}
+	if !strings.Contains(log.String(), `"hooks_dropped":5`) {
+		t.Errorf("the log does not count them:\n%s", log.String())
 	}
 }

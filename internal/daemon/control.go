@@ -65,7 +65,7 @@ func listenControl(dir, group string, log zerolog.Logger) (*control, error) {
 	gid, err := lookupGroup(group)
 	if err == nil {
 		// A group this user namespace does not map cannot own it.
-		err = os.Chown(path, os.Geteuid(), gid)
+		err = os.Chown(path, -1, gid)
 	}
 	switch {
 	case err == nil:
