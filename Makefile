@@ -23,6 +23,7 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/safetext:FuzzText \
         ./internal/qmp:FuzzReply \
         ./internal/mounts:FuzzParse \
+        ./internal/policygen:FuzzXLConfig \
         ./internal/usbname:FuzzParse \
         ./internal/fakekernel:FuzzWriteAttr \
         ./test/vm:FuzzParse

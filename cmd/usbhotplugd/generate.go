@@ -16,7 +16,7 @@ import (
 func init() {
 	register(command{name: "generate", group: groupPolicy, new: newGenerateCmd, examples: []string{
 		"usbhotplugd generate --domain kiosk\t# a rule for every device present, to the guest kiosk",
-		"usbhotplugd generate --domain kiosk --usbctrl version=2,ports=8 -o /etc/usbhotplugd/policy.toml --force",
+		"usbhotplugd generate --domain kiosk --usbctrl version=2,ports=8 -o /etc/usbhotplugd/draft.toml --force",
 		"usbhotplugd generate --domain kiosk --prefer port_path\t# name each device by its socket",
 	}})
 }

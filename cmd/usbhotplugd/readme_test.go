@@ -65,7 +65,7 @@ func newDocHost(t *testing.T) *docHost {
 
 func (h *docHost) mapPath(s string) string {
 	rules, _ := filepath.Abs("../../rules")
-	return strings.NewReplacer("/etc/usbhotplugd/", h.etc+"/", "/usr/share/usbhotplugd/rules/", rules+"/").Replace(s)
+	return strings.NewReplacer("/etc/xen/", h.etc+"/xen/", "/etc/usbhotplugd/", h.etc+"/", "/usr/share/usbhotplugd/rules/", rules+"/").Replace(s)
 }
 
 // run runs one command line as the admin would type it.
@@ -83,7 +83,7 @@ func (h *docHost) run(t *testing.T, line string) (string, int) {
 	}
 	code := run(ctx, args[1:], &out, &out)
 	rules, _ := filepath.Abs("../../rules")
-	return strings.NewReplacer(h.etc+"/", "/etc/usbhotplugd/", rules+"/", "/usr/share/usbhotplugd/rules/").Replace(out.String()), code
+	return strings.NewReplacer(h.etc+"/xen/", "/etc/xen/", h.etc+"/", "/etc/usbhotplugd/", rules+"/", "/usr/share/usbhotplugd/rules/").Replace(out.String()), code
 }
 
 func normalise(s string) []string {
@@ -131,8 +131,9 @@ func TestReadmeExamples(t *testing.T) {
 		ran         int
 	)
 	flush := func() {
-		if block == "toml" && file != "" {
+		if (block == "toml" || block == "cfg") && file != "" {
 			p := h.mapPath(file)
+			os.MkdirAll(filepath.Dir(p), 0o755)
 			if err := os.WriteFile(p, []byte(h.mapPath(strings.Join(body, "\n")+"\n")), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -192,6 +193,16 @@ func TestHelpExamples(t *testing.T) {
 	h := newDocHost(t)
 	if err := os.WriteFile(filepath.Join(h.etc, "policy.toml"), []byte("[[rule]]\nname = \"audio\"\naction = \"attach\"\nmatch = { id = \"0d8c:0014\" }\ntarget = { domain = \"kiosk\" }\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(h.etc, "xen"), 0o755)
+	for _, n := range []string{"kiosk", "desk"} {
+		cfg := "name = \"" + n + "\"\nusbdev = [ \"hostbus=1,hostaddr=3\" ]\n"
+		if n == "desk" {
+			cfg = "name = \"desk\"\nusbdev = [ \"hostbus=1,hostaddr=4\" ]\n"
+		}
+		if err := os.WriteFile(filepath.Join(h.etc, "xen", n+".cfg"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	skip := map[string]string{"run": "runs until stopped", "xenstored": "serves until stopped",
 		"status": "needs a running agent", "reload": "needs a running agent", "watch": "needs a running agent", "man": "writes under /usr/share"}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/policygen"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+)
+
+func init() {
+	register(command{name: "import-xlcfg", group: groupPolicy, new: newImportXLCmd, examples: []string{
+		"usbhotplugd import-xlcfg /etc/xen/kiosk.cfg\t# its usbctrl= and usbdev= lines as a policy",
+		"usbhotplugd import-xlcfg --prefer port_path /etc/xen/kiosk.cfg /etc/xen/desk.cfg",
+	}})
+}
+
+func newImportXLCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "import-xlcfg [--prefer serial|port_path|hash] [--sysfs DIR] FILE...",
+		Short: "turn xl.cfg usbctrl= and usbdev= lines into a policy, naming the devices present by stable identities",
+		Args:  rangeArgs(1, -1),
+	}
+	prefer := c.Flags().String("prefer", policygen.BySerial, "the identity to name devices by when it names one alone: serial, port_path or hash")
+	root := c.Flags().String("sysfs", sysfsDefault(), "sysfs root to read")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		if _, ok := policygen.Prefer[*prefer]; !ok {
+			return &usageError{fmt.Sprintf("--prefer %q: serial, port_path or hash", *prefer)}
+		}
+		return runImportXL(args, *prefer, *root, c.OutOrStdout(), c.ErrOrStderr())
+	}
+	return c
+}
+
+func runImportXL(files []string, prefer, root string, stdout, stderr io.Writer) error {
+	var cfgs []*policygen.XLConfig
+	for _, f := range files {
+		b, err := readSmall(f, policygen.MaxXLConfigSize)
+		if err != nil {
+			return err
+		}
+		c, err := policygen.ParseXLConfig(f, b)
+		if err != nil {
+			return fmt.Errorf("%w (xl refuses the file too; nothing converted)", err)
+		}
+		cfgs = append(cfgs, c)
+	}
+	out, problems, err := policygen.Import(cfgs, usbsysfs.NewFS(root), prefer)
+	if err != nil {
+		return err
+	}
+	if _, err := stdout.Write(out); err != nil {
+		return err
+	}
+	for _, p := range problems {
+		fmt.Fprintln(stderr, p)
+	}
+	if len(problems) > 0 {
+		return &exitError{fmt.Sprintf("%s not converted; the policy written has the rest", fmt.Sprint(len(problems)))}
+	}
+	return nil
+}
+
+// readSmall reads a regular file of at most max bytes.
+func readSmall(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = errors.New(path + ": too large for an xl.cfg file")
+	}
+	return b, err
+}
