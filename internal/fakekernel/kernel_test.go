@@ -180,3 +180,32 @@ func TestPlugUnderAuthorizationDefault(t *testing.T) {
 	}
 	driverIs("1-7:1.0", "usbhid")(t, f)
 }
+
+// A device unplugged while deauthorized takes its interfaces with it: the
+// device plugged next into that port has only its own.
+func TestUnplugForgetsInterfaces(t *testing.T) {
+	root := fakekernel.TempDir(t)
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	k := fakekernel.NewKernel(root)
+	f := usbsysfs.NewFS(root).WithWriter(k)
+	if err := f.SetAuthorized("1-2", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Unplug("1-2"); err != nil {
+		t.Fatal(err)
+	}
+	b := &fakekernel.Builder{Root: root}
+	if err := b.Add(fakekernel.Dev{BusID: "1-2", DevNum: 21, Vendor: "046d", Product: "c31c", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetAuthorized("1-2", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetAuthorized("1-2", true); err != nil {
+		t.Fatal(err)
+	}
+	interfaces("1-2", "1-2:1.0=usbhid")(t, f)
+}

@@ -83,6 +83,25 @@ func (k *Kernel) Unplug(busid string) error {
 			return err
 		}
 	}
+	// The next device in this port is another: the drivers it matches are
+	// its own.
+	for _, m := range []map[string]string{k.original, k.learned} {
+		for n := range m {
+			if n == busid || strings.HasPrefix(n, busid+".") || strings.HasPrefix(n, busid+":") {
+				delete(m, n)
+			}
+		}
+	}
+	// What waited for the device to be configured again, or for its hub
+	// to enumerate again, went with it.
+	for _, stash := range []string{stashDir, disconnectedDir} {
+		des, _ := os.ReadDir(filepath.Join(k.root, stash))
+		for _, de := range des {
+			if n := de.Name(); n == busid || strings.HasPrefix(n, busid+".") {
+				os.RemoveAll(filepath.Join(k.root, stash, n))
+			}
+		}
+	}
 	return os.RemoveAll(real)
 }
 
