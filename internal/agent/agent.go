@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -71,7 +72,8 @@ type Agent struct {
 	// cache holds every present device as last read: a pass reads its own
 	// device again and takes the others from here, so one event does not
 	// cost a scan of the whole bus. Full rescans refill it.
-	cache map[string]usbsysfs.Device
+	cache      map[string]usbsysfs.Device
+	cacheOrder []string // cache's busids in order; nil when to be made again
 	// ports is where each busid was at the last look at the store.
 	ports map[string]assign.Assignment
 	// present holds, by busid, the devices plugged before the agent first
@@ -187,7 +189,7 @@ func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 		cache[d.BusID] = d
 	}
 	a.mu.Lock()
-	a.cache = cache
+	a.cache, a.cacheOrder = cache, nil
 	a.mu.Unlock()
 	a.prunePresent(ctx, cache)
 	for _, d := range devs {
@@ -868,20 +870,26 @@ func (a *Agent) setPort(x assign.Assignment, at bool) {
 }
 
 // remember puts a device read by a pass into the cache (present) or drops
-// it, and returns the cached devices in busid order.
+// it, and returns the cached devices in busid order. The order is kept
+// apart and made again only when a busid comes or goes: a storm of
+// devices must not sort the bus at every pass.
 func (a *Agent) remember(busid string, d usbsysfs.Device, present bool) []usbsysfs.Device {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	_, had := a.cache[busid]
 	if present {
 		a.cache[busid] = d
 	} else {
 		delete(a.cache, busid)
 	}
-	out := make([]usbsysfs.Device, 0, len(a.cache))
-	for _, d := range a.cache {
-		out = append(out, d)
+	if had != present || a.cacheOrder == nil {
+		a.cacheOrder = slices.Collect(maps.Keys(a.cache))
+		sortBusIDs(a.cacheOrder)
 	}
-	sort.Slice(out, func(i, j int) bool { return usbsysfs.BusIDLess(out[i].BusID, out[j].BusID) })
+	out := make([]usbsysfs.Device, len(a.cacheOrder))
+	for i, b := range a.cacheOrder {
+		out[i] = a.cache[b]
+	}
 	return out
 }
 

@@ -25,11 +25,17 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 	}
 	var dec policy.Decision
 	if o.present && o.probed {
-		me, inv := a.policyInput(ctx, o)
+		me, inv := a.policyInput(o)
 		if me == nil {
 			return // left meanwhile: its remove event follows
 		}
 		dec = a.Policy().Match(me, inv)
+		// Which twins are attached matters only when it has twins: a
+		// storm of identical devices under duplicates = "all" reads none.
+		if len(dec.Twins) > 0 {
+			a.markAttached(ctx, o, me, inv)
+			dec = a.Policy().Match(me, inv)
+		}
 	}
 	a.apply(ctx, o, makePlan(o, dec, a.world()), start)
 }

@@ -107,9 +107,8 @@ func (a *Agent) observeStore(ctx context.Context, o *observation) error {
 }
 
 // policyInput is what the policy decides on: the device among every
-// present one, with what dom0 uses of it and which of its twins are
-// attached. nil when it left meanwhile.
-func (a *Agent) policyInput(ctx context.Context, o observation) (*policy.Device, []policy.Device) {
+// present one, with what dom0 uses of it. nil when it left meanwhile.
+func (a *Agent) policyInput(o observation) (*policy.Device, []policy.Device) {
 	inv := a.inventory(a.remember(o.busid, o.dev, true))
 	var me *policy.Device
 	for i := range inv {
@@ -121,22 +120,39 @@ func (a *Agent) policyInput(ctx context.Context, o observation) (*policy.Device,
 		return nil, nil
 	}
 	me.InUse = inventory.InUse(a.h.Sys, o.dev, a.cfg.Mountinfo)
+	return me, inv
+}
+
+// markAttached tells which of me's twins (same vendor:product) are
+// attached, at a port or waiting for their guest: the ownership records
+// of those at no port are read in one round trip.
+func (a *Agent) markAttached(ctx context.Context, o observation, me *policy.Device, inv []policy.Device) {
 	ports := a.portList()
+	var ask []*policy.Device
+	var paths []string
 	for i := range inv {
 		t := &inv[i]
 		if t.Vendor != me.Vendor || t.Product != me.Product {
 			continue
 		}
 		t.Attached = slices.ContainsFunc(ports, func(x assign.Assignment) bool { return x.BusID == t.BusID })
-		if !t.Attached {
-			ow := o.owned
-			if t.BusID != o.busid {
-				ow, _ = readOwned(ctx, a.h.XS, t.BusID)
-			}
-			t.Attached = ow != nil
+		switch {
+		case t.Attached:
+		case t.BusID == o.busid:
+			t.Attached = o.owned != nil
+		default:
+			ask = append(ask, t)
+			paths = append(paths, ownedPath(t.BusID))
 		}
 	}
-	return me, inv
+	if len(paths) == 0 {
+		return
+	}
+	vals, errs := a.h.XS.ReadMany(ctx, paths)
+	for i, t := range ask {
+		ow, _ := parseOwned(t.BusID, vals[i], errs[i])
+		t.Attached = ow != nil
+	}
 }
 
 // world is the domains as last read, and the mode.

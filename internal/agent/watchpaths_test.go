@@ -75,3 +75,19 @@ func TestNotePorts(t *testing.T) {
 	// A read that began after it is the truth.
 	check(a.notePorts([]assign.Assignment{p("", 4)}, a.portGeneration()), "1-6")
 }
+
+func TestIsVMName(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/vm/5e1a7c2e-3b9d-4f0a-9c1e-2d6f8a4b7c10/name":     true,
+		"/vm/5e1a7c2e-3b9d-4f0a-9c1e-2d6f8a4b7c10/rtc/name": false,
+		"/vm/5e1a7c2e-3b9d-4f0a-9c1e-2d6f8a4b7c10/uuid":     false,
+		"/vm/5e1a7c2e-3b9d-4f0a-9c1e-2d6f8a4b7c10":          false,
+		"/vm//name":            false,
+		"/vm":                  false,
+		"/local/domain/3/name": false,
+	} {
+		if got := isVMName(path); got != want {
+			t.Errorf("isVMName(%q) = %v", path, got)
+		}
+	}
+}
