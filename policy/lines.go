@@ -17,13 +17,20 @@ type lineIndex struct{ root *lineNode }
 
 type lineNode struct {
 	line  int
-	kids  map[string]*lineNode
+	kids  []lineKid   // a table's keys, in the order written
 	elems []*lineNode // an array's elements
+}
+
+// A lineKid is a key of a table. Tables in a policy have a handful of
+// keys: a slice searched in order costs less than a map per table.
+type lineKid struct {
+	key  string
+	node *lineNode
 }
 
 // kid returns the child named k (an element when k is an index), or nil.
 func (n *lineNode) kid(k string) *lineNode {
-	if n.elems != nil {
+	if n.elems != nil && k != "" && k[0] >= '0' && k[0] <= '9' {
 		if i, err := strconv.Atoi(k); err == nil {
 			if i >= 0 && i < len(n.elems) {
 				return n.elems[i]
@@ -31,19 +38,23 @@ func (n *lineNode) kid(k string) *lineNode {
 			return nil
 		}
 	}
-	return n.kids[k]
+	for i := range n.kids {
+		if n.kids[i].key == k {
+			return n.kids[i].node
+		}
+	}
+	return nil
 }
 
 // child returns the child named k, creating it at line.
 func (n *lineNode) child(k string, line int) *lineNode {
-	if c := n.kids[k]; c != nil {
-		return c
-	}
-	if n.kids == nil {
-		n.kids = make(map[string]*lineNode, 4)
+	for i := range n.kids {
+		if n.kids[i].key == k {
+			return n.kids[i].node
+		}
 	}
 	c := &lineNode{line: line}
-	n.kids[k] = c
+	n.kids = append(n.kids, lineKid{k, c})
 	return c
 }
 

@@ -43,6 +43,16 @@ func badRune(s string, space bool) string {
 	return ""
 }
 
+// isDecimal reports a number; it looks at the first byte first, since
+// Atoi allocates its error.
+func isDecimal(s string) bool {
+	if s == "" || !(s[0] >= '0' && s[0] <= '9' || s[0] == '-' || s[0] == '+') {
+		return false
+	}
+	_, err := strconv.Atoi(s)
+	return err == nil
+}
+
 // checkRuleName accepts 1 to MaxRuleName printable characters.
 func checkRuleName(s string) error {
 	if n := utf8.RuneCountInString(s); n == 0 || n > MaxRuleName {
@@ -64,7 +74,7 @@ func checkDomainName(s string) error {
 	if why := badRune(s, false); why != "" {
 		return fmt.Errorf("%q is not a domain name: it holds %s", s, why)
 	}
-	if _, err := strconv.Atoi(s); err == nil {
+	if isDecimal(s) {
 		return fmt.Errorf("%q is a domid: name the domain instead, since its domid changes on every boot", s)
 	}
 	if strings.EqualFold(s, Dom0) {
