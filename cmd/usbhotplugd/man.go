@@ -88,6 +88,9 @@ the command line was wrong (nothing was done)
 /etc/usbhotplugd/policy.toml
 the policy (a configuration file: upgrades keep it)
 .TP
+/etc/usbhotplugd/rules.d/*.toml
+drop-ins, read after the policy in lexical order; one with hosts = [...] only on the hosts it names
+.TP
 /run/usbhotplugd/control.sock
 the running agent's control socket (JSON lines: status, explain, watch, reload), used by usbhotplugd status, reload and watch; root may reload, the group adm may read
 .TP
@@ -166,8 +169,11 @@ func manPage5() string {
 	b.WriteString(".SH NAME\nusbhotplugd-policy \\- which USB devices go to which Xen guest\n")
 	b.WriteString(".SH DESCRIPTION\n" + roff(`/etc/usbhotplugd/policy.toml is TOML: an ordered list of [[rule]] tables
 and optional [domain.NAME] tables. For each device the first rule that
-matches decides; when none matches, the device stays with dom0. Hubs are
-never passed through. Every key of a match must hold. usbhotplugd check
+matches decides; when none matches, the device stays with dom0. The
+drop-ins /etc/usbhotplugd/rules.d/*.toml follow, in lexical order, their
+rules after the policy's; a drop-in that begins with hosts = ["GLOB", ...]
+applies only on the hosts whose name matches. Hubs are never passed
+through. Every key of a match must hold. usbhotplugd check
 reports every mistake with its file, line, rule and key; usbhotplugd explain
 shows what the policy does with each present device, and why.`) + "\n")
 	b.WriteString(".SH REFERENCE\nEvery key, with its meaning, as shipped in /usr/share/usbhotplugd/rules/reference.toml:\n.PP\n.nf\n")
