@@ -220,7 +220,7 @@ func TestHelpExamples(t *testing.T) {
 			}
 			cmd = strings.NewReplacer(" my.toml", " "+filepath.Join(h.etc, "policy.toml"), " -o host.jsonl", " -o "+filepath.Join(dir, "t.jsonl"), " host.jsonl", "", " monitor.txt", " ../../internal/uevent/testdata/mouse-add.txt",
 				" > /etc/bash_completion.d/usbhotplugd", "").Replace(cmd)
-			if strings.HasPrefix(cmd, "usbhotplugd explain") && !strings.Contains(cmd, "--policy") {
+			if (strings.HasPrefix(cmd, "usbhotplugd explain") || strings.HasPrefix(cmd, "usbhotplugd assign") || strings.HasPrefix(cmd, "usbhotplugd unassign")) && !strings.Contains(cmd, "--policy") {
 				cmd += " --policy /etc/usbhotplugd/policy.toml"
 			}
 			if strings.HasPrefix(cmd, "usbhotplugd replay --policy") {
