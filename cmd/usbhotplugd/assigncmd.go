@@ -120,7 +120,9 @@ func newUnassignCmd() *cobra.Command {
 	}
 	var o assignOpts
 	o.flags(c, false)
-	c.RunE = func(c *cobra.Command, args []string) error { return runUnassign(c.Context(), o, args[0], c.OutOrStdout()) }
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return runUnassign(c.Context(), o, args[0], c.OutOrStdout())
+	}
 	return c
 }
 
