@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 func writeFile(t *testing.T, dir, name, body string) string {
@@ -129,5 +132,20 @@ func TestExplain(t *testing.T) {
 	}
 	if code, _, _ = runCmd(t, "explain", "../x"); code != exitUsage {
 		t.Fatalf("bad busid: exit %d", code)
+	}
+}
+
+// check stops when its context is done (SIGINT or SIGTERM cancel it).
+func TestCheckStopsWithItsContext(t *testing.T) {
+	var b strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&b, "[[rule]]\nname = \"r%d\"\naction = \"deny\"\nmatch = { serial = \"S%d\" }\n", i, i)
+	}
+	p := writeFile(t, t.TempDir(), "big.toml", b.String())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out strings.Builder
+	if err := runCheck(ctx, p, policy.Options{Host: "h"}, false, &out); !errors.Is(err, context.Canceled) {
+		t.Fatalf("want context.Canceled, got %v\n%s", err, out.String())
 	}
 }
