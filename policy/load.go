@@ -65,7 +65,13 @@ func Load(ctx context.Context, path string, opt Options) (*Policy, error) {
 	for _, f := range dropIns {
 		b, err := readRegular(f)
 		if err != nil {
-			ps.errs = append(ps.errs, &Error{File: f, Kind: ErrInclude, Msg: err.Error()})
+			kind := ErrInclude
+			for _, k := range []error{ErrNotRegular, ErrLimit} {
+				if errors.Is(err, k) {
+					kind = k
+				}
+			}
+			ps.errs = append(ps.errs, &Error{File: f, Kind: kind, Msg: strings.TrimPrefix(err.Error(), f+": ")})
 			continue
 		}
 		ps.pol.DropIns = append(ps.pol.DropIns, f)

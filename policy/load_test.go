@@ -59,7 +59,7 @@ func TestDropInNotRegular(t *testing.T) {
 		t.Skipf("no FIFO here: %v", err)
 	}
 	_, err := policy.ParseFile(main)
-	if err == nil || !strings.Contains(err.Error(), fifo) {
+	if !errors.Is(err, policy.ErrNotRegular) || !strings.Contains(err.Error(), fifo+": not a regular file (a named pipe)") {
 		t.Fatalf("want an error naming %s, got %v", fifo, err)
 	}
 }
