@@ -43,7 +43,9 @@
 //	                                                        not ready yet → pending, retried
 //	attached   at a port of its target                      kept; interfaces out of usbback → settling,
 //	                                                        then bound again; the rule changes → detached
-//	                                                        and the new decision; target gone → pending
+//	                                                        and the new decision; target gone → pending;
+//	                                                        target migrating away (NAME--migratedaway) →
+//	                                                        kept until that copy is gone, then released
 //	held       own, detached by someone else while the      held, until it is plugged again or the target
 //	           target kept running                          restarts (another domid) → attaching
 //	foreign    at a port someone else made                  left (a rule with takeover → detached,

@@ -27,6 +27,10 @@ type observation struct {
 	left    *leftPort
 }
 
+// migratedAway ends the name xl gives the sending host's copy of a guest
+// that migrated, until it destroys that copy.
+const migratedAway = "--migratedaway"
+
 // The world is what a plan needs beside the device: the running domains
 // by name (two entries when two domains share a name) and the mode.
 type world struct {
@@ -186,6 +190,16 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		rec.Reason = fmt.Sprintf("%s is at domain %d port %d:%d, attached by someone else: left there (the policy says: %s; a rule with takeover = true would move it)",
 			o.busid, x.Domid, x.Controller, x.Port, dec.Reason)
 		p.state = StForeign
+		p.audit(o, rec)
+		return true
+	}
+	if mine && slices.Contains(w.domains[o.owned.Domain+migratedAway], x.Domid) {
+		// xl has sent the guest to another host and will destroy this
+		// copy, or rename it back if the migration fails: nothing is
+		// raced with either; the device is given back when the copy goes.
+		rec.Action, p.state = ActKept, StAttached
+		rec.Reason = fmt.Sprintf("%s stays at domain %d port %d:%d while %s migrates away (the domain is %s%s): given back to dom0 when it is gone",
+			o.busid, x.Domid, x.Controller, x.Port, o.owned.Domain, o.owned.Domain, migratedAway)
 		p.audit(o, rec)
 		return true
 	}

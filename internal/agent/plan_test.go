@@ -111,6 +111,8 @@ func TestPlanTable(t *testing.T) {
 		{"attached → settling: out of usbback", owned(at(here("unbind", "usbhid"), 5), 5), attach, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
 		{"settling → attached: bound again", owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, ""},
 		{"attached → detached: the policy changed", owned(at(here(TrigReload, "usbback"), 5), 5), deny, kiosk, StDenied, []stepKind{stepDetach, stepAudit, stepAudit}, ActDenied, ""},
+		{"attached: its guest migrates away", owned(at(here(TrigDomains, "usbback"), 3), 3), attach, world{domains: map[string][]uint32{"kiosk--migratedaway": {3}}},
+			StAttached, []stepKind{stepAudit}, ActKept, "migrates away"},
 		{"attached → attaching: its guest is now another", owned(at(here(TrigDomains, "usbback"), 3), 3), attach, kiosk, StAttaching, []stepKind{stepDetach, stepAudit, stepAttach}, "", ""},
 		{"attached → pending: its guest went", owned(at(here(TrigDomains, "usbback"), 5), 5), attach, down, StPending, []stepKind{stepDetach, stepAudit, stepAudit}, ActPending, ""},
 		// held
