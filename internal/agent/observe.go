@@ -17,16 +17,23 @@ import (
 // ownership and driver records, and what the agent knows of it.
 func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observation, error) {
 	o := observation{busid: busid, trigger: trig}
+	// The store is read while sysfs is: the pass waits for one round trip
+	// less. Each writes fields of o the other does not touch.
+	var st storeView
+	done := make(chan error, 1)
+	go func() { done <- a.observeStore(ctx, busid, &st) }()
 	dev, err := a.h.Sys.Device(busid)
+	serr := <-done
 	switch {
 	case err == nil:
 		o.present, o.dev = true, dev
 	case !errors.Is(err, fs.ErrNotExist):
 		return o, err
 	}
-	if err := a.observeStore(ctx, &o); err != nil {
-		return o, err
+	if serr != nil {
+		return o, serr
 	}
+	o.owned, o.record, o.port = st.owned, st.record, st.port
 	a.mu.Lock()
 	o.last, o.known = a.status[busid]
 	for b, st := range a.status {
@@ -51,18 +58,25 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	return o, nil
 }
 
+// A storeView is what observeStore reads of a device.
+type storeView struct {
+	owned  *Owned
+	record bool
+	port   *assign.Assignment
+}
+
 // observeStore reads the ownership record, the driver records and the
 // remembered port together: one round trip. A remembered port is
 // confirmed by that read; a device remembered at no port is taken as at
 // none (the attach checks every domain inside its transaction, and the
 // store watch tells of ports that xl writes).
-func (a *Agent) observeStore(ctx context.Context, o *observation) error {
-	recPath, err := assign.RecordPath(o.busid)
+func (a *Agent) observeStore(ctx context.Context, busid string, o *storeView) error {
+	recPath, err := assign.RecordPath(busid)
 	if err != nil {
 		return err
 	}
-	paths := []string{ownedPath(o.busid), recPath}
-	hint, hinted := a.portOf(o.busid)
+	paths := []string{ownedPath(busid), recPath}
+	hint, hinted := a.portOf(busid)
 	if hinted {
 		p, ok := assign.PortPath(hint)
 		if hinted = ok && usbsysfs.ValidBusID(hint.BusID) == nil; hinted {
@@ -70,7 +84,7 @@ func (a *Agent) observeStore(ctx context.Context, o *observation) error {
 		}
 	}
 	vals, errs := a.h.XS.ReadMany(ctx, paths)
-	owned, oerr := parseOwned(o.busid, vals[0], errs[0])
+	owned, oerr := parseOwned(busid, vals[0], errs[0])
 	if errors.Is(oerr, errBadRecord) {
 		a.warn.Warn().Err(oerr).Msg("ignoring it")
 		owned, oerr = nil, nil
@@ -98,7 +112,7 @@ func (a *Agent) observeStore(ctx context.Context, o *observation) error {
 	}
 	a.noteAssigned(all)
 	for i := range all {
-		if all[i].BusID == o.busid {
+		if all[i].BusID == busid {
 			o.port = &all[i]
 			break
 		}

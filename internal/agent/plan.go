@@ -60,8 +60,12 @@ func (p *plan) audit(o observation, r Audit) {
 		return
 	}
 	p.add(step{kind: stepAudit, rec: r})
-	// Its twins' reasons may name what it was: they are looked at again.
-	if twins := twinsToTell(o, r); len(twins) > 0 {
+	// Its twins' reasons name what it is (attached, refused, at which
+	// port): when that changes they are looked at again. A change of its
+	// reason alone tells them nothing, so twins never wake each other up
+	// for ever.
+	moved := !o.known || o.last.Action != r.Action || o.last.Domid != r.Domid || o.last.Port != r.Port || o.last.Ctrl != r.Ctrl
+	if twins := twinsToTell(o, r); moved && len(twins) > 0 {
 		p.add(step{kind: stepRequeue, busids: twins, trigger: TrigTwinChanged})
 	}
 }

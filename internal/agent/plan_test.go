@@ -86,6 +86,7 @@ func TestPlanTable(t *testing.T) {
 		{"denied", here("add", "usbhid"), deny, kiosk, StDenied, []stepKind{stepAudit}, ActDenied, "denied"},
 		{"denied: its old ownership record goes", owned(here("add", "usbhid"), 5), deny, kiosk, StDenied, []stepKind{stepRmOwned, stepAudit}, ActDenied, ""},
 		{"refused: twins told when it changes", here("add", "usbhid"), refuse, kiosk, StRefused, []stepKind{stepAudit, stepRequeue}, ActRefused, "twins"},
+		{"refused: a new reason only, twins not woken", last(here("add", "usbhid"), ActRefused, "other twins"), refuse, kiosk, StRefused, []stepKind{stepAudit}, ActRefused, "twins"},
 		{"refused: unchanged, twins not told again", last(here("add", "usbhid"), ActRefused, "twins"), refuse, kiosk, StRefused, nil, "", ""},
 		// settling (someone else mid-way)
 		{"settling: in usbback at no port", here("unbind", "usbback"), none, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
