@@ -32,9 +32,16 @@ func (c chanSource) Receive(ctx context.Context) (uevent.Message, error) {
 func (c chanSource) Close() error { return nil }
 
 // The daemon end to end, in this process: readiness told to systemd, the
-// status file, status and reload commands, a refused reload.
+// status file, status and reload commands, a refused reload; on each real
+// xenstored.
 func TestRunDaemon(t *testing.T) {
-	s := xenstoretest.Real(t)
+	for _, kind := range []string{xenstoretest.KindXenstored, xenstoretest.KindOxenstored} {
+		t.Run(kind, func(t *testing.T) { runDaemon(t, kind) })
+	}
+}
+
+func runDaemon(t *testing.T, kind string) {
+	s := xenstoretest.Start(t, kind)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	xs := s.Dial(t)
@@ -166,20 +173,26 @@ func (w *lineWatch) String() string {
 // xenstored restarts under the agent: it reconnects and reconciles
 // everything again.
 func TestRunReconnectsToXenstored(t *testing.T) {
-	bin, err := xenstoretest.XenstoredBinary()
+	for _, kind := range []string{xenstoretest.KindXenstored, xenstoretest.KindOxenstored} {
+		t.Run(kind, func(t *testing.T) { runReconnects(t, kind) })
+	}
+}
+
+func runReconnects(t *testing.T, kind string) {
+	bin, err := xenstoretest.Binary(kind)
 	if err != nil {
-		xenstoretest.Real(t) // skips, or fails under CI, with the reason
+		xenstoretest.Start(t, kind) // skips, or fails under CI, with the reason
 	}
 	shim, err := xenstoretest.Shim()
 	if err != nil {
-		xenstoretest.Real(t)
+		xenstoretest.Start(t, kind)
 	}
 	xsDir, err := os.MkdirTemp("", "xs")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(xsDir)
-	d, err := xenstoretest.StartReal(bin, shim, xsDir)
+	d, err := xenstoretest.StartDaemon(kind, bin, shim, xsDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +228,7 @@ func TestRunReconnectsToXenstored(t *testing.T) {
 	seen := out.seen
 	out.mu.Unlock()
 	d.Stop()
-	if d, err = xenstoretest.StartReal(bin, shim, xsDir); err != nil {
+	if d, err = xenstoretest.StartDaemon(kind, bin, shim, xsDir); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -268,6 +268,24 @@ func OxenstoredBinary() (string, error) {
 	return findBinary("USBHOTPLUGD_OXENSTORED", DefaultOxenstored)
 }
 
+// Binary returns the path of a real daemon's binary, by kind
+// (KindXenstored or KindOxenstored).
+func Binary(kind string) (string, error) {
+	if kind == KindOxenstored {
+		return OxenstoredBinary()
+	}
+	return XenstoredBinary()
+}
+
+// StartDaemon starts a real daemon of the given kind in dir, as StartReal
+// and StartOxen do.
+func StartDaemon(kind, bin, shim, dir string) (*Daemon, error) {
+	if kind == KindOxenstored {
+		return StartOxen(bin, shim, dir)
+	}
+	return StartReal(bin, shim, dir)
+}
+
 // Real starts a private C xenstored. Set USBHOTPLUGD_DEBUG=xenstored to
 // keep its trace file.
 func Real(t testing.TB) Store {
