@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,6 +44,8 @@ type daemon struct {
 	st    *state
 	audit *hub
 	ready bool // told systemd; the store task's only
+
+	reloading sync.Mutex
 }
 
 // Run runs the agent until ctx ends (nil) or a task fails (its error,

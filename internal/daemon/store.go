@@ -159,6 +159,10 @@ type ReloadResult struct {
 // reload reads the policy file again: a policy that does not parse is
 // refused, and the one in force stays, with its load time.
 func (d *daemon) reload() (ReloadResult, error) {
+	// SIGHUP and the socket may ask at once: one reload at a time, so the
+	// status tells the last one.
+	d.reloading.Lock()
+	defer d.reloading.Unlock()
 	p, err := policy.ParseFile(d.cfg.PolicyPath)
 	if err != nil {
 		d.log.Error().Err(err).Str("policy", d.cfg.PolicyPath).Msg("policy reload refused: the old policy stays in force")
