@@ -478,50 +478,12 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 		case <-ctx.Done():
 			return
 		case ev := <-events:
-			// Coalesce a burst of store changes into one look; a domain
-			// event anywhere in it means the domains are read again.
-			// The burst is waited out (quiet for 2 ms, at most 20 ms): the
-			// agent's own attach fires this watch several times, and
-			// reading the ports meanwhile would only slow the attach.
-			var (
-				domains, whole bool
-				ports          []assign.Assignment
-			)
-			note := func(ev xenstore.WatchEvent) {
-				if ev.Token == "uhd-intro" || ev.Token == "uhd-release" || ev.Token == "uhd-vm" {
-					domains = domains || ev.Token != "uhd-vm" || isVMName(ev.Path)
-					return
-				}
-				switch c, x := classifyBackend(ev.Path); c {
-				case changeAll:
-					whole = true
-				case changePort:
-					if !slices.Contains(ports, x) {
-						ports = append(ports, x)
-					}
-				}
+			var b watchBurst
+			b.note(ev)
+			if !b.waitOut(ctx, events) {
+				return
 			}
-			note(ev)
-			quiet := time.NewTimer(2 * time.Millisecond)
-			limit := time.NewTimer(20 * time.Millisecond)
-			for waiting := true; waiting; {
-				select {
-				case ev := <-events:
-					note(ev)
-					quiet.Reset(2 * time.Millisecond)
-				case <-quiet.C:
-					waiting = false
-				case <-limit.C:
-					waiting = false
-				case <-ctx.Done():
-					quiet.Stop()
-					limit.Stop()
-					return
-				}
-			}
-			quiet.Stop()
-			limit.Stop()
-			if domains {
+			if b.domains {
 				if err := a.refreshDomains(ctx); err != nil {
 					a.warn.Error().Err(err).Msg("reading the domains failed")
 					continue
@@ -531,51 +493,95 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 				}
 				continue
 			}
-			// A backend changed: only the devices whose port changed
-			// (xl attached or detached one, or a controller went) are
-			// looked at, not the whole bus. A change of single ports
-			// reads only those ports.
-			var moved []string
-			since := a.portGeneration()
-			switch {
-			case whole:
-				all, err := a.h.Assigned(ctx)
-				if err != nil {
-					if ctx.Err() == nil {
-						a.warn.Error().Err(err).Msg("reading the ports failed")
-					}
-					continue
+			moved, err := a.movedPorts(ctx, b)
+			if err != nil {
+				if ctx.Err() == nil {
+					a.warn.Error().Err(err).Msg("reading the ports failed")
 				}
-				moved = a.noteAssignedSince(all, since)
-			case len(ports) > 0:
-				paths := make([]string, len(ports))
-				for i, x := range ports {
-					paths[i], _ = assign.PortPath(x) // valid: classifyBackend checked it
-				}
-				vals, errs := a.h.XS.ReadMany(ctx, paths)
-				failed := false
-				for i, err := range errs {
-					switch {
-					case err == nil:
-						ports[i].BusID = string(vals[i])
-					case errors.Is(err, syscall.ENOENT):
-					default:
-						failed = true
-						if ctx.Err() == nil {
-							a.warn.Error().Err(err).Msg("reading the ports failed")
-						}
-					}
-				}
-				if failed {
-					continue
-				}
-				moved = a.notePorts(ports, since)
+				continue
 			}
-			for _, b := range moved {
-				a.enqueue(b, TrigPortChanged)
+			for _, busid := range moved {
+				a.enqueue(busid, TrigPortChanged)
 			}
 		}
 	}
+}
+
+// watchBurst is a burst of store changes coalesced into one look; a
+// domain event anywhere in it means the domains are read again.
+type watchBurst struct {
+	domains, whole bool
+	ports          []assign.Assignment
+}
+
+func (b *watchBurst) note(ev xenstore.WatchEvent) {
+	if ev.Token == "uhd-intro" || ev.Token == "uhd-release" || ev.Token == "uhd-vm" {
+		b.domains = b.domains || ev.Token != "uhd-vm" || isVMName(ev.Path)
+		return
+	}
+	switch c, x := classifyBackend(ev.Path); c {
+	case changeAll:
+		b.whole = true
+	case changePort:
+		if !slices.Contains(b.ports, x) {
+			b.ports = append(b.ports, x)
+		}
+	}
+}
+
+// waitOut takes the burst's further events until it is quiet for 2 ms (at
+// most 20 ms): the agent's own attach fires the watch several times, and
+// reading the ports meanwhile would only slow the attach. False when ctx
+// ended.
+func (b *watchBurst) waitOut(ctx context.Context, events <-chan xenstore.WatchEvent) bool {
+	quiet := time.NewTimer(2 * time.Millisecond)
+	limit := time.NewTimer(20 * time.Millisecond)
+	defer quiet.Stop()
+	defer limit.Stop()
+	for {
+		select {
+		case ev := <-events:
+			b.note(ev)
+			quiet.Reset(2 * time.Millisecond)
+		case <-quiet.C:
+			return true
+		case <-limit.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// movedPorts reads what a backend change did: only the devices whose port
+// changed (xl attached or detached one, or a controller went) are looked
+// at, not the whole bus; a change of single ports reads only those ports.
+func (a *Agent) movedPorts(ctx context.Context, b watchBurst) ([]string, error) {
+	since := a.portGeneration()
+	switch {
+	case b.whole:
+		all, err := a.h.Assigned(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return a.noteAssignedSince(all, since), nil
+	case len(b.ports) > 0:
+		paths := make([]string, len(b.ports))
+		for i, x := range b.ports {
+			paths[i], _ = assign.PortPath(x) // valid: classifyBackend checked it
+		}
+		vals, errs := a.h.XS.ReadMany(ctx, paths)
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				b.ports[i].BusID = string(vals[i])
+			case !errors.Is(err, syscall.ENOENT):
+				return nil, err
+			}
+		}
+		return a.notePorts(b.ports, since), nil
+	}
+	return nil, nil
 }
 
 func (a *Agent) refreshDomains(ctx context.Context) error {

@@ -83,7 +83,6 @@ func TestLocalAPI(t *testing.T) {
 		t.Fatalf("status: %v", st)
 	}
 	mustContain(t, "status", fmt.Sprint(field(st, "status", "devices")), "busid:1-2", "action:attached", "domain:kiosk")
-	loaded := field(st, "status", "policy", "loaded_at")
 
 	ex := decode(t, r.ask(`{"request":"explain","busid":"1-2"}`))
 	e0, _ := field(ex, "explain").([]any)
@@ -99,8 +98,23 @@ func TestLocalAPI(t *testing.T) {
 	if m := decode(t, r.ask(`{"request":"teleport"}`)); m["error_code"] != "bad_request" {
 		t.Errorf("unknown request: %v", m)
 	}
+	if m := decode(t, r.ask(`not json`)); m["error_code"] != "bad_request" {
+		t.Errorf("not JSON: %v", m)
+	}
+	if field(st, "status", "uptime_ms") == nil || field(st, "status", "stats", "hooks_dropped") != 0.0 {
+		t.Errorf("status: %v", st)
+	}
+}
 
-	// A watcher sees the decisions a reload makes.
+// Reloads through the API, refused and taken, and a watcher that sees the
+// decisions they make.
+func TestLocalAPIReloadAndWatch(t *testing.T) {
+	h := newHost(t)
+	ready := h.log.await("ready: every present device reconciled")
+	h.start()
+	h.await(ready, "ready")
+	r := h.dialRaw()
+	loaded := field(decode(t, r.ask(`{"request":"status"}`)), "status", "policy", "loaded_at")
 	w := h.dialRaw()
 	if m := decode(t, w.ask(`{"request":"watch"}`)); m["ok"] != true || m["watching"] != true {
 		t.Fatalf("watch: %v", m)
@@ -110,7 +124,7 @@ func TestLocalAPI(t *testing.T) {
 	if m := decode(t, r.ask(`{"request":"reload"}`)); m["error_code"] != "policy_refused" || !strings.Contains(fmt.Sprint(m["error"]), "teleport") {
 		t.Errorf("bad reload: %v", m)
 	}
-	st = decode(t, r.ask(`{"request":"status"}`))
+	st := decode(t, r.ask(`{"request":"status"}`))
 	if field(st, "status", "policy", "loaded_at") != loaded || field(st, "status", "policy", "rules") != 1.0 ||
 		!strings.Contains(fmt.Sprint(field(st, "status", "policy", "reload_error")), "teleport") {
 		t.Errorf("status after a refused reload: %v", field(st, "status", "policy"))
@@ -131,9 +145,6 @@ func TestLocalAPI(t *testing.T) {
 	st = decode(t, r.ask(`{"request":"status"}`))
 	if field(st, "status", "policy", "loaded_at") == loaded || field(st, "status", "policy", "reload_error") != nil {
 		t.Errorf("status after a reload: %v", field(st, "status", "policy"))
-	}
-	if m := decode(t, r.ask(`not json`)); m["error_code"] != "bad_request" {
-		t.Errorf("not JSON: %v", m)
 	}
 }
 
