@@ -71,7 +71,7 @@ type Report struct {
 	Error             string  `json:"error,omitempty"`
 }
 
-// TestSoak runs the agent as its own process on the real xenstored with
+// TestSoak runs the agent as its own process on each real xenstored with
 // simulated backends, inside a private user+network namespace so that
 // the test's netlink socket stands in for the kernel. A driver plugs and
 // unplugs devices, reboots domains, reloads policies, and kills the agent
@@ -81,7 +81,13 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skipf("the soak runs %d SIGKILL cycles", soakKills)
 	}
-	xsBin, err := xenstoretest.XenstoredBinary()
+	for _, kind := range []string{xenstoretest.KindXenstored, xenstoretest.KindOxenstored} {
+		t.Run(kind, func(t *testing.T) { soakOn(t, kind) })
+	}
+}
+
+func soakOn(t *testing.T, kind string) {
+	xsBin, err := xenstoretest.Binary(kind)
 	if err != nil {
 		missing(t, err.Error())
 	}
@@ -100,7 +106,7 @@ func TestSoak(t *testing.T) {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", "SOAK_AGENT="+agentBin, "SOAK_XENSTORED="+xsBin, "SOAK_SHIM="+shim,
+	cmd.Env = append(os.Environ(), childEnv+"=1", "SOAK_AGENT="+agentBin, "SOAK_XENSTORED="+xsBin, "SOAK_KIND="+kind, "SOAK_SHIM="+shim,
 		"SOAK_DIR="+dir, "SOAK_SEED="+strconv.FormatUint(seed, 10))
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
@@ -342,7 +348,7 @@ func soak() (rep Report, err error) {
 	if err := os.WriteFile(pol, []byte(policyA), 0o644); err != nil {
 		return rep, err
 	}
-	daemon, err := xenstoretest.StartReal(os.Getenv("SOAK_XENSTORED"), os.Getenv("SOAK_SHIM"), xsDir)
+	daemon, err := xenstoretest.StartDaemon(os.Getenv("SOAK_KIND"), os.Getenv("SOAK_XENSTORED"), os.Getenv("SOAK_SHIM"), xsDir)
 	if err != nil {
 		return rep, err
 	}
