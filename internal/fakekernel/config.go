@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -103,6 +104,7 @@ func (k *Kernel) setConfig(name, dir string, c int) {
 		}
 		writeFlag(idir, "authorized", intfAuth)
 		k.linkDevice(de.Name(), idir)
+		k.emit("add", de.Name(), idir, "")
 		if intfAuth {
 			k.probe(de.Name(), idir)
 		}
@@ -123,6 +125,7 @@ func (k *Kernel) unconfigure(name, dir string) {
 		}
 		idir := filepath.Join(dir, in)
 		k.detach(in, idir)
+		k.emit("remove", in, idir, "")
 		os.Remove(filepath.Join(k.root, "bus/usb/devices", in))
 		// What drivers made under the interface (hid, SCSI hosts) goes
 		// with the driver; the attributes stay for the next configuration.
@@ -163,7 +166,7 @@ func (k *Kernel) linkDevice(name, dir string) {
 // disconnectChildren removes the devices behind a hub, as the hub
 // driver's disconnect does, keeping them to come back when it binds again.
 func (k *Kernel) disconnectChildren(hub, dir string) {
-	des, _ := os.ReadDir(dir)
+	des := byPort(dir)
 	stash := filepath.Join(k.root, disconnectedDir, hub)
 	for _, de := range des {
 		child := de.Name()
@@ -172,11 +175,20 @@ func (k *Kernel) disconnectChildren(hub, dir string) {
 			continue
 		}
 		cdir := filepath.Join(dir, child)
+		k.emitRemoval(child, cdir)
 		k.forget(cdir)
 		if os.MkdirAll(stash, 0o755) == nil {
 			os.Rename(cdir, filepath.Join(stash, child))
 		}
 	}
+}
+
+// byPort lists a directory with the devices in it in port order, as a
+// hub walks its ports (1-3.2 before 1-3.10).
+func byPort(dir string) []os.DirEntry {
+	des, _ := os.ReadDir(dir)
+	slices.SortStableFunc(des, func(a, b os.DirEntry) int { return usbname.Compare(a.Name(), b.Name()) })
+	return des
 }
 
 // forget removes the links of every device and interface in a subtree.
@@ -201,7 +213,7 @@ func (k *Kernel) forget(dir string) {
 // new devnum, is bound to usb and configured, parents first.
 func (k *Kernel) reconnectChildren(hub, dir string) {
 	stash := filepath.Join(k.root, disconnectedDir, hub)
-	des, _ := os.ReadDir(stash)
+	des := byPort(stash)
 	for _, de := range des {
 		cdir := filepath.Join(dir, de.Name())
 		if os.Rename(filepath.Join(stash, de.Name()), cdir) == nil {
@@ -232,8 +244,9 @@ func (k *Kernel) enumerate(name, dir string) {
 		}
 	}
 	k.linkDevice(name, dir)
+	k.emit("add", name, dir, "")
 	if _, err := os.Stat(filepath.Join(k.root, "bus/usb/drivers/usb")); err == nil && link(k.root, name, dir, "usb") == nil {
-		k.configureDefault(name, dir)
+		k.bound(name, dir, "usb")
 	}
 }
 

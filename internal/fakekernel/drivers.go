@@ -65,6 +65,9 @@ func (k *Kernel) detach(name, dir string) {
 		}
 	}
 	unlink(k.root, name, dir)
+	if drv != "" {
+		k.emit("unbind", name, dir, "")
+	}
 }
 
 // bindWrite binds as bind_store does: the name must exist (ENODEV), the
@@ -95,8 +98,21 @@ func (k *Kernel) bindWrite(path, drv, name string) error {
 	if err := link(k.root, name, real, drv); err != nil {
 		return errno(path, syscall.EIO)
 	}
-	k.attached(name, real, drv)
+	k.bound(name, real, drv)
 	return nil
+}
+
+// bound sends the bind event of a new binding and does what the driver's
+// probe does: a device's bind comes after its interfaces' (the usb
+// driver configures it first), a hub's children after the hub's.
+func (k *Kernel) bound(name, dir, drv string) {
+	if validIntf(name) {
+		k.emit("bind", name, dir, drv)
+		k.attached(name, dir, drv)
+		return
+	}
+	k.attached(name, dir, drv)
+	k.emit("bind", name, dir, drv)
 }
 
 // attached does what a driver's probe does beyond binding: usb's
@@ -184,7 +200,7 @@ func (k *Kernel) probe(name, dir string) {
 			continue
 		}
 		if link(k.root, name, dir, drv) == nil {
-			k.attached(name, dir, drv)
+			k.bound(name, dir, drv)
 		}
 		return
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 )
 
 // A Write is one write the fake kernel received.
@@ -46,6 +48,12 @@ type Kernel struct {
 	// usbback refuses a device in none of them; when nil, every device
 	// is taken to be in a port (a fake kernel with no store).
 	UsbbackPorts func() ([]UsbbackPort, error)
+	// OnEvent, when set, hears the usb events a real kernel sends for each
+	// change the fake kernel makes, in the real kernel's order. It is
+	// called with the tree locked, and must not write to the kernel.
+	OnEvent func(uevent.Event)
+
+	seqnum uint64 // guarded by mu
 }
 
 // NewKernel starts a fake kernel over the tree at root.

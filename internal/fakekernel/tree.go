@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 )
 
 // Copy copies a fixture tree (symlinks kept) into a new directory.
@@ -50,6 +52,38 @@ func AddDriver(root, name string) error {
 	return nil
 }
 
+// Plug adds a device as Builder.Add does, and sends the events of its
+// arrival as the kernel sends them: the device's add, each interface's
+// add and (when a driver took it) bind, the device's bind last.
+func (k *Kernel) Plug(d Dev) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	unlock, err := LockTree(k.root)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := (&Builder{Root: k.root}).Add(d).Err(); err != nil {
+		return err
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Join(k.root, "bus/usb/devices", d.BusID))
+	if err != nil {
+		return err
+	}
+	k.emit("add", d.BusID, dir, "")
+	for _, de := range byPort(dir) {
+		if dev, err := usbname.DeviceOf(de.Name()); err == nil && dev == d.BusID {
+			idir := filepath.Join(dir, de.Name())
+			k.emit("add", de.Name(), idir, "")
+			if drv := currentDriver(idir); drv != "" {
+				k.emit("bind", de.Name(), idir, drv)
+			}
+		}
+	}
+	k.emit("bind", d.BusID, dir, "usb")
+	return nil
+}
+
 // Unplug removes a device with its interfaces and everything behind it,
 // as the kernel does when it is pulled out: the entries under
 // bus/usb/devices and the drivers' links go, then the device's directory.
@@ -70,6 +104,7 @@ func (k *Kernel) Unplug(busid string) error {
 	if err != nil {
 		return err
 	}
+	k.emitRemoval(busid, real)
 	drivers, _ := os.ReadDir(filepath.Join(k.root, "bus/usb/drivers"))
 	for _, de := range des {
 		p, err := filepath.EvalSymlinks(filepath.Join(devs, de.Name()))

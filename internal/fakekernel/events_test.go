@@ -1,0 +1,159 @@
+package fakekernel_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+)
+
+// captured reads the usb events of one step of the real kernel's
+// captures (the uevent package's test data).
+func captured(t *testing.T, step string) []uevent.Event {
+	b, err := os.ReadFile(filepath.Join("../uevent/testdata/real-kernel", step, "uevents.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []uevent.Event
+	for len(b) >= 4 {
+		n := binary.LittleEndian.Uint32(b)
+		e, err := uevent.Parse(b[4 : 4+n])
+		b = b[4+n:]
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Subsystem == "usb" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func shape(evs []uevent.Event) []string {
+	var out []string
+	for _, e := range evs {
+		out = append(out, fmt.Sprintf("%s %s %s", e.Action, e.DevType, e.Driver()))
+	}
+	return out
+}
+
+func keys(e uevent.Event) []string { return slices.Sorted(maps.Keys(e.Env)) }
+
+// The fake kernel's events are the real kernel's: the same ones, in the
+// same order, with the same keys, and for the device the captures were
+// taken on, the same values.
+func TestEventsAsCaptured(t *testing.T) {
+	f, k := realHost(t)
+	var got []uevent.Event
+	k.OnEvent = func(e uevent.Event) { got = append(got, e) }
+	const kb = "1-1:1.0"
+	for _, c := range []struct {
+		step string
+		op   func() error
+	}{
+		{"004-op_unbind-usbhid-kbdif-nonl", func() error { return f.Unbind(kb) }},
+		{"008-op_bind-usbhid-kbdif-nl", func() error { return f.Bind(kb, "usbhid") }},
+		{"009-op_bind-usbhid-kbdif-already", func() error { f.Bind(kb, "usbhid"); return nil }},
+	} {
+		got = nil
+		if err := c.op(); err != nil {
+			t.Fatal(err)
+		}
+		want := captured(t, c.step)
+		if len(got) != len(want) {
+			t.Fatalf("%s: events %v, the real kernel's %v", c.step, shape(got), shape(want))
+		}
+		for i := range want {
+			g, w := maps.Clone(got[i].Env), maps.Clone(want[i].Env)
+			delete(g, "SEQNUM")
+			delete(w, "SEQNUM")
+			if !maps.Equal(g, w) {
+				t.Errorf("%s: event %d\n got %v\nwant %v", c.step, i, g, w)
+			}
+		}
+	}
+	// An unplug, compared with the real kernel's for a mouse: the same
+	// events in the same order, each with the same keys.
+	got = nil
+	if err := k.Unplug("1-2"); err != nil {
+		t.Fatal(err)
+	}
+	want := captured(t, "061-hotplug_mouse-del-xhci-p6")
+	if !slices.Equal(shape(got), shape(want)) {
+		t.Fatalf("unplug: events %v, the real kernel's %v", shape(got), shape(want))
+	}
+	for i := range want {
+		if !slices.Equal(keys(got[i]), keys(want[i])) {
+			t.Errorf("unplug event %d: keys %v, the real kernel's %v", i, keys(got[i]), keys(want[i]))
+		}
+	}
+}
+
+// Authorization's events: a device deauthorized loses its interfaces
+// (unbind, remove), authorized again gets them back (add, bind); a hub's
+// children leave and come back with it.
+func TestEventsOfAuthorizationAndHubs(t *testing.T) {
+	f, k := realHost(t)
+	var got []string
+	k.OnEvent = func(e uevent.Event) { got = append(got, e.Action+" "+e.Name()+" "+e.Driver()) }
+	step := func(what string, op func() error, want ...string) {
+		t.Helper()
+		got = nil
+		if err := op(); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: events %q, want %q", what, got, want)
+		}
+	}
+	step("deauthorize the tablet", func() error { return f.SetAuthorized("1-2", false) }, "unbind 1-2:1.0 ", "remove 1-2:1.0 ")
+	step("authorize it", func() error { return f.SetAuthorized("1-2", true) }, "add 1-2:1.0 ", "bind 1-2:1.0 usbhid")
+	step("deauthorize its interface", func() error { return f.SetInterfaceAuthorized("1-2:1.0", false) }, "unbind 1-2:1.0 ")
+	step("authorize it", func() error { return f.SetInterfaceAuthorized("1-2:1.0", true) })
+	step("probe it", func() error { return f.Probe("1-2:1.0") }, "bind 1-2:1.0 usbhid")
+	step("unbind the hub", func() error { return f.Unbind("1-3:1.0") },
+		"unbind 1-3.1:1.0 ", "remove 1-3.1:1.0 ", "unbind 1-3.1 ", "remove 1-3.1 ",
+		"unbind 1-3.2:1.0 ", "remove 1-3.2:1.0 ", "unbind 1-3.2 ", "remove 1-3.2 ",
+		"unbind 1-3.3:1.0 ", "remove 1-3.3:1.0 ", "unbind 1-3.3 ", "remove 1-3.3 ", "unbind 1-3:1.0 ")
+	step("bind it", func() error { return f.Bind("1-3:1.0", "hub") }, "bind 1-3:1.0 hub",
+		"add 1-3.1 ", "add 1-3.1:1.0 ", "bind 1-3.1:1.0 usbhid", "bind 1-3.1 usb",
+		"add 1-3.2 ", "add 1-3.2:1.0 ", "bind 1-3.2:1.0 usbhid", "bind 1-3.2 usb",
+		"add 1-3.3 ", "add 1-3.3:1.0 ", "bind 1-3.3:1.0 usb-storage", "bind 1-3.3 usb")
+}
+
+// A plug's events, compared with the real kernel's for a mouse: the same
+// events in the same order (less the remote-wakeup change some devices
+// send), each with the same keys.
+func TestPlugEvents(t *testing.T) {
+	f, k := realHost(t)
+	var got []uevent.Event
+	k.OnEvent = func(e uevent.Event) { got = append(got, e) }
+	err := k.Plug(fakekernel.Dev{BusID: "1-6", DevNum: 7, Vendor: "0627", Product: "0001", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []uevent.Event
+	for _, e := range captured(t, "060-hotplug_mouse-add-xhci-p6") {
+		if e.Action != "change" {
+			want = append(want, e)
+		}
+	}
+	if !slices.Equal(shape(got), shape(want)) {
+		t.Fatalf("plug: events %v, the real kernel's %v", shape(got), shape(want))
+	}
+	for i := range want {
+		if !slices.Equal(keys(got[i]), keys(want[i])) {
+			t.Errorf("plug event %d: keys %v, the real kernel's %v", i, keys(got[i]), keys(want[i]))
+		}
+	}
+	if !f.Present("1-6") {
+		t.Fatal("not plugged")
+	}
+}
