@@ -184,16 +184,18 @@ func testXenstore(t *testing.T, sock string, iterations int) map[string]string {
 	return res
 }
 
-// TestXenTestXenstore runs Xen's test-xenstore against the embedded server
-// and the C daemon and logs their timings side by side (go test -v).
+// TestXenTestXenstore runs Xen's test-xenstore against the embedded server,
+// the C daemon and oxenstored, and logs their timings side by side (go test
+// -v).
 func TestXenTestXenstore(t *testing.T) {
 	emb := testXenstore(t, startEmbedded(t), 20)
 	real := xenstoretest.Real(t)
 	c := testXenstore(t, real.SocketPath(), 20)
+	ox := testXenstore(t, xenstoretest.Oxen(t).SocketPath(), 20)
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-12s %14s %14s\n", "test", "C xenstored", "embedded")
+	fmt.Fprintf(&b, "\n%-12s %14s %14s %14s\n", "test", "C xenstored", "oxenstored", "embedded")
 	for _, k := range []string{"read 1", "read 2000", "write 1", "write 2000", "dir", "rm node", "rm dir", "ta empty", "ta empty x", "ta rmw", "ta rmw x", "ta err"} {
-		fmt.Fprintf(&b, "%-12s %14s %14s\n", k, c[k], emb[k])
+		fmt.Fprintf(&b, "%-12s %14s %14s %14s\n", k, c[k], ox[k], emb[k])
 	}
 	t.Log(b.String())
 }
