@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,6 +125,17 @@ func runDaemon(t *testing.T, kind string) {
 	if code := run(ctx, []string{"reload", "--policy", pol, "--state-dir", state}, &rl, &rl); code == 0 || !strings.Contains(rl.String(), "teleport") {
 		t.Errorf("reload of a bad policy: %d %s", code, rl.String())
 	}
+	// A watcher sees the decisions of the good one.
+	wctx, wstop := context.WithCancel(ctx)
+	wout := &lineWatch{want: `"rule":"mice"`, seen: make(chan struct{})}
+	werr := &lineWatch{want: "watching the agent's decisions", seen: make(chan struct{})}
+	wdone := make(chan int, 1)
+	go func() { wdone <- run(wctx, []string{"watch", "--state-dir", state}, wout, werr) }()
+	select {
+	case <-werr.seen:
+	case <-ctx.Done():
+		t.Fatalf("watch did not start: %s", werr.String())
+	}
 	// A good one is taken, and confirmed.
 	if err := os.WriteFile(pol, []byte(good+"[[rule]]\nname = \"mice\"\naction = \"deny\"\nmatch = { id = \"046d:c077\" }\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -129,6 +143,17 @@ func runDaemon(t *testing.T, kind string) {
 	rl.Reset()
 	if code := run(ctx, []string{"reload", "--policy", pol, "--state-dir", state}, &rl, &rl); code != 0 || !strings.Contains(rl.String(), "reloaded") {
 		t.Errorf("reload: %d %s", code, rl.String())
+	}
+	// The watcher sees the decision the new rule makes, and stops at its
+	// interrupt.
+	select {
+	case <-wout.seen:
+	case <-ctx.Done():
+		t.Fatalf("watch saw no decision of the new rule:\n%s", wout.String())
+	}
+	wstop()
+	if code := <-wdone; code != 0 || !strings.Contains(wout.String(), `"rule":"mice"`) || !strings.HasPrefix(wout.String(), "{") {
+		t.Errorf("watch: exit %d\n%s\n%s", code, wout.String(), werr.String())
 	}
 	// A second agent on the same state directory is refused.
 	var second bytes.Buffer
@@ -290,5 +315,27 @@ func TestStatusWaitingForXenstored(t *testing.T) {
 	stop()
 	if code := <-done; code != 0 {
 		t.Errorf("run exited %d:\n%s", code, out.String())
+	}
+}
+
+// run as another user than root fails at once, in one line that says why.
+func TestRunAsNonRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run the agent as another user")
+	}
+	if err := os.Chmod(filepath.Dir(binary), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(binary, "run", "--policy", "/nonexistent", "--state-dir", "/nonexistent")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+		t.Fatalf("run as nobody: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if lines := strings.Split(strings.TrimSpace(stderr.String()), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "usbhotplugd run: needs root: ") || stdout.Len() != 0 {
+		t.Errorf("stderr %q, stdout %q", stderr.String(), stdout.String())
 	}
 }

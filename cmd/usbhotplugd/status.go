@@ -172,11 +172,13 @@ func newWatchCmd() *cobra.Command {
 		Short: "the running agent's decisions as they are made, one JSON object a line, until interrupted",
 	}
 	stateDir := c.Flags().String("state-dir", DefaultStateDir, "the agent's state directory")
-	c.RunE = func(c *cobra.Command, args []string) error { return runWatch(c.Context(), *stateDir, c.OutOrStdout()) }
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return runWatch(c.Context(), *stateDir, c.OutOrStdout(), c.ErrOrStderr())
+	}
 	return c
 }
 
-func runWatch(ctx context.Context, stateDir string, stdout io.Writer) error {
+func runWatch(ctx context.Context, stateDir string, stdout, stderr io.Writer) error {
 	c, err := daemon.Dial(ctx, stateDir)
 	if err != nil {
 		return err
@@ -185,6 +187,8 @@ func runWatch(ctx context.Context, stateDir string, stdout io.Writer) error {
 	if _, err := c.Call(daemon.Request{Request: daemon.ReqWatch}); err != nil {
 		return err
 	}
+	// On stderr, so that stdout is JSON lines alone.
+	fmt.Fprintln(stderr, "watching the agent's decisions (interrupt to stop)")
 	enc := json.NewEncoder(stdout)
 	for {
 		r, err := c.Next()
