@@ -144,9 +144,15 @@ func TestAssignRefusals(t *testing.T) {
 }
 
 // With the agent running, assign reloads it and the device goes to its
-// guest; unassign gives it back.
+// guest; unassign gives it back; on each real xenstored.
 func TestAssignReloadsTheAgent(t *testing.T) {
-	s := xenstoretest.Real(t)
+	for _, kind := range []string{xenstoretest.KindXenstored, xenstoretest.KindOxenstored} {
+		t.Run(kind, func(t *testing.T) { assignReloadsTheAgent(t, kind) })
+	}
+}
+
+func assignReloadsTheAgent(t *testing.T, kind string) {
+	s := xenstoretest.Start(t, kind)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	xs := s.Dial(t)

@@ -118,10 +118,16 @@ func (h *hostless) Run(ctx context.Context, command string, args, out any) error
 
 // Emulated controllers and usb-host devices on a real QEMU, with libxl's
 // layout under /libxl only; QEMU's refusals come back verbatim and leave
-// nothing behind in xenstore.
+// nothing behind in xenstore; on each real xenstored.
 func TestDeviceModelWithRealQEMU(t *testing.T) {
+	for _, kind := range []string{xenstoretest.KindXenstored, xenstoretest.KindOxenstored} {
+		t.Run(kind, func(t *testing.T) { deviceModelWithRealQEMU(t, kind) })
+	}
+}
+
+func deviceModelWithRealQEMU(t *testing.T, kind string) {
 	sock := startQEMU(t)
-	s := xenstoretest.Real(t)
+	s := xenstoretest.Start(t, kind)
 	e := newEnv(t, s, false)
 	ctx := context.Background()
 	if err := sim.SeedDomain(ctx, e.xs, winDesk); err != nil {
