@@ -140,18 +140,16 @@ func (r *runner) eval(ctx context.Context, c []string) (bool, string, error) {
 		return r.evalDrivers(ctx, c[1], c[2])
 	case "audit", "audits":
 		return r.evalAudit(ctx, c)
-	case "kernel":
-		lines, err := r.kernelLines(ctx)
+	case "kernel", "kernels":
+		return r.evalKernel(ctx, c)
+	case "ready":
+		st, err := r.vm.Call(ctx, "cat", "", []string{"/run/usbhotplugd/status.json"})
 		if err != nil {
-			return false, "", err
+			return false, err.Error(), nil
 		}
-		want := joinArgs(c[1:])
-		for _, l := range lines[min(r.kmMark, len(lines)):] {
-			if strings.Contains(l, want) {
-				return true, "", nil
-			}
-		}
-		return false, "no such kernel message since the last action", nil
+		var s struct{ Ready bool }
+		json.Unmarshal([]byte(st), &s)
+		return s.Ready, "the status file says not ready", nil
 	}
 	return false, "", fmt.Errorf("unknown condition %q", c[0])
 }
@@ -297,16 +295,22 @@ func (r *runner) kernelLines(ctx context.Context) ([]string, error) {
 }
 
 // measure waits for the device to be at a port of the domain and bound to
-// usbback, and keeps how long each took since its plug was answered.
+// usbback, and keeps how long each took since its plug was answered. The
+// store is looked at every few milliseconds (it is on the host); the
+// guest's sysfs as fast as the control port answers.
 func (r *runner) measure(ctx context.Context, id, dom string) error {
 	start := r.lastPlug
-	if err := r.waitFor(ctx, []string{"port", id, dom}, 60*time.Second); err != nil {
+	d, err := r.dom(dom)
+	if err != nil {
+		return err
+	}
+	busid, err := r.measurePort(ctx, id, d.ID)
+	if err != nil {
 		return err
 	}
 	port := time.Since(start)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		busid, _ := r.resolve(ctx, id)
 		devs, err := r.vm.Devices(ctx)
 		if err != nil {
 			return err
@@ -323,6 +327,38 @@ func (r *runner) measure(ctx context.Context, id, dom string) error {
 	return nil
 }
 
+// measurePort waits for a port of domid to name one of the busids the
+// device can have (its controller's root hubs, its port path).
+func (r *runner) measurePort(ctx context.Context, id string, domid uint32) (string, error) {
+	p := r.plugs[id]
+	ctrl, _, _ := strings.Cut(p.Get("bus"), ".")
+	want := map[string]bool{}
+	for _, bn := range r.buses[ctrl] {
+		want[fmt.Sprintf("%d-%s", bn, p.Get("port"))] = true
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		all, err := r.h.Assigned(ctx)
+		if err != nil {
+			return "", err
+		}
+		for _, a := range all {
+			if want[a.BusID] && a.Domid == domid {
+				r.busids[id] = a.BusID
+				return a.BusID, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", &StepError{Expected: fmt.Sprintf("%s at a port of domain %d within 60s", id, domid), Found: fmt.Sprintf("%+v", all)}
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(5 * time.Millisecond): // the next look at the store
+		}
+	}
+}
+
 func allUsbback(d *usbsysfs.Device) bool {
 	for _, in := range d.Interfaces {
 		if in.Driver != "usbback" {
@@ -330,4 +366,29 @@ func allUsbback(d *usbsysfs.Device) bool {
 		}
 	}
 	return len(d.Interfaces) > 0
+}
+
+func (r *runner) evalKernel(ctx context.Context, c []string) (bool, string, error) {
+	lines, err := r.kernelLines(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	max, words := -1, c[1:]
+	if c[0] == "kernels" {
+		if _, err := fmt.Sscan(c[1], &max); err != nil {
+			return false, "", fmt.Errorf("kernels: MAX %q: %w", c[1], err)
+		}
+		words = c[2:]
+	}
+	want := joinArgs(words)
+	n := 0
+	for _, l := range lines[min(r.kmMark, len(lines)):] {
+		if strings.Contains(l, want) {
+			n++
+		}
+	}
+	if max >= 0 {
+		return n <= max, fmt.Sprintf("%d such kernel messages since the last action", n), nil
+	}
+	return n > 0, "no such kernel message since the last action", nil
 }

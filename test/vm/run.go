@@ -113,6 +113,9 @@ func (r *runner) run(ctx context.Context) error {
 	var cold []string
 	for _, p := range r.sc.Coldplug {
 		cold = append(cold, p.Arg())
+		if d := p.Get("disk"); d != "" {
+			cold = append(cold, fmt.Sprintf("scsi-hd,id=%s-disk,bus=%s.0,drive=%s", p.Get("id"), p.Get("id"), d))
+		}
 		r.plugs[p.Get("id")] = p
 	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -230,6 +233,9 @@ func (r *runner) collect(ctx context.Context) {
 	}
 	if a, err := r.vm.Call(cctx, "cat", "", []string{"/run/agent.log"}); err == nil {
 		os.WriteFile(filepath.Join(r.dir, "agent.log"), []byte(a), 0o644)
+	}
+	if st, err := r.vm.Call(cctx, "cat", "", []string{"/run/usbhotplugd/status.json"}); err == nil {
+		os.WriteFile(filepath.Join(r.dir, "status.json"), []byte(st), 0o644)
 	}
 	if f, err := os.Create(filepath.Join(r.dir, "xenstore.txt")); err == nil {
 		r.xs.Dump(cctx, f, "/")

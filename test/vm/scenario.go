@@ -36,7 +36,9 @@ import (
 // interface, "-" for none) | present ID | absent ID | audit ID ACTION
 // [TEXT…] (a record since the last action step) | audits ID ACTION MAX (at
 // most MAX such records) | kernel TEXT… (kernel log since the last action
-// step). @ID in arguments is the device's busid.
+// step) | kernels MAX TEXT… (at most MAX such messages) | ready (the
+// agent's status file says it has reconciled everything). @ID in
+// arguments is the device's busid.
 type Scenario struct {
 	Name     string
 	File     string
@@ -164,7 +166,7 @@ func (s *Scenario) blocks(in []lineText) ([]lineText, error) {
 
 var arity = map[string][2]int{ // verb: min, max args (-1: any)
 	"agent": {1, 2}, "unplug": {1, 1}, "domain": {2, 3}, "reload": {1, 1}, "xl": {1, -1},
-	"unbind": {2, 2}, "bind": {2, 2}, "wait": {2, -1}, "expect": {2, -1}, "measure": {2, 2},
+	"unbind": {2, 2}, "bind": {2, 2}, "wait": {1, -1}, "expect": {1, -1}, "measure": {2, 2},
 }
 
 func (s *Scenario) statement(n int, l string) error {
@@ -239,7 +241,7 @@ func parsePlug(args []string) (Plug, error) {
 
 var condArity = map[string][2]int{
 	"port": {2, 3}, "drivers": {2, 2}, "present": {1, 1}, "absent": {1, 1},
-	"audit": {2, -1}, "audits": {3, 3}, "kernel": {1, -1},
+	"audit": {2, -1}, "audits": {3, 3}, "kernel": {1, -1}, "kernels": {2, -1}, "ready": {0, 0},
 }
 
 func checkCond(args []string) error {

@@ -176,8 +176,17 @@ func (v *VM) Call(ctx context.Context, op, data string, args []string) (string, 
 }
 
 // Devices reads the guest's USB devices from its sysfs.
+// A device going away while it is read makes the read fail (ENODEV,
+// ENOENT): the next read does not see it.
 func (v *VM) Devices(ctx context.Context) ([]usbsysfs.Device, error) {
-	out, err := v.Call(ctx, "devices", "", nil)
+	var out string
+	var err error
+	for try := 0; try < 20; try++ {
+		out, err = v.Call(ctx, "devices", "", nil)
+		if err == nil || !errors.Is(err, ErrGuest) || !(strings.Contains(err.Error(), "ENODEV") || strings.Contains(err.Error(), "ENOENT")) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
