@@ -60,20 +60,24 @@ func (r *runner) resolve(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ctrl, _, _ := strings.Cut(p.Get("bus"), ".")
-	if ctrl == "" {
-		return "", fmt.Errorf("%s: bus %q is no controller", id, p.Get("bus"))
-	}
-	for _, bn := range r.buses[ctrl] {
-		want := fmt.Sprintf("%d-%s", bn, p.Get("port"))
-		for _, d := range devs {
-			if d.BusID == want {
-				r.busids[id] = want
-				return want, nil
-			}
+	for _, want := range r.candidates(p) {
+		if findDev(devs, want) != nil {
+			r.busids[id] = want
+			return want, nil
 		}
 	}
 	return "", fmt.Errorf("%s (bus %s port %s) is not in the guest", id, p.Get("bus"), p.Get("port"))
+}
+
+// candidates are the busids a device can have: its port path under each
+// root hub of its controller.
+func (r *runner) candidates(p Plug) []string {
+	ctrl, _, _ := strings.Cut(p.Get("bus"), ".")
+	var out []string
+	for _, bn := range r.buses[ctrl] {
+		out = append(out, fmt.Sprintf("%d-%s", bn, p.Get("port")))
+	}
+	return out
 }
 
 func findDev(devs []usbsysfs.Device, busid string) *usbsysfs.Device {
@@ -98,8 +102,19 @@ func (r *runner) expect(ctx context.Context, cond []string) error {
 
 // waitFor polls a condition until it holds or the deadline passes.
 func (r *runner) waitFor(ctx context.Context, cond []string, within time.Duration) error {
+	return r.poll(ctx, func() []string { return cond }, within)
+}
+
+// waitForSubst is waitFor with @ID looked up at each look: the device may
+// appear only meanwhile.
+func (r *runner) waitForSubst(ctx context.Context, cond []string, within time.Duration) error {
+	return r.poll(ctx, func() []string { return r.subst(ctx, cond) }, within)
+}
+
+func (r *runner) poll(ctx context.Context, condf func() []string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
+		cond := condf()
 		ok, found, err := r.eval(ctx, cond)
 		if err != nil {
 			return err
@@ -155,13 +170,24 @@ func (r *runner) eval(ctx context.Context, c []string) (bool, string, error) {
 }
 
 func (r *runner) evalPort(ctx context.Context, c []string) (bool, string, error) {
-	busid, err := r.resolve(ctx, c[0])
-	if err != nil {
-		return false, err.Error(), nil
-	}
 	all, err := r.h.Assigned(ctx)
 	if err != nil {
 		return false, "", err
+	}
+	busid, err := r.resolve(ctx, c[0])
+	if err != nil && c[1] == "none" {
+		// Never seen in the guest: none of the busids it could have is at a port.
+		for _, b := range r.candidates(r.plugs[c[0]]) {
+			for _, a := range all {
+				if a.BusID == b {
+					return false, fmt.Sprintf("%s is at domain %d port %d:%d", b, a.Domid, a.Controller, a.Port), nil
+				}
+			}
+		}
+		return true, "", nil
+	}
+	if err != nil {
+		return false, err.Error(), nil
 	}
 	var at *assign.Assignment
 	for i := range all {
@@ -330,11 +356,9 @@ func (r *runner) measure(ctx context.Context, id, dom string) error {
 // measurePort waits for a port of domid to name one of the busids the
 // device can have (its controller's root hubs, its port path).
 func (r *runner) measurePort(ctx context.Context, id string, domid uint32) (string, error) {
-	p := r.plugs[id]
-	ctrl, _, _ := strings.Cut(p.Get("bus"), ".")
 	want := map[string]bool{}
-	for _, bn := range r.buses[ctrl] {
-		want[fmt.Sprintf("%d-%s", bn, p.Get("port"))] = true
+	for _, b := range r.candidates(r.plugs[id]) {
+		want[b] = true
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -16,9 +16,9 @@ import (
 func (r *runner) step(ctx context.Context, st *Step) error {
 	switch st.Verb {
 	case "wait":
-		return r.waitFor(ctx, r.subst(st.Args), st.Within)
+		return r.waitForSubst(ctx, st.Args, st.Within)
 	case "expect":
-		return r.expect(ctx, r.subst(st.Args))
+		return r.expect(ctx, r.subst(ctx, st.Args))
 	case "measure":
 		return r.measure(ctx, st.Args[0], st.Args[1])
 	}
@@ -45,7 +45,7 @@ func (r *runner) step(ctx context.Context, st *Step) error {
 	case "reload":
 		return r.reload(sctx, st.Args[0])
 	case "xl":
-		_, err := r.vm.Call(sctx, "xl", "", r.subst(st.Args))
+		_, err := r.vm.Call(sctx, "xl", "", r.subst(sctx, st.Args))
 		return err
 	case "unbind", "bind":
 		return r.adminBind(sctx, st.Verb, st.Args)
@@ -53,13 +53,14 @@ func (r *runner) step(ctx context.Context, st *Step) error {
 	return fmt.Errorf("unknown step %q", st.Verb)
 }
 
-// subst replaces @ID with the device's busid, in every argument.
-func (r *runner) subst(args []string) []string {
+// subst replaces @ID with the device's busid, in every argument; an ID
+// not in the guest yet is left as it is (the condition then fails).
+func (r *runner) subst(ctx context.Context, args []string) []string {
 	out := make([]string, len(args))
 	for i, a := range args {
 		for id := range r.plugs {
 			if strings.Contains(a, "@"+id) {
-				if b := r.busids[id]; b != "" {
+				if b, err := r.resolve(ctx, id); err == nil {
 					a = strings.ReplaceAll(a, "@"+id, b)
 				}
 			}
