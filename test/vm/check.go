@@ -254,6 +254,8 @@ type auditLine struct {
 	Domain  string `json:"domain"`
 	Port    string `json:"port"`
 	Message string `json:"message"`
+	// Duration is the pass's, in milliseconds (zerolog's unit).
+	Duration float64 `json:"duration"`
 }
 
 func (r *runner) audits(ctx context.Context) ([]auditLine, error) {
@@ -350,7 +352,28 @@ func (r *runner) measure(ctx context.Context, id, dom string) error {
 	}
 	r.res.PortWritten = append(r.res.PortWritten, port)
 	r.res.Bound = append(r.res.Bound, time.Since(start))
-	return nil
+	return r.agentDuration(ctx, busid)
+}
+
+// agentDuration keeps the agent's own duration of the attach: its pass,
+// from the uevent that started it.
+func (r *runner) agentDuration(ctx context.Context, busid string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		as, err := r.audits(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range as {
+			if a.BusID == busid && a.Action == "attached" {
+				r.res.AgentPass = append(r.res.AgentPass, time.Duration(a.Duration*float64(time.Millisecond)))
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return &StepError{Expected: "an attached record for " + busid, Found: "none"}
+		}
+	}
 }
 
 // measurePort waits for a port of domid to name one of the busids the

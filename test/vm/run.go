@@ -36,6 +36,8 @@ type Result struct {
 	// Latencies of each measure step: QMP device_add answered → port
 	// written, and → every interface bound to usbback.
 	PortWritten, Bound []time.Duration
+	// AgentPass is the agent's own duration of each attach measured.
+	AgentPass []time.Duration
 }
 
 // A StepError says which step failed, what was expected and what was found.
