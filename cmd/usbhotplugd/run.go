@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
+	"github.com/usbhotplugd/usbhotplugd/internal/metrics"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 )
 
@@ -32,6 +33,7 @@ func init() {
 
 type runOpts struct {
 	polPath, stateDir, logFormat, logLevel, group string
+	metricsFile                                   string
 	dryRun                                        bool
 	host                                          *hostFlags
 }
@@ -46,6 +48,7 @@ func newRunCmd() *cobra.Command {
 	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "decide and log, change nothing")
 	c.Flags().StringVar(&o.stateDir, "state-dir", DefaultStateDir, "directory for the lock file, status.json and the control socket")
 	c.Flags().StringVar(&o.group, "control-group", daemon.DefaultControlGroup, "group whose members may use the control socket's read-only requests (status, explain, watch)")
+	c.Flags().StringVar(&o.metricsFile, "metrics-textfile", "", "write Prometheus metrics to this file for node_exporter's textfile collector (e.g. "+metrics.DefaultTextfile+"); empty: none")
 	c.Flags().StringVar(&o.logFormat, "log-format", "auto", "auto (JSON under systemd, console on a terminal), json or console")
 	c.Flags().StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	o.host = addHostFlags(c.Flags())
@@ -66,5 +69,5 @@ func runRun(ctx context.Context, o runOpts, stdout io.Writer) error {
 	defer stop()
 	return daemon.Run(ctx, daemon.Config{PolicyPath: o.polPath, StateDir: o.stateDir, DryRun: o.dryRun, ControlGroup: o.group,
 		Sysfs: o.host.sysfs, SysfsWriter: sysfsWriter, Xenstore: o.host.xenstore, BackendTimeout: o.host.timeout,
-		Log: log, Uevents: ueventSource})
+		Log: log, Uevents: ueventSource, MetricsFile: o.metricsFile})
 }

@@ -96,6 +96,7 @@ type Agent struct {
 	ensured map[uint32]bool
 
 	events, passes         atomic.Uint64
+	overruns               atomic.Uint64
 	hooksRun, hooksDropped atomic.Uint64
 	passStart              atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
 	warn                   zerolog.Logger // rate-limited, for warnings and errors outside decisions
@@ -111,6 +112,9 @@ type Stats struct {
 	// because hookQueue commands already waited.
 	HooksRun     uint64 `json:"hooks_run"`
 	HooksDropped uint64 `json:"hooks_dropped"`
+	// Overruns counts the times the kernel dropped events and everything
+	// was looked at again.
+	Overruns uint64 `json:"overruns"`
 }
 
 // Stuck says a pass has run for longer than d (the watchdog stops being
@@ -122,7 +126,7 @@ func (a *Agent) Stuck(d time.Duration) bool {
 
 // Stats reads the counters.
 func (a *Agent) Stats() Stats {
-	return Stats{Events: a.events.Load(), Passes: a.passes.Load(), HooksRun: a.hooksRun.Load(), HooksDropped: a.hooksDropped.Load()}
+	return Stats{Events: a.events.Load(), Passes: a.passes.Load(), HooksRun: a.hooksRun.Load(), HooksDropped: a.hooksDropped.Load(), Overruns: a.overruns.Load()}
 }
 
 // New makes an agent; nothing runs until Run.
@@ -445,6 +449,7 @@ func (a *Agent) PumpEvents(ctx context.Context, src uevent.Source) error {
 func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 	a.events.Add(1)
 	if m.Overrun {
+		a.overruns.Add(1)
 		// The worker rescans: it alone holds the store connection.
 		a.warn.Warn().Msg("kernel events were lost (receive buffer overrun): rescanning everything")
 		a.enqueue(everything, TrigOverrun)

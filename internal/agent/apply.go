@@ -20,7 +20,7 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 	start := time.Now()
 	o, err := a.observe(ctx, busid, trig)
 	if err != nil {
-		a.fail(ctx, Audit{BusID: busid, Trigger: trig}, err, start)
+		a.fail(ctx, Audit{BusID: busid, Trigger: trig}, "observe", err, start)
 		return
 	}
 	var dec policy.Decision
@@ -46,7 +46,7 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 func (a *Agent) apply(ctx context.Context, o observation, p plan, start time.Time) {
 	for _, s := range p.steps {
 		if err := a.do(ctx, o, s, &start); err != nil {
-			a.fail(ctx, failRecord(o, p), err, start)
+			a.fail(ctx, failRecord(o, p), s.kind.String(), err, start)
 			return
 		}
 	}
@@ -64,8 +64,8 @@ func failRecord(o observation, p plan) Audit {
 	return r
 }
 
-func (a *Agent) fail(ctx context.Context, r Audit, err error, start time.Time) {
-	r.Action, r.Reason = ActFailed, err.Error()
+func (a *Agent) fail(ctx context.Context, r Audit, step string, err error, start time.Time) {
+	r.Action, r.Reason, r.FailedStep = ActFailed, err.Error(), step
 	a.audit(ctx, r, start)
 	a.retryLater(r.BusID)
 }

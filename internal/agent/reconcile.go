@@ -33,9 +33,11 @@ type Audit struct {
 	Ctrl     int       `json:"controller,omitempty"`
 	Port     int       `json:"port,omitempty"`
 	Reason   string    `json:"reason"`
-	Twins    []string  `json:"twins,omitempty"`
-	Duration Millis    `json:"duration_ms"`
-	DryRun   bool      `json:"dry_run,omitempty"`
+	// FailedStep names the step that failed (action failed only).
+	FailedStep string   `json:"failed_step,omitempty"`
+	Twins      []string `json:"twins,omitempty"`
+	Duration   Millis   `json:"duration_ms"`
+	DryRun     bool     `json:"dry_run,omitempty"`
 }
 
 // Status is what `usbhotplugd status` shows: the last decision for each
@@ -218,7 +220,7 @@ func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult
 // said once, and is retried with backoff.
 func (a *Agent) attachFailed(ctx context.Context, in intent, err error) {
 	if !errors.Is(err, assign.ErrNotReady) {
-		a.fail(ctx, in.rec, err, in.start)
+		a.fail(ctx, in.rec, "attach", err, in.start)
 		return
 	}
 	r := in.rec

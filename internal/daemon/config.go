@@ -46,6 +46,9 @@ type Config struct {
 	// StopTimeout bounds the wait for the tasks once one failed or a stop
 	// was asked (10 s when zero).
 	StopTimeout time.Duration
+	// MetricsFile, when set, is where the Prometheus metrics are written
+	// for node_exporter's textfile collector.
+	MetricsFile string
 	// HookTimeout bounds each rule's command (the agent's default when
 	// zero).
 	HookTimeout time.Duration

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/build"
+	"github.com/usbhotplugd/usbhotplugd/internal/metrics"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -43,7 +45,8 @@ type daemon struct {
 	a     *agent.Agent
 	st    *state
 	audit *hub
-	ready bool // told systemd; the store task's only
+	m     *metrics.Metrics // nil: no metrics file
+	ready bool             // told systemd; the store task's only
 
 	reloading sync.Mutex
 }
@@ -105,13 +108,23 @@ func start(cfg Config) (*daemon, func(), error) {
 	d.h = &assign.Host{Sys: sys, InitTimeout: cfg.BackendTimeout, DestroyTimeout: cfg.BackendTimeout}
 	now := time.Now()
 	d.a = agent.New(agent.Config{Host: d.h, Policy: pol, Log: cfg.Log, DryRun: cfg.DryRun, Hooks: true, HookTimeout: cfg.HookTimeout,
-		OnStatus: d.onStatus, OnAudit: d.audit.publish})
+		OnStatus: d.onStatus, OnAudit: d.onAudit})
+	if cfg.MetricsFile != "" {
+		d.m = metrics.New(build.Version, runtime.Version())
+	}
 	d.st = newState(Status{PID: os.Getpid(), Version: build.Version, StartedAt: now, State: StateStarting, DryRun: cfg.DryRun,
 		Policy: PolicyState{File: pol.File, Rules: len(pol.Rules), LoadedAt: now}}, d.a.Stats)
 	return d, func() {
 		os.Remove(lock.Name())
 		lock.Close()
 	}, nil
+}
+
+func (d *daemon) onAudit(r agent.Audit) {
+	d.audit.publish(r)
+	if d.m != nil {
+		countMetric(d.m, r)
+	}
 }
 
 func (d *daemon) onStatus(s agent.Status) {
@@ -148,6 +161,10 @@ func (d *daemon) serve(ctx context.Context) error {
 	o.Go("signals", d.signals)
 	o.Go("status writer", func(ctx context.Context) error { return writeStatus(ctx, d.st, d.cfg.StateDir, d.log) })
 	o.Go("control socket", func(ctx context.Context) error { return ctl.serve(ctx, d) })
+	if d.m != nil {
+		tf := &metrics.Textfile{Path: d.cfg.MetricsFile, Heartbeat: metricsHeartbeat}
+		o.Go("metrics writer", func(ctx context.Context) error { return writeMetrics(ctx, d.st, d.m, tf, d) })
+	}
 	if iv, err := sd.SdWatchdogEnabled(false); err == nil && iv > 0 {
 		o.Go("watchdog", func(ctx context.Context) error { return watchdog(ctx, iv, o, d.a) })
 	}

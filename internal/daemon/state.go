@@ -67,11 +67,13 @@ type state struct {
 	mu      sync.Mutex
 	st      Status
 	changed chan struct{} // one slot: the writer has something to write
-	stats   func() agent.Stats
+	// metricsChanged: the same, for the metrics writer.
+	metricsChanged chan struct{}
+	stats          func() agent.Stats
 }
 
 func newState(st Status, stats func() agent.Stats) *state {
-	return &state{st: st, changed: make(chan struct{}, 1), stats: stats}
+	return &state{st: st, changed: make(chan struct{}, 1), metricsChanged: make(chan struct{}, 1), stats: stats}
 }
 
 // update changes the status under the lock and wakes the writer.
@@ -79,9 +81,11 @@ func (s *state) update(f func(*Status)) {
 	s.mu.Lock()
 	f(&s.st)
 	s.mu.Unlock()
-	select {
-	case s.changed <- struct{}{}:
-	default:
+	for _, c := range []chan struct{}{s.changed, s.metricsChanged} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 }
 

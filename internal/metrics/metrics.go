@@ -25,26 +25,33 @@ const DefaultTextfile = "/var/lib/prometheus/node-exporter/usbhotplugd.prom"
 // them, so a state that empties reads 0 rather than vanishing.
 var States = []string{"with_dom0", "denied", "refused", "blocked", "pending", "attached", "held", "foreign", "failed", "settling"}
 
+// A Snapshot is the agent's state at one moment: what the gauges and the
+// counters the agent keeps itself report.
+type Snapshot struct {
+	Devices        map[string]int // by state
+	Uevents        uint64
+	Overruns       uint64
+	Passes         uint64
+	HooksRun       uint64
+	HooksDropped   uint64
+	Reconnects     int
+	Connected      bool
+	PolicyLoadedAt time.Time
+	ReloadFailedAt time.Time // zero: the last load or reload was taken
+}
+
 // Metrics is one agent's set. Its methods are safe for concurrent use.
 type Metrics struct {
 	reg *prometheus.Registry
 
-	devices    *prometheus.GaugeVec
-	decisions  *prometheus.CounterVec
-	attach     prometheus.Histogram
-	failures   *prometheus.CounterVec
-	roundTrips prometheus.Counter
-	reconnects prometheus.Counter
-	uevents    prometheus.Counter
-	overruns   prometheus.Counter
-	rescans    prometheus.Counter
-	hooks      *prometheus.CounterVec
-	reloadAt   prometheus.Gauge
-	reloadOK   prometheus.Gauge
-	heartbeat  prometheus.Gauge
-	xenstoreUp prometheus.Gauge
-	up         atomic.Uint64
-	seenUp     atomic.Bool
+	devices   *prometheus.GaugeVec
+	decisions *prometheus.CounterVec
+	attach    prometheus.Histogram
+	failures  *prometheus.CounterVec
+	heartbeat prometheus.Gauge
+
+	mu   sync.Mutex
+	snap Snapshot
 
 	dirty atomic.Bool
 }
@@ -55,110 +62,110 @@ func New(version, goVersion string) *Metrics {
 	f := func(name, help string) prometheus.Opts {
 		return prometheus.Opts{Namespace: Namespace, Name: name, Help: help}
 	}
+	counter := func(name, help string, v func(Snapshot) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts(f(name, help)), func() float64 { return v(m.snapshot()) })
+	}
+	gauge := func(name, help string, v func(Snapshot) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts(f(name, help)), func() float64 { return v(m.snapshot()) })
+	}
 	m.devices = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("devices", "USB devices on the host by the state the agent last put them in.")), []string{"state"})
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts(f("decisions_total", "Decisions the agent made, by action and by the rule that decided (empty: none matched).")), []string{"action", "rule"})
 	m.attach = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "attach_duration_seconds",
 		Help:    "Time from the event that asked for a pass to the device attached (port written, interfaces in usbback).",
 		Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}})
-	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts(f("failures_total", "Steps that failed and will be retried, by reason.")), []string{"reason"})
-	m.roundTrips = prometheus.NewCounter(prometheus.CounterOpts(f("xenstore_round_trips_total", "Round trips to xenstore.")))
-	m.reconnects = prometheus.NewCounter(prometheus.CounterOpts(f("xenstore_reconnects_total", "Times the connection to xenstore was made again after it was lost.")))
-	m.xenstoreUp = prometheus.NewGauge(prometheus.GaugeOpts(f("xenstore_connected", "1 while the agent is connected to xenstore.")))
-	m.uevents = prometheus.NewCounter(prometheus.CounterOpts(f("uevents_received_total", "Kernel uevents received.")))
-	m.overruns = prometheus.NewCounter(prometheus.CounterOpts(f("uevent_overruns_total", "Times the kernel dropped uevents (ENOBUFS) and a rescan followed.")))
-	m.rescans = prometheus.NewCounter(prometheus.CounterOpts(f("rescans_total", "Passes over every device (start, overrun, reload).")))
-	m.hooks = prometheus.NewCounterVec(prometheus.CounterOpts(f("hooks_total", "Rule exec commands, by outcome: run, failed, timed_out, dropped (queue full).")), []string{"outcome"})
-	m.reloadAt = prometheus.NewGauge(prometheus.GaugeOpts(f("policy_last_reload_timestamp_seconds", "When the policy was last loaded or a reload tried, Unix time.")))
-	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts(f("policy_last_reload_success", "1 if the last policy load or reload succeeded, 0 if it was refused.")))
+	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts(f("failures_total", "Steps that failed and will be retried, by the step that failed.")), []string{"step"})
 	m.heartbeat = prometheus.NewGauge(prometheus.GaugeOpts(f("heartbeat_timestamp_seconds", "When the agent last wrote its metrics, Unix time; stale means the agent is down or stuck.")))
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info", Help: "Always 1; the labels say which build runs.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion}})
 	info.Set(1)
-	m.reg.MustRegister(m.devices, m.decisions, m.attach, m.failures, m.roundTrips, m.reconnects, m.xenstoreUp,
-		m.uevents, m.overruns, m.rescans, m.hooks, m.reloadAt, m.reloadOK, m.heartbeat, info)
+	m.reg.MustRegister(m.devices, m.decisions, m.attach, m.failures, m.heartbeat, info,
+		counter("uevents_received_total", "Kernel uevents received.", func(s Snapshot) float64 { return float64(s.Uevents) }),
+		counter("uevent_overruns_total", "Times the kernel dropped uevents (ENOBUFS) and everything was looked at again.", func(s Snapshot) float64 { return float64(s.Overruns) }),
+		counter("passes_total", "Passes over one device (each reads its state and acts on it).", func(s Snapshot) float64 { return float64(s.Passes) }),
+		counter("hooks_run_total", "Rule exec commands started.", func(s Snapshot) float64 { return float64(s.HooksRun) }),
+		counter("hooks_dropped_total", "Rule exec commands skipped because the queue was full.", func(s Snapshot) float64 { return float64(s.HooksDropped) }),
+		counter("xenstore_reconnects_total", "Times the connection to xenstore was made again after it was lost.", func(s Snapshot) float64 { return float64(s.Reconnects) }),
+		gauge("xenstore_connected", "1 while the agent is connected to xenstore.", func(s Snapshot) float64 { return b2f(s.Connected) }),
+		gauge("policy_loaded_timestamp_seconds", "When the policy in force was loaded, Unix time.", func(s Snapshot) float64 { return unix(s.PolicyLoadedAt) }),
+		gauge("policy_last_reload_success", "1 if the last policy load or reload was taken, 0 if it was refused (the previous policy stays).", func(s Snapshot) float64 {
+			return b2f(s.ReloadFailedAt.IsZero() || s.ReloadFailedAt.Before(s.PolicyLoadedAt))
+		}),
+	)
 	for _, s := range States {
 		m.devices.WithLabelValues(s)
-	}
-	for _, o := range []string{"run", "failed", "timed_out", "dropped"} {
-		m.hooks.WithLabelValues(o)
 	}
 	return m
 }
 
-func (m *Metrics) touch() { m.dirty.Store(true) }
-
-// Devices sets the devices gauge from a count by state; states not in n
-// read 0.
-func (m *Metrics) Devices(n map[string]int) {
-	for _, s := range States {
-		m.devices.WithLabelValues(s).Set(float64(n[s]))
-	}
-	for s, c := range n {
-		m.devices.WithLabelValues(s).Set(float64(c))
-	}
-	m.touch()
-}
-
-// Decision counts one decision.
-func (m *Metrics) Decision(action, rule string) {
-	m.decisions.WithLabelValues(action, rule).Inc()
-	m.touch()
-}
-
-// Attached observes one attach's latency.
-func (m *Metrics) Attached(d time.Duration) {
-	m.attach.Observe(d.Seconds())
-	m.touch()
-}
-
-// Failure counts a failed step by a short, bounded reason (an errno name,
-// "backend", "bind"...), never by a message that holds a busid.
-func (m *Metrics) Failure(reason string) {
-	m.failures.WithLabelValues(reason).Inc()
-	m.touch()
-}
-
-// RoundTrips adds n xenstore round trips. Not a change worth a write alone.
-func (m *Metrics) RoundTrips(n int) { m.roundTrips.Add(float64(n)) }
-
-// Connected says whether xenstore is reached; a reconnect counts when it
-// comes back after a loss.
-func (m *Metrics) Connected(up bool) {
-	was := m.up.Swap(b2u(up))
-	if up && was == 0 && m.seenUp.Load() {
-		m.reconnects.Inc()
-	}
-	if up {
-		m.seenUp.Store(true)
-	}
-	m.xenstoreUp.Set(float64(b2u(up)))
-	m.touch()
-}
-
-func b2u(b bool) uint64 {
+func b2f(b bool) float64 {
 	if b {
 		return 1
 	}
 	return 0
 }
 
-// Uevent counts one kernel event received.
-func (m *Metrics) Uevent() { m.uevents.Inc() }
+func unix(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
 
-// Overrun counts one ENOBUFS from the uevent socket.
-func (m *Metrics) Overrun() { m.overruns.Inc(); m.touch() }
+func (m *Metrics) snapshot() Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snap
+}
 
-// Rescan counts one pass over every device.
-func (m *Metrics) Rescan() { m.rescans.Inc(); m.touch() }
+// Update takes the agent's state; a change makes the next Flush write.
+func (m *Metrics) Update(s Snapshot) {
+	for _, st := range States {
+		m.devices.WithLabelValues(st).Set(float64(s.Devices[st]))
+	}
+	for st, n := range s.Devices {
+		m.devices.WithLabelValues(st).Set(float64(n))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.snap
+	m.snap = s
+	if !sameSnapshot(old, s) {
+		m.dirty.Store(true)
+	}
+}
 
-// Hook counts one hook outcome: run, failed, timed_out or dropped.
-func (m *Metrics) Hook(outcome string) { m.hooks.WithLabelValues(outcome).Inc(); m.touch() }
+// sameSnapshot ignores the counters that move with every event (uevents,
+// passes): a change worth a write shows elsewhere too.
+func sameSnapshot(a, b Snapshot) bool {
+	if len(a.Devices) != len(b.Devices) {
+		return false
+	}
+	for k, v := range a.Devices {
+		if b.Devices[k] != v {
+			return false
+		}
+	}
+	return a.Overruns == b.Overruns && a.HooksRun == b.HooksRun && a.HooksDropped == b.HooksDropped &&
+		a.Reconnects == b.Reconnects && a.Connected == b.Connected && a.PolicyLoadedAt.Equal(b.PolicyLoadedAt) && a.ReloadFailedAt.Equal(b.ReloadFailedAt)
+}
 
-// Reload records a policy load or reload and whether it was taken.
-func (m *Metrics) Reload(at time.Time, ok bool) {
-	m.reloadAt.Set(float64(at.UnixNano()) / 1e9)
-	m.reloadOK.Set(float64(b2u(ok)))
-	m.touch()
+// Decision counts one decision.
+func (m *Metrics) Decision(action, rule string) {
+	m.decisions.WithLabelValues(action, rule).Inc()
+	m.dirty.Store(true)
+}
+
+// Attached observes one attach's latency.
+func (m *Metrics) Attached(d time.Duration) {
+	m.attach.Observe(d.Seconds())
+	m.dirty.Store(true)
+}
+
+// Failure counts a failed step, labelled by a short, bounded name (the
+// step), never by a message that holds a busid.
+func (m *Metrics) Failure(step string) {
+	m.failures.WithLabelValues(step).Inc()
+	m.dirty.Store(true)
 }
 
 // Gather renders every metric in the text exposition format.
@@ -203,7 +210,7 @@ func (t *Textfile) Flush(m *Metrics, now time.Time) error {
 		return err
 	}
 	if err := writeAtomic(t.Path, b); err != nil {
-		m.touch() // try again at the next flush
+		m.dirty.Store(true) // try again at the next flush
 		return err
 	}
 	t.last = now
