@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // The stable identities a rule can name a device by: its port path, which
@@ -25,12 +26,15 @@ func init() {
 // portPathForm is a device's port path, in either of udev's forms: the
 // controller's anchor (one or more bus-device names), then the port
 // numbers below its root hub.
-var portPathForm = regexp.MustCompile(`^(pci|platform|amba|acpi|xen)-.+-usb(v[1-3])?-0:[1-9][0-9]{0,2}(\.[1-9][0-9]{0,2}){0,6}$`)
+// Compiled on first use: a command that reads no policy pays nothing.
+var portPathForm = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(pci|platform|amba|acpi|xen)-.+-usb(v[1-3])?-0:[1-9][0-9]{0,2}(\.[1-9][0-9]{0,2}){0,6}$`)
+})
 
 // errController: a port path that names a controller, not a port.
 var errController = errors.New("a controller")
 
-var anchorForm = regexp.MustCompile(`^(pci|platform|amba|acpi|xen)-`)
+var anchorForm = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(pci|platform|amba|acpi|xen)-`) })
 
 // checkPortPath accepts a port path or a glob of them.
 func checkPortPath(s string) error {
@@ -42,7 +46,7 @@ func checkPortPath(s string) error {
 		return fmt.Errorf("%q is a busid, which changes with bus numbers: write it as port = %q, or give the port path: %s", s, s, form)
 	case strings.ContainsFunc(s, func(c rune) bool { return c <= ' ' || c > '~' }):
 		return fmt.Errorf("%q is not %s", s, form)
-	case !anchorForm.MatchString(s) && !strings.ContainsAny(s[:1], "*?"):
+	case !anchorForm().MatchString(s) && !strings.ContainsAny(s[:1], "*?"):
 		return fmt.Errorf("%q does not start at a controller (pci-, platform-, amba-, acpi- or xen-): it is not %s", s, form)
 	case strings.ContainsAny(s, "*?"):
 		return nil
@@ -50,7 +54,7 @@ func checkPortPath(s string) error {
 		return fmt.Errorf("%q names %w, whose root hubs are never passed through; the devices on its ports are %q", s, errController, s+"-usb-0:*")
 	case strings.Count(s[strings.LastIndex(s, "-0:")+3:], ":") > 0:
 		return fmt.Errorf("%q names an interface (udev's ID_PATH of an interface ends in :CONFIG.INTERFACE): drop that part to name the device", s)
-	case !portPathForm.MatchString(s):
+	case !portPathForm().MatchString(s):
 		return fmt.Errorf("%q is not %s", s, form)
 	}
 	return nil

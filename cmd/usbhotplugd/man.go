@@ -1,15 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
+	"github.com/spf13/pflag"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/build"
 	"github.com/usbhotplugd/usbhotplugd/rules"
@@ -57,10 +58,9 @@ func newManCmd() *cobra.Command {
 	}
 }
 
-// manDescription is usbhotplugd(8)'s DESCRIPTION, in the markdown that
-// cobra/doc turns into roff.
+// manDescription is usbhotplugd(8)'s DESCRIPTION.
 const manDescription = `usbhotplugd attaches host USB devices to Xen guests as a policy says
-(see **usbhotplugd-policy**(5)), through PVUSB, with exactly the xenstore layout
+(see usbhotplugd-policy(5)), through PVUSB, with exactly the xenstore layout
 libxl writes, so xl usb-list shows what it did and it respects what xl did.
 The agent (usbhotplugd run) listens to kernel uevents and xenstore watches,
 follows guests across reboots by name, gives each device back to its dom0
@@ -70,7 +70,7 @@ admin attached with xl. At its first start since dom0 booted it records the
 devices plugged then under /tool/usbhotplugd/present, for rules with
 match.when.
 
-Each command has its own page, **usbhotplugd-COMMAND**(8), and its --help.`
+Each command has its own page, usbhotplugd-COMMAND(8), and its --help.`
 
 // manExtra are usbhotplugd(8)'s sections after the options, in roff.
 const manExtra = `.SH EXIT STATUS
@@ -107,47 +107,84 @@ journalctl \-u usbhotplugd \-o cat | grep '"audit":true'
 .fi
 `
 
-func manHeader(c *cobra.Command) *doc.GenManHeader {
-	return &doc.GenManHeader{
-		Title:   strings.ToUpper(strings.ReplaceAll(c.CommandPath(), " ", "-")),
-		Section: "8",
-		Source:  "usbhotplugd " + build.Version,
-		Manual:  "System Administration",
+// manDate is the pages' date: $SOURCE_DATE_EPOCH when set, for
+// reproducible packages; else today.
+func manDate() string {
+	t := time.Now()
+	if e := os.Getenv("SOURCE_DATE_EPOCH"); e != "" {
+		if sec, err := strconv.ParseInt(e, 10, 64); err == nil {
+			t = time.Unix(sec, 0)
+		}
 	}
+	return t.UTC().Format("2006-01-02")
 }
 
-// manPages are the pages by path under the man directory: cobra/doc makes
-// usbhotplugd(8) and a page per command from the definitions --help
-// prints; usbhotplugd-policy(5) is the reference policy.
+// manPages are the pages by path under the man directory, made from the
+// command definitions that --help prints: usbhotplugd(8), a page per
+// command, and usbhotplugd-policy(5) from the reference policy. (Our own
+// writer: cobra/doc would link a markdown library whose start-up work
+// every command would pay.)
 func manPages(root *cobra.Command) (map[string][]byte, error) {
 	pages := map[string][]byte{"man5/usbhotplugd-policy.5": []byte(manPage5())}
-	root.DisableAutoGenTag = true
 	root.InitDefaultVersionFlag()
+	var see []string
 	for _, c := range root.Commands() {
 		if !c.IsAvailableCommand() {
 			continue
 		}
-		var b bytes.Buffer
-		if err := doc.GenMan(c, manHeader(c), &b); err != nil {
-			return nil, err
+		pages["man8/usbhotplugd-"+c.Name()+".8"] = []byte(manPage(c, c.Short, `\fBusbhotplugd\fR(8)`+"\n"))
+		see = append(see, `\fBusbhotplugd\-`+roff(c.Name())+`\fR(8)`)
+	}
+	var b strings.Builder
+	b.WriteString(manPage(root, manDescription, ""))
+	b.WriteString(".SH COMMANDS\n")
+	for _, c := range root.Commands() {
+		if c.IsAvailableCommand() {
+			fmt.Fprintf(&b, ".TP\n\\fB%s\\fR\n%s; see \\fBusbhotplugd\\-%s\\fR(8)\n", roff(c.Name()), roff(c.Short), roff(c.Name()))
 		}
-		pages["man8/usbhotplugd-"+c.Name()+".8"] = b.Bytes()
 	}
-	long := root.Long
-	root.Long = manDescription
-	defer func() { root.Long = long }()
-	var b bytes.Buffer
-	if err := doc.GenMan(root, manHeader(root), &b); err != nil {
-		return nil, err
-	}
-	page := b.String()
-	i := strings.Index(page, ".SH SEE ALSO\n")
-	if i < 0 {
-		return nil, fmt.Errorf("usbhotplugd(8) has no SEE ALSO section")
-	}
-	see := strings.TrimRight(page[i:], "\n") + ", usbhotplugd-policy(5), xl(1), xl.cfg(5), journalctl(1)\n"
-	pages["man8/usbhotplugd.8"] = []byte(page[:i] + manExtra + see)
+	b.WriteString(manExtra)
+	b.WriteString(".SH SEE ALSO\n" + strings.Join(see, ", ") + ",\n\\fBusbhotplugd-policy\\fR(5), \\fBxl\\fR(1), \\fBxl.cfg\\fR(5), \\fBjournalctl\\fR(1)\n")
+	pages["man8/usbhotplugd.8"] = []byte(b.String())
 	return pages, nil
+}
+
+// manPage is a command's page up to its examples: name, synopsis,
+// description (roff source), options, examples; then seeAlso if any.
+func manPage(c *cobra.Command, description, seeAlso string) string {
+	var b strings.Builder
+	title := strings.ReplaceAll(c.CommandPath(), " ", "-")
+	fmt.Fprintf(&b, ".TH %q \"8\" %q \"usbhotplugd %s\" \"System Administration\"\n", strings.ToUpper(title), manDate(), build.Version)
+	fmt.Fprintf(&b, ".SH NAME\n%s \\- %s\n", roff(title), roff(c.Short))
+	fmt.Fprintf(&b, ".SH SYNOPSIS\n.B %s\n%s\n", roff(c.CommandPath()), roff(strings.TrimSpace(strings.TrimPrefix(c.UseLine(), c.CommandPath()))))
+	b.WriteString(".SH DESCRIPTION\n" + roff(description) + "\n")
+	if c.HasAvailableFlags() {
+		b.WriteString(".SH OPTIONS\n")
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if f.Hidden {
+				return
+			}
+			name, usage := pflag.UnquoteUsage(f)
+			head := "\\fB\\-\\-" + roff(f.Name) + "\\fR"
+			if f.Shorthand != "" {
+				head = "\\fB\\-" + f.Shorthand + "\\fR, " + head
+			}
+			if name != "" {
+				head += " \\fI" + roff(name) + "\\fR"
+			}
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+				usage += " (default " + f.DefValue + ")"
+			}
+			fmt.Fprintf(&b, ".TP\n%s\n%s\n", head, roff(usage))
+		})
+	}
+	if c.Example != "" {
+		b.WriteString(".SH EXAMPLES\n.nf\n" + roff(c.Example) + "\n.fi\n")
+	}
+	if seeAlso != "" {
+		b.WriteString(".SH SEE ALSO\n" + seeAlso)
+	}
+	return b.String()
 }
 
 // roff escapes text for a man page.

@@ -40,8 +40,8 @@ func (h *Host) List(ctx context.Context, domid uint32) ([]ListedController, erro
 		for i, b := range c.Port {
 			lp := ListedPort{Port: i + 1, BusID: b}
 			if b != "" && checkBusID(b) == nil {
-				if d, err := h.Sys.Device(b); err == nil {
-					lp.Bus, lp.Device, lp.Present = d.BusNum, d.DevNum, true
+				if bus, dev, err := h.Sys.Addr(b); err == nil {
+					lp.Bus, lp.Device, lp.Present = bus, dev, true
 				}
 			}
 			lc.Ports = append(lc.Ports, lp)

@@ -7,17 +7,18 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
-var (
-	rootHubName = regexp.MustCompile(`^usb([0-9]+)(.*)$`)
-	busName     = regexp.MustCompile(`^([0-9]+)(-.*)$`)
-)
+// Compiled on first use, not at every command's start.
+var renumberForms = sync.OnceValue(func() []*regexp.Regexp {
+	return []*regexp.Regexp{regexp.MustCompile(`^usb([0-9]+)(.*)$`), regexp.MustCompile(`^([0-9]+)(-.*)$`)}
+})
 
 // renumberName gives one path component the bus number buses maps its own
 // to: "usb1", "1-3.2", "1-0:1.0", "usb1-port2", "1-3-port1".
 func renumberName(c string, buses map[int]int) string {
-	for _, re := range []*regexp.Regexp{rootHubName, busName} {
+	for i, re := range renumberForms() {
 		m := re.FindStringSubmatch(c)
 		if m == nil {
 			continue
@@ -27,7 +28,7 @@ func renumberName(c string, buses map[int]int) string {
 		if !ok {
 			return c
 		}
-		if re == rootHubName {
+		if i == 0 { // a root hub
 			return "usb" + strconv.Itoa(to) + m[2]
 		}
 		return strconv.Itoa(to) + m[2]

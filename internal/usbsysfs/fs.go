@@ -105,7 +105,7 @@ func (d Device) IsRootHub() bool { return strings.HasPrefix(d.BusID, "usb") }
 func (d Device) ID() string { return fmt.Sprintf("%04x:%04x", d.Vendor, d.Product) }
 
 func (f *FS) readAttr(dir, name string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, name))
+	b, err := readSmall(filepath.Join(dir, name))
 	if err != nil {
 		return "", err
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // ErrNoPortPath: a device's controller sits on no bus that names it
@@ -32,7 +33,10 @@ type PortPaths struct {
 // stable anchors, with the prefix each gets.
 var parentSubsystems = map[string]bool{"pci": true, "platform": true, "amba": true, "acpi": true, "xen": true}
 
-var pciAddr = regexp.MustCompile(`^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
+// Compiled on first use, not at every command's start.
+var pciAddr = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
+})
 
 // PortPaths computes a device's stable port names from where the kernel
 // put it in the device tree: the controller's bus address, the root hub's
@@ -104,7 +108,7 @@ func (f *FS) subsystem(dir, name string) string {
 	if t, err := os.Readlink(filepath.Join(dir, "subsystem")); err == nil {
 		return filepath.Base(t)
 	}
-	if pciAddr.MatchString(name) {
+	if pciAddr().MatchString(name) {
 		return "pci"
 	}
 	return ""

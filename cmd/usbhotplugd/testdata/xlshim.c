@@ -1,0 +1,108 @@
+/*
+ * xlshim: what xl 4.17 asks of libxenctrl before it reaches xenstore, for
+ * running the real xl beside usbhotplugd without a hypervisor. Preloaded
+ * after xenstoretest's shim (which fakes xc_interface_open): a Xen 4.17
+ * with two CPUs and one node.
+ */
+#include <stdint.h>
+#include <string.h>
+
+int xc_version(void *xch, int cmd, void *arg)
+{
+	(void)xch;
+	switch (cmd) {
+	case 0: /* XENVER_version */
+		return (4 << 16) | 17;
+	case 1: /* XENVER_extraversion */
+		if (arg) strcpy(arg, ".0");
+		return 0;
+	case 3: /* XENVER_capabilities */
+		if (arg) strcpy(arg, "xen-3.0-x86_64");
+		return 0;
+	case 4: /* XENVER_changeset */
+		if (arg) strcpy(arg, "unavailable");
+		return 0;
+	case 7: /* XENVER_pagesize */
+		return 4096;
+	default:
+		return 0;
+	}
+}
+
+int xc_get_max_cpus(void *xch) { (void)xch; return 2; }
+int xc_get_online_cpus(void *xch) { (void)xch; return 2; }
+int xc_get_max_nodes(void *xch) { (void)xch; return 1; }
+
+/* The leading fields of xc_physinfo_t: threads per core, cores per socket,
+ * CPUs, highest CPU id, nodes, highest node id. */
+int xc_physinfo(void *xch, void *info)
+{
+	(void)xch;
+	uint32_t *p = info;
+	p[0] = 1; p[1] = 2; p[2] = 2; p[3] = 1; p[4] = 1; p[5] = 0;
+	return 0;
+}
+
+/* No XSM: a domain's security label is unknown, as libxl allows. */
+int xc_flask_sid_to_context(void *xch, int sid, char *buf, uint32_t size)
+{
+	(void)xch; (void)sid; (void)buf; (void)size;
+	return -1;
+}
+
+/*
+ * Every domain asked about is running, PV, with the uuid in
+ * $XLSHIM_UUID_<domid> (dom0: zeros), which names its libxl userdata file.
+ * The leading fields of xc_dominfo_t in 4.17; the rest is zeroed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+static void parse_uuid(const char *s, unsigned char out[16])
+{
+	memset(out, 0, 16);
+	for (int i = 0; s && *s && i < 16;) {
+		if (*s == '-') { s++; continue; }
+		unsigned v;
+		if (sscanf(s, "%2x", &v) != 1)
+			return;
+		out[i++] = v;
+		s += 2;
+	}
+}
+
+int xc_domain_getinfo(void *xch, uint32_t first_domid, unsigned int max, void *info)
+{
+	(void)xch;
+	if (max < 1)
+		return 0;
+	unsigned char *b = info;
+	memset(b, 0, 104);
+	uint32_t *p = info;
+	p[0] = first_domid;
+	p[2] = 1u << 5; /* running */
+	*(unsigned long *)(b + 64) = 524288; /* max_memkb */
+	p[18] = 1;                            /* nr_online_vcpus */
+	char name[32];
+	snprintf(name, sizeof name, "XLSHIM_UUID_%u", first_domid);
+	parse_uuid(getenv(name), b + 80);
+	return 1;
+}
+
+/* The same, as xc_domaininfo_t (struct xen_domctl_getdomaininfo, 4.17). */
+int xc_domain_getinfolist(void *xch, uint32_t first_domain, unsigned int max, void *info)
+{
+	(void)xch;
+	if (max < 1)
+		return 0;
+	unsigned char *b = info;
+	memset(b, 0, 104);
+	*(uint16_t *)b = first_domain;
+	*(uint32_t *)(b + 4) = 1u << 5;        /* XEN_DOMINF_running */
+	*(uint64_t *)(b + 16) = 524288 / 4;    /* max_pages */
+	*(uint32_t *)(b + 64) = 1;             /* nr_online_vcpus */
+	char name[32];
+	snprintf(name, sizeof name, "XLSHIM_UUID_%u", first_domain);
+	parse_uuid(getenv(name), b + 76);
+	return 1;
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// BenchmarkVersusXL runs the real xl 4.17 and usbhotplugd side by side in
+// one hyperfine run, as whole processes on the same host: the real C
+// xenstored, the captures' guest and devices, the simulated backends, and
+// the fixture tree mounted over /sys in a private mount namespace (xl has
+// no sysfs option). It reports each command's median in ms and xl's time
+// over ours. Needs root, hyperfine, xl and gcc; it measures, it asserts
+// nothing about time.
+func BenchmarkVersusXL(b *testing.B) {
+	xl := "/usr/lib/xen-4.17/bin/xl"
+	for _, bin := range []string{xl, "hyperfine", "gcc", "unshare"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			b.Skipf("%s not found (xen-utils-4.17, hyperfine, gcc, util-linux)", bin)
+		}
+	}
+	if os.Geteuid() != 0 {
+		b.Skip("mounting the fixture over /sys needs root")
+	}
+	s := xenstoretest.Real(b)
+	seedXL(b, s.Dial(b))
+	root := b.TempDir()
+	if err := fakekernel.XL(root); err != nil {
+		b.Fatal(err)
+	}
+	backends := &sim.Backends{XS: s.Dial(b)}
+	run, err := backends.Start(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer run.Stop()
+	dir := b.TempDir()
+	xsShim, err := xenstoretest.Shim()
+	if err != nil {
+		b.Skip(err)
+	}
+	xlShim := filepath.Join(dir, "xlshim.so")
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-O2", "-o", xlShim, "testdata/xlshim.c").CombinedOutput(); err != nil {
+		b.Fatalf("building the xl shim: %v\n%s", err, out)
+	}
+	// The shipped build: static, as `make package` makes it.
+	uhd := filepath.Join(dir, "usbhotplugd")
+	build := exec.Command("go", "build", "-trimpath", "-o", uhd, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building usbhotplugd: %v\n%s", err, out)
+	}
+	// libxl keeps each domain's configuration under /var/lib/xen.
+	varlib := filepath.Join(dir, "varlibxen")
+	cfg, err := os.ReadFile("testdata/kiosk.libxl-json")
+	if err == nil {
+		err = os.MkdirAll(varlib, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(varlib, "userdata-d.1."+sim.KioskDomain.UUID+".libxl-json"), cfg, 0o644)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := append(os.Environ(), "XENSTORED_PATH="+s.SocketPath(), "LD_PRELOAD="+xlShim+":"+xsShim, "XLSHIM_UUID_1="+sim.KioskDomain.UUID)
+	sh := func(args ...string) {
+		b.Helper()
+		cmd := exec.Command("unshare", append([]string{"-m", "sh", "-ec", `mount --bind "$0" /sys; mkdir -p /var/lib/xen; mount --bind "$1" /var/lib/xen; shift; exec "$@"`, root, varlib}, args...)...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	sh(uhd, "usbctrl-attach", "1", "version=2", "ports=4")
+	sh(uhd, "usbdev-attach", "1", "hostbus=1", "hostaddr=6")
+	// Rounds of a few runs each, the median of their medians: the load of
+	// a shared machine drifts, and one long run per command would charge
+	// the drift to whichever ran during it.
+	report := filepath.Join(dir, "hyperfine.json")
+	rounds := map[string][]float64{}
+	for b.Loop() {
+		for range 8 {
+			// A detach before each attach; a prepare per command, in order.
+			sh("hyperfine", "-N", "--warmup", "3", "--runs", "25", "--export-json", report,
+				"--prepare", "/bin/true", "--prepare", "/bin/true",
+				"--prepare", xl+" usbdev-detach 1 0 1", "--prepare", uhd+" usbdev-detach 1 0 1",
+				"--command-name", "xl usb-list", "--command-name", "usbhotplugd usb-list",
+				"--command-name", "xl usbdev-attach", "--command-name", "usbhotplugd usbdev-attach",
+				xl+" usb-list 1", uhd+" usb-list 1",
+				xl+" usbdev-attach 1 hostbus=1 hostaddr=6", uhd+" usbdev-attach 1 hostbus=1 hostaddr=6")
+			var res struct {
+				Results []struct {
+					Command string  `json:"command"`
+					Median  float64 `json:"median"`
+				} `json:"results"`
+			}
+			raw, err := os.ReadFile(report)
+			if err != nil || json.Unmarshal(raw, &res) != nil || len(res.Results) != 4 {
+				b.Fatalf("hyperfine's report: %v\n%s", err, raw)
+			}
+			for _, r := range res.Results {
+				rounds[r.Command] = append(rounds[r.Command], r.Median*1000)
+			}
+		}
+	}
+	med := map[string]float64{}
+	for name, ms := range rounds {
+		sort.Float64s(ms)
+		med[name] = ms[len(ms)/2]
+		b.ReportMetric(med[name], strings.ReplaceAll(name, " ", "-")+"-ms")
+	}
+	b.ReportMetric(med["xl usb-list"]/med["usbhotplugd usb-list"], "usb-list-xl/ours")
+	b.ReportMetric(med["xl usbdev-attach"]/med["usbhotplugd usbdev-attach"], "usbdev-attach-xl/ours")
+}
