@@ -301,7 +301,9 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 }
 
 // nextDevID is libxl's choice of a new controller's devid: the last name
-// in the directory, plus one.
+// in the directory, plus one. Where that one is taken, as from oxenstored,
+// which lists "10" before "9", libxl fails; the largest plus one is taken
+// instead.
 func nextDevID(ctx context.Context, tx *xenstore.Tx, domid uint32) (int, error) {
 	ids, err := dirOpt(ctx, tx, libxlDir(domid))
 	if err != nil || len(ids) == 0 {
@@ -310,6 +312,15 @@ func nextDevID(ctx context.Context, tx *xenstore.Tx, domid uint32) (int, error) 
 	last, ok := atoiStrict(ids[len(ids)-1])
 	if !ok {
 		return 0, fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
+	}
+	taken, most := map[int]bool{}, 0
+	for _, s := range ids {
+		if id, ok := atoiStrict(s); ok {
+			taken[id], most = true, max(most, id+1)
+		}
+	}
+	if taken[last+1] {
+		return most, nil
 	}
 	return last + 1, nil
 }
