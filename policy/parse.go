@@ -264,6 +264,13 @@ func hint(k string, hints map[string]string) string {
 }
 
 func (fp *fileParser) unknown(r *Rule, m map[string]any, path []string, prefix string, allowed []string, hints map[string]string) {
+	all := true
+	for k := range m {
+		all = all && slices.Contains(allowed, k)
+	}
+	if all {
+		return // the usual case: no need to order the keys for errors
+	}
 	for _, k := range fp.sortedKeys(m, path) {
 		if !slices.Contains(allowed, k) {
 			fp.fail(r, append(slices.Clone(path), k), prefix+k, ErrUnknownKey, "unknown key (keys: %s)%s", strings.Join(allowed, ", "), hint(k, hints))
