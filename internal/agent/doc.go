@@ -1,5 +1,7 @@
-// Package agent is usbhotplugd's daemon: a reconciler that keeps the host's
-// USB devices where the policy sends them.
+// Package agent is usbhotplugd's reconciler: it keeps the host's USB
+// devices where the policy sends them. Its tasks (PumpEvents, Serve on a
+// store connection, RunHooks) run under internal/daemon's owner, or
+// together under Run.
 //
 // Kernel uevents and xenstore watches are only hints: each names a device
 // (by busid) or says "everything", and the device's entry in a coalescing
