@@ -140,14 +140,14 @@ func (c *control) client(ctx context.Context, d *daemon, conn *net.UnixConn) {
 			d.watch(ctx, conn)
 			return
 		}
-		if err := writeResponse(conn, d.answer(req, r)); err != nil {
+		if err := writeResponse(conn, d.answer(ctx, req, r)); err != nil {
 			return
 		}
 	}
 }
 
 // answer makes the reply to one request other than watch.
-func (d *daemon) answer(req Request, r role) Response {
+func (d *daemon) answer(ctx context.Context, req Request, r role) Response {
 	need := roleReader
 	if req.Request == ReqReload {
 		need = roleAdmin
@@ -173,7 +173,7 @@ func (d *daemon) answer(req Request, r role) Response {
 		}
 		return Response{OK: true, Explain: out}
 	case ReqReload:
-		res, err := d.reload()
+		res, err := d.reload(ctx)
 		if err != nil {
 			return errorResponse(CodePolicyRefused, err)
 		}

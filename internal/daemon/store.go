@@ -144,7 +144,7 @@ func (d *daemon) signals(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-hup:
-			d.reload() // the outcome is logged
+			d.reload(ctx) // the outcome is logged
 		}
 	}
 }
@@ -158,12 +158,12 @@ type ReloadResult struct {
 
 // reload reads the policy file again: a policy that does not parse is
 // refused, and the one in force stays, with its load time.
-func (d *daemon) reload() (ReloadResult, error) {
+func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 	// SIGHUP and the socket may ask at once: one reload at a time, so the
 	// status tells the last one.
 	d.reloading.Lock()
 	defer d.reloading.Unlock()
-	p, err := policy.ParseFile(d.cfg.PolicyPath)
+	p, err := policy.Load(ctx, d.cfg.PolicyPath, policy.Options{}) // stops when the agent does
 	if err != nil {
 		d.log.Error().Err(err).Str("policy", d.cfg.PolicyPath).Msg("policy reload refused: the old policy stays in force")
 		d.st.update(func(s *Status) { s.Policy.ReloadError, s.Policy.ReloadRefusedAt = err.Error(), time.Now() })
