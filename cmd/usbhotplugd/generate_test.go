@@ -178,3 +178,22 @@ func TestGenerateOptions(t *testing.T) {
 		t.Errorf("--force: exit %d %s", code, errs)
 	}
 }
+
+// devices --json prints each device's stable identities: its port paths,
+// its descriptor hash and its hub's.
+func TestDevicesJSONIdentities(t *testing.T) {
+	code, out, errs := runCmd(t, "devices", "--json", "--sysfs", realTree)
+	var devs []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &devs) != nil {
+		t.Fatalf("exit %d %s", code, errs)
+	}
+	byID := map[string]map[string]any{}
+	for _, d := range devs {
+		byID[d["busid"].(string)] = d
+	}
+	m1, m2, hub := byID["1-3.1"], byID["1-3.2"], byID["1-3"]
+	if m1["hash"] != "8/lRg7fpexFN+jJomk6FgUUsLpiO7e+jszr8VYERqBk=" || m1["hash"] != m2["hash"] || m1["parent_hash"] != hub["hash"] ||
+		m2["port_path"] != "pci-0000:00:01.0-usb-0:3.2" || byID["2-4"]["port_path_with_usb_revision"] != "pci-0000:00:01.0-usbv3-0:4" {
+		t.Errorf("identities in JSON: %v\n%v\n%v", m1, m2, hub)
+	}
+}
