@@ -207,6 +207,9 @@ func TestAgentNoticesARenameAtOnce(t *testing.T) {
 		e := newEnv(t, s)
 		e.run(strings.ReplaceAll(testPolicy, `target = { domain = "kiosk" }`, `target = { domain = "lab" }`), false)
 		d := e.start("lab--incoming")
+		// The agent has read the domains since it came (a rename caught by
+		// that read would prove nothing).
+		e.awaitLog(`"domain":"lab--incoming"`)
 		e.settle()
 		if _, ok := e.at("1-2"); ok {
 			t.Fatal("attached to lab--incoming")
