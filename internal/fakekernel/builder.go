@@ -84,7 +84,10 @@ func devDir(busid string) string {
 	return dir
 }
 
-// Add writes a device and its interfaces.
+// Add writes a device and its interfaces. The root hub's defaults say
+// how a new device comes: with authorized_default 0 it is not authorized,
+// and has no interfaces until it is; with interface_authorized_default 0
+// its interfaces are not authorized, and no driver probed them.
 func (b *Builder) Add(d Dev) *Builder {
 	for _, drv := range []string{"usb", "hub", "usbhid", "usb-storage", "usbback"} {
 		if _, err := os.Stat(filepath.Join(b.Root, "bus/usb/drivers", drv)); err != nil && b.err == nil {
@@ -100,6 +103,8 @@ func (b *Builder) Add(d Dev) *Builder {
 	if d.Speed == "" {
 		d.Speed = "480"
 	}
+	isRoot := strings.HasPrefix(d.BusID, "usb")
+	authorized := isRoot || b.rootHubAttr(bus, "authorized_default") != "0"
 	attrs := map[string]string{
 		"busnum": bus, "devnum": fmt.Sprint(d.DevNum), "idVendor": d.Vendor, "idProduct": d.Product,
 		"bcdDevice": "0100", "bDeviceClass": d.Class, "bDeviceSubClass": "00", "bDeviceProtocol": "00",
@@ -108,9 +113,12 @@ func (b *Builder) Add(d Dev) *Builder {
 		"manufacturer": d.Manufacturer, "product": d.Name,
 		"uevent": "DEVTYPE=usb_device\n", "authorized": "1",
 	}
-	if strings.HasPrefix(d.BusID, "usb") {
+	if isRoot {
 		attrs["authorized_default"] = "1"
 		attrs["interface_authorized_default"] = "1"
+	}
+	if !authorized {
+		attrs["authorized"], attrs["bConfigurationValue"] = "0", ""
 	}
 	if d.Serial != "" {
 		attrs["serial"] = d.Serial
@@ -125,10 +133,21 @@ func (b *Builder) Add(d Dev) *Builder {
 	b.link("bus/usb/devices/"+name, dir)
 	b.link(dir+"/driver", "bus/usb/drivers/usb")
 	b.link("bus/usb/drivers/usb/"+name, dir)
-	// The root hub's default says whether new interfaces are authorized;
-	// a deauthorized one is probed by no driver.
+	b.addInterfaces(d, dir, bus, authorized)
+	return b
+}
+
+// rootHubAttr reads an attribute of a bus's root hub, "" when absent.
+func (b *Builder) rootHubAttr(bus, attr string) string {
+	v, _ := os.ReadFile(filepath.Join(b.Root, "bus/usb/devices/usb"+bus, attr))
+	return strings.TrimSpace(string(v))
+}
+
+// addInterfaces writes a device's interfaces: in the device when it is
+// configured, else where the fake kernel keeps them until it is.
+func (b *Builder) addInterfaces(d Dev, dir, bus string, configured bool) {
 	intfAuth := "1"
-	if v, err := os.ReadFile(filepath.Join(b.Root, "bus/usb/devices/usb"+bus, "interface_authorized_default")); err == nil && strings.TrimSpace(string(v)) == "0" {
+	if b.rootHubAttr(bus, "interface_authorized_default") == "0" {
 		intfAuth = "0"
 	}
 	for i, in := range d.Interfaces {
@@ -137,12 +156,18 @@ func (b *Builder) Add(d Dev) *Builder {
 			iname = fmt.Sprintf("%s-0:1.%d", bus, i)
 		}
 		idir := dir + "/" + iname
+		if !configured {
+			idir = stashDir + "/" + d.BusID + "/" + iname
+		}
 		for k, v := range map[string]string{
 			"bInterfaceNumber": fmt.Sprintf("%02x", i), "bAlternateSetting": " 0", "bInterfaceClass": in.Class,
 			"bInterfaceSubClass": in.SubClass, "bInterfaceProtocol": in.Protocol, "uevent": "DEVTYPE=usb_interface",
 			"authorized": intfAuth,
 		} {
 			b.write(idir+"/"+k, v+"\n")
+		}
+		if !configured {
+			continue
 		}
 		b.link("bus/usb/devices/"+iname, idir)
 		if in.Driver != "" && intfAuth == "1" {
@@ -153,7 +178,6 @@ func (b *Builder) Add(d Dev) *Builder {
 			b.link("bus/usb/drivers/"+in.Driver+"/"+iname, idir)
 		}
 	}
-	return b
 }
 
 // A Disk is a block device a storage interface provides, as the kernel

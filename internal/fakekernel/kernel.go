@@ -1,9 +1,11 @@
 package fakekernel
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -153,6 +155,12 @@ func (k *Kernel) deviceAttr(path, dir, attr, data string) error {
 		return k.authorizeIntf(path, dir, name, data)
 	case attr == "bConfigurationValue" && isDev:
 		return k.configure(path, dir, name, data)
+	case attr == "authorized_default" && isDev && strings.HasPrefix(name, "usb"):
+		var v int
+		if _, err := fmt.Sscanf(data, "%d", &v); err != nil || v < -1 || v > 2 {
+			return errno(path, syscall.EINVAL)
+		}
+		return os.WriteFile(filepath.Join(dir, attr), []byte(strconv.Itoa(v)+"\n"), 0o644)
 	case attr == "interface_authorized_default" && isDev && strings.HasPrefix(name, "usb"):
 		v, ok := kstrtobool(data)
 		if !ok {

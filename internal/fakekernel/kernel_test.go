@@ -209,3 +209,23 @@ func TestUnplugForgetsInterfaces(t *testing.T) {
 	}
 	interfaces("1-2", "1-2:1.0=usbhid")(t, f)
 }
+
+// With the root hub's authorized_default at 0, a device plugged is not
+// authorized and has no interfaces; authorized, it gets them, probed.
+func TestPlugUnderDeviceAuthorizationDefault(t *testing.T) {
+	f, k := realHost(t)
+	wantErrno(t, write(t, k, f, "bus/usb/devices/usb1/authorized_default", "0"), 0, "authorized_default 0")
+	wantErrno(t, write(t, k, f, "bus/usb/devices/usb1/authorized_default", "3"), syscall.EINVAL, "authorized_default 3")
+	if err := k.Plug(fakekernel.Dev{BusID: "1-6", DevNum: 7, Vendor: "0627", Product: "0001", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.Device("1-6")
+	if err != nil || d.Authorized || len(d.Interfaces) != 0 {
+		t.Fatalf("%+v %v: want unauthorized, no interfaces", d, err)
+	}
+	if err := f.SetAuthorized("1-6", true); err != nil {
+		t.Fatal(err)
+	}
+	interfaces("1-6", "1-6:1.0=usbhid")(t, f)
+}
