@@ -218,3 +218,44 @@ func TestRunNeedsRoot(t *testing.T) {
 		t.Error("the state directory was made before the check")
 	}
 }
+
+// A store that refuses for a while is not the end: the passes that failed
+// meanwhile are retried, and the agent converges once the fault ends.
+func TestStoreRefusingForAWhileIsSurvived(t *testing.T) {
+	h := newHost(t)
+	p := newErrProxy(t, h.store.SocketPath())
+	h.cfg.Xenstore = p.path()
+	h.cfg.StoreFailAfter = time.Hour
+	ready := h.log.await("ready: every present device reconciled")
+	_, done := h.start()
+	h.await(ready, "ready")
+	w := h.dialRaw()
+	if m := decode(t, w.ask(`{"request":"watch"}`)); m["watching"] != true {
+		t.Fatalf("watch: %v", m)
+	}
+	p.broken.Store(true)
+	if m := decode(t, h.dialRaw().ask(`{"request":"reload"}`)); m["ok"] != true {
+		t.Fatalf("reload: %v", m)
+	}
+	var failed any
+	for failed == nil {
+		if d := decode(t, w.line()); field(d, "decision", "action") == "failed" {
+			failed = field(d, "decision", "busid")
+		}
+	}
+	p.broken.Store(false)
+	for {
+		d := decode(t, w.line())
+		if field(d, "decision", "busid") == failed && field(d, "decision", "action") != "failed" {
+			break
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run ended: %v", err)
+	default:
+	}
+	if st := decode(t, h.dialRaw().ask(`{"request":"status"}`)); field(st, "status", "state") != "ready" {
+		t.Errorf("status: %v", st)
+	}
+}
