@@ -152,8 +152,15 @@ func (k *Kernel) probeErr(drv, intf, dir string) syscall.Errno {
 	if !authorized(filepath.Dir(dir)) || !authorized(dir) {
 		return syscall.ENODEV
 	}
-	if drv == "usbback" {
+	switch drv {
+	case "usbback":
 		return k.usbbackProbe(intf, filepath.Dir(dir))
+	case "hub":
+		// hub_probe refuses a hub at the deepest tier: nothing can hang
+		// from it.
+		if id, err := usbname.Parse(filepath.Base(filepath.Dir(dir))); err == nil && len(id.Ports) == usbname.MaxDepth {
+			return syscall.E2BIG
+		}
 	}
 	return 0
 }

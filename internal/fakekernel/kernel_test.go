@@ -229,3 +229,24 @@ func TestPlugUnderDeviceAuthorizationDefault(t *testing.T) {
 	}
 	interfaces("1-6", "1-6:1.0=usbhid")(t, f)
 }
+
+// A hub at the deepest tier is refused by the hub driver (E2BIG): no
+// device could hang from it.
+func TestHubTooDeep(t *testing.T) {
+	root := fakekernel.TempDir(t)
+	b := &fakekernel.Builder{Root: root}
+	b.Add(fakekernel.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: fakekernel.Hub})
+	for i, id := range []string{"1-1", "1-1.1", "1-1.1.1", "1-1.1.1.1", "1-1.1.1.1.1"} {
+		b.Add(fakekernel.Dev{BusID: id, DevNum: 2 + i, Vendor: "05e3", Product: "0610", Class: "09", Interfaces: fakekernel.Hub})
+	}
+	b.Add(fakekernel.Dev{BusID: "1-1.1.1.1.1.1", DevNum: 7, Vendor: "05e3", Product: "0610", Class: "09",
+		Interfaces: []fakekernel.Intf{{Class: "09", SubClass: "00", Protocol: "00"}}})
+	if b.Err() != nil {
+		t.Fatal(b.Err())
+	}
+	k := fakekernel.NewKernel(root)
+	f := usbsysfs.NewFS(root).WithWriter(k)
+	wantErrno(t, f.Bind("1-1.1.1.1.1.1:1.0", "hub"), syscall.E2BIG, "a hub six ports deep")
+	wantErrno(t, f.Unbind("1-1.1.1.1.1:1.0"), 0, "unbind a hub five deep")
+	wantErrno(t, f.Bind("1-1.1.1.1.1:1.0", "hub"), 0, "bind it back")
+}
