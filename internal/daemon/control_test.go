@@ -156,7 +156,7 @@ func TestAPIWhileWaitingForXenstored(t *testing.T) {
 	waiting := h.log.await("xenstore: ")
 	h.start()
 	h.await(waiting, "xenstore:")
-	mustContain(t, "the log", h.log.String(), "no such file or directory, retrying in ")
+	mustContain(t, "the log", h.log.String(), `"message":"xenstore: stat `+h.cfg.Xenstore+`: no such file or directory, retrying in 50ms"`)
 	st := decode(t, h.dialRaw().ask(`{"request":"status"}`))
 	if field(st, "status", "state") != "waiting_for_xenstored" || !strings.Contains(fmt.Sprint(field(st, "status", "xenstore", "last_error")), "no-xenstored") {
 		t.Errorf("status: %v", st)

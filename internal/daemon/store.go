@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,7 +37,9 @@ func (d *daemon) store(ctx context.Context) error {
 			d.st.update(func(s *Status) {
 				s.State, s.Xenstore.LastError, s.Xenstore.RetryInMS = StateWaiting, err.Error(), backoff.Milliseconds()
 			})
-			d.log.Warn().Err(err).Int64("retry_in_ms", backoff.Milliseconds()).Msgf("xenstore: %v, retrying in %v", err, backoff)
+			// The message names its unit once, whatever the error says.
+			d.log.Warn().Err(err).Int64("retry_in_ms", backoff.Milliseconds()).
+				Msgf("xenstore: %s, retrying in %v", strings.TrimPrefix(err.Error(), "xenstore: "), backoff)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
