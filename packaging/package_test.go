@@ -85,6 +85,12 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 			t.Errorf("installed package lacks %s", f)
 		}
 	}
+	// Enabled at install, as Debian does for a daemon (and started, where
+	// systemd runs; the maintainer scripts' own test checks that part).
+	const wants = "/etc/systemd/system/multi-user.target.wants/usbhotplugd.service"
+	if _, err := os.Lstat(wants); err != nil {
+		t.Errorf("the install did not enable the unit: %v", err)
+	}
 	if v := sh(t, "/usr/bin/usbhotplugd", "version"); !strings.HasPrefix(v, "usbhotplugd 0.0.1 (commit ") {
 		t.Errorf("version: %q", v)
 	}
@@ -131,5 +137,8 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	sh(t, "dpkg", "-P", "usbhotplugd")
 	if _, err := os.Stat("/etc/usbhotplugd/policy.toml"); err == nil {
 		t.Error("the policy is still there after a purge")
+	}
+	if _, err := os.Lstat(wants); err == nil {
+		t.Error("the unit is still enabled after a purge")
 	}
 }

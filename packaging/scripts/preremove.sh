@@ -1,9 +1,24 @@
 #!/bin/sh
-# Stop the agent before its files go. Devices stay where they are: an
-# attached device remains with its guest, recorded in xenstore as libxl
-# records it.
+# Stop the agent when the package is removed; an upgrade keeps it running
+# until the new version's postinstall restarts it. Devices stay where they
+# are: an attached device remains with its guest, recorded in xenstore as
+# libxl records it.
+#   deb: prerm remove | upgrade NEW-VERSION    rpm: %preun 0 (erase) | 1 (upgrade)
 set -e
-if [ -d /run/systemd/system ]; then
-	systemctl disable --now usbhotplugd.service >/dev/null 2>&1 || true
-fi
+unit=usbhotplugd.service
+case "$1" in
+remove)
+	# deb-systemd-helper keeps the admin's choice for a reinstall, and
+	# forgets it at a purge (postremove).
+	if [ -d /run/systemd/system ]; then
+		systemctl stop "$unit" >/dev/null 2>&1 || true
+	fi
+	;;
+0)
+	systemctl disable "$unit" >/dev/null 2>&1 || true
+	if [ -d /run/systemd/system ]; then
+		systemctl stop "$unit" >/dev/null 2>&1 || true
+	fi
+	;;
+esac
 exit 0
