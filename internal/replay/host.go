@@ -104,36 +104,7 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 	}
 	switch e.Action {
 	case "add":
-		if e.IsUSBDevice() && usbsysfs.ValidBusID(name) != nil || e.IsUSBInterface() && usbsysfs.ValidInterface(name) != nil {
-			return fmt.Errorf("replay: %q is not a USB name", name)
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		if e.IsUSBDevice() {
-			if err := h.deviceAttrs(dir, name, e, attrs); err != nil {
-				return err
-			}
-		} else {
-			c, s, p, err := e.Interface()
-			if err != nil {
-				return err
-			}
-			num := "00"
-			if i := strings.LastIndexByte(name, '.'); i >= 0 {
-				if n, err := strconv.Atoi(name[i+1:]); err == nil {
-					num = fmt.Sprintf("%02x", n)
-				}
-			}
-			for k, v := range map[string]string{"bInterfaceClass": fmt.Sprintf("%02x", c), "bInterfaceSubClass": fmt.Sprintf("%02x", s),
-				"bInterfaceProtocol": fmt.Sprintf("%02x", p), "bInterfaceNumber": num, "bAlternateSetting": " 0",
-				"authorized": h.intfAuthorized(name, attrs)} {
-				if err := write(dir, k, v); err != nil {
-					return err
-				}
-			}
-		}
-		if err := h.link(name, dir); err != nil {
+		if err := h.add(e, dir, attrs); err != nil {
 			return err
 		}
 		// A kernel's own add never names a driver, as nothing is bound
@@ -144,19 +115,7 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 		}
 		fallthrough
 	case "bind":
-		drv := e.Driver()
-		if drv == "" || strings.ContainsAny(drv, "/.") {
-			return nil
-		}
-		if _, err := os.Stat(filepath.Join(h.Root, "bus/usb/drivers", drv)); err != nil {
-			if err := fakekernel.AddDriver(h.Root, drv); err != nil {
-				return err
-			}
-		}
-		if h.Kernel != nil && e.IsUSBInterface() {
-			h.Kernel.Learn(name, drv)
-		}
-		return h.bind(dir, name, drv)
+		return h.bindTo(e, dir)
 	case "unbind":
 		return h.unbind(dir, name)
 	case "remove":
@@ -165,6 +124,59 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 		return os.RemoveAll(dir)
 	}
 	return nil
+}
+
+// add makes the directory of an added device or interface, with its
+// attributes, and its bus/usb/devices entry.
+func (h *Host) add(e uevent.Event, dir string, attrs map[string]string) error {
+	name := e.Name()
+	if e.IsUSBDevice() && usbsysfs.ValidBusID(name) != nil || e.IsUSBInterface() && usbsysfs.ValidInterface(name) != nil {
+		return fmt.Errorf("replay: %q is not a USB name", name)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if e.IsUSBDevice() {
+		if err := h.deviceAttrs(dir, name, e, attrs); err != nil {
+			return err
+		}
+		return h.link(name, dir)
+	}
+	c, s, p, err := e.Interface()
+	if err != nil {
+		return err
+	}
+	num := "00"
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		if n, err := strconv.Atoi(name[i+1:]); err == nil {
+			num = fmt.Sprintf("%02x", n)
+		}
+	}
+	for k, v := range map[string]string{"bInterfaceClass": fmt.Sprintf("%02x", c), "bInterfaceSubClass": fmt.Sprintf("%02x", s),
+		"bInterfaceProtocol": fmt.Sprintf("%02x", p), "bInterfaceNumber": num, "bAlternateSetting": " 0",
+		"authorized": h.intfAuthorized(name, attrs)} {
+		if err := write(dir, k, v); err != nil {
+			return err
+		}
+	}
+	return h.link(name, dir)
+}
+
+// bindTo binds what an event names to the driver it names.
+func (h *Host) bindTo(e uevent.Event, dir string) error {
+	drv := e.Driver()
+	if drv == "" || strings.ContainsAny(drv, "/.") {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(h.Root, "bus/usb/drivers", drv)); err != nil {
+		if err := fakekernel.AddDriver(h.Root, drv); err != nil {
+			return err
+		}
+	}
+	if h.Kernel != nil && e.IsUSBInterface() {
+		h.Kernel.Learn(e.Name(), drv)
+	}
+	return h.bind(dir, e.Name(), drv)
 }
 
 func (h *Host) bind(dir, name, drv string) error {
