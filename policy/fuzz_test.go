@@ -45,6 +45,10 @@ func FuzzParse(f *testing.F) {
 				if e.File == "fuzz.toml" && (e.Line < 0 || e.Line > lines) {
 					t.Fatalf("line %d of a %d-line file: %v", e.Line, lines, e)
 				}
+				// Past the size check, every error has its line.
+				if e.File == "fuzz.toml" && e.Line == 0 && len(b) <= policy.MaxFileSize {
+					t.Fatalf("an error without a line: %v", e)
+				}
 			}
 			return
 		}

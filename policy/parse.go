@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -132,7 +133,7 @@ func (ps *parseState) file(name string, data []byte, stack []string, dropIn bool
 		e := &Error{File: name, Kind: ErrSyntax, Msg: err.Error()}
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			e.Line, e.Msg = pe.Position.Line, pe.Message
+			e.Line, e.Msg = syntaxLine(data, pe.Position), pe.Message
 		}
 		ps.errs = append(ps.errs, e)
 		return
@@ -171,6 +172,16 @@ func (ps *parseState) file(name string, data []byte, stack []string, dropIn bool
 			fp.fail(nil, []string{k}, k, ErrUnknownKey, "unknown key: a policy has [[rule]] and [domain.NAME] sections%s", hint(k, topHints))
 		}
 	}
+}
+
+// syntaxLine is the line of a syntax error, counted from its byte offset:
+// the library's own line is one short for some errors (a newline in a
+// one-line string).
+func syntaxLine(data []byte, p toml.Position) int {
+	if p.Start < 0 || p.Start > len(data) || p.Start == 0 && p.Line > 1 {
+		return p.Line
+	}
+	return 1 + bytes.Count(data[:p.Start], []byte{'\n'})
 }
 
 // sortedKeys orders a table's keys by where they were written, so errors

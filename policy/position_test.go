@@ -129,3 +129,21 @@ func TestIncludeCycleCleanPath(t *testing.T) {
 		t.Fatalf("want a cycle, got %v", err)
 	}
 }
+
+// A syntax error names the line it is on, counted from where the TOML
+// library stopped (its own line count is off by one for some errors).
+func TestSyntaxErrorLines(t *testing.T) {
+	for src, want := range map[string]int{
+		"\n\na = \"x\r\n":         3,
+		"\"\r\n":                  1,
+		"[[rule]\nname = 1\n":     1,
+		"a = 1\nb = \"\"\"x\n\ny": 4, // at the end, where the string should have ended
+		"a = 1\n\n\nb = = 2\n":    4,
+	} {
+		_, err := policy.Parse("t.toml", []byte(src), nil)
+		var es policy.Errors
+		if !errors.As(err, &es) || len(es) != 1 || !errors.Is(es[0], policy.ErrSyntax) || es[0].Line != want {
+			t.Errorf("%q: want a syntax error on line %d, got %v", src, want, err)
+		}
+	}
+}
