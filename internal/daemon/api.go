@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"fmt"
+
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // ControlSocket is the control socket's name under the state directory.
@@ -57,6 +60,7 @@ type Explanation struct {
 	Action    string   `json:"action"`
 	Rule      string   `json:"rule,omitempty"`
 	RuleIndex int      `json:"rule_index,omitempty"`
+	RuleAt    string   `json:"rule_at,omitempty"` // FILE:LINE, the main file, a drop-in or an include
 	Guard     string   `json:"guard,omitempty"`
 	Domain    string   `json:"domain,omitempty"`
 	Reason    string   `json:"reason"`
@@ -72,6 +76,7 @@ type Explanation struct {
 type SkippedRule struct {
 	Rule      string `json:"rule"`
 	RuleIndex int    `json:"rule_index"`
+	RuleAt    string `json:"rule_at"`
 	Why       string `json:"why"`
 }
 
@@ -79,13 +84,15 @@ func explanationOf(e agent.Explained) Explanation {
 	x := Explanation{BusID: e.Device.BusID, ID: e.Device.ID(), Action: e.Explanation.Action.String(), Guard: e.Explanation.Guard,
 		Reason: e.Explanation.Reason, Twins: e.Explanation.Twins, Last: e.Last}
 	if r := e.Explanation.Rule; r != nil {
-		x.Rule, x.RuleIndex = r.Name, r.Index
+		x.Rule, x.RuleIndex, x.RuleAt = r.Name, r.Index, ruleAt(r)
 	}
 	if t := e.Explanation.Target; t != nil {
 		x.Domain = t.Domain
 	}
 	for _, s := range e.Explanation.Skipped {
-		x.Skipped = append(x.Skipped, SkippedRule{Rule: s.Rule.Name, RuleIndex: s.Rule.Index, Why: s.Why})
+		x.Skipped = append(x.Skipped, SkippedRule{Rule: s.Rule.Name, RuleIndex: s.Rule.Index, RuleAt: ruleAt(s.Rule), Why: s.Why})
 	}
 	return x
 }
+
+func ruleAt(r *policy.Rule) string { return fmt.Sprintf("%s:%d", r.File, r.Line) }
