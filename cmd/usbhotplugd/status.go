@@ -81,7 +81,7 @@ func runStatus(ctx context.Context, stateDir string, asJSON bool, stdout io.Writ
 		fmt.Fprintf(stdout, "last reload REFUSED at %s (the policy above stays in force): %s\n", p.ReloadRefusedAt.Format(time.DateTime), safetext.Line(p.ReloadError))
 	}
 	for _, k := range st.SkippedControllers {
-		fmt.Fprintf(stdout, "controller %d of domain %d is SKIPPED (the rest of the host works on): %s\n", k.DevID, k.Domid, k.Reason)
+		fmt.Fprintf(stdout, "controller %d of domain %d is SKIPPED (the rest of the host works on): %s\n", k.DevID, k.Domid, safetext.Line(k.Reason))
 	}
 	if len(st.Devices) == 0 {
 		fmt.Fprintln(stdout, "\nno devices decided yet")

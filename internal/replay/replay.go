@@ -16,6 +16,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
@@ -375,7 +376,8 @@ func (r *Result) WriteText(w io.Writer) error {
 		if !r.Start.IsZero() {
 			at = r.Start.Add(time.Duration(l.At)).UTC().Format(time.TimeOnly)
 		}
-		if _, err := fmt.Fprintf(w, "%s  %s\n", at, l.Text); err != nil {
+		// A trace carries the recorded devices' own strings: never raw.
+		if _, err := fmt.Fprintf(w, "%s  %s\n", at, safetext.Line(l.Text)); err != nil {
 			return err
 		}
 	}
