@@ -130,20 +130,30 @@ func (c *control) client(ctx context.Context, d *daemon, conn *net.UnixConn) {
 			}
 			return
 		}
-		var req Request
-		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			writeResponse(conn, errorResponse(CodeBadRequest, fmt.Errorf("a request is one JSON object: %w", err)))
-			return
-		}
-		if req.Request == ReqWatch && r >= roleReader {
+		resp, watch, keep := d.request(ctx, sc.Bytes(), r)
+		if watch {
 			conn.SetReadDeadline(time.Time{})
 			d.watch(ctx, conn)
 			return
 		}
-		if err := writeResponse(conn, d.answer(ctx, req, r)); err != nil {
+		if err := writeResponse(conn, resp); err != nil || !keep {
 			return
 		}
 	}
+}
+
+// request answers one request line from a peer with role r. watch: the
+// peer asked to watch, and may; keep: the connection may carry another
+// request (not after a line that is not JSON: the stream is lost).
+func (d *daemon) request(ctx context.Context, line []byte, r role) (resp Response, watch, keep bool) {
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return errorResponse(CodeBadRequest, fmt.Errorf("a request is one JSON object: %w", err)), false, false
+	}
+	if req.Request == ReqWatch && r >= roleReader {
+		return Response{}, true, true
+	}
+	return d.answer(ctx, req, r), false, true
 }
 
 // answer makes the reply to one request other than watch.
