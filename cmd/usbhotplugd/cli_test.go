@@ -294,3 +294,24 @@ func TestManPages(t *testing.T) {
 		}
 	}
 }
+
+// Every command pays for the start-up work of every package linked in, so
+// none whose initialisation is heavy and that only one command would use:
+// the HTTP stack, protobuf, the Prometheus client, a markdown renderer.
+func TestNoHeavyStartUp(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("needs the go command to list the binary's packages")
+	}
+	out, err := exec.Command(goTool, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		for _, heavy := range []string{"net/http", "expvar", "google.golang.org/protobuf", "github.com/prometheus/client_golang", "github.com/spf13/cobra/doc", "github.com/russross/blackfriday"} {
+			if p == heavy || strings.HasPrefix(p, heavy+"/") {
+				t.Errorf("the binary links %s", p)
+			}
+		}
+	}
+}
