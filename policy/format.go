@@ -10,21 +10,31 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // A RuleSpec is a rule to write out, as commands that write policy
 // (`assign`, `generate`) build it.
 type RuleSpec struct {
+	Comment     string // written above the section, each line as a comment
 	Name        string
 	Description string
 	Action      Action     // Attach or Deny
 	Match       []KeyValue // match keys in the order to write them
 	Domain      string     // the target, for Attach
+	// Pins are the target's keys after domain, for Attach: controller and
+	// port, as xl's controller= and port=.
+	Pins []KeyValue
 }
 
-// A KeyValue is one match key: {"serial", "0001"}, {"port_path", "pci-..."}.
-// bus and addr take decimal numbers; every other key a string.
+// A KeyValue is one key of a table: {"serial", "0001"}, {"port_path",
+// "pci-..."}, {"controller", "0"}. Keys that take numbers (match's bus
+// and addr, target's controller and port) are written as numbers when
+// the value is decimal; every other key is a string.
 type KeyValue struct{ Key, Value string }
+
+// numeric are the keys whose values are numbers, by table.
+var numeric = map[string]bool{"match.bus": true, "match.addr": true, "target.controller": true, "target.port": true}
 
 // FormatRule writes spec as a [[rule]] section. The result is checked by
 // Parse: an error names what Parse refused, so nothing written by it can
@@ -39,6 +49,7 @@ func FormatRule(spec RuleSpec) ([]byte, error) {
 
 func formatRule(spec RuleSpec) []byte {
 	var b bytes.Buffer
+	b.Write(FormatComment(spec.Comment))
 	b.WriteString("[[rule]]\n")
 	fmt.Fprintf(&b, "name = %s\n", Quote(spec.Name))
 	if spec.Description != "" {
@@ -46,21 +57,40 @@ func formatRule(spec RuleSpec) []byte {
 	}
 	fmt.Fprintf(&b, "action = %s\n", Quote(spec.Action.String()))
 	if len(spec.Match) > 0 {
-		b.WriteString("match = { ")
-		for i, kv := range spec.Match {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			v := Quote(kv.Value)
-			if n, err := strconv.Atoi(kv.Value); err == nil && (kv.Key == "bus" || kv.Key == "addr") {
-				v = strconv.Itoa(n)
-			}
-			fmt.Fprintf(&b, "%s = %s", quoteKey(kv.Key), v)
-		}
-		b.WriteString(" }\n")
+		writeInline(&b, "match", spec.Match)
 	}
 	if spec.Action == Attach {
-		fmt.Fprintf(&b, "target = { domain = %s }\n", Quote(spec.Domain))
+		writeInline(&b, "target", append([]KeyValue{{"domain", spec.Domain}}, spec.Pins...))
+	}
+	return b.Bytes()
+}
+
+// writeInline writes table = { k = v, ... } on one line.
+func writeInline(b *bytes.Buffer, table string, kvs []KeyValue) {
+	fmt.Fprintf(b, "%s = { ", table)
+	for i, kv := range kvs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		v := Quote(kv.Value)
+		if n, err := strconv.Atoi(kv.Value); err == nil && numeric[table+"."+kv.Key] {
+			v = strconv.Itoa(n)
+		}
+		fmt.Fprintf(b, "%s = %s", QuoteKey(kv.Key), v)
+	}
+	b.WriteString(" }\n")
+}
+
+// FormatComment writes text as comment lines, each "# " and the line
+// with what does not print shown as '?', so a device's strings cannot
+// end the comment or hide what follows; "" writes nothing.
+func FormatComment(text string) []byte {
+	if text == "" {
+		return nil
+	}
+	var b bytes.Buffer
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		b.WriteString(strings.TrimRight("# "+strings.Map(printable, l), " ") + "\n")
 	}
 	return b.Bytes()
 }
@@ -70,12 +100,7 @@ func formatRule(spec RuleSpec) []byte {
 // FormatDropIn says why not.
 func FormatDropIn(comment string, hosts []string, specs ...RuleSpec) ([]byte, error) {
 	var b bytes.Buffer
-	for _, l := range strings.Split(strings.TrimRight(comment, "\n"), "\n") {
-		if comment == "" {
-			break
-		}
-		b.WriteString(strings.TrimRight("# "+strings.Map(printable, l), " ") + "\n")
-	}
+	b.Write(FormatComment(comment))
 	if len(hosts) > 0 {
 		q := make([]string, len(hosts))
 		for i, h := range hosts {
@@ -96,9 +121,10 @@ func FormatDropIn(comment string, hosts []string, specs ...RuleSpec) ([]byte, er
 	return b.Bytes(), nil
 }
 
-// printable keeps a comment on one line and free of control characters.
+// printable keeps a comment on one line and free of control characters;
+// a byte that is not UTF-8 is shown as '?' too.
 func printable(r rune) rune {
-	if unicode.IsPrint(r) {
+	if unicode.IsPrint(r) && r != utf8.RuneError {
 		return r
 	}
 	return '?'
@@ -127,8 +153,9 @@ func Quote(s string) string {
 	return b.String()
 }
 
-// quoteKey writes a bare key when it can be one.
-func quoteKey(k string) string {
+// QuoteKey writes a key (of a table or a [domain.NAME] header) bare when
+// TOML allows, else as Quote does.
+func QuoteKey(k string) string {
 	if k != "" && strings.IndexFunc(k, func(r rune) bool { return r > 0x7f || !isBare(byte(r)) }) < 0 {
 		return k
 	}

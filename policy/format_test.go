@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
@@ -84,5 +86,27 @@ func TestWriteDropIn(t *testing.T) {
 	}
 	if err := policy.RemoveDropIn(d, name); err != nil {
 		t.Errorf("removing it again: %v", err)
+	}
+}
+
+// Whatever a device puts in its strings, Quote's value reads back as TOML
+// to the same string (bytes that are not UTF-8 as U+FFFD), and
+// FormatComment keeps each line a comment.
+func TestQuoteRoundTrips(t *testing.T) {
+	for _, s := range []string{"", "plain", `quo"te`, `back\slash`, "tab\tnew\nline", "\x00\x01\x1f\x7f", "caf\xc3\xa9", "bad\xff\xfe", "#not a comment", "''' \"\"\"", "rtl\u202eexe", "\U0001F600"} {
+		var v struct{ V string }
+		if _, err := toml.Decode("V = "+policy.Quote(s), &v); err != nil {
+			t.Errorf("%q written as %s: %v", s, policy.Quote(s), err)
+			continue
+		}
+		if want := string([]rune(s)); v.V != want { // each bad byte a U+FFFD
+			t.Errorf("%q reads back as %q", s, v.V)
+		}
+	}
+	if got := string(policy.FormatComment("a\nb\x00c\xff \n")); got != "# a\n# b?c?\n" {
+		t.Errorf("comment: %q", got)
+	}
+	if got := policy.QuoteKey("lab.example") + " " + policy.QuoteKey("kiosk_1-a"); got != `"lab.example" kiosk_1-a` {
+		t.Errorf("keys: %s", got)
 	}
 }

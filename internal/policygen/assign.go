@@ -53,8 +53,7 @@ func AssignDropIn(ctx context.Context, polPath string, d usbsysfs.Device, devs [
 	name := policy.DropInFileName(AssignPrefix+d.ID(), id.Key, id.Value)
 	data, err := policy.FormatDropIn(
 		fmt.Sprintf("Written by usbhotplugd assign: %s (%s, %s) goes to %s.\n%s.\nRemove it with usbhotplugd unassign %s.", d.BusID, d.ID(), deviceName(d), domain, id.Why, d.BusID),
-		nil, policy.RuleSpec{Name: ruleName(d, id), Action: policy.Attach, Domain: domain,
-			Match: []policy.KeyValue{{Key: "id", Value: d.ID()}, {Key: id.Key, Value: id.Value}}})
+		nil, policy.RuleSpec{Name: ruleName(d, id), Action: policy.Attach, Domain: domain, Match: id.Match(d)})
 	if err != nil {
 		return Assignment{}, err
 	}

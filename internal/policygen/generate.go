@@ -38,17 +38,19 @@ func Generate(devs []usbsysfs.Device, o Options) ([]byte, error) {
 	}
 	var b strings.Builder
 	b.WriteString(header)
-	writeDomain(&b, o.Domain, specs)
+	writeDomains(&b, o.Domain, specs)
 	used := names{}
 	for _, d := range devs {
 		label := fmt.Sprintf("%s  %s  %s", d.BusID, d.ID(), deviceName(d))
 		if d.IsHub() || d.IsRootHub() {
-			fmt.Fprintf(&b, "\n# %s: a hub; hubs are never passed through\n", comment(label))
+			b.WriteString("\n")
+			b.Write(policy.FormatComment(label + ": a hub; hubs are never passed through"))
 			continue
 		}
 		if o.InUse != nil {
 			if why := o.InUse(d); why != "" {
-				fmt.Fprintf(&b, "\n# %s: in use by dom0 (%s); it stays there\n", comment(label), comment(why))
+				b.WriteString("\n")
+				b.Write(policy.FormatComment(fmt.Sprintf("%s: in use by dom0 (%s); it stays there", label, why)))
 				continue
 			}
 		}
@@ -56,14 +58,16 @@ func Generate(devs []usbsysfs.Device, o Options) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		r := Rule{
-			Comments: []string{label, "  " + id.Why},
-			Name:     used.unique(ruleBase(d)),
-			Action:   "attach",
-			Match:    id.Match(d),
-			Target:   []KV{Str("domain", o.Domain)},
+		spec := policy.RuleSpec{
+			Comment: label + "\n  " + id.Why,
+			Name:    used.unique(ruleBase(d)),
+			Action:  policy.Attach,
+			Match:   id.Match(d),
+			Domain:  o.Domain,
 		}
-		b.WriteString("\n" + r.TOML())
+		if err := writeRule(&b, spec); err != nil {
+			return nil, err
+		}
 	}
 	out := []byte(b.String())
 	// What is written must parse: a device's strings are only ever quoted,
@@ -85,17 +89,16 @@ const header = `# A usbhotplugd policy for the USB devices present when it was w
 #   usbhotplugd explain --policy FILE      what does it do with each device?
 `
 
-func writeDomain(b *strings.Builder, domain string, specs []policy.CtrlSpec) {
-	if len(specs) == 0 {
-		fmt.Fprintf(b, "\n# The controllers the agent creates for %s when it has none, as xl.cfg's usbctrl:\n", comment(domain))
-		fmt.Fprintf(b, "# [domain.%s]\n# usbctrl = [\"version=2, ports=8\"]\n", comment(key(domain)))
+// writeDomains writes the domain's section when usbctrl is given, else
+// the section as a comment.
+func writeDomains(b *strings.Builder, domain string, specs []policy.CtrlSpec) {
+	b.WriteString("\n")
+	if len(specs) > 0 {
+		writeDomain(b, domain, specs)
 		return
 	}
-	quoted := make([]string, len(specs))
-	for i, c := range specs {
-		quoted[i] = quote(c.String())
-	}
-	fmt.Fprintf(b, "\n[domain.%s]\nusbctrl = [%s]\n", key(domain), strings.Join(quoted, ", "))
+	b.Write(policy.FormatComment(fmt.Sprintf("The controllers the agent creates for %s when it has none, as xl.cfg's usbctrl:\n[domain.%s]\nusbctrl = [\"version=2, ports=8\"]",
+		domain, policy.QuoteKey(domain))))
 }
 
 func deviceName(d usbsysfs.Device) string {
@@ -114,21 +117,10 @@ func ruleBase(d usbsysfs.Device) string {
 
 // checkDomain refuses what policy would: a domain is named, never a domid.
 func checkDomain(name string) error {
-	src := "[[rule]]\nname = \"x\"\naction = \"attach\"\ntarget = { domain = " + quote(name) + " }\n"
-	_, err := policy.Parse("domain", []byte(src), nil)
+	_, err := policy.FormatRule(policy.RuleSpec{Name: "x", Action: policy.Attach, Domain: name})
 	var es policy.Errors
 	if errors.As(err, &es) && len(es) > 0 {
 		return fmt.Errorf("domain %q: %s", name, es[0].Msg)
 	}
 	return err
-}
-
-// key writes a table key: bare when TOML allows, else quoted.
-func key(s string) string {
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return quote(s)
-		}
-	}
-	return s
 }

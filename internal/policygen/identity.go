@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // Identity keys, in match.* terms.
@@ -30,8 +31,8 @@ type Identity struct {
 }
 
 // Match is the rule's match: the device's vendor:product, and the identity.
-func (id Identity) Match(d usbsysfs.Device) []KV {
-	return []KV{Str("id", d.ID()), Str(id.Key, id.Value)}
+func (id Identity) Match(d usbsysfs.Device) []policy.KeyValue {
+	return []policy.KeyValue{{Key: "id", Value: d.ID()}, {Key: id.Key, Value: id.Value}}
 }
 
 // Choose names d among the devices present (all), in the order prefer

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
@@ -92,7 +93,8 @@ func (im *importer) file(c *XLConfig) string {
 	}
 	im.domains[dom] = c.File
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n# %s:%d  name = %s\n", comment(c.File), name.Line, comment(quote(dom)))
+	b.WriteString("\n")
+	b.Write(policy.FormatComment(fmt.Sprintf("%s:%d  name = %s", c.File, name.Line, policy.Quote(dom))))
 	ctrls := im.usbctrl(c, dom, &b)
 	im.usbdevs(c, dom, ctrls, &b)
 	if s, ok := c.Get("usbdevice"); ok {
@@ -126,7 +128,7 @@ func itemName(key string, i int, v XLValue) string {
 	if v.IsList || v.Number {
 		return fmt.Sprintf("%s[%d]", key, i)
 	}
-	return fmt.Sprintf("%s[%d] %s", key, i, quote(v.Atom))
+	return fmt.Sprintf("%s[%d] %s", key, i, policy.Quote(v.Atom))
 }
 
 // controllers are a domain's converted usbctrl list. Devids from unknown
@@ -161,18 +163,10 @@ func (im *importer) usbctrl(c *XLConfig, dom string, b *strings.Builder) control
 		ctrls.specs = append(ctrls.specs, spec)
 	}
 	if len(ctrls.specs) > 0 {
-		fmt.Fprintf(b, "# %s:%d  usbctrl: the controllers the agent creates, devid 0 first\n", comment(c.File), line)
-		fmt.Fprintf(b, "[domain.%s]\nusbctrl = %s\n", key(dom), specList(ctrls.specs))
+		b.Write(policy.FormatComment(fmt.Sprintf("%s:%d  usbctrl: the controllers the agent creates, devid 0 first", c.File, line)))
+		writeDomain(b, dom, ctrls.specs)
 	}
 	return ctrls
-}
-
-func specList(specs []policy.CtrlSpec) string {
-	q := make([]string, len(specs))
-	for i, c := range specs {
-		q[i] = quote(c.String())
-	}
-	return "[" + strings.Join(q, ", ") + "]"
 }
 
 func (im *importer) usbdevs(c *XLConfig, dom string, ctrls controllers, b *strings.Builder) {
@@ -192,47 +186,50 @@ func (im *importer) usbdevs(c *XLConfig, dom string, ctrls controllers, b *strin
 			im.problem(c, v.Line, what, "%s", why)
 			continue
 		}
-		r.Comments = append([]string{at}, r.Comments...)
-		b.WriteString("\n" + r.TOML())
+		r.Comment = at + "\n" + r.Comment
+		if err := writeRule(b, r); err != nil {
+			im.problem(c, v.Line, what, "%v", err)
+		}
 	}
 }
 
 // usbdev converts one usbdev spec; why says why it cannot be.
-func (im *importer) usbdev(dom, spec string, ctrls controllers, at string) (Rule, string) {
+func (im *importer) usbdev(dom, spec string, ctrls controllers, at string) (policy.RuleSpec, string) {
 	ds, err := policy.ParseDevSpec(spec)
 	if err != nil {
-		return Rule{}, err.Error()
+		return policy.RuleSpec{}, err.Error()
 	}
 	if ctrls.unknown >= 0 && ds.Controller >= ctrls.unknown {
-		return Rule{}, fmt.Sprintf("controller=%d: usbctrl[%d] was not converted, so which controller has devid %d is not known", ds.Controller, ctrls.unknown, ds.Controller)
+		return policy.RuleSpec{}, fmt.Sprintf("controller=%d: usbctrl[%d] was not converted, so which controller has devid %d is not known", ds.Controller, ctrls.unknown, ds.Controller)
 	}
 	d, why := im.deviceAt(ds.HostBus, ds.HostAddr)
 	if why != "" {
-		return Rule{}, why
+		return policy.RuleSpec{}, why
 	}
 	if prev, dup := im.seen[d.BusID]; dup {
-		return Rule{}, fmt.Sprintf("%s (bus %d addr %d) is converted already, from %s: a device goes to one guest, and the first rule that names it decides", d.BusID, ds.HostBus, ds.HostAddr, prev)
+		return policy.RuleSpec{}, fmt.Sprintf("%s (bus %d addr %d) is converted already, from %s: a device goes to one guest, and the first rule that names it decides", d.BusID, ds.HostBus, ds.HostAddr, prev)
 	}
 	id, err := Choose(d, im.devs, im.prefer)
 	if err != nil {
-		return Rule{}, err.Error()
+		return policy.RuleSpec{}, err.Error()
 	}
-	target := []KV{Str("domain", dom)}
+	var pins []policy.KeyValue
 	if ds.Controller >= 0 {
-		target = append(target, Int("controller", ds.Controller))
+		pins = append(pins, policy.KeyValue{Key: "controller", Value: strconv.Itoa(ds.Controller)})
 	}
 	if ds.Port > 0 {
-		target = append(target, Int("port", ds.Port))
+		pins = append(pins, policy.KeyValue{Key: "port", Value: strconv.Itoa(ds.Port)})
 	}
-	r := Rule{
-		Comments: []string{fmt.Sprintf("  %s  %s  %s (bus %d addr %d when converted)", d.BusID, d.ID(), deviceName(d), ds.HostBus, ds.HostAddr), "  " + id.Why},
-		Name:     "x", // named once it is known to be converted
-		Action:   "attach",
-		Match:    id.Match(d),
-		Target:   target,
+	r := policy.RuleSpec{
+		Comment: fmt.Sprintf("  %s  %s  %s (bus %d addr %d when converted)\n  %s", d.BusID, d.ID(), deviceName(d), ds.HostBus, ds.HostAddr, id.Why),
+		Name:    "x", // named once it is known to be converted
+		Action:  policy.Attach,
+		Match:   id.Match(d),
+		Domain:  dom,
+		Pins:    pins,
 	}
-	if why := checkPin(dom, ctrls.specs, r); why != "" {
-		return Rule{}, why
+	if why := checkRule(dom, ctrls.specs, r); why != "" {
+		return policy.RuleSpec{}, why
 	}
 	r.Name = im.names.unique(slug(dom) + "-" + ruleBase(d))
 	im.seen[d.BusID] = strings.Replace(at, "  ", " ", 1)
@@ -260,17 +257,23 @@ func (im *importer) deviceAt(bus, addr int) (usbsysfs.Device, string) {
 	return usbsysfs.Device{}, fmt.Sprintf("%s (bus %d addr %d) left while it was read", busid, bus, addr)
 }
 
-// checkPin refuses a controller or port the domain's controllers do not
-// have, by policy's own check.
-func checkPin(dom string, ctrls []policy.CtrlSpec, r Rule) string {
-	if len(ctrls) == 0 {
-		return ""
+// checkRule refuses what policy would: a device string no rule could
+// match, or a controller or port the domain's controllers do not have.
+func checkRule(dom string, ctrls []policy.CtrlSpec, r policy.RuleSpec) string {
+	var b strings.Builder
+	if len(ctrls) > 0 {
+		writeDomain(&b, dom, ctrls)
 	}
-	src := fmt.Sprintf("[domain.%s]\nusbctrl = %s\n%s", key(dom), specList(ctrls), r.TOML())
-	_, err := policy.Parse("usbctrl", []byte(src), nil)
 	var es policy.Errors
+	err := writeRule(&b, r)
+	if err == nil {
+		_, err = policy.Parse("usbctrl", []byte(b.String()), nil)
+		if errors.As(err, &es) && len(es) > 0 {
+			return strings.Replace(es[0].Msg, " (usbctrl:1)", "", 1) + " (xl fails to create the domain)"
+		}
+	}
 	if errors.As(err, &es) && len(es) > 0 {
-		return strings.Replace(es[0].Msg, " (usbctrl:1)", "", 1) + " (xl fails to create the domain)"
+		return fmt.Sprintf("%s: %s", es[0].Key, es[0].Msg)
 	}
 	if err != nil {
 		return err.Error()

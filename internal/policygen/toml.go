@@ -3,95 +3,30 @@ package policygen
 import (
 	"fmt"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
-// quote writes s as a TOML basic string. Serials and product strings come
-// from devices and may hold anything: control characters are escaped and
-// bytes that are not UTF-8 become U+FFFD, so the file always parses.
-func quote(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for len(s) > 0 {
-		r, n := utf8.DecodeRuneInString(s)
-		s = s[n:]
-		switch {
-		case r == '"' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\u%04X`, r)
-		default:
-			b.WriteRune(r) // utf8.RuneError for a bad byte: U+FFFD
-		}
+// writeRule writes spec after a blank line, as policy.FormatRule does; an
+// error names the rule Parse refused.
+func writeRule(b *strings.Builder, spec policy.RuleSpec) error {
+	r, err := policy.FormatRule(spec)
+	if err != nil {
+		return err
 	}
-	b.WriteByte('"')
-	return b.String()
+	b.WriteString("\n")
+	b.Write(r)
+	return nil
 }
 
-// comment makes s safe on one comment line.
-func comment(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
-// A KV is one key of an inline table, in the order written.
-type KV struct {
-	Key   string
-	Value string // already TOML: quoted string or number
-}
-
-// Str is a string value.
-func Str(k, v string) KV { return KV{k, quote(v)} }
-
-// Int is a number value.
-func Int(k string, v int) KV { return KV{k, fmt.Sprint(v)} }
-
-func inline(kvs []KV) string {
-	parts := make([]string, len(kvs))
-	for i, kv := range kvs {
-		parts[i] = kv.Key + " = " + kv.Value
+// writeDomain writes the [domain.NAME] section with the controllers of
+// usbctrl.
+func writeDomain(b *strings.Builder, domain string, specs []policy.CtrlSpec) {
+	q := make([]string, len(specs))
+	for i, c := range specs {
+		q[i] = policy.Quote(c.String())
 	}
-	return "{ " + strings.Join(parts, ", ") + " }"
-}
-
-// A Rule is a rule to write.
-type Rule struct {
-	Comments    []string // lines written as comments above it
-	Name        string
-	Description string
-	Action      string // "attach" or "deny"
-	Match       []KV
-	Target      []KV // for attach
-}
-
-// TOML is the rule as a [[rule]] section.
-func (r Rule) TOML() string {
-	var b strings.Builder
-	for _, c := range r.Comments {
-		b.WriteString(strings.TrimRight("# "+comment(c), " ") + "\n")
-	}
-	b.WriteString("[[rule]]\n")
-	fmt.Fprintf(&b, "name = %s\n", quote(r.Name))
-	if r.Description != "" {
-		fmt.Fprintf(&b, "description = %s\n", quote(r.Description))
-	}
-	fmt.Fprintf(&b, "action = %s\n", quote(r.Action))
-	if len(r.Match) > 0 {
-		fmt.Fprintf(&b, "match = %s\n", inline(r.Match))
-	}
-	if len(r.Target) > 0 {
-		fmt.Fprintf(&b, "target = %s\n", inline(r.Target))
-	}
-	return b.String()
+	fmt.Fprintf(b, "[domain.%s]\nusbctrl = [%s]\n", policy.QuoteKey(domain), strings.Join(q, ", "))
 }
 
 // slug makes a rule name part from a device's strings: lowercase letters,
