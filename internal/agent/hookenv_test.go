@@ -5,15 +5,18 @@ import (
 	"testing"
 )
 
-// A hook gets the device's strings raw, as documented, and as a plain
-// word in the _SAFE variables; a NUL (which exec refuses) is dropped.
+// A hook gets the device's strings and its port path raw, as documented,
+// and as a plain word in the _SAFE variables; a NUL (which exec refuses)
+// is dropped.
 func TestHookEnvDeviceStrings(t *testing.T) {
-	env := hookEnv(Audit{Serial: "A1\x1b[2J; rm -rf /\x00", Name: "Acme $(reboot) \u202e"})
+	env := hookEnv(Audit{Serial: "A1\x1b[2J; rm -rf /\x00", Name: "Acme $(reboot) \u202e", PortPath: "platform-3f980000.usb-usb-0:1.2 x"})
 	want := map[string]string{
-		"USBHOTPLUGD_SERIAL":      "A1\x1b[2J; rm -rf /",
-		"USBHOTPLUGD_SERIAL_SAFE": "A1__2J__rm_-rf___",
-		"USBHOTPLUGD_NAME":        "Acme $(reboot) \u202e",
-		"USBHOTPLUGD_NAME_SAFE":   "Acme___reboot___",
+		"USBHOTPLUGD_SERIAL":         "A1\x1b[2J; rm -rf /",
+		"USBHOTPLUGD_SERIAL_SAFE":    "A1__2J__rm_-rf___",
+		"USBHOTPLUGD_NAME":           "Acme $(reboot) \u202e",
+		"USBHOTPLUGD_NAME_SAFE":      "Acme___reboot___",
+		"USBHOTPLUGD_PORT_PATH":      "platform-3f980000.usb-usb-0:1.2 x",
+		"USBHOTPLUGD_PORT_PATH_SAFE": "platform-3f980000.usb-usb-0:1.2_x",
 	}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")

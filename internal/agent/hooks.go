@@ -46,12 +46,15 @@ func hookEnv(r Audit) []string {
 		domid = strconv.Itoa(r.Domid)
 	}
 	kv := [][2]string{
-		{"ACTION", string(r.Action)}, {"BUSID", r.BusID}, {"ID", r.ID}, {"SERIAL", r.Serial}, {"NAME", r.Name},
+		{"ACTION", string(r.Action)}, {"BUSID", r.BusID}, {"PORT_PATH", r.PortPath}, {"ID", r.ID}, {"SERIAL", r.Serial}, {"NAME", r.Name},
 		{"RULE", r.Rule}, {"RULE_INDEX", strconv.Itoa(r.RuleNo)}, {"DOMAIN", r.Domain}, {"DOMID", domid},
 		{"PORT", port}, {"TRIGGER", string(r.Trigger)}, {"REASON", r.Reason}, {"DRY_RUN", strconv.FormatBool(r.DryRun)},
 		// The device's strings are whatever it sends: raw above, and as a
 		// plain word for scripts that would use them unquoted.
 		{"SERIAL_SAFE", safetext.Word(r.Serial)}, {"NAME_SAFE", safetext.Word(r.Name)},
+		// The kernel names the port path, but a platform controller's
+		// part of it comes from firmware: a word as well, for file names.
+		{"PORT_PATH_SAFE", safetext.Word(r.PortPath)},
 	}
 	env := []string{hookPath, "LANG=C.UTF-8"}
 	for _, x := range kv {
