@@ -44,17 +44,17 @@ func (h *Host) Domains(ctx context.Context) ([]Domain, error) {
 // Domain finds a domain by name or domid, as xl's find_domain does.
 func (h *Host) Domain(ctx context.Context, nameOrID string) (Domain, error) {
 	if n, ok := atoiStrict(nameOrID); ok {
-		name, present, err := readOpt(ctx, h.XS, fmt.Sprintf("/local/domain/%d/name", n))
+		// The name and the type in one round trip.
+		vals, err := readMany(ctx, h.XS, []string{fmt.Sprintf("/local/domain/%d/name", n), fmt.Sprintf("/libxl/%d/type", n)})
 		if err != nil {
 			return Domain{}, err
 		}
-		if !present {
+		if !vals[0].ok {
 			if _, exists, _ := readOpt(ctx, h.XS, fmt.Sprintf("/local/domain/%d", n)); !exists {
 				return Domain{}, fmt.Errorf("domain %d: %w", n, ErrNoDomain)
 			}
 		}
-		typ, _, err := readOpt(ctx, h.XS, fmt.Sprintf("/libxl/%d/type", n))
-		return Domain{ID: uint32(n), Name: name, Type: typ}, err
+		return Domain{ID: uint32(n), Name: vals[0].v, Type: vals[1].v}, nil
 	}
 	doms, err := h.Domains(ctx)
 	if err != nil {
