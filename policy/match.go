@@ -117,6 +117,9 @@ func (r *Rule) decide(d *Device, inv []Device) Decision {
 	if r.Action == Deny {
 		return Decision{Action: Deny, Rule: r, Reason: fmt.Sprintf("%s denies %s: it stays with dom0", r, d)}
 	}
+	if r.Action == Block {
+		return Decision{Action: Block, Rule: r, Reason: fmt.Sprintf("%s blocks %s: its interfaces stay deauthorized, no driver in dom0 or a guest uses it", r, d)}
+	}
 	dec := Decision{Action: Attach, Rule: r, Target: r.Target, Reason: fmt.Sprintf("%s attaches %s to %s", r, d, r.Target.Domain)}
 	if r.Duplicates == DupAll || !r.Match.needsTwinCheck() {
 		return dec

@@ -147,6 +147,8 @@ func (ps *parseState) file(name string, data []byte, stack []string, dropIn bool
 		v := raw[k]
 		switch k {
 		case "hosts": // read by selected
+		case "agent":
+			fp.agent(v, dropIn || len(stack) > 1)
 		case "rule":
 			rules, ok := tables(v)
 			if !ok {
@@ -169,7 +171,7 @@ func (ps *parseState) file(name string, data []byte, stack []string, dropIn bool
 				fp.domain(dn, doms[dn])
 			}
 		default:
-			fp.fail(nil, []string{k}, k, ErrUnknownKey, "unknown key: a policy has [[rule]] and [domain.NAME] sections%s", hint(k, topHints))
+			fp.fail(nil, []string{k}, k, ErrUnknownKey, "unknown key: a policy has [agent], [[rule]] and [domain.NAME] sections%s", hint(k, topHints))
 		}
 	}
 }
@@ -315,11 +317,13 @@ func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
 			r.Action = Attach
 		case "deny":
 			r.Action = Deny
+		case "block":
+			r.Action = Block
 		default:
-			fp.fail(r, append(path, "action"), "action", ErrValue, "%q: the action is \"attach\" or \"deny\"", s)
+			fp.fail(r, append(path, "action"), "action", ErrValue, "%q: the action is \"attach\", \"deny\" or \"block\"", s)
 		}
 	} else if _, present := m["action"]; !present {
-		fp.fail(r, path, "action", ErrMissing, "every rule has an action: \"attach\" or \"deny\"")
+		fp.fail(r, path, "action", ErrMissing, "every rule has an action: \"attach\", \"deny\" or \"block\"")
 	}
 	if v, ok := m["match"]; ok {
 		mm, ok := v.(map[string]any)
@@ -333,8 +337,8 @@ func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
 	switch {
 	case r.Action == Attach && !hasTarget:
 		fp.fail(r, path, "target", ErrMissing, "an attach rule has a target: [rule.target] domain = \"NAME\"")
-	case r.Action == Deny && hasTarget:
-		fp.fail(r, append(path, "target"), "target", ErrValue, "a deny rule has no target")
+	case (r.Action == Deny || r.Action == Block) && hasTarget:
+		fp.fail(r, append(path, "target"), "target", ErrValue, "a %s rule has no target", r.Action)
 	case hasTarget:
 		tm, ok := tv.(map[string]any)
 		if !ok {
@@ -350,8 +354,8 @@ func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
 		default:
 			fp.fail(r, append(path, "duplicates"), "duplicates", ErrValue, "%q: duplicates is \"refuse\", \"first\" or \"all\"", s)
 		}
-		if r.Action == Deny {
-			fp.fail(r, append(path, "duplicates"), "duplicates", ErrValue, "a deny rule denies every match; duplicates is for attach rules")
+		if r.Action == Deny || r.Action == Block {
+			fp.fail(r, append(path, "duplicates"), "duplicates", ErrValue, "a %s rule acts on every match; duplicates is for attach rules", r.Action)
 		}
 	}
 	if v, ok := m["takeover"]; ok {
@@ -359,7 +363,7 @@ func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
 		switch {
 		case !isBool:
 			fp.fail(r, append(path, "takeover"), "takeover", ErrType, "takeover is true or false, not %s", typeName(v))
-		case r.Action == Deny:
+		case r.Action == Deny || r.Action == Block:
 			fp.fail(r, append(path, "takeover"), "takeover", ErrValue, "takeover is for attach rules")
 		default:
 			r.Takeover = b

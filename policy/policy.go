@@ -19,6 +19,9 @@ const (
 	// Refuse: a rule matched but cannot be applied safely (twins it cannot
 	// tell apart); nothing is attached.
 	Refuse
+	// Block: the device is made inert, in dom0 and everywhere: its
+	// interfaces are deauthorized, so no driver probes them.
+	Block
 )
 
 func (a Action) String() string {
@@ -29,6 +32,8 @@ func (a Action) String() string {
 		return "deny"
 	case Refuse:
 		return "refuse"
+	case Block:
+		return "block"
 	}
 	return "none"
 }
@@ -48,7 +53,10 @@ const (
 
 // A Policy is a parsed policy file with its includes.
 type Policy struct {
-	File    string
+	File string
+	// Authorize is the [agent] authorize mode: AuthorizeOff (the
+	// default) or AuthorizeBeforeProbe.
+	Authorize string
 	Rules   []*Rule            // in order; rules of an include stand where it does
 	Domains map[string]*Domain // by name
 	Host    string             // the host drop-ins were selected for (Load)

@@ -76,7 +76,7 @@ func TestReferenceHasEveryKey(t *testing.T) {
 	}
 	for _, k := range []string{"name", "description", "action", "duplicates", "takeover", "exec", "include", "usbctrl",
 		"bus", "addr", "id", "serial", "port", "class", "interface", "interfaces", "manufacturer", "product_name", "when",
-		"domain", "type", "version", "ports", "controller"} {
+		"domain", "type", "version", "ports", "controller", "authorize"} {
 		if !strings.Contains(string(b), "\n"+k+" = ") && !strings.Contains(string(b), " "+k+" = ") {
 			t.Errorf("reference.toml does not show %s", k)
 		}

@@ -65,9 +65,15 @@ func runCheck(ctx context.Context, path string, opt policy.Options, strict bool,
 		}
 		return err
 	}
-	warnings := p.Shadowed()
-	for _, f := range warnings {
-		fmt.Fprintf(stdout, "warning: %s\n", f)
+	var warnings []string
+	for _, f := range p.Shadowed() {
+		warnings = append(warnings, f.String())
+	}
+	if w := p.Lockout(); w != "" {
+		warnings = append(warnings, w)
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	fmt.Fprintln(stdout, checkSummary(p, path, len(warnings)))
 	printRuleFiles(stdout, p)

@@ -94,6 +94,9 @@ type Agent struct {
 	intents []intent
 	// ensured: domids whose declared controllers exist (or that had some)
 	ensured map[uint32]bool
+	// inert: root hubs whose interface_authorized_default the agent set
+	// to 0 (authorization before probe).
+	inert map[string]bool
 
 	events, passes         atomic.Uint64
 	overruns               atomic.Uint64
@@ -138,7 +141,7 @@ func New(cfg Config) *Agent {
 		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]Trigger{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, inert: map[string]bool{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -382,6 +385,9 @@ func (a *Agent) work(ctx context.Context, ready func()) error {
 		return fmt.Errorf("agent: reading the domains: %w", err)
 	}
 	if err := a.loadPresent(ctx); err != nil {
+		return err
+	}
+	if err := a.loadInert(ctx); err != nil {
 		return err
 	}
 	if err := a.enqueueAll(ctx, TrigStart); err != nil {

@@ -109,6 +109,12 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		for _, b := range s.busids {
 			a.enqueue(b, s.trigger)
 		}
+	case stepHubInert, stepHubRestore:
+		return a.setHubDefault(ctx, busid, s.kind == stepHubRestore)
+	case stepToDom0:
+		return toDom0(h.Sys, o.dev)
+	case stepBlock:
+		return block(h.Sys, o.dev)
 	}
 	return nil
 }

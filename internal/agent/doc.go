@@ -55,6 +55,17 @@
 //	settling   something of it half-way (in usbback or      a second look shortly; then released (given
 //	           with driver records at no port; at its       back to dom0) or bound again; the first pass
 //	           port with interfaces out of usbback)         after a start does it at once
+//	blocked    a block rule                                 blocked: its interfaces deauthorized (their
+//	                                                        drivers go), and kept so
+//
+// With authorization before probe ([agent] authorize = "before-probe",
+// authorize.go) each root hub's interface_authorized_default is 0 and a new
+// device comes inert, its interfaces deauthorized. The table holds with
+// this on top: with dom0 and denied authorize the interfaces and offer
+// them to dom0's drivers (a hub at once, or its children never appear);
+// attaching authorizes them and binds them to usbback (or leaves them to
+// QEMU), so no dom0 driver ever has them; pending and refused keep them
+// inert. Devices present before the mode was on keep their drivers.
 //
 // An interface without a driver on a device the agent never attached is
 // left alone: only what the agent (or xl) unbound, as its driver records

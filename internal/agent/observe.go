@@ -54,7 +54,11 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	if l, ok := a.left[identity(dev.ID(), dev.Serial, busid)]; ok {
 		o.left = &l
 	}
+	o.hubOurs = a.inert[busid]
 	a.mu.Unlock()
+	if dev.IsRootHub() {
+		o.hubDefault, _ = a.h.Sys.InterfaceAuthorizedDefault(busid)
+	}
 	return o, nil
 }
 
@@ -173,5 +177,5 @@ func (a *Agent) markAttached(ctx context.Context, o observation, me *policy.Devi
 func (a *Agent) world() world {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return world{domains: a.domains, dryRun: a.cfg.DryRun}
+	return world{domains: a.domains, dryRun: a.cfg.DryRun, authorize: a.pol.Load().AuthorizesBeforeProbe()}
 }

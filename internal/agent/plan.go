@@ -25,6 +25,9 @@ type observation struct {
 	known   bool     // last is set: it has a status entry
 	twinOf  []string // devices whose last decision names it as their twin
 	left    *leftPort
+	// A root hub's: its interface_authorized_default is 1, and the agent
+	// set it to 0 (this run or one before it).
+	hubDefault, hubOurs bool
 }
 
 // migratedAway ends the name xl gives the sending host's copy of a guest
@@ -34,8 +37,9 @@ const migratedAway = "--migratedaway"
 // The world is what a plan needs beside the device: the running domains
 // by name (two entries when two domains share a name) and the mode.
 type world struct {
-	domains map[string][]uint32
-	dryRun  bool
+	domains   map[string][]uint32
+	dryRun    bool
+	authorize bool // [agent] authorize = "before-probe"
 }
 
 // A plan is the steps of one pass and the state they leave the device in.
@@ -98,6 +102,7 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 	rec := baseRecord(o, dec)
 	t := resolveTarget(dec, w)
 	var p plan
+	planRootHub(&p, o, w)
 	if o.port != nil {
 		if done := planAtPort(&p, o, dec, t, rec, w); done {
 			return p
@@ -124,7 +129,7 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 func baseRecord(o observation, dec policy.Decision) Audit {
 	d := o.dev
 	rec := Audit{BusID: o.busid, Trigger: o.trigger, ID: d.ID(), Serial: d.Serial, PortPath: d.PortPath, Name: strings.TrimSpace(d.Manufacturer + " " + d.ProductName),
-		Reason: dec.Reason, Twins: dec.Twins}
+		Reason: dec.Reason, Twins: dec.Twins, Deauthorized: deauthorized(d)}
 	if dec.Rule != nil {
 		rec.Rule, rec.RuleNo = dec.Rule.Name, dec.Rule.Index
 		rec.RuleAt = fmt.Sprintf("%s:%d", dec.Rule.File, dec.Rule.Line)
@@ -235,10 +240,16 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 	switch dec.Action {
 	case policy.Deny:
 		rec.Action, p.state = ActDenied, StDenied
+		planToDom0(p, o, &rec, w)
 	case policy.Refuse:
 		rec.Action, p.state = ActRefused, StRefused
+		keptInert(o, &rec, w)
 	case policy.None:
 		rec.Action, p.state = ActUnmatched, StWithDom0
+		planToDom0(p, o, &rec, w)
+	case policy.Block:
+		rec.Action, p.state = ActBlocked, StBlocked
+		planBlock(p, o, w)
 	case policy.Attach:
 		switch {
 		case len(t.several) > 0:
@@ -247,6 +258,7 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 		case !t.running:
 			rec.Action, p.state = ActPending, StPending
 			rec.Reason += fmt.Sprintf("; %s is not running: attached when it starts", t.name)
+			keptInert(o, &rec, w)
 		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid:
 			// The agent put it there, and someone took it away while the
 			// domain kept running (xl usbdev-detach, usbctrl-detach, or

@@ -25,6 +25,8 @@ func TestPlanTable(t *testing.T) {
 	twoKiosks := world{domains: map[string][]uint32{"kiosk": {7, 5}}}
 	dry := kiosk
 	dry.dryRun = true
+	withAuthz := func(w world) world { w.authorize = true; return w }
+	blockIt := policy.Decision{Action: policy.Block, Rule: &policy.Rule{Name: "b", Index: 3, Action: policy.Block}, Reason: "b blocks it"}
 
 	dev := func(drivers ...string) usbsysfs.Device {
 		d := usbsysfs.Device{BusID: "1-2", Vendor: 0x1234, Product: 0x5678, NumInterfaces: len(drivers)}
@@ -112,6 +114,14 @@ func TestPlanTable(t *testing.T) {
 		{"attached → settling: out of usbback", owned(at(here("unbind", "usbhid"), 5), 5), attach, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
 		{"settling → attached: bound again", owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, ""},
 		{"attached → detached: the policy changed", owned(at(here(TrigReload, "usbback"), 5), 5), deny, kiosk, StDenied, []stepKind{stepDetach, stepAudit, stepAudit}, ActDenied, ""},
+		{"with dom0 → authorized: inert, no rule, the mode on", here("bind", ""), none, withAuthz(kiosk), StWithDom0, []stepKind{stepToDom0, stepAudit}, ActUnmatched, "offered to dom0's drivers"},
+		{"denied → authorized: inert, the mode on", here("bind", ""), deny, withAuthz(kiosk), StDenied, []stepKind{stepToDom0, stepAudit}, ActDenied, "offered to dom0's drivers"},
+		{"with dom0: inert, the mode off: left as the admin made it", here("bind", ""), none, kiosk, StWithDom0, []stepKind{stepAudit}, ActUnmatched, "no rule"},
+		{"pending: inert meanwhile", here("bind", ""), attach, withAuthz(down), StPending, []stepKind{stepAudit}, ActPending, "stays inert"},
+		{"blocked: deauthorized", with(here("bind", "usbhid"), func(o *observation) { o.dev.Interfaces[0].Authorized = true }), blockIt, kiosk, StBlocked, []stepKind{stepBlock, stepAudit}, ActBlocked, "blocks"},
+		{"blocked: inert already", here("bind", ""), blockIt, withAuthz(kiosk), StBlocked, []stepKind{stepAudit}, ActBlocked, "blocks"},
+		{"root hub: made inert, the mode on", with(here(TrigStart, "hub"), func(o *observation) { o.dev.BusID, o.dev.Interfaces[0].Authorized, o.hubDefault = "usb1", true, true }), deny, withAuthz(kiosk), StDenied, []stepKind{stepHubInert, stepAudit}, ActDenied, ""},
+		{"root hub: given back, the mode off", with(here(TrigReload, "hub"), func(o *observation) { o.dev.BusID, o.dev.Interfaces[0].Authorized, o.hubOurs = "usb1", true, true }), deny, kiosk, StDenied, []stepKind{stepHubRestore, stepAudit}, ActDenied, ""},
 		{"attached: its guest migrates away", owned(at(here(TrigDomains, "usbback"), 3), 3), attach, world{domains: map[string][]uint32{"kiosk--migratedaway": {3}}},
 			StAttached, []stepKind{stepAudit}, ActKept, "migrates away"},
 		{"attached → attaching: its guest is now another", owned(at(here(TrigDomains, "usbback"), 3), 3), attach, kiosk, StAttaching, []stepKind{stepDetach, stepAudit, stepAttach}, "", ""},
@@ -152,7 +162,7 @@ func TestPlanTable(t *testing.T) {
 			}
 		})
 	}
-	for st := StAbsent; st <= StSettling; st++ {
+	for st := StAbsent; st <= StBlocked; st++ {
 		if !reached[st] {
 			t.Errorf("no row reaches state %s", st)
 		}

@@ -33,6 +33,9 @@ type Audit struct {
 	Ctrl     int       `json:"controller,omitempty"`
 	Port     int       `json:"port,omitempty"`
 	Reason   string    `json:"reason"`
+	// Deauthorized are its interfaces no driver may probe (authorization
+	// before probe, or a block rule), as the pass found them.
+	Deauthorized []string `json:"deauthorized_interfaces,omitempty"`
 	// FailedStep names the step that failed (action failed only).
 	FailedStep string   `json:"failed_step,omitempty"`
 	Twins      []string `json:"twins,omitempty"`

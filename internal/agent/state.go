@@ -21,6 +21,7 @@ const (
 	ActReleased  Action = "released"  // what was left of an attach was given back to dom0
 	ActGone      Action = "gone"      // it left the host: its status entry goes
 	ActFailed    Action = "failed"    // a step failed: retried with backoff
+	ActBlocked   Action = "blocked"   // a block rule: its interfaces deauthorized, no driver uses it
 )
 
 // A State is where a device is in its lifecycle, as a plan leaves it
@@ -39,9 +40,10 @@ const (
 	StHeld                   // the agent's, detached by someone else: with dom0 until replug or reboot
 	StForeign                // at a port someone else made: left there
 	StSettling               // something of it is half-way: looked at again shortly
+	StBlocked                // a block rule: inert, its interfaces deauthorized
 )
 
-var stateNames = [...]string{"absent", "probing", "with dom0", "denied", "refused", "pending", "attaching", "attached", "held", "foreign", "settling"}
+var stateNames = [...]string{"absent", "probing", "with dom0", "denied", "refused", "pending", "attaching", "attached", "held", "foreign", "settling", "blocked"}
 
 func (s State) String() string { return stateNames[s] }
 
@@ -85,9 +87,13 @@ const (
 	stepAudit                        // record a decision
 	stepAuditChanged                 // record a decision that did nothing, if it differs from the last
 	stepRequeue                      // pass over other devices (its twins)
+	stepHubInert                     // a root hub's new interfaces come deauthorized (authorization before probe)
+	stepHubRestore                   // a root hub's new interfaces come authorized again (the mode turned off)
+	stepToDom0                       // authorize its deauthorized interfaces and offer them to dom0's drivers
+	stepBlock                        // deauthorize its interfaces (a block rule)
 )
 
-var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue"}
+var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block"}
 
 func (k stepKind) String() string { return stepNames[k] }
 

@@ -198,6 +198,16 @@ func preferredMissed(ctrls []Controller, opts AttachOptions, ctrl, port int) str
 func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, placed []prepared, res []AttachResult) {
 	for _, p := range placed {
 		it, a := items[p.i], res[p.i].Assignment
+		if a.Type != policy.TypePV {
+			// QEMU claims the interfaces itself through usbfs: a
+			// deauthorized one is authorized for it, and left unbound.
+			if err := h.authorizeFor(p.plan); err != nil {
+				c := Controller{Type: a.Type, backend: backendPath("qusb", domid, a.Controller), libxl: libxlPath(domid, a.Controller)}
+				err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))
+				res[p.i] = AttachResult{Err: fmt.Errorf("%s not attached (rolled back): %w", it.BusID, err)}
+				continue
+			}
+		}
 		switch a.Type {
 		case policy.TypeDeviceModel:
 			if err := h.dmAttach(ctx, a, it.Opts); err != nil {

@@ -245,8 +245,12 @@ func (c *Controller) firstFree() int {
 	return 0
 }
 
-// A planned interface move: its name and the driver it has ("" none).
-type planned struct{ intf, driver string }
+// A planned interface move: its name, the driver it has ("" none), and
+// whether drivers may probe it (a deauthorized one is authorized first).
+type planned struct {
+	intf, driver string
+	authorized   bool
+}
 
 // usbbackPlan lists, in readdir order, the interfaces of busid that are not
 // in usbback yet, with their drivers, as usbback_dev_assign walks them.
@@ -264,7 +268,7 @@ func (h *Host) usbbackPlan(busid string) ([]planned, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, planned{in.Name, drv})
+		out = append(out, planned{in.Name, drv, in.Authorized})
 	}
 	return out, nil
 }
@@ -272,6 +276,14 @@ func (h *Host) usbbackPlan(busid string) ([]planned, error) {
 // bindUsbback moves the planned interfaces from their drivers to usbback.
 func (h *Host) bindUsbback(plan []planned) error {
 	for _, p := range plan {
+		// A deauthorized interface (authorization before probe) is
+		// refused by every driver; authorizing it probes nothing, so no
+		// dom0 driver gets it before usbback does.
+		if !p.authorized {
+			if err := h.Sys.SetInterfaceAuthorized(p.intf, true); err != nil {
+				return err
+			}
+		}
 		if p.driver != "" && !h.Sys.BoundTo(p.intf, "usbback") {
 			if err := h.Sys.Unbind(p.intf); err != nil {
 				return err
@@ -471,4 +483,17 @@ func (h *Host) assignmentsOf(ctrls []Controller) []Assignment {
 		}
 	}
 	return out
+}
+
+// authorizeFor authorizes the planned interfaces that are deauthorized,
+// binding none: for a device model that claims them itself.
+func (h *Host) authorizeFor(plan []planned) error {
+	for _, p := range plan {
+		if !p.authorized {
+			if err := h.Sys.SetInterfaceAuthorized(p.intf, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -65,6 +65,13 @@ func Run(ctx context.Context, cfg Config) error {
 	defer closeAll()
 	err = d.serve(ctx)
 	sd.SdNotify(false, sd.SdNotifyStopping)
+	if err == nil {
+		// A clean stop gives back what authorization before probe
+		// changed; a failure keeps the host safe until the restart.
+		if rerr := d.a.RestoreAuthorization(); rerr != nil {
+			d.log.Warn().Err(rerr).Msg("authorization before probe: cannot give the root hubs their defaults back")
+		}
+	}
 	if err != nil {
 		d.log.Error().Err(err).Msg("usbhotplugd stops: " + err.Error())
 		return &loggedError{err}

@@ -1,0 +1,215 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"syscall"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+)
+
+// Authorization before probe ([agent] authorize = "before-probe"): each
+// root hub's interface_authorized_default is 0, so the kernel creates a
+// new device's interfaces deauthorized and no dom0 driver probes them.
+// The pass decides first: to a guest, the interfaces are authorized and
+// bound to usbback (or left for QEMU) by the attach; to dom0 (a deny rule,
+// no rule, a guard), they are authorized and offered to dom0's drivers;
+// a device waiting for its guest, or one the policy refuses, stays inert;
+// a block rule keeps it inert for good. Devices present before the mode
+// was on keep their drivers.
+//
+// InertRoot records, by root hub, that the agent set its default to 0,
+// so that a restart after a crash (the host stays safe: new devices stay
+// inert) knows the defaults are its own to give back when the mode is
+// turned off; a clean stop gives them back at once.
+const InertRoot = "/tool/usbhotplugd/inert"
+
+func inertPath(hub string) string { return InertRoot + "/" + hub }
+
+// deauthorized lists the interfaces of d no driver may probe.
+func deauthorized(d usbsysfs.Device) []string {
+	var out []string
+	for _, in := range d.Interfaces {
+		if !in.Authorized {
+			out = append(out, in.Name)
+		}
+	}
+	return out
+}
+
+// planRootHub keeps a root hub's default as the mode says.
+func planRootHub(p *plan, o observation, w world) {
+	if !o.dev.IsRootHub() || w.dryRun {
+		return
+	}
+	switch {
+	case w.authorize && o.hubDefault:
+		p.add(step{kind: stepHubInert})
+	case !w.authorize && o.hubOurs && !o.hubDefault:
+		p.add(step{kind: stepHubRestore})
+	}
+}
+
+// planToDom0: with the mode on, a device the policy leaves to dom0 has
+// its deauthorized interfaces authorized and offered to dom0's drivers (a
+// hub at once, or its children never appear).
+func planToDom0(p *plan, o observation, rec *Audit, w world) {
+	if !w.authorize || len(rec.Deauthorized) == 0 {
+		return
+	}
+	rec.Reason += "; its interfaces are authorized and offered to dom0's drivers"
+	if !w.dryRun {
+		p.add(step{kind: stepToDom0})
+	}
+}
+
+// keptInert says that a device the policy does not give dom0 yet stays
+// inert meanwhile.
+func keptInert(o observation, rec *Audit, w world) {
+	if w.authorize && len(rec.Deauthorized) > 0 {
+		rec.Reason += "; it stays inert meanwhile (its interfaces deauthorized: no driver in dom0 probes it)"
+	}
+}
+
+// planBlock deauthorizes what of a blocked device is authorized (its
+// drivers are unbound by the kernel then).
+func planBlock(p *plan, o observation, w world) {
+	if w.dryRun {
+		return
+	}
+	if len(deauthorized(o.dev)) < len(o.dev.Interfaces) {
+		p.add(step{kind: stepBlock})
+	}
+}
+
+// An authorizer is what the steps need of sysfs.
+type authorizer interface {
+	SetInterfaceAuthorized(intf string, on bool) error
+	Probe(intf string) error
+}
+
+func toDom0(sys authorizer, d usbsysfs.Device) error {
+	var errs []error
+	for _, in := range d.Interfaces {
+		if in.Authorized {
+			continue
+		}
+		if err := sys.SetInterfaceAuthorized(in.Name, true); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// No driver matching it is no failure: it stays without one.
+		if err := sys.Probe(in.Name); err != nil && !errors.Is(err, syscall.ENODEV) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func block(sys authorizer, d usbsysfs.Device) error {
+	var errs []error
+	for _, in := range d.Interfaces {
+		if in.Authorized {
+			errs = append(errs, sys.SetInterfaceAuthorized(in.Name, false))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setHubDefault sets a root hub's interface_authorized_default and keeps
+// the record of it.
+func (a *Agent) setHubDefault(ctx context.Context, hub string, on bool) error {
+	if on {
+		if err := a.h.Sys.SetInterfaceAuthorizedDefault(hub, true); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		delete(a.inert, hub)
+		a.mu.Unlock()
+		a.cfg.Log.Info().Str("root_hub", hub).Msg("authorization before probe is off: " + hub + "'s new interfaces are authorized again")
+		return rmOpt(ctx, a, inertPath(hub))
+	}
+	// The record first: a crash right after leaves a record of a default
+	// that may still be 1, which a later pass finds and repairs.
+	if err := a.h.XS.Write(ctx, inertPath(hub), []byte("0")); err != nil {
+		return fmt.Errorf("recording %s's authorization default: %w", hub, err)
+	}
+	if err := a.h.Sys.SetInterfaceAuthorizedDefault(hub, false); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.inert[hub] = true
+	a.mu.Unlock()
+	a.cfg.Log.Info().Str("root_hub", hub).Msg("authorization before probe: the interfaces of devices plugged into " + hub + " come deauthorized until the policy decides")
+	return nil
+}
+
+// loadInert reads the records of root hubs the agent made inert, and,
+// with the mode on, makes every root hub inert before the first pass, so
+// nothing plugged from now on reaches a dom0 driver undecided.
+func (a *Agent) loadInert(ctx context.Context) error {
+	hubs, err := a.h.XS.Directory(ctx, InertRoot)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("agent: reading %s: %w", InertRoot, err)
+	}
+	a.mu.Lock()
+	for _, h := range hubs {
+		if usbsysfs.ValidBusID(h) == nil && strings.HasPrefix(h, "usb") {
+			a.inert[h] = true
+		}
+	}
+	a.mu.Unlock()
+	if !a.pol.Load().AuthorizesBeforeProbe() || a.cfg.DryRun {
+		return nil
+	}
+	devs, err := a.h.Sys.Devices()
+	if err != nil {
+		return fmt.Errorf("agent: listing the root hubs: %w", err)
+	}
+	for _, d := range devs {
+		if !d.IsRootHub() {
+			continue
+		}
+		if on, err := a.h.Sys.InterfaceAuthorizedDefault(d.BusID); err == nil && !on {
+			a.mu.Lock()
+			a.inert[d.BusID] = true
+			a.mu.Unlock()
+			continue
+		}
+		if err := a.setHubDefault(ctx, d.BusID, false); err != nil {
+			return fmt.Errorf("agent: authorization before probe: %w", err)
+		}
+	}
+	return nil
+}
+
+// RestoreAuthorization gives back, on a clean stop, the root hubs' defaults
+// the agent changed: new devices are probed by dom0's drivers again, as
+// without the agent. It writes sysfs only (the store may be gone by then);
+// the records left are found and dropped by the next start. A crash skips
+// it, and the host stays safe.
+func (a *Agent) RestoreAuthorization() error {
+	a.mu.Lock()
+	hubs := make([]string, 0, len(a.inert))
+	for h := range a.inert {
+		hubs = append(hubs, h)
+	}
+	a.mu.Unlock()
+	var errs []error
+	for _, h := range hubs {
+		if err := a.h.Sys.SetInterfaceAuthorizedDefault(h, true); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		a.mu.Lock()
+		delete(a.inert, h)
+		a.mu.Unlock()
+	}
+	if len(hubs) > 0 {
+		a.cfg.Log.Info().Strs("root_hubs", hubs).Msg("stopping: new devices are probed by dom0's drivers again")
+	}
+	return errors.Join(errs...)
+}
