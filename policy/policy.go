@@ -57,11 +57,11 @@ type Policy struct {
 	// Authorize is the [agent] authorize mode: AuthorizeOff (the
 	// default) or AuthorizeBeforeProbe.
 	Authorize string
-	Rules   []*Rule            // in order; rules of an include stand where it does
-	Domains map[string]*Domain // by name
-	Host    string             // the host drop-ins were selected for (Load)
-	DropIns []string           // the rules.d files read, in order, selected or not
-	Skipped []SkippedFile      // drop-ins whose hosts do not name Host
+	Rules     []*Rule            // in order; rules of an include stand where it does
+	Domains   map[string]*Domain // by name
+	Host      string             // the host drop-ins were selected for (Load)
+	DropIns   []string           // the rules.d files read, in order, selected or not
+	Skipped   []SkippedFile      // drop-ins whose hosts do not name Host
 }
 
 // A Domain is a [domain.NAME] section.
