@@ -445,3 +445,15 @@ func unwrapPath(err error) error {
 	}
 	return err
 }
+
+// Addr reads a device's bus number and address, and nothing else: what
+// usb-list shows for a port.
+func (f *FS) Addr(busid string) (bus, dev int, err error) {
+	if err := ValidBusID(busid); err != nil {
+		return 0, 0, err
+	}
+	r := &attrReader{f: f, dir: filepath.Join(f.devicesDir(), busid)}
+	bus = int(r.num("busnum", 10, 16))
+	dev = int(r.num("devnum", 10, 16))
+	return bus, dev, r.err
+}

@@ -2,7 +2,6 @@ package usbsysfs
 
 import (
 	"io/fs"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,16 +34,4 @@ func readSmall(path string) ([]byte, error) {
 		}
 		out = append(out, page[:n]...)
 	}
-}
-
-// Addr reads a device's bus number and address, and nothing else: what
-// usb-list shows for a port.
-func (f *FS) Addr(busid string) (bus, dev int, err error) {
-	if err := ValidBusID(busid); err != nil {
-		return 0, 0, err
-	}
-	r := &attrReader{f: f, dir: filepath.Join(f.devicesDir(), busid)}
-	bus = int(r.num("busnum", 10, 16))
-	dev = int(r.num("devnum", 10, 16))
-	return bus, dev, r.err
 }
