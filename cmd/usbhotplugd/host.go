@@ -88,7 +88,10 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 		var ifs []string
 		for _, in := range d.Interfaces {
 			drv := in.Driver
-			if drv == "" {
+			switch {
+			case drv == "" && !in.Authorized:
+				drv = "deauthorized" // inert: no driver may probe it
+			case drv == "":
 				drv = "-"
 			}
 			ifs = append(ifs, policy.ClassName(in.Class)+":"+drv)
