@@ -53,11 +53,19 @@ func benchDev(busid string, n int) fakekernel.Dev {
 // BenchmarkUeventToAttached: one device's uevent handed to the agent →
 // its port written and its interfaces bound to usbback, on the real
 // xenstored. p50 and p99 are reported.
-func BenchmarkUeventToAttached(b *testing.B) {
+func BenchmarkUeventToAttached(b *testing.B) { benchUeventToAttached(b, "") }
+
+// BenchmarkUeventToAttachedAuthorized: the same with authorization before
+// probe: the device comes inert, so no dom0 driver is unbound first.
+func BenchmarkUeventToAttachedAuthorized(b *testing.B) {
+	benchUeventToAttached(b, "[agent]\nauthorize = \"before-probe\"\n")
+}
+
+func benchUeventToAttached(b *testing.B, prefix string) {
 	s := xenstoretest.Real(b)
 	e := newEnv(b, s)
 	e.count = true
-	e.run(benchPolicy(8), false)
+	e.run(prefix+benchPolicy(8), false)
 	lat := make([]time.Duration, 0, b.N)
 	var durs []time.Duration
 	var reqs, trips int
