@@ -899,9 +899,19 @@ func (a *Agent) remember(busid string, d usbsysfs.Device, present bool) []usbsys
 	} else {
 		delete(a.cache, busid)
 	}
-	if had != present || a.cacheOrder == nil {
+	switch {
+	case a.cacheOrder == nil:
 		a.cacheOrder = slices.Collect(maps.Keys(a.cache))
 		sortBusIDs(a.cacheOrder)
+	case had != present:
+		// One busid came or went: its place is found, not the whole
+		// order made again (a storm of arrivals would sort at each).
+		i, found := slices.BinarySearchFunc(a.cacheOrder, busid, compareBusIDs)
+		if present && !found {
+			a.cacheOrder = slices.Insert(a.cacheOrder, i, busid)
+		} else if !present && found {
+			a.cacheOrder = slices.Delete(a.cacheOrder, i, i+1)
+		}
 	}
 	out := make([]usbsysfs.Device, len(a.cacheOrder))
 	for i, b := range a.cacheOrder {

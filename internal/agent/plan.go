@@ -360,14 +360,15 @@ func anyUsbback(d usbsysfs.Device) bool {
 	return false
 }
 
-func sortBusIDs(s []string) {
-	slices.SortFunc(s, func(a, b string) int {
-		switch {
-		case usbsysfs.BusIDLess(a, b):
-			return -1
-		case usbsysfs.BusIDLess(b, a):
-			return 1
-		}
-		return 0
-	})
+func sortBusIDs(s []string) { slices.SortFunc(s, compareBusIDs) }
+
+// compareBusIDs orders busids as sysfs lists them (1-2 before 1-10).
+func compareBusIDs(a, b string) int {
+	switch {
+	case usbsysfs.BusIDLess(a, b):
+		return -1
+	case usbsysfs.BusIDLess(b, a):
+		return 1
+	}
+	return 0
 }

@@ -159,11 +159,28 @@ func (f *FS) Device(busid string) (Device, error) {
 	if err := ValidBusID(busid); err != nil {
 		return Device{}, err
 	}
-	names, err := f.names()
+	names, err := f.ownNames(busid)
 	if err != nil {
 		return Device{}, err
 	}
 	return f.device(busid, names)
+}
+
+// ownNames lists a device's own directory, where its interfaces are: one
+// device is read without listing the whole bus (a storm of 200 devices
+// would list 400 entries at each).
+func (f *FS) ownNames(busid string) ([]string, error) {
+	des, err := os.ReadDir(f.devPath(busid))
+	if err != nil {
+		return nil, fmt.Errorf("usbsysfs: %w", err)
+	}
+	out := make([]string, 0, len(des))
+	for _, de := range des {
+		if de.IsDir() {
+			out = append(out, de.Name())
+		}
+	}
+	return out, nil
 }
 
 // device reads a device, finding its interfaces among names (the listing
@@ -232,7 +249,10 @@ func (f *FS) Interfaces(busid string) ([]Interface, error) {
 	if err := ValidBusID(busid); err != nil {
 		return nil, err
 	}
-	names, err := f.names()
+	names, err := f.ownNames(busid)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // gone: no interfaces
+	}
 	if err != nil {
 		return nil, err
 	}
