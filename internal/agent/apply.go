@@ -112,7 +112,7 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepHubInert, stepHubRestore:
 		return a.setHubDefault(ctx, busid, s.kind == stepHubRestore)
 	case stepToDom0:
-		return toDom0(h.Sys, o.dev)
+		return a.giveToDom0(ctx, o)
 	case stepBlock:
 		return block(h.Sys, o.dev)
 	}

@@ -57,7 +57,7 @@ func planRootHub(p *plan, o observation, w world) {
 // its deauthorized interfaces authorized and offered to dom0's drivers (a
 // hub at once, or its children never appear).
 func planToDom0(p *plan, o observation, rec *Audit, w world) {
-	if !w.authorize || len(rec.Deauthorized) == 0 {
+	if !w.authorize || len(rec.Deauthorized) == 0 && !o.giving {
 		return
 	}
 	rec.Reason += "; its interfaces are authorized and offered to dom0's drivers"
@@ -91,10 +91,32 @@ type authorizer interface {
 	Probe(intf string) error
 }
 
-func toDom0(sys authorizer, d usbsysfs.Device) error {
+// givingPath is the record of a device being given to dom0: written
+// before its interfaces are authorized and removed once they were offered
+// to dom0's drivers, so that a crash between the two (authorized, never
+// probed, and so without a driver for good) is finished by the next pass.
+func givingPath(busid string) string { return GivingRoot + "/" + nodeName(busid) }
+
+// GivingRoot holds the records of devices being given to dom0.
+const GivingRoot = "/tool/usbhotplugd/giving"
+
+// giveToDom0 authorizes o's deauthorized interfaces and offers them to
+// dom0's drivers; after a crash half-way (o.giving), the authorized ones
+// still without a driver are offered again.
+func (a *Agent) giveToDom0(ctx context.Context, o observation) error {
+	if err := a.h.XS.Write(ctx, givingPath(o.busid), []byte("1")); err != nil {
+		return fmt.Errorf("recording that %s goes to dom0: %w", o.busid, err)
+	}
+	if err := toDom0(a.h.Sys, o.dev, o.giving); err != nil {
+		return err
+	}
+	return rmOpt(ctx, a, givingPath(o.busid))
+}
+
+func toDom0(sys authorizer, d usbsysfs.Device, again bool) error {
 	var errs []error
 	for _, in := range d.Interfaces {
-		if in.Authorized {
+		if in.Authorized && (!again || in.Driver != "") {
 			continue
 		}
 		if err := sys.SetInterfaceAuthorized(in.Name, true); err != nil {

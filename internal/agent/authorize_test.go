@@ -180,3 +180,32 @@ func (e *env) awaitEach(want map[string]agent.Action) map[string]agent.Audit {
 	}
 	return got
 }
+
+// A crash between authorizing a device's interfaces and offering them to
+// dom0's drivers: the restart finishes it (its record says so), and an
+// interface without a driver that no record names is left alone.
+func TestAgentFinishesAGiveToDom0CutShort(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		half := keyboard("1-6", "0004")
+		half.Interfaces[0].Driver = ""
+		other := keyboard("1-7", "0005")
+		other.Interfaces[0].Driver = ""
+		if err := (&fakekernel.Builder{Root: e.root}).Add(half).Add(other).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Write(e.ctx, agent.GivingRoot+"/1-6", []byte("1")); err != nil {
+			t.Fatal(err)
+		}
+		e.run(authzPolicy, false)
+		if drv := e.driverOf("1-6:1.0"); drv != "usbhid" {
+			t.Errorf("the device cut short has driver %q, want usbhid", drv)
+		}
+		if _, err := e.xs.Read(e.ctx, agent.GivingRoot+"/1-6"); err == nil {
+			t.Error("its record is still there")
+		}
+		if drv := e.driverOf("1-7:1.0"); drv != "" {
+			t.Errorf("an interface left without a driver was probed: %q", drv)
+		}
+	})
+}

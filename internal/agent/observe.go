@@ -33,7 +33,7 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	if serr != nil {
 		return o, serr
 	}
-	o.owned, o.record, o.port = st.owned, st.record, st.port
+	o.owned, o.record, o.port, o.giving = st.owned, st.record, st.port, st.giving
 	a.mu.Lock()
 	o.last, o.known = a.status[busid]
 	for b, st := range a.status {
@@ -67,6 +67,7 @@ type storeView struct {
 	owned  *Owned
 	record bool
 	port   *assign.Assignment
+	giving bool // a record says a pass began giving it to dom0 (authorization before probe)
 }
 
 // observeStore reads the ownership record, the driver records and the
@@ -87,7 +88,18 @@ func (a *Agent) observeStore(ctx context.Context, busid string, o *storeView) er
 			paths = append(paths, p)
 		}
 	}
+	if a.pol.Load().AuthorizesBeforeProbe() {
+		paths = append(paths, givingPath(busid))
+	}
 	vals, errs := a.h.XS.ReadMany(ctx, paths)
+	if a.pol.Load().AuthorizesBeforeProbe() {
+		last := len(paths) - 1
+		o.giving = errs[last] == nil
+		if err := errs[last]; err != nil && !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+		vals, errs = vals[:last], errs[:last]
+	}
 	owned, oerr := parseOwned(busid, vals[0], errs[0])
 	if errors.Is(oerr, errBadRecord) {
 		a.warn.Warn().Err(oerr).Msg("ignoring it")

@@ -28,6 +28,9 @@ type observation struct {
 	// A root hub's: its interface_authorized_default is 1, and the agent
 	// set it to 0 (this run or one before it).
 	hubDefault, hubOurs bool
+	// giving: a pass began giving it to dom0 and may not have finished
+	// (authorization before probe; its record says so).
+	giving bool
 }
 
 // migratedAway ends the name xl gives the sending host's copy of a guest
