@@ -67,6 +67,11 @@
 // QEMU), so no dom0 driver ever has them; pending and refused keep them
 // inert. Devices present before the mode was on keep their drivers.
 //
+// Any step that fails leaves the device failed: the failure is its record
+// (action failed) and the pass is tried again after a delay that doubles
+// from 0.5 s to a minute; the next pass starts from what the failed one
+// left. A failure is apply's, never a plan's.
+//
 // An interface without a driver on a device the agent never attached is
 // left alone: only what the agent (or xl) unbound, as its driver records
 // and usbback say, is given back.

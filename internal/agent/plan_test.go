@@ -162,6 +162,23 @@ func TestPlanTable(t *testing.T) {
 			}
 		})
 	}
+	// A rule's pinned port is said to be the rule's, so that the attach
+	// can say when it was taken.
+	pin := *rule
+	pin.Target = &policy.Target{Domain: "kiosk", Controller: 0, Port: 2}
+	for _, c := range []struct {
+		name string
+		o    observation
+		want bool
+	}{
+		{"pinned", here("add", "usbhid"), true},
+		{"back to its own port first", with(owned(here(TrigDomains, "usbhid"), 3), func(o *observation) { o.owned.Port = 3 }), false},
+	} {
+		p := makePlan(c.o, policy.Decision{Action: policy.Attach, Rule: &pin, Target: pin.Target}, kiosk)
+		if n := len(p.steps); n != 1 || p.steps[0].kind != stepAttach || p.steps[0].attach.pinned != c.want {
+			t.Errorf("%s: %+v", c.name, p.steps)
+		}
+	}
 	for st := StAbsent; st <= StBlocked; st++ {
 		if !reached[st] {
 			t.Errorf("no row reaches state %s", st)
