@@ -162,9 +162,12 @@ func (r *runner) eval(ctx context.Context, c []string) (bool, string, error) {
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		var s struct{ Ready bool }
+		var s struct {
+			Ready bool
+			State string
+		}
 		json.Unmarshal([]byte(st), &s)
-		return s.Ready, "the status file says not ready", nil
+		return s.Ready || s.State == "ready", "the status file says not ready: " + tail(st, 300), nil
 	}
 	return false, "", fmt.Errorf("unknown condition %q", c[0])
 }
@@ -245,17 +248,29 @@ func driverList(d *usbsysfs.Device) string {
 }
 
 // audits are the agent's audit records since the last action step.
-// An auditLine is an audit record as the agent logs it (JSON).
+// An auditLine is an audit record as the agent logs it (JSON); the
+// fields the checks use, read leniently so that a change of the log's
+// other fields does not blind them.
 type auditLine struct {
-	Audit   bool   `json:"audit"`
-	BusID   string `json:"busid"`
-	Action  string `json:"action"`
-	Rule    string `json:"rule"`
-	Domain  string `json:"domain"`
-	Port    string `json:"port"`
-	Message string `json:"message"`
-	// Duration is the pass's, in milliseconds (zerolog's unit).
-	Duration float64 `json:"duration"`
+	BusID, Action, Message string
+	// Duration is the pass's (duration_ms, or duration in milliseconds).
+	Duration float64
+}
+
+func parseAudit(line string) (auditLine, bool) {
+	var m map[string]any
+	if json.Unmarshal([]byte(line), &m) != nil || m["audit"] != true {
+		return auditLine{}, false
+	}
+	str := func(k string) string { s, _ := m[k].(string); return s }
+	a := auditLine{BusID: str("busid"), Action: str("action"), Message: str("message")}
+	for _, k := range []string{"duration_ms", "duration"} {
+		if d, ok := m[k].(float64); ok {
+			a.Duration = d
+			break
+		}
+	}
+	return a, a.Action != ""
 }
 
 func (r *runner) audits(ctx context.Context) ([]auditLine, error) {
@@ -265,8 +280,7 @@ func (r *runner) audits(ctx context.Context) ([]auditLine, error) {
 	}
 	var out []auditLine
 	for _, l := range strings.Split(lg[min(r.logMark, len(lg)):], "\n") {
-		var a auditLine
-		if json.Unmarshal([]byte(l), &a) == nil && a.Audit && a.Action != "" {
+		if a, ok := parseAudit(l); ok {
 			out = append(out, a)
 		}
 	}

@@ -92,6 +92,13 @@ func (e *Env) Run(ctx context.Context, sc *Scenario) (res Result) {
 	r := &runner{env: e, sc: sc, dir: dir, doms: map[string]*domState{}, plugs: map[string]Plug{}, busids: map[string]string{},
 		buses: map[string][]int{}, res: &res, seen: map[string]bool{}, admin: map[string]bool{}, policy: sc.Policies["main"]}
 	res.Err = r.run(ctx)
+	// The disk images and sockets are no logs.
+	for _, pat := range []string{"d*.img", "*.sock"} {
+		ms, _ := filepath.Glob(filepath.Join(dir, pat))
+		for _, m := range ms {
+			os.Remove(m)
+		}
+	}
 	res.Elapsed = time.Since(start)
 	if res.Err == nil && !e.Keep {
 		os.RemoveAll(dir)
@@ -235,6 +242,12 @@ func (r *runner) collect(ctx context.Context) {
 	}
 	if a, err := r.vm.Call(cctx, "cat", "", []string{"/run/agent.log"}); err == nil {
 		os.WriteFile(filepath.Join(r.dir, "agent.log"), []byte(a), 0o644)
+	}
+	os.WriteFile(filepath.Join(r.dir, "policy.toml"), []byte(r.policy), 0o644)
+	if p, err := r.vm.Call(cctx, "record-stop", "", nil); err == nil {
+		if tr, err := r.vm.Call(cctx, "cat", "", []string{p}); err == nil {
+			os.WriteFile(filepath.Join(r.dir, "uevents.jsonl"), []byte(tr), 0o644)
+		}
 	}
 	if st, err := r.vm.Call(cctx, "cat", "", []string{"/run/usbhotplugd/status.json"}); err == nil {
 		os.WriteFile(filepath.Join(r.dir, "status.json"), []byte(st), 0o644)

@@ -54,6 +54,7 @@ func boot() error {
 		}
 	}
 	os.MkdirAll("/etc/usbhotplugd", 0o755)
+	startRecord() // before the modules: their coldplug events are kept too
 	b, err := os.ReadFile("/modules.list")
 	if err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -69,6 +68,8 @@ func handle(req request) (string, error) {
 		return string(b), err
 	case "kmsg":
 		return kmsg()
+	case "record-stop":
+		return stopRecord()
 	}
 	return "", fmt.Errorf("unknown op %q", req.Op)
 }
@@ -221,4 +222,40 @@ func kmsg() (string, error) {
 	return out.String(), nil
 }
 
-var _ = io.EOF
+// The kernel's uevents, recorded for the whole run by the agent binary's
+// own recorder into a trace that `usbhotplugd replay` takes.
+var recorder struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+const tracePath = "/run/uevents.jsonl"
+
+func startRecord() {
+	cmd := exec.Command(agentBin, "record", "-o", tracePath)
+	logf, err := os.Create("/run/record.log")
+	if err != nil {
+		return
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "vmguest: record: %v\n", err)
+		return
+	}
+	recorder.cmd, recorder.done = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(recorder.done) }()
+}
+
+func stopRecord() (string, error) {
+	if recorder.cmd == nil {
+		return "", fmt.Errorf("no recorder runs")
+	}
+	recorder.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-recorder.done:
+	case <-time.After(30 * time.Second):
+		return "", fmt.Errorf("the recorder did not stop within 30s")
+	}
+	return tracePath, nil
+}
