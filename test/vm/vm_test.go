@@ -100,3 +100,25 @@ func TestParseAudit(t *testing.T) {
 		t.Error("a line that is no audit record was taken for one")
 	}
 }
+
+func TestSummaryEndsWithCounts(t *testing.T) {
+	var b strings.Builder
+	ms := func(n ...int) []time.Duration {
+		var d []time.Duration
+		for _, x := range n {
+			d = append(d, time.Duration(x)*time.Millisecond)
+		}
+		return d
+	}
+	code := Summary(&b, []Result{
+		{Name: "a", PortWritten: ms(100, 300, 200), Bound: ms(150, 350, 250)},
+		{Name: "b", Err: &StepError{File: "b.scn", Line: 3, Step: "wait ready", Expected: "ready", Found: "not"}},
+	})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if code != 1 || lines[len(lines)-1] != "1 passed, 1 failed" {
+		t.Fatalf("code %d, output:\n%s", code, b.String())
+	}
+	if !strings.Contains(lines[0], "port written: p50 200ms p90 300ms") {
+		t.Errorf("percentiles: %s", lines[0])
+	}
+}
