@@ -275,7 +275,7 @@ func TestManPages(t *testing.T) {
 		}
 	}
 	attach := read("man8/usbhotplugd-usbdev-attach.8")
-	for _, want := range []string{`\fB\-\-force\fR`, "usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", `\fB\-\-backend-timeout\fR \fIduration\fR`} {
+	for _, want := range []string{`\fB\-\-force\fR`, "usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", `\fB\-\-backend-timeout\fR \fIDURATION\fR`} {
 		if !strings.Contains(attach, want) {
 			t.Errorf("usbhotplugd-usbdev-attach.8 lacks %q:\n%s", want, attach)
 		}

@@ -28,7 +28,7 @@ func completeDomains(c *cobra.Command) []cobra.Completion {
 	defer cancel()
 	var xs *xenstore.Conn
 	var err error
-	if path, _ := c.Flags().GetString("xenstore"); path != "" {
+	if path := flagValue(c, "xenstore"); path != "" {
 		xs, err = xenstore.DialPath(ctx, path)
 	} else {
 		xs, err = xenstore.Dial(ctx)
@@ -94,10 +94,18 @@ func completeBusID(c *cobra.Command, args []string, toComplete string) ([]cobra.
 }
 
 func sysfsFlag(c *cobra.Command) string {
-	if s, err := c.Flags().GetString("sysfs"); err == nil {
+	if s := flagValue(c, "sysfs"); s != "" {
 		return s
 	}
 	return sysfsDefault()
+}
+
+// flagValue is a flag's value as given (or its default), "" without it.
+func flagValue(c *cobra.Command, name string) string {
+	if f := c.Flags().Lookup(name); f != nil {
+		return f.Value.String()
+	}
+	return ""
 }
 
 // flagCompletions are the completions of flags by name, for every command

@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 )
@@ -154,6 +156,7 @@ func (c command) build() *cobra.Command {
 		cc.Args = noArgs
 	}
 	cc.Flags().SortFlags = false
+	cc.Flags().VisitAll(nameValue)
 	for name, f := range flagCompletions {
 		if cc.Flags().Lookup(name) != nil {
 			cc.RegisterFlagCompletionFunc(name, f)
@@ -187,5 +190,32 @@ func rangeArgs(min, max int) cobra.PositionalArgs {
 			return &usageError{"usage: " + c.UseLine()}
 		}
 		return nil
+	}
+}
+
+// valueNames name a flag's value in --help and the man pages by what it
+// is ("--policy FILE"), not by its Go type ("--policy string").
+var valueNames = map[string]string{
+	"policy": "FILE", "mountinfo": "FILE", "output": "FILE", "import-udevadm": "FILE", "metrics-textfile": "FILE",
+	"sysfs": "DIR", "state-dir": "DIR", "xenstore": "SOCKET", "socket": "PATH",
+	"backend-timeout": "DURATION", "wait": "DURATION", "host": "NAME", "domain": "NAME", "control-group": "GROUP",
+	"log-format": "FORMAT", "log-level": "LEVEL",
+}
+
+// namedValue is a flag's value under the name valueNames gives it. (Its
+// Type is that name, so pflag's GetString refuses it: read a flag through
+// its variable, as every command does.)
+type namedValue struct {
+	pflag.Value
+	name string
+}
+
+func (v namedValue) Type() string { return v.name }
+
+func nameValue(f *pflag.Flag) {
+	if n, ok := valueNames[f.Name]; ok && strings.IndexByte(f.Usage, '`') < 0 {
+		if t := f.Value.Type(); t == "string" || t == "duration" {
+			f.Value = namedValue{f.Value, n}
+		}
 	}
 }
