@@ -247,11 +247,13 @@ func checkNotInUse(h *assign.Host, spec policy.DevSpec) error {
 		}
 		busid = b
 	}
-	dev, err := h.Sys.Device(busid)
+	// The guard looks at the interfaces only: no need to read the whole
+	// device (its attributes, port path and hashes) for it.
+	ifs, err := h.Sys.Interfaces(busid)
 	if err != nil {
 		return nil
 	}
-	if why := inventory.InUse(h.Sys, dev, mounts.Default); why != "" {
+	if why := inventory.InUse(h.Sys, usbsysfs.Device{BusID: busid, Interfaces: ifs}, mounts.Default); why != "" {
 		return fmt.Errorf("%s is in use by dom0: %s; unmount it first, or pass --force to attach it anyway", busid, why)
 	}
 	return nil
