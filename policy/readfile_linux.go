@@ -9,11 +9,20 @@ import (
 )
 
 // readRegular reads a policy file: a regular file of at most MaxFileSize
-// bytes. It opens without blocking and checks the type on the open file
-// before reading, so a FIFO (which would wait for a writer) or a device
-// such as /dev/zero (which never ends) is refused by name, and a file
-// swapped for one between a check and the open cannot slip through.
+// bytes.
 func readRegular(path string) ([]byte, error) {
+	return ReadRegular(path, MaxFileSize, "a policy file")
+}
+
+// ReadRegular reads a file an admin names as policy files are read: a
+// regular file of at most max bytes (a whole number of MiB), else an
+// error (ErrNotRegular, ErrLimit) that names path and says what (the kind
+// of file: "a policy file") may be. It opens without blocking and checks
+// the type on the open file before reading, so a FIFO (which would wait
+// for a writer) or a device such as /dev/zero (which never ends) is
+// refused by name, and a file swapped for one between a check and the
+// open cannot slip through.
+func ReadRegular(path string, max int64, what string) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
@@ -27,19 +36,19 @@ func readRegular(path string) ([]byte, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, fileKind(st.Mode))
 	}
-	if st.Size > MaxFileSize {
+	if st.Size > max {
 		unix.Close(fd)
-		return nil, fmt.Errorf("%s: %w: %d bytes; a policy file is at most %d MiB", path, ErrLimit, st.Size, MaxFileSize>>20)
+		return nil, fmt.Errorf("%s: %w: %d bytes; %s is at most %d MiB", path, ErrLimit, st.Size, what, max>>20)
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
 	// The size can grow while we read: never read past the limit.
-	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > MaxFileSize {
-		return nil, fmt.Errorf("%s: %w: a policy file is at most %d MiB", path, ErrLimit, MaxFileSize>>20)
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: %w: %s is at most %d MiB", path, ErrLimit, what, max>>20)
 	}
 	return b, nil
 }

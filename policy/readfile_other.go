@@ -8,11 +8,17 @@ import (
 	"os"
 )
 
-// readRegular reads a regular file of at most MaxFileSize bytes. Off
-// Linux it checks the type after a plain open (an open of a FIFO may
-// block there); the agent runs on Linux only, this serves `check` on a
-// workstation.
+// readRegular reads a policy file: a regular file of at most MaxFileSize
+// bytes.
 func readRegular(path string) ([]byte, error) {
+	return ReadRegular(path, MaxFileSize, "a policy file")
+}
+
+// ReadRegular reads a regular file of at most max bytes (a whole number
+// of MiB); what names the kind of file in the error. Off Linux it checks
+// the type after a plain open (an open of a FIFO may block there); the
+// agent runs on Linux only, this serves `check` on a workstation.
+func ReadRegular(path string, max int64, what string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -25,12 +31,12 @@ func readRegular(path string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, st.Mode().Type())
 	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > MaxFileSize {
-		return nil, fmt.Errorf("%s: %w: a policy file is at most %d MiB", path, ErrLimit, MaxFileSize>>20)
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: %w: %s is at most %d MiB", path, ErrLimit, what, max>>20)
 	}
 	return b, nil
 }

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/policygen"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 func init() {
@@ -39,7 +38,7 @@ func newImportXLCmd() *cobra.Command {
 func runImportXL(files []string, prefer, root string, stdout, stderr io.Writer) error {
 	var cfgs []*policygen.XLConfig
 	for _, f := range files {
-		b, err := readSmall(f, policygen.MaxXLConfigSize)
+		b, err := policy.ReadRegular(f, policygen.MaxXLConfigSize, "an xl.cfg file")
 		if err != nil {
 			return err
 		}
@@ -63,25 +62,4 @@ func runImportXL(files []string, prefer, root string, stdout, stderr io.Writer) 
 		return &exitError{fmt.Sprintf("%s not converted; the policy written has the rest", fmt.Sprint(len(problems)))}
 	}
 	return nil
-}
-
-// readSmall reads a regular file of at most max bytes.
-func readSmall(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err == nil && int64(len(b)) > max {
-		err = errors.New(path + ": too large for an xl.cfg file")
-	}
-	return b, err
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -52,5 +53,18 @@ func TestImportXLCfgGolden(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A named pipe given as an xl.cfg is refused at once, by name: a plain
+// open would wait for a writer that never comes.
+func TestImportXLCfgRefusesFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "kiosk.cfg")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	code, out, errs := runCmd(t, "import-xlcfg", "--sysfs", realTree, fifo)
+	if code == 0 || out != "" || !strings.Contains(errs, fifo+": not a regular file (a named pipe)") {
+		t.Errorf("exit %d\n%s%s", code, out, errs)
 	}
 }
