@@ -167,11 +167,12 @@ func readAll(files []string) (map[string][]byte, error) {
 	return saved, nil
 }
 
-// restore puts the saved drop-ins back, and returns cause.
+// restore puts the saved drop-ins back, every one it can, and returns
+// cause with each that could not be.
 func restore(dir string, saved map[string][]byte, cause error) error {
 	for f, b := range saved {
 		if err := policy.WriteDropIn(dir, filepath.Base(f), b); err != nil {
-			return fmt.Errorf("%w; and putting %s back failed: %v", cause, f, err)
+			cause = fmt.Errorf("%w; and putting %s back failed: %w", cause, f, err)
 		}
 	}
 	return cause

@@ -70,11 +70,11 @@ func Choose(d usbsysfs.Device, all []usbsysfs.Device, prefer string) (Identity, 
 			return Identity{ByPortPath, d.PortPathRev, portWhy(d, prefer)}, nil
 		case k == ByHash && d.Hash != "" && count(hash, d.Hash) == 1:
 			return Identity{ByHash, d.Hash, "named by its descriptor hash, which no other device present has (it follows the device to any socket)"}, nil
-		case k == ByPort:
-			return Identity{ByPort, d.BusID, "named by its busid, which changes when the buses are numbered again: no serial, port path or hash names it alone"}, nil
 		}
 	}
-	panic("unreachable: ByPort ends every order")
+	// Every order ends with ByPort; an order changed without it ends there
+	// too, rather than naming nothing.
+	return Identity{ByPort, d.BusID, "named by its busid, which changes when the buses are numbered again: no serial, port path or hash names it alone"}, nil
 }
 
 func portWhy(d usbsysfs.Device, prefer string) string {
