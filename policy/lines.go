@@ -338,8 +338,14 @@ func (s *scanner) skipSpace(nl bool) {
 
 func (s *scanner) skipTo(c byte) {
 	for s.i < len(s.src) && s.src[s.i] != c {
-		if s.src[s.i] == '"' || s.src[s.i] == '\'' {
+		switch s.src[s.i] {
+		case '"', '\'':
 			s.str()
+			continue
+		case '#': // a comment: quotes in it start no string
+			for s.i < len(s.src) && s.src[s.i] != '\n' && s.src[s.i] != c {
+				s.i++
+			}
 			continue
 		}
 		s.i++
