@@ -156,17 +156,7 @@ func assignReloadsTheAgent(t *testing.T, kind string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	xs := s.Dial(t)
-	if err := sim.SeedDom0(ctx, xs); err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.SeedDomain(ctx, xs, sim.KioskDomain); err != nil {
-		t.Fatal(err)
-	}
-	if err := xs.Introduce(ctx, sim.KioskDomain.ID, 1, 1); err != nil {
-		t.Fatal(err)
-	}
-	backends := &sim.Backends{XS: s.Dial(t)}
-	br, err := backends.Start(ctx)
+	_, br, err := sim.StartKiosk(ctx, xs, s.Dial(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,17 +33,7 @@ func newDocHost(t *testing.T) *docHost {
 	t.Cleanup(cancel)
 	s := xenstoretest.Embedded(t)
 	xs := s.Dial(t)
-	if err := sim.SeedDom0(ctx, xs); err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.SeedDomain(ctx, xs, sim.KioskDomain); err != nil {
-		t.Fatal(err)
-	}
-	if err := xs.Introduce(ctx, sim.KioskDomain.ID, 1, 1); err != nil {
-		t.Fatal(err)
-	}
-	b := &sim.Backends{XS: s.Dial(t)}
-	r, err := b.Start(ctx)
+	b, r, err := sim.StartKiosk(ctx, xs, s.Dial(t))
 	if err != nil {
 		t.Fatal(err)
 	}

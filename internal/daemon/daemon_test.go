@@ -99,17 +99,7 @@ func newHost(t *testing.T) *host {
 	t.Cleanup(cancel)
 	s := xenstoretest.Embedded(t)
 	xs := s.Dial(t)
-	if err := sim.SeedDom0(ctx, xs); err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.SeedDomain(ctx, xs, sim.KioskDomain); err != nil {
-		t.Fatal(err)
-	}
-	if err := xs.Introduce(ctx, sim.KioskDomain.ID, 1, 1); err != nil {
-		t.Fatal(err)
-	}
-	backends := &sim.Backends{XS: s.Dial(t)}
-	br, err := backends.Start(ctx)
+	_, br, err := sim.StartKiosk(ctx, xs, s.Dial(t))
 	if err != nil {
 		t.Fatal(err)
 	}
