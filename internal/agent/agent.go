@@ -92,6 +92,13 @@ type Agent struct {
 	retries map[string]*retry
 	// intents: attaches decided and not done yet (the worker's own).
 	intents []intent
+	// seenAttached: busids seen at a port or in usbback since they were
+	// plugged (forgotten when they leave).
+	seenAttached map[string]bool
+	// offered: busids whose interfaces without a driver were offered to
+	// the kernel once since the agent last saw them attached (a driver
+	// that matches none is not asked again at every pass).
+	offered map[string]bool
 	// ensured: domids whose declared controllers exist (or that had some)
 	ensured map[uint32]bool
 	// inert: root hubs whose interface_authorized_default the agent set
@@ -141,7 +148,7 @@ func New(cfg Config) *Agent {
 		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]Trigger{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, inert: map[string]bool{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}

@@ -78,6 +78,10 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		a.dropPresent(ctx, busid)
 		a.forgetPlugged(busid)
 		a.remember(busid, o.dev, false)
+		a.mu.Lock()
+		delete(a.seenAttached, busid)
+		delete(a.offered, busid)
+		a.mu.Unlock()
 	case stepDetach:
 		if err := h.DetachForget(ctx, s.at.Domid, s.at.Controller, s.at.Port, ownedPath(busid)); err != nil {
 			return err
@@ -86,7 +90,16 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepRememberLeft:
 		a.rememberLeft(s.key, s.domain, s.at)
 	case stepRelease:
-		err := h.Release(ctx, busid)
+		var err error
+		if s.unbound {
+			err = h.ReleaseUnbound(ctx, busid)
+			a.mu.Lock()
+			delete(a.seenAttached, busid)
+			a.offered[busid] = true
+			a.mu.Unlock()
+		} else {
+			err = h.Release(ctx, busid)
+		}
 		if s.lenient && err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
 				a.cfg.Log.Debug().Err(err).Str("busid", busid).Msg("release of a gone device")

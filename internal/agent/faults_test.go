@@ -292,3 +292,41 @@ func TestAgentSaysAPinnedPortWasTaken(t *testing.T) {
 		}
 	})
 }
+
+// A device the agent attached, whose interfaces a detach that raced
+// another left without a driver and without a record (libxl's destroy and
+// the agent both giving it back): the agent offers them to the kernel, so
+// nothing is lost to dom0; a device it never attached is left alone (see
+// TestAgentLeavesDriverlessInterfacesAlone).
+func TestAgentGivesBackWhatARacedDetachLeftUnbound(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(testPolicy, false)
+		a, ok := e.at("1-2")
+		if !ok {
+			t.Fatal("audio not attached")
+		}
+		// What the race leaves: the port cleared, the interfaces out of
+		// usbback with no driver, the driver records gone.
+		for _, intf := range []string{"1-2:1.0", "1-2:1.1", "1-2:1.2", "1-2:1.3"} {
+			if err := e.h.Sys.Unbind(intf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.xs.Rm(e.ctx, "/libxl/usbback/1-2"); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{fmt.Sprintf("/local/domain/0/backend/vusb/%d/%d/port/%d", a.Domid, a.Controller, a.Port), fmt.Sprintf("/libxl/%d/device/vusb/%d/port/%d", a.Domid, a.Controller, a.Port)} {
+			if err := e.xs.Write(e.ctx, p, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.await("1-2", agent.ActReleased)
+		e.settle()
+		for _, intf := range []string{"1-2:1.0", "1-2:1.3"} {
+			if drv := e.driverOf(intf); drv == "" || drv == "usbback" {
+				t.Errorf("%s left with driver %q", intf, drv)
+			}
+		}
+	})
+}

@@ -35,6 +35,12 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	}
 	o.owned, o.record, o.port, o.giving = st.owned, st.record, st.port, st.giving
 	a.mu.Lock()
+	if o.port != nil || o.record || o.present && anyUsbback(o.dev) {
+		a.seenAttached[busid] = true // attached again: its interfaces are ours again
+	}
+	o.ours = a.seenAttached[busid] || o.owned != nil && !a.offered[busid]
+	a.mu.Unlock()
+	a.mu.Lock()
 	o.last, o.known = a.status[busid]
 	for b, st := range a.status {
 		if slices.Contains(st.Twins, busid) {

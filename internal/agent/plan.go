@@ -31,6 +31,10 @@ type observation struct {
 	// giving: a pass began giving it to dom0 and may not have finished
 	// (authorization before probe; its record says so).
 	giving bool
+	// ours: the agent attached it (its ownership record), or saw it at a
+	// port or in usbback since it was plugged. Only then is an interface
+	// of it without a driver the agent's (or xl's) to give back.
+	ours bool
 }
 
 // migratedAway ends the name xl gives the sending host's copy of a guest
@@ -110,18 +114,19 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 		if done := planAtPort(&p, o, dec, t, rec, w); done {
 			return p
 		}
-	} else if o.record || anyUsbback(o.dev) {
-		// At no port, yet something of it is in usbback: a detach cut
-		// short, or xl (or libxl's destroy) in the middle of giving it
-		// back: looked at again shortly rather than raced. The first pass
-		// after a start repairs at once: readiness promises the invariants.
+	} else if o.record || anyUsbback(o.dev) || o.ours && unbound(o.dev) {
+		// At no port, yet something of it is in usbback, or an interface
+		// of a device that was attached has no driver: a detach cut short,
+		// or xl (or libxl's destroy) in the middle of giving it back:
+		// looked at again shortly rather than raced. The first pass after
+		// a start repairs at once: readiness promises the invariants.
 		if !w.dryRun && o.trigger != TrigStart && o.trigger != TrigAfterCleared {
 			return plan{state: StSettling, steps: []step{{kind: stepLookLater, trigger: TrigAfterCleared}}}
 		}
 		if !w.dryRun {
-			p.add(step{kind: stepRelease})
+			p.add(step{kind: stepRelease, unbound: o.ours})
 			p.add(step{kind: stepAudit, rec: Audit{BusID: o.busid, ID: rec.ID, Trigger: o.trigger, Action: ActReleased,
-				Reason: o.busid + " was left in usbback or with driver records at no port: given back to its dom0 drivers"}})
+				Reason: o.busid + " was left in usbback, with driver records or, once attached, without a driver at no port: given back to its dom0 drivers"}})
 		}
 	}
 	planDecision(&p, o, dec, t, rec, w)
@@ -351,6 +356,16 @@ func allUsbback(d usbsysfs.Device) bool {
 		}
 	}
 	return true
+}
+
+// unbound says an interface of d has no driver.
+func unbound(d usbsysfs.Device) bool {
+	for _, in := range d.Interfaces {
+		if in.Driver == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // anyUsbback says an interface of d is bound to usbback.

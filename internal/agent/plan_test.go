@@ -92,6 +92,9 @@ func TestPlanTable(t *testing.T) {
 		{"refused: unchanged, twins not told again", last(here("add", "usbhid"), ActRefused, "twins"), refuse, kiosk, StRefused, nil, "", ""},
 		// settling (someone else mid-way)
 		{"settling: in usbback at no port", here("unbind", "usbback"), none, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
+		{"settling: once attached, an interface left without a driver", with(here("bind", "usbhid", ""), func(o *observation) { o.ours = true }), none, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
+		{"settling → with dom0: it is offered to the kernel", with(here(TrigAfterCleared, "usbhid", ""), func(o *observation) { o.ours = true }), none, kiosk, StWithDom0,
+			[]stepKind{stepRelease, stepAudit, stepAudit}, ActUnmatched, ""},
 		{"settling: records at no port", with(here("bind", "usbhid"), func(o *observation) { o.record = true }), none, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
 		{"settling → with dom0: second look releases", here(TrigAfterCleared, "usbback"), none, kiosk, StWithDom0,
 			[]stepKind{stepRelease, stepAudit, stepAudit}, ActUnmatched, ""},

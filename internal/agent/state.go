@@ -107,6 +107,7 @@ type step struct {
 	trigger Trigger           // look-later, requeue: the pass's trigger
 	busids  []string          // requeue
 	lenient bool              // release: a failure is only logged (the device left)
+	unbound bool              // release: interfaces without a driver are offered to the kernel too
 	attach  attachPlan        // attach
 }
 

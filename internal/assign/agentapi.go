@@ -32,6 +32,24 @@ func (h *Host) Release(ctx context.Context, busid string) error {
 	return err
 }
 
+// ReleaseUnbound is Release that also offers every interface of busid
+// without a driver to the kernel's own matching (drivers_probe): for a
+// device that was attached, whose interfaces a detach raced with another
+// may have left without a driver and without a record.
+func (h *Host) ReleaseUnbound(ctx context.Context, busid string) error {
+	err := h.Release(ctx, busid)
+	intfs, ierr := h.Sys.Interfaces(busid)
+	if ierr != nil {
+		return errors.Join(err, ierr)
+	}
+	for _, in := range intfs {
+		if in.Driver == "" {
+			err = errors.Join(err, h.Sys.Probe(in.Name))
+		}
+	}
+	return err
+}
+
 // takeFromUsbback unbinds from usbback the interfaces of busid bound to
 // it, and names them.
 func (h *Host) takeFromUsbback(busid string) ([]string, error) {
