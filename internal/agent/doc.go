@@ -74,5 +74,7 @@
 //
 // An interface without a driver on a device the agent never attached is
 // left alone: only what the agent (or xl) unbound, as its driver records
-// and usbback say, is given back.
+// and usbback say, is given back; and, on a device the agent attached or
+// saw attached since it was plugged, an interface a raced detach left
+// without a driver (offered to the kernel once).
 package agent
