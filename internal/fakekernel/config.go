@@ -245,7 +245,7 @@ func (k *Kernel) enumerate(name, dir string) {
 	}
 	k.linkDevice(name, dir)
 	k.emit("add", name, dir, "")
-	if _, err := os.Stat(filepath.Join(k.root, "bus/usb/drivers/usb")); err == nil && link(k.root, name, dir, "usb") == nil {
+	if _, err := os.Stat(filepath.Join(k.root, "bus/usb/drivers/usb")); err == nil && LinkDriver(k.root, name, dir, "usb") == nil {
 		k.bound(name, dir, "usb")
 	}
 }

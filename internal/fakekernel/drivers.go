@@ -95,7 +95,7 @@ func (k *Kernel) bindWrite(path, drv, name string) error {
 			return errno(path, e)
 		}
 	}
-	if err := link(k.root, name, real, drv); err != nil {
+	if err := LinkDriver(k.root, name, real, drv); err != nil {
 		return errno(path, syscall.EIO)
 	}
 	k.bound(name, real, drv)
@@ -206,16 +206,19 @@ func (k *Kernel) probe(name, dir string) {
 		if !k.matches(drv, name, dir) || k.probeErr(drv, name, dir) != 0 {
 			continue
 		}
-		if link(k.root, name, dir, drv) == nil {
+		if LinkDriver(k.root, name, dir, drv) == nil {
 			k.bound(name, dir, drv)
 		}
 		return
 	}
 }
 
-// link binds name (at dir) to drv: the device's driver link and the
-// driver's link to the device.
-func link(root, name, dir, drv string) error {
+// LinkDriver binds name (at dir, in the tree at root) to drv as the
+// kernel shows a binding: the device's driver link and the driver's link
+// to the device, which replaces one left alone (by a process killed
+// between its two unlinks; the real kernel, under the device lock, never
+// shows that).
+func LinkDriver(root, name, dir, drv string) error {
 	drvDir := filepath.Join(root, "bus/usb/drivers", drv)
 	toDrv, _ := filepath.Rel(dir, drvDir)
 	toDev, _ := filepath.Rel(drvDir, dir)

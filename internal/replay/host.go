@@ -181,17 +181,7 @@ func (h *Host) bindTo(e uevent.Event, dir string) error {
 
 func (h *Host) bind(dir, name, drv string) error {
 	h.unbind(dir, name)
-	drvDir := filepath.Join(h.Root, "bus/usb/drivers", drv)
-	toDrv, _ := filepath.Rel(dir, drvDir)
-	toDev, _ := filepath.Rel(drvDir, dir)
-	if err := os.Symlink(toDrv, filepath.Join(dir, "driver")); err != nil {
-		return err
-	}
-	// A fake kernel killed between its two unlinks (the agent's, by the
-	// soak test) may leave the driver's link alone: the real kernel, under
-	// the device lock, never shows that, so it is put right here.
-	os.Remove(filepath.Join(drvDir, name))
-	return os.Symlink(toDev, filepath.Join(drvDir, name))
+	return fakekernel.LinkDriver(h.Root, name, dir, drv)
 }
 
 func (h *Host) unbind(dir, name string) error {
