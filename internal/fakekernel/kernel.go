@@ -91,9 +91,7 @@ func errno(path string, e syscall.Errno) error { return &fs.PathError{Op: "write
 
 // WriteAttr implements usbsysfs.Writer.
 func (k *Kernel) WriteAttr(path string, data []byte) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	unlock, err := LockTree(k.root)
+	unlock, err := k.lock()
 	if err != nil {
 		return &fs.PathError{Op: "write", Path: path, Err: syscall.EIO}
 	}

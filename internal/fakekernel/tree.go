@@ -56,9 +56,7 @@ func AddDriver(root, name string) error {
 // arrival as the kernel sends them: the device's add, each interface's
 // add and (when a driver took it) bind, the device's bind last.
 func (k *Kernel) Plug(d Dev) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	unlock, err := LockTree(k.root)
+	unlock, err := k.lock()
 	if err != nil {
 		return err
 	}
@@ -88,9 +86,7 @@ func (k *Kernel) Plug(d Dev) error {
 // as the kernel does when it is pulled out: the entries under
 // bus/usb/devices and the drivers' links go, then the device's directory.
 func (k *Kernel) Unplug(busid string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	unlock, err := LockTree(k.root)
+	unlock, err := k.lock()
 	if err != nil {
 		return err
 	}
@@ -146,13 +142,25 @@ func (k *Kernel) Unplug(busid string) error {
 func LockTree(root string) (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(root, ".kernel.lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("fakekernel: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("fakekernel: lock %s: %w", f.Name(), err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// lock takes the kernel's own lock, then the tree's; unlock releases
+// both.
+func (k *Kernel) lock() (unlock func(), err error) {
+	k.mu.Lock()
+	u, err := LockTree(k.root)
+	if err != nil {
+		k.mu.Unlock()
+		return nil, err
+	}
+	return func() { u(); k.mu.Unlock() }, nil
 }
 
 // A TB is what TempDir needs of a test or benchmark; testing.TB has it.
