@@ -56,6 +56,7 @@ func (e *StepError) Error() string {
 type domState struct {
 	sim.Domain
 	running bool
+	qemu    bool
 }
 
 type runner struct {
@@ -207,7 +208,7 @@ func (r *runner) startStore(ctx context.Context) (func(), error) {
 	}
 	for _, dd := range r.sc.Domains {
 		if err == nil {
-			r.doms[dd.Name] = &domState{Domain: sim.Domain{Name: dd.Name, UUID: uuidOf(dd.Name), Type: "pv"}}
+			r.doms[dd.Name] = &domState{Domain: sim.Domain{Name: dd.Name, UUID: uuidOf(dd.Name), Type: "pv"}, qemu: dd.QEMU}
 			if !dd.Stopped {
 				err = r.domainStart(ctx, dd.Name)
 			}

@@ -14,7 +14,8 @@ import (
 // The format is one statement a line; '#' starts a comment line.
 //
 //	policy NAME            a policy, its TOML on the lines up to "end"
-//	domain NAME [stopped]  a guest, running (the default) when the agent first starts
+//	domain NAME [stopped] [qemu]  a guest, running (unless stopped) when the
+//	                       agent first starts; qemu: its device model offers qusb
 //	coldplug DRIVER k=v…   a device present at boot (QEMU -device; id= names it)
 //	repeat N … end         the lines between, N times
 //
@@ -52,6 +53,7 @@ type Scenario struct {
 type DomainDecl struct {
 	Name    string
 	Stopped bool
+	QEMU    bool // a device model that offers the qusb backend
 }
 
 // A Plug is a device, as QEMU's -device or device_add takes it.
@@ -180,10 +182,21 @@ func (s *Scenario) statement(n int, l string) error {
 		if len(args) >= 1 && (args[0] == "start" || args[0] == "stop" || args[0] == "reboot" || args[0] == "rename") {
 			break
 		}
-		if len(args) < 1 || len(args) > 2 || (len(args) == 2 && args[1] != "stopped") {
-			return fmt.Errorf("domain NAME [stopped], or domain start|stop|reboot|rename …")
+		if len(args) < 1 {
+			return fmt.Errorf("domain NAME [stopped] [qemu], or domain start|stop|reboot|rename …")
 		}
-		s.Domains = append(s.Domains, DomainDecl{Name: args[0], Stopped: len(args) == 2})
+		d := DomainDecl{Name: args[0]}
+		for _, a := range args[1:] {
+			switch a {
+			case "stopped":
+				d.Stopped = true
+			case "qemu":
+				d.QEMU = true
+			default:
+				return fmt.Errorf("domain %s: %q is neither stopped nor qemu", args[0], a)
+			}
+		}
+		s.Domains = append(s.Domains, d)
 		return nil
 	case "coldplug", "plug", "plugunplug":
 		p, err := parsePlug(args)

@@ -240,6 +240,11 @@ func (r *runner) domainStart(ctx context.Context, name string) error {
 	if err := sim.SeedDomain(ctx, r.xs, d.Domain); err != nil {
 		return err
 	}
+	if d.qemu {
+		if err := sim.SeedQEMU(ctx, r.xs, d.ID); err != nil {
+			return err
+		}
+	}
 	if err := r.xs.Introduce(ctx, d.ID, 1, 1); err != nil {
 		return err
 	}
@@ -261,7 +266,8 @@ func (r *runner) domainStop(ctx context.Context, name string) error {
 		return err
 	}
 	for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
-		fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID), fmt.Sprintf("/local/domain/0/backend/qusb/%d", d.ID)} {
+		fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID), fmt.Sprintf("/local/domain/0/backend/qusb/%d", d.ID),
+		fmt.Sprintf("/local/domain/0/device-model/%d", d.ID)} {
 		if err := r.xs.Rm(ctx, p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
