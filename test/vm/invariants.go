@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,8 +98,12 @@ func (r *runner) deviceInvariants(ctx context.Context, d *usbsysfs.Device, devs 
 		return bad
 	}
 	// Only a pv port moves interfaces to usbback (qusb's QEMU opens the
-	// device itself), so only it has driver records, as with libxl.
-	if has, err := r.h.HasRecord(ctx, d.BusID); a.Type == "pv" && (err != nil || !has) {
+	// device itself), so only it has driver records, as with libxl; and I3
+	// asks a record only of what the agent took from a dom0 driver: with
+	// authorization before probe a device no dom0 driver ever had has none.
+	hadDom0 := slices.ContainsFunc(d.Interfaces, func(in usbsysfs.Interface) bool { return r.seen[in.Name] })
+	beforeProbe := strings.Contains(r.policy, `"before-probe"`)
+	if has, err := r.h.HasRecord(ctx, d.BusID); a.Type == "pv" && (err != nil || !has && (hadDom0 || !beforeProbe)) {
 		bad = append(bad, fmt.Sprintf("I3: %s is at domain %d port %d:%d without driver_path records", d.BusID, a.Domid, a.Controller, a.Port))
 	}
 	if d.IsHub() {
