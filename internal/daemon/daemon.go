@@ -46,7 +46,9 @@ type daemon struct {
 	st    *state
 	audit *hub
 	m     *metrics.Metrics // nil: no metrics file
-	ready bool             // told systemd; the store task's only
+	// suspect is told of each failed pass: the store probe looks then.
+	suspect chan struct{}
+	ready   bool // told systemd; the store task's only
 
 	reloading sync.Mutex
 }
@@ -111,7 +113,7 @@ func start(cfg Config) (*daemon, func(), error) {
 	if cfg.SysfsWriter != nil {
 		sys = sys.WithWriter(cfg.SysfsWriter)
 	}
-	d := &daemon{cfg: cfg, log: cfg.Log, audit: newHub()}
+	d := &daemon{cfg: cfg, log: cfg.Log, audit: newHub(), suspect: make(chan struct{}, 1)}
 	d.h = &assign.Host{Sys: sys, InitTimeout: cfg.BackendTimeout, DestroyTimeout: cfg.BackendTimeout}
 	now := time.Now()
 	d.a = agent.New(agent.Config{Host: d.h, Policy: pol, Log: cfg.Log, DryRun: cfg.DryRun, Hooks: true, HookTimeout: cfg.HookTimeout,
@@ -131,6 +133,12 @@ func (d *daemon) onAudit(r agent.Audit) {
 	d.audit.publish(r)
 	if d.m != nil {
 		countMetric(d.m, r)
+	}
+	if r.Action == agent.ActFailed {
+		select {
+		case d.suspect <- struct{}{}:
+		default:
+		}
 	}
 }
 

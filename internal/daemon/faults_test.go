@@ -197,6 +197,8 @@ func TestStoreAnsweringErrorsEndsTheAgent(t *testing.T) {
 	_, done := h.start()
 	h.await(ready, "ready")
 	p.broken.Store(true)
+	// Anything the agent does now fails: a reload's passes.
+	h.dialRaw().ask(`{"request":"reload"}`)
 	err := h.awaitEnd(done)
 	if err == nil || !errors.Is(err, errStoreFailing) || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("Run: %v\n%s", err, h.log.String())

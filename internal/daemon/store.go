@@ -82,7 +82,7 @@ func (d *daemon) session(ctx context.Context, xs *xenstore.Conn) error {
 	})
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.a.Serve(ctx, d.onReady) })
-	g.Go(func() error { return probeStore(ctx, xs, d.cfg.StoreFailAfter) })
+	g.Go(func() error { return probeStore(ctx, xs, d.cfg.StoreFailAfter, d.suspect) })
 	return g.Wait()
 }
 
@@ -97,7 +97,7 @@ func (d *daemon) onReady() {
 	d.log.Info().Msg("reconnected to xenstore: every device reconciled again")
 }
 
-// probePath is read once a second: it may be absent (ENOENT is an
+// probePath is read once a second while the store is suspect: it may be absent (ENOENT is an
 // answer), but any other error means the store refused.
 const probePath = "/tool/usbhotplugd/started"
 
@@ -106,18 +106,29 @@ const probePath = "/tool/usbhotplugd/started"
 // (or the admin) has to.
 var errStoreFailing = errors.New("xenstore answers every request with an error")
 
-// probeStore reads probePath once a second, and fails once every read for
-// failAfter failed. A read that hangs counts as failed.
-func probeStore(ctx context.Context, xs *xenstore.Conn, failAfter time.Duration) error {
-	t := time.NewTicker(min(time.Second, failAfter/4))
-	defer t.Stop()
-	var since time.Time // of the first failure in a row
+// probeStore waits, costing nothing, until a pass fails (suspect); then
+// it reads probePath once a second until a read succeeds, and fails once
+// every read for failAfter failed. A read that hangs counts as failed. An
+// idle agent on a healthy store so wakes for nothing.
+func probeStore(ctx context.Context, xs *xenstore.Conn, failAfter time.Duration, suspect <-chan struct{}) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
+		case <-suspect:
 		}
+		if err := probeUntilAnswered(ctx, xs, failAfter); err != nil {
+			return err
+		}
+	}
+}
+
+// probeUntilAnswered is one suspect period: nil at the first answer.
+func probeUntilAnswered(ctx context.Context, xs *xenstore.Conn, failAfter time.Duration) error {
+	t := time.NewTicker(min(time.Second, failAfter/4))
+	defer t.Stop()
+	var since time.Time // of the first failure in a row
+	for {
 		c, cancel := context.WithTimeout(ctx, failAfter/2)
 		_, err := xs.Read(c, probePath)
 		cancel()
@@ -125,13 +136,18 @@ func probeStore(ctx context.Context, xs *xenstore.Conn, failAfter time.Duration)
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case err == nil || errors.Is(err, syscall.ENOENT):
-			since = time.Time{}
+			return nil
 		case errors.Is(err, xenstore.ErrDisconnected):
 			return err // the session's end: the store task dials again
 		case since.IsZero():
 			since = time.Now()
 		case time.Since(since) >= failAfter:
 			return fmt.Errorf("%w for %v (last: %w)", errStoreFailing, time.Since(since).Round(time.Second), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
 		}
 	}
 }
