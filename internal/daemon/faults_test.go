@@ -110,6 +110,7 @@ type errProxy struct {
 	ln     net.Listener
 	target string
 	broken atomic.Bool
+	errno  atomic.Pointer[string] // what a broken proxy answers: EACCES unless set
 	wg     sync.WaitGroup
 }
 
@@ -163,6 +164,9 @@ func (p *errProxy) accept() {
 					continue
 				}
 				e := []byte("EACCES\x00")
+				if s := p.errno.Load(); s != nil {
+					e = []byte(*s + "\x00")
+				}
 				mu.Lock()
 				c.Write(append(xs.AppendHeader(nil, xs.Header{Type: xs.TypeError, ReqID: h.ReqID, TxID: h.TxID, Len: uint32(len(e))}), e...))
 				mu.Unlock()
