@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 
 // states orders the table: what the agent did first, then what waits,
 // then what it will not do.
-var states = []string{"attached", "kept", "held", "pending", "left", "refused", "denied", "unmatched", "failed"}
+var states = []string{"attached", "kept", "held", "pending", "left", "refused", "denied", "blocked", "unmatched", "released", "detached", "failed"}
 
 func init() {
 	register(command{name: "status", group: groupAgent, new: newStatusCmd,
@@ -128,8 +129,12 @@ func deviceTable(w io.Writer, st *daemon.Status) error {
 			if rule == "" {
 				rule = "-"
 			}
+			why := d.Reason
+			if len(d.Deauthorized) > 0 {
+				why += " [inert: " + strings.Join(d.Deauthorized, ", ") + " deauthorized]"
+			}
 			// A reason may quote a device's own strings: never raw.
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID, d.Action, safetext.Line(dom), port, safetext.Line(rule), safetext.Line(d.Reason))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID, d.Action, safetext.Line(dom), port, safetext.Line(rule), safetext.Line(why))
 		}
 	}
 	return tw.Flush()
