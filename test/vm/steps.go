@@ -100,11 +100,14 @@ func (r *runner) agent(ctx context.Context, args []string) error {
 			return fmt.Errorf("agent start: the scenario has no policy main")
 		}
 		_, err := r.vm.Call(ctx, "start", pol, nil)
+		r.agentUp = err == nil
 		return err
 	case "stop":
+		r.agentUp = false
 		_, err := r.vm.Call(ctx, "kill", "", nil)
 		return err
 	case "kill9":
+		r.agentUp = false
 		_, err := r.vm.Call(ctx, "kill", "", []string{"9"})
 		return err
 	}

@@ -11,7 +11,9 @@
  * the backend's usb-ver) separated by spaces. An explicit bind from user
  * space waits up to a second for the busid to appear there, since the
  * helper's copy of the ports lags the store by a watch round trip, as
- * usbback's own watch does.
+ * usbback's own watch does. (Loading the module probes the interfaces
+ * without a driver from insmod's context, so each of those waits too,
+ * once, at boot.)
  *
  * It refuses hubs, high-speed devices at a version 1 port and SuperSpeed
  * devices, with ENODEV, as usbback does. Every decision is logged with the
