@@ -104,6 +104,8 @@ type Agent struct {
 	// inert: root hubs whose interface_authorized_default the agent set
 	// to 0 (authorization before probe).
 	inert map[string]bool
+	// refusedBy: devices usbback refused, by busid, for that plug.
+	refusedBy map[string]refusal
 
 	events, passes         atomic.Uint64
 	overruns               atomic.Uint64
@@ -148,7 +150,7 @@ func New(cfg Config) *Agent {
 		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]Trigger{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -667,6 +669,9 @@ func (a *Agent) Reload(p *policy.Policy) {
 			}
 		}
 	}
+	a.mu.Lock()
+	clear(a.refusedBy) // a new policy may send it elsewhere
+	a.mu.Unlock()
 	a.cfg.Log.Info().Str("policy", p.File).Int("rules", len(p.Rules)).Msg("policy reloaded")
 	a.enqueue(everything, TrigReload)
 }

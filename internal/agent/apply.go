@@ -75,6 +75,9 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	h, busid := a.h, o.busid
 	switch s.kind {
 	case stepForget:
+		a.mu.Lock()
+		delete(a.refusedBy, busid)
+		a.mu.Unlock()
 		a.dropPresent(ctx, busid)
 		a.forgetPlugged(busid)
 		a.remember(busid, o.dev, false)

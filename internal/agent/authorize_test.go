@@ -209,3 +209,43 @@ func TestAgentFinishesAGiveToDom0CutShort(t *testing.T) {
 		}
 	})
 }
+
+// usbback refuses a SuperSpeed device: the agent says so, once, and does
+// not try again (each try would write and clear its port: a new pass)
+// until the device is plugged again.
+func TestAgentTakesUsbbacksNo(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(testPolicy+"[[rule]]\nname = \"fast stick\"\naction = \"attach\"\nmatch = { id = \"1234:5555\" }\ntarget = { domain = \"kiosk\" }\n", false)
+		d := fakekernel.Dev{BusID: "1-6", DevNum: 50, Vendor: "1234", Product: "5555", Class: "00", Speed: "5000",
+			Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "00", Protocol: "00", Driver: "usbhid"}}}
+		if err := (&fakekernel.Builder{Root: e.root}).Add(d).Err(); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, addEvent(t, "1-6"))
+		r := e.await("1-6", agent.ActRefused)
+		if !strings.Contains(r.Reason, "usbback refuses") || !strings.Contains(r.Reason, "not tried again") {
+			t.Errorf("reason: %s", r.Reason)
+		}
+		e.settle()
+		if _, ok := e.at("1-6"); ok {
+			t.Error("left at a port")
+		}
+		for len(e.audits) > 0 {
+			if r := <-e.audits; r.BusID == "1-6" && (r.Action == agent.ActFailed || r.Action == agent.ActAttached) {
+				t.Errorf("tried again: %+v", r)
+			}
+		}
+		// Another pass (any event) does not try again either.
+		e.a.Handle(e.ctx, addEvent(t, "1-6"))
+		e.settle()
+		for len(e.audits) > 0 {
+			if r := <-e.audits; r.BusID == "1-6" && r.Action != agent.ActRefused {
+				t.Errorf("after another event: %+v", r)
+			}
+		}
+		if drv := e.driverOf("1-6:1.0"); drv == "usbback" || drv == "" {
+			t.Errorf("its interface has driver %q, not its dom0 driver back", drv)
+		}
+	})
+}

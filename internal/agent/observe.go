@@ -27,6 +27,9 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	switch {
 	case err == nil:
 		o.present, o.dev = true, dev
+	case errors.Is(err, syscall.ENODEV):
+		// A device being removed answers its attributes' reads with
+		// ENODEV before its directory goes: it is leaving.
 	case !errors.Is(err, fs.ErrNotExist):
 		return o, err
 	}
@@ -61,6 +64,9 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 		o.left = &l
 	}
 	o.hubOurs = a.inert[busid]
+	if r, ok := a.refusedBy[busid]; ok && r.devnum == dev.DevNum {
+		o.refusedBy = r.reason
+	}
 	a.mu.Unlock()
 	if dev.IsRootHub() {
 		o.hubDefault, _ = a.h.Sys.InterfaceAuthorizedDefault(busid)

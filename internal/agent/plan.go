@@ -31,6 +31,8 @@ type observation struct {
 	// giving: a pass began giving it to dom0 and may not have finished
 	// (authorization before probe; its record says so).
 	giving bool
+	// refusedBy: usbback refused this plug of it (why).
+	refusedBy string
 	// ours: the agent attached it (its ownership record), or saw it at a
 	// port or in usbback since it was plugged. Only then is an interface
 	// of it without a driver the agent's (or xl's) to give back.
@@ -275,6 +277,9 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 			rec.Domid, rec.Ctrl, rec.Port = int(t.domid), owned.Controller, owned.Port
 			rec.Reason += fmt.Sprintf("; it was detached from %s (domid %d) port %d:%d by someone else: it stays in dom0 until it is plugged again or %s restarts",
 				t.name, t.domid, owned.Controller, owned.Port, t.name)
+		case o.refusedBy != "":
+			rec.Action, p.state = ActRefused, StRefused
+			rec.Reason += "; " + o.refusedBy + ": not tried again until it is plugged again or the policy is reloaded"
 		default:
 			planAttach(p, o, dec, t, owned, rec, w)
 			return

@@ -222,6 +222,10 @@ func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult
 // ready yet (its QEMU not up) is no failure: the device waits as pending,
 // said once, and is retried with backoff.
 func (a *Agent) attachFailed(ctx context.Context, in intent, err error) {
+	if errors.Is(err, assign.ErrUsbbackRefused) {
+		a.usbbackRefused(ctx, in, err)
+		return
+	}
 	if !errors.Is(err, assign.ErrNotReady) {
 		a.fail(ctx, in.rec, "attach", err, in.start)
 		return

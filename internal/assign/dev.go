@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"slices"
 	"sync"
+	"syscall"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
@@ -284,13 +285,23 @@ func (h *Host) bindUsbback(plan []planned) error {
 				return err
 			}
 		}
+		// The driver is read again just before: one driver may hold
+		// several interfaces and let them all go at the first unbind
+		// (cdc_ether claims the data interface with the control one).
 		if p.driver != "" && !h.Sys.BoundTo(p.intf, "usbback") {
-			if err := h.Sys.Unbind(p.intf); err != nil {
-				return err
+			if drv, err := h.Sys.Driver(p.intf); err != nil || drv != "" {
+				if err := h.Sys.Unbind(p.intf); err != nil {
+					return err
+				}
 			}
 		}
 		if !h.Sys.BoundTo(p.intf, "usbback") {
 			if err := h.Sys.Bind(p.intf, "usbback"); err != nil {
+				if errors.Is(err, syscall.ENODEV) {
+					// usbback's probe said no: its driver matches every
+					// interface, so ENODEV is its refusal.
+					return fmt.Errorf("%w: %s (usbback serves no hub, no SuperSpeed device and no high-speed device at a USB 1.1 controller; a qusb or emulated controller may): %w", ErrUsbbackRefused, p.intf, err)
+				}
 				return err
 			}
 		}

@@ -16,9 +16,13 @@ import (
 
 // Errors a caller can test with errors.Is.
 var (
-	ErrNoDomain       = errors.New("no such domain")
-	ErrNoDevice       = errors.New("no such USB device on the host")
-	ErrNotAssignable  = errors.New("USB device is not assignable")
+	ErrNoDomain      = errors.New("no such domain")
+	ErrNoDevice      = errors.New("no such USB device on the host")
+	ErrNotAssignable = errors.New("USB device is not assignable")
+	// ErrUsbbackRefused: usbback's probe refused the device (it serves
+	// no hub, no SuperSpeed device, and no high-speed device at a USB 1.1
+	// controller): trying again cannot help until it is plugged again.
+	ErrUsbbackRefused = errors.New("usbback refuses the device")
 	ErrAssigned       = errors.New("USB device already attached to a domain")
 	ErrNoController   = errors.New("no such USB controller")
 	ErrNoFreePort     = errors.New("no free port")
