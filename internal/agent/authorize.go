@@ -244,7 +244,7 @@ func (a *Agent) usbbackRefused(ctx context.Context, in intent, err error) {
 	a.refusedBy[in.busid] = refusal{devnum: in.opts.Device.DevNum, reason: err.Error()}
 	a.mu.Unlock()
 	r := in.rec
-	r.Action, r.Ctrl, r.Port = ActRefused, 0, 0
+	r.Action, r.Domid, r.Ctrl, r.Port = ActRefused, 0, 0, 0
 	r.Reason += "; " + err.Error() + ": not tried again until it is plugged again or the policy is reloaded"
 	a.audit(ctx, r, in.start)
 }
