@@ -177,7 +177,9 @@ func (s *scanner) keyParts(stop byte) []string {
 			return parts
 		case c == '.':
 			s.i++
-		case c == '"' || c == '\'':
+		case c == '"':
+			parts = append(parts, unescapeKey(s.str()))
+		case c == '\'':
 			parts = append(parts, s.str())
 		case c == '\n':
 			return parts
@@ -350,4 +352,40 @@ func (s *scanner) skipTo(c byte) {
 		}
 		s.i++
 	}
+}
+
+// unescapeKey turns a basic string key's body into the key TOML decodes
+// ("\b" is a backspace), so that the key is found in the index. An escape
+// it does not know is kept as written: the decoder refused it already.
+func unescapeKey(body string) string {
+	if !strings.Contains(body, `\`) {
+		return body
+	}
+	var b strings.Builder
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if c != '\\' || i+1 >= len(body) {
+			b.WriteByte(c)
+			continue
+		}
+		i++
+		switch e := body[i]; e {
+		case 'b', 't', 'n', 'f', 'r', 'e', '"', '\\':
+			b.WriteString(map[byte]string{'b': "\b", 't': "\t", 'n': "\n", 'f': "\f", 'r': "\r", 'e': "\x1b", '"': `"`, '\\': `\`}[e])
+		case 'x', 'u', 'U':
+			n := map[byte]int{'x': 2, 'u': 4, 'U': 8}[e]
+			r, err := strconv.ParseUint(body[i+1:min(i+1+n, len(body))], 16, 32)
+			if err != nil || i+1+n > len(body) {
+				b.WriteByte('\\')
+				b.WriteByte(e)
+				continue
+			}
+			b.WriteRune(rune(r))
+			i += n
+		default:
+			b.WriteByte('\\')
+			b.WriteByte(e)
+		}
+	}
+	return b.String()
 }
