@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // Authorization before probe ([agent] authorize = "before-probe"): each
@@ -253,4 +254,19 @@ func (a *Agent) usbbackRefused(ctx context.Context, in intent, err error) {
 type refusal struct {
 	devnum int
 	reason string
+}
+
+// reinert: with the mode on, a device taken from a guest (it is gone, or
+// the device goes to another) that the policy still sends to a guest is
+// made inert again before it is taken, not given to dom0's drivers
+// meanwhile. rec then names its interfaces as the pass leaves them.
+func reinert(rec *Audit, o observation, dec policy.Decision, w world) bool {
+	if !w.authorize || w.dryRun || dec.Action != policy.Attach {
+		return false
+	}
+	rec.Deauthorized = rec.Deauthorized[:0]
+	for _, in := range o.dev.Interfaces {
+		rec.Deauthorized = append(rec.Deauthorized, in.Name)
+	}
+	return true
 }

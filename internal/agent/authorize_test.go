@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -246,6 +247,45 @@ func TestAgentTakesUsbbacksNo(t *testing.T) {
 		}
 		if drv := e.driverOf("1-6:1.0"); drv == "usbback" || drv == "" {
 			t.Errorf("its interface has driver %q, not its dom0 driver back", drv)
+		}
+	})
+}
+
+// With the mode on, a device whose guest vanished is made inert again,
+// not given to dom0's drivers while it waits; the guest back, it is
+// attached again.
+func TestAgentKeepsAGoneGuestsDeviceInert(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(authzPolicy, false)
+		if err := (&fakekernel.Builder{Root: e.root}).Add(keyboard("1-6", "0001")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, addEvent(t, "1-6"))
+		e.await("1-6", agent.ActAttached)
+		e.settle()
+		d := e.doms["kiosk"]
+		for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
+			fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID)} {
+			if err := e.xs.Rm(e.ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.xs.Release(e.ctx, d.ID); err != nil {
+			t.Fatal(err)
+		}
+		e.await("1-6", agent.ActReleased)
+		e.settle()
+		if drv, a := e.driverOf("1-6:1.0"), e.intfAuthorized("1-6:1.0"); drv != "" || a != "0" {
+			t.Errorf("while its guest is gone: driver %q, authorized %s (want none, 0)", drv, a)
+		}
+		k := e.start("kiosk")
+		if r := e.await("1-6", agent.ActAttached); r.Domid != int(k.ID) {
+			t.Errorf("after the guest came back: %+v", r)
+		}
+		e.settle()
+		if drv := e.driverOf("1-6:1.0"); drv != "usbback" {
+			t.Errorf("back at the guest: driver %q", drv)
 		}
 	})
 }

@@ -116,6 +116,7 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 		if done := planAtPort(&p, o, dec, t, rec, w); done {
 			return p
 		}
+		reinert(&rec, o, dec, w)
 	} else if o.record || anyUsbback(o.dev) || o.ours && unbound(o.dev) {
 		// At no port, yet something of it is in usbback, or an interface
 		// of a device that was attached has no driver: a detach cut short,
@@ -126,9 +127,13 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 			return plan{state: StSettling, steps: []step{{kind: stepLookLater, trigger: TrigAfterCleared}}}
 		}
 		if !w.dryRun {
+			why := o.busid + " was left in usbback, with driver records or, once attached, without a driver at no port: given back to its dom0 drivers"
+			if reinert(&rec, o, dec, w) {
+				p.add(step{kind: stepBlock})
+				why = o.busid + " was left in usbback at no port: made inert again, since the policy sends it to a guest (authorization before probe)"
+			}
 			p.add(step{kind: stepRelease, unbound: o.ours})
-			p.add(step{kind: stepAudit, rec: Audit{BusID: o.busid, ID: rec.ID, Trigger: o.trigger, Action: ActReleased,
-				Reason: o.busid + " was left in usbback, with driver records or, once attached, without a driver at no port: given back to its dom0 drivers"}})
+			p.add(step{kind: stepAudit, rec: Audit{BusID: o.busid, ID: rec.ID, Trigger: o.trigger, Action: ActReleased, Reason: why}})
 		}
 	}
 	planDecision(&p, o, dec, t, rec, w)
@@ -223,6 +228,9 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		return true
 	}
 	if !w.dryRun {
+		if w.authorize && dec.Action == policy.Attach {
+			p.add(step{kind: stepBlock}) // inert again, not dom0's meanwhile
+		}
 		p.add(step{kind: stepDetach, at: x})
 	}
 	det := rec
