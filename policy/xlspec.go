@@ -310,7 +310,7 @@ func strtoul0(v string) (uint64, error) {
 	}
 	var n uint64
 	for i := 0; i < len(s); i++ {
-		d := digit(s[i])
+		d := HexDigit(s[i])
 		if d >= base {
 			if base == 8 && d < 10 {
 				return 0, fmt.Errorf("%q is not a number: a leading 0 means octal (xl reads base 0); write it without the 0", v)
@@ -325,7 +325,9 @@ func strtoul0(v string) (uint64, error) {
 	return n, nil
 }
 
-func digit(c byte) int {
+// HexDigit is c's value as a hexadecimal digit, 99 when it is none (xl's
+// base-0 numbers and the xl.cfg reader's escapes share it).
+func HexDigit(c byte) int {
 	switch {
 	case c >= '0' && c <= '9':
 		return int(c - '0')

@@ -3,6 +3,8 @@ package policygen
 import (
 	"fmt"
 	"strings"
+
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 type xlKind int
@@ -151,7 +153,7 @@ func (lx *xlLexer) numericEscape(e byte) (byte, bool) {
 		return 0, false
 	}
 	for n < maxDigits && lx.pos < len(lx.src) {
-		d := digitOf(lx.src[lx.pos])
+		d := policy.HexDigit(lx.src[lx.pos])
 		if d >= base {
 			break
 		}
@@ -163,16 +165,4 @@ func (lx *xlLexer) numericEscape(e byte) (byte, bool) {
 		return 0, false
 	}
 	return byte(v), true
-}
-
-func digitOf(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'a' && c <= 'f':
-		return int(c-'a') + 10
-	case c >= 'A' && c <= 'F':
-		return int(c-'A') + 10
-	}
-	return 99
 }
