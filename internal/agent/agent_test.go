@@ -527,13 +527,7 @@ func TestAgentGivesBackWhatAVanishedGuestHeld(t *testing.T) {
 		if a, ok := e.at("1-2"); !ok || a.Domid != d.ID {
 			t.Fatal("audio not attached to the kiosk")
 		}
-		for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
-			fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID)} {
-			if err := e.xs.Rm(e.ctx, p); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := e.xs.Release(e.ctx, d.ID); err != nil {
+		if err := sim.ForceDestroy(e.ctx, e.xs, d); err != nil {
 			t.Fatal(err)
 		}
 		e.await("1-2", "released")

@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -265,13 +265,7 @@ func TestAgentKeepsAGoneGuestsDeviceInert(t *testing.T) {
 		e.await("1-6", agent.ActAttached)
 		e.settle()
 		d := e.doms["kiosk"]
-		for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
-			fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID)} {
-			if err := e.xs.Rm(e.ctx, p); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := e.xs.Release(e.ctx, d.ID); err != nil {
+		if err := sim.ForceDestroy(e.ctx, e.xs, d); err != nil {
 			t.Fatal(err)
 		}
 		e.await("1-6", agent.ActReleased)

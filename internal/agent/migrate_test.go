@@ -26,7 +26,7 @@ func TestAgentsFollowAMigratingGuest(t *testing.T) {
 			t.Fatalf("host A: the audio device is not at the kiosk before the migration: %+v", x)
 		}
 		// Host B has no kiosk yet: its audio device waits.
-		if err := sim.DestroyAfterMigration(b.ctx, b.xs, b.doms["kiosk"]); err != nil {
+		if err := sim.ForceDestroy(b.ctx, b.xs, b.doms["kiosk"]); err != nil {
 			t.Fatal(err)
 		}
 		b.await("1-2", agent.ActReleased)
@@ -54,7 +54,7 @@ func TestAgentsFollowAMigratingGuest(t *testing.T) {
 		}
 		// A: its copy is destroyed by force, as libxl does after a
 		// migration; the device is given back to dom0's driver at once.
-		if err := sim.DestroyAfterMigration(a.ctx, a.xs, src); err != nil {
+		if err := sim.ForceDestroy(a.ctx, a.xs, src); err != nil {
 			t.Fatalf("the source's destroy failed (a device kept it?): %v", err)
 		}
 		a.await("1-2", agent.ActReleased)

@@ -32,12 +32,12 @@ func Rename(ctx context.Context, xs *xenstore.Conn, d Domain, name string) error
 	return nil
 }
 
-// DestroyAfterMigration is what the sending host's libxl does with its
-// copy once the guest runs on the receiver: every device of the domain is
-// removed by force (backend told to close, nodes removed, nothing given
+// ForceDestroy is what libxl's domain destroy does, as `xl destroy` or the
+// sending host after a migration: every device of the domain is removed
+// by force (backend told to close, nodes removed, nothing given
 // back to dom0's drivers: libxl's generic removal knows nothing of USB
 // interfaces), then the domain's nodes go and it is released.
-func DestroyAfterMigration(ctx context.Context, xs *xenstore.Conn, d Domain) error {
+func ForceDestroy(ctx context.Context, xs *xenstore.Conn, d Domain) error {
 	be := fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID)
 	devids, err := xs.Directory(ctx, be)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
