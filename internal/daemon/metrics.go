@@ -30,6 +30,8 @@ func deviceState(act agent.Action) string {
 		return "foreign"
 	case agent.ActFailed:
 		return "failed"
+	case agent.ActBlocked:
+		return "blocked"
 	default: // unmatched, released, cleared, detached
 		return "with_dom0"
 	}

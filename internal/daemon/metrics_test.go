@@ -53,10 +53,10 @@ func TestMetricsTextfileFollowsTheAgent(t *testing.T) {
 
 func TestSnapshotCountsDevicesByState(t *testing.T) {
 	st := Status{Devices: []agent.Audit{{Action: agent.ActAttached}, {Action: agent.ActKept}, {Action: agent.ActPending},
-		{Action: agent.ActUnmatched}, {Action: agent.ActReleased}, {Action: agent.ActFailed}}}
+		{Action: agent.ActUnmatched}, {Action: agent.ActReleased}, {Action: agent.ActFailed}, {Action: agent.ActBlocked}}}
 	st.Xenstore.Connected = true
 	s := snapshot(st)
-	for state, n := range map[string]int{"attached": 2, "pending": 1, "with_dom0": 2, "failed": 1} {
+	for state, n := range map[string]int{"attached": 2, "pending": 1, "with_dom0": 2, "failed": 1, "blocked": 1} {
 		if s.Devices[state] != n {
 			t.Errorf("%s: %d, want %d (%v)", state, s.Devices[state], n, s.Devices)
 		}
