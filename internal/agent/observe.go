@@ -100,11 +100,12 @@ func (a *Agent) observeStore(ctx context.Context, busid string, o *storeView) er
 			paths = append(paths, p)
 		}
 	}
-	if a.pol.Load().AuthorizesBeforeProbe() {
+	authorize := a.pol.Load().AuthorizesBeforeProbe()
+	if authorize {
 		paths = append(paths, givingPath(busid))
 	}
 	vals, errs := a.h.XS.ReadMany(ctx, paths)
-	if a.pol.Load().AuthorizesBeforeProbe() {
+	if authorize {
 		last := len(paths) - 1
 		o.giving = errs[last] == nil
 		if err := errs[last]; err != nil && !errors.Is(err, syscall.ENOENT) {
