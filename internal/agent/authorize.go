@@ -237,25 +237,6 @@ func (a *Agent) RestoreAuthorization() error {
 	return errors.Join(errs...)
 }
 
-// usbbackRefused records that usbback refused this plug of a device: it
-// is refused, and not tried again (every try would write and clear its
-// port, each a new pass) until it is plugged again or the policy reloads.
-func (a *Agent) usbbackRefused(ctx context.Context, in intent, err error) {
-	a.mu.Lock()
-	a.refusedBy[in.busid] = refusal{devnum: in.opts.Device.DevNum, reason: err.Error()}
-	a.mu.Unlock()
-	r := in.rec
-	r.Action, r.Domid, r.Ctrl, r.Port = ActRefused, 0, 0, 0
-	r.Reason += "; " + err.Error() + ": not tried again until it is plugged again or the policy is reloaded"
-	a.audit(ctx, r, in.start)
-}
-
-// A refusal is usbback's no to one plug (devnum) of a device.
-type refusal struct {
-	devnum int
-	reason string
-}
-
 // reinert: with the mode on, a device taken from a guest (it is gone, or
 // the device goes to another) that the policy still sends to a guest is
 // made inert again before it is taken, not given to dom0's drivers

@@ -284,3 +284,22 @@ func rmOpt(ctx context.Context, a *Agent, path string) error {
 	}
 	return err
 }
+
+// usbbackRefused records that usbback refused this plug of a device: it
+// is refused, and not tried again (every try would write and clear its
+// port, each a new pass) until it is plugged again or the policy reloads.
+func (a *Agent) usbbackRefused(ctx context.Context, in intent, err error) {
+	a.mu.Lock()
+	a.refusedBy[in.busid] = refusal{devnum: in.opts.Device.DevNum, reason: err.Error()}
+	a.mu.Unlock()
+	r := in.rec
+	r.Action, r.Domid, r.Ctrl, r.Port = ActRefused, 0, 0, 0
+	r.Reason += "; " + err.Error() + ": not tried again until it is plugged again or the policy is reloaded"
+	a.audit(ctx, r, in.start)
+}
+
+// A refusal is usbback's no to one plug (devnum) of a device.
+type refusal struct {
+	devnum int
+	reason string
+}
