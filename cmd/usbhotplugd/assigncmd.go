@@ -56,7 +56,7 @@ func newAssignCmd() *cobra.Command {
 		if err := usbsysfs.ValidBusID(args[0]); err != nil {
 			return &usageError{err.Error()}
 		}
-		if _, ok := policygen.Prefer[o.prefer]; !ok {
+		if !policygen.ValidPrefer(o.prefer) {
 			return &usageError{fmt.Sprintf("--prefer %q: serial, port_path or hash", o.prefer)}
 		}
 		return runAssign(c.Context(), o, args[0], args[1], c.OutOrStdout())

@@ -44,7 +44,7 @@ func newGenerateCmd() *cobra.Command {
 		if o.domain == "" {
 			return &usageError{"--domain NAME is required: the guest the devices go to"}
 		}
-		if _, ok := policygen.Prefer[o.prefer]; !ok {
+		if !policygen.ValidPrefer(o.prefer) {
 			return &usageError{fmt.Sprintf("--prefer %q: serial, port_path or hash", o.prefer)}
 		}
 		return runGenerate(o, c.OutOrStdout())

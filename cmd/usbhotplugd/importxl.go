@@ -27,7 +27,7 @@ func newImportXLCmd() *cobra.Command {
 	prefer := c.Flags().String("prefer", policygen.BySerial, "the identity to name devices by when it names one alone: serial, port_path or hash")
 	root := c.Flags().String("sysfs", sysfsDefault(), "sysfs root to read")
 	c.RunE = func(c *cobra.Command, args []string) error {
-		if _, ok := policygen.Prefer[*prefer]; !ok {
+		if !policygen.ValidPrefer(*prefer) {
 			return &usageError{fmt.Sprintf("--prefer %q: serial, port_path or hash", *prefer)}
 		}
 		return runImportXL(args, *prefer, *root, c.OutOrStdout(), c.ErrOrStderr())

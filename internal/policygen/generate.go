@@ -12,7 +12,7 @@ import (
 // Options say what Generate writes.
 type Options struct {
 	Domain string // the guest every device goes to
-	Prefer string // a key of Prefer; "" for BySerial
+	Prefer string // see ValidPrefer; "" for BySerial
 	// Usbctrl, if given, is the domain's controller list (xl.cfg specs),
 	// written as its [domain.NAME] section; else the section is a comment.
 	Usbctrl []string

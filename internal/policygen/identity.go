@@ -16,12 +16,18 @@ const (
 	ByPort     = "port" // the busid: the last resort, since it changes with bus numbers
 )
 
-// Prefer lists the identity orders a caller may ask for: the first key
+// prefer lists the identity orders a caller may ask for: the first key
 // that names the device alone among those present wins.
-var Prefer = map[string][]string{
+var prefer = map[string][]string{
 	BySerial:   {BySerial, ByPortPath, ByHash, ByPort},
 	ByPortPath: {ByPortPath, BySerial, ByHash, ByPort},
 	ByHash:     {ByHash, BySerial, ByPortPath, ByPort},
+}
+
+// ValidPrefer says whether by names an identity order Choose knows.
+func ValidPrefer(by string) bool {
+	_, ok := prefer[by]
+	return ok
 }
 
 // An Identity is how a rule names one device.
@@ -35,15 +41,15 @@ func (id Identity) Match(d usbsysfs.Device) []policy.KeyValue {
 	return []policy.KeyValue{{Key: "id", Value: d.ID()}, {Key: id.Key, Value: id.Value}}
 }
 
-// Choose names d among the devices present (all), in the order prefer
-// gives (a key of Prefer; "" is BySerial).
-func Choose(d usbsysfs.Device, all []usbsysfs.Device, prefer string) (Identity, error) {
-	order, ok := Prefer[prefer]
-	if prefer == "" {
-		order, ok = Prefer[BySerial], true
+// Choose names d among the devices present (all), in the order by
+// gives (see ValidPrefer; "" is BySerial).
+func Choose(d usbsysfs.Device, all []usbsysfs.Device, by string) (Identity, error) {
+	order, ok := prefer[by]
+	if by == "" {
+		order, ok = prefer[BySerial], true
 	}
 	if !ok {
-		return Identity{}, fmt.Errorf("%q: prefer serial, port_path or hash", prefer)
+		return Identity{}, fmt.Errorf("%q: prefer serial, port_path or hash", by)
 	}
 	count := func(f func(usbsysfs.Device) string, v string) int {
 		n := 0
@@ -65,9 +71,9 @@ func Choose(d usbsysfs.Device, all []usbsysfs.Device, prefer string) (Identity, 
 			// The plain form unless another device present shares it (the
 			// other root hub of the same xHCI controller).
 			if count(path, d.PortPath) == 1 || d.PortPathRev == d.PortPath {
-				return Identity{ByPortPath, d.PortPath, portWhy(d, prefer)}, nil
+				return Identity{ByPortPath, d.PortPath, portWhy(d, by)}, nil
 			}
-			return Identity{ByPortPath, d.PortPathRev, portWhy(d, prefer)}, nil
+			return Identity{ByPortPath, d.PortPathRev, portWhy(d, by)}, nil
 		case k == ByHash && d.Hash != "" && count(hash, d.Hash) == 1:
 			return Identity{ByHash, d.Hash, "named by its descriptor hash, which no other device present has (it follows the device to any socket)"}, nil
 		}
