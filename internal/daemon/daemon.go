@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -203,16 +204,46 @@ func watchdog(ctx context.Context, iv time.Duration, o *owner, a *agent.Agent) e
 	}
 }
 
-// lockPID takes the lock file.
+// lockPID takes the lock file. The holder removes it on exit while still
+// holding the lock, so a lock taken on a file that the path no longer names
+// is the old holder's: open the new one and lock again.
 func lockPID(path string) (*os.File, error) {
+	for {
+		f, err := lockOnce(path)
+		if err != nil || f != nil {
+			return f, err
+		}
+	}
+}
+
+// lockOnce locks the file path names; nil, nil when the file was removed
+// or replaced meanwhile.
+func lockOnce(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
+	return lockOpened(f, path)
+}
+
+// lockOpened locks f, opened at path, and writes the pid into it.
+func lockOpened(f *os.File, path string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		b, _ := os.ReadFile(path)
 		f.Close()
 		return nil, fmt.Errorf("another usbhotplugd (pid %s) holds %s: %w", trimNL(b), path, err)
+	}
+	held, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if now, err := os.Stat(path); err != nil || !os.SameFile(held, now) {
+		f.Close()
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, nil
 	}
 	if err := f.Truncate(0); err != nil {
 		f.Close()
