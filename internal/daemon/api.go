@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/metrics"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
@@ -19,6 +20,9 @@ const (
 	ReqExplain = "explain" // what the policy says of each present device, or of busid (read-only)
 	ReqWatch   = "watch"   // a stream of decisions (read-only)
 	ReqReload  = "reload"  // read the policy file again (root)
+	// ReqMetrics: every metric the agent keeps, as metrics.Family values
+	// (read-only; what usbhotplugd-exporter serves).
+	ReqMetrics = "metrics"
 )
 
 // Request is one line a client sends.
@@ -41,12 +45,13 @@ const (
 // Response is one line the agent sends. OK is false exactly when Error is
 // set; at most one of the other fields is.
 type Response struct {
-	OK        bool          `json:"ok"`
-	Error     string        `json:"error,omitempty"`
-	ErrorCode string        `json:"error_code,omitempty"`
-	Status    *Status       `json:"status,omitempty"`
-	Explain   []Explanation `json:"explain,omitempty"`
-	Reload    *ReloadResult `json:"reload,omitempty"`
+	OK        bool             `json:"ok"`
+	Error     string           `json:"error,omitempty"`
+	ErrorCode string           `json:"error_code,omitempty"`
+	Status    *Status          `json:"status,omitempty"`
+	Explain   []Explanation    `json:"explain,omitempty"`
+	Reload    *ReloadResult    `json:"reload,omitempty"`
+	Metrics   []metrics.Family `json:"metrics,omitempty"`
 	// Watching acknowledges watch; Decision is one decision after it.
 	Watching bool         `json:"watching,omitempty"`
 	Decision *agent.Audit `json:"decision,omitempty"`

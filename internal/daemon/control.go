@@ -34,7 +34,7 @@ type role int
 
 const (
 	roleNone   role = iota
-	roleReader      // status, explain, watch
+	roleReader      // status, explain, watch, metrics
 	roleAdmin       // and reload
 )
 
@@ -188,8 +188,11 @@ func (d *daemon) answer(ctx context.Context, req Request, r role) Response {
 			return errorResponse(CodePolicyRefused, err)
 		}
 		return Response{OK: true, Reload: &res}
+	case ReqMetrics:
+		d.m.Update(snapshot(d.st.get()))
+		return Response{OK: true, Metrics: d.m.Families(time.Now())}
 	}
-	return errorResponse(CodeBadRequest, fmt.Errorf("unknown request %q (status, explain, watch, reload)", req.Request))
+	return errorResponse(CodeBadRequest, fmt.Errorf("unknown request %q (status, explain, watch, metrics, reload)", req.Request))
 }
 
 // watch streams decisions to conn until it closes or ctx ends.

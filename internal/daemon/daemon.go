@@ -46,7 +46,9 @@ type daemon struct {
 	a     *agent.Agent
 	st    *state
 	audit *hub
-	m     *metrics.Metrics // nil: no metrics file
+	// m is kept whether or not a textfile is written: the control
+	// socket's metrics request reads it.
+	m *metrics.Metrics
 	// suspect is told of each failed pass: the store probe looks then.
 	suspect chan struct{}
 	ready   bool // told systemd; the store task's only
@@ -119,9 +121,7 @@ func start(cfg Config) (*daemon, func(), error) {
 	now := time.Now()
 	d.a = agent.New(agent.Config{Host: d.h, Policy: pol, Log: cfg.Log, DryRun: cfg.DryRun, Hooks: true, HookTimeout: cfg.HookTimeout,
 		OnStatus: d.onStatus, OnAudit: d.onAudit})
-	if cfg.MetricsFile != "" {
-		d.m = metrics.New(build.Version, runtime.Version())
-	}
+	d.m = metrics.New(build.Version, runtime.Version())
 	d.st = newState(Status{PID: os.Getpid(), Version: build.Version, StartedAt: now, State: StateStarting, DryRun: cfg.DryRun,
 		Policy: PolicyState{File: pol.File, Rules: len(pol.Rules), LoadedAt: now}}, d.a.Stats)
 	return d, func() {
@@ -132,9 +132,7 @@ func start(cfg Config) (*daemon, func(), error) {
 
 func (d *daemon) onAudit(r agent.Audit) {
 	d.audit.publish(r)
-	if d.m != nil {
-		countMetric(d.m, r)
-	}
+	countMetric(d.m, r)
 	if r.Action == agent.ActFailed {
 		select {
 		case d.suspect <- struct{}{}:
@@ -177,7 +175,7 @@ func (d *daemon) serve(ctx context.Context) error {
 	o.Go("signals", d.signals)
 	o.Go("status writer", func(ctx context.Context) error { return writeStatus(ctx, d.st, d.cfg.StateDir, d.log) })
 	o.Go("control socket", func(ctx context.Context) error { return ctl.serve(ctx, d) })
-	if d.m != nil {
+	if d.cfg.MetricsFile != "" {
 		tf := &metrics.Textfile{Path: d.cfg.MetricsFile, Heartbeat: metricsHeartbeat}
 		o.Go("metrics writer", func(ctx context.Context) error { return writeMetrics(ctx, d.st, d.m, tf, d) })
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/metrics"
+	"github.com/usbhotplugd/usbhotplugd/internal/metrics/metricstest"
 )
 
 // The agent with --metrics-textfile: the file reads as the exposition
@@ -63,5 +66,37 @@ func TestSnapshotCountsDevicesByState(t *testing.T) {
 	}
 	if !s.Connected {
 		t.Error("connected lost")
+	}
+}
+
+// The metrics request, without a textfile: the families the exporter
+// serves, the same as the textfile's, following the agent's decisions.
+func TestMetricsRequest(t *testing.T) {
+	h := newHost(t)
+	ready := h.log.await("ready: every present device reconciled")
+	h.start()
+	h.await(ready, "ready")
+	var resp Response
+	if err := json.Unmarshal([]byte(h.dialRaw().ask(`{"request":"metrics"}`)), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if !resp.OK || len(resp.Metrics) == 0 {
+		t.Fatalf("metrics: %+v", resp)
+	}
+	mfs := metricstest.Parse(t, metrics.Text(resp.Metrics))
+	metricstest.CheckNames(t, mfs)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"usbhotplugd_devices", map[string]string{"state": "attached"}, 1},
+		{"usbhotplugd_decisions_total", map[string]string{"action": "attached", "rule": "audio"}, 1},
+		{"usbhotplugd_attach_duration_seconds", nil, 1},
+		{"usbhotplugd_xenstore_connected", nil, 1},
+	} {
+		if got := metricstest.Value(t, mfs, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
 	}
 }

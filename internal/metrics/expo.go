@@ -11,26 +11,6 @@ import (
 // "# HELP" and "# TYPE" lines, then one line per series, label values
 // quoted with \, " and newline escaped.
 
-type series struct {
-	labels []string // name, value, name, value…
-	value  float64
-}
-
-type family struct {
-	name, typ, help string
-	series          []series
-	hist            *histogram // a histogram's buckets, sum and count
-}
-
-// labelled1 is one series per key of a one-label map.
-func labelled1(label string, vals map[string]float64) []series {
-	out := make([]series, 0, len(vals))
-	for k, v := range vals {
-		out = append(out, series{labels: []string{label, k}, value: v})
-	}
-	return out
-}
-
 type histogram struct {
 	bounds []float64
 	counts []uint64 // per bound, not cumulative
@@ -49,52 +29,58 @@ func (h *histogram) observe(v float64) {
 	h.count++
 }
 
-// family is the histogram as a family; writeFamilies writes its
-// cumulative buckets up to +Inf, its sum and its count.
-func (h *histogram) family(name, help string) family {
-	return family{name: name, typ: "histogram", help: help, hist: h}
+// family is the histogram as a family with cumulative buckets.
+func (h *histogram) family(name, help string) Family {
+	out := &Histogram{Bounds: slices.Clone(h.bounds), Cumulative: make([]uint64, len(h.bounds)), Sum: h.sum, Count: h.count}
+	var cum uint64
+	for i := range h.bounds {
+		if h.counts != nil {
+			cum += h.counts[i]
+		}
+		out.Cumulative[i] = cum
+	}
+	return Family{Name: name, Type: TypeHistogram, Help: help, Histogram: out}
 }
 
-func writeFamilies(fams []family) []byte {
-	slices.SortFunc(fams, func(a, b family) int { return strings.Compare(a.name, b.name) })
+// Text renders families in the text exposition format, in their order.
+func Text(fams []Family) []byte {
 	var b strings.Builder
 	for _, f := range fams {
-		b.WriteString("# HELP " + f.name + " " + escape(f.help, false) + "\n")
-		b.WriteString("# TYPE " + f.name + " " + f.typ + "\n")
-		if h := f.hist; h != nil {
-			var cum uint64
-			for i, bound := range h.bounds {
-				if h.counts != nil {
-					cum += h.counts[i]
+		b.WriteString("# HELP " + f.Name + " " + escape(f.Help, false) + "\n")
+		b.WriteString("# TYPE " + f.Name + " " + f.Type + "\n")
+		if h := f.Histogram; h != nil {
+			for i, bound := range h.Bounds {
+				var cum uint64
+				if i < len(h.Cumulative) {
+					cum = h.Cumulative[i]
 				}
-				writeSeries(&b, f.name+"_bucket", series{labels: []string{"le", formatFloat(bound)}, value: float64(cum)})
+				writeSeries(&b, f.Name+"_bucket", []string{"le"}, Series{Values: []string{formatFloat(bound)}, Value: float64(cum)})
 			}
-			writeSeries(&b, f.name+"_bucket", series{labels: []string{"le", "+Inf"}, value: float64(h.count)})
-			writeSeries(&b, f.name+"_sum", series{value: h.sum})
-			writeSeries(&b, f.name+"_count", series{value: float64(h.count)})
+			writeSeries(&b, f.Name+"_bucket", []string{"le"}, Series{Values: []string{"+Inf"}, Value: float64(h.Count)})
+			writeSeries(&b, f.Name+"_sum", nil, Series{Value: h.Sum})
+			writeSeries(&b, f.Name+"_count", nil, Series{Value: float64(h.Count)})
 			continue
 		}
-		slices.SortFunc(f.series, func(x, y series) int { return slices.Compare(x.labels, y.labels) })
-		for _, s := range f.series {
-			writeSeries(&b, f.name, s)
+		for _, s := range f.Series {
+			writeSeries(&b, f.Name, f.Labels, s)
 		}
 	}
 	return []byte(b.String())
 }
 
-func writeSeries(b *strings.Builder, name string, s series) {
+func writeSeries(b *strings.Builder, name string, labels []string, s Series) {
 	b.WriteString(name)
-	if len(s.labels) > 0 {
+	if n := min(len(labels), len(s.Values)); n > 0 {
 		b.WriteByte('{')
-		for i := 0; i+1 < len(s.labels); i += 2 {
+		for i := range n {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString(s.labels[i] + `="` + escape(s.labels[i+1], true) + `"`)
+			b.WriteString(labels[i] + `="` + escape(s.Values[i], true) + `"`)
 		}
 		b.WriteByte('}')
 	}
-	b.WriteString(" " + formatFloat(s.value) + "\n")
+	b.WriteString(" " + formatFloat(s.Value) + "\n")
 }
 
 func formatFloat(v float64) string {

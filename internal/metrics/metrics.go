@@ -53,7 +53,6 @@ type Metrics struct {
 	decisions map[[2]string]float64 // by action, rule
 	failures  map[string]float64    // by step
 	attach    histogram
-	heartbeat float64
 
 	dirty atomic.Bool
 }
@@ -142,47 +141,45 @@ func (m *Metrics) Failure(step string) {
 	m.dirty.Store(true)
 }
 
-func (m *Metrics) setHeartbeat(now time.Time) {
-	m.mu.Lock()
-	m.heartbeat = float64(now.UnixNano()) / 1e9
-	m.mu.Unlock()
-}
-
-// Gather renders every metric in the text exposition format, the families
+// Families is every metric at now (the heartbeat's value): the families
 // sorted by name and each family's series by their labels.
-func (m *Metrics) Gather() ([]byte, error) {
+func (m *Metrics) Families(now time.Time) []Family {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.snap
-	var fams []family
-	add := func(name, typ, help string, ss ...series) {
-		fams = append(fams, family{name: Namespace + "_" + name, typ: typ, help: help, series: ss})
+	var fams []Family
+	add := func(name, typ, help string, labels []string, ss ...Series) {
+		fams = append(fams, Family{Name: Namespace + "_" + name, Type: typ, Help: help, Labels: labels, Series: ss})
 	}
-	one := func(v float64) series { return series{value: v} }
-	add("build_info", "gauge", "Always 1; the labels say which build runs.",
-		series{labels: []string{"goversion", m.goVersion, "version", m.version}, value: 1})
-	add("devices", "gauge", "USB devices on the host by the state the agent last put them in.", labelled1("state", m.devices)...)
-	var dec []series
+	one := func(v float64) Series { return Series{Value: v} }
+	add("build_info", TypeGauge, "Always 1; the labels say which build runs.", []string{"goversion", "version"},
+		Series{Values: []string{m.goVersion, m.version}, Value: 1})
+	add("devices", TypeGauge, "USB devices on the host by the state the agent last put them in.", []string{"state"}, labelled1(m.devices)...)
+	dec := make([]Series, 0, len(m.decisions))
 	for k, v := range m.decisions {
-		dec = append(dec, series{labels: []string{"action", k[0], "rule", k[1]}, value: v})
+		dec = append(dec, Series{Values: []string{k[0], k[1]}, Value: v})
 	}
-	add("decisions_total", "counter", "Decisions the agent made, by action and by the rule that decided (empty: none matched).", dec...)
-	add("failures_total", "counter", "Steps that failed and will be retried, by the step that failed.", labelled1("step", m.failures)...)
-	add("heartbeat_timestamp_seconds", "gauge", "When the agent last wrote its metrics, Unix time; stale means the agent is down or stuck.", one(m.heartbeat))
-	add("uevents_received_total", "counter", "Kernel uevents received.", one(float64(s.Uevents)))
-	add("uevent_overruns_total", "counter", "Times the kernel dropped uevents (ENOBUFS) and everything was looked at again.", one(float64(s.Overruns)))
-	add("passes_total", "counter", "Passes over one device (each reads its state and acts on it).", one(float64(s.Passes)))
-	add("hooks_run_total", "counter", "Rule exec commands started.", one(float64(s.HooksRun)))
-	add("hooks_dropped_total", "counter", "Rule exec commands skipped because the queue was full.", one(float64(s.HooksDropped)))
-	add("xenstore_reconnects_total", "counter", "Times the connection to xenstore was made again after it was lost.", one(float64(s.Reconnects)))
-	add("xenstore_connected", "gauge", "1 while the agent is connected to xenstore.", one(b2f(s.Connected)))
-	add("policy_loaded_timestamp_seconds", "gauge", "When the policy in force was loaded, Unix time.", one(unix(s.PolicyLoadedAt)))
-	add("policy_last_reload_success", "gauge", "1 if the last policy load or reload was taken, 0 if it was refused (the previous policy stays).",
+	add("decisions_total", TypeCounter, "Decisions the agent made, by action and by the rule that decided (empty: none matched).", []string{"action", "rule"}, dec...)
+	add("failures_total", TypeCounter, "Steps that failed and will be retried, by the step that failed.", []string{"step"}, labelled1(m.failures)...)
+	add("heartbeat_timestamp_seconds", TypeGauge, "When the agent last wrote or reported its metrics, Unix time; stale means the agent is down or stuck.", nil, one(unix(now)))
+	add("uevents_received_total", TypeCounter, "Kernel uevents received.", nil, one(float64(s.Uevents)))
+	add("uevent_overruns_total", TypeCounter, "Times the kernel dropped uevents (ENOBUFS) and everything was looked at again.", nil, one(float64(s.Overruns)))
+	add("passes_total", TypeCounter, "Passes over one device (each reads its state and acts on it).", nil, one(float64(s.Passes)))
+	add("hooks_run_total", TypeCounter, "Rule exec commands started.", nil, one(float64(s.HooksRun)))
+	add("hooks_dropped_total", TypeCounter, "Rule exec commands skipped because the queue was full.", nil, one(float64(s.HooksDropped)))
+	add("xenstore_reconnects_total", TypeCounter, "Times the connection to xenstore was made again after it was lost.", nil, one(float64(s.Reconnects)))
+	add("xenstore_connected", TypeGauge, "1 while the agent is connected to xenstore.", nil, one(b2f(s.Connected)))
+	add("policy_loaded_timestamp_seconds", TypeGauge, "When the policy in force was loaded, Unix time.", nil, one(unix(s.PolicyLoadedAt)))
+	add("policy_last_reload_success", TypeGauge, "1 if the last policy load or reload was taken, 0 if it was refused (the previous policy stays).", nil,
 		one(b2f(s.ReloadFailedAt.IsZero() || s.ReloadFailedAt.Before(s.PolicyLoadedAt))))
 	fams = append(fams, m.attach.family(Namespace+"_attach_duration_seconds",
 		"Time from the event that asked for a pass to the device attached (port written, interfaces in usbback)."))
-	return writeFamilies(fams), nil
+	sortFamilies(fams)
+	return fams
 }
+
+// Gather renders every metric at now in the text exposition format.
+func (m *Metrics) Gather(now time.Time) []byte { return Text(m.Families(now)) }
 
 // A Textfile writes the metrics where node_exporter's textfile collector
 // reads them.
@@ -204,12 +201,7 @@ func (t *Textfile) Flush(m *Metrics, now time.Time) error {
 	if !m.dirty.Swap(false) && !due && !t.last.IsZero() {
 		return nil
 	}
-	m.setHeartbeat(now)
-	b, err := m.Gather()
-	if err != nil {
-		return err
-	}
-	if err := writeAtomic(t.Path, b); err != nil {
+	if err := writeAtomic(t.Path, m.Gather(now)); err != nil {
 		m.dirty.Store(true) // try again at the next flush
 		return err
 	}
@@ -244,3 +236,12 @@ func writeAtomic(path string, b []byte) error {
 	}
 	return nil
 }
+
+// The exporter's own metrics, beside the agent's: whether the agent
+// answered the scrape's request, and how long it took.
+const (
+	UpName           = Namespace + "_up"
+	UpHelp           = "1 if the agent answered the exporter's request over the control socket at this scrape, 0 if it is down or did not answer."
+	AgentRequestName = Namespace + "_agent_request_duration_seconds"
+	AgentRequestHelp = "Time the agent took to answer the exporter's request at this scrape."
+)

@@ -1,7 +1,8 @@
 package metrics
 
 import (
-	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,19 +11,11 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/metrics/metricstest"
 )
 
-func parse(t *testing.T, b []byte) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("exposition does not parse: %v\n%s", err, b)
-	}
-	return mfs
-}
+func parse(t *testing.T, b []byte) map[string]*dto.MetricFamily { return metricstest.Parse(t, b) }
 
 // The names follow Prometheus' conventions: the namespace, snake case,
 // counters end in _total, units are base units named in the suffix.
@@ -31,68 +24,12 @@ func TestNamingConventions(t *testing.T) {
 	m.Decision("attached", "kiosk badge")
 	m.Attached(3 * time.Millisecond)
 	m.Failure("attach")
-	b, err := m.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := regexp.MustCompile(`^usbhotplugd_[a-z][a-z0-9_]*[a-z0-9]$`)
-	label := regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	for n, mf := range parse(t, b) {
-		if !name.MatchString(n) {
-			t.Errorf("%s: not a usbhotplugd_ snake_case name", n)
-		}
-		if mf.GetHelp() == "" {
-			t.Errorf("%s: no help", n)
-		}
-		switch mf.GetType() {
-		case dto.MetricType_COUNTER:
-			if !strings.HasSuffix(n, "_total") {
-				t.Errorf("counter %s does not end in _total", n)
-			}
-		default:
-			if strings.HasSuffix(n, "_total") {
-				t.Errorf("%s %s ends in _total", mf.GetType(), n)
-			}
-		}
-		for _, bad := range []string{"_ms", "_milliseconds", "_us", "_ns", "_minutes", "_bytes_total_"} {
-			if strings.Contains(n+"_", bad+"_") {
-				t.Errorf("%s: not a base unit (%s)", n, bad)
-			}
-		}
-		for _, mm := range mf.GetMetric() {
-			for _, l := range mm.GetLabel() {
-				if !label.MatchString(l.GetName()) {
-					t.Errorf("%s: label %q not snake case", n, l.GetName())
-				}
-			}
-		}
-	}
+	metricstest.CheckNames(t, parse(t, m.Gather(time.Now())))
 }
 
 func value(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
 	t.Helper()
-	mf, ok := mfs[name]
-	if !ok {
-		t.Fatalf("%s missing", name)
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		for _, l := range m.GetLabel() {
-			if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	t.Fatalf("%s%v missing", name, labels)
-	return 0
+	return metricstest.Value(t, mfs, name, labels)
 }
 
 func TestValues(t *testing.T) {
@@ -104,7 +41,7 @@ func TestValues(t *testing.T) {
 	m.Decision("attached", "r1")
 	m.Decision("denied", "")
 	m.Attached(time.Millisecond)
-	b, _ := m.Gather()
+	b := m.Gather(time.Now())
 	mfs := parse(t, b)
 	for _, c := range []struct {
 		name   string
@@ -130,7 +67,7 @@ func TestValues(t *testing.T) {
 	}
 	// A reload taken after the refusal: success again.
 	m.Update(Snapshot{PolicyLoadedAt: time.Unix(1700000200, 0), ReloadFailedAt: time.Unix(1700000100, 0)})
-	b, _ = m.Gather()
+	b = m.Gather(time.Now())
 	if got := value(t, parse(t, b), "usbhotplugd_policy_last_reload_success", nil); got != 1 {
 		t.Errorf("after a taken reload: %v", got)
 	}
@@ -197,6 +134,59 @@ func TestTextfileError(t *testing.T) {
 	}
 }
 
+// The families survive the control socket's JSON whole: the exporter gets
+// what the textfile holds.
+func TestFamiliesJSON(t *testing.T) {
+	m := New("1.0", "go1.26")
+	m.Decision("attached", `a "quoted" rule`)
+	m.Attached(3 * time.Millisecond)
+	m.Attached(30 * time.Second)
+	m.Failure("attach")
+	m.Update(Snapshot{Devices: map[string]int{"attached": 1}, Uevents: 3, Connected: true, PolicyLoadedAt: time.Unix(1700000000, 5e8)})
+	now := time.Unix(1700000001, 0)
+	fams := m.Families(now)
+	b, err := json.Marshal(fams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []Family
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(Text(back)), string(m.Gather(now)); got != want {
+		t.Errorf("after JSON:\n%s\nwant:\n%s", got, want)
+	}
+	mfs := parse(t, Text(back))
+	h := mfs["usbhotplugd_attach_duration_seconds"].GetMetric()[0].GetHistogram()
+	if h.GetSampleCount() != 2 || h.GetBucket()[len(h.GetBucket())-2].GetCumulativeCount() != 1 {
+		t.Errorf("histogram: %v", h)
+	}
+}
+
+// BenchmarkTextfileFlush: one textfile write (render, write, fsync,
+// rename) with a decision series for each of 200 rules.
+func BenchmarkTextfileFlush(b *testing.B) {
+	m := New("1.0", "go1.26")
+	for i := range 200 {
+		m.Decision("attached", fmt.Sprintf("dev%d", i))
+		m.Attached(time.Duration(i) * 100 * time.Microsecond)
+	}
+	m.Update(Snapshot{Devices: map[string]int{"attached": 200}})
+	tf := &Textfile{Path: filepath.Join(b.TempDir(), "usbhotplugd.prom")}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.dirty.Store(true)
+		if err := tf.Flush(m, time.Unix(1, 0)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st, err := os.Stat(tf.Path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(st.Size()), "file-bytes")
+}
+
 func BenchmarkGather(b *testing.B) {
 	m := New("1.0", "go1.26")
 	for i := 0; i < 50; i++ {
@@ -205,9 +195,7 @@ func BenchmarkGather(b *testing.B) {
 	m.Update(Snapshot{Devices: map[string]int{"attached": 200}})
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := m.Gather(); err != nil {
-			b.Fatal(err)
-		}
+		m.Gather(time.Unix(1, 0))
 	}
 }
 
@@ -220,13 +208,16 @@ func TestAlertRulesNameRealMetrics(t *testing.T) {
 	m := New("1.0", "go1.26")
 	m.Attached(time.Millisecond)
 	m.Failure("x")
-	out, _ := m.Gather()
+	out := m.Gather(time.Now())
 	mfs := parse(t, out)
 	used := regexp.MustCompile(`usbhotplugd_[a-z_]+`).FindAllString(string(b), -1)
 	if len(used) == 0 {
 		t.Fatal("no metric in the alert rules")
 	}
 	for _, n := range used {
+		if n == UpName || n == AgentRequestName {
+			continue // the exporter's own
+		}
 		if _, ok := mfs[n]; !ok {
 			t.Errorf("alert rules use %s, which the agent does not export", n)
 		}
