@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-
-	"github.com/pilebones/go-udev/netlink"
 )
 
 // MaxDatagram is the largest datagram accepted: the kernel's uevent buffer
@@ -98,19 +96,18 @@ func Parse(b []byte) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	u, err := netlink.ParseUEvent(b)
+	action, kobj, env, err := decode(b)
 	if err != nil {
 		return Event{}, refuse("%v", err)
 	}
-	env := u.Env
 	if len(env) != fields {
 		return Event{}, refuse("%d fields but %d distinct keys: a key appears twice", fields, len(env))
 	}
-	if env["ACTION"] != string(u.Action) {
-		return Event{}, refuse("ACTION %q does not match header action %q", env["ACTION"], u.Action)
+	if env["ACTION"] != action {
+		return Event{}, refuse("ACTION %q does not match header action %q", env["ACTION"], action)
 	}
-	if env["DEVPATH"] != u.KObj {
-		return Event{}, refuse("DEVPATH %q does not match header %q", env["DEVPATH"], u.KObj)
+	if env["DEVPATH"] != kobj {
+		return Event{}, refuse("DEVPATH %q does not match header %q", env["DEVPATH"], kobj)
 	}
 	if env["SUBSYSTEM"] == "" {
 		return Event{}, refuse("no SUBSYSTEM")
@@ -120,8 +117,8 @@ func Parse(b []byte) (Event, error) {
 		return Event{}, refuse("SEQNUM %q is not a number", env["SEQNUM"])
 	}
 	return Event{
-		Action:    string(u.Action),
-		DevPath:   u.KObj,
+		Action:    action,
+		DevPath:   kobj,
 		Subsystem: env["SUBSYSTEM"],
 		DevType:   env["DEVTYPE"],
 		Seqnum:    seq,
