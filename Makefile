@@ -39,6 +39,7 @@ all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/usbhotplugd ./cmd/usbhotplugd
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/usbhotplugd-exporter ./cmd/usbhotplugd-exporter
 
 demo:
 	$(GO) run ./cmd/usbhotplugd replay
