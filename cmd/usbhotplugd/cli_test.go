@@ -263,7 +263,7 @@ func TestManPages(t *testing.T) {
 		return string(b)
 	}
 	root := read("man8/usbhotplugd.8")
-	for _, want := range []string{".TH \"USBHOTPLUGD\" \"8\" \"2025-12-01\"", ".SH EXIT STATUS", ".SH FILES", `\fBusbhotplugd\-usbdev-attach\fR(8)`, "usbhotplugd-policy", `\fB\-\-version\fR`} {
+	for _, want := range []string{".TH \"USBHOTPLUGD\" \"8\" \"2025-12-01\"", ".SH EXIT STATUS", ".SH FILES", `\fBusbhotplugd\-usbdev\-attach\fR(8)`, `usbhotplugd\-policy`, `\fB\-\-version\fR`} {
 		if !strings.Contains(root, want) {
 			t.Errorf("usbhotplugd.8 lacks %q:\n%s", want, root)
 		}
@@ -275,7 +275,7 @@ func TestManPages(t *testing.T) {
 		}
 	}
 	attach := read("man8/usbhotplugd-usbdev-attach.8")
-	for _, want := range []string{`\fB\-\-force\fR`, "usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", `\fB\-\-backend-timeout\fR \fIDURATION\fR`} {
+	for _, want := range []string{`\fB\-\-force\fR`, `usbhotplugd usbdev\-attach kiosk hostbus=1 hostaddr=6`, `\fB\-\-backend\-timeout\fR \fIDURATION\fR`} {
 		if !strings.Contains(attach, want) {
 			t.Errorf("usbhotplugd-usbdev-attach.8 lacks %q:\n%s", want, attach)
 		}
@@ -283,16 +283,47 @@ func TestManPages(t *testing.T) {
 	if !strings.Contains(read("man5/usbhotplugd-policy.5"), ".SH REFERENCE") {
 		t.Error("usbhotplugd-policy.5 lacks the reference")
 	}
+	pages, _ := filepath.Glob(filepath.Join(dir, "man*", "*"))
+	for _, p := range pages {
+		// Options and paths copied from the page must work: every
+		// "-" is groff's \- (a minus, ASCII), never a bare hyphen that
+		// groff may print as U+2010 (lintian's hyphen-used-as-minus-sign).
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, ".TH") {
+				continue
+			}
+			if i := bareHyphen(l); i >= 0 {
+				t.Errorf("%s:%d: a bare hyphen at %q", filepath.Base(p), n+1, l[max(0, i-20):min(len(l), i+10)])
+			}
+		}
+	}
 	groff, err := exec.LookPath("groff")
 	if err != nil {
 		t.Skip("groff not installed: the pages' roff is not checked")
 	}
-	pages, _ := filepath.Glob(filepath.Join(dir, "man*", "*"))
 	for _, p := range pages {
 		if b, err := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z", p).CombinedOutput(); err != nil || len(b) > 0 {
 			t.Errorf("groff on %s: %v\n%s", filepath.Base(p), err, b)
 		}
 	}
+}
+
+// bareHyphen is the index of the first "-" in a roff line that no
+// backslash escapes, or -1.
+func bareHyphen(l string) int {
+	for i := 0; i < len(l); i++ {
+		switch l[i] {
+		case '\\':
+			i++ // the escaped character
+		case '-':
+			return i
+		}
+	}
+	return -1
 }
 
 // Every command pays for the start-up work of every package linked in, so

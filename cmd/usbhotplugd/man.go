@@ -89,7 +89,7 @@ the command line was wrong (nothing was done)
 the policy (a configuration file: upgrades keep it)
 .TP
 /etc/usbhotplugd/rules.d/*.toml
-drop-ins, read after the policy in lexical order; one with hosts = [...] only on the hosts it names
+drop\-ins, read after the policy in lexical order; one with hosts = [...] only on the hosts it names
 .TP
 /run/usbhotplugd/control.sock
 the running agent's control socket (JSON lines: status, explain, watch, reload), used by usbhotplugd status, reload and watch; root may reload, the group adm may read
@@ -144,7 +144,7 @@ func manPages(root *cobra.Command) (map[string][]byte, error) {
 		}
 	}
 	b.WriteString(manExtra)
-	b.WriteString(".SH SEE ALSO\n" + strings.Join(see, ", ") + ",\n\\fBusbhotplugd-policy\\fR(5), \\fBxl\\fR(1), \\fBxl.cfg\\fR(5), \\fBjournalctl\\fR(1)\n")
+	b.WriteString(".SH SEE ALSO\n" + strings.Join(see, ", ") + ",\n\\fBusbhotplugd\\-policy\\fR(5), \\fBxl\\fR(1), \\fBxl.cfg\\fR(5), \\fBjournalctl\\fR(1)\n")
 	pages["man8/usbhotplugd.8"] = []byte(b.String())
 	return pages, nil
 }
@@ -190,6 +190,9 @@ func manPage(c *cobra.Command, description, seeAlso string) string {
 // roff escapes text for a man page.
 func roff(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\e`)
+	// A bare "-" is a hyphen to groff, which may print it as U+2010: an
+	// option or a path copied from the page would not work.
+	s = strings.ReplaceAll(s, "-", `\-`)
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
 		if strings.HasPrefix(l, ".") || strings.HasPrefix(l, "'") {
@@ -203,7 +206,7 @@ func roff(s string) string {
 func manPage5() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, ".TH USBHOTPLUGD-POLICY 5 \"\" \"usbhotplugd %s\" \"File Formats\"\n", build.Version)
-	b.WriteString(".SH NAME\nusbhotplugd-policy \\- which USB devices go to which Xen guest\n")
+	b.WriteString(".SH NAME\nusbhotplugd\\-policy \\- which USB devices go to which Xen guest\n")
 	b.WriteString(".SH DESCRIPTION\n" + roff(`/etc/usbhotplugd/policy.toml is TOML: an ordered list of [[rule]] tables
 and optional [domain.NAME] tables. For each device the first rule that
 matches decides; when none matches, the device stays with dom0. The
@@ -216,7 +219,7 @@ shows what the policy does with each present device, and why.`) + "\n")
 	b.WriteString(".SH REFERENCE\nEvery key, with its meaning, as shipped in /usr/share/usbhotplugd/rules/reference.toml:\n.PP\n.nf\n")
 	ref, _ := rules.Read("reference.toml")
 	b.WriteString(roff(string(ref)))
-	b.WriteString(".fi\n.SH DENY DEFAULTS\n/usr/share/usbhotplugd/rules/deny-defaults.toml, to include:\n.PP\n.nf\n")
+	b.WriteString(".fi\n.SH DENY DEFAULTS\n/usr/share/usbhotplugd/rules/deny\\-defaults.toml, to include:\n.PP\n.nf\n")
 	deny, _ := rules.Read("deny-defaults.toml")
 	b.WriteString(roff(string(deny)))
 	b.WriteString(".fi\n.SH SEE ALSO\nusbhotplugd(8)\n")
