@@ -23,8 +23,8 @@ type RecordStats struct {
 	Events, Overruns int
 }
 
-// Run records until ctx ends or the Source fails. It flushes the trace
-// before returning; an ended ctx is not an error.
+// Run records until ctx ends or the Source fails, flushing the trace
+// after every record; an ended ctx is not an error.
 func (r *Recorder) Run(ctx context.Context) (RecordStats, error) {
 	var st RecordStats
 	now := r.Now
@@ -55,7 +55,12 @@ func (r *Recorder) Run(ctx context.Context) (RecordStats, error) {
 			}
 			st.Events++
 		}
+		// Each record is written out at once: a trace read while the
+		// recording goes on (or after a crash) has every event so far.
 		if err := r.W.Write(rec); err != nil {
+			return st, err
+		}
+		if err := r.W.Flush(); err != nil {
 			return st, err
 		}
 	}
