@@ -27,7 +27,12 @@ type Dev struct {
 	Manufacturer string
 	Name         string
 	Speed        string
-	Interfaces   []Intf
+	// Wakeup: its configuration can wake the host (bmAttributes has
+	// remote wakeup, as HID devices and hubs do). Configuring it adds its
+	// power/wakeup attributes, which the kernel announces with a change
+	// event.
+	Wakeup     bool
+	Interfaces []Intf
 }
 
 // Intf describes one interface.
@@ -111,7 +116,10 @@ func (b *Builder) Add(d Dev) *Builder {
 		"bNumConfigurations": "1", "bConfigurationValue": "1", "bNumInterfaces": fmt.Sprintf("%2d", len(d.Interfaces)),
 		"speed": d.Speed, "version": " 2.00", "devpath": devpath, "removable": "removable",
 		"manufacturer": d.Manufacturer, "product": d.Name,
-		"uevent": "DEVTYPE=usb_device\n", "authorized": "1",
+		"uevent": "DEVTYPE=usb_device\n", "authorized": "1", "bmAttributes": "80",
+	}
+	if d.Wakeup {
+		attrs["bmAttributes"] = "a0"
 	}
 	if isRoot {
 		attrs["authorized_default"] = "1"

@@ -94,6 +94,7 @@ func (k *Kernel) setConfig(name, dir string, c int) {
 	if readAttr(dir, "bConfigurationValue") == strconv.Itoa(c) {
 		return
 	}
+	k.wakeupCapable(name, dir)
 	stash := filepath.Join(k.root, stashDir, name)
 	des, _ := os.ReadDir(stash)
 	intfAuth := k.intfAuthorizedDefault(name)
@@ -111,6 +112,17 @@ func (k *Kernel) setConfig(name, dir string, c int) {
 	}
 	os.Remove(stash)
 	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte(strconv.Itoa(c)+"\n"), 0o644)
+}
+
+// wakeupCapable is what usb_set_configuration does for a configuration
+// that can wake the host (bmAttributes bit 5): the device becomes wakeup
+// capable, gets its power/wakeup attributes, and the kernel sends a
+// change event for them, before the interfaces are added. (Unconfiguring
+// takes them away with no event.)
+func (k *Kernel) wakeupCapable(name, dir string) {
+	if a, err := strconv.ParseUint(readAttr(dir, "bmAttributes"), 16, 8); err == nil && a&0x20 != 0 {
+		k.emit("change", name, dir, currentDriver(dir))
+	}
 }
 
 // unconfigure removes a device's interfaces, their drivers unbound first

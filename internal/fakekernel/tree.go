@@ -69,6 +69,9 @@ func (k *Kernel) Plug(d Dev) error {
 		return err
 	}
 	k.emit("add", d.BusID, dir, "")
+	if authorized(dir) {
+		k.wakeupCapable(d.BusID, dir)
+	}
 	for _, de := range byPort(dir) {
 		if dev, err := usbname.DeviceOf(de.Name()); err == nil && dev == d.BusID {
 			idir := filepath.Join(dir, de.Name())
