@@ -29,7 +29,7 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/fakekernel:FuzzWriteAttr \
         ./test/vm:FuzzParse
 
-.PHONY: all build test lint unit fuzz bench demo clean package vmtest
+.PHONY: all build test lint unit fuzz bench demo clean package vmtest vmtest-calibrate
 
 PKG_VERSION  ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).0
 PKG_ARCH     ?= $(shell $(GO) env GOARCH)
@@ -93,3 +93,10 @@ package:
 ## linux-headers; see the README). SCENARIO=FILE… runs those only.
 vmtest:
 	USBHOTPLUGD_VMTEST=1 $(GO) run ./test/vm/cmd/vmtest $(SCENARIO)
+
+## vmtest-calibrate: runs the calibrated scenarios (or SCENARIO=FILE…) on
+## the real kernel and writes what the fake kernel is compared with to
+## test/vm/testdata/calibration.
+CALIBRATED = $(patsubst test/vm/testdata/calibration/%.txt,test/vm/scenarios/%.scn,$(wildcard test/vm/testdata/calibration/*.txt))
+vmtest-calibrate:
+	USBHOTPLUGD_VMTEST=1 $(GO) run ./test/vm/cmd/vmtest -calibrate test/vm/testdata/calibration $(or $(SCENARIO),$(CALIBRATED))

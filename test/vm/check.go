@@ -15,7 +15,7 @@ import (
 // learnBuses maps each controller to its root hubs' bus numbers (USB 2
 // first), by the root hubs' serials, which are their PCI addresses.
 func (r *runner) learnBuses(ctx context.Context) error {
-	devs, err := r.vm.Devices(ctx)
+	devs, err := r.m.Devices(ctx)
 	if err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func (r *runner) resolve(ctx context.Context, id string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("no device %q in the scenario", id)
 	}
-	devs, err := r.vm.Devices(ctx)
+	devs, err := r.m.Devices(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -144,7 +144,7 @@ func (r *runner) eval(ctx context.Context, c []string) (bool, string, error) {
 		if err != nil {
 			return true, "", nil
 		}
-		devs, derr := r.vm.Devices(ctx)
+		devs, derr := r.m.Devices(ctx)
 		if derr != nil {
 			return false, "", derr
 		}
@@ -156,9 +156,14 @@ func (r *runner) eval(ctx context.Context, c []string) (bool, string, error) {
 	case "audit", "audits":
 		return r.evalAudit(ctx, c)
 	case "kernel", "kernels":
+		if r.env.Fake {
+			return true, "", nil // the fake kernel has no log: only the real one's messages are checked
+		}
 		return r.evalKernel(ctx, c)
+	case "uevents":
+		return r.evalUevents(ctx, c)
 	case "ready":
-		st, err := r.vm.Call(ctx, "cat", "", []string{"/run/usbhotplugd/status.json"})
+		st, err := r.m.Status(ctx)
 		if err != nil {
 			return false, err.Error(), nil
 		}
@@ -221,7 +226,7 @@ func (r *runner) evalDrivers(ctx context.Context, id, want string) (bool, string
 	if err != nil {
 		return false, err.Error(), nil
 	}
-	devs, err := r.vm.Devices(ctx)
+	devs, err := r.m.Devices(ctx)
 	if err != nil {
 		return false, "", err
 	}
@@ -274,7 +279,7 @@ func parseAudit(line string) (auditLine, bool) {
 }
 
 func (r *runner) audits(ctx context.Context) ([]auditLine, error) {
-	lg, err := r.vm.Call(ctx, "cat", "", []string{"/run/agent.log"})
+	lg, err := r.m.AgentLog(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +328,7 @@ func (r *runner) evalAudit(ctx context.Context, c []string) (bool, string, error
 
 // kernelLines is the guest's kernel log, one message a line.
 func (r *runner) kernelLines(ctx context.Context) ([]string, error) {
-	k, err := r.vm.Call(ctx, "kmsg", "", nil)
+	k, err := r.m.KernelLog(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +358,7 @@ func (r *runner) measure(ctx context.Context, id, dom string) error {
 	port := time.Since(start)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		devs, err := r.vm.Devices(ctx)
+		devs, err := r.m.Devices(ctx)
 		if err != nil {
 			return err
 		}
@@ -452,4 +457,27 @@ func (r *runner) evalKernel(ctx context.Context, c []string) (bool, string, erro
 		return n <= max, fmt.Sprintf("%d such kernel messages since the last action", n), nil
 	}
 	return n > 0, "no such kernel message since the last action", nil
+}
+
+// evalUevents is a uevents condition on the trace recorded so far.
+func (r *runner) evalUevents(ctx context.Context, c []string) (bool, string, error) {
+	m, err := parseTraceMatch(c[2:])
+	if err != nil {
+		return false, "", err
+	}
+	if r.env.Fake && !m.usbOnly() {
+		return true, "", nil // the fake kernel makes no hid, input, SCSI… devices: only the real one's are checked
+	}
+	busid := ""
+	if m.under != "" {
+		if busid, err = r.resolve(ctx, m.under); err != nil {
+			return false, err.Error(), nil
+		}
+	}
+	text, err := r.m.Trace(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	ok, found := evalTrace(ParseTrace(text), c[1], m, busid)
+	return ok, found, nil
 }

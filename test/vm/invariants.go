@@ -47,7 +47,7 @@ func (r *runner) invariants(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	devs, err := r.vm.Devices(ctx)
+	devs, err := r.m.Devices(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,9 @@ type Env struct {
 	Keep bool
 	// Logf, when set, hears about each step.
 	Logf func(format string, a ...any)
+	// Fake runs the scenarios on the fake kernel in this process instead
+	// of the real one in a VM (Image is not needed).
+	Fake bool
 }
 
 // A Result is one scenario's outcome.
@@ -38,6 +41,9 @@ type Result struct {
 	PortWritten, Bound []time.Duration
 	// AgentPass is the agent's own duration of each attach measured.
 	AgentPass []time.Duration
+	// Calibration is the run's uevents and final state in the form the
+	// real and the fake kernel are compared in (calibrate.go).
+	Calibration []string
 }
 
 // A StepError says which step failed, what was expected and what was found.
@@ -63,8 +69,9 @@ type runner struct {
 	env      *Env
 	sc       *Scenario
 	dir      string
-	vm       *VM
+	m        machine
 	xs       *xenstore.Conn
+	xsPath   string
 	h        *assign.Host
 	doms     map[string]*domState
 	nextID   uint32
@@ -129,13 +136,10 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		r.plugs[p.Get("id")] = p
 	}
-	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	r.vm, err = StartVM(bctx, VMConfig{Image: r.env.Image, Dir: r.dir, XSSocket: filepath.Join(r.dir, "xs", "socket"), Coldplug: cold})
-	if err != nil {
+	if err := r.boot(ctx, cold); err != nil {
 		return err
 	}
-	defer r.vm.Close()
+	defer r.m.Close()
 	defer r.collect(ctx)
 	if err := r.learnBuses(ctx); err != nil {
 		return err
@@ -161,6 +165,25 @@ func (r *runner) run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// boot starts the machine: a VM with the coldplugged devices, or the fake
+// kernel with them.
+func (r *runner) boot(ctx context.Context, cold []string) error {
+	if r.env.Fake {
+		f, err := newFakeMachine(ctx, r.dir, r.xsPath, r.sc.Coldplug)
+		if err == nil {
+			r.m = f
+		}
+		return err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	vm, err := StartVM(bctx, VMConfig{Image: r.env.Image, Dir: r.dir, XSSocket: r.xsPath, Coldplug: cold})
+	if err == nil {
+		r.m = vmMachine{vm}
+	}
+	return err
 }
 
 func (r *runner) stepErr(st *Step, err error) error {
@@ -191,6 +214,7 @@ func (r *runner) startStore(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	r.xsPath = d.SocketPath()
 	r.xs, err = dialStore(ctx, d.SocketPath())
 	if err != nil {
 		d.Stop()
@@ -239,24 +263,23 @@ func uuidOf(name string) string {
 // collect keeps the logs a failure needs: the guest's kernel log, the
 // agent's log, the store.
 func (r *runner) collect(ctx context.Context) {
-	if r.vm == nil {
+	if r.m == nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if k, err := r.vm.Call(cctx, "kmsg", "", nil); err == nil {
+	if k, err := r.m.KernelLog(cctx); err == nil {
 		os.WriteFile(filepath.Join(r.dir, "kernel.log"), []byte(k), 0o644)
 	}
-	if a, err := r.vm.Call(cctx, "cat", "", []string{"/run/agent.log"}); err == nil {
+	if a, err := r.m.AgentLog(cctx); err == nil {
 		os.WriteFile(filepath.Join(r.dir, "agent.log"), []byte(a), 0o644)
 	}
 	os.WriteFile(filepath.Join(r.dir, "policy.toml"), []byte(r.policy), 0o644)
-	if p, err := r.vm.Call(cctx, "record-stop", "", nil); err == nil {
-		if tr, err := r.vm.Call(cctx, "cat", "", []string{p}); err == nil {
-			os.WriteFile(filepath.Join(r.dir, "uevents.jsonl"), []byte(tr), 0o644)
-		}
+	if tr, err := r.m.Trace(cctx); err == nil {
+		os.WriteFile(filepath.Join(r.dir, "uevents.jsonl"), []byte(tr), 0o644)
+		r.res.Calibration = append(r.normalise(tr), r.finalState(cctx)...)
 	}
-	if st, err := r.vm.Call(cctx, "cat", "", []string{"/run/usbhotplugd/status.json"}); err == nil {
+	if st, err := r.m.Status(cctx); err == nil {
 		os.WriteFile(filepath.Join(r.dir, "status.json"), []byte(st), 0o644)
 	}
 	if f, err := os.Create(filepath.Join(r.dir, "xenstore.txt")); err == nil {

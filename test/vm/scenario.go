@@ -38,8 +38,11 @@ import (
 // [TEXT…] (a record since the last action step) | audits ID ACTION MAX (at
 // most MAX such records) | kernel TEXT… (kernel log since the last action
 // step) | kernels MAX TEXT… (at most MAX such messages) | ready (the
-// agent's status file says it has reconciled everything). @ID in
-// arguments is the device's busid.
+// agent's status file says it has reconciled everything) | uevents
+// none|some KEY=V[,V…]… [under ID] (no event, or one, of the kernel's
+// uevents recorded since boot has each KEY with one of its values, in
+// any subsystem; under ID: of the device, its interfaces or anything
+// below them). @ID in arguments is the device's busid.
 type Scenario struct {
 	Name     string
 	File     string
@@ -255,6 +258,7 @@ func parsePlug(args []string) (Plug, error) {
 var condArity = map[string][2]int{
 	"port": {2, 3}, "drivers": {2, 2}, "present": {1, 1}, "absent": {1, 1},
 	"audit": {2, -1}, "audits": {3, 3}, "kernel": {1, -1}, "kernels": {2, -1}, "ready": {0, 0},
+	"uevents": {2, -1},
 }
 
 func checkCond(args []string) error {
@@ -265,6 +269,13 @@ func checkCond(args []string) error {
 	}
 	if n < a[0] || (a[1] >= 0 && n > a[1]) {
 		return fmt.Errorf("condition %s: wrong number of arguments", args[0])
+	}
+	if args[0] == "uevents" {
+		if args[1] != "none" && args[1] != "some" {
+			return fmt.Errorf("uevents none|some KEY=VALUE… [under ID], not %q", args[1])
+		}
+		_, err := parseTraceMatch(args[2:])
+		return err
 	}
 	return nil
 }

@@ -45,8 +45,7 @@ func (r *runner) step(ctx context.Context, st *Step) error {
 	case "reload":
 		return r.reload(sctx, st.Args[0])
 	case "xl":
-		_, err := r.vm.Call(sctx, "xl", "", r.subst(sctx, st.Args))
-		return err
+		return r.m.XL(sctx, r.subst(sctx, st.Args))
 	case "unbind", "bind":
 		return r.adminBind(sctx, st.Verb, st.Args)
 	}
@@ -72,8 +71,8 @@ func (r *runner) subst(ctx context.Context, args []string) []string {
 
 // mark sets where "since the last action step" begins in the logs.
 func (r *runner) mark(ctx context.Context) error {
-	lg, err := r.vm.Call(ctx, "cat", "", []string{"/run/agent.log"})
-	if err != nil && !errors.Is(err, ErrGuest) {
+	lg, err := r.m.AgentLog(ctx)
+	if err != nil {
 		return err
 	}
 	r.logMark = len(lg)
@@ -99,17 +98,15 @@ func (r *runner) agent(ctx context.Context, args []string) error {
 		if pol == "" {
 			return fmt.Errorf("agent start: the scenario has no policy main")
 		}
-		_, err := r.vm.Call(ctx, "start", pol, nil)
+		err := r.m.StartAgent(ctx, pol)
 		r.agentUp = err == nil
 		return err
 	case "stop":
 		r.agentUp = false
-		_, err := r.vm.Call(ctx, "kill", "", nil)
-		return err
+		return r.m.StopAgent(ctx, false)
 	case "kill9":
 		r.agentUp = false
-		_, err := r.vm.Call(ctx, "kill", "", []string{"9"})
-		return err
+		return r.m.StopAgent(ctx, true)
 	}
 	return fmt.Errorf("agent start|stop|kill9, not %q", args[0])
 }
@@ -120,8 +117,7 @@ func (r *runner) reload(ctx context.Context, name string) error {
 		return fmt.Errorf("no policy %q in the scenario", name)
 	}
 	r.policy = p
-	_, err := r.vm.Call(ctx, "reload", p, nil)
-	return err
+	return r.m.Reload(ctx, p)
 }
 
 func (r *runner) adminBind(ctx context.Context, verb string, args []string) error {
@@ -139,8 +135,7 @@ func (r *runner) adminBind(ctx context.Context, verb string, args []string) erro
 	} else {
 		delete(r.admin, name)
 	}
-	_, err = r.vm.Call(ctx, "write", "", []string{"/sys/bus/usb/drivers/" + args[1] + "/" + verb, name})
-	return err
+	return r.m.WriteSys(ctx, "bus/usb/drivers/"+args[1]+"/"+verb, name)
 }
 
 // qmpProps are device properties QEMU takes as strings even when they
@@ -171,20 +166,8 @@ func (r *runner) plug(ctx context.Context, p Plug) error {
 	id := p.Get("id")
 	r.plugs[id] = p
 	delete(r.busids, id)
-	if err := r.vm.QMP(ctx, "device_add", qmpArgs(p)); err != nil {
+	if err := r.m.Plug(ctx, p); err != nil {
 		return err
-	}
-	if p.Driver == "usb-uas" {
-		disk := p.Get("disk")
-		if disk == "" {
-			return fmt.Errorf("usb-uas needs disk=dN")
-		}
-		if err := r.vm.QMP(ctx, "device_add", map[string]any{"driver": "scsi-hd", "id": id + "-disk", "drive": disk, "bus": id + ".0"}); err != nil {
-			return err
-		}
-		if err := r.vm.QMP(ctx, "qom-set", map[string]any{"path": "/machine/peripheral/" + id, "property": "attached", "value": true}); err != nil {
-			return err
-		}
 	}
 	r.lastPlug = time.Now()
 	return nil
@@ -194,7 +177,7 @@ func (r *runner) unplug(ctx context.Context, id string) error {
 	if _, ok := r.plugs[id]; !ok {
 		return fmt.Errorf("unplug %s: no such device in the scenario", id)
 	}
-	return r.vm.QMP(ctx, "device_del", map[string]any{"id": id})
+	return r.m.Unplug(ctx, id)
 }
 
 func (r *runner) domain(ctx context.Context, args []string) error {
@@ -265,7 +248,7 @@ func (r *runner) domainStop(ctx context.Context, name string) error {
 	if !d.running {
 		return fmt.Errorf("domain %s is not running", name)
 	}
-	if _, err := r.vm.Call(ctx, "destroy", "", []string{strconv.Itoa(int(d.ID))}); err != nil {
+	if err := r.m.Destroy(ctx, d.ID); err != nil {
 		return err
 	}
 	for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,

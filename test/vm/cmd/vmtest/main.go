@@ -2,7 +2,10 @@
 // kernel under QEMU (see package vmtest). It ends with the line
 // "N passed, N failed".
 //
-//	vmtest [-keep] [-v] [SCENARIO.scn…]   (default: test/vm/scenarios/*.scn)
+//	vmtest [-keep] [-v] [-calibrate DIR] [SCENARIO.scn…]   (default: test/vm/scenarios/*.scn)
+//
+// With -calibrate, each passing scenario's uevents and final state, in
+// the form the fake kernel is compared in, are written to DIR/NAME.txt.
 package main
 
 import (
@@ -22,13 +25,14 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the logs of passing scenarios too")
 	verbose := flag.Bool("v", false, "print each step")
 	repo := flag.String("repo", ".", "the module's root")
+	calib := flag.String("calibrate", "", "write each passing scenario's normalised uevents and final state to this directory")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, *repo, *keep, *verbose, flag.Args()))
+	os.Exit(run(ctx, *repo, *keep, *verbose, *calib, flag.Args()))
 }
 
-func run(ctx context.Context, repo string, keep, verbose bool, files []string) int {
+func run(ctx context.Context, repo string, keep, verbose bool, calib string, files []string) int {
 	if len(files) == 0 {
 		files, _ = filepath.Glob(filepath.Join(repo, "test/vm/scenarios/*.scn"))
 	}
@@ -67,6 +71,12 @@ func run(ctx context.Context, repo string, keep, verbose bool, files []string) i
 			fmt.Printf("FAIL %s (%.1fs): %v\n     logs: %s\n", res.Name, res.Elapsed.Seconds(), res.Err, res.Dir)
 		} else {
 			fmt.Printf("PASS %s (%.1fs)\n", res.Name, res.Elapsed.Seconds())
+			if calib != "" {
+				if err := vmtest.WriteCalibration(filepath.Join(calib, res.Name+".txt"), res, img.KVer); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					return 2
+				}
+			}
 		}
 	}
 	return vmtest.Summary(os.Stdout, results)

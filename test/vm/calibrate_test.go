@@ -1,0 +1,63 @@
+package vmtest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// The fake kernel behaves as the real one: each scenario calibrated on the
+// real kernel (testdata/calibration, written by `make vmtest-calibrate`)
+// runs on the fake kernel, with the real agent and the real xenstored, and
+// gives the same uevents of each device and the same final drivers and
+// ports.
+func TestFakeKernelCalibrated(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the agent runs as root: run the test as root")
+	}
+	if _, err := xenstoretest.XenstoredBinary(); err != nil {
+		t.Skipf("the real xenstored is needed (apt-get install xenstored or xen-utils-4.17): %v", err)
+	}
+	files, err := filepath.Glob("testdata/calibration/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no calibrations: %v", err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".txt")
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			want, err := ReadCalibration(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := ParseFile(filepath.Join("scenarios", name+".scn"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			res := (&Env{Fake: true}).Run(ctx, sc)
+			if res.Err != nil {
+				t.Fatalf("on the fake kernel: %v (logs in %s)", res.Err, res.Dir)
+			}
+			if d := diffLines(want, res.Calibration); d != "" {
+				t.Errorf("the fake kernel differs from the real one (- real, + fake):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestDiffLines(t *testing.T) {
+	if d := diffLines([]string{"a", "b"}, []string{"a", "b"}); d != "" {
+		t.Errorf("equal lines differ: %q", d)
+	}
+	want := "  a\n- b\n+ x\n  c\n+ d\n"
+	if d := diffLines([]string{"a", "b", "c"}, []string{"a", "x", "c", "d"}); d != want {
+		t.Errorf("diff:\n%s\nwant:\n%s", d, want)
+	}
+}

@@ -1,0 +1,124 @@
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+)
+
+// A machine is where a scenario's steps happen: a VM with the real
+// kernel (vmMachine), or the fake kernel in this process (fakeMachine).
+// The store, the simulated backends and domains, the conditions and the
+// invariants are the runner's, the same for both.
+type machine interface {
+	// Devices reads the USB devices from the machine's sysfs.
+	Devices(ctx context.Context) ([]usbsysfs.Device, error)
+	// AgentLog is the agent's log so far (one JSON line a record), "" if
+	// no agent has run.
+	AgentLog(ctx context.Context) (string, error)
+	// Status is the agent's status file.
+	Status(ctx context.Context) (string, error)
+	// KernelLog is the kernel's log as /dev/kmsg gives it ("" when the
+	// machine has none).
+	KernelLog(ctx context.Context) (string, error)
+	// Trace is the kernel's uevents so far, as `usbhotplugd record`
+	// writes them.
+	Trace(ctx context.Context) (string, error)
+	StartAgent(ctx context.Context, policy string) error
+	// StopAgent stops the agent: with kill, as kill -9 does.
+	StopAgent(ctx context.Context, kill bool) error
+	Reload(ctx context.Context, policy string) error
+	XL(ctx context.Context, args []string) error
+	// Destroy is what `xl destroy` does for USB in dom0.
+	Destroy(ctx context.Context, domid uint32) error
+	// WriteSys writes an attribute, path relative to /sys.
+	WriteSys(ctx context.Context, path, value string) error
+	Plug(ctx context.Context, p Plug) error
+	Unplug(ctx context.Context, id string) error
+	Close()
+}
+
+// vmMachine is a VM: the guest program does the steps.
+type vmMachine struct{ *VM }
+
+func (v vmMachine) cat(ctx context.Context, path string) (string, error) {
+	return v.Call(ctx, "cat", "", []string{path})
+}
+
+func (v vmMachine) AgentLog(ctx context.Context) (string, error) {
+	lg, err := v.cat(ctx, "/run/agent.log")
+	if errors.Is(err, ErrGuest) {
+		return "", nil // no agent started yet
+	}
+	return lg, err
+}
+
+func (v vmMachine) Status(ctx context.Context) (string, error) {
+	return v.cat(ctx, "/run/usbhotplugd/status.json")
+}
+
+func (v vmMachine) KernelLog(ctx context.Context) (string, error) {
+	return v.Call(ctx, "kmsg", "", nil)
+}
+
+func (v vmMachine) Trace(ctx context.Context) (string, error) {
+	return v.cat(ctx, "/run/uevents.jsonl")
+}
+
+func (v vmMachine) StartAgent(ctx context.Context, policy string) error {
+	_, err := v.Call(ctx, "start", policy, nil)
+	return err
+}
+
+func (v vmMachine) StopAgent(ctx context.Context, kill bool) error {
+	var args []string
+	if kill {
+		args = []string{"9"}
+	}
+	_, err := v.Call(ctx, "kill", "", args)
+	return err
+}
+
+func (v vmMachine) Reload(ctx context.Context, policy string) error {
+	_, err := v.Call(ctx, "reload", policy, nil)
+	return err
+}
+
+func (v vmMachine) XL(ctx context.Context, args []string) error {
+	_, err := v.Call(ctx, "xl", "", args)
+	return err
+}
+
+func (v vmMachine) Destroy(ctx context.Context, domid uint32) error {
+	_, err := v.Call(ctx, "destroy", "", []string{strconv.Itoa(int(domid))})
+	return err
+}
+
+func (v vmMachine) WriteSys(ctx context.Context, path, value string) error {
+	_, err := v.Call(ctx, "write", "", []string{"/sys/" + path, value})
+	return err
+}
+
+func (v vmMachine) Plug(ctx context.Context, p Plug) error {
+	id := p.Get("id")
+	if err := v.QMP(ctx, "device_add", qmpArgs(p)); err != nil {
+		return err
+	}
+	if p.Driver != "usb-uas" {
+		return nil
+	}
+	disk := p.Get("disk")
+	if disk == "" {
+		return errors.New("usb-uas needs disk=dN")
+	}
+	if err := v.QMP(ctx, "device_add", map[string]any{"driver": "scsi-hd", "id": id + "-disk", "drive": disk, "bus": id + ".0"}); err != nil {
+		return err
+	}
+	return v.QMP(ctx, "qom-set", map[string]any{"path": "/machine/peripheral/" + id, "property": "attached", "value": true})
+}
+
+func (v vmMachine) Unplug(ctx context.Context, id string) error {
+	return v.QMP(ctx, "device_del", map[string]any{"id": id})
+}
