@@ -80,7 +80,9 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 		"/usr/share/man/man8/usbhotplugd-usbdev-attach.8.gz", "/usr/share/zsh/vendor-completions/_usbhotplugd",
 		"/usr/share/fish/vendor_completions.d/usbhotplugd.fish",
 		"/usr/share/bash-completion/completions/usbhotplugd", "/usr/share/usbhotplugd/rules/reference.toml",
-		"/usr/share/usbhotplugd/rules/deny-defaults.toml", "/usr/share/usbhotplugd/rules/examples/kiosk.toml"} {
+		"/usr/share/usbhotplugd/rules/deny-defaults.toml", "/usr/share/usbhotplugd/rules/examples/kiosk.toml",
+		"/usr/bin/usbhotplugd-exporter", "/lib/systemd/system/usbhotplugd-exporter.socket", "/lib/systemd/system/usbhotplugd-exporter.service",
+		"/usr/share/usbhotplugd/prometheus/usbhotplugd-alerts.yml"} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("installed package lacks %s", f)
 		}
@@ -91,6 +93,13 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	if _, err := os.Lstat(wants); err != nil {
 		t.Errorf("the install did not enable the unit: %v", err)
 	}
+	// Metrics are opt-in: the exporter is installed, not enabled.
+	if _, err := os.Lstat("/etc/systemd/system/sockets.target.wants/usbhotplugd-exporter.socket"); err == nil {
+		t.Error("the install enabled the exporter's socket")
+	}
+	if v := sh(t, "/usr/bin/usbhotplugd-exporter", "--version"); !strings.HasPrefix(v, "usbhotplugd-exporter 0.0.1 (commit ") {
+		t.Errorf("exporter version: %q", v)
+	}
 	if v := sh(t, "/usr/bin/usbhotplugd", "version"); !strings.HasPrefix(v, "usbhotplugd 0.0.1 (commit ") {
 		t.Errorf("version: %q", v)
 	}
@@ -100,7 +109,8 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 		t.Errorf("check of the shipped policy: %s", out)
 	}
 	sh(t, "/usr/bin/usbhotplugd", "check", "/usr/share/usbhotplugd/rules/examples/kiosk.toml")
-	if out := sh(t, "systemd-analyze", "verify", "/lib/systemd/system/usbhotplugd.service"); strings.TrimSpace(out) != "" {
+	if out := sh(t, "systemd-analyze", "verify", "/lib/systemd/system/usbhotplugd.service", "/lib/systemd/system/usbhotplugd-exporter.socket",
+		"/lib/systemd/system/usbhotplugd-exporter.service"); strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify is not clean:\n%s", out)
 	}
 	sec := sh(t, "systemd-analyze", "security", "--offline=true", "/lib/systemd/system/usbhotplugd.service")

@@ -36,6 +36,10 @@ purge) : > "$FAKE/dsh" ;;
 esac
 `
 
+// exporterUnits are the metrics exporter's units, as the scripts name them
+// to systemctl.
+const exporterUnits = "usbhotplugd-exporter.socket usbhotplugd-exporter.service"
+
 type host struct {
 	t     *testing.T
 	dir   string
@@ -124,6 +128,9 @@ func TestDebScriptsStartTheAgent(t *testing.T) {
 	if log := h.run("postinstall.sh", "configure", ""); !has(log, "deb-systemd-helper enable "+unit) || !has(log, "systemctl restart "+unit) {
 		t.Errorf("first install does not enable and start the agent:\n%s", log)
 	}
+	if log := h.run("postinstall.sh", "configure", ""); strings.Contains(log, "enable usbhotplugd-exporter") || !has(log, "systemctl try-restart usbhotplugd-exporter.service") {
+		t.Errorf("the exporter is enabled at install, or not restarted if it runs:\n%s", log)
+	}
 	if log := h.run("preremove.sh", "upgrade", "0.0.2"); strings.Contains(log, "stop") || strings.Contains(log, "disable") {
 		t.Errorf("an upgrade stops the agent early:\n%s", log)
 	}
@@ -132,14 +139,14 @@ func TestDebScriptsStartTheAgent(t *testing.T) {
 	}
 
 	h.admin("disable", unit)
-	if log := h.run("postinstall.sh", "configure", "0.0.2"); strings.Contains(log, "restart") || strings.Contains(log, "helper enable") {
+	if log := h.run("postinstall.sh", "configure", "0.0.2"); strings.Contains(log, "restart "+unit) || strings.Contains(log, "helper enable") {
 		t.Errorf("an upgrade enables or starts what the admin disabled:\n%s", log)
 	}
 	h.admin("enable", unit)
 	h.run("postinstall.sh", "configure", "0.0.2") // the helper records it enabled again
 
-	if log := h.run("preremove.sh", "remove"); !has(log, "systemctl stop "+unit) {
-		t.Errorf("removal does not stop the agent:\n%s", log)
+	if log := h.run("preremove.sh", "remove"); !has(log, "systemctl stop "+unit) || !has(log, "systemctl stop "+exporterUnits) {
+		t.Errorf("removal does not stop the agent and the exporter:\n%s", log)
 	}
 	h.run("postremove.sh", "remove")
 	if log := h.run("postinstall.sh", "configure", "0.0.2"); !has(log, "systemctl restart "+unit) {
@@ -165,7 +172,11 @@ func TestRpmScriptsStartTheAgent(t *testing.T) {
 	if log := h.run("postinstall.sh", "2"); strings.Contains(log, "enable "+unit) || !has(log, "systemctl restart "+unit) {
 		t.Errorf("an upgrade does not just restart the agent:\n%s", log)
 	}
-	if log := h.run("preremove.sh", "0"); !has(log, "systemctl disable "+unit) || !has(log, "systemctl stop "+unit) {
-		t.Errorf("erase does not disable and stop the agent:\n%s", log)
+	if log := h.run("preremove.sh", "0"); !has(log, "systemctl disable "+unit) || !has(log, "systemctl stop "+unit) ||
+		!has(log, "systemctl disable "+exporterUnits) || !has(log, "systemctl stop "+exporterUnits) {
+		t.Errorf("erase does not disable and stop the agent and the exporter:\n%s", log)
+	}
+	if log := h.run("postinstall.sh", "1"); strings.Contains(log, "enable usbhotplugd-exporter") {
+		t.Errorf("the exporter is enabled at install:\n%s", log)
 	}
 }

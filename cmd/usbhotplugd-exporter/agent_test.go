@@ -64,6 +64,7 @@ type fleetHost struct {
 
 func newFleetHost(tb testing.TB, doms, devices int) *fleetHost {
 	tb.Helper()
+	buildAgent(tb) // before anything is timed
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	tb.Cleanup(cancel)
 	s := xenstoretest.Real(tb)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/metrics/metricstest"
 )
 
@@ -79,6 +81,30 @@ func TestScrapeRunningAgent(t *testing.T) {
 	}
 	file := awaitTextfile(t, h.ctx, textfile, `usbhotplugd_devices{state="attached"} 2`)
 	sameFamilies(t, metricstest.Parse(t, file), mfs)
+	// Every metric the shipped alert rules use is served, or is one the
+	// agent keeps with no series yet (no step has failed).
+	empty := map[string]bool{}
+	c, err := daemon.Dial(h.ctx, h.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := c.Call(daemon.Request{Request: daemon.ReqMetrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range resp.Metrics {
+		empty[f.Name] = len(f.Series) == 0 && f.Histogram == nil
+	}
+	rules, err := os.ReadFile("../../packaging/prometheus/usbhotplugd-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range regexp.MustCompile(`usbhotplugd_[a-z_]+`).FindAllString(string(rules), -1) {
+		if _, ok := mfs[n]; !ok && !empty[n] {
+			t.Errorf("the alert rules use %s, which the exporter does not serve", n)
+		}
+	}
 }
 
 // awaitTextfile waits until the agent's textfile says want.

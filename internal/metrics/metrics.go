@@ -42,8 +42,9 @@ type Snapshot struct {
 // through the official client library: that library's package start-up
 // (its default registry's Go and process collectors, protobuf, net/http)
 // cost every usbhotplugd command about 0.9 ms before main, though only
-// `run` writes metrics. The tests read the output with Prometheus' own
-// parser.
+// `run` writes metrics; usbhotplugd-exporter, a binary of its own, links
+// that library and serves these Families. The tests read the output with
+// Prometheus' own parser.
 type Metrics struct {
 	version, goVersion string
 

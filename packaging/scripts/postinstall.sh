@@ -27,5 +27,8 @@ if [ -d /run/systemd/system ]; then
 	if systemctl is-enabled --quiet "$unit" 2>/dev/null; then
 		systemctl restart "$unit" >/dev/null 2>&1 || true
 	fi
+	# The metrics exporter is never enabled here (metrics are opt-in); one
+	# that runs gets the new binary.
+	systemctl try-restart usbhotplugd-exporter.service >/dev/null 2>&1 || true
 fi
 exit 0

@@ -6,18 +6,23 @@
 #   deb: prerm remove | upgrade NEW-VERSION    rpm: %preun 0 (erase) | 1 (upgrade)
 set -e
 unit=usbhotplugd.service
+# the metrics exporter, if the admin enabled it
+exporter="usbhotplugd-exporter.socket usbhotplugd-exporter.service"
 case "$1" in
 remove)
 	# deb-systemd-helper keeps the admin's choice for a reinstall, and
 	# forgets it at a purge (postremove).
 	if [ -d /run/systemd/system ]; then
 		systemctl stop "$unit" >/dev/null 2>&1 || true
+		systemctl stop $exporter >/dev/null 2>&1 || true
 	fi
 	;;
 0)
 	systemctl disable "$unit" >/dev/null 2>&1 || true
+	systemctl disable $exporter >/dev/null 2>&1 || true
 	if [ -d /run/systemd/system ]; then
 		systemctl stop "$unit" >/dev/null 2>&1 || true
+		systemctl stop $exporter >/dev/null 2>&1 || true
 	fi
 	;;
 esac

@@ -1,0 +1,87 @@
+package packaging
+
+import (
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// directives reads a unit file's KEY=VALUE lines by section ("Service",
+// "Socket"…), each key's values in order.
+func directives(t *testing.T, path string) map[string]map[string][]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string][]string{}
+	sec := ""
+	for l := range strings.SplitSeq(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "" || strings.HasPrefix(l, "#"):
+		case strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]"):
+			sec = strings.Trim(l, "[]")
+			out[sec] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(l, "=")
+			if !ok || sec == "" {
+				t.Fatalf("%s: %q is not KEY=VALUE in a section", path, l)
+			}
+			out[sec][k] = append(out[sec][k], v)
+		}
+	}
+	return out
+}
+
+// The exporter's units: started by its socket only (the service has no
+// [Install] of its own, and the package enables neither), the sandbox
+// forbids opening any socket but AF_UNIX, and the user is in the control
+// socket's read-only group.
+func TestExporterUnits(t *testing.T) {
+	sock := directives(t, "usbhotplugd-exporter.socket")
+	if got := sock["Socket"]["ListenStream"]; !slices.Equal(got, []string{"10036"}) {
+		t.Errorf("ListenStream %v, want the documented port 10036", got)
+	}
+	if got := sock["Install"]["WantedBy"]; !slices.Equal(got, []string{"sockets.target"}) {
+		t.Errorf("socket WantedBy %v", got)
+	}
+	svc := directives(t, "usbhotplugd-exporter.service")
+	if _, ok := svc["Install"]; ok {
+		t.Error("the service has an [Install] section: it would be enabled without its socket")
+	}
+	for k, want := range map[string]string{"RestrictAddressFamilies": "AF_UNIX", "DynamicUser": "yes", "SupplementaryGroups": "adm",
+		"PrivateNetwork": "yes", "CapabilityBoundingSet": "", "NoNewPrivileges": "yes", "ProtectSystem": "strict"} {
+		if got := svc["Service"][k]; !slices.Equal(got, []string{want}) {
+			t.Errorf("%s=%v, want %q", k, got, want)
+		}
+	}
+	if got := svc["Service"]["ExecStart"]; len(got) != 1 || !strings.Contains(got[0], "--state-dir /run/usbhotplugd") || strings.Contains(got[0], "--listen") {
+		t.Errorf("ExecStart %v: the socket, and the agent's state directory", got)
+	}
+	nfpm, err := os.ReadFile("nfpm.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"/usr/bin/usbhotplugd-exporter", "/lib/systemd/system/usbhotplugd-exporter.socket", "/lib/systemd/system/usbhotplugd-exporter.service"} {
+		if !strings.Contains(string(nfpm), "dst: "+f+"\n") {
+			t.Errorf("nfpm.yaml does not install %s", f)
+		}
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed: the sandbox's exposure is not measured")
+	}
+	out, _ := exec.Command(analyze, "security", "--offline=true", "usbhotplugd-exporter.service").CombinedOutput()
+	m := regexp.MustCompile(`Overall exposure level for usbhotplugd-exporter.service: ([0-9.]+) (\S+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no exposure level in:\n%s", out)
+	}
+	t.Logf("systemd-analyze security: exposure %s %s", m[1], m[2])
+	if string(m[2]) != "SAFE" {
+		t.Errorf("exposure %s %s, want SAFE", m[1], m[2])
+	}
+}
