@@ -1,6 +1,7 @@
 package xenstore
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -25,10 +26,10 @@ type Conn struct {
 	seq atomic.Uint32
 
 	mu      sync.Mutex
-	pending map[uint32]chan reply // guarded by mu
-	watches map[string]*watcher   // by token; guarded by mu
-	closed  bool                  // Close was called; guarded by mu
-	err     error                 // why the reader stopped; guarded by mu
+	pending map[uint32]slot     // guarded by mu
+	watches map[string]*watcher // by token; guarded by mu
+	closed  bool                // Close was called; guarded by mu
+	err     error               // why the reader stopped; guarded by mu
 
 	done      chan struct{} // closed when the reader has stopped
 	closeOnce sync.Once
@@ -41,12 +42,35 @@ type reply struct {
 	err     error
 }
 
+// A batch is the replies one rawMany waits for. The reader fills them in
+// and wakes the caller once, at the last: a batch of n requests costs one
+// goroutine wake-up, not n.
+type batch struct {
+	replies []reply // guarded by Conn.mu until done is closed
+	left    int     // replies still due; guarded by Conn.mu
+	done    chan struct{}
+}
+
+// A slot is where one pending request's reply goes.
+type slot struct {
+	b *batch
+	i int
+}
+
+// fill delivers one reply; the caller holds Conn.mu.
+func (s slot) fill(r reply) {
+	s.b.replies[s.i] = r
+	if s.b.left--; s.b.left == 0 {
+		close(s.b.done)
+	}
+}
+
 // NewConn starts a Conn over rwc, for example a unix socket or, in tests,
 // one end of a net.Pipe. The Conn owns rwc and closes it.
 func NewConn(rwc io.ReadWriteCloser) *Conn {
 	c := &Conn{
 		rwc:     rwc,
-		pending: make(map[uint32]chan reply),
+		pending: make(map[uint32]slot),
 		watches: make(map[string]*watcher),
 		done:    make(chan struct{}),
 	}
@@ -88,12 +112,17 @@ func (c *Conn) Close() error {
 	return err
 }
 
+// readBuf is the reader's buffer: the replies to a batch that arrived
+// together are taken with one read, not two per reply.
+const readBuf = 16 << 10
+
 func (c *Conn) readLoop() {
 	defer c.wg.Done()
+	rd := bufio.NewReaderSize(c.rwc, readBuf)
 	var hdr [HeaderSize]byte
 	var err error
 	for {
-		if _, err = io.ReadFull(c.rwc, hdr[:]); err != nil {
+		if _, err = io.ReadFull(rd, hdr[:]); err != nil {
 			break
 		}
 		var h Header
@@ -101,25 +130,23 @@ func (c *Conn) readLoop() {
 			break
 		}
 		var payload []byte
-		if payload, err = readPayload(c.rwc, h.Len); err != nil {
+		if payload, err = readPayload(rd, h.Len); err != nil {
 			break
 		}
 		if h.Type == TypeWatchEvent {
 			c.deliverWatch(payload)
 			continue
 		}
-		c.mu.Lock()
-		ch := c.pending[h.ReqID]
-		delete(c.pending, h.ReqID)
-		c.mu.Unlock()
-		if ch == nil {
-			continue // its caller gave up
-		}
 		r := reply{typ: h.Type, payload: payload}
 		if h.Type == TypeError {
 			r.err = parseErrorPayload(payload)
 		}
-		ch <- r
+		c.mu.Lock()
+		if s, ok := c.pending[h.ReqID]; ok { // else its caller gave up
+			delete(c.pending, h.ReqID)
+			s.fill(r)
+		}
+		c.mu.Unlock()
 	}
 	c.mu.Lock()
 	if c.closed {
@@ -128,8 +155,8 @@ func (c *Conn) readLoop() {
 		c.err = fmt.Errorf("%w: %w", ErrDisconnected, err)
 		c.rwc.Close()
 	}
-	for id, ch := range c.pending {
-		ch <- reply{err: c.err}
+	for id, s := range c.pending {
+		s.fill(reply{err: c.err})
 		delete(c.pending, id)
 	}
 	ws := c.watches
@@ -199,7 +226,7 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 		return
 	}
 	ids := make([]uint32, len(calls))
-	chans := make([]chan reply, len(calls))
+	b := &batch{replies: make([]reply, len(calls)), done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed || c.err != nil {
 		err := c.err
@@ -218,10 +245,15 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 		if id == 0 { // 0 is what watch events carry
 			id = c.seq.Add(1)
 		}
-		ids[i], chans[i] = id, make(chan reply, 1)
-		c.pending[id] = chans[i]
+		ids[i] = id
+		b.left++
+		c.pending[id] = slot{b, i}
 	}
+	sent := b.left
 	c.mu.Unlock()
+	if sent == 0 {
+		return
+	}
 
 	// Requests go out in writes of about writeChunk bytes: a large batch
 	// costs a few system calls, not a buffer of its whole size, and its
@@ -230,7 +262,7 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 	c.wbuf = c.wbuf[:0]
 	var err error
 	for i, cl := range calls {
-		if chans[i] == nil {
+		if ids[i] == 0 {
 			continue
 		}
 		c.wbuf = AppendHeader(c.wbuf, Header{Type: cl.typ, ReqID: ids[i], TxID: txid, Len: uint32(len(cl.payload))})
@@ -247,11 +279,7 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 	}
 	c.wmu.Unlock()
 	if err != nil {
-		for i, ch := range chans {
-			if ch != nil {
-				c.forget(ids[i])
-			}
-		}
+		c.forgetAll(ids)
 		select {
 		case <-c.done:
 			err = c.Err()
@@ -262,36 +290,38 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 		return
 	}
 
-	for i, ch := range chans {
-		if ch == nil {
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		c.forgetAll(ids)
+		fail(ctx.Err())
+		return
+	}
+	for i := range calls {
+		if ids[i] == 0 {
 			continue
 		}
-		select {
-		case r := <-ch:
-			switch {
-			case r.err != nil:
-				calls[i].err = r.err
-			case r.typ != calls[i].typ:
-				calls[i].err = &ProtocolError{Msg: fmt.Sprintf("reply of type %v to %v", r.typ, calls[i].typ)}
-			default:
-				calls[i].reply = r.payload
-			}
-		case <-ctx.Done():
-			for j := i; j < len(chans); j++ {
-				if chans[j] != nil {
-					c.forget(ids[j])
-				}
-			}
-			fail(ctx.Err())
-			return
+		switch r := b.replies[i]; {
+		case r.err != nil:
+			calls[i].err = r.err
+		case r.typ != calls[i].typ:
+			calls[i].err = &ProtocolError{Msg: fmt.Sprintf("reply of type %v to %v", r.typ, calls[i].typ)}
+		default:
+			calls[i].reply = r.payload
 		}
 	}
 }
 
-func (c *Conn) forget(id uint32) {
+// forgetAll drops the pending requests ids names (0s are skipped): their
+// replies, if they come, are dropped.
+func (c *Conn) forgetAll(ids []uint32) {
 	c.mu.Lock()
-	delete(c.pending, id)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if id != 0 {
+			delete(c.pending, id)
+		}
+	}
 }
 
 var errTooBig = errors.New("request too large")
