@@ -33,6 +33,10 @@ type Dev struct {
 	// event.
 	Wakeup     bool
 	Interfaces []Intf
+	// Claimed are the interfaces (by index) the driver of interface 0
+	// claims in its probe, as cdc_ether claims its data interface and
+	// snd-usb-audio its streaming ones.
+	Claimed []int
 }
 
 // Intf describes one interface.

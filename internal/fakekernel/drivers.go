@@ -3,6 +3,7 @@ package fakekernel
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -63,10 +64,60 @@ func (k *Kernel) detach(name, dir string) {
 		if dev, err := usbname.DeviceOf(name); err == nil {
 			k.disconnectChildren(dev, filepath.Dir(dir))
 		}
+	default:
+		k.release(name, dir, drv)
 	}
 	unlink(k.root, name, dir)
 	if drv != "" {
 		k.emit("unbind", name, dir, "")
+	}
+}
+
+// claim is what a driver's probe does with the device's interfaces it
+// claims (usb_driver_claim_interface): each that is free and authorized is
+// bound to it, its bind sent before the one of the interface probed.
+func (k *Kernel) claim(name, dir, drv string) {
+	if drv == "usbback" {
+		return
+	}
+	for _, in := range k.claimedBy(name) {
+		idir := filepath.Join(filepath.Dir(dir), in)
+		if currentDriver(idir) == "" && authorized(idir) && LinkDriver(k.root, in, idir, drv) == nil {
+			k.emit("bind", in, idir, drv)
+		}
+	}
+}
+
+// claimedBy lists the interfaces name's driver claims, in order.
+func (k *Kernel) claimedBy(name string) []string {
+	var out []string
+	for in, by := range k.claimer {
+		if by == name {
+			out = append(out, in)
+		}
+	}
+	slices.SortFunc(out, usbname.Compare)
+	return out
+}
+
+// releasing are the drivers whose disconnect lets go of the interfaces
+// their probe claimed: usbnet's (cdc_ether unbinds the data interface
+// before the control one, a real kernel's trace shows). snd-usb-audio
+// keeps its streaming interfaces until each is unbound itself.
+var releasing = map[string]bool{"cdc_ether": true, "rndis_host": true, "cdc_ncm": true}
+
+// release is what a releasing driver's disconnect does with the
+// interfaces its probe claimed.
+func (k *Kernel) release(name, dir, drv string) {
+	if !releasing[drv] {
+		return
+	}
+	for _, in := range k.claimedBy(name) {
+		idir := filepath.Join(filepath.Dir(dir), in)
+		if currentDriver(idir) == drv {
+			unlink(k.root, in, idir)
+			k.emit("unbind", in, idir, "")
+		}
 	}
 }
 
@@ -107,6 +158,7 @@ func (k *Kernel) bindWrite(path, drv, name string) error {
 // driver configures it first), a hub's children after the hub's.
 func (k *Kernel) bound(name, dir, drv string) {
 	if validIntf(name) {
+		k.claim(name, dir, drv)
 		k.emit("bind", name, dir, drv)
 		k.attached(name, dir, drv)
 		return

@@ -38,6 +38,7 @@ type Kernel struct {
 	writes   []Write           // guarded by mu
 	original map[string]string // interface -> driver it had at start; guarded by mu
 	learned  map[string]string // interface -> a driver seen binding it; guarded by mu
+	claimer  map[string]string // interface -> the interface whose driver claims it; guarded by mu
 
 	// Accept, when set, decides whether a dom0 driver matches an
 	// interface; the default matches the driver the interface had at
@@ -60,7 +61,7 @@ type Kernel struct {
 
 // NewKernel starts a fake kernel over the tree at root.
 func NewKernel(root string) *Kernel {
-	k := &Kernel{root: root, original: map[string]string{}, learned: map[string]string{}}
+	k := &Kernel{root: root, original: map[string]string{}, learned: map[string]string{}, claimer: map[string]string{}}
 	des, _ := os.ReadDir(filepath.Join(root, "bus/usb/devices"))
 	for _, de := range des {
 		if t, err := os.Readlink(filepath.Join(root, "bus/usb/devices", de.Name(), "driver")); err == nil {

@@ -72,17 +72,42 @@ func (k *Kernel) Plug(d Dev) error {
 	if authorized(dir) {
 		k.wakeupCapable(d.BusID, dir)
 	}
+	k.plugged(d)
 	for _, de := range byPort(dir) {
 		if dev, err := usbname.DeviceOf(de.Name()); err == nil && dev == d.BusID {
 			idir := filepath.Join(dir, de.Name())
-			k.emit("add", de.Name(), idir, "")
-			if drv := currentDriver(idir); drv != "" {
+			// An interface its first one's driver claimed before it was
+			// added is added bound already.
+			drv := currentDriver(idir)
+			if k.claimer[de.Name()] == "" {
+				k.emit("add", de.Name(), idir, "")
+			} else {
+				k.emit("add", de.Name(), idir, drv)
+			}
+			if drv != "" {
 				k.emit("bind", de.Name(), idir, drv)
 			}
 		}
 	}
 	k.emit("bind", d.BusID, dir, "usb")
 	return nil
+}
+
+// plugged notes what the drivers of a new device's interfaces are: the
+// ones its interfaces match (whether they probed it now or, deauthorized,
+// will later), and the interfaces claimed by its first one's.
+func (k *Kernel) plugged(d Dev) {
+	for i, in := range d.Interfaces {
+		name := fmt.Sprintf("%s:1.%d", d.BusID, i)
+		if in.Driver != "" && in.Driver != "usbback" {
+			k.learned[name] = in.Driver
+		}
+	}
+	for _, i := range d.Claimed {
+		if i > 0 && i < len(d.Interfaces) {
+			k.claimer[fmt.Sprintf("%s:1.%d", d.BusID, i)] = d.BusID + ":1.0"
+		}
+	}
 }
 
 // Unplug removes a device with its interfaces and everything behind it,
@@ -119,7 +144,7 @@ func (k *Kernel) Unplug(busid string) error {
 	}
 	// The next device in this port is another: the drivers it matches are
 	// its own.
-	for _, m := range []map[string]string{k.original, k.learned} {
+	for _, m := range []map[string]string{k.original, k.learned, k.claimer} {
 		for n := range m {
 			if n == busid || strings.HasPrefix(n, busid+".") || strings.HasPrefix(n, busid+":") {
 				delete(m, n)
