@@ -38,7 +38,7 @@ func (h *Host) Release(ctx context.Context, busid string) error {
 // may have left without a driver and without a record.
 func (h *Host) ReleaseUnbound(ctx context.Context, busid string) error {
 	err := h.Release(ctx, busid)
-	intfs, ierr := h.Sys.Interfaces(busid)
+	intfs, ierr := h.Sys.InterfaceStates(busid)
 	if ierr != nil {
 		return errors.Join(err, ierr)
 	}
@@ -53,14 +53,14 @@ func (h *Host) ReleaseUnbound(ctx context.Context, busid string) error {
 // takeFromUsbback unbinds from usbback the interfaces of busid bound to
 // it, and names them.
 func (h *Host) takeFromUsbback(busid string) ([]string, error) {
-	intfs, err := h.Sys.Interfaces(busid)
+	intfs, err := h.Sys.InterfaceStates(busid)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	var errs []error
 	for _, in := range intfs {
-		if h.Sys.BoundTo(in.Name, "usbback") {
+		if in.Driver == "usbback" {
 			if err := h.Sys.Unbind(in.Name); err != nil {
 				errs = append(errs, err)
 				continue

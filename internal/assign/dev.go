@@ -256,20 +256,15 @@ type planned struct {
 // usbbackPlan lists, in readdir order, the interfaces of busid that are not
 // in usbback yet, with their drivers, as usbback_dev_assign walks them.
 func (h *Host) usbbackPlan(busid string) ([]planned, error) {
-	intfs, err := h.Sys.Interfaces(busid)
+	intfs, err := h.Sys.InterfaceStates(busid)
 	if err != nil {
 		return nil, err
 	}
 	var out []planned
 	for _, in := range intfs {
-		if h.Sys.BoundTo(in.Name, "usbback") {
-			continue
+		if in.Driver != "usbback" {
+			out = append(out, planned{in.Name, in.Driver, in.Authorized})
 		}
-		drv, err := h.Sys.Driver(in.Name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, planned{in.Name, drv, in.Authorized})
 	}
 	return out, nil
 }
@@ -288,14 +283,20 @@ func (h *Host) bindUsbback(plan []planned) error {
 		// The driver is read again just before: one driver may hold
 		// several interfaces and let them all go at the first unbind
 		// (cdc_ether claims the data interface with the control one).
-		if p.driver != "" && !h.Sys.BoundTo(p.intf, "usbback") {
-			if drv, err := h.Sys.Driver(p.intf); err != nil || drv != "" {
-				if err := h.Sys.Unbind(p.intf); err != nil {
-					return err
-				}
-			}
+		drv, derr := h.Sys.Driver(p.intf)
+		if drv == "usbback" {
+			continue
 		}
-		if !h.Sys.BoundTo(p.intf, "usbback") {
+		unbound := false
+		if p.driver != "" && (derr != nil || drv != "") {
+			if err := h.Sys.Unbind(p.intf); err != nil {
+				return err
+			}
+			unbound = true
+		}
+		// Only an unbind can have put it in usbback since the look
+		// above (usbback claiming it as its driver let go).
+		if !unbound || !h.Sys.BoundTo(p.intf, "usbback") {
 			if err := h.Sys.Bind(p.intf, "usbback"); err != nil {
 				if errors.Is(err, syscall.ENODEV) {
 					// usbback's probe said no: its driver matches every
@@ -322,13 +323,13 @@ func (h *Host) rollback(ctx context.Context, busid string) {
 }
 
 func (h *Host) unbindUsbback(busid string) error {
-	intfs, err := h.Sys.Interfaces(busid)
+	intfs, err := h.Sys.InterfaceStates(busid)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, in := range intfs {
-		if h.Sys.BoundTo(in.Name, "usbback") {
+		if in.Driver == "usbback" {
 			errs = append(errs, h.Sys.Unbind(in.Name))
 		}
 	}
@@ -338,7 +339,7 @@ func (h *Host) unbindUsbback(busid string) error {
 // rebind binds each interface to its recorded driver, then removes the
 // record whatever happened, as usbdev_rebind does.
 func (h *Host) rebind(ctx context.Context, busid string) error {
-	intfs, err := h.Sys.Interfaces(busid)
+	intfs, err := h.Sys.InterfaceStates(busid)
 	var errs []error
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)

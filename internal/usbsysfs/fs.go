@@ -133,7 +133,12 @@ func (r *attrReader) str(name string, required bool) string {
 }
 
 func (r *attrReader) num(name string, base int, bits int) uint64 {
-	s := strings.TrimSpace(r.str(name, true))
+	return r.parse(name, r.str(name, true), base, bits)
+}
+
+// parse is num for an attribute already read (as str gave it).
+func (r *attrReader) parse(name, v string, base int, bits int) uint64 {
+	s := strings.TrimSpace(v)
 	if r.err != nil {
 		return 0
 	}
@@ -191,8 +196,13 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	d := Device{BusID: busid}
 	d.BusNum = int(r.num("busnum", 10, 16))
 	d.DevNum = int(r.num("devnum", 10, 16))
-	d.Vendor = uint16(r.num("idVendor", 16, 16))
-	d.Product = uint16(r.num("idProduct", 16, 16))
+	// The strings the descriptor hash covers are kept as read: the hash
+	// does not read them again.
+	var hashed [len(hashAttrs)]string
+	hashed[1] = r.str("idVendor", true)
+	d.Vendor = uint16(r.parse("idVendor", hashed[1], 16, 16))
+	hashed[2] = r.str("idProduct", true)
+	d.Product = uint16(r.parse("idProduct", hashed[2], 16, 16))
 	d.BCDDevice = uint16(r.num("bcdDevice", 16, 16))
 	d.Class = uint8(r.num("bDeviceClass", 16, 8))
 	d.SubClass = uint8(r.num("bDeviceSubClass", 16, 8))
@@ -201,6 +211,7 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	d.Serial = r.str("serial", false)
 	d.Manufacturer = r.str("manufacturer", false)
 	d.ProductName = r.str("product", false)
+	hashed[0], hashed[3] = d.ProductName, d.Serial
 	d.Speed = strings.TrimSpace(r.str("speed", false))
 	d.Version = strings.TrimSpace(r.str("version", false))
 	d.Ports = r.str("devpath", false)
@@ -219,7 +230,7 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	if id, err := usbname.Parse(busid); err == nil && !id.IsRootHub() {
 		d.Parent = id.Parent().String()
 	}
-	if err := f.identify(&d); err != nil {
+	if err := f.identify(&d, &hashed); err != nil {
 		return Device{}, err
 	}
 	ifs, err := f.interfaces(busid, names)
@@ -259,22 +270,67 @@ func (f *FS) Interfaces(busid string) ([]Interface, error) {
 	return f.interfaces(busid, names)
 }
 
-func (f *FS) interfaces(busid string, names []string) ([]Interface, error) {
+// interfaceNames are the names among names of busid's interfaces.
+func (f *FS) interfaceNames(busid string, names []string) []string {
 	prefix := busid + ":"
 	if strings.HasPrefix(busid, "usb") {
 		prefix = busid[3:] + "-0:"
 	}
-	var out []Interface
+	var out []string
 	for _, n := range names {
-		if !strings.HasPrefix(n, prefix) || InterfaceBusID(n) != busid {
-			continue
+		if strings.HasPrefix(n, prefix) && InterfaceBusID(n) == busid {
+			out = append(out, n)
 		}
+	}
+	return out
+}
+
+func (f *FS) interfaces(busid string, names []string) ([]Interface, error) {
+	var out []Interface
+	for _, n := range f.interfaceNames(busid, names) {
 		in, err := f.Interface(n)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // went away while we looked
 		}
 		if err != nil {
 			return nil, err
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// InterfaceStates lists the interfaces of a device as Interfaces does,
+// with their names, drivers and authorization only (the descriptors'
+// fields are left zero): what moving them between drivers needs, at one
+// link and one attribute read each.
+func (f *FS) InterfaceStates(busid string) ([]Interface, error) {
+	if err := ValidBusID(busid); err != nil {
+		return nil, err
+	}
+	names, err := f.ownNames(busid)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // gone: no interfaces
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Interface
+	for _, n := range f.interfaceNames(busid, names) {
+		drv, err := f.Driver(n)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // went away while we looked
+		}
+		if err != nil {
+			return nil, err
+		}
+		r := &attrReader{f: f, dir: f.devPath(n)}
+		in := Interface{Name: n, Driver: drv, Authorized: r.str("authorized", false) != "0"}
+		if errors.Is(r.err, fs.ErrNotExist) {
+			continue
+		}
+		if r.err != nil {
+			return nil, r.err
 		}
 		out = append(out, in)
 	}

@@ -22,7 +22,7 @@ import (
 // controller's sysfs path.
 
 // hashAttrs are the string attributes hashed before the descriptors.
-var hashAttrs = []string{"product", "idVendor", "idProduct", "serial"}
+var hashAttrs = [...]string{"product", "idVendor", "idProduct", "serial"}
 
 // Hash returns a device's descriptor hash; "" when sysfs has no
 // descriptors attribute for it.
@@ -30,7 +30,7 @@ func (f *FS) Hash(busid string) (string, error) {
 	if err := ValidBusID(busid); err != nil {
 		return "", err
 	}
-	return f.hashDir(f.devPath(busid))
+	return f.hashDir(f.devPath(busid), nil)
 }
 
 // ParentHash returns the hash of the device's parent: its hub's Hash, or
@@ -46,7 +46,7 @@ func (f *FS) ParentHash(busid string) (string, error) {
 		}
 		return controllerHash(dev), nil
 	}
-	return f.hashDir(f.devPath(parentBusID(busid)))
+	return f.hashDir(f.devPath(parentBusID(busid)), nil)
 }
 
 // controllerHash is a root hub's parent hash: the hash of the sysfs path
@@ -65,8 +65,9 @@ func parentBusID(busid string) string {
 	return "usb" + bus
 }
 
-// hashDir hashes the device in dir.
-func (f *FS) hashDir(dir string) (string, error) {
+// hashDir hashes the device in dir. attrs, when not nil, are the values
+// of hashAttrs read a moment ago ("" for a missing one), not read again.
+func (f *FS) hashDir(dir string, attrs *[len(hashAttrs)]string) (string, error) {
 	desc, err := os.ReadFile(filepath.Join(dir, "descriptors"))
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, serr := os.Stat(dir); serr != nil {
@@ -81,7 +82,11 @@ func (f *FS) hashDir(dir string) (string, error) {
 		return "", fmt.Errorf("usbsysfs: %s: %w", filepath.Join(dir, "descriptors"), err)
 	}
 	h := sha256.New()
-	for _, a := range hashAttrs {
+	for i, a := range hashAttrs {
+		if attrs != nil {
+			h.Write([]byte(attrs[i]))
+			continue
+		}
 		v, err := f.readAttr(dir, a)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("usbsysfs: %w", err)
@@ -116,7 +121,8 @@ func checkDescriptors(b []byte) error {
 
 // identify fills in a device's stable identities: its port paths and
 // hashes. A controller on no stable bus leaves the port paths empty.
-func (f *FS) identify(d *Device) error {
+// hashed are the device's hashAttrs as device read them.
+func (f *FS) identify(d *Device, hashed *[len(hashAttrs)]string) error {
 	dev, err := f.DevPath(d.BusID)
 	if err != nil {
 		return err
@@ -126,14 +132,14 @@ func (f *FS) identify(d *Device) error {
 		return err
 	}
 	d.PortPath, d.PortPathRev = pp.Path, pp.WithRevision
-	if d.Hash, err = f.hashDir(f.devPath(d.BusID)); err != nil {
+	if d.Hash, err = f.hashDir(f.devPath(d.BusID), hashed); err != nil {
 		return err
 	}
 	if d.IsRootHub() {
 		d.ParentHash = controllerHash(dev)
 		return nil
 	}
-	d.ParentHash, err = f.hashDir(f.devPath(d.Parent))
+	d.ParentHash, err = f.hashDir(f.devPath(d.Parent), nil)
 	if errors.Is(err, fs.ErrNotExist) {
 		d.ParentHash, err = "", nil // the hub left while we looked; the device follows
 	}

@@ -8,8 +8,11 @@ import (
 
 // readSmall reads a sysfs attribute with three system calls (open, read,
 // close): os.ReadFile's nine (poller registration, stat) add up when a
-// command reads dozens of attributes. An attribute is at most a page;
-// larger files are read to their end all the same.
+// command reads dozens of attributes. An attribute is at most a page, and
+// sysfs (like a regular file) gives all it has to the first read: a read
+// shorter than the buffer is the end, and no second read is made to see
+// it. A read that fills the buffer (a binary attribute such as
+// descriptors) is followed by more, to the end.
 func readSmall(path string) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	for err == unix.EINTR {
@@ -29,9 +32,9 @@ func readSmall(path string) ([]byte, error) {
 		if err != nil {
 			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
 		}
-		if n == 0 {
+		out = append(out, page[:n]...)
+		if n < len(page) {
 			return out, nil
 		}
-		out = append(out, page[:n]...)
 	}
 }
