@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -63,16 +64,15 @@ func DialPath(ctx context.Context, path string) (*Conn, error) {
 	return NewConn(f), nil
 }
 
-// dialUnix connects as libxenstore's blocking connect does: a listener
-// whose queue is full (EAGAIN, as the C xenstored's backlog of 1 is while
-// it has not yet accepted the previous client) is waited for, not failed.
-func dialUnix(ctx context.Context, path string) (net.Conn, error) {
-	var d net.Dialer
+// retryDial calls dial until it is not refused for a full accept queue,
+// as libxenstore's blocking connect waits: the C xenstored's backlog is 1
+// while it has not yet accepted the previous client.
+func retryDial(ctx context.Context, dial func() (io.ReadWriteCloser, error)) (io.ReadWriteCloser, error) {
 	wait := 50 * time.Microsecond
 	for {
-		nc, err := d.DialContext(ctx, "unix", path)
+		c, err := dial()
 		if !errors.Is(err, syscall.EAGAIN) {
-			return nc, err
+			return c, err
 		}
 		select {
 		case <-ctx.Done():
