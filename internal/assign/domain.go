@@ -41,16 +41,25 @@ func (h *Host) Domains(ctx context.Context) ([]Domain, error) {
 	return doms, nil
 }
 
+// domainPaths are the nodes Domain reads for a domid: its name and type.
+func domainPaths(domid uint32) []string {
+	return []string{fmt.Sprintf("/local/domain/%d/name", domid), fmt.Sprintf("/libxl/%d/type", domid)}
+}
+
 // Domain finds a domain by name or domid, as xl's find_domain does.
 func (h *Host) Domain(ctx context.Context, nameOrID string) (Domain, error) {
+	return h.domain(ctx, h.XS, nameOrID)
+}
+
+func (h *Host) domain(ctx context.Context, r rw, nameOrID string) (Domain, error) {
 	if n, ok := atoiStrict(nameOrID); ok {
 		// The name and the type in one round trip.
-		vals, err := readMany(ctx, h.XS, []string{fmt.Sprintf("/local/domain/%d/name", n), fmt.Sprintf("/libxl/%d/type", n)})
+		vals, err := readMany(ctx, r, domainPaths(uint32(n)))
 		if err != nil {
 			return Domain{}, err
 		}
 		if !vals[0].ok {
-			if _, exists, _ := readOpt(ctx, h.XS, fmt.Sprintf("/local/domain/%d", n)); !exists {
+			if _, exists, _ := readOpt(ctx, r, fmt.Sprintf("/local/domain/%d", n)); !exists {
 				return Domain{}, fmt.Errorf("domain %d: %w", n, ErrNoDomain)
 			}
 		}

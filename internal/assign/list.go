@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // A ListedPort is one port in usb-list's terms.
@@ -30,7 +33,50 @@ type ListedController struct {
 // List gathers what `xl usb-list` prints, bus and device numbers read from
 // sysfs now.
 func (h *Host) List(ctx context.Context, domid uint32) ([]ListedController, error) {
-	ctrls, err := h.Controllers(ctx, domid)
+	return h.list(ctx, h.XS, domid)
+}
+
+// DomainList is Domain followed by List, in one round trip to the store
+// where the layout is libxl's usual one: for a domid, the reads both make
+// for a guest with one pv controller of up to listGuess ports go out in
+// one batch, and only what that batch did not predict is asked after. The
+// reads and checks are Domain's and List's own either way.
+func (h *Host) DomainList(ctx context.Context, nameOrID string) (Domain, []ListedController, error) {
+	r := rw(h.XS)
+	if n, ok := atoiStrict(nameOrID); ok {
+		r = prefetchGets(ctx, h.XS, listGets(uint32(n)))
+	}
+	d, err := h.domain(ctx, r, nameOrID)
+	if err != nil {
+		return Domain{}, nil, err
+	}
+	l, err := h.list(ctx, r, d.ID)
+	return d, l, err
+}
+
+// listGuess is the number of ports DomainList reads before it knows how
+// many there are: libxl's default.
+const listGuess = 8
+
+// listGets are the reads DomainList predicts for a domid.
+func listGets(domid uint32) []xenstore.Get {
+	var gets []xenstore.Get
+	for _, p := range domainPaths(domid) {
+		gets = append(gets, xenstore.Get{Path: p})
+	}
+	gets = append(gets, xenstore.Get{Path: libxlDir(domid), Dir: true})
+	for _, p := range controllerPaths(domid, 0, true) {
+		gets = append(gets, xenstore.Get{Path: p})
+	}
+	c := Controller{Type: policy.TypePV, backend: backendPath("vusb", domid, 0)}
+	for port := 1; port <= listGuess; port++ {
+		gets = append(gets, xenstore.Get{Path: c.portPath(port)})
+	}
+	return gets
+}
+
+func (h *Host) list(ctx context.Context, r rw, domid uint32) ([]ListedController, error) {
+	ctrls, err := h.controllers(ctx, r, domid, true)
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,12 @@ func (h *Host) prefetch(ctx context.Context, r rw, withState bool) rw {
 			}
 		}
 	}
+	return prefetchGets(ctx, r, gets)
+}
+
+// prefetchGets sends gets in one batch and returns a reader that answers
+// from it.
+func prefetchGets(ctx context.Context, r rw, gets []xenstore.Get) rw {
 	p := &prefetched{rw: r, got: make(map[xenstore.Get]xenstore.Got, len(gets))}
 	for i, g := range r.Gets(ctx, gets) {
 		if g.Err != nil && !notExist(g.Err) {

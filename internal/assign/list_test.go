@@ -1,0 +1,74 @@
+package assign_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"reflect"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// DomainList finds what Domain and List find, in one round trip for a
+// domid with no controller or libxl's usual one, and reads what it did
+// not predict (a second controller, a domain's name) as Domain and List
+// do.
+func TestDomainList(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s, false)
+		ctx := context.Background()
+		raw, err := net.Dial("unix", s.SocketPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := &xenstoretest.Counting{Conn: raw}
+		xs := xenstore.NewConn(cc)
+		defer xs.Close()
+		h := &assign.Host{XS: xs, Sys: e.h.Sys}
+		check := func(nameOrID string, maxTrips int) {
+			t.Helper()
+			wantD, err := e.h.Domain(ctx, nameOrID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantL, err := e.h.List(ctx, wantD.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cc.Take()
+			d, l, err := h.DomainList(ctx, nameOrID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, trips := cc.Take(); trips > maxTrips {
+				t.Errorf("DomainList(%q): %d round trips, want at most %d", nameOrID, trips, maxTrips)
+			}
+			if d != wantD || !reflect.DeepEqual(l, wantL) {
+				t.Errorf("DomainList(%q) = %+v, %+v; Domain and List found %+v, %+v", nameOrID, d, l, wantD, wantL)
+			}
+		}
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Version: 2, Ports: 4}, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.h.Attach(ctx, 1, dev("1-2")); err != nil {
+			t.Fatal(err)
+		}
+		e.idle(t)
+		check("1", 1)
+		check("kiosk", 5)
+		check("2", 1) // no controller
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Version: 2, Ports: 15}, true); err != nil {
+			t.Fatal(err)
+		}
+		e.idle(t)
+		check("1", 3) // the second controller read, then its ports
+
+		if _, _, err := h.DomainList(ctx, "7"); !errors.Is(err, assign.ErrNoDomain) {
+			t.Errorf("DomainList of no domain: %v, want ErrNoDomain", err)
+		}
+	})
+}
