@@ -25,3 +25,20 @@ func TestBinaryLinksNoTesting(t *testing.T) {
 		}
 	}
 }
+
+// Only the commands that read and print go without a signal handler
+// (which costs a thread at start-up); every command that changes the
+// host stops cleanly on SIGINT and SIGTERM.
+func TestQuickCommandsOnly(t *testing.T) {
+	quick := map[string]bool{"usb-list": true, "version": true}
+	for _, c := range commands {
+		if got := handlesSignals([]string{c.name, "x"}); got == quick[c.name] {
+			t.Errorf("%s: handles signals %v", c.name, got)
+		}
+	}
+	for _, args := range [][]string{nil, {"--help"}, {"no-such-command"}} {
+		if !handlesSignals(args) {
+			t.Errorf("%q: handles no signals", args)
+		}
+	}
+}

@@ -10,7 +10,7 @@ import (
 )
 
 func init() {
-	register(command{name: "version", group: groupTool, examples: []string{"usbhotplugd version"}, new: newVersionCmd})
+	register(command{name: "version", group: groupTool, quick: true, examples: []string{"usbhotplugd version"}, new: newVersionCmd})
 	register(command{name: "completion", group: groupTool, tree: true,
 		examples: []string{"usbhotplugd completion bash > /etc/bash_completion.d/usbhotplugd"}, new: newCompletionCmd})
 }
@@ -34,7 +34,7 @@ func formatExamples(ex []string) string {
 }
 
 func versionString() string {
-	return fmt.Sprintf("usbhotplugd %s (commit %s, %s)", build.Version, build.Commit, build.GoVersion())
+	return "usbhotplugd " + build.Version + " (commit " + build.Commit + ", " + build.GoVersion() + ")"
 }
 
 func newVersionCmd() *cobra.Command {

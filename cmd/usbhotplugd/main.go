@@ -35,7 +35,11 @@ type command struct {
 	examples []string
 	// tree: the command reads the whole command tree (man, completion).
 	tree bool
-	new  func() *cobra.Command
+	// quick: the command only reads and prints, so an interrupt may end
+	// it where it stands: it runs without a signal handler, which costs a
+	// thread and two goroutines at start-up.
+	quick bool
+	new   func() *cobra.Command
 }
 
 // The groups of `usbhotplugd --help`.
@@ -73,10 +77,24 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.Background(), func() {}
+	if handlesSignals(os.Args[1:]) {
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	}
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// handlesSignals says whether the command args name turns SIGINT and
+// SIGTERM into a cancelled context (so that it stops cleanly, undoing
+// what it started) rather than ending at once.
+func handlesSignals(args []string) bool {
+	if len(args) == 0 {
+		return true
+	}
+	c, ok := lookup(args[0])
+	return !ok || !c.quick
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -64,7 +66,7 @@ func init() {
 		{name: "usbctrl-detach", new: newUsbctrlDetachCmd, examples: []string{"usbhotplugd usbctrl-detach kiosk 0"}},
 		{name: "usbdev-attach", new: newUsbdevAttachCmd, examples: []string{"usbhotplugd usbdev-attach kiosk hostbus=1 hostaddr=6", "usbhotplugd usbdev-attach kiosk busid=1-2 controller=0 port=2"}},
 		{name: "usbdev-detach", new: newUsbdevDetachCmd, examples: []string{"usbhotplugd usbdev-detach kiosk 0 1"}},
-		{name: "usb-list", new: newUsbListCmd, examples: []string{"usbhotplugd usb-list kiosk"}},
+		{name: "usb-list", quick: true, new: newUsbListCmd, examples: []string{"usbhotplugd usb-list kiosk"}},
 		{name: "repair", new: newRepairCmd, examples: []string{"usbhotplugd repair"}},
 	} {
 		c.group = groupXL
@@ -78,6 +80,18 @@ func init() {
 // host opened and DOMAIN resolved before fn runs.
 func hostCommand(use, short string, minArgs, maxArgs int, parse func(rest []string) error,
 	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error) *cobra.Command {
+	return hostArgsCommand(use, short, minArgs, maxArgs, parse, func(ctx context.Context, c *cobra.Command, h *assign.Host, args []string) error {
+		d, err := h.Domain(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		return fn(ctx, c, h, d)
+	})
+}
+
+// hostArgsCommand is hostCommand with DOMAIN left to fn to resolve.
+func hostArgsCommand(use, short string, minArgs, maxArgs int, parse func(rest []string) error,
+	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, args []string) error) *cobra.Command {
 	count := rangeArgs(minArgs, maxArgs)
 	c := &cobra.Command{Use: use, Short: short, Args: func(c *cobra.Command, args []string) error {
 		if err := count(c, args); err != nil {
@@ -101,11 +115,7 @@ func hostCommand(use, short string, minArgs, maxArgs int, parse func(rest []stri
 		}
 		defer closeFn()
 		h.Warn = func(msg string) { fmt.Fprintf(c.ErrOrStderr(), "%s: warning: %s\n", c.CommandPath(), msg) }
-		d, err := h.Domain(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		return fn(ctx, c, h, d)
+		return fn(ctx, c, h, args)
 	}
 	return c
 }
@@ -183,19 +193,22 @@ type usbListJSON struct {
 
 func newUsbListCmd() *cobra.Command {
 	var asJSON *bool
-	c := hostCommand("usb-list [--json] DOMAIN", "list a guest's USB controllers and devices, byte for byte as xl usb-list", 1, 1, nil,
-		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
-			l, err := h.List(ctx, d.ID)
+	c := hostArgsCommand("usb-list [--json] DOMAIN", "list a guest's USB controllers and devices, byte for byte as xl usb-list", 1, 1, nil,
+		func(ctx context.Context, c *cobra.Command, h *assign.Host, args []string) error {
+			d, l, err := h.DomainList(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			stdout := c.OutOrStdout()
+			// One write: the listing is a few hundred bytes.
+			stdout := bufio.NewWriter(c.OutOrStdout())
 			if *asJSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(usbListJSON{d.ID, d.Name, l})
+				err = enc.Encode(usbListJSON{d.ID, d.Name, l})
+			} else {
+				err = assign.WriteList(stdout, l)
 			}
-			return assign.WriteList(stdout, l)
+			return errors.Join(err, stdout.Flush())
 		})
 	asJSON = c.Flags().Bool("json", false, "print JSON")
 	return c
