@@ -46,7 +46,8 @@ func TestFakeKernelCalibrated(t *testing.T) {
 				t.Fatalf("on the fake kernel: %v (logs in %s)", res.Err, res.Dir)
 			}
 			if d := diffLines(want, res.Calibration); d != "" {
-				t.Errorf("the fake kernel differs from the real one (- real, + fake):\n%s", d)
+				t.Errorf("the fake kernel differs from the real one (- real, + fake); fix the fake kernel, or, if the real "+
+					"kernel's behaviour changed, record it again with `make vmtest-calibrate SCENARIO=%s`:\n%s", sc.File, d)
 			}
 		})
 	}
