@@ -115,3 +115,38 @@ func WriteList(w io.Writer, ctrls []ListedController) error {
 	}
 	return nil
 }
+
+// DomainAhead is Domain for a command that goes on to attach: for a
+// domid, the domain's controllers are read in the same round trip (as
+// DomainList predicts them) and kept as the shape the attach's
+// transaction prefetches, so that its reads of them also cost one round
+// trip. A Host that has taken a snapshot already keeps its own shape.
+func (h *Host) DomainAhead(ctx context.Context, nameOrID string) (Domain, error) {
+	n, ok := atoiStrict(nameOrID)
+	if !ok {
+		return h.Domain(ctx, nameOrID)
+	}
+	r := prefetchGets(ctx, h.XS, listGets(uint32(n)))
+	d, err := h.domain(ctx, r, nameOrID)
+	if err != nil {
+		return Domain{}, err
+	}
+	ids, err := dirOpt(ctx, r, libxlDir(d.ID))
+	if err != nil {
+		return d, nil // the attach reads it again, and says what fails
+	}
+	var ctrls []Controller
+	for _, s := range ids {
+		if devid, ok := atoiStrict(s); ok {
+			if c, err := h.controller(ctx, r, d.ID, devid, false); err == nil {
+				ctrls = append(ctrls, c)
+			}
+		}
+	}
+	h.shapeMu.Lock()
+	if h.shape == nil {
+		h.shape = map[uint32][]Controller{d.ID: ctrls}
+	}
+	h.shapeMu.Unlock()
+	return d, nil
+}

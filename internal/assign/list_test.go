@@ -72,3 +72,51 @@ func TestDomainList(t *testing.T) {
 		}
 	})
 }
+
+// A command's attach after DomainAhead reads the domain's controllers
+// inside its transaction in one round trip: fewer round trips than
+// Domain and Attach on a new Host, with the same port.
+func TestDomainAhead(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s, false)
+		ctx := context.Background()
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Version: 2, Ports: 4}, true); err != nil {
+			t.Fatal(err)
+		}
+		attach := func(resolve func(h *assign.Host, ctx context.Context, nameOrID string) (assign.Domain, error)) (assign.Assignment, int) {
+			t.Helper()
+			raw, err := net.Dial("unix", s.SocketPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cc := &xenstoretest.Counting{Conn: raw}
+			xs := xenstore.NewConn(cc)
+			defer xs.Close()
+			h := &assign.Host{XS: xs, Sys: e.h.Sys}
+			d, err := resolve(h, ctx, "1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := h.Attach(ctx, d.ID, dev("1-2"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, trips := cc.Take()
+			e.idle(t)
+			if err := e.h.Detach(ctx, 1, a.Controller, a.Port); err != nil {
+				t.Fatal(err)
+			}
+			e.idle(t)
+			return a, trips
+		}
+		plain, plainTrips := attach((*assign.Host).Domain)
+		ahead, aheadTrips := attach((*assign.Host).DomainAhead)
+		if ahead != plain {
+			t.Errorf("after DomainAhead the attach gave %+v, without it %+v", ahead, plain)
+		}
+		if aheadTrips > plainTrips-2 {
+			t.Errorf("DomainAhead and Attach: %d round trips; Domain and Attach: %d", aheadTrips, plainTrips)
+		}
+		t.Logf("round trips: %d with DomainAhead, %d without", aheadTrips, plainTrips)
+	})
+}
