@@ -80,8 +80,21 @@ func init() {
 // host opened and DOMAIN resolved before fn runs.
 func hostCommand(use, short string, minArgs, maxArgs int, parse func(rest []string) error,
 	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error) *cobra.Command {
+	return domainCommand((*assign.Host).Domain, use, short, minArgs, maxArgs, parse, fn)
+}
+
+// hostAheadCommand is hostCommand for a command that attaches: DOMAIN is
+// resolved with Host.DomainAhead.
+func hostAheadCommand(use, short string, minArgs, maxArgs int, parse func(rest []string) error,
+	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error) *cobra.Command {
+	return domainCommand((*assign.Host).DomainAhead, use, short, minArgs, maxArgs, parse, fn)
+}
+
+func domainCommand(resolve func(h *assign.Host, ctx context.Context, nameOrID string) (assign.Domain, error),
+	use, short string, minArgs, maxArgs int, parse func(rest []string) error,
+	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error) *cobra.Command {
 	return hostArgsCommand(use, short, minArgs, maxArgs, parse, func(ctx context.Context, c *cobra.Command, h *assign.Host, args []string) error {
-		d, err := h.Domain(ctx, args[0])
+		d, err := resolve(h, ctx, args[0])
 		if err != nil {
 			return err
 		}
@@ -150,16 +163,17 @@ func newUsbctrlDetachCmd() *cobra.Command {
 func newUsbdevAttachCmd() *cobra.Command {
 	var force *bool
 	var spec policy.DevSpec
-	c := hostCommand("usbdev-attach [--force] DOMAIN hostbus=B hostaddr=A | busid=B-P.P [controller=C [port=P]]",
+	c := hostAheadCommand("usbdev-attach [--force] DOMAIN hostbus=B hostaddr=A | busid=B-P.P [controller=C [port=P]]",
 		"attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", 2, -1,
 		func(rest []string) (err error) { spec, err = policy.ParseDevArgs(rest); return err },
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
+			spec, opts := readDevice(h, spec)
 			if !*force {
-				if err := checkNotInUse(h, spec); err != nil {
+				if err := checkNotInUse(h, opts.Device); err != nil {
 					return err
 				}
 			}
-			_, err := h.Attach(ctx, d.ID, spec)
+			_, err := h.AttachWith(ctx, d.ID, spec, opts)
 			return err
 		})
 	c.ValidArgsFunction = completeHost("busid=", "hostbus=", "hostaddr=", "controller=", "port=")
@@ -249,25 +263,38 @@ func sysfsDefault() string {
 	return "/sys"
 }
 
-// checkNotInUse refuses a device dom0 uses, as the agent's guard does: xl
-// would pass dom0's own disk away, and dom0 with it.
-func checkNotInUse(h *assign.Host, spec policy.DevSpec) error {
+// readDevice finds the device spec names and reads it once, for the guard
+// and the attach both: the spec then names it by busid and the options
+// carry the read. A device that cannot be found or read is left to the
+// attach, which says why as xl does.
+func readDevice(h *assign.Host, spec policy.DevSpec) (policy.DevSpec, assign.AttachOptions) {
+	opts := assign.AttachOptions{PreferController: -1}
 	busid := spec.BusID
 	if busid == "" {
 		b, err := h.Sys.BusIDByAddr(spec.HostBus, spec.HostAddr)
 		if err != nil {
-			return nil // the attach says why it cannot find it
+			return spec, opts
 		}
 		busid = b
 	}
-	// The guard looks at the interfaces only: no need to read the whole
-	// device (its attributes, port path and hashes) for it.
-	ifs, err := h.Sys.Interfaces(busid)
+	dev, err := h.Sys.Device(busid)
 	if err != nil {
+		return spec, opts
+	}
+	spec.BusID = busid
+	opts.Device = &dev
+	return spec, opts
+}
+
+// checkNotInUse refuses a device dom0 uses, as the agent's guard does: xl
+// would pass dom0's own disk away, and dom0 with it. A device not read
+// (nil) is left to the attach.
+func checkNotInUse(h *assign.Host, dev *usbsysfs.Device) error {
+	if dev == nil {
 		return nil
 	}
-	if why := inventory.InUse(h.Sys, usbsysfs.Device{BusID: busid, Interfaces: ifs}, mounts.Default); why != "" {
-		return fmt.Errorf("%s is in use by dom0: %s; unmount it first, or pass --force to attach it anyway", busid, why)
+	if why := inventory.InUse(h.Sys, *dev, mounts.Default); why != "" {
+		return fmt.Errorf("%s is in use by dom0: %s; unmount it first, or pass --force to attach it anyway", dev.BusID, why)
 	}
 	return nil
 }
