@@ -226,6 +226,12 @@ func (f *fakeMachine) XL(ctx context.Context, args []string) error {
 	return fmt.Errorf("xl %s: the xl-like commands run only in the VM", strings.Join(args, " "))
 }
 
+// DeviceModel is refused: the agent in this process reaches a device
+// model only at QEMU's socket path in the host's /var/run/xen.
+func (f *fakeMachine) DeviceModel(ctx context.Context, domid uint32, up bool) error {
+	return fmt.Errorf("domain %d: HVM guests' device models run only in the VM", domid)
+}
+
 // Destroy removes the domain's controllers, giving their devices back,
 // as the guest program does in the VM.
 func (f *fakeMachine) Destroy(ctx context.Context, domid uint32) error {

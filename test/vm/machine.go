@@ -35,6 +35,9 @@ type machine interface {
 	Destroy(ctx context.Context, domid uint32) error
 	// WriteSys writes an attribute, path relative to /sys.
 	WriteSys(ctx context.Context, path, value string) error
+	// DeviceModel starts (up) or stops an HVM guest's device model, the
+	// simulated QEMU on the QMP socket libxl's QEMU has in dom0.
+	DeviceModel(ctx context.Context, domid uint32, up bool) error
 	Plug(ctx context.Context, p Plug) error
 	Unplug(ctx context.Context, id string) error
 	Close()
@@ -98,6 +101,15 @@ func (v vmMachine) Destroy(ctx context.Context, domid uint32) error {
 
 func (v vmMachine) WriteSys(ctx context.Context, path, value string) error {
 	_, err := v.Call(ctx, "write", "", []string{"/sys/" + path, value})
+	return err
+}
+
+func (v vmMachine) DeviceModel(ctx context.Context, domid uint32, up bool) error {
+	op := "dm"
+	if !up {
+		op = "dm-stop"
+	}
+	_, err := v.Call(ctx, op, "", []string{strconv.Itoa(int(domid))})
 	return err
 }
 

@@ -140,6 +140,15 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	defer r.m.Close()
+	// The device models of the HVM guests running from the start run in
+	// dom0, now up.
+	for _, d := range r.doms {
+		if d.running && d.Type == "hvm" {
+			if err := r.m.DeviceModel(ctx, d.ID, true); err != nil {
+				return err
+			}
+		}
+	}
 	defer r.collect(ctx)
 	if err := r.learnBuses(ctx); err != nil {
 		return err
@@ -238,7 +247,11 @@ func (r *runner) startStore(ctx context.Context) (func(), error) {
 	}
 	for _, dd := range r.sc.Domains {
 		if err == nil {
-			r.doms[dd.Name] = &domState{Domain: sim.Domain{Name: dd.Name, UUID: uuidOf(dd.Name), Type: "pv"}, qemu: dd.QEMU}
+			typ := "pv"
+			if dd.HVM {
+				typ = "hvm"
+			}
+			r.doms[dd.Name] = &domState{Domain: sim.Domain{Name: dd.Name, UUID: uuidOf(dd.Name), Type: typ}, qemu: dd.QEMU}
 			if !dd.Stopped {
 				err = r.domainStart(ctx, dd.Name)
 			}

@@ -14,8 +14,10 @@ import (
 // The format is one statement a line; '#' starts a comment line.
 //
 //	policy NAME            a policy, its TOML on the lines up to "end"
-//	domain NAME [stopped] [qemu]  a guest, running (unless stopped) when the
-//	                       agent first starts; qemu: its device model offers qusb
+//	domain NAME [stopped] [qemu] [hvm]  a guest, running (unless stopped)
+//	                       when the agent first starts; qemu: its device model
+//	                       offers qusb; hvm: an HVM guest, whose device model
+//	                       (the simulated QEMU, in dom0) takes emulated controllers
 //	coldplug DRIVER k=v…   a device present at boot (QEMU -device; id= names it)
 //	repeat N … end         the lines between, N times
 //
@@ -57,6 +59,7 @@ type DomainDecl struct {
 	Name    string
 	Stopped bool
 	QEMU    bool // a device model that offers the qusb backend
+	HVM     bool // an HVM guest, with a device model on QMP
 }
 
 // A Plug is a device, as QEMU's -device or device_add takes it.
@@ -186,7 +189,7 @@ func (s *Scenario) statement(n int, l string) error {
 			break
 		}
 		if len(args) < 1 {
-			return fmt.Errorf("domain NAME [stopped] [qemu], or domain start|stop|reboot|rename …")
+			return fmt.Errorf("domain NAME [stopped] [qemu] [hvm], or domain start|stop|reboot|rename …")
 		}
 		d := DomainDecl{Name: args[0]}
 		for _, a := range args[1:] {
@@ -195,8 +198,10 @@ func (s *Scenario) statement(n int, l string) error {
 				d.Stopped = true
 			case "qemu":
 				d.QEMU = true
+			case "hvm":
+				d.HVM = true
 			default:
-				return fmt.Errorf("domain %s: %q is neither stopped nor qemu", args[0], a)
+				return fmt.Errorf("domain %s: %q is not stopped, qemu or hvm", args[0], a)
 			}
 		}
 		s.Domains = append(s.Domains, d)

@@ -235,6 +235,9 @@ func (r *runner) domainStart(ctx context.Context, name string) error {
 		return err
 	}
 	d.running = true
+	if d.Type == "hvm" && r.m != nil { // else started once the machine is up
+		return r.m.DeviceModel(ctx, d.ID, true)
+	}
 	return nil
 }
 
@@ -250,6 +253,11 @@ func (r *runner) domainStop(ctx context.Context, name string) error {
 	}
 	if err := r.m.Destroy(ctx, d.ID); err != nil {
 		return err
+	}
+	if d.Type == "hvm" {
+		if err := r.m.DeviceModel(ctx, d.ID, false); err != nil {
+			return err
+		}
 	}
 	for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
 		fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID), fmt.Sprintf("/local/domain/0/backend/qusb/%d", d.ID),

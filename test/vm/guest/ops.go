@@ -68,6 +68,10 @@ func handle(req request) (string, error) {
 		return string(b), err
 	case "kmsg":
 		return kmsg()
+	case "dm":
+		return "", startDM(req.Args)
+	case "dm-stop":
+		return "", stopDM(req.Args)
 	case "record-stop":
 		return stopRecord()
 	}
