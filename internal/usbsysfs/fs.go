@@ -116,13 +116,39 @@ type attrReader struct {
 	f   *FS
 	dir string
 	err error
+	// at, when set, is dir opened: what reads many attributes of one
+	// directory reads them relative to it (openDir, close).
+	at *attrDir
+}
+
+// openDir makes r read relative to its directory, until close.
+func (r *attrReader) openDir() {
+	d := openAttrDir(r.dir)
+	r.at = &d
+}
+
+func (r *attrReader) close() {
+	if r.at != nil {
+		r.at.close()
+	}
+}
+
+func (r *attrReader) read(name string) (string, error) {
+	if r.at == nil {
+		return r.f.readAttr(r.dir, name)
+	}
+	b, err := r.at.read(name)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\n"), nil
 }
 
 func (r *attrReader) str(name string, required bool) string {
 	if r.err != nil {
 		return ""
 	}
-	v, err := r.f.readAttr(r.dir, name)
+	v, err := r.read(name)
 	if err != nil {
 		if required || !errors.Is(err, fs.ErrNotExist) {
 			r.err = fmt.Errorf("usbsysfs: %w", err)
@@ -193,6 +219,8 @@ func (f *FS) ownNames(busid string) ([]string, error) {
 func (f *FS) device(busid string, names []string) (Device, error) {
 	dir := f.devPath(busid)
 	r := &attrReader{f: f, dir: dir}
+	r.openDir()
+	defer r.close()
 	d := Device{BusID: busid}
 	d.BusNum = int(r.num("busnum", 10, 16))
 	d.DevNum = int(r.num("devnum", 10, 16))
@@ -343,6 +371,8 @@ func (f *FS) Interface(name string) (Interface, error) {
 		return Interface{}, err
 	}
 	r := &attrReader{f: f, dir: f.devPath(name)}
+	r.openDir()
+	defer r.close()
 	in := Interface{Name: name}
 	in.Number = int(r.num("bInterfaceNumber", 16, 8))
 	in.Class = uint8(r.num("bInterfaceClass", 16, 8))

@@ -2,6 +2,7 @@ package usbsysfs
 
 import (
 	"io/fs"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,9 +15,15 @@ import (
 // it. A read that fills the buffer (a binary attribute such as
 // descriptors) is followed by more, to the end.
 func readSmall(path string) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	return readSmallAt(unix.AT_FDCWD, path, path)
+}
+
+// readSmallAt is readSmall for the file name in the directory open as
+// dirfd; path is the file's whole path, for errors.
+func readSmallAt(dirfd int, name, path string) ([]byte, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	for err == unix.EINTR {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
@@ -36,5 +43,37 @@ func readSmall(path string) ([]byte, error) {
 		if n < len(page) {
 			return out, nil
 		}
+	}
+}
+
+// A attrDir is a directory whose attributes are read relative to it: each
+// read then costs the kernel one name's lookup, not the walk of the whole
+// path (through bus/usb/devices' symlink) again.
+type attrDir struct {
+	path string
+	fd   int // -1: not open, the reads take the whole path
+}
+
+// openAttrDir opens dir for reads; one it cannot open is read by whole
+// paths, whose errors then say what is wrong.
+func openAttrDir(dir string) attrDir {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fd = -1
+	}
+	return attrDir{path: dir, fd: fd}
+}
+
+func (d attrDir) read(name string) ([]byte, error) {
+	p := filepath.Join(d.path, name)
+	if d.fd < 0 {
+		return readSmall(p)
+	}
+	return readSmallAt(d.fd, name, p)
+}
+
+func (d attrDir) close() {
+	if d.fd >= 0 {
+		unix.Close(d.fd)
 	}
 }

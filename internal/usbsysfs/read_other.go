@@ -2,8 +2,20 @@
 
 package usbsysfs
 
-import "os"
+import (
+	"os"
+	"path/filepath"
+)
 
 // readSmall reads a file whole. Off Linux there is no sysfs: this serves
 // fixture trees (a policy's check or generate on a workstation).
 func readSmall(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// An attrDir is a directory whose attributes are read.
+type attrDir struct{ path string }
+
+func openAttrDir(dir string) attrDir { return attrDir{path: dir} }
+
+func (d attrDir) read(name string) ([]byte, error) { return readSmall(filepath.Join(d.path, name)) }
+
+func (d attrDir) close() {}
