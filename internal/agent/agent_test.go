@@ -73,8 +73,10 @@ type env struct {
 	// requests, in counter.
 	count   bool
 	counter *xenstoretest.Counting
-	// kernel is the fake kernel the agent writes to.
-	kernel *fakekernel.Kernel
+	// kernel is the fake kernel the agent writes to; with count,
+	// kernelTime adds up the nanoseconds its writes took.
+	kernel     *fakekernel.Kernel
+	kernelTime atomic.Int64
 	// hooks and hookTimeout are the agent's Config.Hooks and HookTimeout.
 	hooks       bool
 	hookTimeout time.Duration
@@ -158,6 +160,20 @@ func (e *env) reboot(name string) sim.Domain {
 	return e.start(name)
 }
 
+// A timedWriter times the writes of the fake kernel, which stands in for
+// the real kernel's own work (moving an interface between drivers).
+type timedWriter struct {
+	w  usbsysfs.Writer
+	ns *atomic.Int64
+}
+
+func (t timedWriter) WriteAttr(path string, data []byte) error {
+	t0 := time.Now()
+	err := t.w.WriteAttr(path, data)
+	t.ns.Add(int64(time.Since(t0)))
+	return err
+}
+
 type never struct{}
 
 func (never) Receive(ctx context.Context) (uevent.Message, error) {
@@ -176,6 +192,7 @@ func (e *env) run(pol string, dryRun bool) {
 	sys := usbsysfs.NewFS(e.root).WithWriter(e.kernel)
 	xs := e.s.Dial(e.t)
 	if e.count {
+		sys = usbsysfs.NewFS(e.root).WithWriter(timedWriter{e.kernel, &e.kernelTime})
 		raw, err := net.Dial("unix", e.s.SocketPath())
 		if err != nil {
 			e.t.Fatal(err)
