@@ -8,27 +8,26 @@ import (
 
 // classNames are the USB-IF base class codes by the names a policy may use
 // for them (and `usbhotplugd devices` prints).
-var classNames = map[string]uint8{
-	"per-interface": 0x00, "audio": 0x01, "comm": 0x02, "hid": 0x03, "physical": 0x05,
-	"image": 0x06, "printer": 0x07, "storage": 0x08, "hub": 0x09, "cdc-data": 0x0a,
-	"smartcard": 0x0b, "content-security": 0x0d, "video": 0x0e, "healthcare": 0x0f,
-	"audio-video": 0x10, "billboard": 0x11, "type-c-bridge": 0x12, "diagnostic": 0xdc,
-	"wireless": 0xe0, "misc": 0xef, "application": 0xfe, "vendor": 0xff,
+// (An array, static data: maps would be built at every start of every
+// command.)
+var classNames = [...]struct {
+	name string
+	code uint8
+}{
+	{"per-interface", 0x00}, {"audio", 0x01}, {"comm", 0x02}, {"hid", 0x03}, {"physical", 0x05},
+	{"image", 0x06}, {"printer", 0x07}, {"storage", 0x08}, {"hub", 0x09}, {"cdc-data", 0x0a},
+	{"smartcard", 0x0b}, {"content-security", 0x0d}, {"video", 0x0e}, {"healthcare", 0x0f},
+	{"audio-video", 0x10}, {"billboard", 0x11}, {"type-c-bridge", 0x12}, {"diagnostic", 0xdc},
+	{"wireless", 0xe0}, {"misc", 0xef}, {"application", 0xfe}, {"vendor", 0xff},
 }
-
-var classByCode = func() map[uint8]string {
-	m := make(map[uint8]string, len(classNames))
-	for n, c := range classNames {
-		m[c] = n
-	}
-	return m
-}()
 
 // ClassName is the name of a USB class code ("hid" for 0x03), or its two
 // hex digits when it has none.
 func ClassName(c uint8) string {
-	if n, ok := classByCode[c]; ok {
-		return n
+	for _, cn := range classNames {
+		if cn.code == c {
+			return cn.name
+		}
 	}
 	return fmt.Sprintf("%02x", c)
 }
@@ -36,10 +35,13 @@ func ClassName(c uint8) string {
 // ParseClass reads a class given by name ("hid") or as two hex digits
 // ("03", "0x03").
 func ParseClass(s string) (uint8, error) {
-	if c, ok := classNames[strings.ToLower(s)]; ok {
-		return c, nil
+	lower := strings.ToLower(s)
+	for _, cn := range classNames {
+		if cn.name == lower {
+			return cn.code, nil
+		}
 	}
-	h := strings.TrimPrefix(strings.ToLower(s), "0x")
+	h := strings.TrimPrefix(lower, "0x")
 	if len(h) == 2 {
 		if n, err := strconv.ParseUint(h, 16, 8); err == nil {
 			return uint8(n), nil

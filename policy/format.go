@@ -33,8 +33,14 @@ type RuleSpec struct {
 // the value is decimal; every other key is a string.
 type KeyValue struct{ Key, Value string }
 
-// numeric are the keys whose values are numbers, by table.
-var numeric = map[string]bool{"match.bus": true, "match.addr": true, "target.controller": true, "target.port": true}
+// numeric says whether a key's values are numbers, by table.
+func numeric(key string) bool {
+	switch key {
+	case "match.bus", "match.addr", "target.controller", "target.port":
+		return true
+	}
+	return false
+}
 
 // FormatRule writes spec as a [[rule]] section. The result is checked by
 // Parse: an error names what Parse refused, so nothing written by it can
@@ -73,7 +79,7 @@ func writeInline(b *bytes.Buffer, table string, kvs []KeyValue) {
 			b.WriteString(", ")
 		}
 		v := Quote(kv.Value)
-		if n, err := strconv.Atoi(kv.Value); err == nil && numeric[table+"."+kv.Key] {
+		if n, err := strconv.Atoi(kv.Value); err == nil && numeric(table+"."+kv.Key) {
 			v = strconv.Itoa(n)
 		}
 		fmt.Fprintf(b, "%s = %s", QuoteKey(kv.Key), v)

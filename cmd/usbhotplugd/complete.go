@@ -108,13 +108,18 @@ func flagValue(c *cobra.Command, name string) string {
 	return ""
 }
 
-// flagCompletions are the completions of flags by name, for every command
-// that has them.
-var flagCompletions = map[string]cobra.CompletionFunc{
-	"sysfs":      completeDirs,
-	"state-dir":  completeDirs,
-	"log-format": completeValues("auto", "json", "console"),
-	"log-level":  completeValues("debug", "info", "warn", "error"),
+// flagCompletion is the completion of a flag by name, for every command
+// that has it; nil for none.
+func flagCompletion(name string) cobra.CompletionFunc {
+	switch name {
+	case "sysfs", "state-dir":
+		return completeDirs
+	case "log-format":
+		return completeValues("auto", "json", "console")
+	case "log-level":
+		return completeValues("debug", "info", "warn", "error")
+	}
+	return nil
 }
 
 // completeValues completes a flag from a fixed list.

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -40,5 +43,51 @@ func TestQuickCommandsOnly(t *testing.T) {
 		if !handlesSignals(args) {
 			t.Errorf("%q: handles no signals", args)
 		}
+	}
+}
+
+// Start-up work is paid by every command: the packages' initialisation
+// stays small (tables are static data or built on first use), and the
+// packages a PVUSB command is made of do next to none. It counts
+// allocations, which do not depend on the machine's load.
+func TestInitWork(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("needs the go command to build the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "usbhotplugd")
+	build := exec.Command(goTool, "build", "-trimpath", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "version")
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("usbhotplugd version: %v\n%s", err, out)
+	}
+	const module = "github.com/usbhotplugd/usbhotplugd/"
+	lean := map[string]bool{"internal/xenstore": true, "internal/assign": true, "internal/usbsysfs": true, "internal/uevent": true}
+	seen := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		// init PKG @T ms, C ms clock, B bytes, N allocs
+		var pkg string
+		var at, clock float64
+		var bytes, allocs int
+		if n, _ := fmt.Sscanf(l, "init %s @%f ms, %f ms clock, %d bytes, %d allocs", &pkg, &at, &clock, &bytes, &allocs); n != 5 {
+			continue
+		}
+		seen++
+		name, ours := strings.CutPrefix(pkg, module)
+		switch {
+		case ours && lean[name] && allocs > 2:
+			t.Errorf("%s allocates %d times (%d bytes) at start-up; a PVUSB command pays it", name, allocs, bytes)
+		case (ours || pkg == "main") && (allocs > 32 || bytes > 8<<10):
+			t.Errorf("%s allocates %d times (%d bytes) at start-up, which every command pays", pkg, allocs, bytes)
+		}
+	}
+	if seen == 0 {
+		t.Fatalf("no init trace in:\n%s", out)
 	}
 }

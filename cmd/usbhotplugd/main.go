@@ -57,8 +57,9 @@ var groups = []*cobra.Group{
 	{ID: groupTool, Title: "Tools:"},
 }
 
-// commands is filled by register, from each command's file.
-var commands []command
+// commands is filled by register, from each command's file: room for
+// them all at once.
+var commands = make([]command, 0, 32)
 
 func register(c command) { commands = append(commands, c) }
 
@@ -174,12 +175,12 @@ func (c command) build() *cobra.Command {
 		cc.Args = noArgs
 	}
 	cc.Flags().SortFlags = false
-	cc.Flags().VisitAll(nameValue)
-	for name, f := range flagCompletions {
-		if cc.Flags().Lookup(name) != nil {
-			cc.RegisterFlagCompletionFunc(name, f)
+	cc.Flags().VisitAll(func(f *pflag.Flag) {
+		nameValue(f)
+		if fn := flagCompletion(f.Name); fn != nil {
+			cc.RegisterFlagCompletionFunc(f.Name, fn)
 		}
-	}
+	})
 	return cc
 }
 
@@ -211,16 +212,33 @@ func rangeArgs(min, max int) cobra.PositionalArgs {
 	}
 }
 
-// valueNames name a flag's value in --help and the man pages by what it
+// valueName names a flag's value in --help and the man pages by what it
 // is ("--policy FILE"), not by its Go type ("--policy string").
-var valueNames = map[string]string{
-	"policy": "FILE", "mountinfo": "FILE", "output": "FILE", "import-udevadm": "FILE", "metrics-textfile": "FILE",
-	"sysfs": "DIR", "state-dir": "DIR", "xenstore": "SOCKET", "socket": "PATH",
-	"backend-timeout": "DURATION", "wait": "DURATION", "host": "NAME", "domain": "NAME", "control-group": "GROUP",
-	"log-format": "FORMAT", "log-level": "LEVEL",
+func valueName(flag string) string {
+	switch flag {
+	case "policy", "mountinfo", "output", "import-udevadm", "metrics-textfile":
+		return "FILE"
+	case "sysfs", "state-dir":
+		return "DIR"
+	case "xenstore":
+		return "SOCKET"
+	case "socket":
+		return "PATH"
+	case "backend-timeout", "wait":
+		return "DURATION"
+	case "host", "domain":
+		return "NAME"
+	case "control-group":
+		return "GROUP"
+	case "log-format":
+		return "FORMAT"
+	case "log-level":
+		return "LEVEL"
+	}
+	return ""
 }
 
-// namedValue is a flag's value under the name valueNames gives it. (Its
+// namedValue is a flag's value under the name valueName gives it. (Its
 // Type is that name, so pflag's GetString refuses it: read a flag through
 // its variable, as every command does.)
 type namedValue struct {
@@ -231,7 +249,7 @@ type namedValue struct {
 func (v namedValue) Type() string { return v.name }
 
 func nameValue(f *pflag.Flag) {
-	if n, ok := valueNames[f.Name]; ok && strings.IndexByte(f.Usage, '`') < 0 {
+	if n := valueName(f.Name); n != "" && strings.IndexByte(f.Usage, '`') < 0 {
 		if t := f.Value.Type(); t == "string" || t == "duration" {
 			f.Value = namedValue{f.Value, n}
 		}

@@ -16,7 +16,13 @@ const MaxDatagram = 8192
 // ErrMalformed is wrapped by every error for a datagram that is refused.
 var ErrMalformed = errors.New("malformed uevent")
 
-var actions = map[string]bool{"add": true, "remove": true, "change": true, "move": true, "online": true, "offline": true, "bind": true, "unbind": true}
+func knownAction(a string) bool {
+	switch a {
+	case "add", "remove", "change", "move", "online", "offline", "bind", "unbind":
+		return true
+	}
+	return false
+}
 
 func refuse(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, a...))
@@ -51,7 +57,7 @@ func validate(b []byte) (int, error) {
 	if at < 1 {
 		return 0, refuse("header %q is not action@devpath", trim(hdr))
 	}
-	if !actions[string(hdr[:at])] {
+	if !knownAction(string(hdr[:at])) {
 		return 0, refuse("unknown action %q", trim(hdr[:at]))
 	}
 	if len(hdr) < at+3 || hdr[at+1] != '/' {

@@ -9,14 +9,15 @@ import (
 	"strings"
 )
 
-// kernelUSBKeys are the keys the kernel puts in usb events. A UDEV block
+// kernelUSBKey says whether k is one of the keys the kernel puts in usb events. A UDEV block
 // adds udev's own (ID_*, TAGS, DEVLINKS, ...) to them; only these are kept,
 // so a --udev capture imports to the events the kernel sent.
-var kernelUSBKeys = map[string]bool{
-	"ACTION": true, "DEVPATH": true, "SUBSYSTEM": true, "DEVTYPE": true, "DRIVER": true,
-	"SEQNUM": true, "MAJOR": true, "MINOR": true, "DEVNAME": true, "DEVMODE": true,
-	"DEVUID": true, "DEVGID": true, "PRODUCT": true, "TYPE": true, "INTERFACE": true,
-	"MODALIAS": true, "BUSNUM": true, "DEVNUM": true, "SYNTH_UUID": true,
+func kernelUSBKey(k string) bool {
+	switch k {
+	case "ACTION", "DEVPATH", "SUBSYSTEM", "DEVTYPE", "DRIVER", "SEQNUM", "MAJOR", "MINOR", "DEVNAME", "DEVMODE", "DEVUID", "DEVGID", "PRODUCT", "TYPE", "INTERFACE", "MODALIAS", "BUSNUM", "DEVNUM", "SYNTH_UUID":
+		return true
+	}
+	return false
 }
 
 // ImportUdevadm reads the text of `udevadm monitor --property` with
@@ -146,7 +147,7 @@ func (b *block) record() (Record, bool, error) {
 		serial = env["ID_SERIAL_SHORT"]
 		env = make(map[string]string, len(b.env))
 		for k, v := range b.env {
-			if kernelUSBKeys[k] {
+			if kernelUSBKey(k) {
 				env[k] = v
 			}
 		}

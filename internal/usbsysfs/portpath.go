@@ -29,9 +29,15 @@ type PortPaths struct {
 	WithRevision string
 }
 
-// parentSubsystems are the buses whose device names path_id trusts as
+// parentSubsystem says whether sub is one of the buses whose device names path_id trusts as
 // stable anchors, with the prefix each gets.
-var parentSubsystems = map[string]bool{"pci": true, "platform": true, "amba": true, "acpi": true, "xen": true}
+func parentSubsystem(sub string) bool {
+	switch sub {
+	case "pci", "platform", "amba", "acpi", "xen":
+		return true
+	}
+	return false
+}
 
 // Compiled on first use, not at every command's start.
 var pciAddr = sync.OnceValue(func() *regexp.Regexp {
@@ -91,7 +97,7 @@ func (f *FS) controllerPath(comps []string) (string, error) {
 			continue // an outer device of the same bus: skipped
 		}
 		last = sub
-		if parentSubsystems[sub] {
+		if parentSubsystem(sub) {
 			parts = append([]string{sub + "-" + comps[i]}, parts...)
 		}
 	}

@@ -37,7 +37,8 @@ const (
 	TypeDirectoryPart      MsgType = 22
 )
 
-var typeNames = map[MsgType]string{
+// typeNames is an array, static data: a map literal is built at start-up.
+var typeNames = [...]string{
 	TypeControl: "CONTROL", TypeDirectory: "DIRECTORY", TypeRead: "READ",
 	TypeGetPerms: "GET_PERMS", TypeWatch: "WATCH", TypeUnwatch: "UNWATCH",
 	TypeTransactionStart: "TRANSACTION_START", TypeTransactionEnd: "TRANSACTION_END",
@@ -49,8 +50,8 @@ var typeNames = map[MsgType]string{
 }
 
 func (t MsgType) String() string {
-	if s, ok := typeNames[t]; ok {
-		return s
+	if t < MsgType(len(typeNames)) && typeNames[t] != "" {
+		return typeNames[t]
 	}
 	return fmt.Sprintf("TYPE_%d", uint32(t))
 }
