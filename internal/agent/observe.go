@@ -10,6 +10,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
@@ -17,13 +18,17 @@ import (
 // ownership and driver records, and what the agent knows of it.
 func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observation, error) {
 	o := observation{busid: busid, trigger: trig}
-	// The store is read while sysfs is: the pass waits for one round trip
-	// less. Each writes fields of o the other does not touch.
+	// The store's reads are sent before sysfs is read and their replies
+	// taken after: the pass waits for one round trip less, with no
+	// goroutine to start (one the scheduler ran only once the worker
+	// blocked would overlap nothing).
 	var st storeView
-	done := make(chan error, 1)
-	go func() { done <- a.observeStore(ctx, busid, &st) }()
+	q, qerr := a.sendObserveStore(ctx, busid)
 	dev, err := a.h.Sys.Device(busid)
-	serr := <-done
+	serr := qerr
+	if serr == nil {
+		serr = a.observeStore(ctx, busid, q, &st)
+	}
 	switch {
 	case err == nil:
 		o.present, o.dev = true, dev
@@ -82,31 +87,47 @@ type storeView struct {
 	giving bool // a record says a pass began giving it to dom0 (authorization before probe)
 }
 
-// observeStore reads the ownership record, the driver records and the
-// remembered port together: one round trip. A remembered port is
-// confirmed by that read; a device remembered at no port is taken as at
-// none (the attach checks every domain inside its transaction, and the
-// store watch tells of ports that xl writes).
-func (a *Agent) observeStore(ctx context.Context, busid string, o *storeView) error {
+// A storeQuery is observeStore's reads, sent.
+type storeQuery struct {
+	pend      *xenstore.PendingReads
+	hint      assign.Assignment
+	hinted    bool // the remembered port is read too (third)
+	authorize bool // the giving record is read too (last)
+}
+
+// sendObserveStore sends the reads of the ownership record, the driver
+// records and the remembered port, together: one round trip.
+func (a *Agent) sendObserveStore(ctx context.Context, busid string) (storeQuery, error) {
 	recPath, err := assign.RecordPath(busid)
 	if err != nil {
-		return err
+		return storeQuery{}, err
 	}
 	paths := []string{ownedPath(busid), recPath}
-	hint, hinted := a.portOf(busid)
-	if hinted {
-		p, ok := assign.PortPath(hint)
-		if hinted = ok && usbsysfs.ValidBusID(hint.BusID) == nil; hinted {
+	var q storeQuery
+	q.hint, q.hinted = a.portOf(busid)
+	if q.hinted {
+		p, ok := assign.PortPath(q.hint)
+		if q.hinted = ok && usbsysfs.ValidBusID(q.hint.BusID) == nil; q.hinted {
 			paths = append(paths, p)
 		}
 	}
-	authorize := a.pol.Load().AuthorizesBeforeProbe()
-	if authorize {
+	q.authorize = a.pol.Load().AuthorizesBeforeProbe()
+	if q.authorize {
 		paths = append(paths, givingPath(busid))
 	}
-	vals, errs := a.h.XS.ReadMany(ctx, paths)
-	if authorize {
-		last := len(paths) - 1
+	q.pend = a.h.XS.StartReadMany(ctx, paths)
+	return q, nil
+}
+
+// observeStore takes the replies of q. A remembered port is confirmed by
+// that read; a device remembered at no port is taken as at none (the
+// attach checks every domain inside its transaction, and the store watch
+// tells of ports that xl writes).
+func (a *Agent) observeStore(ctx context.Context, busid string, q storeQuery, o *storeView) error {
+	hint, hinted := q.hint, q.hinted
+	vals, errs := q.pend.Wait(ctx)
+	if q.authorize {
+		last := len(vals) - 1
 		o.giving = errs[last] == nil
 		if err := errs[last]; err != nil && !errors.Is(err, syscall.ENOENT) {
 			return err

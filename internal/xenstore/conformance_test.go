@@ -1,6 +1,7 @@
 package xenstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -972,6 +973,14 @@ func testBatches(t *testing.T, s xenstoretest.Store) {
 	wantErrno(t, errs[1], syscall.ENOENT)
 	if errs[3] == nil {
 		t.Fatalf("ReadMany of a relative path: no error")
+	}
+	// Sent first and awaited later, the same answers.
+	pend := c.StartReadMany(ctx, []string{"/batch/a", "/batch/missing", "/batch/b/c", "no-slash"})
+	must(t, c.Write(ctx, "/batchafter", nil)) // the connection serves others meanwhile
+	if v2, e2 := pend.Wait(ctx); !slices.EqualFunc(v2, vals, bytes.Equal) || e2[0] != nil || e2[2] != nil || e2[3] == nil {
+		t.Fatalf("StartReadMany = %q %v, want %q", v2, e2, vals)
+	} else {
+		wantErrno(t, e2[1], syscall.ENOENT)
 	}
 	for i := range 400 {
 		must(t, c.Write(ctx, fmt.Sprintf("/batchbig/child-with-a-rather-long-name-%04d", i), nil))

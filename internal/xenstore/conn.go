@@ -209,21 +209,36 @@ const writeChunk = 16 << 10
 // requests cost one round trip (and one write while they fit
 // writeChunk), and waits for all their replies.
 func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
-	fail := func(err error) {
-		for i := range calls {
-			if calls[i].err == nil {
-				calls[i].err = err
-			}
+	c.await(ctx, c.send(ctx, txid, calls))
+}
+
+// An inflight batch is calls sent by send and not yet awaited.
+type inflight struct {
+	calls []call
+	ids   []uint32
+	b     *batch // nil when nothing was sent: every call has its error
+}
+
+func failAll(calls []call, err error) {
+	for i := range calls {
+		if calls[i].err == nil {
+			calls[i].err = err
 		}
 	}
+}
+
+// send registers calls and writes them; a call that cannot be sent has
+// its error set.
+func (c *Conn) send(ctx context.Context, txid uint32, calls []call) *inflight {
+	f := &inflight{calls: calls}
 	for i := range calls {
 		if n := len(calls[i].payload); n > PayloadMax {
 			calls[i].err = fmt.Errorf("%w: payload of %d bytes exceeds %d", errTooBig, n, PayloadMax)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		fail(err)
-		return
+		failAll(calls, err)
+		return f
 	}
 	ids := make([]uint32, len(calls))
 	b := &batch{replies: make([]reply, len(calls)), done: make(chan struct{})}
@@ -234,8 +249,8 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 			err = net.ErrClosed
 		}
 		c.mu.Unlock()
-		fail(err)
-		return
+		failAll(calls, err)
+		return f
 	}
 	for i := range calls {
 		if calls[i].err != nil {
@@ -252,33 +267,9 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 	sent := b.left
 	c.mu.Unlock()
 	if sent == 0 {
-		return
+		return f
 	}
-
-	// Requests go out in writes of about writeChunk bytes: a large batch
-	// costs a few system calls, not a buffer of its whole size, and its
-	// replies are awaited only once everything is sent.
-	c.wmu.Lock()
-	c.wbuf = c.wbuf[:0]
-	var err error
-	for i, cl := range calls {
-		if ids[i] == 0 {
-			continue
-		}
-		c.wbuf = AppendHeader(c.wbuf, Header{Type: cl.typ, ReqID: ids[i], TxID: txid, Len: uint32(len(cl.payload))})
-		c.wbuf = append(c.wbuf, cl.payload...)
-		if len(c.wbuf) >= writeChunk {
-			if _, err = c.rwc.Write(c.wbuf); err != nil {
-				break
-			}
-			c.wbuf = c.wbuf[:0]
-		}
-	}
-	if err == nil && len(c.wbuf) > 0 {
-		_, err = c.rwc.Write(c.wbuf)
-	}
-	c.wmu.Unlock()
-	if err != nil {
+	if err := c.write(txid, calls, ids); err != nil {
 		c.forgetAll(ids)
 		select {
 		case <-c.done:
@@ -286,28 +277,64 @@ func (c *Conn) rawMany(ctx context.Context, txid uint32, calls []call) {
 		default:
 			err = fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
-		fail(err)
-		return
+		failAll(calls, err)
+		return f
 	}
+	f.ids, f.b = ids, b
+	return f
+}
 
-	select {
-	case <-b.done:
-	case <-ctx.Done():
-		c.forgetAll(ids)
-		fail(ctx.Err())
-		return
-	}
-	for i := range calls {
+// write sends the calls that have an id. Requests go out in writes of
+// about writeChunk bytes: a large batch costs a few system calls, not a
+// buffer of its whole size.
+func (c *Conn) write(txid uint32, calls []call, ids []uint32) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = c.wbuf[:0]
+	for i, cl := range calls {
 		if ids[i] == 0 {
 			continue
 		}
-		switch r := b.replies[i]; {
+		c.wbuf = AppendHeader(c.wbuf, Header{Type: cl.typ, ReqID: ids[i], TxID: txid, Len: uint32(len(cl.payload))})
+		c.wbuf = append(c.wbuf, cl.payload...)
+		if len(c.wbuf) >= writeChunk {
+			if _, err := c.rwc.Write(c.wbuf); err != nil {
+				return err
+			}
+			c.wbuf = c.wbuf[:0]
+		}
+	}
+	if len(c.wbuf) > 0 {
+		_, err := c.rwc.Write(c.wbuf)
+		return err
+	}
+	return nil
+}
+
+// await waits for the replies of what send sent and puts them in its
+// calls.
+func (c *Conn) await(ctx context.Context, f *inflight) {
+	if f.b == nil {
+		return
+	}
+	select {
+	case <-f.b.done:
+	case <-ctx.Done():
+		c.forgetAll(f.ids)
+		failAll(f.calls, ctx.Err())
+		return
+	}
+	for i := range f.calls {
+		if f.ids[i] == 0 {
+			continue
+		}
+		switch r := f.b.replies[i]; {
 		case r.err != nil:
-			calls[i].err = r.err
-		case r.typ != calls[i].typ:
-			calls[i].err = &ProtocolError{Msg: fmt.Sprintf("reply of type %v to %v", r.typ, calls[i].typ)}
+			f.calls[i].err = r.err
+		case r.typ != f.calls[i].typ:
+			f.calls[i].err = &ProtocolError{Msg: fmt.Sprintf("reply of type %v to %v", r.typ, f.calls[i].typ)}
 		default:
-			calls[i].reply = r.payload
+			f.calls[i].reply = r.payload
 		}
 	}
 }
@@ -427,6 +454,44 @@ func (o ops) ReadMany(ctx context.Context, paths []string) (values [][]byte, err
 	values, errs = make([][]byte, len(paths)), make([]error, len(paths))
 	for i, g := range o.Gets(ctx, gets) {
 		values[i], errs[i] = g.Value, g.Err
+	}
+	return values, errs
+}
+
+// PendingReads are reads StartReadMany sent, their replies not yet
+// awaited.
+type PendingReads struct {
+	paths []string
+	c     *Conn
+	f     *inflight
+}
+
+// StartReadMany sends what ReadMany sends and returns without waiting:
+// the caller works during the round trip, then calls Wait once.
+func (o ops) StartReadMany(ctx context.Context, paths []string) *PendingReads {
+	calls := make([]call, len(paths))
+	for i, p := range paths {
+		calls[i].typ = TypeRead
+		if err := ValidatePath(p); err != nil {
+			calls[i].err = err
+			continue
+		}
+		calls[i].payload = pathArg(p)
+	}
+	return &PendingReads{paths: paths, c: o.c, f: o.c.send(ctx, o.tx, calls)}
+}
+
+// Wait waits for the replies: values[i] and errs[i] are what
+// Read(paths[i]) would return.
+func (p *PendingReads) Wait(ctx context.Context) (values [][]byte, errs []error) {
+	p.c.await(ctx, p.f)
+	values, errs = make([][]byte, len(p.paths)), make([]error, len(p.paths))
+	for i, cl := range p.f.calls {
+		if cl.err != nil {
+			errs[i] = opError(cl.typ, p.paths[i], cl.err)
+			continue
+		}
+		values[i] = cl.reply
 	}
 	return values, errs
 }
