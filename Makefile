@@ -13,6 +13,7 @@ LDFLAGS   := -X github.com/usbhotplugd/usbhotplugd/internal/build.Version=$(VERS
 # Every fuzz target, as package:Target.
 FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/daemon:FuzzControlRequest \
+        ./cmd/usbhotplugd-exporter:FuzzFamilies \
         ./internal/xenstore:FuzzParseHeader \
         ./internal/xenstore/server:FuzzServerRequest \
         ./internal/uevent:FuzzParse \

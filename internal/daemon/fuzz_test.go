@@ -16,7 +16,7 @@ import (
 // panic; ok is false exactly when an error is said; only root reloads.
 func FuzzControlRequest(f *testing.F) {
 	for _, s := range []string{`{"request":"status"}`, `{"request":"explain"}`, `{"request":"explain","busid":"1-2"}`,
-		`{"request":"explain","busid":"../../x"}`, `{"request":"watch"}`, `{"request":"reload"}`, `{"request":""}`,
+		`{"request":"explain","busid":"../../x"}`, `{"request":"watch"}`, `{"request":"reload"}`, `{"request":"metrics"}`, `{"request":""}`,
 		`{"request":"status","busid":7}`, `[]`, `null`, `{"request":"status"} trailing`, "\x00", `{"REQUEST":"status"}`} {
 		f.Add([]byte(s), false)
 		f.Add([]byte(s), true)
