@@ -39,8 +39,9 @@ func directives(t *testing.T, path string) map[string]map[string][]string {
 
 // The exporter's units: started by its socket only (the service has no
 // [Install] of its own, and the package enables neither), the sandbox
-// forbids opening any socket but AF_UNIX, and the user is in the control
-// socket's read-only group.
+// forbids opening any socket but AF_UNIX, and the user's primary group is
+// the control socket's read-only group (the agent reads it from
+// SO_PEERCRED; a dynamic user's supplementary groups are in no file).
 func TestExporterUnits(t *testing.T) {
 	sock := directives(t, "usbhotplugd-exporter.socket")
 	if got := sock["Socket"]["ListenStream"]; !slices.Equal(got, []string{"10036"}) {
@@ -53,7 +54,7 @@ func TestExporterUnits(t *testing.T) {
 	if _, ok := svc["Install"]; ok {
 		t.Error("the service has an [Install] section: it would be enabled without its socket")
 	}
-	for k, want := range map[string]string{"RestrictAddressFamilies": "AF_UNIX", "DynamicUser": "yes", "SupplementaryGroups": "adm",
+	for k, want := range map[string]string{"RestrictAddressFamilies": "AF_UNIX", "DynamicUser": "yes", "Group": "adm",
 		"PrivateNetwork": "yes", "CapabilityBoundingSet": "", "NoNewPrivileges": "yes", "ProtectSystem": "strict"} {
 		if got := svc["Service"][k]; !slices.Equal(got, []string{want}) {
 			t.Errorf("%s=%v, want %q", k, got, want)
