@@ -70,3 +70,25 @@ func BenchmarkTransaction10(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkReadMany16 is sixteen reads sent in one write, as an attach's
+// look at every port is: one round trip, whose length is the store's time
+// for the sixteen (BenchmarkRead is one).
+func BenchmarkReadMany16(b *testing.B) {
+	forEachStore(b, func(b *testing.B, c *xenstore.Conn) {
+		ctx := context.Background()
+		paths := make([]string, 16)
+		for i := range paths {
+			paths[i] = fmt.Sprintf("/bench/many/%d", i)
+			if err := c.Write(ctx, paths[i], []byte("3-1.2")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, errs := c.ReadMany(ctx, paths); errs[0] != nil {
+				b.Fatal(errs[0])
+			}
+		}
+	})
+}
