@@ -1,0 +1,77 @@
+package uevent
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// chanSource delivers what is sent on it.
+type chanSource chan Message
+
+func (c chanSource) Receive(ctx context.Context) (Message, error) {
+	select {
+	case m := <-c:
+		return m, nil
+	case <-ctx.Done():
+		return Message{}, ctx.Err()
+	}
+}
+
+// lockedBuf is a trace file read while the recorder writes it.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A trace read while the recording goes on has every record so far: the
+// recorder writes each out at once, not when it stops.
+func TestRecorderWritesEachRecordAtOnce(t *testing.T) {
+	dp := "/devices/pci0000:00/0000:00:04.0/usb1/1-1"
+	e, err := Parse([]byte("add@" + dp + "\x00ACTION=add\x00DEVPATH=" + dp + "\x00SUBSYSTEM=usb\x00DEVTYPE=usb_device\x00SEQNUM=7\x00"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := make(chanSource)
+	var out lockedBuf
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := (&Recorder{Src: src, W: NewTraceWriter(&out)}).Run(ctx)
+		done <- err
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	for n := 1; n <= 2; n++ {
+		src <- Message{Event: e}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			recs, err := ReadTrace(bytes.NewReader([]byte(out.String())), "trace")
+			if err == nil && len(recs) == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %d events the trace holds %d records (%v)", n, len(recs), err)
+			}
+			time.Sleep(time.Millisecond) // polling the file as a reader does
+		}
+	}
+}
