@@ -70,6 +70,14 @@ func backendPorts() {
 	}
 	last := "\x00"
 	for range evs {
+		// An attach writes many nodes, each a watch event: the ones
+		// queued meanwhile are taken together, so that the list follows
+		// the store as closely as usbback's in-kernel watch does, not
+		// seconds behind on a busy host (an attach's bind would then come
+		// before the port and be refused).
+		if !drain(evs) {
+			return
+		}
 		cur := portList(ctx, xs)
 		if cur == last {
 			continue
@@ -79,6 +87,20 @@ func backendPorts() {
 			continue
 		}
 		last = cur
+	}
+}
+
+// drain takes every event already queued; false when the watch ended.
+func drain[T any](evs <-chan T) bool {
+	for {
+		select {
+		case _, ok := <-evs:
+			if !ok {
+				return false
+			}
+		default:
+			return true
+		}
 	}
 }
 
