@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -102,11 +103,19 @@ func TestFaultSoak(t *testing.T) {
 		// The status file's place taken by a directory: every write of it
 		// fails (root ignores modes, so a read-only directory would not).
 		status := filepath.Join(h.cfg.StateDir, StatusFile)
-		if err := os.Remove(status); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Mkdir(status, 0o755); err != nil {
-			t.Fatal(err)
+		// The agent may write the file again between the remove and
+		// the mkdir: then remove it again.
+		for {
+			if err := os.Remove(status); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				t.Fatal(err)
+			}
+			err := os.Mkdir(status, 0o755)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, fs.ErrExist) {
+				t.Fatal(err)
+			}
 		}
 		warned := h.log.await("status: cannot write the status file")
 		w := h.dialRaw()
