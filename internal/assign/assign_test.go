@@ -210,9 +210,70 @@ func TestBindRefusedRollsBack(t *testing.T) {
 		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
 			t.Fatalf("driver %q", d)
 		}
-		want := "bus/usb/drivers/usbhid/unbind=1-1.6:1.0 bus/usb/drivers/usbback/bind=1-1.6:1.0 bus/usb/drivers/usbhid/bind=1-1.6:1.0"
+		// The bind is tried again while usbback may not know the port
+		// yet (see TestBindWaitsForUsbbacksPort), then rolled back.
+		want := "bus/usb/drivers/usbhid/unbind=1-1.6:1.0 " + strings.Repeat("bus/usb/drivers/usbback/bind=1-1.6:1.0 ", 11) + "bus/usb/drivers/usbhid/bind=1-1.6:1.0"
 		if got := e.writes(); got != want {
 			t.Fatalf("writes:\n%s\nwant\n%s", got, want)
+		}
+	})
+}
+
+// usbback learns a port through its watch on the store, so the bind right
+// after the port's write can find its table behind and be refused as a
+// device in no port: the bind is tried again until usbback knows it.
+func TestBindWaitsForUsbbacksPort(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
+			t.Fatal(err)
+		}
+		table, behind := fakekernel.StorePorts(ctx, s.Dial(t)), 3
+		e.k.UsbbackPorts = func() ([]fakekernel.UsbbackPort, error) {
+			if behind > 0 {
+				behind--
+				return nil, nil
+			}
+			return table()
+		}
+		a, err := e.h.Attach(ctx, 1, dev("1-1.6"))
+		if err != nil || a.Port != 1 {
+			t.Fatalf("attach: %+v %v", a, err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbback" {
+			t.Fatalf("driver %q", d)
+		}
+		if got := strings.Count(e.writes(), "usbback/bind="); got != 4 {
+			t.Fatalf("%d binds to usbback, want 4 (3 refused while its table was behind): %s", got, e.writes())
+		}
+	})
+}
+
+// A SuperSpeed device is refused by usbback whatever its ports: no wait.
+func TestUsbbackRefusalOfSuperSpeedIsFinal(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, false)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
+			t.Fatal(err)
+		}
+		speed := filepath.Join(e.h.Sys.Root(), "bus/usb/devices/1-1.6/speed")
+		if err := os.WriteFile(speed, []byte("5000\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.k.Fail = func(w fakekernel.Write) error {
+			if w.Path == "bus/usb/drivers/usbback/bind" {
+				return syscall.ENODEV
+			}
+			return nil
+		}
+		_, err := e.h.Attach(ctx, 1, dev("1-1.6"))
+		if !errors.Is(err, assign.ErrUsbbackRefused) {
+			t.Fatalf("attach: %v", err)
+		}
+		if got := strings.Count(e.writes(), "usbback/bind="); got != 1 {
+			t.Fatalf("%d binds to usbback, want 1: %s", got, e.writes())
 		}
 	})
 }

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
@@ -298,6 +301,12 @@ func (h *Host) bindUsbback(plan []planned) error {
 		// above (usbback claiming it as its driver let go).
 		if !unbound || !h.Sys.BoundTo(p.intf, "usbback") {
 			if err := h.Sys.Bind(p.intf, "usbback"); err != nil {
+				if errors.Is(err, syscall.ENODEV) && h.usbbackMayServe(p.intf) {
+					err = h.bindWhenUsbbackKnows(p.intf)
+				}
+				if err == nil {
+					continue
+				}
 				if errors.Is(err, syscall.ENODEV) {
 					// usbback's probe said no: its driver matches every
 					// interface, so ENODEV is its refusal.
@@ -308,6 +317,43 @@ func (h *Host) bindUsbback(plan []planned) error {
 		}
 	}
 	return nil
+}
+
+// usbbackSettle is how long a bind waits, in steps, for usbback to learn
+// the port just written (about a second in all): usbback follows the store
+// through a watch, so a bind right after the port's write can reach its
+// probe first, and is refused as a device in no port.
+var usbbackSettle = []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond,
+	16 * time.Millisecond, 32 * time.Millisecond, 64 * time.Millisecond, 128 * time.Millisecond, 256 * time.Millisecond, 512 * time.Millisecond}
+
+// usbbackMayServe says whether usbback's refusal of intf can be its port
+// table lagging: not for a hub or a SuperSpeed device, which it never
+// serves. (A high-speed device at a USB 1.1 port is refused only after the
+// wait: the port's controller is not known here.)
+func (h *Host) usbbackMayServe(intf string) bool {
+	busid, _, _ := strings.Cut(intf, ":")
+	d, err := h.Sys.Device(busid)
+	if err != nil {
+		return false
+	}
+	speed, _ := strconv.ParseFloat(d.Speed, 64)
+	return !d.IsHub() && speed < 5000
+}
+
+// bindWhenUsbbackKnows binds intf to usbback again while usbback refuses
+// it, for at most usbbackSettle.
+func (h *Host) bindWhenUsbbackKnows(intf string) error {
+	var err error
+	for _, d := range usbbackSettle {
+		time.Sleep(d)
+		if err = h.Sys.Bind(intf, "usbback"); err == nil || h.Sys.BoundTo(intf, "usbback") {
+			return nil
+		}
+		if !errors.Is(err, syscall.ENODEV) {
+			return err
+		}
+	}
+	return err
 }
 
 // rollback undoes bindUsbback: unbind from usbback, rebind the recorded
