@@ -183,20 +183,29 @@ func TestRoundTrip(t *testing.T) {
 	})
 }
 
+// usbbackRefuses is usbback's probe refusing every interface.
+func usbbackRefuses(w fakekernel.Write) error {
+	if w.Path == "bus/usb/drivers/usbback/bind" {
+		return syscall.ENODEV
+	}
+	return nil
+}
+
+// pvEnv is an env whose guest 1 has a pv controller of 2 ports.
+func pvEnv(t *testing.T, s xenstoretest.Store) *env {
+	t.Helper()
+	e := newEnv(t, s, false)
+	if _, err := e.h.AddController(context.Background(), 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 // usbback refuses the interface: libxl's rollback, exactly.
 func TestBindRefusedRollsBack(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		ctx := context.Background()
-		e := newEnv(t, s, false)
-		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
-			t.Fatal(err)
-		}
-		e.k.Fail = func(w fakekernel.Write) error {
-			if w.Path == "bus/usb/drivers/usbback/bind" {
-				return syscall.ENODEV
-			}
-			return nil
-		}
+		ctx, e := context.Background(), pvEnv(t, s)
+		e.k.Fail = usbbackRefuses
 		_, err := e.h.Attach(ctx, 1, dev("1-1.6"))
 		if !errors.Is(err, syscall.ENODEV) || !strings.Contains(err.Error(), "rolled back") {
 			t.Fatalf("attach: %v", err)
@@ -224,11 +233,7 @@ func TestBindRefusedRollsBack(t *testing.T) {
 // device in no port: the bind is tried again until usbback knows it.
 func TestBindWaitsForUsbbacksPort(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		ctx := context.Background()
-		e := newEnv(t, s, false)
-		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
-			t.Fatal(err)
-		}
+		ctx, e := context.Background(), pvEnv(t, s)
 		table, behind := fakekernel.StorePorts(ctx, s.Dial(t)), 3
 		e.k.UsbbackPorts = func() ([]fakekernel.UsbbackPort, error) {
 			if behind > 0 {
@@ -253,21 +258,12 @@ func TestBindWaitsForUsbbacksPort(t *testing.T) {
 // A SuperSpeed device is refused by usbback whatever its ports: no wait.
 func TestUsbbackRefusalOfSuperSpeedIsFinal(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		ctx := context.Background()
-		e := newEnv(t, s, false)
-		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
-			t.Fatal(err)
-		}
+		ctx, e := context.Background(), pvEnv(t, s)
 		speed := filepath.Join(e.h.Sys.Root(), "bus/usb/devices/1-1.6/speed")
 		if err := os.WriteFile(speed, []byte("5000\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		e.k.Fail = func(w fakekernel.Write) error {
-			if w.Path == "bus/usb/drivers/usbback/bind" {
-				return syscall.ENODEV
-			}
-			return nil
-		}
+		e.k.Fail = usbbackRefuses
 		_, err := e.h.Attach(ctx, 1, dev("1-1.6"))
 		if !errors.Is(err, assign.ErrUsbbackRefused) {
 			t.Fatalf("attach: %v", err)
@@ -386,11 +382,7 @@ func TestConcurrentAttaches(t *testing.T) {
 // refused with errors a caller can tell apart, and leave nothing behind.
 func TestRefusals(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		ctx := context.Background()
-		e := newEnv(t, s, false)
-		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
-			t.Fatal(err)
-		}
+		ctx, e := context.Background(), pvEnv(t, s)
 		if _, err := e.h.Attach(ctx, 1, policy.DevSpec{HostBus: 1, HostAddr: 2, Controller: -1}); !errors.Is(err, assign.ErrNotAssignable) {
 			t.Errorf("hub 1-1: %v", err)
 		}
@@ -437,11 +429,7 @@ func TestRefusals(t *testing.T) {
 // A busid or path that xenstore holds is never used on sysfs unchecked.
 func TestUntrustedStoreValues(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		ctx := context.Background()
-		e := newEnv(t, s, false)
-		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
-			t.Fatal(err)
-		}
+		ctx, e := context.Background(), pvEnv(t, s)
 		if err := e.xs.Write(ctx, "/local/domain/0/backend/vusb/1/0/port/1", []byte("../../../x")); err != nil {
 			t.Fatal(err)
 		}

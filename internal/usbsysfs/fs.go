@@ -285,6 +285,16 @@ func (f *FS) names() ([]string, error) {
 // Interfaces lists the interfaces of a device: the entries named
 // "<busid>:…" (the colon keeps child devices out), sorted by name.
 func (f *FS) Interfaces(busid string) ([]Interface, error) {
+	names, err := f.interfaceNamesOf(busid)
+	if err != nil || names == nil {
+		return nil, err
+	}
+	return f.interfaces(busid, names)
+}
+
+// interfaceNamesOf lists the names in busid's directory (nil, nil when
+// the device is gone), for interfaceNames to pick its interfaces from.
+func (f *FS) interfaceNamesOf(busid string) ([]string, error) {
 	if err := ValidBusID(busid); err != nil {
 		return nil, err
 	}
@@ -292,10 +302,7 @@ func (f *FS) Interfaces(busid string) ([]Interface, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil // gone: no interfaces
 	}
-	if err != nil {
-		return nil, err
-	}
-	return f.interfaces(busid, names)
+	return names, err
 }
 
 // interfaceNames are the names among names of busid's interfaces.
@@ -333,14 +340,8 @@ func (f *FS) interfaces(busid string, names []string) ([]Interface, error) {
 // fields are left zero): what moving them between drivers needs, at one
 // link and one attribute read each.
 func (f *FS) InterfaceStates(busid string) ([]Interface, error) {
-	if err := ValidBusID(busid); err != nil {
-		return nil, err
-	}
-	names, err := f.ownNames(busid)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // gone: no interfaces
-	}
-	if err != nil {
+	names, err := f.interfaceNamesOf(busid)
+	if err != nil || names == nil {
 		return nil, err
 	}
 	var out []Interface
