@@ -88,6 +88,11 @@ type env struct {
 	status atomic.Pointer[agent.Status]
 	// dialQMP is the agent's Host.DialQMP (nil: libxl's socket).
 	dialQMP func(ctx context.Context, domid uint32) (assign.QMP, func(), error)
+	// wrapKernel, when set, wraps the kernel writer the agent is given;
+	// onAudit, when set, hears each audit on the agent's worker, before
+	// the pass goes on.
+	wrapKernel func(usbsysfs.Writer) usbsysfs.Writer
+	onAudit    func(agent.Audit)
 }
 
 func (e *env) Write(p []byte) (int, error) {
@@ -189,7 +194,11 @@ func (e *env) run(pol string, dryRun bool) {
 		e.t.Fatal(err)
 	}
 	e.kernel = fakekernel.NewKernel(e.root)
-	sys := usbsysfs.NewFS(e.root).WithWriter(e.kernel)
+	var kw usbsysfs.Writer = e.kernel
+	if e.wrapKernel != nil {
+		kw = e.wrapKernel(kw)
+	}
+	sys := usbsysfs.NewFS(e.root).WithWriter(kw)
 	xs := e.s.Dial(e.t)
 	if e.count {
 		sys = usbsysfs.NewFS(e.root).WithWriter(timedWriter{e.kernel, &e.kernelTime})
@@ -203,7 +212,12 @@ func (e *env) run(pol string, dryRun bool) {
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second, DialQMP: e.dialQMP}
 	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout, Mountinfo: e.mountinfo,
-		OnAudit: func(r agent.Audit) { e.audits <- r }, OnStatus: func(st agent.Status) { e.status.Store(&st) }})
+		OnAudit: func(r agent.Audit) {
+			if e.onAudit != nil {
+				e.onAudit(r)
+			}
+			e.audits <- r
+		}, OnStatus: func(st agent.Status) { e.status.Store(&st) }})
 	ctx, cancel := context.WithCancel(e.ctx)
 	ready := make(chan struct{})
 	stopped := make(chan error, 1)

@@ -60,11 +60,14 @@ func (h *Host) takeFromUsbback(busid string) ([]string, error) {
 	var out []string
 	var errs []error
 	for _, in := range intfs {
-		if in.Driver == "usbback" {
-			if err := h.Sys.Unbind(in.Name); err != nil {
-				errs = append(errs, err)
-				continue
-			}
+		if in.Driver != "usbback" {
+			continue
+		}
+		took, err := h.unbindFromUsbback(in.Name)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if took {
 			out = append(out, in.Name)
 		}
 	}

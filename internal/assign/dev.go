@@ -369,17 +369,24 @@ func (h *Host) rollback(ctx context.Context, busid string) {
 }
 
 func (h *Host) unbindUsbback(busid string) error {
-	intfs, err := h.Sys.InterfaceStates(busid)
-	if err != nil {
-		return err
+	_, err := h.takeFromUsbback(busid)
+	return err
+}
+
+// unbindFromUsbback takes intf out of usbback; false when it was not
+// there any more. The look that found it there may be stale by now:
+// another toolstack's detach of the same device (xl's, while a domain is
+// destroyed) may have taken it out and bound it back to its dom0 driver
+// meanwhile. Unbinding through usbback's own file, which the kernel
+// refuses for an interface that is not usbback's, leaves that driver;
+// unbinding through <intf>/driver would take it away, and with its record
+// gone already the interface would be left without a driver for good.
+func (h *Host) unbindFromUsbback(intf string) (bool, error) {
+	err := h.Sys.UnbindFrom(intf, "usbback")
+	if errors.Is(err, syscall.ENODEV) {
+		return false, nil
 	}
-	var errs []error
-	for _, in := range intfs {
-		if in.Driver == "usbback" {
-			errs = append(errs, h.Sys.Unbind(in.Name))
-		}
-	}
-	return errors.Join(errs...)
+	return err == nil, err
 }
 
 // rebind binds each interface to its recorded driver, then removes the

@@ -491,6 +491,25 @@ func (f *FS) Unbind(intf string) error {
 	return nil
 }
 
+// UnbindFrom detaches an interface from driver by writing its name to
+// /sys/bus/usb/drivers/<driver>/unbind. Unlike Unbind it names the driver:
+// the kernel refuses (ENODEV) an interface that is no longer that
+// driver's, so a look at its driver that another hand made stale never
+// unbinds the driver it has now.
+func (f *FS) UnbindFrom(intf, driver string) error {
+	if err := ValidInterface(intf); err != nil {
+		return err
+	}
+	if driver == "" || strings.ContainsAny(driver, "/\x00") || driver == "." || driver == ".." {
+		return fmt.Errorf("%w: driver %q", ErrInvalidName, driver)
+	}
+	p := filepath.Join(f.DriverPath(driver), "unbind")
+	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
+		return fmt.Errorf("usbsysfs: unbind %s from %s: %w", intf, driver, &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
+	}
+	return nil
+}
+
 // Bind binds an interface to a driver by writing its name to
 // /sys/bus/usb/drivers/<driver>/bind.
 func (f *FS) Bind(intf, driver string) error {

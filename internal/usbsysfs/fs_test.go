@@ -204,6 +204,32 @@ func TestBindUnbindWithKernelErrors(t *testing.T) {
 	}
 }
 
+// UnbindFrom unbinds only from the driver it names: an interface another
+// driver has now is refused (ENODEV) and keeps that driver.
+func TestUnbindFromNamesTheDriver(t *testing.T) {
+	f, k := standard(t)
+	const kb = "1-1.6:1.0"
+	if err := f.UnbindFrom(kb, "usbback"); !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("unbind from usbback of an interface usbhid has: %v", err)
+	}
+	if !f.BoundTo(kb, "usbhid") {
+		t.Fatal("usbhid lost the interface")
+	}
+	if err := f.UnbindFrom(kb, "usbhid"); err != nil {
+		t.Fatal(err)
+	}
+	if drv, _ := f.Driver(kb); drv != "" {
+		t.Fatalf("driver after unbind %q", drv)
+	}
+	if err := f.UnbindFrom(kb, "../usbhid"); !errors.Is(err, usbsysfs.ErrInvalidName) {
+		t.Fatalf("unbind from a path: %v", err)
+	}
+	want := []fakekernel.Write{{Path: "bus/usb/drivers/usbback/unbind", Data: kb}, {Path: "bus/usb/drivers/usbhid/unbind", Data: kb}}
+	if got := k.Writes(); !slices.Equal(got, want) {
+		t.Fatalf("writes %v\nwant %v", got, want)
+	}
+}
+
 func TestQuirks(t *testing.T) {
 	f, _ := standard(t)
 	root := f.Root()
