@@ -103,29 +103,11 @@ func newFleetHost(tb testing.TB, doms, devices int) *fleetHost {
 	if err := bld.Err(); err != nil {
 		tb.Fatal(err)
 	}
-	if err := os.WriteFile(h.policy, []byte(fleetPolicy(doms, devices)), 0o644); err != nil {
+	if err := os.WriteFile(h.policy, []byte(sim.FleetPolicy(doms, devices)), 0o644); err != nil {
 		tb.Fatal(err)
 	}
 	h.port = uevents(tb)
 	return h
-}
-
-// fleetPolicy sends devices, by serial, to doms guests in turn, each with
-// controllers of 8 ports enough for its share.
-func fleetPolicy(doms, devices int) string {
-	var b strings.Builder
-	per := (devices + doms - 1) / doms
-	for d := range doms {
-		ctrls := make([]string, 0, (per+7)/8)
-		for n := per; n > 0; n -= 8 {
-			ctrls = append(ctrls, `"version=2, ports=8"`)
-		}
-		fmt.Fprintf(&b, "[domain.g%02d]\nusbctrl = [%s]\n", d, strings.Join(ctrls, ", "))
-	}
-	for i := range devices {
-		fmt.Fprintf(&b, "[[rule]]\nname = \"dev%d\"\naction = \"attach\"\nmatch = { serial = \"B%04d\" }\ntarget = { domain = \"g%02d\" }\n", i, i, i%doms)
-	}
-	return b.String()
 }
 
 // uevents is a netlink socket of the test's own: the agent takes its

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,13 +201,7 @@ func (e *env) run(pol string, dryRun bool) {
 	xs := e.s.Dial(e.t)
 	if e.count {
 		sys = usbsysfs.NewFS(e.root).WithWriter(timedWriter{e.kernel, &e.kernelTime})
-		raw, err := net.Dial("unix", e.s.SocketPath())
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		e.counter = &xenstoretest.Counting{Conn: raw}
-		xs = xenstore.NewConn(e.counter)
-		e.t.Cleanup(func() { xs.Close() })
+		xs, e.counter = xenstoretest.DialCounting(e.t, e.s)
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second, DialQMP: e.dialQMP}
 	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout, Mountinfo: e.mountinfo,

@@ -2,32 +2,14 @@ package agent_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
-
-// scalePolicy sends 200 devices, by serial, to doms guests (g00, g01, …),
-// each with controllers of 8 ports enough for its share.
-func scalePolicy(doms, devices int) string {
-	var b strings.Builder
-	per := (devices + doms - 1) / doms
-	for d := range doms {
-		ctrls := make([]string, 0, (per+7)/8)
-		for n := per; n > 0; n -= 8 {
-			ctrls = append(ctrls, `"version=2, ports=8"`)
-		}
-		fmt.Fprintf(&b, "[domain.g%02d]\nusbctrl = [%s]\n", d, strings.Join(ctrls, ", "))
-	}
-	for i := range devices {
-		fmt.Fprintf(&b, "[[rule]]\nname = \"dev%d\"\naction = \"attach\"\nmatch = { serial = \"B%04d\" }\ntarget = { domain = \"g%02d\" }\n", i, i, i%doms)
-	}
-	return b.String()
-}
 
 // BenchmarkScaleRestart: 200 devices present, sent to 1 or to 50 running
 // guests (8 ports each); the agent converges, is stopped, and a new one
@@ -49,7 +31,7 @@ func BenchmarkScaleRestart(b *testing.B) {
 				if err := bld.Err(); err != nil {
 					b.Fatal(err)
 				}
-				pol := scalePolicy(doms, 200)
+				pol := sim.FleetPolicy(doms, 200)
 				t0 := time.Now()
 				e.run(pol, false)
 				first := time.Since(t0)

@@ -2,7 +2,6 @@ package assign_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -10,7 +9,6 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
-	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -35,13 +33,7 @@ func BenchmarkAttachDetach(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer run.Stop()
-	raw, err := net.Dial("unix", s.SocketPath())
-	if err != nil {
-		b.Fatal(err)
-	}
-	cc := &xenstoretest.Counting{Conn: raw}
-	xs := xenstore.NewConn(cc)
-	defer xs.Close()
+	xs, cc := xenstoretest.DialCounting(b, s)
 	h := &assign.Host{XS: xs, Sys: usbsysfs.NewFS(root).WithWriter(k)}
 	if _, err := h.AddController(ctx, 1, policy.CtrlSpec{Version: 2, Ports: 8}, true); err != nil {
 		b.Fatal(err)

@@ -3,12 +3,10 @@ package assign_test
 import (
 	"context"
 	"errors"
-	"net"
 	"reflect"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
-	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -21,13 +19,7 @@ func TestDomainList(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s, false)
 		ctx := context.Background()
-		raw, err := net.Dial("unix", s.SocketPath())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc := &xenstoretest.Counting{Conn: raw}
-		xs := xenstore.NewConn(cc)
-		defer xs.Close()
+		xs, cc := xenstoretest.DialCounting(t, s)
 		h := &assign.Host{XS: xs, Sys: e.h.Sys}
 		check := func(nameOrID string, maxTrips int) {
 			t.Helper()
@@ -90,13 +82,7 @@ func TestDomainAhead(t *testing.T) {
 		}
 		attach := func(resolve func(h *assign.Host, ctx context.Context, nameOrID string) (assign.Domain, error)) (assign.Assignment, int) {
 			t.Helper()
-			raw, err := net.Dial("unix", s.SocketPath())
-			if err != nil {
-				t.Fatal(err)
-			}
-			cc := &xenstoretest.Counting{Conn: raw}
-			xs := xenstore.NewConn(cc)
-			defer xs.Close()
+			xs, cc := xenstoretest.DialCounting(t, s)
 			h := &assign.Host{XS: xs, Sys: e.h.Sys}
 			d, err := resolve(h, ctx, "1")
 			if err != nil {

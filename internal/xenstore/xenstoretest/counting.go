@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 )
@@ -62,4 +63,18 @@ func (c *Counting) Take() (reqs, trips int) {
 	r, t := c.reqs, c.trips
 	c.reqs, c.trips = 0, 0
 	return r, t
+}
+
+// DialCounting connects to s through a Counting, closed when the test
+// ends: a client whose requests and round trips the test reads.
+func DialCounting(tb testing.TB, s Store) (*xenstore.Conn, *Counting) {
+	tb.Helper()
+	raw, err := net.Dial("unix", s.SocketPath())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cc := &Counting{Conn: raw}
+	xs := xenstore.NewConn(cc)
+	tb.Cleanup(func() { xs.Close() })
+	return xs, cc
 }
