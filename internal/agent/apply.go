@@ -114,6 +114,8 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		return rmOpt(ctx, a, ownedPath(busid))
 	case stepEnsureBound:
 		return h.EnsureBound(ctx, busid)
+	case stepReRecord:
+		return h.WriteRecords(ctx, busid, o.owned.Drivers)
 	case stepLookLater:
 		a.lookLater(busid, secondLook, s.trigger)
 	case stepAttach:
@@ -140,9 +142,9 @@ func (a *Agent) queueAttach(o observation, s step, start time.Time) {
 	opts, own := s.attach.opts, s.attach.owned
 	dev := o.dev
 	opts.Device = &dev
-	opts.Record = func(x assign.Assignment) [][2]string {
+	opts.Record = func(x assign.Assignment, drivers map[string]string) [][2]string {
 		rec := own
-		rec.Controller, rec.Port = x.Controller, x.Port
+		rec.Controller, rec.Port, rec.Drivers = x.Controller, x.Port, drivers
 		return [][2]string{{ownedPath(o.busid), ownedValue(rec)}}
 	}
 	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, pinned: s.attach.pinned, rec: s.rec, start: start})

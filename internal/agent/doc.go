@@ -44,7 +44,10 @@
 //	                                                        failed, retried; a guest whose device model is
 //	                                                        not ready yet → pending, retried
 //	attached   at a port of its target                      kept; interfaces out of usbback → settling,
-//	                                                        then bound again; the rule changes → detached
+//	                                                        then bound again; its driver records gone (a
+//	                                                        late detach of the port it left) → written
+//	                                                        again from its ownership record; the rule
+//	                                                        changes → detached
 //	                                                        and the new decision; target gone → pending;
 //	                                                        target migrating away (NAME--migratedaway) →
 //	                                                        kept until that copy is gone, then released

@@ -196,7 +196,10 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 				p.add(step{kind: stepLookLater, trigger: TrigAfterUnbound})
 				return true
 			}
+			rewriteRecords(p, &rec, o, x, mine, w)
 			p.add(step{kind: stepEnsureBound})
+		} else {
+			rewriteRecords(p, &rec, o, x, mine, w)
 		}
 		rec.Action = ActKept
 		if !mine {
@@ -238,6 +241,20 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 	det.Reason = fmt.Sprintf("%s detached from domain %d port %d:%d: %s", o.busid, x.Domid, x.Controller, x.Port, dec.Reason)
 	p.add(step{kind: stepAudit, rec: det})
 	return false
+}
+
+// rewriteRecords writes again the driver records of a device the agent
+// attached at x, when they are gone: another toolstack's detach of the
+// port it left, ended after this attach, removes them whatever device
+// they are now of (as libxl does), and without them its dom0 drivers
+// never come back. Before ensure-bound, which records the drivers of
+// interfaces not in usbback as they are now.
+func rewriteRecords(p *plan, rec *Audit, o observation, x assign.Assignment, mine bool, w world) {
+	if w.dryRun || x.Type != policy.TypePV || !mine || o.record || len(o.owned.Drivers) == 0 {
+		return
+	}
+	p.add(step{kind: stepReRecord})
+	rec.Reason += "; its driver records were gone (removed by a detach of the port it left, ended late): written again from its ownership record"
 }
 
 func severalDomains(t target) string {

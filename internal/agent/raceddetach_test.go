@@ -18,12 +18,13 @@ import (
 )
 
 // pauseUnbind is a kernel writer that, once armed, stops its caller just
-// before its first write to an unbind file naming intf, until resume is
-// closed: a toolstack preempted between its look at the interface's
-// driver and its unbind.
+// before its first write to an unbind file naming intf (just after it,
+// with after), until resume is closed: a toolstack preempted between its
+// look at the interface's driver and its unbind, or after its unbind.
 type pauseUnbind struct {
 	w      usbsysfs.Writer
 	intf   string
+	after  bool
 	armed  atomic.Bool
 	paused chan struct{}
 	resume chan struct{}
@@ -34,11 +35,19 @@ func newPauseUnbind(w usbsysfs.Writer, intf string) *pauseUnbind {
 }
 
 func (p *pauseUnbind) WriteAttr(path string, data []byte) error {
+	if p.after {
+		defer p.pause(path, data)
+	} else {
+		p.pause(path, data)
+	}
+	return p.w.WriteAttr(path, data)
+}
+
+func (p *pauseUnbind) pause(path string, data []byte) {
 	if string(data) == p.intf && strings.HasSuffix(path, "/unbind") && p.armed.CompareAndSwap(true, false) {
 		close(p.paused)
 		<-p.resume
 	}
-	return p.w.WriteAttr(path, data)
 }
 
 // raceEnv is the stage of a detach raced by another: the audio device at
@@ -152,6 +161,48 @@ func TestXLDetachRacedByTheAgentLeavesTheDriver(t *testing.T) {
 		} else if *p != nil && !errors.Is(*p, assign.ErrPortEmpty) {
 			t.Errorf("xl's detach: %v", *p)
 		}
+		checkMoved(t, e, want)
+	})
+}
+
+// xl's detach of the port, preempted after it took the interfaces out of
+// usbback and before it cleared the port, while a reload moves the device
+// to the kiosk: its rebind, resumed, finds the interfaces in usbback again
+// (the new attach) and removes the driver records the new attach wrote,
+// as libxl's does whatever happened. The agent's next pass (here the one
+// after a restart) writes them again from its ownership record.
+func TestAgentRewritesRecordsALateDetachRemoved(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e, at, want, toKiosk := raceEnv(t, s, nil)
+		intfs, err := e.h.Sys.InterfaceStates("1-2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pw := newPauseUnbind(fakekernel.NewKernel(e.root), intfs[len(intfs)-1].Name)
+		pw.after = true
+		pw.armed.Store(true)
+		xl := &assign.Host{XS: e.xs, Sys: usbsysfs.NewFS(e.root).WithWriter(pw), InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+		detached := make(chan error, 1)
+		go func() { detached <- xl.Detach(e.ctx, at.Domid, at.Controller, at.Port) }()
+		select {
+		case <-pw.paused:
+		case err := <-detached:
+			t.Fatalf("xl's detach never reached its unbind: %v", err)
+		}
+		e.a.Reload(toKiosk)
+		if r := e.await("1-2", agent.ActAttached); r.Domid != int(e.doms["kiosk"].ID) {
+			t.Fatalf("after the reload: %+v", r)
+		}
+		e.settle()
+		close(pw.resume)
+		if err := <-detached; err == nil {
+			t.Error("xl's rebind of interfaces in usbback did not fail")
+		}
+		if has, _ := e.h.HasRecord(e.ctx, "1-2"); has {
+			t.Fatal("xl's late rebind left the records: not the stage meant")
+		}
+		e.stop()
+		e.run(testPolicy, false)
 		checkMoved(t, e, want)
 	})
 }

@@ -27,6 +27,12 @@ type Owned struct {
 	Rule       string `json:"rule"`
 	ID         string `json:"id"`
 	Serial     string `json:"serial,omitempty"`
+	// Drivers are the dom0 drivers the attach took its interfaces from
+	// (by interface), a copy of libxl's driver records: another
+	// toolstack's detach of the port the device left, finished late,
+	// removes those records whatever device they are now of, and the
+	// agent writes them again from here.
+	Drivers map[string]string `json:"drivers,omitempty"`
 }
 
 func ownedPath(busid string) string { return RecordRoot + "/" + nodeName(busid) }

@@ -91,9 +91,10 @@ const (
 	stepHubRestore                   // a root hub's new interfaces come authorized again (the mode turned off)
 	stepToDom0                       // authorize its deauthorized interfaces and offer them to dom0's drivers
 	stepBlock                        // deauthorize its interfaces (a block rule)
+	stepReRecord                     // write its driver records again from its ownership record
 )
 
-var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block"}
+var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record"}
 
 func (k stepKind) String() string { return stepNames[k] }
 

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
@@ -94,6 +97,34 @@ func (h *Host) EnsureBound(ctx context.Context, busid string) error {
 		}
 	}
 	return h.bindUsbback(plan)
+}
+
+// WriteRecords writes the driver records of busid's interfaces, in one
+// transaction: drivers are their dom0 drivers, by interface. An interface
+// no longer on the host is skipped.
+func (h *Host) WriteRecords(ctx context.Context, busid string, drivers map[string]string) error {
+	if err := checkBusID(busid); err != nil {
+		return err
+	}
+	intfs, err := h.Sys.InterfaceStates(busid)
+	if err != nil {
+		return err
+	}
+	var writes [][2]string
+	for _, in := range intfs {
+		drv, ok := drivers[in.Name]
+		if !ok {
+			continue
+		}
+		if drv == "" || strings.ContainsAny(drv, "/\x00") || drv == "." || drv == ".." {
+			return fmt.Errorf("the driver %q of %s is not a driver's name: %w", drv, in.Name, usbsysfs.ErrInvalidName)
+		}
+		writes = append(writes, [2]string{driverPathKey(busid, in.Name), sysDrivers + drv})
+	}
+	if len(writes) == 0 {
+		return nil
+	}
+	return h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error { return tx.WriteMany(ctx, writes) })
 }
 
 // HasRecord reports whether /libxl/usbback holds driver records for busid.

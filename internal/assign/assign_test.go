@@ -540,3 +540,41 @@ func TestReleaseOfAnotherDevicesRecord(t *testing.T) {
 		}
 	})
 }
+
+// An attach tells the caller's record the drivers it recorded, and
+// WriteRecords writes those records again, for the interfaces present.
+func TestAttachTellsItsDriversAndTheyAreWrittenAgain(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := pvEnv(t, s)
+		var told map[string]string
+		opts := assign.AttachOptions{PreferController: -1, Record: func(a assign.Assignment, drivers map[string]string) [][2]string {
+			if drivers != nil {
+				told = drivers
+			}
+			return nil
+		}}
+		if _, err := e.h.AttachWith(ctx, 1, dev("1-1.6"), opts); err != nil {
+			t.Fatal(err)
+		}
+		if len(told) != 1 || told["1-1.6:1.0"] != "usbhid" {
+			t.Fatalf("the drivers told: %v", told)
+		}
+		const rec = "/libxl/usbback/1-1_6/1-1_6@1_0/driver_path"
+		if err := e.xs.Rm(ctx, "/libxl/usbback/1-1_6"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.WriteRecords(ctx, "1-1.6", map[string]string{"1-1.6:1.0": "usbhid", "1-1.6:1.1": "usbhid"}); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := e.read(t, rec); !ok || v != "/sys/bus/usb/drivers/usbhid" {
+			t.Errorf("the record written again: %q %v", v, ok)
+		}
+		if _, ok := e.read(t, "/libxl/usbback/1-1_6/1-1_6@1_1"); ok {
+			t.Error("a record for an interface the device does not have")
+		}
+		if err := e.h.WriteRecords(ctx, "1-1.6", map[string]string{"1-1.6:1.0": "../usbhid"}); !errors.Is(err, usbsysfs.ErrInvalidName) {
+			t.Errorf("a driver that is a path: %v", err)
+		}
+	})
+}

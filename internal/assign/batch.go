@@ -158,15 +158,20 @@ func (h *Host) place(ctx context.Context, domid uint32, items []AttachItem, todo
 // interfaces' drivers (pv), then the caller's records.
 func portWrites(c *Controller, port int, it AttachItem, plan []planned, a Assignment) [][2]string {
 	w := [][2]string{{c.portPath(port), it.BusID}}
+	var drivers map[string]string
 	if c.Type == policy.TypePV {
 		for _, pl := range plan {
 			if pl.driver != "" {
 				w = append(w, [2]string{driverPathKey(it.BusID, pl.intf), sysDrivers + pl.driver})
+				if drivers == nil {
+					drivers = map[string]string{}
+				}
+				drivers[pl.intf] = pl.driver
 			}
 		}
 	}
 	if it.Opts.Record != nil {
-		w = append(w, it.Opts.Record(a)...)
+		w = append(w, it.Opts.Record(a, drivers)...)
 	}
 	return w
 }

@@ -143,7 +143,10 @@ type AttachOptions struct {
 	NewController policy.CtrlSpec
 	// Record returns nodes to write in the same transaction as the port
 	// (the agent's ownership record); they are removed on rollback.
-	Record func(a Assignment) [][2]string
+	// drivers are the dom0 drivers of the interfaces the attach takes
+	// for usbback (pv), by interface, as its driver records name them
+	// (nil where only the nodes' names count).
+	Record func(a Assignment, drivers map[string]string) [][2]string
 	// Device, when set, is the device as the caller has just read it
 	// (its busid must be the spec's): it is not read again.
 	Device *usbsysfs.Device
@@ -171,7 +174,7 @@ func (h *Host) clearPort(ctx context.Context, path string, a Assignment, opts At
 			return err
 		}
 		if opts.Record != nil {
-			for _, kv := range opts.Record(a) {
+			for _, kv := range opts.Record(a, nil) {
 				if err := rmOpt(ctx, tx, kv[0]); err != nil {
 					return err
 				}
