@@ -3,9 +3,11 @@ package xenstore_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"slices"
 	"strings"
 	"syscall"
@@ -149,6 +151,7 @@ func TestConformance(t *testing.T) {
 		{"EmptyPayload", testEmptyPayload},
 		{"GuestQuotas", testGuestQuotas},
 		{"Batches", testBatches},
+		{"BatchesOnXenbusDevice", testBatchesOnXenbus},
 	}
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		for _, tc := range cases {
@@ -962,8 +965,50 @@ func testErrorStrings(t *testing.T, s xenstoretest.Store) {
 
 // testBatches checks that requests sent together in one write get the
 // answers each would get alone, errors included, inside a transaction too.
-func testBatches(t *testing.T, s xenstoretest.Store) {
-	c := s.Dial(t)
+func testBatches(t *testing.T, s xenstoretest.Store) { batches(t, s.Dial(t)) }
+
+// The same batches through a device that takes a message a write, as
+// Linux's /dev/xen/xenbus: each batch must go out message by message.
+func testBatchesOnXenbus(t *testing.T, s xenstoretest.Store) {
+	raw, err := net.Dial("unix", s.SocketPath())
+	must(t, err)
+	c := xenstore.NewMessageConn(&xenbusDevice{Conn: raw})
+	t.Cleanup(func() { c.Close() })
+	for _, p := range []string{"/batch", "/batchafter", "/batchbig"} { // Batches' nodes
+		c.Rm(ctxT(t), p)
+	}
+	batches(t, c)
+}
+
+// xenbusDevice writes as the kernel's xenbus_file_write does: a write
+// longer than its buffer (a header and 4096 bytes) is EINVAL; of a write
+// holding more than one message, the first is sent and the rest dropped,
+// though the whole length is reported written.
+type xenbusDevice struct {
+	net.Conn
+	buf []byte
+}
+
+func (d *xenbusDevice) Write(b []byte) (int, error) {
+	const max = 16 + 4096
+	if len(b) > max-len(d.buf) {
+		d.buf = d.buf[:0]
+		return 0, syscall.EINVAL
+	}
+	d.buf = append(d.buf, b...)
+	if len(d.buf) < 16 {
+		return len(b), nil
+	}
+	n := 16 + int(binary.LittleEndian.Uint32(d.buf[12:16]))
+	if len(d.buf) < n {
+		return len(b), nil
+	}
+	_, err := d.Conn.Write(d.buf[:n])
+	d.buf = d.buf[:0]
+	return len(b), err
+}
+
+func batches(t *testing.T, c *xenstore.Conn) {
 	ctx := ctxT(t)
 	must(t, c.WriteMany(ctx, [][2]string{{"/batch/a", "1"}, {"/batch/b/c", "2"}, {"/batch/a", "3"}}))
 	vals, errs := c.ReadMany(ctx, []string{"/batch/a", "/batch/missing", "/batch/b/c", "no-slash"})

@@ -22,6 +22,10 @@ type Conn struct {
 
 	wmu  sync.Mutex // serialises writes of whole messages
 	wbuf []byte     // guarded by wmu
+	// onePerWrite: rwc takes one message a write, as Linux's
+	// /dev/xen/xenbus does (it handles the first message of a write and
+	// drops the rest), so a batch is written message by message.
+	onePerWrite bool
 
 	seq atomic.Uint32
 
@@ -65,14 +69,22 @@ func (s slot) fill(r reply) {
 	}
 }
 
-// NewConn starts a Conn over rwc, for example a unix socket or, in tests,
-// one end of a net.Pipe. The Conn owns rwc and closes it.
-func NewConn(rwc io.ReadWriteCloser) *Conn {
+// NewConn starts a Conn over rwc, a stream: for example a unix socket or,
+// in tests, one end of a net.Pipe. The Conn owns rwc and closes it.
+func NewConn(rwc io.ReadWriteCloser) *Conn { return newConn(rwc, false) }
+
+// NewMessageConn starts a Conn over a device that takes one whole message
+// a write, as the kernel's xenbus device (/dev/xen/xenbus) does. Requests
+// are still sent ahead of the replies.
+func NewMessageConn(rwc io.ReadWriteCloser) *Conn { return newConn(rwc, true) }
+
+func newConn(rwc io.ReadWriteCloser, onePerWrite bool) *Conn {
 	c := &Conn{
-		rwc:     rwc,
-		pending: make(map[uint32]slot),
-		watches: make(map[string]*watcher),
-		done:    make(chan struct{}),
+		rwc:         rwc,
+		onePerWrite: onePerWrite,
+		pending:     make(map[uint32]slot),
+		watches:     make(map[string]*watcher),
+		done:        make(chan struct{}),
 	}
 	c.ops = ops{c: c}
 	c.wg.Add(1)
@@ -285,8 +297,8 @@ func (c *Conn) send(ctx context.Context, txid uint32, calls []call) *inflight {
 }
 
 // write sends the calls that have an id. Requests go out in writes of
-// about writeChunk bytes: a large batch costs a few system calls, not a
-// buffer of its whole size.
+// about writeChunk bytes (a large batch costs a few system calls, not a
+// buffer of its whole size), or one a write to a message device.
 func (c *Conn) write(txid uint32, calls []call, ids []uint32) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -297,7 +309,7 @@ func (c *Conn) write(txid uint32, calls []call, ids []uint32) error {
 		}
 		c.wbuf = AppendHeader(c.wbuf, Header{Type: cl.typ, ReqID: ids[i], TxID: txid, Len: uint32(len(cl.payload))})
 		c.wbuf = append(c.wbuf, cl.payload...)
-		if len(c.wbuf) >= writeChunk {
+		if c.onePerWrite || len(c.wbuf) >= writeChunk {
 			if _, err := c.rwc.Write(c.wbuf); err != nil {
 				return err
 			}

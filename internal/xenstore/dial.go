@@ -61,7 +61,9 @@ func DialPath(ctx context.Context, path string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xenstore: open %s: %w", path, err)
 	}
-	return NewConn(f), nil
+	// The xenbus device, or a character device standing in for it: one
+	// message a write.
+	return NewMessageConn(f), nil
 }
 
 // retryDial calls dial until it is not refused for a full accept queue,
