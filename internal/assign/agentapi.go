@@ -96,7 +96,7 @@ func (h *Host) EnsureBound(ctx context.Context, busid string) error {
 			return fmt.Errorf("recording the driver of %s: %w", p.intf, err)
 		}
 	}
-	return h.bindUsbback(plan)
+	return h.bindUsbback(ctx, plan, settleBy())
 }
 
 // WriteRecords writes the driver records of busid's interfaces, in one

@@ -201,6 +201,7 @@ func preferredMissed(ctrls []Controller, opts AttachOptions, ctrl, port int) str
 // for an emulated controller, the moves to usbback for pv; a failure
 // rolls the item back.
 func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, placed []prepared, res []AttachResult) {
+	settle := settleBy() // one wait for usbback, shared by the devices placed together
 	for _, p := range placed {
 		it, a := items[p.i], res[p.i].Assignment
 		if a.Type != policy.TypePV {
@@ -219,7 +220,7 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 				res[p.i] = AttachResult{Err: err}
 			}
 		case policy.TypePV:
-			if err := h.bindUsbback(p.plan); err != nil {
+			if err := h.bindUsbback(ctx, p.plan, settle); err != nil {
 				h.rollback(ctx, it.BusID)
 				c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
 				err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))

@@ -276,7 +276,10 @@ func (h *Host) usbbackPlan(busid string) ([]planned, error) {
 }
 
 // bindUsbback moves the planned interfaces from their drivers to usbback.
-func (h *Host) bindUsbback(plan []planned) error {
+// A refusal that may be usbback not knowing the port yet is tried again
+// until settle (see usbbackSettle), a time that callers share between the
+// devices they attach at once.
+func (h *Host) bindUsbback(ctx context.Context, plan []planned, settle time.Time) error {
 	for _, p := range plan {
 		// A deauthorized interface (authorization before probe) is
 		// refused by every driver; authorizing it probes nothing, so no
@@ -286,40 +289,69 @@ func (h *Host) bindUsbback(plan []planned) error {
 				return err
 			}
 		}
-		// The driver is read again just before: one driver may hold
-		// several interfaces and let them all go at the first unbind
-		// (cdc_ether claims the data interface with the control one).
-		drv, derr := h.Sys.Driver(p.intf)
-		if drv == "usbback" {
-			continue
-		}
-		unbound := false
-		if p.driver != "" && (derr != nil || drv != "") {
-			if err := h.Sys.Unbind(p.intf); err != nil {
-				return err
-			}
-			unbound = true
+		unbound, err := h.unbindForUsbback(p)
+		if err != nil || unbound == inUsbback {
+			return err
 		}
 		// Only an unbind can have put it in usbback since the look
 		// above (usbback claiming it as its driver let go).
-		if !unbound || !h.Sys.BoundTo(p.intf, "usbback") {
-			if err := h.Sys.Bind(p.intf, "usbback"); err != nil {
-				if errors.Is(err, syscall.ENODEV) && h.usbbackMayServe(p.intf) {
-					err = h.bindWhenUsbbackKnows(p.intf)
-				}
-				if err == nil {
-					continue
-				}
-				if errors.Is(err, syscall.ENODEV) {
-					// usbback's probe said no: its driver matches every
-					// interface, so ENODEV is its refusal.
-					return fmt.Errorf("%w: %s (usbback serves no hub, no SuperSpeed device and no high-speed device at a USB 1.1 controller; a qusb or emulated controller may): %w", ErrUsbbackRefused, p.intf, err)
-				}
-				return err
+		if unbound == unboundNow && h.Sys.BoundTo(p.intf, "usbback") {
+			continue
+		}
+		if err := h.Sys.Bind(p.intf, "usbback"); err != nil {
+			if errors.Is(err, syscall.ENODEV) && h.usbbackMayServe(p.intf) {
+				err = h.bindWhenUsbbackKnows(ctx, p.intf, settle)
 			}
+			if err == nil {
+				continue
+			}
+			if errors.Is(err, syscall.ENODEV) {
+				// usbback's probe said no: its driver matches every
+				// interface, so ENODEV is its refusal.
+				return fmt.Errorf("%w: %s (usbback serves no hub, no SuperSpeed device and no high-speed device at a USB 1.1 controller; a qusb or emulated controller may): %w", ErrUsbbackRefused, p.intf, err)
+			}
+			return err
 		}
 	}
 	return nil
+}
+
+// Where unbindForUsbback left an interface.
+const (
+	notBound   = iota // it had no driver to leave
+	unboundNow        // its driver let it go
+	inUsbback         // usbback has it already
+)
+
+// unbindForUsbback takes a planned interface from its driver, read again
+// just before: one driver may hold several interfaces and let them all go
+// at the first unbind (cdc_ether claims the data interface with the
+// control one). The unbind names that driver, so that a driver which took
+// the interface meanwhile (xl, another detach) is not unbound: the attach
+// fails instead, and the next pass sees where the interface is.
+func (h *Host) unbindForUsbback(p planned) (int, error) {
+	drv, err := h.Sys.Driver(p.intf)
+	switch {
+	case drv == "usbback":
+		return inUsbback, nil
+	case p.driver == "" && err == nil:
+		return notBound, nil // none planned: a driver found now refuses usbback's bind
+	case err != nil:
+		return notBound, err
+	case drv == "":
+		return notBound, nil
+	}
+	if err := h.Sys.UnbindFrom(p.intf, drv); err != nil {
+		if !errors.Is(err, syscall.ENODEV) {
+			return notBound, err
+		}
+		// Not bound to drv any more: in usbback is where it is going.
+		if now, _ := h.Sys.Driver(p.intf); now == "usbback" {
+			return inUsbback, nil
+		}
+		return notBound, fmt.Errorf("%s left %s while it was moved to usbback: %w", p.intf, drv, ErrDriverChanged)
+	}
+	return unboundNow, nil
 }
 
 // usbbackSettle is how long a bind waits, in steps, for usbback to learn
@@ -344,11 +376,20 @@ func (h *Host) usbbackMayServe(intf string) bool {
 }
 
 // bindWhenUsbbackKnows binds intf to usbback again while usbback refuses
-// it, for at most usbbackSettle.
-func (h *Host) bindWhenUsbbackKnows(intf string) error {
-	var err error
+// it, in the steps of usbbackSettle, until settle or ctx ends.
+func (h *Host) bindWhenUsbbackKnows(ctx context.Context, intf string, settle time.Time) error {
+	err := fmt.Errorf("usbsysfs: bind %s to usbback: %w", intf, syscall.ENODEV)
 	for _, d := range usbbackSettle {
-		time.Sleep(d)
+		if time.Now().Add(d).After(settle) {
+			break
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
 		if err = h.Sys.Bind(intf, "usbback"); err == nil || h.Sys.BoundTo(intf, "usbback") {
 			return nil
 		}
@@ -357,6 +398,16 @@ func (h *Host) bindWhenUsbbackKnows(intf string) error {
 		}
 	}
 	return err
+}
+
+// settleBy is how long the binds of devices attached now may wait, in
+// all, for usbback to learn their ports.
+func settleBy() time.Time {
+	var d time.Duration
+	for _, s := range usbbackSettle {
+		d += s
+	}
+	return time.Now().Add(d)
 }
 
 // rollback undoes bindUsbback: unbind from usbback, rebind the recorded

@@ -23,6 +23,9 @@ var (
 	// no hub, no SuperSpeed device, and no high-speed device at a USB 1.1
 	// controller): trying again cannot help until it is plugged again.
 	ErrUsbbackRefused = errors.New("usbback refuses the device")
+	// ErrDriverChanged: an interface changed driver while the attach
+	// moved it (another toolstack at work); the attach was rolled back.
+	ErrDriverChanged  = errors.New("the interface changed driver meanwhile")
 	ErrAssigned       = errors.New("USB device already attached to a domain")
 	ErrNoController   = errors.New("no such USB controller")
 	ErrNoFreePort     = errors.New("no free port")
