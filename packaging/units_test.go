@@ -39,9 +39,10 @@ func directives(t *testing.T, path string) map[string]map[string][]string {
 
 // The exporter's units: started by its socket only (the service has no
 // [Install] of its own, and the package enables neither), the sandbox
-// forbids opening any socket but AF_UNIX, and the user's primary group is
-// the control socket's read-only group (the agent reads it from
-// SO_PEERCRED; a dynamic user's supplementary groups are in no file).
+// forbids opening any socket but AF_UNIX, and the user is in the control
+// socket's read-only group as a supplementary group (the agent reads it
+// from SO_PEERGROUPS), never by Group=: DynamicUser implies RemoveIPC,
+// which would remove every IPC object of the host's adm group at stop.
 func TestExporterUnits(t *testing.T) {
 	sock := directives(t, "usbhotplugd-exporter.socket")
 	if got := sock["Socket"]["ListenStream"]; !slices.Equal(got, []string{"10036"}) {
@@ -54,7 +55,10 @@ func TestExporterUnits(t *testing.T) {
 	if _, ok := svc["Install"]; ok {
 		t.Error("the service has an [Install] section: it would be enabled without its socket")
 	}
-	for k, want := range map[string]string{"RestrictAddressFamilies": "AF_UNIX", "DynamicUser": "yes", "Group": "adm",
+	if got, ok := svc["Service"]["Group"]; ok {
+		t.Errorf("Group=%v: with DynamicUser's RemoveIPC, stopping the exporter removes that group's IPC objects", got)
+	}
+	for k, want := range map[string]string{"RestrictAddressFamilies": "AF_UNIX", "DynamicUser": "yes", "SupplementaryGroups": "adm",
 		"PrivateNetwork": "yes", "CapabilityBoundingSet": "", "NoNewPrivileges": "yes", "ProtectSystem": "strict"} {
 		if got := svc["Service"][k]; !slices.Equal(got, []string{want}) {
 			t.Errorf("%s=%v, want %q", k, got, want)

@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if p := os.Getenv(peerEnv); p != "" {
 		os.Exit(peer(p))
 	}
+	if p := os.Getenv(holdEnv); p != "" {
+		os.Exit(hold(p))
+	}
 	os.Exit(m.Run())
 }
 
@@ -163,8 +166,9 @@ func TestAPIWhileWaitingForXenstored(t *testing.T) {
 	}
 }
 
-// A member of the control group may read, not reload; anyone else cannot
-// connect. The peer is this test binary run as nobody.
+// A member of the control group, by its primary or a supplementary
+// group, may read, not reload; anyone else cannot connect. The peer is
+// this test binary run as nobody.
 func TestAPIPeerCredentials(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, to run a peer as another user")
@@ -189,10 +193,10 @@ func TestAPIPeerCredentials(t *testing.T) {
 	ready := h.log.await("ready: every present device reconciled")
 	h.start()
 	h.await(ready, "ready")
-	asNobody := func(gid uint32) string {
+	asNobody := func(gid uint32, groups ...uint32) string {
 		cmd := exec.Command(bin)
 		cmd.Env = []string{peerEnv + "=" + filepath.Join(h.cfg.StateDir, ControlSocket)}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: gid, Groups: []uint32{}}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: gid, Groups: append([]uint32{}, groups...)}}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("peer: %v\n%s", err, out)
@@ -204,7 +208,13 @@ func TestAPIPeerCredentials(t *testing.T) {
 	if len(lines) != 2 || decode(t, lines[0])["ok"] != true || decode(t, lines[1])["error_code"] != "forbidden" {
 		t.Errorf("a member of the group:\n%s", out)
 	}
-	if out := asNobody(12345); !strings.Contains(out, "permission denied") {
+	// The group as a supplementary one (SupplementaryGroups= of a unit).
+	out = asNobody(12345, 12346, 65534)
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || decode(t, lines[0])["ok"] != true || decode(t, lines[1])["error_code"] != "forbidden" {
+		t.Errorf("a supplementary member of the group:\n%s", out)
+	}
+	if out := asNobody(12345, 12346); !strings.Contains(out, "permission denied") {
 		t.Errorf("a stranger:\n%s", out)
 	}
 	fi, err := os.Stat(filepath.Join(h.cfg.StateDir, ControlSocket))
@@ -218,11 +228,16 @@ func TestPeerRoles(t *testing.T) {
 	c := &control{gid: 4242}
 	for _, x := range []struct {
 		uid, gid uint32
+		groups   []uint32
 		want     role
-	}{{0, 0, roleAdmin}, {65534, 4242, roleReader}, {65534, 65534, roleNone}} {
-		if got, _ := c.roleOf(x.uid, x.gid); got != x.want && !(x.want == roleNone && os.Geteuid() == 65534) {
-			t.Errorf("uid %d gid %d: role %d, want %d", x.uid, x.gid, got, x.want)
+	}{{0, 0, nil, roleAdmin}, {65534, 4242, nil, roleReader}, {65534, 65534, []uint32{4242}, roleReader},
+		{65534, 65534, []uint32{4241, 4243}, roleNone}, {65534, 65534, nil, roleNone}} {
+		if got, _ := c.roleOf(x.uid, x.gid, x.groups); got != x.want && !(x.want == roleNone && os.Geteuid() == 65534) {
+			t.Errorf("uid %d gid %d groups %v: role %d, want %d", x.uid, x.gid, x.groups, got, x.want)
 		}
+	}
+	if got, _ := (&control{gid: -1}).roleOf(65534, 65534, []uint32{65534}); got != roleNone && os.Geteuid() != 65534 {
+		t.Errorf("without a control group, a peer's own group reads: role %d", got)
 	}
 }
 

@@ -16,6 +16,7 @@
 //
 // The control socket (ControlSocket, under the state directory) speaks a
 // small JSON API, one object per line; see api.go and the README's "Local
-// API". Peers are told apart by their kernel credentials (SO_PEERCRED):
-// root may reload, members of the control group may only read.
+// API". Peers are told apart by their kernel credentials (SO_PEERCRED,
+// SO_PEERGROUPS): root may reload, members of the control group, by their
+// primary or a supplementary group, may only read.
 package daemon
