@@ -63,7 +63,7 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	if os.Geteuid() != 0 {
 		need(t, "installing a package needs root")
 	}
-	for _, tool := range []string{"dpkg", "systemd-analyze", "make"} {
+	for _, tool := range []string{"dpkg", "systemd-analyze", "systemctl", "make"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			need(t, tool+" is not installed")
 		}
@@ -137,7 +137,16 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	}
 
 	// Removal keeps the policy (a configuration file); purge takes it.
+	// The admin's enabled exporter socket leaves no link behind.
+	const exporterWants = "/etc/systemd/system/sockets.target.wants/usbhotplugd-exporter.socket"
+	sh(t, "systemctl", "enable", "usbhotplugd-exporter.socket")
+	if _, err := os.Lstat(exporterWants); err != nil {
+		t.Errorf("systemctl enable made no link: %v", err)
+	}
 	sh(t, "dpkg", "-r", "usbhotplugd")
+	if _, err := os.Lstat(exporterWants); err == nil {
+		t.Error("the exporter's socket is still enabled after dpkg -r")
+	}
 	if _, err := os.Stat("/usr/bin/usbhotplugd"); err == nil {
 		t.Error("the binary is still there after dpkg -r")
 	}

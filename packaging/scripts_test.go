@@ -9,28 +9,33 @@ import (
 )
 
 // fakes are systemctl and deb-systemd-helper as far as the maintainer
-// scripts use them: each call is logged; the unit is enabled while the
-// file "enabled" says so; deb-systemd-helper's memory of the admin's
-// choice is the file "dsh" (empty: never seen, so enable it). Shell
-// builtins only: PATH holds nothing but the fakes.
+// scripts use them: each call is logged; a unit is enabled while the
+// file "enabled.UNIT" says so; deb-systemd-helper's memory of the admin's
+// choice of the agent is the file "dsh" (empty: never seen, so enable
+// it). Shell builtins only: PATH holds nothing but the fakes.
 const fakeSystemctl = `#!/bin/sh
 echo "systemctl $*" >> "$FAKE/log"
-case "$1" in
-enable) echo yes > "$FAKE/enabled" ;;
-disable) echo no > "$FAKE/enabled" ;;
-is-enabled) e=; read -r e < "$FAKE/enabled" 2>/dev/null; [ "$e" = yes ] ;;
-esac
+cmd=$1
+shift
+for u; do
+	case "$u" in -*) continue ;; esac
+	case "$cmd" in
+	enable) echo yes > "$FAKE/enabled.$u" ;;
+	disable) echo no > "$FAKE/enabled.$u" ;;
+	is-enabled) e=; read -r e < "$FAKE/enabled.$u" 2>/dev/null; [ "$e" = yes ] || exit 1 ;;
+	esac
+done
 `
 
 const fakeHelper = `#!/bin/sh
 echo "deb-systemd-helper $*" >> "$FAKE/log"
 [ "$1" = --quiet ] && shift
 case "$1" in
-enable) echo yes > "$FAKE/enabled"; echo enabled > "$FAKE/dsh" ;;
+enable) echo yes > "$FAKE/enabled.$2"; echo enabled > "$FAKE/dsh" ;;
 update-state) s=; read -r s < "$FAKE/dsh" 2>/dev/null; [ -n "$s" ] || echo disabled > "$FAKE/dsh" ;;
 was-enabled)
 	s=; read -r s < "$FAKE/dsh" 2>/dev/null
-	e=; read -r e < "$FAKE/enabled" 2>/dev/null
+	e=; read -r e < "$FAKE/enabled.$2" 2>/dev/null
 	[ -z "$s" ] || { [ "$s" = enabled ] && [ "$e" = yes ]; } ;;
 purge) : > "$FAKE/dsh" ;;
 esac
@@ -110,6 +115,12 @@ func (h *host) admin(args ...string) {
 	}
 }
 
+// enabled says whether the fakes have unit enabled.
+func (h *host) enabled(unit string) bool {
+	b, _ := os.ReadFile(filepath.Join(h.dir, "enabled."+unit))
+	return strings.TrimSpace(string(b)) == "yes"
+}
+
 func has(log, call string) bool {
 	for _, l := range strings.Split(log, "\n") {
 		if l == call {
@@ -121,7 +132,8 @@ func has(log, call string) bool {
 
 // Installing the .deb enables and starts the agent; an upgrade restarts
 // it, unless the admin disabled it, which an upgrade and a reinstall
-// respect; removal stops it; a purge forgets the admin's choice.
+// respect; removal stops it, and disables the exporter's socket; a purge
+// forgets the admin's choice.
 func TestDebScriptsStartTheAgent(t *testing.T) {
 	h := newHost(t, true)
 	const unit = "usbhotplugd.service"
@@ -145,8 +157,16 @@ func TestDebScriptsStartTheAgent(t *testing.T) {
 	h.admin("enable", unit)
 	h.run("postinstall.sh", "configure", "0.0.2") // the helper records it enabled again
 
-	if log := h.run("preremove.sh", "remove"); !has(log, "systemctl stop "+unit) || !has(log, "systemctl stop "+exporterUnits) {
-		t.Errorf("removal does not stop the agent and the exporter:\n%s", log)
+	// The admin turned metrics on: removal stops the agent and the
+	// exporter and disables the exporter's socket (no link may outlive
+	// the package), not the agent (the helper keeps that choice).
+	h.admin("enable", "usbhotplugd-exporter.socket")
+	if log := h.run("preremove.sh", "remove"); !has(log, "systemctl stop "+unit) || !has(log, "systemctl stop "+exporterUnits) ||
+		!has(log, "systemctl disable "+exporterUnits) || strings.Contains(log, "disable "+unit) {
+		t.Errorf("removal does not stop the agent and the exporter, or not disable just the exporter:\n%s", log)
+	}
+	if h.enabled("usbhotplugd-exporter.socket") || !h.enabled(unit) {
+		t.Errorf("after removal: exporter socket enabled %v, agent enabled %v", h.enabled("usbhotplugd-exporter.socket"), h.enabled(unit))
 	}
 	h.run("postremove.sh", "remove")
 	if log := h.run("postinstall.sh", "configure", "0.0.2"); !has(log, "systemctl restart "+unit) {
@@ -172,9 +192,13 @@ func TestRpmScriptsStartTheAgent(t *testing.T) {
 	if log := h.run("postinstall.sh", "2"); strings.Contains(log, "enable "+unit) || !has(log, "systemctl restart "+unit) {
 		t.Errorf("an upgrade does not just restart the agent:\n%s", log)
 	}
+	h.admin("enable", "usbhotplugd-exporter.socket")
 	if log := h.run("preremove.sh", "0"); !has(log, "systemctl disable "+unit) || !has(log, "systemctl stop "+unit) ||
 		!has(log, "systemctl disable "+exporterUnits) || !has(log, "systemctl stop "+exporterUnits) {
 		t.Errorf("erase does not disable and stop the agent and the exporter:\n%s", log)
+	}
+	if h.enabled("usbhotplugd-exporter.socket") || h.enabled(unit) {
+		t.Error("erase leaves a unit enabled")
 	}
 	if log := h.run("postinstall.sh", "1"); strings.Contains(log, "enable usbhotplugd-exporter") {
 		t.Errorf("the exporter is enabled at install:\n%s", log)

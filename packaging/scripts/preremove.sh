@@ -10,8 +10,12 @@ unit=usbhotplugd.service
 exporter="usbhotplugd-exporter.socket usbhotplugd-exporter.service"
 case "$1" in
 remove)
-	# deb-systemd-helper keeps the admin's choice for a reinstall, and
-	# forgets it at a purge (postremove).
+	# deb-systemd-helper keeps the admin's choice of the agent for a
+	# reinstall, and forgets it at a purge (postremove). The exporter's
+	# socket was enabled by the admin with systemctl, which no helper
+	# records: disabled here, while its unit file is still there, or its
+	# sockets.target.wants link would outlive the package.
+	systemctl disable $exporter >/dev/null 2>&1 || true
 	if [ -d /run/systemd/system ]; then
 		systemctl stop "$unit" >/dev/null 2>&1 || true
 		systemctl stop $exporter >/dev/null 2>&1 || true
