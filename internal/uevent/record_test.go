@@ -21,14 +21,22 @@ func (c chanSource) Receive(ctx context.Context) (Message, error) {
 }
 
 // lockedBuf is a trace file read while the recorder writes it.
+// Each write is signalled on wrote, for the reader to look again.
 type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu    sync.Mutex
+	b     bytes.Buffer
+	wrote chan struct{}
 }
 
 func (l *lockedBuf) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.wrote != nil {
+		select {
+		case l.wrote <- struct{}{}:
+		default: // a signal is pending already
+		}
+	}
 	return l.b.Write(p)
 }
 
@@ -47,7 +55,7 @@ func TestRecorderWritesEachRecordAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := make(chanSource)
-	var out lockedBuf
+	out := lockedBuf{wrote: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -62,16 +70,17 @@ func TestRecorderWritesEachRecordAtOnce(t *testing.T) {
 	}()
 	for n := 1; n <= 2; n++ {
 		src <- Message{Event: e}
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.After(30 * time.Second)
 		for {
 			recs, err := ReadTrace(bytes.NewReader([]byte(out.String())), "trace")
 			if err == nil && len(recs) == n {
 				break
 			}
-			if time.Now().After(deadline) {
+			select {
+			case <-out.wrote: // written since: read again
+			case <-deadline:
 				t.Fatalf("after %d events the trace holds %d records (%v)", n, len(recs), err)
 			}
-			time.Sleep(time.Millisecond) // polling the file as a reader does
 		}
 	}
 }
