@@ -82,6 +82,7 @@ package:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X github.com/usbhotplugd/usbhotplugd/internal/build.Version=$(PKG_VERSION) \
 		-X github.com/usbhotplugd/usbhotplugd/internal/build.Commit=$(COMMIT)" -o dist/root/usr/bin/usbhotplugd-exporter ./cmd/usbhotplugd-exporter
 	dist/root/usr/bin/usbhotplugd man dist/root/usr/share/man >/dev/null
+	cp cmd/usbhotplugd-exporter/usbhotplugd-exporter.8 dist/root/usr/share/man/man8/
 	gzip -9n dist/root/usr/share/man/man8/*.8 dist/root/usr/share/man/man5/*.5
 	dist/root/usr/bin/usbhotplugd completion bash > dist/root/usr/share/bash-completion/completions/usbhotplugd
 	dist/root/usr/bin/usbhotplugd completion zsh > dist/root/usr/share/zsh/vendor-completions/_usbhotplugd

@@ -77,7 +77,7 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	sh(t, "dpkg", "-i", first)
 	for _, f := range []string{"/usr/bin/usbhotplugd", "/lib/systemd/system/usbhotplugd.service", "/etc/usbhotplugd/policy.toml",
 		"/usr/share/man/man8/usbhotplugd.8.gz", "/usr/share/man/man5/usbhotplugd-policy.5.gz",
-		"/usr/share/man/man8/usbhotplugd-usbdev-attach.8.gz", "/usr/share/zsh/vendor-completions/_usbhotplugd",
+		"/usr/share/man/man8/usbhotplugd-usbdev-attach.8.gz", "/usr/share/man/man8/usbhotplugd-exporter.8.gz", "/usr/share/zsh/vendor-completions/_usbhotplugd",
 		"/usr/share/fish/vendor_completions.d/usbhotplugd.fish",
 		"/usr/share/bash-completion/completions/usbhotplugd", "/usr/share/usbhotplugd/rules/reference.toml",
 		"/usr/share/usbhotplugd/rules/deny-defaults.toml", "/usr/share/usbhotplugd/rules/examples/kiosk.toml",

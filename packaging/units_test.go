@@ -67,6 +67,11 @@ func TestExporterUnits(t *testing.T) {
 	if got := svc["Service"]["ExecStart"]; len(got) != 1 || !strings.Contains(got[0], "--state-dir /run/usbhotplugd") || strings.Contains(got[0], "--listen") {
 		t.Errorf("ExecStart %v: the socket, and the agent's state directory", got)
 	}
+	for name, u := range map[string]map[string]map[string][]string{"socket": sock, "service": svc} {
+		if got := u["Unit"]["Documentation"]; len(got) != 1 || !strings.HasPrefix(got[0], "man:usbhotplugd-exporter(8) ") {
+			t.Errorf("the %s's Documentation=%v does not name its man page first", name, got)
+		}
+	}
 	nfpm, err := os.ReadFile("nfpm.yaml")
 	if err != nil {
 		t.Fatal(err)
