@@ -27,7 +27,9 @@ import (
 // sysfs tree with the VM's four root hubs under internal/fakekernel, and
 // the agent as `usbhotplugd run` runs it (daemon.Run) with the fake
 // kernel taking its writes and sending it the uevents of each change.
-// The store is the runner's real xenstored, as in the VM.
+// The store is the runner's real xenstored, as in the VM. The xl-like
+// commands run in this process through the binary's assign.Host calls
+// (fakexl.go).
 type fakeMachine struct {
 	dir, root, xsPath string
 	k                 *fakekernel.Kernel
@@ -218,12 +220,6 @@ func (f *fakeMachine) Reload(ctx context.Context, policy string) error {
 	defer c.Close()
 	_, err = c.Call(daemon.Request{Request: daemon.ReqReload})
 	return err
-}
-
-// XL is refused: the xl-like commands are the binary's (package main),
-// which runs only in the VM.
-func (f *fakeMachine) XL(ctx context.Context, args []string) error {
-	return fmt.Errorf("xl %s: the xl-like commands run only in the VM", strings.Join(args, " "))
 }
 
 // DeviceModel is refused: the agent in this process reaches a device
