@@ -31,6 +31,10 @@ import (
 //     timing (the agent works on one while the kernel enumerates the
 //     next, or a kill lands during an attach), their order within one
 //     device does not.
+//
+// Every scenario is calibrated but quick.scn: its keyboard is plugged and
+// pulled out at once, and whether the real kernel enumerates it first,
+// and how far, is timing; the recorded events would be one run's.
 func (r *runner) normalise(trace string) []string {
 	ids := r.scenarioIDs()
 	bySerial := map[string]string{}

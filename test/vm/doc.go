@@ -16,10 +16,13 @@
 //
 // The same scenarios run on the fake kernel (Env.Fake: internal/fakekernel
 // in this process, the agent as `usbhotplugd run` runs it, the same store
-// and steps), and TestFakeKernelCalibrated compares each device's usb
-// uevents and the final drivers and ports with what the real kernel gave
-// (testdata/calibration, written by `vmtest -calibrate`), so that the fast
-// tests, which run on the fake kernel, stay true to the real one.
+// and steps; the xl-like commands through the same assign.Host calls, HVM
+// guests' device models on the host's QMP sockets), and
+// TestFakeKernelCalibrated compares each device's usb uevents and the
+// final drivers and ports with what the real kernel gave
+// (testdata/calibration, written by `vmtest -calibrate`; all scenarios
+// but quick.scn, see calibrate.go), so that the fast tests, which run on
+// the fake kernel, stay true to the real one.
 //
 // The guest's control port speaks JSON lines: a request
 // {"op","args","data"} gets a reply {"ok","err","out"}.

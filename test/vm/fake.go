@@ -18,9 +18,11 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/test/vm/devmodel"
 )
 
 // fakeMachine runs a scenario on the fake kernel, in this process: a
@@ -29,7 +31,8 @@ import (
 // kernel taking its writes and sending it the uevents of each change.
 // The store is the runner's real xenstored, as in the VM. The xl-like
 // commands run in this process through the binary's assign.Host calls
-// (fakexl.go).
+// (fakexl.go), and HVM guests' device models are the guest's simulated
+// QEMU (devmodel), served on the host's QMP sockets.
 type fakeMachine struct {
 	dir, root, xsPath string
 	k                 *fakekernel.Kernel
@@ -40,8 +43,9 @@ type fakeMachine struct {
 	trace   bytes.Buffer // guarded by mu
 	busids  map[string]string
 	devnum  map[int]int
-	src     *fakeSource    // the running agent's, nil when none runs
-	pending []uevent.Event // sent once the change that made them is complete
+	src     *fakeSource                 // the running agent's, nil when none runs
+	pending []uevent.Event              // sent once the change that made them is complete
+	dms     map[uint32]*devmodel.Server // HVM guests' device models, by domid
 
 	log    lockedBuffer
 	cancel context.CancelFunc
@@ -62,7 +66,8 @@ var fakeRootHubs = []fakekernel.Dev{
 var fakeDrivers = []string{"usbhid", "usb-storage", "uas", "snd-usb-audio", "cdc_ether", "rndis_host"}
 
 func newFakeMachine(ctx context.Context, dir, xsPath string, coldplug []Plug) (*fakeMachine, error) {
-	f := &fakeMachine{dir: dir, root: filepath.Join(dir, "sys"), xsPath: xsPath, busids: map[string]string{}, devnum: map[int]int{}}
+	f := &fakeMachine{dir: dir, root: filepath.Join(dir, "sys"), xsPath: xsPath, busids: map[string]string{}, devnum: map[int]int{},
+		dms: map[uint32]*devmodel.Server{}}
 	b := &fakekernel.Builder{Root: f.root}
 	for _, d := range fakeRootHubs {
 		b.Add(d)
@@ -222,10 +227,30 @@ func (f *fakeMachine) Reload(ctx context.Context, policy string) error {
 	return err
 }
 
-// DeviceModel is refused: the agent in this process reaches a device
-// model only at QEMU's socket path in the host's /var/run/xen.
+// DeviceModel starts (up) or stops the HVM guest's device model: the
+// simulated QEMU the VM's guest serves, served here on the host's socket
+// for the domain (qmp.SocketPath), where the agent in this process dials
+// it as it dials libxl's QEMU.
 func (f *fakeMachine) DeviceModel(ctx context.Context, domid uint32, up bool) error {
-	return fmt.Errorf("domain %d: HVM guests' device models run only in the VM", domid)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.dms[domid]
+	if !up {
+		if !ok {
+			return fmt.Errorf("domain %d has no device model", domid)
+		}
+		delete(f.dms, domid)
+		return s.Close()
+	}
+	if ok {
+		return fmt.Errorf("domain %d has a device model already", domid)
+	}
+	s, err := devmodel.Serve(qmp.SocketPath(domid))
+	if err != nil {
+		return fmt.Errorf("domain %d's device model: %w", domid, err)
+	}
+	f.dms[domid] = s
+	return nil
 }
 
 // Destroy removes the domain's controllers, giving their devices back,
@@ -287,6 +312,12 @@ func (f *fakeMachine) Close() {
 	if f.done != nil {
 		f.StopAgent(context.Background(), false)
 	}
+	f.mu.Lock()
+	for id, s := range f.dms {
+		s.Close()
+		delete(f.dms, id)
+	}
+	f.mu.Unlock()
 	f.xs.Close()
 }
 

@@ -1,30 +1,22 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
-	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/test/vm/devmodel"
 )
 
 // The device models of HVM guests: the project's simulated QEMU for the
 // USB commands libxl sends, served on the socket where libxl's QEMU has
 // its QMP (qmp.SocketPath), one per domain.
 var dms struct {
-	mu sync.Mutex
-	ln map[uint32]net.Listener
+	mu  sync.Mutex
+	srv map[uint32]*devmodel.Server
 }
-
-const qmpGreeting = `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}`
 
 func domidArg(args []string) (uint32, error) {
 	if len(args) != 1 {
@@ -40,31 +32,19 @@ func startDM(args []string) error {
 	if err != nil {
 		return err
 	}
-	path := qmp.SocketPath(domid)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+	dms.mu.Lock()
+	defer dms.mu.Unlock()
+	if _, ok := dms.srv[domid]; ok {
+		return fmt.Errorf("domain %d has a device model already", domid)
 	}
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	s, err := devmodel.Serve(qmp.SocketPath(domid))
 	if err != nil {
 		return err
 	}
-	dms.mu.Lock()
-	if dms.ln == nil {
-		dms.ln = map[uint32]net.Listener{}
+	if dms.srv == nil {
+		dms.srv = map[uint32]*devmodel.Server{}
 	}
-	dms.ln[domid] = ln
-	dms.mu.Unlock()
-	dm := sim.NewDeviceModel()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return // stopped
-			}
-			go serveQMP(c, dm)
-		}
-	}()
+	dms.srv[domid] = s
 	return nil
 }
 
@@ -76,54 +56,10 @@ func stopDM(args []string) error {
 	}
 	dms.mu.Lock()
 	defer dms.mu.Unlock()
-	ln, ok := dms.ln[domid]
+	s, ok := dms.srv[domid]
 	if !ok {
 		return fmt.Errorf("domain %d has no device model", domid)
 	}
-	delete(dms.ln, domid)
-	return ln.Close() // which removes the socket
-}
-
-// serveQMP is one QMP connection: the greeting, then each command's
-// answer, with its id.
-func serveQMP(c net.Conn, dm *sim.DeviceModel) {
-	defer c.Close()
-	if _, err := fmt.Fprintln(c, qmpGreeting); err != nil {
-		return
-	}
-	sc := bufio.NewScanner(c)
-	enc := json.NewEncoder(c)
-	for sc.Scan() {
-		var req struct {
-			Execute   string          `json:"execute"`
-			Arguments map[string]any  `json:"arguments"`
-			ID        json.RawMessage `json:"id"`
-		}
-		if json.Unmarshal(sc.Bytes(), &req) != nil {
-			return
-		}
-		rep := map[string]any{}
-		if len(req.ID) > 0 {
-			rep["id"] = req.ID
-		}
-		var out any
-		err := error(nil)
-		if req.Execute != "qmp_capabilities" {
-			err = dm.Run(context.Background(), req.Execute, req.Arguments, &out)
-		}
-		var qe *sim.QMPError
-		switch {
-		case errors.As(err, &qe):
-			rep["error"] = map[string]string{"class": qe.Class, "desc": qe.Desc}
-		case err != nil:
-			rep["error"] = map[string]string{"class": "GenericError", "desc": err.Error()}
-		case out == nil:
-			rep["return"] = map[string]any{}
-		default:
-			rep["return"] = out
-		}
-		if enc.Encode(rep) != nil {
-			return
-		}
-	}
+	delete(dms.srv, domid)
+	return s.Close()
 }
