@@ -144,7 +144,7 @@ func manPages(root *cobra.Command) (map[string][]byte, error) {
 		}
 	}
 	b.WriteString(manExtra)
-	b.WriteString(".SH SEE ALSO\n" + strings.Join(see, ", ") + ",\n\\fBusbhotplugd\\-policy\\fR(5), \\fBxl\\fR(1), \\fBxl.cfg\\fR(5), \\fBjournalctl\\fR(1)\n")
+	b.WriteString(".SH SEE ALSO\n" + strings.Join(see, ", ") + ",\n\\fBusbhotplugd\\-policy\\fR(5), \\fBusbhotplugd\\-exporter\\fR(8), \\fBxl\\fR(1), \\fBxl.cfg\\fR(5), \\fBjournalctl\\fR(1)\n")
 	pages["man8/usbhotplugd.8"] = []byte(b.String())
 	return pages, nil
 }

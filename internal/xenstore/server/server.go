@@ -491,21 +491,22 @@ func (c *conn) canonical(p string) (string, bool) {
 
 func atoi(s string) int {
 	// C atoi: leading digits, garbage after them ignored.
-	n, i := 0, 0
-	neg := false
+	// int64 so that the bound fits on 32-bit systems too.
+	var n int64
+	i, neg := 0, false
 	s = strings.TrimLeft(s, " \t\n")
 	if i < len(s) && (s[i] == '-' || s[i] == '+') {
 		neg = s[i] == '-'
 		i++
 	}
 	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
-		n = n*10 + int(s[i]-'0')
+		n = n*10 + int64(s[i]-'0')
 		if n > 1<<31 {
 			break
 		}
 	}
 	if neg {
-		return -n
+		n = -n
 	}
-	return n
+	return int(n)
 }
