@@ -167,7 +167,7 @@ func newUsbdevAttachCmd() *cobra.Command {
 		"attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", 2, -1,
 		func(rest []string) (err error) { spec, err = policy.ParseDevArgs(rest); return err },
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
-			spec, opts := readDevice(h, spec)
+			spec, opts := h.ReadDevice(spec)
 			if !*force {
 				if err := checkNotInUse(h, opts.Device); err != nil {
 					return err
@@ -261,29 +261,6 @@ func sysfsDefault() string {
 		return p
 	}
 	return "/sys"
-}
-
-// readDevice finds the device spec names and reads it once, for the guard
-// and the attach both: the spec then names it by busid and the options
-// carry the read. A device that cannot be found or read is left to the
-// attach, which says why as xl does.
-func readDevice(h *assign.Host, spec policy.DevSpec) (policy.DevSpec, assign.AttachOptions) {
-	opts := assign.AttachOptions{PreferController: -1}
-	busid := spec.BusID
-	if busid == "" {
-		b, err := h.Sys.BusIDByAddr(spec.HostBus, spec.HostAddr)
-		if err != nil {
-			return spec, opts
-		}
-		busid = b
-	}
-	dev, err := h.Sys.Device(busid)
-	if err != nil {
-		return spec, opts
-	}
-	spec.BusID = busid
-	opts.Device = &dev
-	return spec, opts
 }
 
 // checkNotInUse refuses a device dom0 uses, as the agent's guard does: xl

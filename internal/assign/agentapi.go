@@ -189,3 +189,26 @@ func PortPath(a Assignment) (string, bool) {
 	}
 	return c.portPath(a.Port), true
 }
+
+// ReadDevice finds the device spec names and reads it once, for a
+// command's guard and its attach both: the spec then names it by busid
+// and the options (for AttachWith) carry the read. A device that cannot be
+// found or read is left to the attach, which says why as xl does.
+func (h *Host) ReadDevice(spec policy.DevSpec) (policy.DevSpec, AttachOptions) {
+	opts := AttachOptions{PreferController: -1}
+	busid := spec.BusID
+	if busid == "" {
+		b, err := h.Sys.BusIDByAddr(spec.HostBus, spec.HostAddr)
+		if err != nil {
+			return spec, opts
+		}
+		busid = b
+	}
+	dev, err := h.Sys.Device(busid)
+	if err != nil {
+		return spec, opts
+	}
+	spec.BusID = busid
+	opts.Device = &dev
+	return spec, opts
+}

@@ -50,7 +50,7 @@ func (f *fakeMachine) xl(ctx context.Context, h *assign.Host, cmd, dom string, r
 		if err != nil {
 			return err
 		}
-		spec, opts := fakeReadDevice(h, spec)
+		spec, opts := h.ReadDevice(spec)
 		if opts.Device != nil {
 			if why := inventory.InUse(h.Sys, *opts.Device, mounts.Default); why != "" {
 				return fmt.Errorf("%s is in use by dom0: %s", opts.Device.BusID, why)
@@ -74,26 +74,4 @@ func (f *fakeMachine) xl(ctx context.Context, h *assign.Host, cmd, dom string, r
 		return h.Detach(ctx, d.ID, ctrl, port)
 	}
 	return fmt.Errorf("%q: the fake machine runs usbctrl-attach, usbdev-attach and usbdev-detach", cmd)
-}
-
-// fakeReadDevice is the command's read of the device before its guard
-// and the attach: named by busid, read once, and the read passed on. A
-// device not found is left to the attach, which says why.
-func fakeReadDevice(h *assign.Host, spec policy.DevSpec) (policy.DevSpec, assign.AttachOptions) {
-	opts := assign.AttachOptions{PreferController: -1}
-	busid := spec.BusID
-	if busid == "" {
-		b, err := h.Sys.BusIDByAddr(spec.HostBus, spec.HostAddr)
-		if err != nil {
-			return spec, opts
-		}
-		busid = b
-	}
-	dev, err := h.Sys.Device(busid)
-	if err != nil {
-		return spec, opts
-	}
-	spec.BusID = busid
-	opts.Device = &dev
-	return spec, opts
 }
