@@ -459,15 +459,7 @@ func (o ops) Gets(ctx context.Context, gets []Get) []Got {
 // ReadMany reads several nodes with one write to the daemon and one round
 // trip: values[i] and errs[i] are what Read(paths[i]) would return.
 func (o ops) ReadMany(ctx context.Context, paths []string) (values [][]byte, errs []error) {
-	gets := make([]Get, len(paths))
-	for i, p := range paths {
-		gets[i].Path = p
-	}
-	values, errs = make([][]byte, len(paths)), make([]error, len(paths))
-	for i, g := range o.Gets(ctx, gets) {
-		values[i], errs[i] = g.Value, g.Err
-	}
-	return values, errs
+	return o.StartReadMany(ctx, paths).Wait(ctx)
 }
 
 // PendingReads are reads StartReadMany sent, their replies not yet
