@@ -46,16 +46,18 @@ func keyboard(busid, product string) fakekernel.Dev {
 
 func (e *env) rootDefault(hub string) string {
 	e.t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.root, "bus/usb/devices", hub, "interface_authorized_default"))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
+	return e.sysAttr(hub, "interface_authorized_default")
 }
 
 func (e *env) intfAuthorized(intf string) string {
 	e.t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.root, "bus/usb/devices", intf, "authorized"))
+	return e.sysAttr(intf, "authorized")
+}
+
+// sysAttr reads one attribute of a device or interface in the fixture tree.
+func (e *env) sysAttr(name, attr string) string {
+	e.t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.root, "bus/usb/devices", name, attr))
 	if err != nil {
 		e.t.Fatal(err)
 	}

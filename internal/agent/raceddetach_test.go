@@ -50,6 +50,22 @@ func (p *pauseUnbind) pause(path string, data []byte) {
 	}
 }
 
+// pausedXLDetach starts xl's detach of at through pw, armed, and returns
+// once pw holds it at its unbind; the channel gets the detach's result
+// after pw.resume is closed.
+func (e *env) pausedXLDetach(at assign.Assignment, pw *pauseUnbind) <-chan error {
+	e.t.Helper()
+	xl := &assign.Host{XS: e.xs, Sys: usbsysfs.NewFS(e.root).WithWriter(pw), InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+	detached := make(chan error, 1)
+	go func() { detached <- xl.Detach(e.ctx, at.Domid, at.Controller, at.Port) }()
+	select {
+	case <-pw.paused:
+	case err := <-detached:
+		e.t.Fatalf("xl's detach never reached its unbind: %v", err)
+	}
+	return detached
+}
+
 // raceEnv is the stage of a detach raced by another: the audio device at
 // the desk, put there by the agent, and a reload that moves it to the
 // kiosk. want is its interfaces' dom0 drivers as libxl records them.
@@ -135,14 +151,7 @@ func TestXLDetachRacedByTheAgentLeavesTheDriver(t *testing.T) {
 		e, at, want, toKiosk := raceEnv(t, s, nil)
 		pw := newPauseUnbind(fakekernel.NewKernel(e.root), "1-2:1.0")
 		pw.armed.Store(true)
-		xl := &assign.Host{XS: e.xs, Sys: usbsysfs.NewFS(e.root).WithWriter(pw), InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
-		detached := make(chan error, 1)
-		go func() { detached <- xl.Detach(e.ctx, at.Domid, at.Controller, at.Port) }()
-		select {
-		case <-pw.paused:
-		case err := <-detached:
-			t.Fatalf("xl's detach never reached its unbind: %v", err)
-		}
+		detached := e.pausedXLDetach(at, pw)
 		// xl goes on once the agent has detached the device, before the
 		// agent attaches it again.
 		var xlErr atomic.Pointer[error]
@@ -181,14 +190,7 @@ func TestAgentRewritesRecordsALateDetachRemoved(t *testing.T) {
 		pw := newPauseUnbind(fakekernel.NewKernel(e.root), intfs[len(intfs)-1].Name)
 		pw.after = true
 		pw.armed.Store(true)
-		xl := &assign.Host{XS: e.xs, Sys: usbsysfs.NewFS(e.root).WithWriter(pw), InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
-		detached := make(chan error, 1)
-		go func() { detached <- xl.Detach(e.ctx, at.Domid, at.Controller, at.Port) }()
-		select {
-		case <-pw.paused:
-		case err := <-detached:
-			t.Fatalf("xl's detach never reached its unbind: %v", err)
-		}
+		detached := e.pausedXLDetach(at, pw)
 		e.a.Reload(toKiosk)
 		if r := e.await("1-2", agent.ActAttached); r.Domid != int(e.doms["kiosk"].ID) {
 			t.Fatalf("after the reload: %+v", r)
