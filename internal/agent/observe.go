@@ -22,12 +22,11 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	// taken after: the pass waits for one round trip less, with no
 	// goroutine to start (one the scheduler ran only once the worker
 	// blocked would overlap nothing).
-	var st storeView
 	q, qerr := a.sendObserveStore(ctx, busid)
 	dev, err := a.h.Sys.Device(busid)
 	serr := qerr
 	if serr == nil {
-		serr = a.observeStore(ctx, busid, q, &st)
+		serr = a.observeStore(ctx, busid, q, &o)
 	}
 	switch {
 	case err == nil:
@@ -41,14 +40,11 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	if serr != nil {
 		return o, serr
 	}
-	o.owned, o.record, o.port, o.giving = st.owned, st.record, st.port, st.giving
 	a.mu.Lock()
 	if o.port != nil || o.record || o.present && anyUsbback(o.dev) {
 		a.seenAttached[busid] = true // attached again: its interfaces are ours again
 	}
 	o.ours = a.seenAttached[busid] || o.owned != nil && !a.offered[busid]
-	a.mu.Unlock()
-	a.mu.Lock()
 	o.last, o.known = a.status[busid]
 	for b, st := range a.status {
 		if slices.Contains(st.Twins, busid) {
@@ -77,14 +73,6 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 		o.hubDefault, _ = a.h.Sys.InterfaceAuthorizedDefault(busid)
 	}
 	return o, nil
-}
-
-// A storeView is what observeStore reads of a device.
-type storeView struct {
-	owned  *Owned
-	record bool
-	port   *assign.Assignment
-	giving bool // a record says a pass began giving it to dom0 (authorization before probe)
 }
 
 // A storeQuery is observeStore's reads, sent.
@@ -123,7 +111,7 @@ func (a *Agent) sendObserveStore(ctx context.Context, busid string) (storeQuery,
 // that read; a device remembered at no port is taken as at none (the
 // attach checks every domain inside its transaction, and the store watch
 // tells of ports that xl writes).
-func (a *Agent) observeStore(ctx context.Context, busid string, q storeQuery, o *storeView) error {
+func (a *Agent) observeStore(ctx context.Context, busid string, q storeQuery, o *observation) error {
 	hint, hinted := q.hint, q.hinted
 	vals, errs := q.pend.Wait(ctx)
 	if q.authorize {
