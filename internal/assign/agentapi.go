@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
@@ -116,7 +115,7 @@ func (h *Host) WriteRecords(ctx context.Context, busid string, drivers map[strin
 		if !ok {
 			continue
 		}
-		if drv == "" || strings.ContainsAny(drv, "/\x00") || drv == "." || drv == ".." {
+		if usbsysfs.ValidDriver(drv) != nil {
 			return fmt.Errorf("the driver %q of %s is not a driver's name: %w", drv, in.Name, usbsysfs.ErrInvalidName)
 		}
 		writes = append(writes, [2]string{driverPathKey(busid, in.Name), sysDrivers + drv})

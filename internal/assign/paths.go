@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 )
 
 // sysDrivers is where libxl records an interface's original driver, as the
@@ -38,7 +39,7 @@ func driverPathKey(busid, intf string) string {
 // refusing anything but /sys/bus/usb/drivers/<name>.
 func driverFromRecord(p string) (string, error) {
 	name, ok := strings.CutPrefix(p, sysDrivers)
-	if !ok || name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+	if !ok || usbsysfs.ValidDriver(name) != nil {
 		return "", fmt.Errorf("recorded driver path %q is not %s<driver>", p, sysDrivers)
 	}
 	return name, nil

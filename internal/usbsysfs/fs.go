@@ -500,8 +500,8 @@ func (f *FS) UnbindFrom(intf, driver string) error {
 	if err := ValidInterface(intf); err != nil {
 		return err
 	}
-	if driver == "" || strings.ContainsAny(driver, "/\x00") || driver == "." || driver == ".." {
-		return fmt.Errorf("%w: driver %q", ErrInvalidName, driver)
+	if err := ValidDriver(driver); err != nil {
+		return err
 	}
 	p := filepath.Join(f.DriverPath(driver), "unbind")
 	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
@@ -516,8 +516,8 @@ func (f *FS) Bind(intf, driver string) error {
 	if err := ValidInterface(intf); err != nil {
 		return err
 	}
-	if driver == "" || strings.ContainsAny(driver, "/\x00") || driver == "." || driver == ".." {
-		return fmt.Errorf("%w: driver %q", ErrInvalidName, driver)
+	if err := ValidDriver(driver); err != nil {
+		return err
 	}
 	return f.BindPath(intf, f.DriverPath(driver))
 }
