@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +11,6 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
-	"github.com/usbhotplugd/usbhotplugd/internal/sim"
-	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -152,25 +149,16 @@ func TestAssignReloadsTheAgent(t *testing.T) {
 }
 
 func assignReloadsTheAgent(t *testing.T, kind string) {
-	s := xenstoretest.Start(t, kind)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	xs := s.Dial(t)
-	_, br, err := sim.StartKiosk(ctx, xs, s.Dial(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer br.Stop()
+	s := kioskStore(ctx, t, kind)
 	root, pol := assignHost(t)
 	if err := fakekernel.AddDriver(root, "usbback"); err != nil {
 		t.Fatal(err)
 	}
 	state := filepath.Join(t.TempDir(), "state")
-	src := make(chanSource)
-	oldSrc, oldW := ueventSource, sysfsWriter
-	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
-	sysfsWriter = fakekernel.NewKernel(root)
-	defer func() { ueventSource, sysfsWriter = oldSrc, oldW }()
+	noUevents(t)
+	fakeKernelWrites(t, root)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	log := &lineWatch{want: "ready: every present device reconciled", seen: make(chan struct{})}

@@ -34,6 +34,48 @@ func (c chanSource) Receive(ctx context.Context) (uevent.Message, error) {
 
 func (c chanSource) Close() error { return nil }
 
+// noUevents has the run command read its uevents from a source that
+// sends none instead of the kernel, until the test ends.
+func noUevents(t *testing.T) {
+	src := make(chanSource)
+	old := ueventSource
+	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
+	t.Cleanup(func() { ueventSource = old })
+}
+
+// fakeKernelWrites sends the run command's sysfs writes to the fake
+// kernel over root, until the test ends.
+func fakeKernelWrites(t *testing.T, root string) {
+	old := sysfsWriter
+	sysfsWriter = fakekernel.NewKernel(root)
+	t.Cleanup(func() { sysfsWriter = old })
+}
+
+// kioskStore starts a store of kind on which the guest kiosk runs, its
+// backends simulated until the test ends.
+func kioskStore(ctx context.Context, t *testing.T, kind string) xenstoretest.Store {
+	t.Helper()
+	s := xenstoretest.Start(t, kind)
+	_, br, err := sim.StartKiosk(ctx, s.Dial(t), s.Dial(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Stop() })
+	return s
+}
+
+// denyAllHost is a standard host in dir with a policy that denies all.
+func denyAllHost(t *testing.T) (dir, root, pol string) {
+	t.Helper()
+	dir = t.TempDir()
+	root = filepath.Join(dir, "sys")
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	pol = writeFile(t, dir, "policy.toml", "[[rule]]\nname = \"none\"\naction = \"deny\"\n")
+	return dir, root, pol
+}
+
 // The daemon end to end, in this process: readiness told to systemd, the
 // status file, status and reload commands, a refused reload; on each real
 // xenstored.
@@ -44,15 +86,9 @@ func TestRunDaemon(t *testing.T) {
 }
 
 func runDaemon(t *testing.T, kind string) {
-	s := xenstoretest.Start(t, kind)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	xs := s.Dial(t)
-	_, br, err := sim.StartKiosk(ctx, xs, s.Dial(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer br.Stop()
+	s := kioskStore(ctx, t, kind)
 
 	dir := t.TempDir()
 	root := filepath.Join(dir, "sys")
@@ -77,11 +113,8 @@ func runDaemon(t *testing.T, kind string) {
 	defer nconn.Close()
 	t.Setenv("NOTIFY_SOCKET", notify)
 
-	src := make(chanSource)
-	oldSrc, oldW := ueventSource, sysfsWriter
-	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
-	sysfsWriter = fakekernel.NewKernel(root)
-	defer func() { ueventSource, sysfsWriter = oldSrc, oldW }()
+	noUevents(t)
+	fakeKernelWrites(t, root)
 
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan int, 1)
@@ -212,19 +245,8 @@ func runReconnects(t *testing.T, kind string) {
 		t.Fatal(err)
 	}
 	defer func() { d.Stop() }()
-	dir := t.TempDir()
-	root := filepath.Join(dir, "sys")
-	if err := fakekernel.Standard(root); err != nil {
-		t.Fatal(err)
-	}
-	pol := filepath.Join(dir, "policy.toml")
-	if err := os.WriteFile(pol, []byte("[[rule]]\nname = \"none\"\naction = \"deny\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	src := make(chanSource)
-	oldSrc := ueventSource
-	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
-	defer func() { ueventSource = oldSrc }()
+	dir, root, pol := denyAllHost(t)
+	noUevents(t)
 
 	ctx, stop := context.WithTimeout(context.Background(), time.Minute)
 	defer stop()
@@ -269,19 +291,8 @@ func TestStatusWithoutAgent(t *testing.T) {
 // While xenstored is not there, the agent waits for it, its retries name
 // their unit, and status says what it waits for.
 func TestStatusWaitingForXenstored(t *testing.T) {
-	dir := t.TempDir()
-	root := filepath.Join(dir, "sys")
-	if err := fakekernel.Standard(root); err != nil {
-		t.Fatal(err)
-	}
-	pol := filepath.Join(dir, "policy.toml")
-	if err := os.WriteFile(pol, []byte("[[rule]]\nname = \"none\"\naction = \"deny\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	src := make(chanSource)
-	oldSrc := ueventSource
-	ueventSource = func() (uevent.Source, io.Closer, error) { return src, src, nil }
-	defer func() { ueventSource = oldSrc }()
+	dir, root, pol := denyAllHost(t)
+	noUevents(t)
 	ctx, stop := context.WithTimeout(context.Background(), time.Minute)
 	defer stop()
 	out := &lineWatch{want: ", retrying in ", seen: make(chan struct{})}
