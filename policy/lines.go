@@ -354,6 +354,10 @@ func (s *scanner) skipTo(c byte) {
 	}
 }
 
+// keyEscapes are the one-letter escapes of a basic string, and keyEscaped
+// what each stands for.
+const keyEscapes, keyEscaped = "btnfre\"\\", "\b\t\n\f\r\x1b\"\\"
+
 // unescapeKey turns a basic string key's body into the key TOML decodes
 // ("\b" is a backspace), so that the key is found in the index. An escape
 // it does not know is kept as written: the decoder refused it already.
@@ -371,9 +375,9 @@ func unescapeKey(body string) string {
 		i++
 		switch e := body[i]; e {
 		case 'b', 't', 'n', 'f', 'r', 'e', '"', '\\':
-			b.WriteString(map[byte]string{'b': "\b", 't': "\t", 'n': "\n", 'f': "\f", 'r': "\r", 'e': "\x1b", '"': `"`, '\\': `\`}[e])
+			b.WriteByte(keyEscaped[strings.IndexByte(keyEscapes, e)])
 		case 'x', 'u', 'U':
-			n := map[byte]int{'x': 2, 'u': 4, 'U': 8}[e]
+			n := 2 << strings.IndexByte("xuU", e) // 2, 4 or 8 hex digits
 			r, err := strconv.ParseUint(body[i+1:min(i+1+n, len(body))], 16, 32)
 			if err != nil || i+1+n > len(body) {
 				b.WriteByte('\\')

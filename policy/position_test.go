@@ -150,7 +150,7 @@ func TestSyntaxErrorLines(t *testing.T) {
 
 // A quoted key with escapes is found on its line as TOML decodes it.
 func TestEscapedKeysHaveLines(t *testing.T) {
-	for _, src := range []string{"\n[\"\\b\"]\n", "\n\"\\u0041\" = 1\n", "\n[\"\\x41\"]\n", "\n[\"a\\tb\"]\n"} {
+	for _, src := range []string{"\n[\"\\b\"]\n", "\n\"\\u0041\" = 1\n", "\n[\"\\x41\"]\n", "\n[\"a\\tb\"]\n", "\n[\"\\U00000041\\\\\\\"\"]\n"} {
 		_, err := policy.Parse("p.toml", []byte(src), nil)
 		if err == nil || !strings.Contains(err.Error(), "p.toml:2:") {
 			t.Errorf("%q: %v, want an error on line 2", src, err)
