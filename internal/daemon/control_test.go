@@ -93,9 +93,7 @@ func field(m map[string]any, path ...string) any {
 // object a line each way.
 func TestLocalAPI(t *testing.T) {
 	h := newHost(t)
-	ready := h.log.await("ready: every present device reconciled")
-	h.start()
-	h.await(ready, "ready")
+	h.startReady()
 	r := h.dialRaw()
 
 	st := decode(t, r.ask(`{"request":"status"}`))
@@ -130,9 +128,7 @@ func TestLocalAPI(t *testing.T) {
 // decisions they make.
 func TestLocalAPIReloadAndWatch(t *testing.T) {
 	h := newHost(t)
-	ready := h.log.await("ready: every present device reconciled")
-	h.start()
-	h.await(ready, "ready")
+	h.startReady()
 	r := h.dialRaw()
 	loaded := field(decode(t, r.ask(`{"request":"status"}`)), "status", "policy", "loaded_at")
 	w := h.dialRaw()
@@ -206,9 +202,7 @@ func TestAPIPeerCredentials(t *testing.T) {
 	if err := copyFile(bin, os.Args[0]); err != nil {
 		t.Fatal(err)
 	}
-	ready := h.log.await("ready: every present device reconciled")
-	h.start()
-	h.await(ready, "ready")
+	h.startReady()
 	asNobody := func(gid uint32, groups ...uint32) string {
 		cmd := exec.Command(bin)
 		cmd.Env = []string{peerEnv + "=" + filepath.Join(h.cfg.StateDir, ControlSocket)}

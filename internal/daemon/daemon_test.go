@@ -150,6 +150,16 @@ func (h *host) start() (stop func(), done <-chan error) {
 	return cancel, ch
 }
 
+// startReady runs the daemon and waits until it says every present device
+// is reconciled; the returned channel has Run's error.
+func (h *host) startReady() (done <-chan error) {
+	h.t.Helper()
+	ready := h.log.await("ready: every present device reconciled")
+	_, done = h.start()
+	h.await(ready, "ready")
+	return done
+}
+
 // awaitEnd waits for Run's end.
 func (h *host) awaitEnd(done <-chan error) error {
 	h.t.Helper()

@@ -20,9 +20,7 @@ import (
 // logged once at error level: without its events it manages nothing.
 func TestDeadUeventSocketEndsTheAgent(t *testing.T) {
 	h := newHost(t)
-	ready := h.log.await("ready: every present device reconciled")
-	_, done := h.start()
-	h.await(ready, "ready")
+	done := h.startReady()
 	h.src.kill()
 	err := h.awaitEnd(done)
 	if err == nil || !Logged(err) || !strings.Contains(err.Error(), "uevent reader: kernel uevents: receive: bad file descriptor") {
@@ -114,15 +112,17 @@ type errProxy struct {
 	wg     sync.WaitGroup
 }
 
-func newErrProxy(t *testing.T, target string) *errProxy {
-	path := filepath.Join(t.TempDir(), "proxy.sock")
+// throughErrProxy puts an errProxy between the agent and the host's store.
+func (h *host) throughErrProxy() *errProxy {
+	path := filepath.Join(h.t.TempDir(), "proxy.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
-	p := &errProxy{ln: ln, target: target}
+	p := &errProxy{ln: ln, target: h.store.SocketPath()}
 	p.wg.Go(p.accept)
-	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
+	h.t.Cleanup(func() { ln.Close(); p.wg.Wait() })
+	h.cfg.Xenstore = p.path()
 	return p
 }
 
@@ -194,12 +194,9 @@ func readMsg(r io.Reader) (xs.Header, []byte, error) {
 // look alive to systemd.
 func TestStoreAnsweringErrorsEndsTheAgent(t *testing.T) {
 	h := newHost(t)
-	p := newErrProxy(t, h.store.SocketPath())
-	h.cfg.Xenstore = p.path()
+	p := h.throughErrProxy()
 	h.cfg.StoreFailAfter = time.Second
-	ready := h.log.await("ready: every present device reconciled")
-	_, done := h.start()
-	h.await(ready, "ready")
+	done := h.startReady()
 	p.broken.Store(true)
 	// Anything the agent does now fails: a reload's passes.
 	h.dialRaw().ask(`{"request":"reload"}`)
@@ -229,12 +226,9 @@ func TestRunNeedsRoot(t *testing.T) {
 // meanwhile are retried, and the agent converges once the fault ends.
 func TestStoreRefusingForAWhileIsSurvived(t *testing.T) {
 	h := newHost(t)
-	p := newErrProxy(t, h.store.SocketPath())
-	h.cfg.Xenstore = p.path()
+	p := h.throughErrProxy()
 	h.cfg.StoreFailAfter = time.Hour
-	ready := h.log.await("ready: every present device reconciled")
-	_, done := h.start()
-	h.await(ready, "ready")
+	done := h.startReady()
 	w := h.dialRaw()
 	if m := decode(t, w.ask(`{"request":"watch"}`)); m["watching"] != true {
 		t.Fatalf("watch: %v", m)

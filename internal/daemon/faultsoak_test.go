@@ -57,13 +57,10 @@ func TestFaultSoak(t *testing.T) {
 	for _, errno := range []string{"EACCES", "ENOSPC", "EAGAIN"} {
 		t.Run("store answers "+errno, func(t *testing.T) {
 			h := newHost(t)
-			p := newErrProxy(t, h.store.SocketPath())
+			p := h.throughErrProxy()
 			p.errno.Store(&errno)
-			h.cfg.Xenstore = p.path()
 			h.cfg.StoreFailAfter = time.Hour
-			ready := h.log.await("ready: every present device reconciled")
-			_, done := h.start()
-			h.await(ready, "ready")
+			done := h.startReady()
 			w := h.dialRaw()
 			w.ask(`{"request":"watch"}`)
 			p.broken.Store(true)
@@ -78,9 +75,7 @@ func TestFaultSoak(t *testing.T) {
 			h := newHost(t)
 			fw := &failingWriter{Writer: fakekernel.NewKernel(h.cfg.Sysfs), errno: errno}
 			h.cfg.SysfsWriter = fw
-			ready := h.log.await("ready: every present device reconciled")
-			_, done := h.start()
-			h.await(ready, "ready")
+			done := h.startReady()
 			w := h.dialRaw()
 			w.ask(`{"request":"watch"}`)
 			fw.broken.Store(true)
@@ -97,9 +92,7 @@ func TestFaultSoak(t *testing.T) {
 	}
 	t.Run("state directory cannot be written", func(t *testing.T) {
 		h := newHost(t)
-		ready := h.log.await("ready: every present device reconciled")
-		_, done := h.start()
-		h.await(ready, "ready")
+		done := h.startReady()
 		// The status file's place taken by a directory: every write of it
 		// fails (root ignores modes, so a read-only directory would not).
 		status := filepath.Join(h.cfg.StateDir, StatusFile)

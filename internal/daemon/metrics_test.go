@@ -73,9 +73,7 @@ func TestSnapshotCountsDevicesByState(t *testing.T) {
 // serves, the same as the textfile's, following the agent's decisions.
 func TestMetricsRequest(t *testing.T) {
 	h := newHost(t)
-	ready := h.log.await("ready: every present device reconciled")
-	h.start()
-	h.await(ready, "ready")
+	h.startReady()
 	var resp Response
 	if err := json.Unmarshal([]byte(h.dialRaw().ask(`{"request":"metrics"}`)), &resp); err != nil {
 		t.Fatal(err)
