@@ -7,31 +7,30 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/coreos/go-systemd/v22/unit"
 )
 
-// directives reads a unit file's KEY=VALUE lines by section ("Service",
-// "Socket"…), each key's values in order.
+// directives reads a unit file's directives by section ("Service",
+// "Socket"…), each key's values in order, as systemd's syntax has them.
 func directives(t *testing.T, path string) map[string]map[string][]string {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
+	secs, err := unit.DeserializeSections(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 	out := map[string]map[string][]string{}
-	sec := ""
-	for l := range strings.SplitSeq(string(b), "\n") {
-		l = strings.TrimSpace(l)
-		switch {
-		case l == "" || strings.HasPrefix(l, "#"):
-		case strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]"):
-			sec = strings.Trim(l, "[]")
-			out[sec] = map[string][]string{}
-		default:
-			k, v, ok := strings.Cut(l, "=")
-			if !ok || sec == "" {
-				t.Fatalf("%s: %q is not KEY=VALUE in a section", path, l)
-			}
-			out[sec][k] = append(out[sec][k], v)
+	for _, sec := range secs {
+		if out[sec.Section] == nil {
+			out[sec.Section] = map[string][]string{}
+		}
+		for _, e := range sec.Entries {
+			out[sec.Section][e.Name] = append(out[sec.Section][e.Name], e.Value)
 		}
 	}
 	return out
