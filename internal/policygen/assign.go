@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
@@ -81,19 +83,20 @@ func AssignDropIn(ctx context.Context, polPath string, d usbsysfs.Device, devs [
 	return a, nil
 }
 
-// ruleName names the rule after the device and its identity, within the
-// 80 characters a name may have.
+// ruleName names the rule after the device and its identity, as a name
+// policy takes: a serial's bytes that do not print (or are not UTF-8)
+// become '?', and it is cut to MaxRuleName characters, not bytes.
 func ruleName(d usbsysfs.Device, id Identity) string {
-	n := fmt.Sprintf("assign %s %s %s", d.ID(), id.Key, id.Value)
-	if len(n) > 80 {
-		n = n[:77] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+	n := []rune(strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
 			return '?'
 		}
 		return r
-	}, n)
+	}, fmt.Sprintf("assign %s %s %s", d.ID(), id.Key, id.Value)))
+	if len(n) > policy.MaxRuleName {
+		n = append(n[:policy.MaxRuleName-3], '.', '.', '.')
+	}
+	return string(n)
 }
 
 // decides loads the whole policy and checks that it attaches the device
