@@ -321,9 +321,15 @@ func (f *FS) interfaceNames(busid string, names []string) []string {
 }
 
 func (f *FS) interfaces(busid string, names []string) ([]Interface, error) {
+	return f.eachInterface(busid, names, f.Interface)
+}
+
+// eachInterface reads, with read, each of busid's interfaces among names,
+// leaving out those that went away while it looked.
+func (f *FS) eachInterface(busid string, names []string, read func(string) (Interface, error)) ([]Interface, error) {
 	var out []Interface
 	for _, n := range f.interfaceNames(busid, names) {
-		in, err := f.Interface(n)
+		in, err := read(n)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // went away while we looked
 		}
@@ -344,26 +350,18 @@ func (f *FS) InterfaceStates(busid string) ([]Interface, error) {
 	if err != nil || names == nil {
 		return nil, err
 	}
-	var out []Interface
-	for _, n := range f.interfaceNames(busid, names) {
-		drv, err := f.Driver(n)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // went away while we looked
-		}
-		if err != nil {
-			return nil, err
-		}
-		r := &attrReader{f: f, dir: f.devPath(n)}
-		in := Interface{Name: n, Driver: drv, Authorized: r.str("authorized", false) != "0"}
-		if errors.Is(r.err, fs.ErrNotExist) {
-			continue
-		}
-		if r.err != nil {
-			return nil, r.err
-		}
-		out = append(out, in)
+	return f.eachInterface(busid, names, f.interfaceState)
+}
+
+// interfaceState reads an interface's driver and authorization.
+func (f *FS) interfaceState(n string) (Interface, error) {
+	drv, err := f.Driver(n)
+	if err != nil {
+		return Interface{}, err
 	}
-	return out, nil
+	r := &attrReader{f: f, dir: f.devPath(n)}
+	in := Interface{Name: n, Driver: drv, Authorized: r.str("authorized", false) != "0"}
+	return in, r.err
 }
 
 // Interface reads one interface.
