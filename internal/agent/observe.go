@@ -51,6 +51,15 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 			o.twinOf = append(o.twinOf, b)
 		}
 	}
+	if o.present {
+		if l, ok := a.left[identity(dev.ID(), dev.Serial, busid)]; ok {
+			o.left = &l
+		}
+		o.hubOurs = a.inert[busid]
+		if r, ok := a.refusedBy[busid]; ok && r.devnum == dev.DevNum {
+			o.refusedBy = r.reason
+		}
+	}
 	a.mu.Unlock()
 	sortBusIDs(o.twinOf)
 	if !o.present {
@@ -60,15 +69,6 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	// were offered to their drivers.
 	drv, _ := a.h.Sys.Driver(busid)
 	o.probed = drv != "" && len(dev.Interfaces) >= dev.NumInterfaces
-	a.mu.Lock()
-	if l, ok := a.left[identity(dev.ID(), dev.Serial, busid)]; ok {
-		o.left = &l
-	}
-	o.hubOurs = a.inert[busid]
-	if r, ok := a.refusedBy[busid]; ok && r.devnum == dev.DevNum {
-		o.refusedBy = r.reason
-	}
-	a.mu.Unlock()
 	if dev.IsRootHub() {
 		o.hubDefault, _ = a.h.Sys.InterfaceAuthorizedDefault(busid)
 	}
