@@ -4,18 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 )
 
 // A TraceEvent is one kernel uevent of a recorded trace (the records of
-// `usbhotplugd record`), every subsystem's.
+// `usbhotplugd record`), every subsystem's, with the device's serial as
+// recorded with its add.
 type TraceEvent struct {
-	Action    string            `json:"action"`
-	DevPath   string            `json:"devpath"`
-	Subsystem string            `json:"subsystem"`
-	DevType   string            `json:"devtype"`
-	Env       map[string]string `json:"env"`
-	// Serial is the device's, recorded with its add.
-	Serial string `json:"-"`
+	uevent.Event
+	Serial string
 }
 
 // ParseTrace reads the events of a trace. It is read while the recorder
@@ -24,18 +22,11 @@ type TraceEvent struct {
 func ParseTrace(text string) []TraceEvent {
 	var out []TraceEvent
 	for _, l := range strings.Split(text, "\n") {
-		var rec struct {
-			Event *TraceEvent       `json:"event"`
-			Sysfs map[string]string `json:"sysfs"`
-		}
+		var rec uevent.Record
 		if json.Unmarshal([]byte(l), &rec) != nil || rec.Event == nil {
 			continue
 		}
-		if rec.Event.Env == nil {
-			rec.Event.Env = map[string]string{}
-		}
-		rec.Event.Serial = rec.Sysfs["serial"]
-		out = append(out, *rec.Event)
+		out = append(out, TraceEvent{*rec.Event, rec.Sysfs["serial"]})
 	}
 	return out
 }
