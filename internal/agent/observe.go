@@ -26,7 +26,7 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	dev, err := a.h.Sys.Device(busid)
 	serr := qerr
 	if serr == nil {
-		serr = a.observeStore(ctx, busid, q, &o)
+		serr = a.observeStore(ctx, q, &o)
 	}
 	switch {
 	case err == nil:
@@ -111,7 +111,7 @@ func (a *Agent) sendObserveStore(ctx context.Context, busid string) (storeQuery,
 // that read; a device remembered at no port is taken as at none (the
 // attach checks every domain inside its transaction, and the store watch
 // tells of ports that xl writes).
-func (a *Agent) observeStore(ctx context.Context, busid string, q storeQuery, o *observation) error {
+func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) error {
 	hint, hinted := q.hint, q.hinted
 	vals, errs := q.pend.Wait(ctx)
 	if q.authorize {
@@ -122,7 +122,7 @@ func (a *Agent) observeStore(ctx context.Context, busid string, q storeQuery, o 
 		}
 		vals, errs = vals[:last], errs[:last]
 	}
-	owned, oerr := parseOwned(busid, vals[0], errs[0])
+	owned, oerr := parseOwned(o.busid, vals[0], errs[0])
 	if errors.Is(oerr, errBadRecord) {
 		a.warn.Warn().Err(oerr).Msg("ignoring it")
 		owned, oerr = nil, nil
@@ -150,7 +150,7 @@ func (a *Agent) observeStore(ctx context.Context, busid string, q storeQuery, o 
 	}
 	a.noteAssigned(all)
 	for i := range all {
-		if all[i].BusID == busid {
+		if all[i].BusID == o.busid {
 			o.port = &all[i]
 			break
 		}
