@@ -3,6 +3,7 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -105,15 +106,7 @@ func (m *Metrics) Update(s Snapshot) {
 // sameSnapshot ignores the counters that move with every event (uevents,
 // passes): a change worth a write shows elsewhere too.
 func sameSnapshot(a, b Snapshot) bool {
-	if len(a.Devices) != len(b.Devices) {
-		return false
-	}
-	for k, v := range a.Devices {
-		if b.Devices[k] != v {
-			return false
-		}
-	}
-	return a.Overruns == b.Overruns && a.HooksRun == b.HooksRun && a.HooksDropped == b.HooksDropped &&
+	return maps.Equal(a.Devices, b.Devices) && a.Overruns == b.Overruns && a.HooksRun == b.HooksRun && a.HooksDropped == b.HooksDropped &&
 		a.Reconnects == b.Reconnects && a.Connected == b.Connected && a.PolicyLoadedAt.Equal(b.PolicyLoadedAt) && a.ReloadFailedAt.Equal(b.ReloadFailedAt)
 }
 
