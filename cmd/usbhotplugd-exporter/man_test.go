@@ -26,8 +26,9 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("the exporter's man page: %v", err)
 	}
 	page := string(b)
+	bare := regexp.MustCompile(`(^|[^\\])-`)
 	for i, l := range strings.Split(page, "\n") {
-		if regexp.MustCompile(`(^|[^\\])-`).MatchString(l) {
+		if bare.MatchString(l) {
 			t.Errorf("%s:%d: a bare \"-\" (groff's hyphen): %s", manPage, i+1, l)
 		}
 	}
