@@ -78,12 +78,12 @@ func (im *importer) problem(c *XLConfig, line int, what, format string, a ...any
 // file converts one xl.cfg file.
 func (im *importer) file(c *XLConfig) string {
 	name, ok := c.Get("name")
-	if !ok || name.Value.IsList || name.Value.Number || checkDomain(name.Value.Atom) != nil {
-		line, why := 1, "the file has no name = \"DOMAIN\" (xl refuses it too)"
-		if ok {
-			line, why = name.Line, fmt.Sprintf("name is not a domain name in quotes (%v)", checkDomainErr(name.Value))
-		}
-		im.problem(c, line, "name", "%s; nothing of this file is converted", why)
+	if !ok {
+		im.problem(c, 1, "name", "the file has no name = \"DOMAIN\" (xl refuses it too); nothing of this file is converted")
+		return ""
+	}
+	if err := checkDomainErr(name.Value); err != nil {
+		im.problem(c, name.Line, "name", "name is not a domain name in quotes (%v); nothing of this file is converted", err)
 		return ""
 	}
 	dom := name.Value.Atom
@@ -110,7 +110,7 @@ func checkDomainErr(v XLValue) error {
 	return checkDomain(v.Atom)
 }
 
-// strings returns a list setting's string items; a single string is
+// stringsOf returns a list setting's items; a single string is
 // refused as xl refuses it.
 func (im *importer) stringsOf(c *XLConfig, key string) ([]XLValue, int, bool) {
 	s, ok := c.Get(key)
