@@ -56,8 +56,8 @@ func newAssignCmd() *cobra.Command {
 		if err := usbsysfs.ValidBusID(args[0]); err != nil {
 			return &usageError{err.Error()}
 		}
-		if !policygen.ValidPrefer(o.prefer) {
-			return &usageError{fmt.Sprintf("--prefer %q: serial, port_path or hash", o.prefer)}
+		if err := checkPrefer(o.prefer); err != nil {
+			return err
 		}
 		return runAssign(c.Context(), o, args[0], args[1], c.OutOrStdout())
 	}

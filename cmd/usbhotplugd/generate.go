@@ -44,12 +44,21 @@ func newGenerateCmd() *cobra.Command {
 		if o.domain == "" {
 			return &usageError{"--domain NAME is required: the guest the devices go to"}
 		}
-		if !policygen.ValidPrefer(o.prefer) {
-			return &usageError{fmt.Sprintf("--prefer %q: serial, port_path or hash", o.prefer)}
+		if err := checkPrefer(o.prefer); err != nil {
+			return err
 		}
 		return runGenerate(o, c.OutOrStdout())
 	}
 	return c
+}
+
+// checkPrefer refuses a --prefer that names no identity order, as a
+// usage error (generate, assign and import-xlcfg take the flag).
+func checkPrefer(by string) error {
+	if !policygen.ValidPrefer(by) {
+		return &usageError{fmt.Sprintf("--prefer %q: serial, port_path or hash", by)}
+	}
+	return nil
 }
 
 func runGenerate(o generateOpts, stdout io.Writer) error {

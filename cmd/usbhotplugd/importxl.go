@@ -27,8 +27,8 @@ func newImportXLCmd() *cobra.Command {
 	prefer := c.Flags().String("prefer", policygen.BySerial, "the identity to name devices by when it names one alone: serial, port_path or hash")
 	root := c.Flags().String("sysfs", sysfsDefault(), "sysfs root to read")
 	c.RunE = func(c *cobra.Command, args []string) error {
-		if !policygen.ValidPrefer(*prefer) {
-			return &usageError{fmt.Sprintf("--prefer %q: serial, port_path or hash", *prefer)}
+		if err := checkPrefer(*prefer); err != nil {
+			return err
 		}
 		return runImportXL(args, *prefer, *root, c.OutOrStdout(), c.ErrOrStderr())
 	}
@@ -59,7 +59,7 @@ func runImportXL(files []string, prefer, root string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, p)
 	}
 	if len(problems) > 0 {
-		return &exitError{fmt.Sprintf("%s not converted; the policy written has the rest", fmt.Sprint(len(problems)))}
+		return &exitError{fmt.Sprintf("%d not converted; the policy written has the rest", len(problems))}
 	}
 	return nil
 }
