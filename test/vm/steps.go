@@ -279,10 +279,7 @@ func (r *runner) domainRename(ctx context.Context, from, to string) error {
 		return fmt.Errorf("domain %q exists", to)
 	}
 	if d.running {
-		if err := r.xs.Write(ctx, fmt.Sprintf("/local/domain/%d/name", d.ID), []byte(to)); err != nil {
-			return err
-		}
-		if err := r.xs.Write(ctx, "/vm/"+d.UUID+"/name", []byte(to)); err != nil {
+		if err := sim.Rename(ctx, r.xs, d.Domain, to); err != nil {
 			return err
 		}
 	}
