@@ -408,6 +408,15 @@ func (o ops) Read(ctx context.Context, path string) ([]byte, error) {
 	return o.pathOp(ctx, TypeRead, path, nil)
 }
 
+// pathCall is a batch's request on path (its payload the path, then
+// extra), or the error of a path that is not valid, which is not sent.
+func pathCall(typ MsgType, path, extra string) call {
+	if err := ValidatePath(path); err != nil {
+		return call{typ: typ, err: err}
+	}
+	return call{typ: typ, payload: append(pathArg(path), extra...)}
+}
+
 // A Get is one request of Gets: the value of a node, or with Dir the
 // names of its children.
 type Get struct {
@@ -428,15 +437,11 @@ type Got struct {
 func (o ops) Gets(ctx context.Context, gets []Get) []Got {
 	calls := make([]call, len(gets))
 	for i, g := range gets {
-		calls[i].typ = TypeRead
+		typ := TypeRead
 		if g.Dir {
-			calls[i].typ = TypeDirectory
+			typ = TypeDirectory
 		}
-		if err := ValidatePath(g.Path); err != nil {
-			calls[i].err = err
-			continue
-		}
-		calls[i].payload = pathArg(g.Path)
+		calls[i] = pathCall(typ, g.Path, "")
 	}
 	o.c.rawMany(ctx, o.tx, calls)
 	out := make([]Got, len(gets))
@@ -475,12 +480,7 @@ type PendingReads struct {
 func (o ops) StartReadMany(ctx context.Context, paths []string) *PendingReads {
 	calls := make([]call, len(paths))
 	for i, p := range paths {
-		calls[i].typ = TypeRead
-		if err := ValidatePath(p); err != nil {
-			calls[i].err = err
-			continue
-		}
-		calls[i].payload = pathArg(p)
+		calls[i] = pathCall(TypeRead, p, "")
 	}
 	return &PendingReads{paths: paths, c: o.c, f: o.c.send(ctx, o.tx, calls)}
 }
@@ -506,12 +506,7 @@ func (p *PendingReads) Wait(ctx context.Context) (values [][]byte, errs []error)
 func (o ops) WriteMany(ctx context.Context, nodes [][2]string) error {
 	calls := make([]call, len(nodes))
 	for i, kv := range nodes {
-		calls[i].typ = TypeWrite
-		if err := ValidatePath(kv[0]); err != nil {
-			calls[i].err = err
-			continue
-		}
-		calls[i].payload = append(pathArg(kv[0]), kv[1]...)
+		calls[i] = pathCall(TypeWrite, kv[0], kv[1])
 	}
 	o.c.rawMany(ctx, o.tx, calls)
 	errs := make([]error, len(nodes))
