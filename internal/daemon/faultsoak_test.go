@@ -96,6 +96,9 @@ func TestFaultSoak(t *testing.T) {
 		// The status file's place taken by a directory: every write of it
 		// fails (root ignores modes, so a read-only directory would not).
 		status := filepath.Join(h.cfg.StateDir, StatusFile)
+		// Awaited from before the mkdir: the agent may try a write at any
+		// moment after it, and says so once.
+		warned := h.log.await("status: cannot write the status file")
 		// The agent may write the file again between the remove and
 		// the mkdir: then remove it again.
 		for {
@@ -110,7 +113,6 @@ func TestFaultSoak(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		warned := h.log.await("status: cannot write the status file")
 		w := h.dialRaw()
 		w.ask(`{"request":"watch"}`)
 		h.writePolicy(denyAudio)
