@@ -195,7 +195,9 @@ func readMsg(r io.Reader) (xs.Header, []byte, error) {
 func TestStoreAnsweringErrorsEndsTheAgent(t *testing.T) {
 	h := newHost(t)
 	p := h.throughErrProxy()
-	h.cfg.StoreFailAfter = time.Second
+	// Each probe read may take half of it: long enough that the last read
+	// is answered (the refusal) rather than timed out on a loaded host.
+	h.cfg.StoreFailAfter = 4 * time.Second
 	done := h.startReady()
 	p.broken.Store(true)
 	// Anything the agent does now fails: a reload's passes.
