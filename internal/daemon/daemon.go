@@ -159,8 +159,11 @@ func (d *daemon) serve(ctx context.Context) error {
 		return fmt.Errorf("kernel uevents: %w (this needs root in dom0)", err)
 	}
 	defer closer.Close()
+	o := newOwner(ctx)
 	// The socket is open before the scan, so nothing is missed between.
-	stream, err := uevent.Coldplug(ctx, src, func() ([]uevent.Event, error) { return uevent.Scan(d.h.Sys) })
+	// The stream lives on the owner's context, as the tasks do: it ends
+	// with them, never before the owner sees the stop.
+	stream, err := uevent.Coldplug(o.ctx, src, func() ([]uevent.Event, error) { return uevent.Scan(d.h.Sys) })
 	if err != nil {
 		return fmt.Errorf("kernel uevents: %w", err)
 	}
@@ -168,7 +171,6 @@ func (d *daemon) serve(ctx context.Context) error {
 	pol := d.a.Policy()
 	d.log.Info().Str("version", build.Version).Str("policy", pol.File).Int("rules", len(pol.Rules)).Bool("dry_run", d.cfg.DryRun).Msg("usbhotplugd starting")
 
-	o := newOwner(ctx)
 	o.Go("uevent reader", func(ctx context.Context) error { return d.a.PumpEvents(ctx, stream) })
 	o.Go("hook runner", d.a.RunHooks)
 	o.Go("store", d.store)
