@@ -76,7 +76,7 @@ func guard(d *Device) (Decision, bool) {
 	case d.isHub():
 		return Decision{Action: Deny, Guard: "hub", Reason: d.String() + " is a hub: hubs are never passed through (built-in guard)"}, true
 	case d.InUse != "":
-		return Decision{Action: Deny, Guard: "in-use", Reason: fmt.Sprintf("%s is in use by dom0: %s; a device dom0 uses is never passed through (built-in guard): unmount it, then run usbhotplugd reload", d, d.InUse)}, true
+		return Decision{Action: Deny, Guard: "in-use", Reason: fmt.Sprintf("%s is in use by dom0: %s; a device dom0 uses is never passed through (built-in guard): once dom0 unmounts it (or stops the device-mapper or md device holding it), the agent passes it", d, d.InUse)}, true
 	}
 	return Decision{}, false
 }

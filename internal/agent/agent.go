@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
@@ -352,8 +354,42 @@ func (a *Agent) Serve(ctx context.Context, ready func()) error {
 		}
 	})
 	g.Go(func() error { a.pumpWatches(ctx, events); return nil })
+	g.Go(func() error { a.watchMounts(ctx); return nil })
 	g.Go(func() error { return quiet(ctx, a.work(ctx, ready)) })
 	return g.Wait()
+}
+
+// watchMounts looks at the disks again at each mount or unmount in dom0,
+// until ctx ends, so that a disk refused while dom0 used it is passed once
+// dom0 unmounts it. Without the watch (the file cannot be polled) the
+// agent works on, and says that a reload is needed after an unmount.
+func (a *Agent) watchMounts(ctx context.Context) {
+	w, err := mounts.OpenWatch(a.cfg.Mountinfo)
+	if err == nil {
+		defer w.Close()
+		err = w.Run(ctx, func() { a.StorageChanged(TrigMounts) })
+	}
+	if err != nil && ctx.Err() == nil {
+		a.warn.Warn().Err(err).Msg("dom0's mounts are not watched: after an unmount, run usbhotplugd reload to pass the disk")
+	}
+}
+
+// StorageChanged passes over every present storage device again: dom0's
+// mounts changed, or a device-mapper or md device that may have held one
+// went.
+func (a *Agent) StorageChanged(why Trigger) {
+	a.mu.Lock()
+	var disks []string
+	for busid, d := range a.cache {
+		if inventory.Storage(d) {
+			disks = append(disks, busid)
+		}
+	}
+	a.mu.Unlock()
+	sortBusIDs(disks)
+	for _, b := range disks {
+		a.enqueue(b, why)
+	}
 }
 
 // watch sets the store's watches; a goroutine in g forwards each one's
@@ -471,6 +507,12 @@ func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 		return
 	}
 	e := m.Event
+	if e.Subsystem == "block" && e.Action == "remove" && strings.HasPrefix(e.DevPath, "/devices/virtual/block/") {
+		// dm or md stopped (cryptsetup close, vgchange -an, mdadm
+		// --stop): a disk it held may be free now.
+		a.StorageChanged(TrigHolderGone)
+		return
+	}
 	if e.Subsystem != "usb" {
 		return
 	}

@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -68,6 +70,59 @@ func TestAgentKeepsDisksDom0Uses(t *testing.T) {
 		}
 		e.a.Reload(p)
 		if r := e.await("1-3", "attached"); r.Domain != "desk" {
+			t.Errorf("the free disk: %+v", r)
+		}
+	})
+}
+
+// A disk refused while dom0 uses it is passed as soon as dom0 lets it go,
+// with no reload: an unmount (the mount watch) and then the end of the
+// device-mapper device that held it (its remove uevent) each bring a pass
+// over the disks, and only the free disk is attached.
+func TestAgentPassesADiskOnceDom0LetsItGo(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		err := (&fakekernel.Builder{Root: e.root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64",
+			Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.mountinfo = filepath.Join(t.TempDir(), "mountinfo")
+		root := "28 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+		if err := os.WriteFile(e.mountinfo, []byte(root+"41 28 8:65 / /srv/data rw,relatime - ext4 /dev/sde1 rw\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.run(storagePolicy, false)
+		if _, ok := e.at("1-3"); ok {
+			t.Fatal("a disk dom0 has mounted was passed through")
+		}
+		e.awaitLog("/dev/sde1 is mounted on /srv/data; a device dom0 uses is never passed through (built-in guard): once dom0 unmounts it")
+		// Unmounted, but held by device-mapper now: looked at again,
+		// refused for that.
+		holder := filepath.Join(e.root, "devices/pci0000:00/0000:00:14.0/usb1/1-3/1-3:1.0/host4/target4:0:0/4:0:0:0/block/sde/holders/dm-0")
+		if err := os.Mkdir(holder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(e.mountinfo, []byte(root), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.a.StorageChanged(agent.TrigMounts)
+		if r := e.await("1-3", agent.ActDenied); r.Trigger != agent.TrigMounts || !strings.Contains(r.Reason, "/dev/sde is held by dm-0") {
+			t.Fatalf("after the unmount: %+v", r)
+		}
+		if _, ok := e.at("1-3"); ok {
+			t.Fatal("a disk under device-mapper was passed through")
+		}
+		// dm-0 goes: its remove uevent.
+		if err := os.Remove(holder); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := uevent.Parse([]byte("remove@/devices/virtual/block/dm-0\x00ACTION=remove\x00DEVPATH=/devices/virtual/block/dm-0\x00SUBSYSTEM=block\x00DEVNAME=dm-0\x00DEVTYPE=disk\x00SEQNUM=7\x00MAJOR=254\x00MINOR=0\x00"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, uevent.Message{Event: ev})
+		if r := e.await("1-3", agent.ActAttached); r.Domain != "desk" || r.Trigger != agent.TrigHolderGone {
 			t.Errorf("the free disk: %+v", r)
 		}
 	})

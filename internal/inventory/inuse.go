@@ -4,11 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 )
+
+// Storage says whether d has a mass-storage interface (class 08): a disk
+// dom0 may use.
+func Storage(d usbsysfs.Device) bool {
+	return slices.ContainsFunc(d.Interfaces, func(in usbsysfs.Interface) bool { return in.Class == 0x08 })
+}
 
 // InUse says why dom0 uses d, so that it must stay with dom0: one of its
 // disks or partitions is mounted (the root, a data volume), or is held by
@@ -16,11 +23,7 @@ import (
 // storage device whose state cannot be read counts as in use: passing
 // dom0's own disk to a guest is not a mistake to risk.
 func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
-	storage := false
-	for _, in := range d.Interfaces {
-		storage = storage || in.Class == 0x08
-	}
-	if !storage {
+	if !Storage(d) {
 		return ""
 	}
 	blocks, err := sys.BlockDevs(d.BusID)
