@@ -94,8 +94,17 @@ func handlesSignals(args []string) bool {
 	if len(args) == 0 {
 		return true
 	}
+	if versionFlag(args) {
+		return false
+	}
 	c, ok := lookup(args[0])
 	return !ok || !c.quick
+}
+
+// versionFlag says whether args are the root's --version (or -v) alone,
+// which the root answers by itself: no command is built for it.
+func versionFlag(args []string) bool {
+	return len(args) == 1 && (args[0] == "--version" || args[0] == "-v")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -156,6 +165,9 @@ func newRoot(args []string) *cobra.Command {
 	one, ok := command{}, false
 	if len(args) > 0 {
 		one, ok = lookup(args[0])
+	}
+	if versionFlag(args) {
+		return root
 	}
 	for _, c := range commands {
 		if ok && !one.tree && c.name != one.name {
