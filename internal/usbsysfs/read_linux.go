@@ -9,11 +9,13 @@ import (
 
 // readSmall reads a sysfs attribute with three system calls (open, read,
 // close): os.ReadFile's nine (poller registration, stat) add up when a
-// command reads dozens of attributes. An attribute is at most a page, and
-// sysfs (like a regular file) gives all it has to the first read: a read
-// shorter than the buffer is the end, and no second read is made to see
-// it. A read that fills the buffer (a binary attribute such as
-// descriptors) is followed by more, to the end.
+// command reads dozens of attributes. Sysfs (like a regular file) gives
+// all it has to the first read: a read shorter than the buffer is the end,
+// and no second read is made to see it. A read that fills the buffer (a
+// long string, a binary attribute such as descriptors) is followed by
+// more, to the end. The buffer is a few lines, not a page: the values are
+// short, and a page-sized frame made the caller's stack grow (a copy of
+// every frame below it) in the middle of a command.
 func readSmall(path string) ([]byte, error) {
 	return readSmallAt(unix.AT_FDCWD, path, path)
 }
@@ -29,18 +31,18 @@ func readSmallAt(dirfd int, name, path string) ([]byte, error) {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(fd)
-	var page [4096]byte
+	var buf [512]byte
 	var out []byte
 	for {
-		n, err := unix.Read(fd, page[:])
+		n, err := unix.Read(fd, buf[:])
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
 		}
-		out = append(out, page[:n]...)
-		if n < len(page) {
+		out = append(out, buf[:n]...)
+		if n < len(buf) {
 			return out, nil
 		}
 	}
