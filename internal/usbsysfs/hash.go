@@ -1,7 +1,6 @@
 package usbsysfs
 
 import (
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -53,7 +52,7 @@ func (f *FS) ParentHash(busid string) (string, error) {
 // of the device above it ("/sys/devices/pci0000:00/0000:00:14.0"), under
 // /sys whatever the tree's root, so that a fixture hashes as the host.
 func controllerHash(rootHubDevPath string) string {
-	sum := sha256.Sum256([]byte("/sys" + filepath.Dir(rootHubDevPath)))
+	sum := sum256([]byte("/sys" + filepath.Dir(rootHubDevPath)))
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
@@ -81,7 +80,7 @@ func (f *FS) hashDir(dir string, attrs *[len(hashAttrs)]string) (string, error) 
 	if err := checkDescriptors(desc); err != nil {
 		return "", fmt.Errorf("usbsysfs: %s: %w", filepath.Join(dir, "descriptors"), err)
 	}
-	h := sha256.New()
+	h := newHash256()
 	for i, a := range hashAttrs {
 		if attrs != nil {
 			h.Write([]byte(attrs[i]))
@@ -94,7 +93,8 @@ func (f *FS) hashDir(dir string, attrs *[len(hashAttrs)]string) (string, error) 
 		h.Write([]byte(v))
 	}
 	h.Write(desc)
-	return base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
+	sum := h.Sum()
+	return base64.StdEncoding.EncodeToString(sum[:]), nil
 }
 
 // checkDescriptors accepts what the kernel writes: an 18-byte device
