@@ -14,13 +14,10 @@ import (
 // does not change with bus numbers, and its descriptor hash and its hub's,
 // for devices with no serial.
 
-func init() {
-	for k, v := range map[string]string{
-		"id_path": "port_path", "path": "port_path", "portpath": "port_path", "port-path": "port_path",
-		"parent-hash": "parent_hash", "parenthash": "parent_hash", "descriptor_hash": "hash",
-	} {
-		matchHints[k] = v
-	}
+// identityHints are the other spellings of the identities' match keys.
+var identityHints = keyHints{
+	{"id_path", "port_path"}, {"path", "port_path"}, {"portpath", "port_path"}, {"port-path", "port_path"},
+	{"parent-hash", "parent_hash"}, {"parenthash", "parent_hash"}, {"descriptor_hash", "hash"},
 }
 
 // portPathForm is a device's port path, in either of udev's forms: the

@@ -240,43 +240,61 @@ func (fp *fileParser) fail(r *Rule, path []string, key string, kind error, forma
 	fp.ps.errs = append(fp.ps.errs, e)
 }
 
-var topHints = map[string]string{"rules": "rule", "domains": "domain", "include": "!an include is a rule of its own: [[rule]] include = \"FILE\""}
+var topHints = keyHints{
+	{"rules", "rule"}, {"domains", "domain"},
+	{"include", "!an include is a rule of its own: [[rule]] include = \"FILE\""},
+}
 
 var ruleKeys = []string{"name", "description", "action", "match", "target", "duplicates", "takeover", "exec", "include"}
 
-var ruleHints = map[string]string{
-	"domain": "target.domain", "to": "target.domain", "id": "match.id", "serial": "match.serial", "port": "match.port (the physical socket) or target.port (the guest port)",
-	"class": "match.class", "deny": `action = "deny"`, "allow": `action = "attach"`,
-	"run": "exec", "command": "exec", "hook": "exec",
+var ruleHints = keyHints{
+	{"domain", "target.domain"}, {"to", "target.domain"}, {"id", "match.id"}, {"serial", "match.serial"},
+	{"port", "match.port (the physical socket) or target.port (the guest port)"}, {"class", "match.class"},
+	{"deny", `action = "deny"`}, {"allow", `action = "attach"`}, {"run", "exec"}, {"command", "exec"},
+	{"hook", "exec"},
 }
 
 var matchKeys = []string{"bus", "addr", "id", "serial", "port", "port_path", "hash", "parent_hash", "class", "interface", "interfaces", "manufacturer", "product_name", "when"}
 
-var matchHints = map[string]string{
-	"product": "id (vendor:product) or product_name", "vendor": "id (vendor:product) or manufacturer", "vid": "id", "pid": "id",
-	"busid": "port", "hostbus": "bus", "hostaddr": "addr", "devnum": "addr", "busnum": "bus", "subclass": "interface = \"CLASS:SUBCLASS:PROTOCOL\"",
-	"protocol": "interface = \"CLASS:SUBCLASS:PROTOCOL\"", "interface_class": "interface", "name": "product_name", "domain": "target.domain",
-	"on": "when", "at": "when", "startup": `when = "present"`, "hotplug": `when = "plugged"`, "coldplug": `when = "present"`,
+var matchHints = keyHints{
+	{"product", "id (vendor:product) or product_name"}, {"vendor", "id (vendor:product) or manufacturer"},
+	{"vid", "id"}, {"pid", "id"}, {"busid", "port"}, {"hostbus", "bus"}, {"hostaddr", "addr"},
+	{"devnum", "addr"}, {"busnum", "bus"}, {"subclass", "interface = \"CLASS:SUBCLASS:PROTOCOL\""},
+	{"protocol", "interface = \"CLASS:SUBCLASS:PROTOCOL\""}, {"interface_class", "interface"},
+	{"name", "product_name"}, {"domain", "target.domain"}, {"on", "when"}, {"at", "when"},
+	{"startup", `when = "present"`}, {"hotplug", `when = "plugged"`}, {"coldplug", `when = "present"`},
 }
 
 var targetKeys = []string{"domain", "type", "version", "ports", "controller", "port"}
 
-var targetHints = map[string]string{"domid": "domain (by name)", "name": "domain", "ctrl": "controller", "devid": "controller", "usbctrl": "the domain's [domain.NAME] usbctrl list"}
+var targetHints = keyHints{
+	{"domid", "domain (by name)"}, {"name", "domain"}, {"ctrl", "controller"}, {"devid", "controller"},
+	{"usbctrl", "the domain's [domain.NAME] usbctrl list"},
+}
+
+// keyHints are the keys a policy's author may have meant, by the key
+// written: static lists, not maps, that cost nothing until an unknown key
+// is met.
+type keyHints []struct{ key, hint string }
 
 // hint suggests the key meant; a hint that begins with "!" is a sentence
 // of its own.
-func hint(k string, hints map[string]string) string {
-	h, ok := hints[k]
-	switch {
-	case !ok:
-		return ""
-	case strings.HasPrefix(h, "!"):
-		return "; " + h[1:]
+func hint(k string, hints ...keyHints) string {
+	for _, hs := range hints {
+		for _, h := range hs {
+			switch {
+			case h.key != k:
+				continue
+			case strings.HasPrefix(h.hint, "!"):
+				return "; " + h.hint[1:]
+			}
+			return "; did you mean " + h.hint + "?"
+		}
 	}
-	return "; did you mean " + h + "?"
+	return ""
 }
 
-func (fp *fileParser) unknown(r *Rule, m map[string]any, path []string, prefix string, allowed []string, hints map[string]string) {
+func (fp *fileParser) unknown(r *Rule, m map[string]any, path []string, prefix string, allowed []string, hints ...keyHints) {
 	all := true
 	for k := range m {
 		all = all && slices.Contains(allowed, k)
@@ -286,7 +304,7 @@ func (fp *fileParser) unknown(r *Rule, m map[string]any, path []string, prefix s
 	}
 	for _, k := range fp.sortedKeys(m, path) {
 		if !slices.Contains(allowed, k) {
-			fp.fail(r, append(slices.Clone(path), k), prefix+k, ErrUnknownKey, "unknown key (keys: %s)%s", strings.Join(allowed, ", "), hint(k, hints))
+			fp.fail(r, append(slices.Clone(path), k), prefix+k, ErrUnknownKey, "unknown key (keys: %s)%s", strings.Join(allowed, ", "), hint(k, hints...))
 		}
 	}
 }
@@ -497,7 +515,7 @@ func typeName(v any) string {
 }
 
 func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
-	fp.unknown(r, m, path, "match.", matchKeys, matchHints)
+	fp.unknown(r, m, path, "match.", matchKeys, matchHints, identityHints)
 	at := func(k string) []string { return append(slices.Clone(path), k) }
 	bad := func(k string, kind error, format string, a ...any) {
 		fp.fail(r, at(k), "match."+k, kind, format, a...)
@@ -716,7 +734,7 @@ func (fp *fileParser) domain(name string, v any) {
 	fp.ps.pol.Domains[name] = d
 	for _, k := range fp.sortedKeys(m, path) {
 		if k != "usbctrl" {
-			fp.fail(nil, append(slices.Clone(path), k), key+"."+k, ErrUnknownKey, "unknown key (keys: usbctrl)%s", hint(k, map[string]string{"usbdev": "a [[rule]] with target.domain = \"" + name + "\""}))
+			fp.fail(nil, append(slices.Clone(path), k), key+"."+k, ErrUnknownKey, "unknown key (keys: usbctrl)%s", hint(k, keyHints{{"usbdev", "a [[rule]] with target.domain = \"" + name + "\""}}))
 		}
 	}
 	specs, ok := fp.strs(nil, m, path, "usbctrl", key+".", ` (usbctrl = ["version=2, ports=4"], as in xl.cfg)`)

@@ -16,17 +16,24 @@ const (
 	ByPort     = "port" // the busid: the last resort, since it changes with bus numbers
 )
 
-// prefer lists the identity orders a caller may ask for: the first key
-// that names the device alone among those present wins.
-var prefer = map[string][]string{
-	BySerial:   {BySerial, ByPortPath, ByHash, ByPort},
-	ByPortPath: {ByPortPath, BySerial, ByHash, ByPort},
-	ByHash:     {ByHash, BySerial, ByPortPath, ByPort},
+// prefer gives the identity order a caller may ask for: the first key
+// that names the device alone among those present wins. (A switch, not a
+// map: nothing is built at start-up.)
+func prefer(by string) ([]string, bool) {
+	switch by {
+	case BySerial:
+		return []string{BySerial, ByPortPath, ByHash, ByPort}, true
+	case ByPortPath:
+		return []string{ByPortPath, BySerial, ByHash, ByPort}, true
+	case ByHash:
+		return []string{ByHash, BySerial, ByPortPath, ByPort}, true
+	}
+	return nil, false
 }
 
 // ValidPrefer says whether by names an identity order Choose knows.
 func ValidPrefer(by string) bool {
-	_, ok := prefer[by]
+	_, ok := prefer(by)
 	return ok
 }
 
@@ -44,9 +51,9 @@ func (id Identity) Match(d usbsysfs.Device) []policy.KeyValue {
 // Choose names d among the devices present (all), in the order by
 // gives (see ValidPrefer; "" is BySerial).
 func Choose(d usbsysfs.Device, all []usbsysfs.Device, by string) (Identity, error) {
-	order, ok := prefer[by]
+	order, ok := prefer(by)
 	if by == "" {
-		order, ok = prefer[BySerial], true
+		order, ok = prefer(BySerial)
 	}
 	if !ok {
 		return Identity{}, fmt.Errorf("%q: prefer serial, port_path or hash", by)
