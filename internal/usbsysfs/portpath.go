@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 )
 
 // ErrNoPortPath: a device's controller sits on no bus that names it
@@ -39,10 +37,37 @@ func parentSubsystem(sub string) bool {
 	return false
 }
 
-// Compiled on first use, not at every command's start.
-var pciAddr = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
-})
+// isPCIAddr says whether name has the form of a PCI address
+// ("0000:00:14.0": domain, bus, device, function, in lower-case hex).
+// Checked by hand: a regexp would be compiled by the first command that
+// reads a port path on a tree without subsystem links, for one fixed form.
+func isPCIAddr(name string) bool {
+	if len(name) != len("0000:00:14.0") {
+		return false
+	}
+	for i := range len(name) {
+		c := name[i]
+		switch i {
+		case 4, 7:
+			if c != ':' {
+				return false
+			}
+		case 10:
+			if c != '.' {
+				return false
+			}
+		case 11:
+			if c < '0' || c > '7' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // PortPaths computes a device's stable port names from where the kernel
 // put it in the device tree: the controller's bus address, the root hub's
@@ -114,7 +139,7 @@ func (f *FS) subsystem(dir, name string) string {
 	if t, err := os.Readlink(filepath.Join(dir, "subsystem")); err == nil {
 		return filepath.Base(t)
 	}
-	if pciAddr().MatchString(name) {
+	if isPCIAddr(name) {
 		return "pci"
 	}
 	return ""
