@@ -60,12 +60,15 @@ const listGuess = 8
 
 // listGets are the reads DomainList predicts for a domid.
 func listGets(domid uint32) []xenstore.Get {
-	var gets []xenstore.Get
-	for _, p := range domainPaths(domid) {
+	dom, ctrl := domainPaths(domid), controllerPaths(domid, 0, true)
+	// Sized at once: a short-lived command pays for each size the slice
+	// would pass through on its way.
+	gets := make([]xenstore.Get, 0, len(dom)+1+len(ctrl)+listGuess)
+	for _, p := range dom {
 		gets = append(gets, xenstore.Get{Path: p})
 	}
 	gets = append(gets, xenstore.Get{Path: libxlDir(domid), Dir: true})
-	for _, p := range controllerPaths(domid, 0, true) {
+	for _, p := range ctrl {
 		gets = append(gets, xenstore.Get{Path: p})
 	}
 	c := Controller{Type: policy.TypePV, backend: backendPath("vusb", domid, 0)}

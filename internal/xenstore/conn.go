@@ -85,6 +85,10 @@ func newConn(rwc io.ReadWriteCloser, onePerWrite bool) *Conn {
 		pending:     make(map[uint32]slot),
 		watches:     make(map[string]*watcher),
 		done:        make(chan struct{}),
+		// Room for a command's batch of reads (a kilobyte or so): grown
+		// from nothing, the buffer passed through a dozen sizes in the
+		// first batch, each a new span of memory to fault in.
+		wbuf: make([]byte, 0, 2<<10),
 	}
 	c.ops = ops{c: c}
 	c.wg.Add(1)
