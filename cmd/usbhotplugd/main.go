@@ -169,17 +169,20 @@ func newRoot(args []string) *cobra.Command {
 	if versionFlag(args) {
 		return root
 	}
+	// Only the shell's request for completions reads the flags'.
+	completing := len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd)
 	for _, c := range commands {
 		if ok && !one.tree && c.name != one.name {
 			continue
 		}
-		root.AddCommand(c.build())
+		root.AddCommand(c.build(completing))
 	}
 	return root
 }
 
-// build makes the command and adds what every command shares.
-func (c command) build() *cobra.Command {
+// build makes the command and adds what every command shares; completing,
+// the flags' completions too.
+func (c command) build(completing bool) *cobra.Command {
 	cc := c.new()
 	cc.GroupID = c.group
 	cc.Example = formatExamples(c.examples)
@@ -189,7 +192,7 @@ func (c command) build() *cobra.Command {
 	cc.Flags().SortFlags = false
 	cc.Flags().VisitAll(func(f *pflag.Flag) {
 		nameValue(f)
-		if fn := flagCompletion(f.Name); fn != nil {
+		if fn := flagCompletion(f.Name); fn != nil && completing {
 			cc.RegisterFlagCompletionFunc(f.Name, fn)
 		}
 	})
