@@ -21,17 +21,7 @@ type Writer interface {
 
 type fileWriter struct{}
 
-func (fileWriter) WriteAttr(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func (fileWriter) WriteAttr(path string, data []byte) error { return writeSmall(path, data) }
 
 // An FS is a sysfs tree. It is safe for concurrent use; it caches nothing.
 type FS struct {

@@ -67,7 +67,7 @@ func parentBusID(busid string) string {
 // hashDir hashes the device in dir. attrs, when not nil, are the values
 // of hashAttrs read a moment ago ("" for a missing one), not read again.
 func (f *FS) hashDir(dir string, attrs *[len(hashAttrs)]string) (string, error) {
-	desc, err := os.ReadFile(filepath.Join(dir, "descriptors"))
+	desc, err := readSmall(filepath.Join(dir, "descriptors"))
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, serr := os.Stat(dir); serr != nil {
 			return "", fmt.Errorf("usbsysfs: %w", serr)

@@ -79,3 +79,33 @@ func (d attrDir) close() {
 		unix.Close(d.fd)
 	}
 }
+
+// writeSmall writes an attribute with three system calls (open, write,
+// close): an *os.File costs five more (the poller's registration, which
+// sysfs refuses, and the flags set and restored around it).
+func writeSmall(path string, data []byte) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	for {
+		n, err := unix.Write(fd, data)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			unix.Close(fd)
+			return &fs.PathError{Op: "write", Path: path, Err: err}
+		}
+		if data = data[n:]; len(data) == 0 || n == 0 {
+			break
+		}
+	}
+	if err := unix.Close(fd); err != nil {
+		return &fs.PathError{Op: "close", Path: path, Err: err}
+	}
+	return nil
+}

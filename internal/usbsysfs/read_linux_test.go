@@ -2,6 +2,8 @@ package usbsysfs
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,6 +28,30 @@ func TestReadSmallLong(t *testing.T) {
 		d.close()
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%d bytes, from the directory: read %d, %v", n, len(got), err)
+		}
+	}
+}
+
+// An attribute is written whole, with the error of the step that failed.
+func TestWriteSmall(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bind")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSmall(p, []byte("1-1.6:1.0")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "1-1.6:1.0" {
+		t.Errorf("wrote %q, %v", b, err)
+	}
+	err := writeSmall(filepath.Join(filepath.Dir(p), "unbind"), []byte("x"))
+	if pe, ok := err.(*fs.PathError); !ok || pe.Op != "open" || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a missing file: %v", err)
+	}
+	if _, err := os.Stat("/dev/full"); err == nil { // a write that fails
+		err := writeSmall("/dev/full", []byte("x"))
+		if pe, ok := err.(*fs.PathError); !ok || pe.Op != "write" {
+			t.Errorf("/dev/full: %v", err)
 		}
 	}
 }

@@ -19,3 +19,16 @@ func openAttrDir(dir string) attrDir { return attrDir{path: dir} }
 func (d attrDir) read(name string) ([]byte, error) { return readSmall(filepath.Join(d.path, name)) }
 
 func (d attrDir) close() {}
+
+// writeSmall writes a file that exists.
+func writeSmall(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
