@@ -1,14 +1,13 @@
 package metrics
 
 import (
-	"errors"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/atomicfile"
 )
 
 // Namespace prefixes every metric name.
@@ -203,29 +202,11 @@ func (t *Textfile) Flush(m *Metrics, now time.Time) error {
 	return nil
 }
 
-// writeAtomic replaces path so that the collector never reads half a file:
-// a temporary file in the same directory, synced, renamed over it. The
-// temporary name starts with a dot and does not end in .prom, so the
+// writeAtomic replaces path so that the collector never reads half a file.
+// The temporary name starts with a dot and does not end in .prom, so the
 // collector skips it.
 func writeAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("metrics textfile: %w", err)
-	}
-	_, werr := f.Write(b)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("metrics textfile %s: %w", path, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("metrics textfile %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(path, b, 0o644, true); err != nil {
 		return fmt.Errorf("metrics textfile %s: %w", path, err)
 	}
 	return nil

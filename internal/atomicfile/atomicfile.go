@@ -1,0 +1,74 @@
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// ErrExists: the file to write is there already, and replacing it was not
+// asked for.
+var ErrExists = errors.New("file exists")
+
+// Write puts data at path with mode perm. The data goes to a temporary
+// file in the same directory, named ".NAME.*.tmp" (hidden, and with a
+// suffix that policy loading and textfile collectors skip), synced, then
+// renamed over path (replace) or linked to it (not replace: an existing
+// path is left alone and ErrExists returned), and the directory synced.
+func Write(path string, data []byte, perm fs.FileMode, replace bool) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	err = fill(f, data, perm)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = place(tmp, path, replace)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}
+
+func fill(f *os.File, data []byte, perm fs.FileMode) error {
+	// Chmod, not CreateTemp's 0600: the mode is perm whatever the umask.
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// place makes tmp path: renamed over it, or linked where nothing is (link
+// fails if path appeared meanwhile: never replaced by surprise).
+func place(tmp, path string, replace bool) error {
+	if replace {
+		return os.Rename(tmp, path)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s: %w", path, ErrExists)
+		}
+		return err
+	}
+	return os.Remove(tmp)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
