@@ -1,6 +1,7 @@
 package usbsysfs
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -52,7 +53,7 @@ func (f *FS) ParentHash(busid string) (string, error) {
 // of the device above it ("/sys/devices/pci0000:00/0000:00:14.0"), under
 // /sys whatever the tree's root, so that a fixture hashes as the host.
 func controllerHash(rootHubDevPath string) string {
-	sum := sum256([]byte("/sys" + filepath.Dir(rootHubDevPath)))
+	sum := sha256.Sum256([]byte("/sys" + filepath.Dir(rootHubDevPath)))
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
@@ -80,7 +81,7 @@ func (f *FS) hashDir(dir string, attrs *[len(hashAttrs)]string) (string, error) 
 	if err := checkDescriptors(desc); err != nil {
 		return "", fmt.Errorf("usbsysfs: %s: %w", filepath.Join(dir, "descriptors"), err)
 	}
-	h := newHash256()
+	h := sha256.New()
 	for i, a := range hashAttrs {
 		if attrs != nil {
 			h.Write([]byte(attrs[i]))
@@ -93,8 +94,7 @@ func (f *FS) hashDir(dir string, attrs *[len(hashAttrs)]string) (string, error) 
 		h.Write([]byte(v))
 	}
 	h.Write(desc)
-	sum := h.Sum()
-	return base64.StdEncoding.EncodeToString(sum[:]), nil
+	return base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
 }
 
 // checkDescriptors accepts what the kernel writes: an 18-byte device
