@@ -10,10 +10,27 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 )
 
-// classDrivers are the dom0 drivers of the fixture hosts, by interface
-// class. No driver takes class 0b (smart cards: no CCID driver in the
+// classDriver is the dom0 driver of the fixture hosts for an interface
+// class ("" for none). No driver takes class 0b (smart cards: no CCID driver in the
 // kernel) or vendor-specific interfaces; usbfs binds nothing by itself.
-var classDrivers = map[string]string{"03": "usbhid", "08": "usb-storage", "09": "hub", "01": "snd-usb-audio", "07": "usblp", "0e": "uvcvideo"}
+// (A switch, not a map: nothing is built at every command's start.)
+func classDriver(class string) string {
+	switch class {
+	case "03":
+		return "usbhid"
+	case "08":
+		return "usb-storage"
+	case "09":
+		return "hub"
+	case "01":
+		return "snd-usb-audio"
+	case "07":
+		return "usblp"
+	case "0e":
+		return "uvcvideo"
+	}
+	return ""
+}
 
 func validDevice(name string) bool { return usbname.Valid(name) == nil }
 func validIntf(name string) bool   { return usbname.ValidInterface(name) == nil }
@@ -100,16 +117,18 @@ func (k *Kernel) claimedBy(name string) []string {
 	return out
 }
 
-// releasing are the drivers whose disconnect lets go of the interfaces
-// their probe claimed: usbnet's (cdc_ether unbinds the data interface
+// releasing says whether drv's disconnect lets go of the interfaces its
+// probe claimed: usbnet's (cdc_ether unbinds the data interface
 // before the control one, a real kernel's trace shows). snd-usb-audio
 // keeps its streaming interfaces until each is unbound itself.
-var releasing = map[string]bool{"cdc_ether": true, "rndis_host": true, "cdc_ncm": true}
+func releasing(drv string) bool {
+	return drv == "cdc_ether" || drv == "rndis_host" || drv == "cdc_ncm"
+}
 
 // release is what a releasing driver's disconnect does with the
 // interfaces its probe claimed.
 func (k *Kernel) release(name, dir, drv string) {
-	if !releasing[drv] {
+	if !releasing(drv) {
 		return
 	}
 	for _, in := range k.claimedBy(name) {
@@ -194,7 +213,7 @@ func (k *Kernel) matches(drv, intf, dir string) bool {
 	if k.original[intf] == drv || k.learned[intf] == drv {
 		return true
 	}
-	return classDrivers[readAttr(dir, "bInterfaceClass")] == drv
+	return classDriver(readAttr(dir, "bInterfaceClass")) == drv
 }
 
 // probeErr is what usb_probe_interface and the driver's probe answer: an
@@ -240,7 +259,7 @@ func (k *Kernel) probeWrite(path, data string) error {
 // drivers were loaded first, so they are tried first; with no port table,
 // usbback takes only what it is explicitly given).
 func (k *Kernel) probe(name, dir string) {
-	cands := []string{k.original[name], k.learned[name], classDrivers[readAttr(dir, "bInterfaceClass")]}
+	cands := []string{k.original[name], k.learned[name], classDriver(readAttr(dir, "bInterfaceClass"))}
 	if k.UsbbackPorts != nil {
 		cands = append(cands, "usbback") // without a port table it takes only what it is given
 	}

@@ -30,7 +30,18 @@ func NewDeviceModel() *DeviceModel {
 	return &DeviceModel{ports: map[string]int{}, devices: map[string]string{}, used: map[string]string{}}
 }
 
-var controllerPorts = map[string]int{"piix3-usb-uhci": 2, "usb-ehci": 6, "nec-usb-xhci": 15}
+// controllerPorts is the number of ports of a QEMU USB controller model.
+func controllerPorts(driver string) (int, bool) {
+	switch driver {
+	case "piix3-usb-uhci":
+		return 2, true
+	case "usb-ehci":
+		return 6, true
+	case "nec-usb-xhci":
+		return 15, true
+	}
+	return 0, false
+}
 
 // Run implements the QMP commands device_add and device_del.
 func (q *DeviceModel) Run(ctx context.Context, command string, args, out any) error {
@@ -44,7 +55,7 @@ func (q *DeviceModel) Run(ctx context.Context, command string, args, out any) er
 		if _, dup := q.devices[id]; dup {
 			return &QMPError{"GenericError", fmt.Sprintf("Duplicate device ID '%s' for device", id)}
 		}
-		if n, ok := controllerPorts[driver]; ok {
+		if n, ok := controllerPorts(driver); ok {
 			q.devices[id] = ""
 			q.ports[id+".0"] = n
 			return nil
