@@ -102,12 +102,21 @@ func handlesSignals(args []string) bool {
 }
 
 // versionFlag says whether args are the root's --version (or -v) alone,
-// which the root answers by itself: no command is built for it.
+// which run answers by itself: no command is built for it.
 func versionFlag(args []string) bool {
 	return len(args) == 1 && (args[0] == "--version" || args[0] == "-v")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if versionFlag(args) {
+		// What the root's version template prints, without a command tree
+		// or a template parsed and run for one line.
+		if _, err := fmt.Fprintln(stdout, versionString()); err != nil {
+			fmt.Fprintf(stderr, "usbhotplugd: %v\n", err)
+			return exitFailure
+		}
+		return exitOK
+	}
 	root := newRoot(args)
 	root.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
 	root.SetOut(stdout)
@@ -165,9 +174,6 @@ func newRoot(args []string) *cobra.Command {
 	one, ok := command{}, false
 	if len(args) > 0 {
 		one, ok = lookup(args[0])
-	}
-	if versionFlag(args) {
-		return root
 	}
 	// Only the shell's request for completions reads the flags'.
 	completing := len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd)
