@@ -77,14 +77,20 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
+// exiting is set by main: the process ends when run returns, and its
+// exit closes what a command still holds (the store's connection, the
+// signal handler), which the command then leaves to it rather than pay for
+// an orderly close. Tests call run many times in one process, with exiting
+// unset, and so close everything.
+var exiting bool
+
 func main() {
-	ctx, stop := context.Background(), func() {}
+	exiting = true
+	ctx := context.Background()
 	if handlesSignals(os.Args[1:]) {
-		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		ctx, _ = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM) // stopped by the exit
 	}
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // handlesSignals says whether the command args name turns SIGINT and

@@ -57,6 +57,9 @@ func (hf *hostFlags) open(ctx context.Context) (*assign.Host, func(), error) {
 		sys = sys.WithWriter(sysfsWriter)
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: hf.timeout, DestroyTimeout: hf.timeout}
+	if exiting {
+		return h, func() {}, nil // closed by the exit, with no wake-up of its reader first
+	}
 	return h, func() { xs.Close() }, nil
 }
 
