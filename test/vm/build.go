@@ -18,6 +18,10 @@ import (
 var Modules = []string{
 	"virtio_pci", "virtio_console",
 	"usbhid", "hid_generic", "usb_storage", "uas", "sd_mod",
+	// What mounting the drives' FAT partition takes: vfat, and the
+	// character sets the kernel's default mount options name (codepage
+	// 437, iocharset ascii), which it would ask modprobe for.
+	"vfat", "nls_cp437", "nls_ascii",
 	"snd_usb_audio", "cdc_ether", "rndis_host",
 	// The host controllers last: coldplugged devices find their drivers.
 	"xhci_pci", "ehci_pci", "uhci_hcd",

@@ -29,7 +29,8 @@ var controllers = []struct{ id, dev, addr string }{
 	{"uhci", "piix3-usb-uhci", "0x6"},
 }
 
-// Drives are raw images the scenarios' storage devices use (drive=dN).
+// Drives are raw images the scenarios' storage devices use (drive=dN),
+// each with a FAT partition (drive.go).
 const Drives = 6
 
 // A VM is one booted guest.
@@ -75,10 +76,7 @@ func StartVM(ctx context.Context, c VMConfig) (*VM, error) {
 	}
 	for i := 0; i < Drives; i++ {
 		img := filepath.Join(c.Dir, fmt.Sprintf("d%d.img", i))
-		if err := os.WriteFile(img, nil, 0o644); err != nil {
-			return nil, err
-		}
-		if err := os.Truncate(img, 16<<20); err != nil {
+		if err := formatDrive(img); err != nil {
 			return nil, err
 		}
 		args = append(args, "-drive", fmt.Sprintf("if=none,id=d%d,file=%s,format=raw", i, img))
