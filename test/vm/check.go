@@ -258,6 +258,7 @@ func driverList(d *usbsysfs.Device) string {
 // other fields does not blind them.
 type auditLine struct {
 	BusID, Action, Message string
+	Trigger                string // what asked for the pass
 	// Duration is the pass's (duration_ms, or duration in milliseconds).
 	Duration float64
 }
@@ -268,7 +269,7 @@ func parseAudit(line string) (auditLine, bool) {
 		return auditLine{}, false
 	}
 	str := func(k string) string { s, _ := m[k].(string); return s }
-	a := auditLine{BusID: str("busid"), Action: str("action"), Message: str("message")}
+	a := auditLine{BusID: str("busid"), Action: str("action"), Message: str("message"), Trigger: str("trigger")}
 	for _, k := range []string{"duration_ms", "duration"} {
 		if d, ok := m[k].(float64); ok {
 			a.Duration = d
@@ -310,8 +311,8 @@ func (r *runner) evalAudit(ctx context.Context, c []string) (bool, string, error
 		if a.BusID != busid {
 			continue
 		}
-		seen = append(seen, a.Action+": "+a.Message)
-		if a.Action == c[2] && strings.Contains(a.Message, text) {
+		seen = append(seen, a.Action+" ("+a.Trigger+"): "+a.Message)
+		if a.Action == c[2] && (strings.Contains(a.Message, text) || strings.Contains(a.Trigger, text)) {
 			n++
 		}
 	}

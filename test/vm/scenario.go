@@ -37,10 +37,11 @@ import (
 //
 // Conditions: port ID DOMAIN [C:P] | port ID none | drivers ID D,D… (per
 // interface, "-" for none) | present ID | absent ID | audit ID ACTION
-// [TEXT…] (a record since the last action step) | audits ID ACTION MAX (at
-// most MAX such records) | kernel TEXT… (kernel log since the last action
-// step) | kernels MAX TEXT… (at most MAX such messages) | ready (the
-// agent's status file says it has reconciled everything) | uevents
+// [TEXT…] (a record since the last action step, with TEXT in its message
+// or its trigger) | audits ID ACTION MAX (at most MAX such records) |
+// kernel TEXT… (kernel log since the last action step) | kernels MAX
+// TEXT… (at most MAX such messages) | ready (the agent's status file
+// says it has reconciled everything) | uevents
 // none|some KEY=V[,V…]… [under ID] (no event, or one, of the kernel's
 // uevents recorded since boot has each KEY with one of its values, in
 // any subsystem; under ID: of the device, its interfaces or anything

@@ -88,11 +88,11 @@ func TestVM(t *testing.T) {
 
 func TestParseAudit(t *testing.T) {
 	for _, l := range []string{
-		`{"level":"info","busid":"1-1","action":"attached","controller":0,"port":1,"audit":true,"duration_ms":270.2,"message":"rule 1 attaches 1-1"}`,
-		`{"level":"info","busid":"1-1","action":"attached","port":"0:1","audit":true,"duration":270.2,"message":"rule 1 attaches 1-1"}`,
+		`{"level":"info","busid":"1-1","action":"attached","controller":0,"port":1,"audit":true,"duration_ms":270.2,"trigger":"add","message":"rule 1 attaches 1-1"}`,
+		`{"level":"info","busid":"1-1","action":"attached","port":"0:1","audit":true,"duration":270.2,"trigger":"add","message":"rule 1 attaches 1-1"}`,
 	} {
 		a, ok := parseAudit(l)
-		if !ok || a.BusID != "1-1" || a.Action != "attached" || a.Duration != 270.2 || a.Message != "rule 1 attaches 1-1" {
+		if !ok || a.BusID != "1-1" || a.Action != "attached" || a.Duration != 270.2 || a.Message != "rule 1 attaches 1-1" || a.Trigger != "add" {
 			t.Errorf("parseAudit(%s) = %+v, %v", l, a, ok)
 		}
 	}
