@@ -32,9 +32,14 @@ import (
 //     next, or a kill lands during an attach), their order within one
 //     device does not.
 //
-// Every scenario is calibrated but quick.scn: its keyboard is plugged and
+// Every scenario is calibrated but quick.scn and those that mount a disk
+// (Scenario.Mounts, inuse.scn). quick.scn's keyboard is plugged and
 // pulled out at once, and whether the real kernel enumerates it first,
-// and how far, is timing; the recorded events would be one run's.
+// and how far, is timing; the recorded events would be one run's. A mount
+// cannot be made true on the fake kernel: its disks are sysfs entries
+// with nothing to mount, and the agent in this process would read, and
+// watch, the host's own mounts, which a test must not change; faking the
+// mount table would test the fake, not the watch.
 func (r *runner) normalise(trace string) []string {
 	ids := r.scenarioIDs()
 	bySerial := map[string]string{}

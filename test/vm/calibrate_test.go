@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,9 @@ func TestFakeKernelCalibrated(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if sc.Mounts() {
+				t.Fatalf("%s mounts a disk, which the fake kernel cannot (calibrate.go): remove %s", sc.File, f)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			res := (&Env{Fake: true}).Run(ctx, sc)
@@ -61,4 +65,27 @@ func TestDiffLines(t *testing.T) {
 	if d := diffLines([]string{"a", "b", "c"}, []string{"a", "x", "c", "d"}); d != want {
 		t.Errorf("diff:\n%s\nwant:\n%s", d, want)
 	}
+}
+
+// A scenario that mounts a disk stops at its mount on the fake kernel,
+// saying why, rather than passing on a faked mount table.
+func TestFakeKernelDoesNotMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the agent runs as root: run the test as root")
+	}
+	if _, err := xenstoretest.XenstoredBinary(); err != nil {
+		t.Skipf("the real xenstored is needed (apt-get install xenstored or xen-utils-4.17): %v", err)
+	}
+	sc, err := ParseFile("scenarios/inuse.scn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res := (&Env{Fake: true}).Run(ctx, sc)
+	var se *StepError
+	if !errors.As(res.Err, &se) || !strings.HasPrefix(se.Step, "mount ") || !strings.Contains(se.Found, errNoMount.Error()) {
+		t.Fatalf("on the fake kernel: %v, want the mount step to fail with %q", res.Err, errNoMount)
+	}
+	os.RemoveAll(res.Dir)
 }

@@ -298,6 +298,16 @@ func (f *fakeMachine) Unplug(ctx context.Context, id string) error {
 	return f.k.Unplug(b)
 }
 
+// errNoMount: the fake kernel's disks are sysfs entries, with nothing to
+// mount, and the agent reads the mounts of this process's namespace, which
+// a scenario must not change; scenarios that mount run on the real kernel
+// only (calibrate.go).
+var errNoMount = errors.New("the fake kernel has no disks to mount: a scenario that mounts runs in the VM only")
+
+func (f *fakeMachine) Mount(ctx context.Context, busid, dir string) error { return errNoMount }
+
+func (f *fakeMachine) Umount(ctx context.Context, dir string) error { return errNoMount }
+
 // busSpeed is the speed of a device's port: its root hub's, or its hub's.
 func (f *fakeMachine) busSpeed(busid string) string {
 	parent := "usb" + strings.SplitN(busid, "-", 2)[0]

@@ -109,6 +109,11 @@ func (r *runner) deviceInvariants(ctx context.Context, d *usbsysfs.Device, devs 
 	if d.IsHub() {
 		bad = append(bad, fmt.Sprintf("I5: hub %s is at domain %d port %d:%d", d.BusID, a.Domid, a.Controller, a.Port))
 	}
+	for dir, busid := range r.mounted {
+		if busid == d.BusID {
+			bad = append(bad, fmt.Sprintf("I5: %s is mounted on %s in dom0 (built-in guard in-use), yet at domain %d port %d:%d", d.BusID, dir, a.Domid, a.Controller, a.Port))
+		}
+	}
 	if owned[d.BusID] && r.policy != "" {
 		if dec := r.decide(d, devs); dec != nil && dec.Action == policy.Deny {
 			bad = append(bad, fmt.Sprintf("I5: the agent keeps %s at domain %d port %d:%d, but the policy denies it: %s", d.BusID, a.Domid, a.Controller, a.Port, dec.Reason))

@@ -40,6 +40,10 @@ type machine interface {
 	DeviceModel(ctx context.Context, domid uint32, up bool) error
 	Plug(ctx context.Context, p Plug) error
 	Unplug(ctx context.Context, id string) error
+	// Mount mounts the first partition of the disk of the USB device
+	// busid on dir, in dom0; Umount unmounts dir.
+	Mount(ctx context.Context, busid, dir string) error
+	Umount(ctx context.Context, dir string) error
 	Close()
 }
 
@@ -133,4 +137,14 @@ func (v vmMachine) Plug(ctx context.Context, p Plug) error {
 
 func (v vmMachine) Unplug(ctx context.Context, id string) error {
 	return v.QMP(ctx, "device_del", map[string]any{"id": id})
+}
+
+func (v vmMachine) Mount(ctx context.Context, busid, dir string) error {
+	_, err := v.Call(ctx, "mount", "", []string{busid, dir})
+	return err
+}
+
+func (v vmMachine) Umount(ctx context.Context, dir string) error {
+	_, err := v.Call(ctx, "umount", "", []string{dir})
+	return err
 }

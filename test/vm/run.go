@@ -84,8 +84,9 @@ type runner struct {
 	lastPlug time.Time
 	res      *Result
 	agentUp  bool
-	seen     map[string]bool // interfaces seen with a dom0 driver
-	admin    map[string]bool // interfaces an admin unbound
+	seen     map[string]bool   // interfaces seen with a dom0 driver
+	admin    map[string]bool   // interfaces an admin unbound
+	mounted  map[string]string // mount point → busid of the disk mounted there ("" once unplugged)
 }
 
 // Run executes one scenario in a fresh VM with a fresh store.
@@ -99,7 +100,7 @@ func (e *Env) Run(ctx context.Context, sc *Scenario) (res Result) {
 	}
 	res.Dir = dir
 	r := &runner{env: e, sc: sc, dir: dir, doms: map[string]*domState{}, plugs: map[string]Plug{}, busids: map[string]string{},
-		buses: map[string][]int{}, res: &res, seen: map[string]bool{}, admin: map[string]bool{}, policy: sc.Policies["main"]}
+		buses: map[string][]int{}, res: &res, seen: map[string]bool{}, admin: map[string]bool{}, mounted: map[string]string{}, policy: sc.Policies["main"]}
 	res.Err = r.run(ctx)
 	// The disk images and sockets are no logs.
 	for _, pat := range []string{"d*.img", "*.sock"} {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,8 @@ import (
 //	reload POLICY          the agent's policy file replaced, `usbhotplugd reload`
 //	xl SUBCOMMAND ARGS…    one of the agent binary's xl-like commands, in dom0
 //	unbind ID:INTF DRIVER  an admin's unbind; bind ID:INTF DRIVER likewise
+//	mount ID DIR           dom0 mounts the first partition of the stick's disk
+//	                       on DIR (waiting for the disk to be made); umount DIR
 //	wait COND [within DUR] the condition, polled until the deadline (default 60s)
 //	expect COND            the condition, now
 //	measure ID DOMAIN      wait for port and binds; the time since the last plug is kept
@@ -98,6 +101,12 @@ type Step struct {
 	Args   []string
 	Plug   Plug
 	Within time.Duration
+}
+
+// Mounts says whether the scenario mounts a disk in dom0, which only the
+// real kernel can do: such a scenario is not calibrated (calibrate.go).
+func (s *Scenario) Mounts() bool {
+	return slices.ContainsFunc(s.Steps, func(st Step) bool { return st.Verb == "mount" })
 }
 
 // ParseFile reads a scenario; errors name the file and line.
@@ -176,6 +185,7 @@ func (s *Scenario) blocks(in []lineText) ([]lineText, error) {
 var arity = map[string][2]int{ // verb: min, max args (-1: any)
 	"agent": {1, 2}, "unplug": {1, 1}, "domain": {2, 3}, "reload": {1, 1}, "xl": {1, -1},
 	"unbind": {2, 2}, "bind": {2, 2}, "wait": {1, -1}, "expect": {1, -1}, "measure": {2, 2},
+	"mount": {2, 2}, "umount": {1, 1},
 }
 
 func (s *Scenario) statement(n int, l string) error {

@@ -48,8 +48,41 @@ func (r *runner) step(ctx context.Context, st *Step) error {
 		return r.m.XL(sctx, r.subst(sctx, st.Args))
 	case "unbind", "bind":
 		return r.adminBind(sctx, st.Verb, st.Args)
+	case "mount":
+		return r.mount(sctx, st.Args[0], st.Args[1])
+	case "umount":
+		return r.umount(sctx, st.Args[0])
 	}
 	return fmt.Errorf("unknown step %q", st.Verb)
+}
+
+func (r *runner) mount(ctx context.Context, id, dir string) error {
+	if _, ok := r.plugs[id]; !ok {
+		return fmt.Errorf("mount %s: no such device in the scenario", id)
+	}
+	if _, ok := r.mounted[dir]; ok {
+		return fmt.Errorf("mount: %s is mounted already", dir)
+	}
+	busid, err := r.resolve(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := r.m.Mount(ctx, busid, dir); err != nil {
+		return err
+	}
+	r.mounted[dir] = busid
+	return nil
+}
+
+func (r *runner) umount(ctx context.Context, dir string) error {
+	if _, ok := r.mounted[dir]; !ok {
+		return fmt.Errorf("umount %s: the scenario mounted nothing there", dir)
+	}
+	if err := r.m.Umount(ctx, dir); err != nil {
+		return err
+	}
+	delete(r.mounted, dir)
+	return nil
 }
 
 // subst replaces @ID with the device's busid, in every argument; an ID
@@ -177,7 +210,17 @@ func (r *runner) unplug(ctx context.Context, id string) error {
 	if _, ok := r.plugs[id]; !ok {
 		return fmt.Errorf("unplug %s: no such device in the scenario", id)
 	}
-	return r.m.Unplug(ctx, id)
+	if err := r.m.Unplug(ctx, id); err != nil {
+		return err
+	}
+	// Its mounts stay, of a disk that is gone: a device plugged at its
+	// port next is not the one mounted.
+	for dir, busid := range r.mounted {
+		if busid != "" && busid == r.busids[id] {
+			r.mounted[dir] = ""
+		}
+	}
+	return nil
 }
 
 func (r *runner) domain(ctx context.Context, args []string) error {

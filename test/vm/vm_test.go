@@ -36,6 +36,8 @@ func TestParseErrors(t *testing.T) {
 		{"wait port k1 kiosk within soon", "x.scn:1: within \"soon\""},
 		{"expect colour k1 blue", "x.scn:1: unknown condition \"colour\""},
 		{"repeat many\nend", "x.scn:1: repeat \"many\""},
+		{"mount s1", "x.scn:1: mount: wrong number of arguments"},
+		{"umount", "x.scn:1: umount: wrong number of arguments"},
 	} {
 		_, err := Parse("x.scn", c.text)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

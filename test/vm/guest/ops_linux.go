@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -74,6 +78,19 @@ func handle(req request) (string, error) {
 		return "", stopDM(req.Args)
 	case "record-stop":
 		return stopRecord()
+	case "mount":
+		if len(req.Args) != 2 {
+			return "", fmt.Errorf("mount BUSID DIR")
+		}
+		return mountDisk(req.Args[0], req.Args[1])
+	case "umount":
+		if len(req.Args) != 1 {
+			return "", fmt.Errorf("umount DIR")
+		}
+		if err := unix.Unmount(req.Args[0], 0); err != nil {
+			return "", fmt.Errorf("umount %s: %w", req.Args[0], err)
+		}
+		return "", nil
 	}
 	return "", fmt.Errorf("unknown op %q", req.Op)
 }
@@ -262,4 +279,50 @@ func stopRecord() (string, error) {
 		return "", fmt.Errorf("the recorder did not stop within 30s")
 	}
 	return tracePath, nil
+}
+
+// mountDisk mounts the first partition of the USB disk busid on dir, as
+// dom0's admin mounts a stick, and says which it mounted. The disk and
+// its partitions come a second or so after usb-storage binds (its SCSI
+// scan), and the device node just after the sysfs entry: both are waited
+// for.
+func mountDisk(busid, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	sys := usbsysfs.NewFS("/sys")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		part, err := firstPartition(sys, busid)
+		if err == nil && part != "" {
+			err = unix.Mount("/dev/"+part, dir, "vfat", 0, "")
+			if err == nil {
+				return "/dev/" + part, nil
+			}
+			err = fmt.Errorf("mount /dev/%s on %s: %w", part, dir, err)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%s: no partition to mount within 60s (%v)", busid, err)
+		}
+		time.Sleep(50 * time.Millisecond) // the next look at sysfs
+	}
+}
+
+// firstPartition is the first partition of busid's first disk, "" when
+// there is none yet.
+func firstPartition(sys *usbsysfs.FS, busid string) (string, error) {
+	blocks, err := sys.BlockDevs(busid)
+	if err != nil || len(blocks) == 0 {
+		return "", err
+	}
+	disk := blocks[0].Name // disks come before their partitions
+	for _, b := range blocks[1:] {
+		if strings.HasPrefix(b.Name, disk) && b.Name != disk {
+			return b.Name, nil
+		}
+	}
+	return "", nil
 }
