@@ -1,6 +1,7 @@
 package usbsysfs
 
 import (
+	"io"
 	"io/fs"
 	"path/filepath"
 
@@ -96,11 +97,14 @@ func writeSmall(path string, data []byte) error {
 		if err == unix.EINTR {
 			continue
 		}
+		if err == nil && n == 0 && len(data) > 0 {
+			err = io.ErrUnexpectedEOF // as an *os.File says it
+		}
 		if err != nil {
 			unix.Close(fd)
 			return &fs.PathError{Op: "write", Path: path, Err: err}
 		}
-		if data = data[n:]; len(data) == 0 || n == 0 {
+		if data = data[n:]; len(data) == 0 {
 			break
 		}
 	}
