@@ -431,12 +431,16 @@ func (f *FS) Devices() ([]Device, error) {
 // numerically, so that a parent sorts before its children (usbname.Compare).
 func BusIDLess(a, b string) bool { return usbname.Compare(a, b) < 0 }
 
-// BusIDByAddr finds a device by bus number and device number the way libxl
-// does: the first entry of /sys/bus/usb/devices, in directory order, whose
-// busnum and devnum match. It returns fs.ErrNotExist if there is none.
+// BusIDByAddr finds a device by bus number and device number: the device
+// its character device links to, or, in a tree without the links, the way
+// libxl does, the first entry of /sys/bus/usb/devices, in directory order,
+// whose busnum and devnum match. It returns fs.ErrNotExist if there is none.
 func (f *FS) BusIDByAddr(bus, addr int) (string, error) {
 	if bus < 1 || addr < 1 {
 		return "", fmt.Errorf("usbsysfs: bus %d addr %d: %w", bus, addr, fs.ErrNotExist)
+	}
+	if n, ok := f.busIDByDevt(bus, addr); ok {
+		return n, nil
 	}
 	names, err := f.names()
 	if err != nil {
@@ -456,6 +460,29 @@ func (f *FS) BusIDByAddr(bus, addr int) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("usbsysfs: no device at bus %d addr %d: %w", bus, addr, fs.ErrNotExist)
+}
+
+// busIDByDevt finds the device at bus and addr by its character device,
+// as libusb does: the kernel numbers a USB device 189:(bus-1)*128+addr-1,
+// and /sys/dev/char links the number to the device. One link is read, not
+// the numbers of every device before it; the device's own numbers are
+// read back to confirm it. A tree without the links (a fixture) is not
+// found here, and scanned.
+func (f *FS) busIDByDevt(bus, addr int) (string, bool) {
+	if addr > 128 {
+		return "", false
+	}
+	t, err := os.Readlink(filepath.Join(f.root, "dev/char", "189:"+strconv.Itoa((bus-1)*128+addr-1)))
+	if err != nil {
+		return "", false
+	}
+	n := filepath.Base(t)
+	if ValidBusID(n) != nil {
+		return "", false
+	}
+	b, err1 := f.readAttr(f.devPath(n), "busnum")
+	d, err2 := f.readAttr(f.devPath(n), "devnum")
+	return n, err1 == nil && err2 == nil && atoiTrim(b) == bus && atoiTrim(d) == addr
 }
 
 func atoiTrim(s string) int {

@@ -128,6 +128,37 @@ func TestBusIDByAddr(t *testing.T) {
 	}
 }
 
+// A tree with /sys/dev/char is looked up through it; a link that names
+// another device, or none, leaves the device to the scan.
+func TestBusIDByAddrDevt(t *testing.T) {
+	f, _ := standard(t)
+	char := filepath.Join(f.Root(), "dev", "char")
+	if err := os.MkdirAll(char, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := func(minor, busid string) {
+		t.Helper()
+		target, err := os.Readlink(filepath.Join(f.Root(), "bus/usb/devices", busid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		target = filepath.Join("../../bus/usb/devices", target)
+		if err := os.Symlink(target, filepath.Join(char, "189:"+minor)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("5", "1-1.6") // bus 1, addr 6
+	link("0", "1-1.6") // bus 1, addr 1: the numbers read back do not agree
+	for _, c := range []struct {
+		bus, addr int
+		want      string
+	}{{1, 6, "1-1.6"}, {1, 1, "usb1"}} {
+		if id, err := f.BusIDByAddr(c.bus, c.addr); err != nil || id != c.want {
+			t.Errorf("BusIDByAddr(%d, %d) = %q, %v; want %s", c.bus, c.addr, id, err, c.want)
+		}
+	}
+}
+
 func TestNamesValidated(t *testing.T) {
 	good := []string{"usb1", "1-1", "1-1.6", "3-11", "12-1.2.3.4.5.6"}
 	bad := []string{"", "../", "1-1/../..", "usb", "usb0", "0-1", "1-", "1-1.", "1-1..2", "-1", "1-01", "1-1.6:1.0", "a-1", "1-1.2.3.4.5.6.7", "1-0", "1-32", "usb64", "usb1 ", "1-1\n"}
