@@ -300,8 +300,10 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 			// the domain going down): that is respected, not undone.
 			rec.Action, p.state = ActHeld, StHeld
 			rec.Domid, rec.Ctrl, rec.Port = int(t.domid), owned.Controller, owned.Port
-			rec.Reason += fmt.Sprintf("; it was detached from %s (domid %d) port %d:%d by someone else: it stays in dom0 until it is plugged again or %s restarts",
-				t.name, t.domid, owned.Controller, owned.Port, t.name)
+			// Which of them cannot be told: a guest going down has its
+			// ports emptied first too, before it is gone.
+			rec.Reason += fmt.Sprintf("; it was detached from %s (domid %d) port %d:%d by someone else (xl usbdev-detach or usbctrl-detach, or %s going down): it stays in dom0 until it is plugged again or %s restarts",
+				t.name, t.domid, owned.Controller, owned.Port, t.name, t.name)
 		case o.refusedBy != "":
 			rec.Action, p.state = ActRefused, StRefused
 			rec.Reason += "; " + o.refusedBy + ": not tried again until it is plugged again or the policy is reloaded"
