@@ -21,21 +21,44 @@ match = { interface = "storage" }
 target = { domain = "desk" }
 `
 
+// dom0's mounts: its root, and a data volume on the stick's partition.
+const (
+	rootMount = "28 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+	dataMount = "41 28 8:65 / /srv/data rw,relatime - ext4 /dev/sde1 rw\n"
+)
+
+// diskEnv is an env whose 1-3 is a stick with a disk sde and its partition
+// sde1, and whose mounts are read from a file mount writes.
+func diskEnv(t *testing.T, s xenstoretest.Store) *env {
+	e := newEnv(t, s)
+	err := (&fakekernel.Builder{Root: e.root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64",
+		Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mountinfo = filepath.Join(t.TempDir(), "mountinfo")
+	return e
+}
+
+// holderOfSde is where sysfs shows that name holds the stick's disk.
+func (e *env) holderOfSde(name string) string {
+	return filepath.Join(e.root, "devices/pci0000:00/0000:00:14.0/usb1/1-3/1-3:1.0/host4/target4:0:0/4:0:0:0/block/sde/holders", name)
+}
+
+// mount makes the mounts dom0 has those of table.
+func (e *env) mount(table string) {
+	e.t.Helper()
+	if err := os.WriteFile(e.mountinfo, []byte(table), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // A disk dom0 uses (mounted, or under device-mapper) stays in dom0 even
 // when a rule sends it away; once free, a reload passes it.
 func TestAgentKeepsDisksDom0Uses(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		e := newEnv(t, s)
-		err := (&fakekernel.Builder{Root: e.root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64",
-			Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.mountinfo = filepath.Join(t.TempDir(), "mountinfo")
-		mount := "28 1 8:1 / / rw - ext4 /dev/sda1 rw\n41 28 8:65 / /srv/data rw,relatime - ext4 /dev/sde1 rw\n"
-		if err := os.WriteFile(e.mountinfo, []byte(mount), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		e := diskEnv(t, s)
+		e.mount(rootMount + dataMount)
 		e.run(storagePolicy, false)
 		if _, ok := e.at("1-3"); ok {
 			t.Fatal("a disk dom0 has mounted was passed through")
@@ -47,10 +70,8 @@ func TestAgentKeepsDisksDom0Uses(t *testing.T) {
 			t.Errorf("the refusal does not say why:\n%s", log)
 		}
 		// Unmounted, but held by device-mapper: still in use.
-		if err := os.WriteFile(e.mountinfo, []byte("28 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		holder := filepath.Join(e.root, "devices/pci0000:00/0000:00:14.0/usb1/1-3/1-3:1.0/host4/target4:0:0/4:0:0:0/block/sde/holders/dm-0")
+		e.mount(rootMount)
+		holder := e.holderOfSde("dm-0")
 		if err := os.Mkdir(holder, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -81,17 +102,8 @@ func TestAgentKeepsDisksDom0Uses(t *testing.T) {
 // over the disks, and only the free disk is attached.
 func TestAgentPassesADiskOnceDom0LetsItGo(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		e := newEnv(t, s)
-		err := (&fakekernel.Builder{Root: e.root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64",
-			Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.mountinfo = filepath.Join(t.TempDir(), "mountinfo")
-		root := "28 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
-		if err := os.WriteFile(e.mountinfo, []byte(root+"41 28 8:65 / /srv/data rw,relatime - ext4 /dev/sde1 rw\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		e := diskEnv(t, s)
+		e.mount(rootMount + dataMount)
 		e.run(storagePolicy, false)
 		if _, ok := e.at("1-3"); ok {
 			t.Fatal("a disk dom0 has mounted was passed through")
@@ -99,13 +111,11 @@ func TestAgentPassesADiskOnceDom0LetsItGo(t *testing.T) {
 		e.awaitLog("/dev/sde1 is mounted on /srv/data; a device dom0 uses is never passed through (built-in guard): once dom0 unmounts it")
 		// Unmounted, but held by device-mapper now: looked at again,
 		// refused for that.
-		holder := filepath.Join(e.root, "devices/pci0000:00/0000:00:14.0/usb1/1-3/1-3:1.0/host4/target4:0:0/4:0:0:0/block/sde/holders/dm-0")
+		holder := e.holderOfSde("dm-0")
 		if err := os.Mkdir(holder, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(e.mountinfo, []byte(root), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		e.mount(rootMount)
 		e.a.StorageChanged(agent.TrigMounts)
 		if r := e.await("1-3", agent.ActDenied); r.Trigger != agent.TrigMounts || !strings.Contains(r.Reason, "/dev/sde is held by dm-0") {
 			t.Fatalf("after the unmount: %+v", r)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
+	"github.com/usbhotplugd/usbhotplugd/internal/nstest"
 )
 
 // The watch is tested in a fresh user+mount namespace, where a tmpfs can
@@ -21,7 +21,7 @@ import (
 const nsEnv = "USBHOTPLUGD_MOUNTS_NS_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(nsEnv) == "1" {
+	if nstest.Child(nsEnv) {
 		if err := watchBody(); err != nil {
 			fmt.Println("FAIL:", err)
 			os.Exit(1)
@@ -33,17 +33,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestWatchInNamespace(t *testing.T) {
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), nsEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil && strings.Contains(err.Error(), "operation not permitted") && os.Getenv("CI") == "" {
-		t.Skipf("user namespaces are not available here: %v", err)
-	}
+	out, err := nstest.Run(t, nsEnv, syscall.CLONE_NEWNS, nil)
 	if err != nil {
 		t.Fatalf("namespace run failed: %v\n%s", err, out)
 	}

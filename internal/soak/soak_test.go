@@ -20,6 +20,7 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/nstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/replay"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
@@ -35,7 +36,7 @@ const childEnv = "USBHOTPLUGD_SOAK_CHILD"
 const soakKills = 150
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
+	if nstest.Child(childEnv) {
 		rep, err := soak()
 		if err != nil {
 			rep.Error = err.Error()
@@ -105,18 +106,8 @@ func soakOn(t *testing.T, kind string) {
 	if s := os.Getenv("USBHOTPLUGD_SOAK_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", "SOAK_AGENT="+agentBin, "SOAK_XENSTORED="+xsBin, "SOAK_KIND="+kind, "SOAK_SHIM="+shim,
-		"SOAK_DIR="+dir, "SOAK_SEED="+strconv.FormatUint(seed, 10))
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil && strings.Contains(err.Error(), "operation not permitted") && os.Getenv("CI") == "" {
-		t.Skipf("user namespaces are not available here: %v", err)
-	}
+	out, err := nstest.Run(t, childEnv, syscall.CLONE_NEWNET, []string{"SOAK_AGENT=" + agentBin, "SOAK_XENSTORED=" + xsBin, "SOAK_KIND=" + kind, "SOAK_SHIM=" + shim,
+		"SOAK_DIR=" + dir, "SOAK_SEED=" + strconv.FormatUint(seed, 10)}, "-test.run=^$")
 	_, js, ok := strings.Cut(string(out), "\nREPORT ")
 	if err != nil || !ok {
 		t.Fatalf("soak run failed: %v\n%s", err, out)

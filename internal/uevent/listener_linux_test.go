@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"reflect"
 	"strings"
 	"syscall"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/nstest"
 )
 
 // The listener tests run in a fresh user+network namespace, isolated from
@@ -24,7 +25,7 @@ import (
 const nsEnv = "USBHOTPLUGD_UEVENT_NS_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(nsEnv) == "1" {
+	if nstest.Child(nsEnv) {
 		if err := nsBody(); err != nil {
 			fmt.Println("FAIL:", err)
 			os.Exit(1)
@@ -36,17 +37,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestListenerInNamespace(t *testing.T) {
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), nsEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil && strings.Contains(err.Error(), "operation not permitted") && os.Getenv("CI") == "" {
-		t.Skipf("user namespaces are not available here: %v", err)
-	}
+	out, err := nstest.Run(t, nsEnv, syscall.CLONE_NEWNET, nil)
 	if err != nil {
 		t.Fatalf("namespace run failed: %v\n%s", err, out)
 	}
