@@ -40,9 +40,10 @@ type Config struct {
 	OnStatus func(Status)
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
-	// NoWatches: the agent sets no store watches, and whoever drives it
-	// calls Rescan after changing domains (the replay does, so that its
-	// timeline does not depend on when a watch event lands).
+	// NoWatches: the agent sets no store watches and does not watch
+	// dom0's mounts, and whoever drives it calls Rescan after changing
+	// domains (the replay does, so that its timeline does not depend on
+	// when a watch event lands).
 	NoWatches bool
 	// Hooks runs the exec commands of the rules that decide (the daemon
 	// sets it; a replay only simulates). HookTimeout bounds each run
@@ -354,23 +355,39 @@ func (a *Agent) Serve(ctx context.Context, ready func()) error {
 		}
 	})
 	g.Go(func() error { a.pumpWatches(ctx, events); return nil })
-	g.Go(func() error { a.watchMounts(ctx); return nil })
+	// Opened before the worker's first scan reads dom0's mounts, so that
+	// an unmount just after that read still wakes it.
+	if mw := a.openMountWatch(); mw != nil {
+		g.Go(func() error { a.watchMounts(ctx, mw); return nil })
+	}
 	g.Go(func() error { return quiet(ctx, a.work(ctx, ready)) })
 	return g.Wait()
 }
 
+// openMountWatch opens the watch of dom0's mounts for watchMounts; nil
+// without one (NoWatches, or a file that cannot be opened: the agent
+// works on, and says that a reload is needed after an unmount).
+func (a *Agent) openMountWatch() *mounts.Watcher {
+	if a.cfg.NoWatches {
+		return nil
+	}
+	w, err := mounts.OpenWatch(a.cfg.Mountinfo)
+	if err != nil {
+		a.warn.Warn().Err(err).Msg(mountsUnwatched)
+		return nil
+	}
+	return w
+}
+
+const mountsUnwatched = "dom0's mounts are not watched: after an unmount, run usbhotplugd reload to pass the disk"
+
 // watchMounts looks at the disks again at each mount or unmount in dom0,
 // until ctx ends, so that a disk refused while dom0 used it is passed once
-// dom0 unmounts it. Without the watch (the file cannot be polled) the
-// agent works on, and says that a reload is needed after an unmount.
-func (a *Agent) watchMounts(ctx context.Context) {
-	w, err := mounts.OpenWatch(a.cfg.Mountinfo)
-	if err == nil {
-		defer w.Close()
-		err = w.Run(ctx, func() { a.StorageChanged(TrigMounts) })
-	}
-	if err != nil && ctx.Err() == nil {
-		a.warn.Warn().Err(err).Msg("dom0's mounts are not watched: after an unmount, run usbhotplugd reload to pass the disk")
+// dom0 unmounts it. It closes w.
+func (a *Agent) watchMounts(ctx context.Context, w *mounts.Watcher) {
+	defer w.Close()
+	if err := w.Run(ctx, func() { a.StorageChanged(TrigMounts) }); err != nil && ctx.Err() == nil {
+		a.warn.Warn().Err(err).Msg(mountsUnwatched)
 	}
 }
 

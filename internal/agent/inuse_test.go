@@ -1,10 +1,13 @@
 package agent_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
@@ -134,6 +137,57 @@ func TestAgentPassesADiskOnceDom0LetsItGo(t *testing.T) {
 		e.a.Handle(e.ctx, uevent.Message{Event: ev})
 		if r := e.await("1-3", agent.ActAttached); r.Domain != "desk" || r.Trigger != agent.TrigHolderGone {
 			t.Errorf("the free disk: %+v", r)
+		}
+	})
+}
+
+// The watch of dom0's mounts is opened before the first scan reads them,
+// so that an unmount just after that read is not missed: by the first
+// decision, a mountinfo that cannot be watched has been said.
+func TestAgentWatchesMountsBeforeTheFirstScan(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.mountinfo = filepath.Join(t.TempDir(), "no-such-mountinfo")
+		said := make(chan bool, 1) // at the first decision
+		e.onAudit = func(agent.Audit) {
+			select {
+			case said <- strings.Contains(e.logText(), "dom0's mounts are not watched"):
+			default:
+			}
+		}
+		e.run(storagePolicy, false)
+		if !<-said {
+			t.Errorf("the first decision came before the mount watch was opened:\n%s", e.logText())
+		}
+	})
+}
+
+// Under NoWatches (the replay) dom0's mounts are not watched either: the
+// replay's timeline must not depend on the mounts of the host it runs on.
+func TestAgentNoWatchesWatchesNoMounts(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		p, err := policy.Parse("test.toml", []byte(storagePolicy), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := agent.New(agent.Config{Host: e.h, Policy: p, Log: zerolog.New(e), NoWatches: true,
+			Mountinfo: filepath.Join(t.TempDir(), "no-such-mountinfo")})
+		ctx, cancel := context.WithCancel(e.ctx)
+		ready := make(chan struct{})
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx, never{}, func() { close(ready) }) }()
+		select {
+		case <-ready:
+		case err := <-done:
+			t.Fatalf("agent stopped: %v", err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(e.logText(), "dom0's mounts are not watched") {
+			t.Errorf("the mounts were watched under NoWatches:\n%s", e.logText())
 		}
 	})
 }
