@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
@@ -18,10 +21,11 @@ func Storage(d usbsysfs.Device) bool {
 }
 
 // InUse says why dom0 uses d, so that it must stay with dom0: one of its
-// disks or partitions is mounted (the root, a data volume), or is held by
-// device-mapper or md (LVM, dm-crypt, RAID). It is "" when d is free. A
-// storage device whose state cannot be read counts as in use: passing
-// dom0's own disk to a guest is not a mistake to risk.
+// disks or partitions is mounted (the root, a data volume), is held by
+// device-mapper or md (LVM, dm-crypt, RAID), or holds a filesystem the
+// kernel still has open (see openFS). It is "" when d is free. A storage
+// device whose state cannot be read counts as in use: passing dom0's own
+// disk to a guest is not a mistake to risk.
 func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
 	if !Storage(d) {
 		return ""
@@ -47,6 +51,55 @@ func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
 		if len(b.Holders) > 0 {
 			return fmt.Sprintf("/dev/%s is held by %s", b.Name, strings.Join(b.Holders, ", "))
 		}
+		fsType, err := openFS(sys.Root(), b.Name)
+		if err != nil {
+			return fmt.Sprintf("its filesystems could not be read (%v)", err)
+		}
+		if fsType != "" {
+			return fmt.Sprintf("/dev/%s: its %s filesystem is still open in dom0's kernel (not yet done unmounting, or mounted where the agent does not see)", b.Name, fsType)
+		}
 	}
 	return ""
+}
+
+// openFS names the filesystem the kernel has open on block device name,
+// as the filesystems that list themselves in sysfs show it: ext4 (and
+// ext2, ext3), xfs, f2fs by device, btrfs by every device of the
+// filesystem. It is "" when none does (vfat, exfat and others never do).
+//
+// The mount table is not enough: an unmount leaves it at once, and only
+// then does the kernel write the cached data out (seconds, on a stick),
+// so a disk passed at that moment loses it. A btrfs filesystem of several
+// devices shows one of them there, and a mount in another namespace
+// none.
+func openFS(sysRoot, name string) (string, error) {
+	for _, t := range []string{"ext4", "xfs", "f2fs"} {
+		_, err := os.Lstat(filepath.Join(sysRoot, "fs", t, name))
+		if err == nil {
+			return t, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("inventory: %w", err)
+		}
+	}
+	dir := filepath.Join(sysRoot, "fs", "btrfs")
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("inventory: %w", err)
+	}
+	for _, de := range des {
+		// A filesystem's directory has devices/; features/ and the
+		// like do not.
+		_, err := os.Lstat(filepath.Join(dir, de.Name(), "devices", name))
+		if err == nil {
+			return "btrfs", nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return "", fmt.Errorf("inventory: %w", err)
+		}
+	}
+	return "", nil
 }
