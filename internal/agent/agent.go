@@ -116,6 +116,7 @@ type Agent struct {
 	passStart              atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
 	warn                   zerolog.Logger // rate-limited, for warnings and errors outside decisions
 	hooks                  chan hookJob   // rules' commands waiting to run
+	mountsWoke             chan struct{}  // one slot: dom0's mounts changed (watchMounts)
 }
 
 // Stats counts kernel events taken and passes made: a storm of events
@@ -160,6 +161,7 @@ func New(cfg Config) *Agent {
 	a.warn = cfg.Log.Sample(zerolog.LevelSampler{WarnSampler: burst, ErrorSampler: burst})
 	a.pol.Store(cfg.Policy)
 	a.hooks = make(chan hookJob, hookQueue)
+	a.mountsWoke = make(chan struct{}, 1)
 	return a
 }
 
@@ -384,11 +386,75 @@ const mountsUnwatched = "dom0's mounts are not watched: after an unmount, run us
 // watchMounts looks at the disks again at each mount or unmount in dom0,
 // until ctx ends, so that a disk refused while dom0 used it is passed once
 // dom0 unmounts it. It closes w.
+//
+// An unmount leaves the mount table before the kernel has written the
+// filesystem out and closed it, and that close sends no event: while a
+// disk's filesystem is still open with no mount showing it, the disks are
+// looked at again, after closingFirst and then twice as long each time
+// (at most closingMax apart), for closingFor after the last change.
 func (a *Agent) watchMounts(ctx context.Context, w *mounts.Watcher) {
 	defer w.Close()
-	if err := w.Run(ctx, func() { a.StorageChanged(TrigMounts) }); err != nil && ctx.Err() == nil {
-		a.warn.Warn().Err(err).Msg(mountsUnwatched)
+	ran := make(chan error, 1)
+	go func() {
+		ran <- w.Run(ctx, func() {
+			select {
+			case a.mountsWoke <- struct{}{}:
+			default: // a look is due already
+			}
+		})
+	}()
+	again := time.NewTimer(0)
+	again.Stop()
+	defer again.Stop()
+	var delay time.Duration
+	var until time.Time
+	look := func() {
+		// Asked before the pass is queued: a filesystem closed by then
+		// is closed for the pass too.
+		closing := a.disksClosing()
+		a.StorageChanged(TrigMounts)
+		if closing && time.Now().Before(until) {
+			again.Reset(delay)
+			delay = min(2*delay, closingMax)
+		}
 	}
+	for {
+		select {
+		case err := <-ran:
+			if err != nil && ctx.Err() == nil {
+				a.warn.Warn().Err(err).Msg(mountsUnwatched)
+			}
+			return
+		case <-a.mountsWoke:
+			again.Stop()
+			delay, until = closingFirst, time.Now().Add(closingFor)
+			look()
+		case <-again.C:
+			look()
+		}
+	}
+}
+
+// How the disks are looked at again while a filesystem closes (see
+// watchMounts): a few hundred megabytes take a second or two to write out.
+const (
+	closingFirst = 100 * time.Millisecond
+	closingMax   = 5 * time.Second
+	closingFor   = time.Minute
+)
+
+// disksClosing says whether a present disk holds a filesystem the kernel
+// has yet to close (inventory.Closing).
+func (a *Agent) disksClosing() bool {
+	a.mu.Lock()
+	var disks []usbsysfs.Device
+	for _, d := range a.cache {
+		if inventory.Storage(d) {
+			disks = append(disks, d)
+		}
+	}
+	a.mu.Unlock()
+	return slices.ContainsFunc(disks, func(d usbsysfs.Device) bool { return inventory.Closing(a.h.Sys, d, a.cfg.Mountinfo) })
 }
 
 // StorageChanged passes over every present storage device again: dom0's

@@ -30,3 +30,11 @@ func (a *Agent) QueueHook(r Audit) { a.hook(r) }
 
 // HookQueue is how many commands may wait.
 const HookQueue = hookQueue
+
+// MountsChanged is what the watch of dom0's mounts does when they change.
+func (a *Agent) MountsChanged() {
+	select {
+	case a.mountsWoke <- struct{}{}:
+	default:
+	}
+}

@@ -99,6 +99,14 @@ func TestAgentKeepsDisksDom0Uses(t *testing.T) {
 	})
 }
 
+// madeBy says whether r was made by a pass for why, or by the rescan the
+// store's watches bring when they are set: that one may come after the
+// agent is ready, at any step, and then takes the pass over the disk
+// (a queued device keeps its first trigger).
+func madeBy(r agent.Audit, why agent.Trigger) bool {
+	return r.Trigger == why || r.Trigger == agent.TrigDomains
+}
+
 // A disk refused while dom0 uses it is passed as soon as dom0 lets it go,
 // with no reload: an unmount (the mount watch) and then the end of the
 // device-mapper device that held it (its remove uevent) each bring a pass
@@ -188,6 +196,50 @@ func TestAgentNoWatchesWatchesNoMounts(t *testing.T) {
 		}
 		if strings.Contains(e.logText(), "dom0's mounts are not watched") {
 			t.Errorf("the mounts were watched under NoWatches:\n%s", e.logText())
+		}
+	})
+}
+
+// An unmount leaves mountinfo before the kernel has written the
+// filesystem out and closed it, with no event at the close: the disk is
+// refused while its filesystem is open, and passed once it closes, by the
+// looks the mount watch takes again meanwhile.
+func TestAgentPassesADiskOnceItsFilesystemCloses(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		err := (&fakekernel.Builder{Root: e.root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64",
+			Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := filepath.Join(e.root, "fs/ext4/sde1") // what ext4 lists while open
+		if err := os.MkdirAll(open, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		e.mountinfo = filepath.Join(t.TempDir(), "mountinfo")
+		root := "28 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+		if err := os.WriteFile(e.mountinfo, []byte(root+"41 28 8:65 / /srv/data rw,relatime - ext4 /dev/sde1 rw\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.run(storagePolicy, false)
+		e.awaitLog("/dev/sde1 is mounted on /srv/data")
+		// umount: the mount is gone, the filesystem not yet.
+		if err := os.WriteFile(e.mountinfo, []byte(root), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.a.MountsChanged()
+		if r := e.await("1-3", agent.ActDenied); !strings.Contains(r.Reason, "/dev/sde1: its ext4 filesystem is still open") {
+			t.Fatalf("while the filesystem is written out: %+v", r)
+		}
+		if _, ok := e.at("1-3"); ok {
+			t.Fatal("a disk whose filesystem is open was passed through")
+		}
+		// The unmount is done.
+		if err := os.Remove(open); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.await("1-3", agent.ActAttached); r.Domain != "desk" || !madeBy(r, agent.TrigMounts) {
+			t.Errorf("once closed: %+v", r)
 		}
 	})
 }

@@ -62,6 +62,33 @@ func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
 	return ""
 }
 
+// Closing says whether a disk or partition of d holds a filesystem the
+// kernel still has open though no mount shows it and nothing holds it:
+// most likely an unmount still writing its data out, which ends with no
+// event to wait for (a mount the agent does not see looks the same).
+func Closing(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) bool {
+	if !Storage(d) {
+		return false
+	}
+	blocks, err := sys.BlockDevs(d.BusID)
+	if err != nil || len(blocks) == 0 {
+		return false
+	}
+	tab, err := mounts.Read(mountinfo)
+	if err != nil {
+		return false
+	}
+	for _, b := range blocks {
+		if tab.Using(b.Dev, b.Name) != "" || len(b.Holders) > 0 {
+			continue
+		}
+		if t, err := openFS(sys.Root(), b.Name); err == nil && t != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // openFS names the filesystem the kernel has open on block device name,
 // as the filesystems that list themselves in sysfs show it: ext4 (and
 // ext2, ext3), xfs, f2fs by device, btrfs by every device of the
