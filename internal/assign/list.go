@@ -39,14 +39,11 @@ func (h *Host) List(ctx context.Context, domid uint32) ([]ListedController, erro
 // DomainList is Domain followed by List, in one round trip to the store
 // where the layout is libxl's usual one: for a domid, the reads both make
 // for a guest with one pv controller of up to listGuess ports go out in
-// one batch, and only what that batch did not predict is asked after. The
-// reads and checks are Domain's and List's own either way.
+// one batch, and only what that batch did not predict is asked after. A
+// name costs the round trips that find it, then List's reads in one batch
+// as well. The reads and checks are Domain's and List's own either way.
 func (h *Host) DomainList(ctx context.Context, nameOrID string) (Domain, []ListedController, error) {
-	r := rw(h.XS)
-	if n, ok := atoiStrict(nameOrID); ok {
-		r = prefetchGets(ctx, h.XS, listGets(uint32(n)))
-	}
-	d, err := h.domain(ctx, r, nameOrID)
+	d, r, err := h.domainPrefetched(ctx, nameOrID)
 	if err != nil {
 		return Domain{}, nil, err
 	}
@@ -54,13 +51,35 @@ func (h *Host) DomainList(ctx context.Context, nameOrID string) (Domain, []Liste
 	return d, l, err
 }
 
+// domainPrefetched is domain, and a reader that answers the reads of the
+// domain's controllers (as listGets predicts them) from one batch: sent
+// with the domain's own reads for a domid, after the name is found for a
+// name.
+func (h *Host) domainPrefetched(ctx context.Context, nameOrID string) (Domain, rw, error) {
+	if n, ok := atoiStrict(nameOrID); ok {
+		r := prefetchGets(ctx, h.XS, listGets(uint32(n), true))
+		d, err := h.domain(ctx, r, nameOrID)
+		return d, r, err
+	}
+	d, err := h.domain(ctx, h.XS, nameOrID)
+	if err != nil {
+		return Domain{}, nil, err
+	}
+	return d, prefetchGets(ctx, h.XS, listGets(d.ID, false)), nil
+}
+
 // listGuess is the number of ports DomainList reads before it knows how
 // many there are: libxl's default.
 const listGuess = 8
 
-// listGets are the reads DomainList predicts for a domid.
-func listGets(domid uint32) []xenstore.Get {
-	dom, ctrl := domainPaths(domid), controllerPaths(domid, 0, true)
+// listGets are the reads DomainList predicts for a domid; withDomain, the
+// domain's own (its name and type) too.
+func listGets(domid uint32, withDomain bool) []xenstore.Get {
+	var dom []string
+	if withDomain {
+		dom = domainPaths(domid)
+	}
+	ctrl := controllerPaths(domid, 0, true)
 	// Sized at once: a short-lived command pays for each size the slice
 	// would pass through on its way.
 	gets := make([]xenstore.Get, 0, len(dom)+1+len(ctrl)+listGuess)
@@ -119,18 +138,14 @@ func WriteList(w io.Writer, ctrls []ListedController) error {
 	return nil
 }
 
-// DomainAhead is Domain for a command that goes on to attach: for a
-// domid, the domain's controllers are read in the same round trip (as
-// DomainList predicts them) and kept as the shape the attach's
-// transaction prefetches, so that its reads of them also cost one round
-// trip. A Host that has taken a snapshot already keeps its own shape.
+// DomainAhead is Domain for a command that goes on to attach: the
+// domain's controllers are read in one round trip (as DomainList predicts
+// them; for a domid, the same as the domain's own reads) and kept as the
+// shape the attach's transaction prefetches, so that its reads of them
+// also cost one round trip. A Host that has taken a snapshot already
+// keeps its own shape.
 func (h *Host) DomainAhead(ctx context.Context, nameOrID string) (Domain, error) {
-	n, ok := atoiStrict(nameOrID)
-	if !ok {
-		return h.Domain(ctx, nameOrID)
-	}
-	r := prefetchGets(ctx, h.XS, listGets(uint32(n)))
-	d, err := h.domain(ctx, r, nameOrID)
+	d, r, err := h.domainPrefetched(ctx, nameOrID)
 	if err != nil {
 		return Domain{}, err
 	}
