@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"os/exec"
@@ -98,10 +99,25 @@ func TestFlagsAnywhere(t *testing.T) {
 }
 
 func TestVersionFlag(t *testing.T) {
-	_, want, _ := runCmd(t, "version")
-	for _, flag := range []string{"--version", "-v"} {
+	// What cobra prints for them (the command, the root's template),
+	// which run prints without it.
+	cobraOut := func(arg string) string {
+		var b bytes.Buffer
+		root := newRoot([]string{arg})
+		root.SetArgs([]string{arg})
+		root.SetOut(&b)
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	want := cobraOut("version")
+	if flag := cobraOut("--version"); flag != want {
+		t.Fatalf("cobra prints %q for --version, %q for version", flag, want)
+	}
+	for _, flag := range []string{"version", "--version", "-v"} {
 		if code, out, errs := runCmd(t, flag); code != 0 || out != want || !strings.HasPrefix(out, "usbhotplugd ") {
-			t.Errorf("%s: exit %d %q %s; version prints %q", flag, code, out, errs, want)
+			t.Errorf("%s: exit %d %q %s; the version command prints %q", flag, code, out, errs, want)
 		}
 		if handlesSignals([]string{flag}) {
 			t.Errorf("%s handles signals", flag)

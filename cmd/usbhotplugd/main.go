@@ -100,23 +100,25 @@ func handlesSignals(args []string) bool {
 	if len(args) == 0 {
 		return true
 	}
-	if versionFlag(args) {
+	if versionOnly(args) {
 		return false
 	}
 	c, ok := lookup(args[0])
 	return !ok || !c.quick
 }
 
-// versionFlag says whether args are the root's --version (or -v) alone,
-// which run answers by itself: no command is built for it.
-func versionFlag(args []string) bool {
-	return len(args) == 1 && (args[0] == "--version" || args[0] == "-v")
+// versionOnly says whether args ask for the version alone (the version
+// command, or the root's --version or -v, with nothing else), which run
+// answers by itself: no command is built for it.
+func versionOnly(args []string) bool {
+	return len(args) == 1 && (args[0] == "version" || args[0] == "--version" || args[0] == "-v")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if versionFlag(args) {
-		// What the root's version template prints, without a command tree
-		// or a template parsed and run for one line.
+	if versionOnly(args) {
+		// What the version command and the root's version template print,
+		// without a command tree, or a template parsed and run, for one
+		// line.
 		if _, err := fmt.Fprintln(stdout, versionString()); err != nil {
 			fmt.Fprintf(stderr, "usbhotplugd: %v\n", err)
 			return exitFailure
