@@ -22,8 +22,10 @@ func Storage(d usbsysfs.Device) bool {
 
 // InUse says why dom0 uses d, so that it must stay with dom0: one of its
 // disks or partitions is mounted (the root, a data volume), is held by
-// device-mapper or md (LVM, dm-crypt, RAID), or holds a filesystem the
-// kernel still has open (see openFS). It is "" when d is free. A storage
+// device-mapper or md (LVM, dm-crypt, RAID), holds a filesystem the
+// kernel still has open (see openFS), or is open in dom0 at all (see
+// openElsewhere: this is what keeps a disk whose unmount is still writing
+// it out, whatever its filesystem). It is "" when d is free. A storage
 // device whose state cannot be read counts as in use: passing dom0's own
 // disk to a guest is not a mistake to risk.
 func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
@@ -58,8 +60,25 @@ func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
 		if fsType != "" {
 			return fmt.Sprintf("/dev/%s: its %s filesystem is still open in dom0's kernel (not yet done unmounting, or mounted where the agent does not see)", b.Name, fsType)
 		}
+		busy, err := openElsewhere(devDir(sys.Root()), b.Name)
+		if err != nil {
+			return fmt.Sprintf("it could not be checked (%v)", err)
+		}
+		if busy {
+			return fmt.Sprintf("/dev/%s is open in dom0 (still being unmounted, swap, or held by a program)", b.Name)
+		}
 	}
 	return ""
+}
+
+// devDir is where the block devices of the sysfs tree at sysRoot have
+// their nodes: /dev for /sys, and a fixture tree's own .dev (none, unless
+// a test makes one), never the host's for a fixture.
+func devDir(sysRoot string) string {
+	if filepath.Clean(sysRoot) == "/sys" {
+		return "/dev"
+	}
+	return filepath.Join(sysRoot, ".dev")
 }
 
 // Closing says whether a disk or partition of d holds a filesystem the
@@ -83,6 +102,9 @@ func Closing(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) bool {
 			continue
 		}
 		if t, err := openFS(sys.Root(), b.Name); err == nil && t != "" {
+			return true
+		}
+		if busy, err := openElsewhere(devDir(sys.Root()), b.Name); err == nil && busy {
 			return true
 		}
 	}
