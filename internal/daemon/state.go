@@ -133,5 +133,5 @@ func saveJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(path, append(b, '\n'), 0o644, true)
+	return atomicfile.Write(path, append(b, '\n'), 0o600, true) // serials, domains: root's (the adm group asks the control socket)
 }
