@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,6 +206,13 @@ func (e *env) run(pol string, dryRun bool) {
 		xs, e.counter = xenstoretest.DialCounting(e.t, e.s)
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second, DialQMP: e.dialQMP}
+	if e.mountinfo == "" {
+		// The host's mounts are no business of the fixture's disks.
+		e.mountinfo = filepath.Join(e.t.TempDir(), "mountinfo")
+		if err := os.WriteFile(e.mountinfo, []byte(rootMount), 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout, Mountinfo: e.mountinfo,
 		OnAudit: func(r agent.Audit) {
 			if e.onAudit != nil {

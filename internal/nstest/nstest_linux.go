@@ -8,9 +8,6 @@ import (
 	"testing"
 )
 
-// Child says whether this process is the one Run started for env.
-func Child(env string) bool { return os.Getenv(env) == "1" }
-
 // Run runs the test binary again with env=1 and extra in the environment,
 // args as its arguments, in a new user namespace (the caller's uid and gid
 // mapped to root) and the namespaces flags name (syscall.CLONE_NEWNET,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -139,7 +140,9 @@ func newWorld(ctx context.Context, o Options, pre ...uevent.DomainChange) (w *wo
 }
 
 func (w *world) startAgent(ctx context.Context, o Options) error {
-	w.a = agent.New(agent.Config{Host: w.h, Policy: o.Policy, Log: o.Log, NoWatches: true, OnAudit: func(r agent.Audit) {
+	// The mounts are the simulated host's, which mounts nothing: this
+	// host's own are no business of the trace's disks.
+	w.a = agent.New(agent.Config{Host: w.h, Policy: o.Policy, Log: o.Log, NoWatches: true, Mountinfo: os.DevNull, OnAudit: func(r agent.Audit) {
 		w.add(Line{Text: auditText(r), Audit: &r})
 	}})
 	w.agentDone = make(chan error, 1)
