@@ -21,7 +21,8 @@
 // TestFakeKernelCalibrated compares each device's usb uevents and the
 // final drivers and ports with what the real kernel gave
 // (testdata/calibration, written by `vmtest -calibrate`; all scenarios
-// but quick.scn and those that mount a disk, see calibrate.go), so that
+// but quick.scn and those that mount a disk or suspend dom0, see
+// calibrate.go), so that
 // the fast tests, which run on
 // the fake kernel, stay true to the real one.
 //

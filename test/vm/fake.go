@@ -308,6 +308,17 @@ func (f *fakeMachine) Mount(ctx context.Context, busid, dir string) error { retu
 
 func (f *fakeMachine) Umount(ctx context.Context, dir string) error { return errNoMount }
 
+// errNoSuspend: the fake kernel has no power management to go through,
+// and what a resume does to USB devices (reset-resume, a forced unbind
+// and rebind of drivers without reset_resume, a lost controller's
+// re-enumeration) is the real kernel's to show; scenarios that suspend run
+// on the real kernel only (calibrate.go).
+var errNoSuspend = errors.New("the fake kernel does not suspend: a scenario that suspends runs in the VM only")
+
+func (f *fakeMachine) Suspend(ctx context.Context, state, wake string) (string, error) {
+	return "", errNoSuspend
+}
+
 // busSpeed is the speed of a device's port: its root hub's, or its hub's.
 func (f *fakeMachine) busSpeed(busid string) string {
 	parent := "usb" + strings.SplitN(busid, "-", 2)[0]

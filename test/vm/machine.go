@@ -3,7 +3,10 @@ package vmtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 )
@@ -44,6 +47,10 @@ type machine interface {
 	// busid on dir, in dom0; Umount unmounts dir.
 	Mount(ctx context.Context, busid, dir string) error
 	Umount(ctx context.Context, dir string) error
+	// Suspend suspends dom0 to state (as /sys/power/state takes it) and
+	// wakes it by wake (qmp), returning once it has resumed, with what
+	// woke it.
+	Suspend(ctx context.Context, state, wake string) (string, error)
 	Close()
 }
 
@@ -142,6 +149,72 @@ func (v vmMachine) Unplug(ctx context.Context, id string) error {
 func (v vmMachine) Mount(ctx context.Context, busid, dir string) error {
 	_, err := v.Call(ctx, "mount", "", []string{busid, dir})
 	return err
+}
+
+// s3Woken is what the kernel logs on each resume from S3.
+const s3Woken = "ACPI: PM: Waking up from system sleep state S3"
+
+// Suspend has the guest write state to /sys/power/state, which returns
+// once the kernel has resumed; system_wakeup is sent once QEMU reports
+// the machine suspended. A wake event inside QEMU (seen: a second
+// suspend's, before the host had looked) may resume it first: that is
+// still a resume from S3, as the kernel's log says, and passes.
+func (v vmMachine) Suspend(ctx context.Context, state, wake string) (string, error) {
+	before, err := v.KernelLog(ctx)
+	if err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.Call(ctx, "suspend", "", []string{state, wake})
+		done <- err
+	}()
+	early, err := v.wakeWhenSuspended(ctx, done)
+	if err != nil {
+		return "", err
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return "", err
+		}
+		if !early {
+			return "woken by system_wakeup", nil
+		}
+	case <-ctx.Done():
+		return "", fmt.Errorf("suspend %s: the guest did not resume: %w", state, ctx.Err())
+	}
+	after, err := v.KernelLog(ctx)
+	if err != nil {
+		return "", err
+	}
+	if strings.Count(after, s3Woken) <= strings.Count(before, s3Woken) {
+		return "", fmt.Errorf("suspend %s: the guest returned, but QEMU never reported it suspended and its kernel logged no %q", state, s3Woken)
+	}
+	return "woken inside QEMU before system_wakeup was sent", nil
+}
+
+// wakeWhenSuspended sends system_wakeup once QEMU's run state is
+// "suspended"; early when the guest answered before that (its answer is
+// put back in done).
+func (v vmMachine) wakeWhenSuspended(ctx context.Context, done chan error) (early bool, err error) {
+	for {
+		var st struct{ Status string }
+		if err := v.qmp.Run(ctx, "query-status", nil, &st); err != nil {
+			return false, err
+		}
+		if st.Status == "suspended" {
+			return false, v.QMP(ctx, "system_wakeup", nil)
+		}
+		select {
+		case err := <-done:
+			done <- err
+			return true, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("QEMU did not report the machine suspended (run state %q): %w", st.Status, ctx.Err())
+		case <-time.After(20 * time.Millisecond): // the next look at QEMU's run state
+		}
+	}
 }
 
 func (v vmMachine) Umount(ctx context.Context, dir string) error {

@@ -34,6 +34,12 @@ import (
 //	unbind ID:INTF DRIVER  an admin's unbind; bind ID:INTF DRIVER likewise
 //	mount ID DIR           dom0 mounts the first partition of the stick's disk
 //	                       on DIR (waiting for the disk to be made); umount DIR
+//	suspend STATE WAKE     dom0 suspends (STATE mem: S3, written to
+//	                       /sys/power/state) and is woken (WAKE qmp: QMP
+//	                       system_wakeup once QEMU says it is suspended)
+//	persist ID on|off      the device's power/persist: off, a resume that finds
+//	                       its port reset disconnects it and enumerates it
+//	                       again instead of reset-resuming it
 //	wait COND [within DUR] the condition, polled until the deadline (default 60s)
 //	expect COND            the condition, now
 //	measure ID DOMAIN      wait for port and binds; the time since the last plug is kept
@@ -107,6 +113,12 @@ type Step struct {
 // real kernel can do: such a scenario is not calibrated (calibrate.go).
 func (s *Scenario) Mounts() bool {
 	return slices.ContainsFunc(s.Steps, func(st Step) bool { return st.Verb == "mount" })
+}
+
+// Suspends says whether the scenario suspends dom0, which only the real
+// kernel can do: such a scenario is not calibrated (calibrate.go).
+func (s *Scenario) Suspends() bool {
+	return slices.ContainsFunc(s.Steps, func(st Step) bool { return st.Verb == "suspend" })
 }
 
 // ParseFile reads a scenario; errors name the file and line.
@@ -185,7 +197,7 @@ func (s *Scenario) blocks(in []lineText) ([]lineText, error) {
 var arity = map[string][2]int{ // verb: min, max args (-1: any)
 	"agent": {1, 2}, "unplug": {1, 1}, "domain": {2, 3}, "reload": {1, 1}, "xl": {1, -1},
 	"unbind": {2, 2}, "bind": {2, 2}, "wait": {1, -1}, "expect": {1, -1}, "measure": {2, 2},
-	"mount": {2, 2}, "umount": {1, 1},
+	"mount": {2, 2}, "umount": {1, 1}, "suspend": {2, 2}, "persist": {2, 2},
 }
 
 func (s *Scenario) statement(n int, l string) error {
@@ -248,6 +260,12 @@ func (s *Scenario) statement(n int, l string) error {
 		if err := checkCond(st.Args); err != nil {
 			return err
 		}
+	}
+	if verb == "suspend" && (!slices.Contains(suspendStates, args[0]) || !slices.Contains(wakeMethods, args[1])) {
+		return fmt.Errorf("suspend mem qmp, not %q %q", args[0], args[1])
+	}
+	if verb == "persist" && args[1] != "on" && args[1] != "off" {
+		return fmt.Errorf("persist ID on|off, not %q", args[1])
 	}
 	s.Steps = append(s.Steps, st)
 	return nil

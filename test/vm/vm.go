@@ -62,6 +62,8 @@ func StartVM(ctx context.Context, c VMConfig) (*VM, error) {
 		"-kernel", c.Image.Kernel, "-initrd", c.Image.Initrd,
 		"-append", "console=ttyS0 loglevel=4 panic=-1 rdinit=/init no_timer_check",
 		"-serial", "file:" + v.console, "-no-reboot",
+		// S3 offered in the ACPI tables, for the scenarios that suspend dom0.
+		"-global", "ICH9-LPC.disable_s3=0",
 		"-qmp", "unix:" + filepath.Join(c.Dir, "qmp.sock") + ",server=on,wait=off",
 		"-device", "virtio-serial-pci,id=vser,addr=0x8",
 		"-chardev", "socket,id=ctl,path=" + filepath.Join(c.Dir, "ctl.sock") + ",server=on,wait=off",

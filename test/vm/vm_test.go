@@ -38,6 +38,9 @@ func TestParseErrors(t *testing.T) {
 		{"repeat many\nend", "x.scn:1: repeat \"many\""},
 		{"mount s1", "x.scn:1: mount: wrong number of arguments"},
 		{"umount", "x.scn:1: umount: wrong number of arguments"},
+		{"suspend mem", "x.scn:1: suspend: wrong number of arguments"},
+		{"suspend freeze rtc", "x.scn:1: suspend mem qmp, not \"freeze\" \"rtc\""},
+		{"persist k1 maybe", "x.scn:1: persist ID on|off, not \"maybe\""},
 	} {
 		_, err := Parse("x.scn", c.text)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -91,6 +91,11 @@ func handle(req request) (string, error) {
 			return "", fmt.Errorf("umount %s: %w", req.Args[0], err)
 		}
 		return "", nil
+	case "suspend":
+		if len(req.Args) != 2 {
+			return "", fmt.Errorf("suspend mem qmp")
+		}
+		return suspend(req.Args[0], req.Args[1])
 	}
 	return "", fmt.Errorf("unknown op %q", req.Op)
 }
@@ -325,4 +330,29 @@ func firstPartition(sys *usbsysfs.FS, busid string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// suspend suspends the kernel to S3, as a dom0's power management does,
+// and returns once the host has woken it. mem_sleep is set to deep first
+// (mem would otherwise be s2idle where the kernel prefers it), and without
+// deep (no S3 in the firmware) the suspend fails.
+func suspend(state, wake string) (string, error) {
+	if state != "mem" || wake != "qmp" {
+		return "", fmt.Errorf("suspend %s %s: only mem qmp", state, wake)
+	}
+	b, err := os.ReadFile("/sys/power/mem_sleep")
+	if err != nil {
+		return "", fmt.Errorf("suspend: %w", err)
+	}
+	if !strings.Contains(string(b), "deep") {
+		return "", fmt.Errorf("suspend: no S3 in this machine (/sys/power/mem_sleep: %s)", strings.TrimSpace(string(b)))
+	}
+	if err := os.WriteFile("/sys/power/mem_sleep", []byte("deep"), 0); err != nil {
+		return "", fmt.Errorf("suspend: mem_sleep: %w", err)
+	}
+	start := time.Now()
+	if err := os.WriteFile("/sys/power/state", []byte(state), 0); err != nil {
+		return "", fmt.Errorf("suspend: /sys/power/state %s: %w", state, err)
+	}
+	return fmt.Sprintf("%s: resumed after %v", state, time.Since(start).Round(time.Millisecond)), nil
 }

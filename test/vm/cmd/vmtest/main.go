@@ -6,7 +6,8 @@
 //
 // With -calibrate, each passing scenario's uevents and final state, in
 // the form the fake kernel is compared in, are written to DIR/NAME.txt
-// (but for scenarios that mount a disk, which the fake kernel cannot).
+// (but for scenarios that mount a disk or suspend dom0, which the fake
+// kernel cannot).
 package main
 
 import (
@@ -74,6 +75,8 @@ func run(ctx context.Context, repo string, keep, verbose bool, calib string, fil
 			fmt.Printf("PASS %s (%.1fs)\n", res.Name, res.Elapsed.Seconds())
 			if calib != "" && sc.Mounts() {
 				fmt.Printf("     not calibrated: it mounts a disk, which the fake kernel cannot\n")
+			} else if calib != "" && sc.Suspends() {
+				fmt.Printf("     not calibrated: it suspends dom0, which the fake kernel cannot\n")
 			} else if calib != "" {
 				if err := vmtest.WriteCalibration(filepath.Join(calib, res.Name+".txt"), res, img.KVer); err != nil {
 					fmt.Fprintln(os.Stderr, err)
