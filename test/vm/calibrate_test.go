@@ -43,6 +43,9 @@ func TestFakeKernelCalibrated(t *testing.T) {
 			if sc.Mounts() {
 				t.Fatalf("%s mounts a disk, which the fake kernel cannot (calibrate.go): remove %s", sc.File, f)
 			}
+			if sc.Suspends() {
+				t.Fatalf("%s suspends dom0, which the fake kernel cannot (calibrate.go): remove %s", sc.File, f)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			res := (&Env{Fake: true}).Run(ctx, sc)
@@ -86,6 +89,29 @@ func TestFakeKernelDoesNotMount(t *testing.T) {
 	var se *StepError
 	if !errors.As(res.Err, &se) || !strings.HasPrefix(se.Step, "mount ") || !strings.Contains(se.Found, errNoMount.Error()) {
 		t.Fatalf("on the fake kernel: %v, want the mount step to fail with %q", res.Err, errNoMount)
+	}
+	os.RemoveAll(res.Dir)
+}
+
+// A scenario that suspends dom0 stops at its suspend on the fake kernel,
+// saying why, rather than passing on a faked resume.
+func TestFakeKernelDoesNotSuspend(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the agent runs as root: run the test as root")
+	}
+	if _, err := xenstoretest.XenstoredBinary(); err != nil {
+		t.Skipf("the real xenstored is needed (apt-get install xenstored or xen-utils-4.17): %v", err)
+	}
+	sc, err := ParseFile("scenarios/suspend.scn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res := (&Env{Fake: true}).Run(ctx, sc)
+	var se *StepError
+	if !errors.As(res.Err, &se) || !strings.HasPrefix(se.Step, "suspend ") || !strings.Contains(se.Found, errNoSuspend.Error()) {
+		t.Fatalf("on the fake kernel: %v, want the suspend step to fail with %q", res.Err, errNoSuspend)
 	}
 	os.RemoveAll(res.Dir)
 }
