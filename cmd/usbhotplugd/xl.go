@@ -273,7 +273,11 @@ func checkNotInUse(h *assign.Host, dev *usbsysfs.Device) error {
 	if dev == nil {
 		return nil
 	}
-	if why := inventory.InUse(h.Sys, *dev, mounts.Default); why != "" {
+	why := inventory.InUse(h.Sys, *dev, mounts.Default)
+	if why == "" {
+		why = inventory.Busy(h.Sys, *dev) // it is about to be passed
+	}
+	if why != "" {
 		return fmt.Errorf("%s is in use by dom0: %s; unmount it first, or pass --force to attach it anyway", dev.BusID, why)
 	}
 	return nil

@@ -109,6 +109,9 @@ type Agent struct {
 	inert map[string]bool
 	// refusedBy: devices usbback refused, by busid, for that plug.
 	refusedBy map[string]refusal
+	// openDisks: disks about to be passed that dom0 still had open, and
+	// why (inventory.Busy), looked at again while their unmount ends.
+	openDisks map[string]string
 
 	events, passes         atomic.Uint64
 	overruns               atomic.Uint64
@@ -154,7 +157,7 @@ func New(cfg Config) *Agent {
 		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]Trigger{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, openDisks: map[string]string{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -454,7 +457,39 @@ func (a *Agent) disksClosing() bool {
 		}
 	}
 	a.mu.Unlock()
-	return slices.ContainsFunc(disks, func(d usbsysfs.Device) bool { return inventory.Closing(a.h.Sys, d, a.cfg.Mountinfo) })
+	return slices.ContainsFunc(disks, func(d usbsysfs.Device) bool {
+		if inventory.Closing(a.h.Sys, d, a.cfg.Mountinfo) {
+			return true
+		}
+		a.mu.Lock()
+		_, open := a.openDisks[d.BusID]
+		a.mu.Unlock()
+		return open && inventory.Busy(a.h.Sys, d) != ""
+	})
+}
+
+// stillOpen says why dom0 still has a disk of o's open though nothing it
+// can see says so (inventory.Busy), or "": asked only of a device the
+// policy is about to pass. A disk newly found open wakes the mount watch,
+// which looks at it again until dom0 lets it go (disksClosing): an
+// unmount's end brings no event.
+func (a *Agent) stillOpen(o observation) string {
+	why := inventory.Busy(a.h.Sys, o.dev)
+	a.mu.Lock()
+	_, had := a.openDisks[o.busid]
+	if why == "" {
+		delete(a.openDisks, o.busid)
+	} else {
+		a.openDisks[o.busid] = why
+	}
+	a.mu.Unlock()
+	if why != "" && !had {
+		select {
+		case a.mountsWoke <- struct{}{}:
+		default: // a look is due already
+		}
+	}
+	return why
 }
 
 // StorageChanged passes over every present storage device again: dom0's

@@ -30,6 +30,11 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 			return // left meanwhile: its remove event follows
 		}
 		dec = a.Policy().Match(me, inv)
+		if dec.Action == policy.Attach && me.InUse == "" {
+			if me.InUse = a.stillOpen(o); me.InUse != "" {
+				dec = a.Policy().Match(me, inv)
+			}
+		}
 		// Which twins are attached matters only when it has twins: a
 		// storm of identical devices under duplicates = "all" reads none.
 		if len(dec.Twins) > 0 {
@@ -77,6 +82,7 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepForget:
 		a.mu.Lock()
 		delete(a.refusedBy, busid)
+		delete(a.openDisks, busid)
 		a.mu.Unlock()
 		a.dropPresent(ctx, busid)
 		a.forgetPlugged(busid)

@@ -23,9 +23,8 @@ func Storage(d usbsysfs.Device) bool {
 // InUse says why dom0 uses d, so that it must stay with dom0: one of its
 // disks or partitions is mounted (the root, a data volume), is held by
 // device-mapper or md (LVM, dm-crypt, RAID), holds a filesystem the
-// kernel still has open (see openFS), or is open in dom0 at all (see
-// openElsewhere: this is what keeps a disk whose unmount is still writing
-// it out, whatever its filesystem). It is "" when d is free. A storage
+// kernel still has open (see openFS); Busy asks the kernel itself, for a
+// device about to be passed. It is "" when d is free. A storage
 // device whose state cannot be read counts as in use: passing dom0's own
 // disk to a guest is not a mistake to risk.
 func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
@@ -60,6 +59,28 @@ func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
 		if fsType != "" {
 			return fmt.Sprintf("/dev/%s: its %s filesystem is still open in dom0's kernel (not yet done unmounting, or mounted where the agent does not see)", b.Name, fsType)
 		}
+	}
+	return ""
+}
+
+// Busy says why dom0 still has a disk or partition of d open, when InUse
+// found none of the reasons it knows: the kernel refuses an exclusive
+// open of each (see openElsewhere). Only what is about to be passed is
+// asked: the open is brief, but a mount tried at that instant (an
+// automounter's, of a stick that stays with dom0) would fail with EBUSY.
+// It is "" when d is free.
+func Busy(sys *usbsysfs.FS, d usbsysfs.Device) string {
+	if !Storage(d) {
+		return ""
+	}
+	blocks, err := sys.BlockDevs(d.BusID)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	if err != nil {
+		return fmt.Sprintf("its disks could not be read (%v)", err)
+	}
+	for _, b := range blocks {
 		busy, err := openElsewhere(devDir(sys.Root()), b.Name)
 		if err != nil {
 			return fmt.Sprintf("it could not be checked (%v)", err)
@@ -102,9 +123,6 @@ func Closing(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) bool {
 			continue
 		}
 		if t, err := openFS(sys.Root(), b.Name); err == nil && t != "" {
-			return true
-		}
-		if busy, err := openElsewhere(devDir(sys.Root()), b.Name); err == nil && busy {
 			return true
 		}
 	}

@@ -1,6 +1,7 @@
-// Package nstest runs part of a test in a fresh user namespace, with a
-// network or mount namespace of its own, where it may do as root what it
-// must not do to the host: receive and send uevents, mount and unmount.
-// The test binary re-executes itself there; its TestMain runs the part
-// when Child says so.
+// Package nstest gives tests real kernel objects that do not touch the
+// host: part of a test run in fresh user and network or mount namespaces
+// (where it may do as root what it must not do to the host: receive and
+// send uevents, mount and unmount; the test binary re-executes itself
+// there and its TestMain runs the part when Child says so), and loop
+// devices, real block devices to open, hold and let go.
 package nstest
