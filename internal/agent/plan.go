@@ -59,6 +59,10 @@ type plan struct {
 
 func (p *plan) add(s step) { p.steps = append(p.steps, s) }
 
+func (p *plan) has(k stepKind) bool {
+	return slices.ContainsFunc(p.steps, func(s step) bool { return s.kind == k })
+}
+
 // audit adds r as a record when it differs from the device's last one
 // (or when the plan has recorded something already), so that a rescan
 // repeats nothing.
@@ -198,6 +202,10 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 			}
 			rewriteRecords(p, &rec, o, x, mine, w)
 			p.add(step{kind: stepEnsureBound})
+			// Told each time, also when it happened before: dom0 had
+			// the guest's device (after a resume, its drivers probe
+			// first).
+			rec.Reason += fmt.Sprintf("; %s: moved back to usbback", heldByDom0(o.dev))
 		} else {
 			rewriteRecords(p, &rec, o, x, mine, w)
 		}
@@ -209,7 +217,11 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 			rec.Reason += "; " + severalDomains(t)
 		}
 		p.state = StAttached
-		p.audit(o, rec)
+		if p.has(stepEnsureBound) {
+			p.add(step{kind: stepAudit, rec: rec})
+		} else {
+			p.audit(o, rec)
+		}
 		return true
 	}
 	if !mine && (dec.Rule == nil || !dec.Rule.Takeover) {
@@ -388,6 +400,22 @@ func allUsbback(d usbsysfs.Device) bool {
 		}
 	}
 	return true
+}
+
+// heldByDom0 names d's interfaces out of usbback and where they are:
+// "1-2:1.0 was with usbhid, 1-2:1.1 had no driver".
+func heldByDom0(d usbsysfs.Device) string {
+	var s []string
+	for _, in := range d.Interfaces {
+		switch in.Driver {
+		case "usbback":
+		case "":
+			s = append(s, in.Name+" had no driver")
+		default:
+			s = append(s, in.Name+" was with "+in.Driver)
+		}
+	}
+	return strings.Join(s, ", ")
 }
 
 // unbound says an interface of d has no driver.

@@ -120,7 +120,10 @@ func TestPlanTable(t *testing.T) {
 			attach, kiosk, StAttached, nil, "", ""},
 		{"attached: by xl, its records gone: xl's", at(here(TrigStart, "usbback"), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "by someone else"},
 		{"attached → settling: out of usbback", owned(at(here("unbind", "usbhid"), 5), 5), attach, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
-		{"settling → attached: bound again", owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, ""},
+		{"settling → attached: bound again", owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "1-2:1.0 was with usbhid: moved back to usbback"},
+		{"settling → attached: bound again, told again", with(owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), func(o *observation) {
+			o.last, o.known = Audit{BusID: "1-2", Action: ActKept, Reason: "r attaches it; 1-2:1.0 was with usbhid: moved back to usbback", Domid: int(o.port.Domid), Ctrl: o.port.Controller, Port: o.port.Port}, true
+		}), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "moved back to usbback"},
 		{"attached → detached: the policy changed", owned(at(here(TrigReload, "usbback"), 5), 5), deny, kiosk, StDenied, []stepKind{stepDetach, stepAudit, stepAudit}, ActDenied, ""},
 		{"with dom0 → authorized: inert, no rule, the mode on", here("bind", ""), none, withAuthz(kiosk), StWithDom0, []stepKind{stepToDom0, stepAudit}, ActUnmatched, "offered to dom0's drivers"},
 		{"denied → authorized: inert, the mode on", here("bind", ""), deny, withAuthz(kiosk), StDenied, []stepKind{stepToDom0, stepAudit}, ActDenied, "offered to dom0's drivers"},
