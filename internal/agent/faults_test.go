@@ -16,6 +16,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -327,6 +328,40 @@ func TestAgentGivesBackWhatARacedDetachLeftUnbound(t *testing.T) {
 			if drv := e.driverOf(intf); drv == "" || drv == "usbback" {
 				t.Errorf("%s left with driver %q", intf, drv)
 			}
+		}
+	})
+}
+
+// After dom0 resumes from suspend, the kernel probes the interfaces again
+// and dom0's drivers take the guest's device before the agent: the port
+// is still set, so no detach is under way, and the agent moves the
+// interface back at once (not at a second look), and says so.
+func TestAgentTakesBackAtOnceWhatDom0sDriversTook(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(testPolicy, false)
+		if _, ok := e.at("1-2"); !ok {
+			t.Fatal("audio not attached")
+		}
+		if err := e.h.Sys.Unbind("1-2:1.0"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.Sys.Bind("1-2:1.0", "snd-usb-audio"); err != nil {
+			t.Fatal(err)
+		}
+		dp := "/devices/pci0000:00/0000:00:14.0/usb1/1-2/1-2:1.0"
+		ev, err := uevent.Parse([]byte("bind@" + dp + "\x00ACTION=bind\x00DEVPATH=" + dp + "\x00SUBSYSTEM=usb\x00DEVTYPE=usb_interface\x00DRIVER=snd-usb-audio\x00SEQNUM=9\x00"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, uevent.Message{Event: ev})
+		r := e.await("1-2", agent.ActKept)
+		if !strings.Contains(r.Reason, "1-2:1.0 was with snd-usb-audio: moved back to usbback") || r.Trigger == agent.TrigAfterUnbound {
+			t.Errorf("taken back: %+v", r)
+		}
+		e.settle()
+		if drv := e.driverOf("1-2:1.0"); drv != "usbback" {
+			t.Errorf("1-2:1.0 is with %q", drv)
 		}
 	})
 }

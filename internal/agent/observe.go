@@ -40,6 +40,18 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	if serr != nil {
 		return o, serr
 	}
+	if o.port != nil && o.present && dom0Driver(o.dev) {
+		// xl's detach binds dom0's drivers back only after it has
+		// cleared the port: the port read again after the drivers were,
+		// and still set, says no detach is under way.
+		if p, ok := assign.PortPath(*o.port); ok {
+			v, err := a.h.XS.Read(ctx, p)
+			if err != nil && !errors.Is(err, syscall.ENOENT) {
+				return o, err
+			}
+			o.portAfter = err == nil && string(v) == busid
+		}
+	}
 	a.mu.Lock()
 	if o.port != nil || o.record || o.present && anyUsbback(o.dev) {
 		a.seenAttached[busid] = true // attached again: its interfaces are ours again

@@ -33,6 +33,9 @@ type observation struct {
 	giving bool
 	// refusedBy: usbback refused this plug of it (why).
 	refusedBy string
+	// portAfter: a dom0 driver has an interface of it, and its port,
+	// read again after the drivers were, still holds it.
+	portAfter bool
 	// ours: the agent attached it (its ownership record), or saw it at a
 	// port or in usbback since it was plugged. Only then is an interface
 	// of it without a driver the agent's (or xl's) to give back.
@@ -192,10 +195,13 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		// Bound already (the common case): nothing is written, so a
 		// detach xl starts meanwhile is not raced.
 		if !w.dryRun && x.Type == policy.TypePV && !allUsbback(o.dev) {
-			if o.trigger != TrigAfterUnbound && o.trigger != TrigStart {
+			if o.trigger != TrigAfterUnbound && o.trigger != TrigStart && !o.portAfter {
 				// xl detaches by unbinding from usbback first and clearing
 				// the port after: binding back now would undo its detach.
 				// A port still set at the second look is a bind cut short.
+				// (A dom0 driver under a port still set is no detach: dom0
+				// took the guest's device, after a resume. It is moved back
+				// at once.)
 				p.state = StSettling
 				p.add(step{kind: stepLookLater, trigger: TrigAfterUnbound})
 				return true
@@ -400,6 +406,11 @@ func allUsbback(d usbsysfs.Device) bool {
 		}
 	}
 	return true
+}
+
+// dom0Driver says a driver other than usbback has an interface of d.
+func dom0Driver(d usbsysfs.Device) bool {
+	return slices.ContainsFunc(d.Interfaces, func(in usbsysfs.Interface) bool { return in.Driver != "" && in.Driver != "usbback" })
 }
 
 // heldByDom0 names d's interfaces out of usbback and where they are:

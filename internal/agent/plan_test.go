@@ -120,6 +120,7 @@ func TestPlanTable(t *testing.T) {
 			attach, kiosk, StAttached, nil, "", ""},
 		{"attached: by xl, its records gone: xl's", at(here(TrigStart, "usbback"), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "by someone else"},
 		{"attached → settling: out of usbback", owned(at(here("unbind", "usbhid"), 5), 5), attach, kiosk, StSettling, []stepKind{stepLookLater}, "", ""},
+		{"attached: dom0's driver took it, the port still set after: moved back at once", with(owned(at(here("bind", "usbhid"), 5), 5), func(o *observation) { o.portAfter = true }), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "1-2:1.0 was with usbhid: moved back to usbback"},
 		{"settling → attached: bound again", owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "1-2:1.0 was with usbhid: moved back to usbback"},
 		{"settling → attached: bound again, told again", with(owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), func(o *observation) {
 			o.last, o.known = Audit{BusID: "1-2", Action: ActKept, Reason: "r attaches it; 1-2:1.0 was with usbhid: moved back to usbback", Domid: int(o.port.Domid), Ctrl: o.port.Controller, Port: o.port.Port}, true
