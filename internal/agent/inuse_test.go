@@ -206,27 +206,16 @@ func TestAgentNoWatchesWatchesNoMounts(t *testing.T) {
 // looks the mount watch takes again meanwhile.
 func TestAgentPassesADiskOnceItsFilesystemCloses(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		e := newEnv(t, s)
-		err := (&fakekernel.Builder{Root: e.root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64",
-			Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}).Err()
-		if err != nil {
-			t.Fatal(err)
-		}
+		e := diskEnv(t, s)
 		open := filepath.Join(e.root, "fs/ext4/sde1") // what ext4 lists while open
 		if err := os.MkdirAll(open, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		e.mountinfo = filepath.Join(t.TempDir(), "mountinfo")
-		root := "28 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
-		if err := os.WriteFile(e.mountinfo, []byte(root+"41 28 8:65 / /srv/data rw,relatime - ext4 /dev/sde1 rw\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		e.mount(rootMount + dataMount)
 		e.run(storagePolicy, false)
 		e.awaitLog("/dev/sde1 is mounted on /srv/data")
 		// umount: the mount is gone, the filesystem not yet.
-		if err := os.WriteFile(e.mountinfo, []byte(root), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		e.mount(rootMount)
 		e.a.MountsChanged()
 		if r := e.await("1-3", agent.ActDenied); !strings.Contains(r.Reason, "/dev/sde1: its ext4 filesystem is still open") {
 			t.Fatalf("while the filesystem is written out: %+v", r)

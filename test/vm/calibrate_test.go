@@ -70,48 +70,36 @@ func TestDiffLines(t *testing.T) {
 	}
 }
 
-// A scenario that mounts a disk stops at its mount on the fake kernel,
-// saying why, rather than passing on a faked mount table.
-func TestFakeKernelDoesNotMount(t *testing.T) {
+// A scenario that mounts a disk or suspends dom0 stops at that step on
+// the fake kernel, saying why, rather than passing on a faked mount table
+// or resume.
+func TestFakeKernelDoesNotMountOrSuspend(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the agent runs as root: run the test as root")
 	}
 	if _, err := xenstoretest.XenstoredBinary(); err != nil {
 		t.Skipf("the real xenstored is needed (apt-get install xenstored or xen-utils-4.17): %v", err)
 	}
-	sc, err := ParseFile("scenarios/inuse.scn")
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		file, step string
+		want       error
+	}{
+		{"scenarios/inuse.scn", "mount ", errNoMount},
+		{"scenarios/suspend.scn", "suspend ", errNoSuspend},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			sc, err := ParseFile(c.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			res := (&Env{Fake: true}).Run(ctx, sc)
+			var se *StepError
+			if !errors.As(res.Err, &se) || !strings.HasPrefix(se.Step, c.step) || !strings.Contains(se.Found, c.want.Error()) {
+				t.Fatalf("on the fake kernel: %v, want the %sstep to fail with %q", res.Err, c.step, c.want)
+			}
+			os.RemoveAll(res.Dir)
+		})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res := (&Env{Fake: true}).Run(ctx, sc)
-	var se *StepError
-	if !errors.As(res.Err, &se) || !strings.HasPrefix(se.Step, "mount ") || !strings.Contains(se.Found, errNoMount.Error()) {
-		t.Fatalf("on the fake kernel: %v, want the mount step to fail with %q", res.Err, errNoMount)
-	}
-	os.RemoveAll(res.Dir)
-}
-
-// A scenario that suspends dom0 stops at its suspend on the fake kernel,
-// saying why, rather than passing on a faked resume.
-func TestFakeKernelDoesNotSuspend(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the agent runs as root: run the test as root")
-	}
-	if _, err := xenstoretest.XenstoredBinary(); err != nil {
-		t.Skipf("the real xenstored is needed (apt-get install xenstored or xen-utils-4.17): %v", err)
-	}
-	sc, err := ParseFile("scenarios/suspend.scn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res := (&Env{Fake: true}).Run(ctx, sc)
-	var se *StepError
-	if !errors.As(res.Err, &se) || !strings.HasPrefix(se.Step, "suspend ") || !strings.Contains(se.Found, errNoSuspend.Error()) {
-		t.Fatalf("on the fake kernel: %v, want the suspend step to fail with %q", res.Err, errNoSuspend)
-	}
-	os.RemoveAll(res.Dir)
 }
