@@ -399,12 +399,7 @@ func (a *Agent) watchMounts(ctx context.Context, w *mounts.Watcher) {
 	defer w.Close()
 	ran := make(chan error, 1)
 	go func() {
-		ran <- w.Run(ctx, func() {
-			select {
-			case a.mountsWoke <- struct{}{}:
-			default: // a look is due already
-			}
-		})
+		ran <- w.Run(ctx, a.wakeMounts)
 	}()
 	again := time.NewTimer(0)
 	again.Stop()
@@ -449,15 +444,7 @@ const (
 // disksClosing says whether a present disk holds a filesystem the kernel
 // has yet to close (inventory.Closing).
 func (a *Agent) disksClosing() bool {
-	a.mu.Lock()
-	var disks []usbsysfs.Device
-	for _, d := range a.cache {
-		if inventory.Storage(d) {
-			disks = append(disks, d)
-		}
-	}
-	a.mu.Unlock()
-	return slices.ContainsFunc(disks, func(d usbsysfs.Device) bool {
+	return slices.ContainsFunc(a.presentDisks(), func(d usbsysfs.Device) bool {
 		if inventory.Closing(a.h.Sys, d, a.cfg.Mountinfo) {
 			return true
 		}
@@ -474,6 +461,9 @@ func (a *Agent) disksClosing() bool {
 // which looks at it again until dom0 lets it go (disksClosing): an
 // unmount's end brings no event.
 func (a *Agent) stillOpen(o observation) string {
+	if !inventory.Storage(o.dev) {
+		return ""
+	}
 	why := inventory.Busy(a.h.Sys, o.dev)
 	a.mu.Lock()
 	_, had := a.openDisks[o.busid]
@@ -484,26 +474,40 @@ func (a *Agent) stillOpen(o observation) string {
 	}
 	a.mu.Unlock()
 	if why != "" && !had {
-		select {
-		case a.mountsWoke <- struct{}{}:
-		default: // a look is due already
-		}
+		a.wakeMounts()
 	}
 	return why
+}
+
+// wakeMounts asks watchMounts for a look at the disks.
+func (a *Agent) wakeMounts() {
+	select {
+	case a.mountsWoke <- struct{}{}:
+	default: // a look is due already
+	}
+}
+
+// presentDisks are the present devices with a storage interface.
+func (a *Agent) presentDisks() []usbsysfs.Device {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var disks []usbsysfs.Device
+	for _, d := range a.cache {
+		if inventory.Storage(d) {
+			disks = append(disks, d)
+		}
+	}
+	return disks
 }
 
 // StorageChanged passes over every present storage device again: dom0's
 // mounts changed, or a device-mapper or md device that may have held one
 // went.
 func (a *Agent) StorageChanged(why Trigger) {
-	a.mu.Lock()
 	var disks []string
-	for busid, d := range a.cache {
-		if inventory.Storage(d) {
-			disks = append(disks, busid)
-		}
+	for _, d := range a.presentDisks() {
+		disks = append(disks, d.BusID)
 	}
-	a.mu.Unlock()
 	sortBusIDs(disks)
 	for _, b := range disks {
 		a.enqueue(b, why)

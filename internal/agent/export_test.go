@@ -32,9 +32,4 @@ func (a *Agent) QueueHook(r Audit) { a.hook(r) }
 const HookQueue = hookQueue
 
 // MountsChanged is what the watch of dom0's mounts does when they change.
-func (a *Agent) MountsChanged() {
-	select {
-	case a.mountsWoke <- struct{}{}:
-	default:
-	}
-}
+func (a *Agent) MountsChanged() { a.wakeMounts() }

@@ -62,10 +62,6 @@ type plan struct {
 
 func (p *plan) add(s step) { p.steps = append(p.steps, s) }
 
-func (p *plan) has(k stepKind) bool {
-	return slices.ContainsFunc(p.steps, func(s step) bool { return s.kind == k })
-}
-
 // audit adds r as a record when it differs from the device's last one
 // (or when the plan has recorded something already), so that a rescan
 // repeats nothing.
@@ -194,6 +190,7 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 	if t.running && x.Domid == t.domid || slices.Contains(t.several, x.Domid) {
 		// Bound already (the common case): nothing is written, so a
 		// detach xl starts meanwhile is not raced.
+		moved := false // dom0 had it: told each time (after a resume, its drivers probe first)
 		if !w.dryRun && x.Type == policy.TypePV && !allUsbback(o.dev) {
 			if o.trigger != TrigAfterUnbound && o.trigger != TrigStart && !o.portAfter {
 				// xl detaches by unbinding from usbback first and clearing
@@ -208,10 +205,8 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 			}
 			rewriteRecords(p, &rec, o, x, mine, w)
 			p.add(step{kind: stepEnsureBound})
-			// Told each time, also when it happened before: dom0 had
-			// the guest's device (after a resume, its drivers probe
-			// first).
 			rec.Reason += fmt.Sprintf("; %s: moved back to usbback", heldByDom0(o.dev))
+			moved = true
 		} else {
 			rewriteRecords(p, &rec, o, x, mine, w)
 		}
@@ -223,7 +218,7 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 			rec.Reason += "; " + severalDomains(t)
 		}
 		p.state = StAttached
-		if p.has(stepEnsureBound) {
+		if moved {
 			p.add(step{kind: stepAudit, rec: rec})
 		} else {
 			p.audit(o, rec)

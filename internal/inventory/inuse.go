@@ -28,18 +28,9 @@ func Storage(d usbsysfs.Device) bool {
 // device whose state cannot be read counts as in use: passing dom0's own
 // disk to a guest is not a mistake to risk.
 func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
-	if !Storage(d) {
-		return ""
-	}
-	blocks, err := sys.BlockDevs(d.BusID)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "" // left meanwhile
-	}
-	if err != nil {
-		return fmt.Sprintf("its disks could not be read (%v)", err)
-	}
-	if len(blocks) == 0 {
-		return ""
+	blocks, why := disks(sys, d)
+	if why != "" || len(blocks) == 0 {
+		return why
 	}
 	tab, err := mounts.Read(mountinfo)
 	if err != nil {
@@ -70,15 +61,9 @@ func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
 // automounter's, of a stick that stays with dom0) would fail with EBUSY.
 // It is "" when d is free.
 func Busy(sys *usbsysfs.FS, d usbsysfs.Device) string {
-	if !Storage(d) {
-		return ""
-	}
-	blocks, err := sys.BlockDevs(d.BusID)
-	if errors.Is(err, fs.ErrNotExist) {
-		return ""
-	}
-	if err != nil {
-		return fmt.Sprintf("its disks could not be read (%v)", err)
+	blocks, why := disks(sys, d)
+	if why != "" {
+		return why
 	}
 	for _, b := range blocks {
 		busy, err := openElsewhere(devDir(sys.Root()), b.Name)
@@ -90,6 +75,22 @@ func Busy(sys *usbsysfs.FS, d usbsysfs.Device) string {
 		}
 	}
 	return ""
+}
+
+// disks are d's disks and partitions (none when d is no storage device or
+// left meanwhile), or why they could not be read.
+func disks(sys *usbsysfs.FS, d usbsysfs.Device) ([]usbsysfs.BlockDev, string) {
+	if !Storage(d) {
+		return nil, ""
+	}
+	blocks, err := sys.BlockDevs(d.BusID)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "" // left meanwhile
+	}
+	if err != nil {
+		return nil, fmt.Sprintf("its disks could not be read (%v)", err)
+	}
+	return blocks, ""
 }
 
 // devDir is where the block devices of the sysfs tree at sysRoot have
