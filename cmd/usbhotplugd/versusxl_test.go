@@ -21,7 +21,9 @@ import (
 // the fixture tree mounted over /sys in a private mount namespace (xl has
 // no sysfs option). It reports each command's median in ms and xl's time
 // over ours. Needs root, hyperfine, xl and gcc; it measures, it asserts
-// nothing about time.
+// nothing about time. Beside them run two yardsticks: a Go hello-world
+// built as usbhotplugd is (no Go command can start faster) and a dynamic C
+// one (as xl starts).
 func BenchmarkVersusXL(b *testing.B) {
 	xl := "/usr/lib/xen-4.17/bin/xl"
 	for _, bin := range []string{xl, "hyperfine", "gcc", "unshare"} {
@@ -60,6 +62,18 @@ func BenchmarkVersusXL(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building usbhotplugd: %v\n%s", err, out)
 	}
+	// The yardsticks: a Go hello-world built the same way, the floor of
+	// any Go command on this host, and a dynamic C one, as xl starts.
+	goHello := filepath.Join(dir, "go-hello")
+	build = exec.Command("go", "build", "-trimpath", "-o", goHello, "./testdata/hello")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building the Go hello-world: %v\n%s", err, out)
+	}
+	cHello := filepath.Join(dir, "c-hello")
+	if out, err := exec.Command("gcc", "-O2", "-o", cHello, "testdata/hello.c").CombinedOutput(); err != nil {
+		b.Fatalf("building the C hello-world: %v\n%s", err, out)
+	}
 	// libxl keeps each domain's configuration under /var/lib/xen.
 	varlib := filepath.Join(dir, "varlibxen")
 	cfg, err := os.ReadFile("testdata/kiosk.libxl-json")
@@ -94,10 +108,13 @@ func BenchmarkVersusXL(b *testing.B) {
 			sh("hyperfine", "-N", "--warmup", "3", "--runs", "25", "--export-json", report,
 				"--prepare", "/bin/true", "--prepare", "/bin/true",
 				"--prepare", xl+" usbdev-detach 1 0 1", "--prepare", uhd+" usbdev-detach 1 0 1",
+				"--prepare", "/bin/true", "--prepare", "/bin/true",
 				"--command-name", "xl usb-list", "--command-name", "usbhotplugd usb-list",
 				"--command-name", "xl usbdev-attach", "--command-name", "usbhotplugd usbdev-attach",
+				"--command-name", "go hello", "--command-name", "c hello",
 				xl+" usb-list 1", uhd+" usb-list 1",
-				xl+" usbdev-attach 1 hostbus=1 hostaddr=6", uhd+" usbdev-attach 1 hostbus=1 hostaddr=6")
+				xl+" usbdev-attach 1 hostbus=1 hostaddr=6", uhd+" usbdev-attach 1 hostbus=1 hostaddr=6",
+				goHello, cHello)
 			var res struct {
 				Results []struct {
 					Command string  `json:"command"`
@@ -105,7 +122,7 @@ func BenchmarkVersusXL(b *testing.B) {
 				} `json:"results"`
 			}
 			raw, err := os.ReadFile(report)
-			if err != nil || json.Unmarshal(raw, &res) != nil || len(res.Results) != 4 {
+			if err != nil || json.Unmarshal(raw, &res) != nil || len(res.Results) != 6 {
 				b.Fatalf("hyperfine's report: %v\n%s", err, raw)
 			}
 			for _, r := range res.Results {
@@ -121,4 +138,10 @@ func BenchmarkVersusXL(b *testing.B) {
 	}
 	b.ReportMetric(med["xl usb-list"]/med["usbhotplugd usb-list"], "usb-list-xl/ours")
 	b.ReportMetric(med["xl usbdev-attach"]/med["usbhotplugd usbdev-attach"], "usbdev-attach-xl/ours")
+	// The most any Go command could reach against xl on this host, and
+	// what our commands spend beyond a Go process's bare start.
+	b.ReportMetric(med["xl usb-list"]/med["go hello"], "usb-list-xl/go-hello")
+	b.ReportMetric(med["xl usbdev-attach"]/med["go hello"], "usbdev-attach-xl/go-hello")
+	b.ReportMetric(med["usbhotplugd usb-list"]-med["go hello"], "usb-list-beyond-go-hello-ms")
+	b.ReportMetric(med["usbhotplugd usbdev-attach"]-med["go hello"], "usbdev-attach-beyond-go-hello-ms")
 }
