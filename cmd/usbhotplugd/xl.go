@@ -172,9 +172,11 @@ func newUsbdevAttachCmd() *cobra.Command {
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			spec, opts := h.ReadDevice(spec)
 			if !*force {
-				if err := checkNotInUse(h, opts.Device); err != nil {
+				release, err := checkNotInUse(h, opts.Device)
+				if err != nil {
 					return err
 				}
+				defer release() // once the attach has taken it from dom0
 			}
 			_, err := h.AttachWith(ctx, d.ID, spec, opts)
 			return err
@@ -268,17 +270,23 @@ func sysfsDefault() string {
 
 // checkNotInUse refuses a device dom0 uses, as the agent's guard does: xl
 // would pass dom0's own disk away, and dom0 with it. A device not read
-// (nil) is left to the attach.
-func checkNotInUse(h *assign.Host, dev *usbsysfs.Device) error {
+// (nil) is left to the attach. A free device's disks are held until
+// release (inventory.Hold), so that no mount takes them before the
+// attach unbinds them.
+func checkNotInUse(h *assign.Host, dev *usbsysfs.Device) (release func(), err error) {
+	release = func() {}
 	if dev == nil {
-		return nil
+		return release, nil
 	}
 	why := inventory.InUse(h.Sys, *dev, mounts.Default)
 	if why == "" {
 		why = inventory.Busy(h.Sys, *dev) // it is about to be passed
 	}
-	if why != "" {
-		return fmt.Errorf("%s is in use by dom0: %s; unmount it first, or pass --force to attach it anyway", dev.BusID, why)
+	if why == "" {
+		release, why = inventory.Hold(h.Sys, *dev)
 	}
-	return nil
+	if why != "" {
+		return release, fmt.Errorf("%s is in use by dom0: %s; unmount it first, or pass --force to attach it anyway", dev.BusID, why)
+	}
+	return release, nil
 }

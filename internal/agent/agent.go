@@ -457,14 +457,20 @@ func (a *Agent) disksClosing() bool {
 
 // stillOpen says why dom0 still has a disk of o's open though nothing it
 // can see says so (inventory.Busy), or "": asked only of a device the
-// policy is about to pass. A disk newly found open wakes the mount watch,
-// which looks at it again until dom0 lets it go (disksClosing): an
-// unmount's end brings no event.
-func (a *Agent) stillOpen(o observation) string {
+// policy is about to pass. A free device's disks are held (inventory.Hold)
+// until release, which the pass calls once it has unbound them from dom0,
+// so that no mount takes them in between. A disk newly found open wakes
+// the mount watch, which looks at it again until dom0 lets it go
+// (disksClosing): an unmount's end brings no event.
+func (a *Agent) stillOpen(o observation) (release func(), why string) {
+	release = func() {}
 	if !inventory.Storage(o.dev) {
-		return ""
+		return release, ""
 	}
-	why := inventory.Busy(a.h.Sys, o.dev)
+	why = inventory.Busy(a.h.Sys, o.dev)
+	if why == "" {
+		release, why = inventory.Hold(a.h.Sys, o.dev)
+	}
 	a.mu.Lock()
 	_, had := a.openDisks[o.busid]
 	if why == "" {
@@ -476,7 +482,7 @@ func (a *Agent) stillOpen(o observation) string {
 	if why != "" && !had {
 		a.wakeMounts()
 	}
-	return why
+	return release, why
 }
 
 // wakeMounts asks watchMounts for a look at the disks.

@@ -31,7 +31,9 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 		}
 		dec = a.Policy().Match(me, inv)
 		if dec.Action == policy.Attach && me.InUse == "" {
-			if me.InUse = a.stillOpen(o); me.InUse != "" {
+			release, why := a.stillOpen(o)
+			defer release() // once apply has taken the disks from dom0
+			if me.InUse = why; why != "" {
 				dec = a.Policy().Match(me, inv)
 			}
 		}

@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,5 +63,71 @@ func TestInUseExclusiveOpen(t *testing.T) {
 	}
 	if why := inventory.Busy(sys, d); why != "" {
 		t.Errorf("let go, still in use: %s", why)
+	}
+}
+
+// From the check until the storage driver lets the disk go, the agent
+// holds it: an exclusive claim (a mount's, an automounter's) is refused
+// until release, and a disk claimed already is said busy, nothing held.
+// The whole disk is a real loop device.
+func TestHoldKeepsClaimsOff(t *testing.T) {
+	loop := nstest.Loop(t)
+	root := fakekernel.TempDir(t)
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&fakekernel.Builder{Root: root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dev := filepath.Join(root, ".dev")
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(loop, filepath.Join(dev, "sde")); err != nil {
+		t.Fatal(err)
+	}
+	sys := usbsysfs.NewFS(root)
+	d, err := sys.Device("1-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed := func() bool {
+		t.Helper()
+		fd, err := unix.Open(loop, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(fd)
+			return false
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			t.Fatal(err)
+		}
+		return true
+	}
+
+	release, why := inventory.Hold(sys, d)
+	if why != "" {
+		t.Fatalf("a free disk not held: %s", why)
+	}
+	if !claimed() {
+		t.Error("held, and another exclusive open succeeded")
+	}
+	release()
+	release() // twice is harmless
+	if claimed() {
+		t.Error("released, and still claimed")
+	}
+
+	fd, err := unix.Open(loop, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, why = inventory.Hold(sys, d)
+	release()
+	unix.Close(fd)
+	if !strings.Contains(why, "/dev/sde is open in dom0") {
+		t.Errorf("claimed elsewhere: %q", why)
+	}
+	if claimed() {
+		t.Error("a refused hold left the disk claimed")
 	}
 }

@@ -77,6 +77,46 @@ func Busy(sys *usbsysfs.FS, d usbsysfs.Device) string {
 	return ""
 }
 
+// Hold keeps each whole disk of d open exclusively until release is
+// called, and why is "" then; it is called once Busy found d free, and
+// released once d's storage driver has let it go. In between, no mount
+// (an automounter's) can take the disk or a partition of it: the kernel
+// refuses to claim a partition of a disk another holds. When a disk is
+// claimed already (mounted since Busy looked), why says so and nothing is
+// held. release may be called more than once.
+func Hold(sys *usbsysfs.FS, d usbsysfs.Device) (release func(), why string) {
+	blocks, why := disks(sys, d)
+	var fds []int
+	release = func() {
+		for _, fd := range fds {
+			closeFD(fd)
+		}
+		fds = nil
+	}
+	if why != "" {
+		return release, why
+	}
+	for _, b := range blocks {
+		if !b.Whole {
+			continue // the whole disk's claim covers its partitions
+		}
+		fd, busy, err := claim(devDir(sys.Root()), b.Name)
+		switch {
+		case err != nil:
+			why = fmt.Sprintf("it could not be checked (%v)", err)
+		case busy:
+			why = fmt.Sprintf("/dev/%s is open in dom0 (mounted, swap, or held by a program)", b.Name)
+		case fd >= 0:
+			fds = append(fds, fd)
+		}
+		if why != "" {
+			release()
+			return release, why
+		}
+	}
+	return release, ""
+}
+
 // disks are d's disks and partitions (none when d is no storage device or
 // left meanwhile), or why they could not be read.
 func disks(sys *usbsysfs.FS, d usbsysfs.Device) ([]usbsysfs.BlockDev, string) {

@@ -18,6 +18,7 @@ type BlockDev struct {
 	Name    string   `json:"name"`              // "sde", "sde1"
 	Dev     string   `json:"dev"`               // "8:64", as the dev attribute says
 	Holders []string `json:"holders,omitempty"` // devices built on it: dm-0, md0
+	Whole   bool     `json:"-"`                 // a whole disk, not a partition
 }
 
 // BlockDevs lists the block devices of a USB device's storage interfaces,
@@ -54,6 +55,7 @@ func (f *FS) BlockDevs(busid string) ([]BlockDev, error) {
 						if d.Name == "" {
 							continue
 						}
+						d.Whole = true
 						out = append(out, d)
 						for _, part := range subdirs(disk, d.Name) {
 							p, err := readBlock(part)

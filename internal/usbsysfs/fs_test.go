@@ -330,7 +330,7 @@ func TestBlockDevs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := fmt.Sprint(bs)
-	if want := "[{sde 8:64 []} {sde1 8:65 []} {sde2 8:66 [dm-0]}]"; got != want {
+	if want := "[{sde 8:64 [] true} {sde1 8:65 [] false} {sde2 8:66 [dm-0] false}]"; got != want {
 		t.Errorf("BlockDevs = %s, want %s", got, want)
 	}
 	if bs, err := f.BlockDevs("1-2"); err != nil || len(bs) != 0 {
