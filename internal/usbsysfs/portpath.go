@@ -38,25 +38,28 @@ func parentSubsystem(sub string) bool {
 }
 
 // isPCIAddr says whether name has the form of a PCI address
-// ("0000:00:14.0": domain, bus, device, function, in lower-case hex).
+// ("0000:00:14.0": domain, bus, device, function, in lower-case hex). The
+// kernel prints the domain with at least four digits: Intel VMD's
+// domains have five ("10000:e1:00.0").
 // Checked by hand: a regexp would be compiled by the first command that
 // reads a port path on a tree without subsystem links, for one fixed form.
 func isPCIAddr(name string) bool {
-	if len(name) != len("0000:00:14.0") {
+	d := len(name) - len(":00:14.0") // the domain's digits
+	if d < 4 || d > 8 {
 		return false
 	}
 	for i := range len(name) {
 		c := name[i]
-		switch i {
-		case 4, 7:
+		switch i - d {
+		case 0, 3:
 			if c != ':' {
 				return false
 			}
-		case 10:
+		case 6:
 			if c != '.' {
 				return false
 			}
-		case 11:
+		case 7:
 			if c < '0' || c > '7' {
 				return false
 			}
