@@ -23,7 +23,7 @@ import (
 // over ours. Needs root, hyperfine, xl and gcc; it measures, it asserts
 // nothing about time. Beside them run two yardsticks: a Go hello-world
 // built as usbhotplugd is (no Go command can start faster) and a dynamic C
-// one (as xl starts).
+// one (as xl starts); and `usbhotplugd --version`, our binary's start.
 func BenchmarkVersusXL(b *testing.B) {
 	xl := "/usr/lib/xen-4.17/bin/xl"
 	for _, bin := range []string{xl, "hyperfine", "gcc", "unshare"} {
@@ -108,13 +108,13 @@ func BenchmarkVersusXL(b *testing.B) {
 			sh("hyperfine", "-N", "--warmup", "3", "--runs", "25", "--export-json", report,
 				"--prepare", "/bin/true", "--prepare", "/bin/true",
 				"--prepare", xl+" usbdev-detach 1 0 1", "--prepare", uhd+" usbdev-detach 1 0 1",
-				"--prepare", "/bin/true", "--prepare", "/bin/true",
+				"--prepare", "/bin/true", "--prepare", "/bin/true", "--prepare", "/bin/true",
 				"--command-name", "xl usb-list", "--command-name", "usbhotplugd usb-list",
 				"--command-name", "xl usbdev-attach", "--command-name", "usbhotplugd usbdev-attach",
-				"--command-name", "go hello", "--command-name", "c hello",
+				"--command-name", "go hello", "--command-name", "c hello", "--command-name", "usbhotplugd version",
 				xl+" usb-list 1", uhd+" usb-list 1",
 				xl+" usbdev-attach 1 hostbus=1 hostaddr=6", uhd+" usbdev-attach 1 hostbus=1 hostaddr=6",
-				goHello, cHello)
+				goHello, cHello, uhd+" --version")
 			var res struct {
 				Results []struct {
 					Command string  `json:"command"`
@@ -122,7 +122,7 @@ func BenchmarkVersusXL(b *testing.B) {
 				} `json:"results"`
 			}
 			raw, err := os.ReadFile(report)
-			if err != nil || json.Unmarshal(raw, &res) != nil || len(res.Results) != 6 {
+			if err != nil || json.Unmarshal(raw, &res) != nil || len(res.Results) != 7 {
 				b.Fatalf("hyperfine's report: %v\n%s", err, raw)
 			}
 			for _, r := range res.Results {
@@ -142,6 +142,9 @@ func BenchmarkVersusXL(b *testing.B) {
 	// what our commands spend beyond a Go process's bare start.
 	b.ReportMetric(med["xl usb-list"]/med["go hello"], "usb-list-xl/go-hello")
 	b.ReportMetric(med["xl usbdev-attach"]/med["go hello"], "usbdev-attach-xl/go-hello")
+	// How that splits: our binary's start (doing nothing, as --version)
+	// and each command's own work.
+	b.ReportMetric(med["usbhotplugd version"]-med["go hello"], "version-beyond-go-hello-ms")
 	b.ReportMetric(med["usbhotplugd usb-list"]-med["go hello"], "usb-list-beyond-go-hello-ms")
 	b.ReportMetric(med["usbhotplugd usbdev-attach"]-med["go hello"], "usbdev-attach-beyond-go-hello-ms")
 }
