@@ -20,30 +20,10 @@ import (
 // unmount (vfat and exfat show it nowhere else), swap, a program. The
 // block device is a real loop device, held as a mount holds it.
 func TestInUseExclusiveOpen(t *testing.T) {
-	loop := nstest.Loop(t)
-	root := fakekernel.TempDir(t)
-	if err := fakekernel.Standard(root); err != nil {
-		t.Fatal(err)
-	}
-	if err := (&fakekernel.Builder{Root: root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64",
-		Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	// The fixture's own /dev: sde1 is the loop device.
-	dev := filepath.Join(root, ".dev")
-	if err := os.MkdirAll(dev, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(loop, filepath.Join(dev, "sde1")); err != nil {
-		t.Fatal(err)
-	}
+	sys, d, loop := loopDisk(t, fakekernel.Disk{Name: "sde", Dev: "8:64",
+		Parts: []fakekernel.Disk{{Name: "sde1", Dev: "8:65"}}}, "sde1")
 	mountinfo := filepath.Join(t.TempDir(), "mountinfo")
 	if err := os.WriteFile(mountinfo, []byte("28 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sys := usbsysfs.NewFS(root)
-	d, err := sys.Device("1-3")
-	if err != nil {
 		t.Fatal(err)
 	}
 	if why := inventory.Busy(sys, d); why != "" {
@@ -71,26 +51,7 @@ func TestInUseExclusiveOpen(t *testing.T) {
 // until release, and a disk claimed already is said busy, nothing held.
 // The whole disk is a real loop device.
 func TestHoldKeepsClaimsOff(t *testing.T) {
-	loop := nstest.Loop(t)
-	root := fakekernel.TempDir(t)
-	if err := fakekernel.Standard(root); err != nil {
-		t.Fatal(err)
-	}
-	if err := (&fakekernel.Builder{Root: root}).AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64"}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	dev := filepath.Join(root, ".dev")
-	if err := os.MkdirAll(dev, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(loop, filepath.Join(dev, "sde")); err != nil {
-		t.Fatal(err)
-	}
-	sys := usbsysfs.NewFS(root)
-	d, err := sys.Device("1-3")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sys, d, loop := loopDisk(t, fakekernel.Disk{Name: "sde", Dev: "8:64"}, "sde")
 	claimed := func() bool {
 		t.Helper()
 		fd, err := unix.Open(loop, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
@@ -130,4 +91,31 @@ func TestHoldKeepsClaimsOff(t *testing.T) {
 	if claimed() {
 		t.Error("a refused hold left the disk claimed")
 	}
+}
+
+// loopDisk is a fixture host whose device 1-3 has disk, and whose own
+// /dev (the fixture's .dev) has node as a real loop device.
+func loopDisk(t *testing.T, disk fakekernel.Disk, node string) (*usbsysfs.FS, usbsysfs.Device, string) {
+	t.Helper()
+	loop := nstest.Loop(t)
+	root := fakekernel.TempDir(t)
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&fakekernel.Builder{Root: root}).AddDisk("1-3:1.0", disk).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dev := filepath.Join(root, ".dev")
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(loop, filepath.Join(dev, node)); err != nil {
+		t.Fatal(err)
+	}
+	sys := usbsysfs.NewFS(root)
+	d, err := sys.Device("1-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sys, d, loop
 }
