@@ -112,6 +112,9 @@ type Agent struct {
 	// openDisks: disks about to be passed that dom0 still had open, and
 	// why (inventory.Busy), looked at again while their unmount ends.
 	openDisks map[string]string
+	// plugs: the address (devnum) of each device as a pass last saw it
+	// present; the kernel gives each plug a new one.
+	plugs map[string]int
 
 	events, passes         atomic.Uint64
 	overruns               atomic.Uint64
@@ -157,7 +160,7 @@ func New(cfg Config) *Agent {
 		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]Trigger{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, openDisks: map[string]string{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, openDisks: map[string]string{}, plugs: map[string]int{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -255,6 +258,21 @@ func (a *Agent) notePlugged(busid string) {
 		a.seq++
 		a.plugged[busid] = a.seq
 	}
+}
+
+// replugged notes the plug of o's device and says whether it is another
+// than the one a pass last saw at its busid: unplugged and plugged again
+// before any pass saw it gone (its remove and add queued behind one pass,
+// or lost).
+func (a *Agent) replugged(o observation) bool {
+	if !o.present || o.dev.DevNum == 0 {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	prev, seen := a.plugs[o.busid]
+	a.plugs[o.busid] = o.dev.DevNum
+	return seen && prev != 0 && prev != o.dev.DevNum
 }
 
 func (a *Agent) forgetPlugged(busid string) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
@@ -19,6 +20,18 @@ const secondLook = 200 * time.Millisecond
 func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 	start := time.Now()
 	o, err := a.observe(ctx, busid, trig)
+	if err == nil && a.replugged(o) {
+		// The plug that left is planned for first, as a pass that saw it
+		// gone would have (its port cleared, remembered for the new plug),
+		// then the one now present.
+		gone := o
+		gone.trigger = TrigReplugged
+		gone.present, gone.probed, gone.dev = false, false, usbsysfs.Device{}
+		a.apply(ctx, gone, planGone(gone, a.world()), start)
+		trig = TrigReplugged
+		o, err = a.observe(ctx, busid, trig)
+		a.replugged(o)
+	}
 	if err != nil {
 		a.fail(ctx, Audit{BusID: busid, Trigger: trig}, "observe", err, start)
 		return
@@ -85,6 +98,7 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		a.mu.Lock()
 		delete(a.refusedBy, busid)
 		delete(a.openDisks, busid)
+		delete(a.plugs, busid)
 		a.mu.Unlock()
 		a.dropPresent(ctx, busid)
 		a.forgetPlugged(busid)
