@@ -95,6 +95,9 @@ type Agent struct {
 	retries map[string]*retry
 	// intents: attaches decided and not done yet (the worker's own).
 	intents []intent
+	// hold: the current pass's hold of its device's disks, until its
+	// attach is queued (the worker's own).
+	hold func()
 	// seenAttached: busids seen at a port or in usbback since they were
 	// plugged (forgotten when they leave).
 	seenAttached map[string]bool

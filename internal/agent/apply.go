@@ -45,7 +45,10 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 		dec = a.Policy().Match(me, inv)
 		if dec.Action == policy.Attach && me.InUse == "" {
 			release, why := a.stillOpen(o)
-			defer release() // once apply has taken the disks from dom0
+			// Until the attach has taken the disks from dom0: the
+			// batch's, or this pass's end when it queues none.
+			a.hold = release
+			defer a.dropHold()
 			if me.InUse = why; why != "" {
 				dec = a.Policy().Match(me, inv)
 			}
@@ -169,5 +172,17 @@ func (a *Agent) queueAttach(o observation, s step, start time.Time) {
 		rec.Controller, rec.Port, rec.Drivers = x.Controller, x.Port, drivers
 		return [][2]string{{ownedPath(o.busid), ownedValue(rec)}}
 	}
-	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, pinned: s.attach.pinned, rec: s.rec, start: start})
+	release := func() {}
+	if a.hold != nil {
+		release, a.hold = a.hold, nil
+	}
+	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, pinned: s.attach.pinned, rec: s.rec, start: start, release: release})
+}
+
+// dropHold lets go of what the pass held (stillOpen) and no attach took.
+func (a *Agent) dropHold() {
+	if a.hold != nil {
+		a.hold()
+		a.hold = nil
+	}
 }

@@ -139,6 +139,9 @@ type intent struct {
 	pinned bool // the preferred port is the rule's pin
 	rec    Audit
 	start  time.Time
+	// release lets go of the device's disks, held since its pass found
+	// them free (inventory.Hold), once the attach has been tried.
+	release func()
 }
 
 // maxBatch bounds how many attaches share one transaction.
@@ -170,6 +173,9 @@ func (a *Agent) flush(ctx context.Context) {
 		}
 		batch = rest
 		a.attachBatch(ctx, mine)
+		for _, in := range mine {
+			in.release()
+		}
 	}
 }
 
