@@ -280,10 +280,7 @@ func checkNotInUse(h *assign.Host, dev *usbsysfs.Device) (release func(), err er
 	}
 	why := inventory.InUse(h.Sys, *dev, mounts.Default)
 	if why == "" {
-		why = inventory.Busy(h.Sys, *dev) // it is about to be passed
-	}
-	if why == "" {
-		release, why = inventory.Hold(h.Sys, *dev)
+		release, why = inventory.Hold(h.Sys, *dev) // it is about to be passed
 	}
 	if why != "" {
 		return release, fmt.Errorf("%s is in use by dom0: %s; unmount it first, or pass --force to attach it anyway", dev.BusID, why)

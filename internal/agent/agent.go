@@ -116,7 +116,8 @@ type Agent struct {
 	// why (inventory.Busy), looked at again while their unmount ends.
 	openDisks map[string]string
 	// plugs: the address (devnum) of each device as a pass last saw it
-	// present; the kernel gives each plug a new one.
+	// present; the kernel gives each plug a new one. Not the cache's:
+	// a rescan refills that before any pass looks.
 	plugs map[string]int
 
 	events, passes         atomic.Uint64
@@ -479,19 +480,15 @@ func (a *Agent) disksClosing() bool {
 // stillOpen says why dom0 still has a disk of o's open though nothing it
 // can see says so (inventory.Busy), or "": asked only of a device the
 // policy is about to pass. A free device's disks are held (inventory.Hold)
-// until release, which the pass calls once it has unbound them from dom0,
-// so that no mount takes them in between. A disk newly found open wakes
-// the mount watch, which looks at it again until dom0 lets it go
+// until release, called once the attach has unbound them from dom0, so
+// that no mount takes them in between. A disk newly found open wakes the
+// mount watch, which looks at it again until dom0 lets it go
 // (disksClosing): an unmount's end brings no event.
 func (a *Agent) stillOpen(o observation) (release func(), why string) {
-	release = func() {}
 	if !inventory.Storage(o.dev) {
-		return release, ""
+		return func() {}, ""
 	}
-	why = inventory.Busy(a.h.Sys, o.dev)
-	if why == "" {
-		release, why = inventory.Hold(a.h.Sys, o.dev)
-	}
+	release, why = inventory.Hold(a.h.Sys, o.dev)
 	a.mu.Lock()
 	_, had := a.openDisks[o.busid]
 	if why == "" {

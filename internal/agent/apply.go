@@ -30,7 +30,7 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 		a.apply(ctx, gone, planGone(gone, a.world()), start)
 		trig = TrigReplugged
 		o, err = a.observe(ctx, busid, trig)
-		a.replugged(o)
+		a.replugged(o) // the new plug's address, which the forget dropped
 	}
 	if err != nil {
 		a.fail(ctx, Audit{BusID: busid, Trigger: trig}, "observe", err, start)

@@ -65,27 +65,36 @@ func Busy(sys *usbsysfs.FS, d usbsysfs.Device) string {
 	if why != "" {
 		return why
 	}
+	return busy(sys.Root(), blocks)
+}
+
+func busy(sysRoot string, blocks []usbsysfs.BlockDev) string {
 	for _, b := range blocks {
-		busy, err := openElsewhere(devDir(sys.Root()), b.Name)
+		busy, err := openElsewhere(devDir(sysRoot), b.Name)
 		if err != nil {
-			return fmt.Sprintf("it could not be checked (%v)", err)
+			return checkFailed(err)
 		}
 		if busy {
-			return fmt.Sprintf("/dev/%s is open in dom0 (still being unmounted, swap, or held by a program)", b.Name)
+			return openInDom0(b.Name)
 		}
 	}
 	return ""
 }
 
-// Hold keeps each whole disk of d open exclusively until release is
-// called, and why is "" then; it is called once Busy found d free, and
-// released once d's storage driver has let it go. In between, no mount
-// (an automounter's) can take the disk or a partition of it: the kernel
-// refuses to claim a partition of a disk another holds. When a disk is
-// claimed already (mounted since Busy looked), why says so and nothing is
-// held. release may be called more than once.
+func checkFailed(err error) string { return fmt.Sprintf("it could not be checked (%v)", err) }
+
+func openInDom0(name string) string {
+	return fmt.Sprintf("/dev/%s is open in dom0 (still being unmounted, swap, or held by a program)", name)
+}
+
+// Hold is Busy for a device about to be passed, and when d is free (why
+// is "") it keeps each whole disk of d open exclusively until release,
+// which the caller calls once d's storage driver has let it go. In
+// between, no mount (an automounter's) can take the disk or a partition
+// of it: the kernel refuses to claim a partition of a disk another
+// holds. When anything is busy nothing is held. release may be called
+// more than once.
 func Hold(sys *usbsysfs.FS, d usbsysfs.Device) (release func(), why string) {
-	blocks, why := disks(sys, d)
 	var fds []int
 	release = func() {
 		for _, fd := range fds {
@@ -93,28 +102,33 @@ func Hold(sys *usbsysfs.FS, d usbsysfs.Device) (release func(), why string) {
 		}
 		fds = nil
 	}
-	if why != "" {
-		return release, why
+	blocks, why := disks(sys, d)
+	if why == "" {
+		// Each disk and partition first, one by one: once the whole
+		// disk is held, its partitions' own checks would be refused.
+		why = busy(sys.Root(), blocks)
 	}
 	for _, b := range blocks {
+		if why != "" {
+			break
+		}
 		if !b.Whole {
 			continue // the whole disk's claim covers its partitions
 		}
 		fd, busy, err := claim(devDir(sys.Root()), b.Name)
 		switch {
 		case err != nil:
-			why = fmt.Sprintf("it could not be checked (%v)", err)
-		case busy:
-			why = fmt.Sprintf("/dev/%s is open in dom0 (mounted, swap, or held by a program)", b.Name)
+			why = checkFailed(err)
+		case busy: // claimed since it was checked
+			why = openInDom0(b.Name)
 		case fd >= 0:
 			fds = append(fds, fd)
 		}
-		if why != "" {
-			release()
-			return release, why
-		}
 	}
-	return release, ""
+	if why != "" {
+		release()
+	}
+	return release, why
 }
 
 // disks are d's disks and partitions (none when d is no storage device or
