@@ -70,4 +70,12 @@ func TestConsoleLogEscapes(t *testing.T) {
 	if raw(b.String()) || strings.Count(b.String(), "\n") != 1 {
 		t.Fatalf("console log:\n%q", b.String())
 	}
+	// Values that are no string come as their JSON text, not as bytes.
+	b.Reset()
+	log.Info().Bool("dry_run", true).Uints32("domids", []uint32{1, 2}).Strs("twins", []string{"1-2", "1-3"}).Msg("x")
+	for _, want := range []string{`dry_run=true`, `domids=[1,2]`, `twins=["1-2","1-3"]`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("console log %q, want %s in it", b.String(), want)
+		}
+	}
 }

@@ -824,13 +824,13 @@ func (a *Agent) readDomains(ctx context.Context) (bool, error) {
 	for name, idl := range m {
 		if !slices.Equal(old[name], idl) {
 			changed = true
-			a.cfg.Log.Info().Str("domain", name).Uints32("domid", idl).Msg("domain is running")
+			logDomids(a.cfg.Log.Info().Str("domain", name), idl).Msg("domain is running")
 		}
 	}
 	for name, idl := range old {
 		if !slices.Equal(m[name], idl) {
 			changed = true
-			a.cfg.Log.Info().Str("domain", name).Uints32("domid", idl).Msg("domain is gone")
+			logDomids(a.cfg.Log.Info().Str("domain", name), idl).Msg("domain is gone")
 		}
 	}
 	return changed, nil
@@ -924,6 +924,15 @@ func (a *Agent) inventory(devs []usbsysfs.Device) []policy.Device {
 		out = append(out, pd)
 	}
 	return out
+}
+
+// logDomids adds a domain's id to e as the audit records give it, a
+// number; the ids of a name that several running domains share, as a list.
+func logDomids(e *zerolog.Event, ids []uint32) *zerolog.Event {
+	if len(ids) == 1 {
+		return e.Uint32("domid", ids[0])
+	}
+	return e.Uints32("domids", ids)
 }
 
 type retry struct {

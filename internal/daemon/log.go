@@ -65,8 +65,18 @@ func SafeConsole(w zerolog.ConsoleWriter) zerolog.ConsoleWriter {
 		}
 		return safetext.Line(fmt.Sprint(i))
 	}
-	w.FormatFieldValue = func(i any) string { return safetext.Line(fmt.Sprint(i)) }
+	w.FormatFieldValue = func(i any) string { return safetext.Line(fieldText(i)) }
 	return w
+}
+
+// fieldText is a field's value as the console shows it. The writer hands
+// a value that is no string or number (a bool, a list) as its JSON bytes:
+// they are text, not a list of byte values.
+func fieldText(i any) string {
+	if b, ok := i.([]byte); ok {
+		return string(b)
+	}
+	return fmt.Sprint(i)
 }
 
 // isJournal says w is the stream systemd connected to the journal: its
