@@ -938,6 +938,7 @@ func logDomids(e *zerolog.Event, ids []uint32) *zerolog.Event {
 type retry struct {
 	timer *time.Timer
 	delay time.Duration
+	due   time.Time // when the timer queues the retry
 }
 
 // retryLater queues busid again after its backoff: a failure (a driver
@@ -955,7 +956,15 @@ func (a *Agent) retryLater(busid string) {
 			r.timer.Stop()
 		}
 	}
+	r.due = time.Now().Add(r.delay)
 	r.timer = time.AfterFunc(r.delay, func() { a.enqueue(busid, TrigRetry) })
+}
+
+// backingOff says busid's last attempt failed and its retry is not due
+// yet.
+func (a *Agent) backingOffLocked(busid string) bool {
+	r := a.retries[busid]
+	return r != nil && time.Now().Before(r.due)
 }
 
 // lookLater queues busid once more after d (a timer owned like the

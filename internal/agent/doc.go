@@ -73,7 +73,11 @@
 // Any step that fails leaves the device failed: the failure is its record
 // (action failed) and the pass is tried again after a delay that doubles
 // from 0.5 s to a minute; the next pass starts from what the failed one
-// left. A failure is apply's, never a plan's.
+// left. A failure is apply's, never a plan's. Until its retry is due, a
+// pass that a driver's bind or unbind asks for (the failed attach's own
+// rollback sends both) tries nothing: a device whose bind always fails
+// (a program claiming it back at once) is not moved between drivers in a
+// loop. A plug, a reload or a domain change tries at once.
 //
 // An interface without a driver on a device the agent never attached is
 // left alone: only what the agent (or xl) unbound, as its driver records

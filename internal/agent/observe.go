@@ -58,6 +58,7 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	}
 	o.ours = a.seenAttached[busid] || o.owned != nil && !a.offered[busid]
 	o.last, o.known = a.status[busid]
+	o.backoff = (trig == kernelTrigger("bind") || trig == kernelTrigger("unbind")) && a.backingOffLocked(busid)
 	for b, st := range a.status {
 		if slices.Contains(st.Twins, busid) {
 			o.twinOf = append(o.twinOf, b)

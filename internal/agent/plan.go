@@ -40,6 +40,10 @@ type observation struct {
 	// port or in usbback since it was plugged. Only then is an interface
 	// of it without a driver the agent's (or xl's) to give back.
 	ours bool
+	// backoff: its last attempt failed, the retry is not due yet, and
+	// this pass comes of a driver's bind or unbind (the failed attach's
+	// own rollback makes both): it is not tried again before the retry.
+	backoff bool
 }
 
 // migratedAway ends the name xl gives the sending host's copy of a guest
@@ -320,6 +324,12 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 		case o.refusedBy != "":
 			rec.Action, p.state = ActRefused, StRefused
 			rec.Reason += "; " + o.refusedBy + ": not tried again until it is plugged again or the policy is reloaded"
+		case o.backoff:
+			// Its failure stands as said, and its retry comes: an attach
+			// tried at each of these would fail and roll back again, each
+			// time moving dom0's drivers.
+			p.state = StPending
+			return
 		default:
 			planAttach(p, o, dec, t, owned, rec, w)
 			return

@@ -109,6 +109,8 @@ func TestPlanTable(t *testing.T) {
 		{"attaching: target runs", here("add", "usbhid"), attach, kiosk, StAttaching, []stepKind{stepAttach}, "", ""},
 		{"attaching: back after its guest rebooted", owned(here(TrigDomains, "usbhid"), 3), attach, kiosk, StAttaching, []stepKind{stepAttach}, "", ""},
 		{"attaching: dry run says only", here("add", "usbhid"), attach, dry, StAttaching, []stepKind{stepAudit}, ActAttached, "dry run"},
+		{"failed: its rollback's bind does not try again before the retry", with(last(here("bind", "usbhid"), ActFailed, "EINVAL"), func(o *observation) { o.backoff = true }),
+			attach, kiosk, StPending, nil, "", ""},
 		// attached
 		{"attached: kept", last(owned(at(here(TrigStart, "usbback"), 5), 5), ActAttached, "r attaches it"), attach, kiosk, StAttached, nil, "", ""},
 		{"attached: first seen", owned(at(here(TrigStart, "usbback"), 5), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "r attaches it"},

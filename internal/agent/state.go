@@ -34,7 +34,7 @@ const (
 	StWithDom0               // no rule: with its dom0 drivers
 	StDenied                 // a deny rule or a guard: with dom0
 	StRefused                // twins the rule cannot tell apart: with dom0
-	StPending                // its target is not running, not ready, or not one domain
+	StPending                // its target is not running, not ready, or not one domain; or its retry is not due
 	StAttaching              // an attach is planned
 	StAttached               // at a port of its target
 	StHeld                   // the agent's, detached by someone else: with dom0 until replug or reboot
