@@ -111,7 +111,7 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		delete(a.offered, busid)
 		a.mu.Unlock()
 	case stepDetach:
-		if err := h.DetachForget(ctx, s.at.Domid, s.at.Controller, s.at.Port, ownedPath(busid)); err != nil {
+		if err := h.DetachOwned(ctx, s.at, ownedPath(busid)); err != nil {
 			return err
 		}
 		a.setPort(s.at, false)

@@ -624,3 +624,45 @@ func TestAttachTellsItsDriversAndTheyAreWrittenAgain(t *testing.T) {
 		}
 	})
 }
+
+// A detach of the device a pass saw at a port touches nothing when the
+// port holds another by now, and clears nothing when xl swaps the
+// port's device while this one leaves usbback: the other stays where xl
+// put it, with the records of the one asked for.
+func TestDetachOwnedOfAPortThatChanged(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx, e := context.Background(), pvEnv(t, s)
+		a, err := e.h.Attach(ctx, 1, dev("1-1.6"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		const owned = "/tool/test/owned/1-1_6"
+		if err := e.xs.Write(ctx, owned, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		port := fmt.Sprintf("/local/domain/0/backend/vusb/1/%d/port/%d", a.Controller, a.Port)
+		other := a
+		other.BusID = "1-1.5"
+		if err := e.h.DetachOwned(ctx, other, owned); !errors.Is(err, assign.ErrPortChanged) {
+			t.Fatalf("detach of 1-1.5 at 1-1.6's port: %v", err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbback" {
+			t.Fatalf("1-1.6:1.0 is with %q", d)
+		}
+		root := e.h.Sys.Root()
+		e.h.Sys = usbsysfs.NewFS(root).WithWriter(&onWrite{k: e.k, path: "bus/usb/drivers/usbback/unbind", do: func() {
+			if err := e.xs.Write(ctx, port, []byte("1-1.5")); err != nil {
+				t.Error(err)
+			}
+		}})
+		if err := e.h.DetachOwned(ctx, a, owned); !errors.Is(err, assign.ErrPortChanged) {
+			t.Fatalf("detach while xl swapped the port: %v", err)
+		}
+		if v, _ := e.read(t, port); v != "1-1.5" {
+			t.Errorf("the port holds %q, not xl's 1-1.5", v)
+		}
+		if _, ok := e.read(t, owned); !ok {
+			t.Error("the ownership record went though the port was not cleared")
+		}
+	})
+}

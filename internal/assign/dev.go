@@ -490,6 +490,22 @@ func (h *Host) Detach(ctx context.Context, domid uint32, devid, port int) error 
 // transaction that clears the port (the agent's ownership record), so a
 // crash leaves both or neither.
 func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, forget ...string) error {
+	return h.detach(ctx, domid, devid, port, "", forget)
+}
+
+// DetachOwned is DetachForget of the device a looks at: when the port
+// holds another device by now (xl detached a and attached another there
+// meanwhile), nothing is touched and the error is ErrPortChanged. The
+// port is read again in the transaction that clears it, so a change
+// made while the device left usbback is seen too.
+func (h *Host) DetachOwned(ctx context.Context, a Assignment, forget ...string) error {
+	if err := checkBusID(a.BusID); err != nil {
+		return err
+	}
+	return h.detach(ctx, a.Domid, a.Controller, a.Port, a.BusID, forget)
+}
+
+func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect string, forget []string) error {
 	if devid < 0 || port < 1 {
 		return fmt.Errorf("controller %d port %d: %w", devid, port, ErrNoController)
 	}
@@ -505,23 +521,23 @@ func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, 
 	if !ok || busid == "" {
 		return fmt.Errorf("controller %d port %d of domain %d: %w", devid, port, domid, ErrPortEmpty)
 	}
+	if expect != "" && busid != expect {
+		return portChanged(domid, devid, port, busid, expect)
+	}
 	if err := checkBusID(busid); err != nil {
 		h.warn("controller %d port %d of domain %d: %v; clearing it", devid, port, domid, err)
 		return write(ctx, h.XS, p, "")
 	}
-	if c.Type == policy.TypeDeviceModel {
-		return h.dmDetach(ctx, c, port, busid, forget)
-	}
-	if c.Type == policy.TypePV {
-		if err := h.unbindUsbback(busid); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s: removing it from the guest failed; try again: %w", busid, err)
+	clear := func(ctx context.Context, tx *xenstore.Tx) error {
+		if expect != "" {
+			now, _, err := readOpt(ctx, tx, p)
+			if err != nil {
+				return err
+			}
+			if now != expect {
+				return portChanged(domid, devid, port, now, expect)
+			}
 		}
-	}
-	if len(forget) == 0 {
-		if err := write(ctx, h.XS, p, ""); err != nil {
-			return err
-		}
-	} else if err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
 		if err := write(ctx, tx, p, ""); err != nil {
 			return err
 		}
@@ -531,7 +547,21 @@ func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, 
 			}
 		}
 		return nil
-	}); err != nil {
+	}
+	if c.Type == policy.TypeDeviceModel {
+		return h.dmDetach(ctx, c, port, busid, clear, forget)
+	}
+	if c.Type == policy.TypePV {
+		if err := h.unbindUsbback(busid); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: removing it from the guest failed; try again: %w", busid, err)
+		}
+	}
+	if expect == "" && len(forget) == 0 {
+		// As libxl: the port alone, no transaction.
+		if err := write(ctx, h.XS, p, ""); err != nil {
+			return err
+		}
+	} else if err := h.XS.Update(ctx, clear); err != nil {
 		return err
 	}
 	if c.Type == policy.TypePV {
@@ -543,6 +573,15 @@ func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, 
 		}
 	}
 	return nil
+}
+
+// portChanged is the error of a detach whose port holds another device
+// than the one it was asked to detach.
+func portChanged(domid uint32, devid, port int, now, expect string) error {
+	if now == "" {
+		now = "nothing"
+	}
+	return fmt.Errorf("controller %d port %d of domain %d holds %s now, not %s: %w", devid, port, domid, now, expect, ErrPortChanged)
 }
 
 // Repair clears every port that names a device no longer on the host, and

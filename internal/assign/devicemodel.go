@@ -172,18 +172,24 @@ func (h *Host) dmAttach(ctx context.Context, a Assignment, opts AttachOptions) e
 
 // dmDetach clears the port, then removes the device from QEMU; if QEMU
 // refuses, the busid is written back, as libxl does.
-func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid string, forget []string) error {
+func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid string, clear func(context.Context, *xenstore.Tx) error, forget []string) error {
 	p := c.portPath(port)
+	// What clear removes besides the port, kept to be written back with it
+	// should QEMU not let the device go: the port alone back would leave
+	// it attached with no owner, never detached again.
+	var kept [][2]string
 	if err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
-		if err := write(ctx, tx, p, ""); err != nil {
-			return err
-		}
+		kept = kept[:0]
 		for _, f := range forget {
-			if err := rmOpt(ctx, tx, f); err != nil {
+			v, ok, err := readOpt(ctx, tx, f)
+			if err != nil {
 				return err
 			}
+			if ok {
+				kept = append(kept, [2]string{f, v})
+			}
 		}
-		return nil
+		return clear(ctx, tx)
 	}); err != nil {
 		return err
 	}
@@ -205,7 +211,10 @@ func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid strin
 		err = h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": id})
 	}
 	if err != nil {
-		if werr := write(context.WithoutCancel(ctx), h.XS, p, busid); werr != nil {
+		restore := append([][2]string{{p, busid}}, kept...)
+		if werr := h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
+			return tx.WriteMany(ctx, restore)
+		}); werr != nil {
 			err = errors.Join(err, werr)
 		}
 		return fmt.Errorf("%s not removed from domain %d's device model (its port is kept): %w", busid, c.Domid, err)

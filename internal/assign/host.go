@@ -31,6 +31,7 @@ var (
 	ErrNoFreePort     = errors.New("no free port")
 	ErrPortBusy       = errors.New("port is in use")
 	ErrPortEmpty      = errors.New("nothing attached at that port")
+	ErrPortChanged    = errors.New("the port holds another device now")
 	ErrDeviceExists   = errors.New("controller already exists")
 	ErrTimeout        = errors.New("backend did not answer in time")
 	ErrUnsupported    = errors.New("not supported")

@@ -1,0 +1,78 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/sim"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// failDel is a device model whose device_del fails while fail is set.
+type failDel struct {
+	assign.QMP
+	fail *atomic.Bool
+}
+
+func (f failDel) Run(ctx context.Context, cmd string, args, out any) error {
+	if cmd == "device_del" && f.fail.Load() {
+		return errors.New("QEMU: device_del timed out")
+	}
+	return f.QMP.Run(ctx, cmd, args, out)
+}
+
+// A detach from an emulated controller that QEMU refuses puts back the
+// port and the ownership record together: with the port alone the device
+// would stay in the guest with no owner, and never be detached again.
+func TestFailedDMDetachKeepsItsOwnership(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		win := sim.Domain{ID: e.nextID, Name: "win", Type: "hvm", UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
+		e.nextID++
+		if err := sim.SeedDomain(e.ctx, e.xs, win); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Introduce(e.ctx, win.ID, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+		var fail atomic.Bool
+		dm := sim.NewDeviceModel()
+		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
+			return failDel{dm, &fail}, func() {}, nil
+		}
+		pol := `[domain.win]
+usbctrl = ["type=devicemodel, version=2"]
+[[rule]]
+name = "audio"
+action = "attach"
+match = { id = "0d8c:0014" }
+target = { domain = "win" }
+`
+		e.run(pol, false)
+		if a, ok := e.at("1-2"); !ok || a.Domid != win.ID {
+			t.Fatalf("not attached to win: %+v %v", a, ok)
+		}
+		fail.Store(true)
+		p, err := policy.Parse("test.toml", []byte(strings.Replace(strings.Replace(pol, `action = "attach"`, `action = "deny"`, 1), `target = { domain = "win" }`, "", 1)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		e.await("1-2", agent.ActFailed)
+		fail.Store(false) // QEMU answers again
+		r := <-e.audits
+		for r.BusID != "1-2" {
+			r = <-e.audits
+		}
+		if a, ok := e.at("1-2"); ok {
+			t.Errorf("still at domain %d port %d:%d after QEMU answers again, last action %s", a.Domid, a.Controller, a.Port, r.Action)
+		}
+	})
+}
