@@ -364,11 +364,16 @@ func quiet(ctx context.Context, err error) error {
 // full pass. It owns the goroutines it starts and waits for them.
 func (a *Agent) Serve(ctx context.Context, ready func()) error {
 	defer a.stopRetries()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	xs := a.h.XS
 	events := make(chan xenstore.WatchEvent, 64)
 	if !a.cfg.NoWatches {
 		if err := a.watch(ctx, g, events); err != nil {
+			// The watches set before it end with their context, not
+			// with the connection, which may well stay up.
+			cancel()
 			g.Wait()
 			return err
 		}
