@@ -226,3 +226,26 @@ func TestAssignBehindARule(t *testing.T) {
 		t.Errorf("assign to another guest behind a rule: %d %s", code, errs)
 	}
 }
+
+// The README's first assign works on the policy the package ships, and a
+// refused first assign leaves no rules.d behind.
+func TestAssignOnTheShippedPolicy(t *testing.T) {
+	root, pol := assignHost(t)
+	shipped, err := os.ReadFile("../../packaging/policy.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--policy", pol, "--sysfs", root, "--state-dir", t.TempDir(), "--mountinfo", "/dev/null"}
+	if code, _, errs := runCmd(t, append([]string{"assign", "1-3", "kiosk"}, base...)...); code != exitFailure || !strings.Contains(errs, "narrow or remove that rule") {
+		t.Fatalf("assign under no-storage: %d %s", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(pol), "rules.d")); err == nil {
+		t.Error("a refused first assign left rules.d behind")
+	}
+	if err := os.WriteFile(pol, shipped, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCmd(t, append([]string{"assign", "1-2", "kiosk"}, base...)...); code != 0 || !strings.Contains(out, "goes to kiosk") {
+		t.Errorf("assign on the shipped policy: %d %s%s", code, out, errs)
+	}
+}

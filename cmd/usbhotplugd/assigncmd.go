@@ -33,7 +33,7 @@ type assignOpts struct {
 }
 
 func (o *assignOpts) flags(c *cobra.Command, assign bool) {
-	c.Flags().StringVar(&o.polPath, "policy", DefaultPolicy, "the policy file; drop-ins are in rules.d/ beside it")
+	c.Flags().StringVar(&o.polPath, "policy", "", "the policy file; drop-ins are in rules.d/ beside it (by default the running agent's, else "+DefaultPolicy+")")
 	c.Flags().StringVar(&o.stateDir, "state-dir", DefaultStateDir, "the agent's state directory")
 	c.Flags().StringVar(&o.root, "sysfs", sysfsDefault(), "sysfs root to read")
 	c.Flags().BoolVar(&o.noReload, "no-reload", false, "write the drop-in only; the agent reads it at its next reload or start")
@@ -78,7 +78,31 @@ func presentDevice(root, busid string) (usbsysfs.Device, []usbsysfs.Device, erro
 	return usbsysfs.Device{}, devs, fmt.Errorf("no USB device %s on this host (usbhotplugd devices lists them): %w", busid, fs.ErrNotExist)
 }
 
+// resolvePolicy sets o.polPath to the policy file the drop-ins go beside:
+// the running agent's, which a --policy given must name (a drop-in beside
+// another file would never be read by it); with no agent running, or no
+// reload asked for, the one given or the default.
+func (o *assignOpts) resolvePolicy(ctx context.Context) error {
+	if !o.noReload {
+		p, err := agentPolicy(ctx, o.polPath, o.stateDir)
+		if err == nil {
+			o.polPath = p
+			return nil
+		}
+		if !errors.Is(err, daemon.ErrNotRunning) {
+			return err
+		}
+	}
+	if o.polPath == "" {
+		o.polPath = DefaultPolicy
+	}
+	return nil
+}
+
 func runAssign(ctx context.Context, o assignOpts, busid, domain string, stdout io.Writer) error {
+	if err := o.resolvePolicy(ctx); err != nil {
+		return err
+	}
 	d, devs, err := presentDevice(o.root, busid)
 	if err != nil {
 		return err
@@ -127,6 +151,9 @@ func newUnassignCmd() *cobra.Command {
 }
 
 func runUnassign(ctx context.Context, o assignOpts, which string, stdout io.Writer) error {
+	if err := o.resolvePolicy(ctx); err != nil {
+		return err
+	}
 	var removed []string
 	if usbsysfs.ValidBusID(which) == nil {
 		d, devs, err := presentDevice(o.root, which)

@@ -163,8 +163,24 @@ func runDaemon(t *testing.T, kind string) {
 	if err := os.WriteFile(pol, []byte(good+"[[rule]]\nname = \"mice\"\naction = \"deny\"\nmatch = { id = \"046d:c077\" }\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Another file than the agent's is refused, naming both: the agent
+	// would reload its own, and the command say it did.
+	other := filepath.Join(dir, "other.toml")
+	if err := os.WriteFile(other, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"reload", "--policy", other}, {"assign", "--policy", other, "--sysfs", root, "1-3", "kiosk"}} {
+		rl.Reset()
+		if code := run(ctx, append(args, "--state-dir", state), &rl, &rl); code == 0 || !strings.Contains(rl.String(), "the running agent reads "+pol+", not "+other) {
+			t.Errorf("%s of another file: %d %s", args[0], code, rl.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rules.d")); err == nil {
+		t.Error("the refused assign wrote a drop-in")
+	}
+	// Without --policy, the agent's own file is checked and reloaded.
 	rl.Reset()
-	if code := run(ctx, []string{"reload", "--policy", pol, "--state-dir", state}, &rl, &rl); code != 0 || !strings.Contains(rl.String(), "reloaded") {
+	if code := run(ctx, []string{"reload", "--state-dir", state}, &rl, &rl); code != 0 || !strings.Contains(rl.String(), "reloaded "+pol) {
 		t.Errorf("reload: %d %s", code, rl.String())
 	}
 	// The watcher sees the decision the new rule makes, and stops at its

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -145,7 +147,7 @@ func newReloadCmd() *cobra.Command {
 		Use:   "reload [--policy FILE] [--state-dir DIR]",
 		Short: "check the policy, then make the running agent reload it, and report its answer",
 	}
-	polPath := c.Flags().String("policy", DefaultPolicy, "the policy file the agent reads (checked first)")
+	polPath := c.Flags().String("policy", "", "the policy file the agent reads (checked first; by default the one the running agent names)")
 	stateDir := c.Flags().String("state-dir", DefaultStateDir, "the agent's state directory")
 	c.RunE = func(c *cobra.Command, args []string) error {
 		return runReload(c.Context(), *polPath, *stateDir, c.OutOrStdout())
@@ -153,7 +155,43 @@ func newReloadCmd() *cobra.Command {
 	return c
 }
 
+// agentPolicy is the policy file the running agent reads: polPath when
+// that is it or is "" (not given), else an error naming both, since the
+// agent reloads its own file whatever another names.
+func agentPolicy(ctx context.Context, polPath, stateDir string) (string, error) {
+	r, err := call(ctx, stateDir, daemon.Request{Request: daemon.ReqStatus})
+	if err != nil {
+		return "", err
+	}
+	if r.Status == nil || r.Status.Policy.File == "" {
+		return "", errors.New("the agent did not say which policy file it reads")
+	}
+	theirs := r.Status.Policy.File
+	if polPath == "" || samePath(polPath, theirs) {
+		return theirs, nil
+	}
+	return "", fmt.Errorf("the running agent reads %s, not %s, and reloads only its own file: change %s, or start the agent with --policy %s",
+		theirs, polPath, theirs, polPath)
+}
+
+// samePath says whether a and b name one file: the same file when both
+// exist, else the same cleaned absolute path.
+func samePath(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	if errA == nil && errB == nil {
+		return os.SameFile(sa, sb)
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && absA == absB
+}
+
 func runReload(ctx context.Context, polPath, stateDir string, stdout io.Writer) error {
+	polPath, err := agentPolicy(ctx, polPath, stateDir)
+	if err != nil {
+		return err
+	}
 	// A policy that does not parse is never sent: the agent would refuse
 	// it anyway, and the admin is here to read why.
 	if _, err := policy.Load(ctx, polPath, policy.Options{}); err != nil {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -57,6 +58,11 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.PolicyPath == "" {
 		c.PolicyPath = DefaultPolicy
+	}
+	// Absolute, as status tells it: reload and assign, run elsewhere,
+	// compare it with theirs.
+	if abs, err := filepath.Abs(c.PolicyPath); err == nil {
+		c.PolicyPath = abs
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir

@@ -67,18 +67,26 @@ func AssignDropIn(ctx context.Context, polPath string, d usbsysfs.Device, devs [
 	if err != nil {
 		return Assignment{}, err
 	}
+	_, statErr := os.Stat(dir)
+	undo := func(err error) error {
+		err = restore(dir, saved, err)
+		if statErr != nil {
+			os.Remove(dir) // made for the drop-in, and empty again
+		}
+		return err
+	}
 	for _, f := range old {
 		if err := policy.RemoveDropIn(dir, filepath.Base(f)); err != nil {
-			return Assignment{}, restore(dir, saved, err)
+			return Assignment{}, undo(err)
 		}
 	}
 	if err := policy.WriteDropIn(dir, name, data); err != nil {
-		return Assignment{}, restore(dir, saved, err)
+		return Assignment{}, undo(err)
 	}
 	a := Assignment{File: filepath.Join(dir, name), Device: d, Domain: domain, ID: id}
 	if a.Note, err = decides(ctx, polPath, a, devs); err != nil {
 		os.Remove(a.File)
-		return Assignment{}, restore(dir, saved, err)
+		return Assignment{}, undo(err)
 	}
 	return a, nil
 }
@@ -115,7 +123,8 @@ func decides(ctx context.Context, polPath string, a Assignment, devs []usbsysfs.
 	case dec.Action == policy.Attach && dec.Target.Domain == a.Domain && dec.Rule != nil:
 		return fmt.Sprintf("%s (%s:%d) sends it to %s already, before the drop-in", dec.Rule, dec.Rule.File, dec.Rule.Line, a.Domain), nil
 	case dec.Rule != nil:
-		return "", fmt.Errorf("%w: %s (%s:%d) decides for %s first: %s", ErrNotDecided, dec.Rule, dec.Rule.File, dec.Rule.Line, a.Device.BusID, dec.Reason)
+		return "", fmt.Errorf("%w: %s (%s:%d) decides for %s first: %s (drop-ins come after the main file's rules: narrow or remove that rule)",
+			ErrNotDecided, dec.Rule, dec.Rule.File, dec.Rule.Line, a.Device.BusID, dec.Reason)
 	}
 	return "", fmt.Errorf("%w: %s", ErrNotDecided, dec.Reason)
 }
