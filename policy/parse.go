@@ -567,8 +567,8 @@ func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
 	}
 	if ss, ok := fp.strs(r, m, path, "serial", "match.", ""); ok {
 		for i, s := range ss {
-			if s == "" || strings.ContainsFunc(s, func(c rune) bool { return c < 0x20 }) {
-				badAt("serial", i, ErrValue, "%q: a serial is a non-empty string as sysfs shows it (usbhotplugd devices lists them)", s)
+			if !MatchableSerial(s) {
+				badAt("serial", i, ErrValue, "%q: a serial is a non-empty string as sysfs shows it, without control characters (usbhotplugd devices lists them)", s)
 				continue
 			}
 			mt.Serials = append(mt.Serials, s)
@@ -938,4 +938,11 @@ func checkExec(argv []string) error {
 		return fmt.Errorf("%q: the program is an absolute path such as \"/usr/local/sbin/notify-badge\" (no shell runs it: write a list, exec = [\"/path\", \"arg\"])", prog)
 	}
 	return nil
+}
+
+// MatchableSerial says whether a rule can name a device by serial s: not
+// empty, and without control characters (a device that reports one is
+// named by its port path or descriptor hash instead).
+func MatchableSerial(s string) bool {
+	return s != "" && !strings.ContainsFunc(s, func(c rune) bool { return c < 0x20 })
 }

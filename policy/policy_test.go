@@ -349,7 +349,7 @@ id = "046d:c31"
 	}
 	_, err = policy.Parse("main.toml", []byte(files["main.toml"]), read)
 	want := "main.toml:11: rule 4 \"c\": match.port: \"x\" is not a port such as 1-1.4 (a busid, as `usbhotplugd devices` shows; * and ? allowed)\n" +
-		"inc.toml:8: rule 3 \"b2\": match.serial: \"\": a serial is a non-empty string as sysfs shows it (usbhotplugd devices lists them)"
+		"inc.toml:8: rule 3 \"b2\": match.serial: \"\": a serial is a non-empty string as sysfs shows it, without control characters (usbhotplugd devices lists them)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("include errors:\n%v\nwant\n%s", err, want)
 	}

@@ -73,3 +73,21 @@ func TestChooseRevisionWhenPathsCollide(t *testing.T) {
 		t.Error("a bad prefer accepted")
 	}
 }
+
+// A serial no rule can name (a control character in it: whoever made the
+// device chose it) is passed over for the port path, and the rule made
+// with that loads: one such device does not stop generate for the host.
+func TestChooseSkipsASerialNoRuleNames(t *testing.T) {
+	d := usbsysfs.Device{BusID: "1-6", Vendor: 0xdead, Product: 0xbeef, Serial: "EVIL\x1b[31mRED\u202e", PortPath: "pci-0000:00:14.0-usb-0:6"}
+	id, err := Choose(d, []usbsysfs.Device{d}, "")
+	if err != nil || id.Key != ByPortPath || !strings.Contains(id.Why, "control characters") {
+		t.Fatalf("%+v %v", id, err)
+	}
+	data, err := policy.FormatDropIn("x", nil, policy.RuleSpec{Name: ruleName(d, id), Action: policy.Attach, Domain: "kiosk", Match: id.Match(d)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := policy.Parse("x.toml", data, nil); err != nil {
+		t.Fatalf("the rule made: %v\n%s", err, data)
+	}
+}

@@ -72,7 +72,7 @@ func Choose(d usbsysfs.Device, all []usbsysfs.Device, by string) (Identity, erro
 	path := func(o usbsysfs.Device) string { return o.PortPath }
 	for _, k := range order {
 		switch {
-		case k == BySerial && d.Serial != "" && count(serial, d.Serial) == 1:
+		case k == BySerial && policy.MatchableSerial(d.Serial) && count(serial, d.Serial) == 1:
 			return Identity{BySerial, d.Serial, "named by its serial, which no other device present has"}, nil
 		case k == ByPortPath && d.PortPath != "":
 			// The plain form unless another device present shares it (the
@@ -96,6 +96,8 @@ func portWhy(d usbsysfs.Device, prefer string) string {
 		return "named by its socket (port path), as asked: whatever device of this kind is plugged there matches"
 	case d.Serial == "":
 		return "no serial: named by its socket (port path); another device of this kind plugged there matches too"
+	case !policy.MatchableSerial(d.Serial):
+		return "its serial has control characters, which no rule names: named by its socket (port path)"
 	}
 	return fmt.Sprintf("its serial %s is not unique among the devices present: named by its socket (port path)", strings.TrimSpace(d.Serial))
 }
