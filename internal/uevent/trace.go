@@ -196,7 +196,10 @@ func ReadTrace(r io.Reader, name string) ([]Record, error) {
 }
 
 // checkAttr refuses attribute names outside usbsysfs.TraceAttrs' form and
-// values no kernel writes, since a replay writes them into files.
+// values no kernel writes, since a replay writes them into files. A NUL
+// is the one byte a kernel's string attribute cannot hold; control
+// characters it can (a device's strings are its maker's choice), and a
+// trace of such a device replays.
 func checkAttr(k, v string) error {
 	if k == "" || len(k) > 32 {
 		return fmt.Errorf("sysfs attribute name %q", k)
@@ -209,10 +212,8 @@ func checkAttr(k, v string) error {
 	if len(v) > 4096 {
 		return fmt.Errorf("sysfs attribute %s: %d bytes", k, len(v))
 	}
-	for i := 0; i < len(v); i++ {
-		if v[i] < 0x20 && v[i] != '\t' {
-			return fmt.Errorf("sysfs attribute %s has byte 0x%02x", k, v[i])
-		}
+	if i := strings.IndexByte(v, 0); i >= 0 {
+		return fmt.Errorf("sysfs attribute %s has a NUL byte at %d", k, i)
 	}
 	return nil
 }

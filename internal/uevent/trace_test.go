@@ -156,6 +156,12 @@ func TestTraceRefused(t *testing.T) {
 	if _, err := uevent.ReadTrace(strings.NewReader(good), "t"); err != nil {
 		t.Fatalf("good line refused: %v", err)
 	}
+	// A device's strings are its maker's: control characters and all, as
+	// record writes them, a trace replays them.
+	hostile := strings.Replace(good, `}}}`, `}},"sysfs":{"serial":"\u001b[31mX\nY\u0007","product":"\u202eevil"}}`, 1)
+	if recs, err := uevent.ReadTrace(strings.NewReader(hostile), "t"); err != nil || recs[0].Sysfs["serial"] != "\x1b[31mX\nY\a" {
+		t.Fatalf("a hostile device's strings: %v %+v", err, recs)
+	}
 	for _, c := range []struct{ name, text, want string }{
 		{"not json", good + "\n{", "t:2: "},
 		{"unknown field", `{"evnt":{}}`, `t:1: json: unknown field "evnt"`},
@@ -168,7 +174,7 @@ func TestTraceRefused(t *testing.T) {
 		{"NUL in a value", strings.Replace(good, `"DEVTYPE":"usb_device"`, `"DEVTYPE":"usb_device\u0000X=1"`, 1), "t:1: "},
 		{"equals in a key", strings.Replace(good, `"SEQNUM":"7"`, `"SEQNUM":"7","A=B":"c"`, 1), "t:1: "},
 		{"attribute path", strings.Replace(good, `}}}`, `}},"sysfs":{"../x":"1"}}`, 1), `sysfs attribute name "../x"`},
-		{"attribute newline", strings.Replace(good, `}}}`, `}},"sysfs":{"serial":"a\nb"}}`, 1), "sysfs attribute serial has byte 0x0a"},
+		{"attribute NUL", strings.Replace(good, `}}}`, `}},"sysfs":{"serial":"a\u0000b"}}`, 1), "sysfs attribute serial has a NUL byte at 1"},
 		{"two values", good + good, "more than one JSON value"},
 		{"long line", strings.Repeat(" ", uevent.MaxTraceLine+1), "t:1: bufio.Scanner: token too long"},
 	} {
