@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 )
@@ -43,7 +44,8 @@ func completeDomains(c *cobra.Command) []cobra.Completion {
 	}
 	var out []cobra.Completion
 	for _, d := range doms {
-		if d.ID != 0 && d.Name != "" {
+		// A name the terminal would act on is offered to no shell.
+		if d.ID != 0 && d.Name != "" && safetext.Line(d.Name) == d.Name {
 			out = append(out, cobra.CompletionWithDesc(d.Name, "domid "+strconv.Itoa(int(d.ID))))
 		}
 	}
@@ -62,7 +64,9 @@ func completeBusIDs(sysfs, prefix string) []cobra.Completion {
 		if d.IsHub() || d.IsRootHub() {
 			continue
 		}
-		desc := strings.TrimSpace(d.ID() + " " + d.Manufacturer + " " + d.ProductName)
+		// The strings are the device maker's: zsh and fish print the
+		// description, so it is escaped as every listing is.
+		desc := safetext.Line(strings.TrimSpace(d.ID() + " " + d.Manufacturer + " " + d.ProductName))
 		out = append(out, cobra.CompletionWithDesc(prefix+d.BusID, desc))
 	}
 	return out

@@ -62,6 +62,16 @@ func TestHostileStrings(t *testing.T) {
 	}
 }
 
+// Completion describes busids by the device's strings, escaped: zsh and
+// fish print the descriptions.
+func TestCompletionEscapes(t *testing.T) {
+	root := hostileHost(t)
+	code, out, errs := runCmd(t, "__complete", "explain", "--sysfs", root, "")
+	if code != 0 || !strings.Contains(out, "1-2\t") || raw(out) || strings.Contains(out, "\n1-9") {
+		t.Fatalf("__complete: exit %d %s\n%q", code, errs, out)
+	}
+}
+
 // The console log escapes what it prints: messages and field values.
 func TestConsoleLogEscapes(t *testing.T) {
 	var b bytes.Buffer
