@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -240,5 +241,23 @@ func mustContain(t *testing.T, what, s string, wants ...string) {
 		if !strings.Contains(s, w) {
 			t.Errorf("%s lacks %q:\n%s", what, w, s)
 		}
+	}
+}
+
+// status.json says "stopped" once the agent ends: a reader after a clean
+// stop is not told it is ready.
+func TestStatusFileSaysStopped(t *testing.T) {
+	h := newHost(t)
+	ready := h.log.await("ready: every present device reconciled")
+	stop, done := h.start()
+	h.await(ready, "ready")
+	stop()
+	if err := h.awaitEnd(done); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(h.cfg.StateDir, StatusFile))
+	var st Status
+	if err != nil || json.Unmarshal(b, &st) != nil || st.State != StateStopped {
+		t.Fatalf("status.json after the stop: %v\n%s", err, b)
 	}
 }

@@ -20,6 +20,7 @@ const (
 	StateWaiting  = "waiting_for_xenstored"
 	StateSyncing  = "reconciling"
 	StateReady    = "ready"
+	StateStopped  = "stopped" // status.json's last word: the agent ended (its pid is the one that ran)
 )
 
 // Status is the agent's whole status: the reply to a status request, and
@@ -114,6 +115,10 @@ func writeStatus(ctx context.Context, s *state, dir string, log zerolog.Logger) 
 	for {
 		select {
 		case <-ctx.Done():
+			// A reader of the file after the end is not told "ready".
+			st := s.get()
+			st.State = StateStopped
+			saveJSON(path, st)
 			return ctx.Err()
 		case <-s.changed:
 		}
