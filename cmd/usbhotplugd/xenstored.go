@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,9 @@ func newXenstoredCmd() *cobra.Command {
 		if *sock == "" {
 			return &usageError{"--socket PATH is required: a path of its own, not the host xenstored's"}
 		}
+		if hostStoreDir(*sock) {
+			return &usageError{fmt.Sprintf("--socket %s: that is where the host's xenstored serves dom0's toolstack; give a path of its own", *sock)}
+		}
 		srv := server.New()
 		l, err := srv.Listen(*sock)
 		if err != nil {
@@ -33,4 +37,27 @@ func newXenstoredCmd() *cobra.Command {
 		return srv.Close()
 	}
 	return c
+}
+
+// hostStoreDir says whether path is in the host xenstored's run directory
+// (/run/xenstored, also as /var/run/xenstored or through a symlink): no
+// socket of ours belongs there, even one the host's daemon does not use.
+func hostStoreDir(path string) bool {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	dir := filepath.Dir(abs)
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	for _, host := range []string{"/run/xenstored", "/var/run/xenstored"} {
+		if dir == host {
+			return true
+		}
+		if real, err := filepath.EvalSymlinks(host); err == nil && dir == real {
+			return true
+		}
+	}
+	return false
 }

@@ -24,6 +24,17 @@ func TestXenstoredNeedsSocket(t *testing.T) {
 	}
 }
 
+// The host xenstored's run directory is refused by name, whatever is
+// there now and however it is spelled.
+func TestXenstoredRefusesTheHostsRunDirectory(t *testing.T) {
+	for _, p := range []string{"/run/xenstored/socket", "/var/run/xenstored/socket", "/run/xenstored/../xenstored/socket_ro", "/run/xenstored/mine"} {
+		code, _, errs := runCmd(t, "xenstored", "--socket", p)
+		if code != exitUsage || !strings.Contains(errs, "where the host's xenstored serves") {
+			t.Errorf("--socket %s: exit %d, %q", p, code, errs)
+		}
+	}
+}
+
 // A socket another server answers on is refused, its holder named, and
 // it keeps serving.
 func TestXenstoredRefusesLiveSocket(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -41,8 +42,22 @@ func Dial(ctx context.Context) (*Conn, error) {
 		}
 		errs = append(errs, err)
 	}
-	return nil, fmt.Errorf("xenstore: no store reachable: %v", errs)
+	// One line, each path's reason; errors.Is sees every one.
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = strings.TrimPrefix(e.Error(), "xenstore: ")
+	}
+	return nil, &dialError{msg: "xenstore: no store reachable: " + strings.Join(msgs, "; "), errs: errs}
 }
+
+// dialError is Dial's failure at every path.
+type dialError struct {
+	msg  string
+	errs []error
+}
+
+func (e *dialError) Error() string   { return e.msg }
+func (e *dialError) Unwrap() []error { return e.errs }
 
 // DialPath connects to the store at one path.
 func DialPath(ctx context.Context, path string) (*Conn, error) {
