@@ -149,6 +149,7 @@ const commaInWord = "one KEY=VALUE per word (xl drops what follows a comma): giv
 
 func parseCtrl(tokens []string, words bool) (CtrlSpec, error) {
 	var c CtrlSpec
+	seen := map[string]bool{}
 	for _, t := range tokens {
 		bad := func(msg string) error { return &SpecError{Kind: "usbctrl", Token: t, Msg: msg} }
 		if words && strings.Contains(t, ",") {
@@ -158,6 +159,10 @@ func parseCtrl(tokens []string, words bool) (CtrlSpec, error) {
 		if !ok {
 			return CtrlSpec{}, bad("not KEY=VALUE (keys: type, version, ports)")
 		}
+		if seen[k] {
+			return CtrlSpec{}, bad(twice(k))
+		}
+		seen[k] = true
 		switch k {
 		case "type":
 			lv := strings.ToLower(v)
@@ -201,6 +206,7 @@ func parseDev(tokens []string, busid bool) (DevSpec, error) {
 	if busid {
 		keys += ", busid"
 	}
+	seen := map[string]bool{}
 	for _, t := range tokens {
 		bad := func(msg string) error { return &SpecError{Kind: "usbdev", Token: t, Msg: msg} }
 		if busid && strings.Contains(t, ",") {
@@ -210,6 +216,10 @@ func parseDev(tokens []string, busid bool) (DevSpec, error) {
 		if !ok {
 			return DevSpec{}, bad("not KEY=VALUE (keys: " + keys + ")")
 		}
+		if seen[k] {
+			return DevSpec{}, bad(twice(k))
+		}
+		seen[k] = true
 		switch k {
 		case "type":
 			if !strings.EqualFold(v, "hostdev") {
@@ -268,6 +278,10 @@ func parseDev(tokens []string, busid bool) (DevSpec, error) {
 	}
 	return d, nil
 }
+
+// twice is the refusal of a key given again: xl takes the last one
+// silently, and a device or controller given twice is a mistake to say.
+func twice(k string) string { return k + "= is given twice (xl would take the last one): give it once" }
 
 // atoi reads a decimal number the way xl's atoi does for a clean value
 // (leading white space allowed) but refuses what atoi would silently turn

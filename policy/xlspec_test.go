@@ -57,14 +57,14 @@ func TestSpecStrings(t *testing.T) {
 		"hostbus=1,hostaddr=08", "hostbus=1,hostaddr=256", "hostbus=0,hostaddr=6", "hostbus=1", "hostaddr=6", "type=hostdev,hostbus=1,hostaddr=6",
 		"type=HOSTDEV,hostbus=1,hostaddr=6", "type=pv,hostbus=1,hostaddr=6", "hostbus=1,hostaddr=6,port=2", "hostbus=1,hostaddr=6,controller=1",
 		"hostbus=1,hostaddr=6,controller=0,port=0", "hostbus=1,hostaddr=6,busid=1-1", "hostbus=-1,hostaddr=6", "hostbus=1,hostaddr=6x",
-		"hostbus=1 ,hostaddr=6 ", "hostbus=1,hostaddr=0x", "hostbus=1,hostaddr=6,controller=-1",
+		"hostbus=1 ,hostaddr=6 ", "hostbus=1,hostaddr=0x", "hostbus=1,hostaddr=6,controller=-1", "hostbus=1,hostaddr=6,hostaddr=7",
 	} {
 		dev(fmt.Sprintf("usbdev %q", s), func() (policy.DevSpec, error) { return policy.ParseDevSpec(s) })
 	}
 	fmt.Fprintln(&out, "# usbdev-attach words")
 	for _, w := range [][]string{
 		{"hostbus=1", "hostaddr=6"}, {"busid=1-1.6"}, {"busid=1-1.6", "controller=0", "port=3"}, {"busid=../x"}, {"busid=usb1"},
-		{"busid=1-1.6", "hostbus=1", "hostaddr=6"}, {}, {"hostbus=1,hostaddr=6"}, {"controller=0", "port=1"},
+		{"busid=1-1.6", "hostbus=1", "hostaddr=6"}, {}, {"hostbus=1,hostaddr=6"}, {"controller=0", "port=1"}, {"busid=1-2", "busid=1-3"},
 	} {
 		dev(fmt.Sprintf("usbdev-attach %q", w), func() (policy.DevSpec, error) { return policy.ParseDevArgs(w) })
 	}

@@ -117,7 +117,7 @@ func TestAssignRefusals(t *testing.T) {
 		{[]string{"assign", "--mountinfo", "/dev/null", "1-3", "kiosk"}, exitFailure, `the drop-in would never decide: rule 1 "no-storage"`},
 		{[]string{"assign", "--mountinfo", "/dev/null", "1-1", "kiosk"}, exitFailure, "is a hub"},
 		{[]string{"assign", "--mountinfo", "/dev/null", "1-9", "kiosk"}, exitFailure, "no USB device 1-9"},
-		{[]string{"assign", "--mountinfo", "/dev/null", "1-2", "7"}, exitFailure, "is a domid"},
+		{[]string{"assign", "--mountinfo", "/dev/null", "1-2", "7"}, exitUsage, "is a domid"},
 		{[]string{"assign", "1-2"}, exitUsage, "usage"},
 		{[]string{"assign", "--mountinfo", "/dev/null", "../x", "kiosk"}, exitUsage, "busid"},
 		{[]string{"unassign", "../policy.toml"}, exitFailure, "neither a busid"},

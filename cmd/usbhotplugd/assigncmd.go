@@ -59,6 +59,9 @@ func newAssignCmd() *cobra.Command {
 		if err := checkPrefer(o.prefer); err != nil {
 			return err
 		}
+		if err := policygen.CheckDomain(args[1]); err != nil {
+			return &usageError{err.Error()}
+		}
 		return runAssign(c.Context(), o, args[0], args[1], c.OutOrStdout())
 	}
 	return c

@@ -55,6 +55,10 @@ func TestArgumentErrorsBeforeDial(t *testing.T) {
 		{"usb-list"},
 		{"usb-list", "--bogus", "kiosk"},
 		{"usb-list", "kiosk", "--backend-timeout", "soon"},
+		{"usb-list", "kiosk", "--backend-timeout", "-5s"},
+		{"usb-list", "kiosk", "--backend-timeout", "0s"},
+		{"usbdev-attach", "kiosk", "busid=1-2", "busid=1-3"},
+		{"usbctrl-attach", "kiosk", "type=pv", "type=qusb"},
 		{"repair", "now"},
 	} {
 		code, _, errs := runCmd(t, append(args, "--xenstore", sock)...)

@@ -44,6 +44,18 @@ func TestUsageAndExitCodes(t *testing.T) {
 	if code := run(context.Background(), []string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "usbhotplugd ") {
 		t.Fatalf("version: exit %d, %q", code, out.String())
 	}
+	// What cobra would take silently: a help topic that is none, words
+	// after --version, an empty directory for the man pages.
+	for _, args := range [][]string{{"help", "bogus"}, {"--version", "extra"}, {"-v", "x"}, {"man", ""}} {
+		errb.Reset()
+		if code := run(context.Background(), args, &out, &errb); code != exitUsage {
+			t.Errorf("%q: exit %d, %q", args, code, errb.String())
+		}
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"help", "usb-list"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "usb-list") {
+		t.Errorf("help usb-list: exit %d, %q", code, out.String())
+	}
 }
 
 // The README's first command: the shipped kiosk day, without root or Xen.

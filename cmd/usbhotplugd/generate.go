@@ -11,6 +11,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
 	"github.com/usbhotplugd/usbhotplugd/internal/policygen"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 func init() {
@@ -46,6 +47,14 @@ func newGenerateCmd() *cobra.Command {
 		}
 		if err := checkPrefer(o.prefer); err != nil {
 			return err
+		}
+		if err := policygen.CheckDomain(o.domain); err != nil {
+			return &usageError{"--domain: " + err.Error()}
+		}
+		for _, s := range o.usbctrl {
+			if _, err := policy.ParseCtrlSpec(s); err != nil {
+				return &usageError{fmt.Sprintf("--usbctrl %q: %v", s, err)}
+			}
 		}
 		return runGenerate(o, c.OutOrStdout())
 	}

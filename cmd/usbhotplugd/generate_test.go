@@ -150,9 +150,10 @@ func TestGenerateOptions(t *testing.T) {
 		want string
 	}{
 		{[]string{"generate"}, exitUsage, "--domain NAME is required"},
-		{[]string{"generate", "--domain", "7"}, exitFailure, `"7" is a domid`},
+		{[]string{"generate", "--domain", "7"}, exitUsage, `"7" is a domid`},
+		{[]string{"generate", "--domain", "Domain-0"}, exitUsage, "is dom0 itself"},
 		{[]string{"generate", "--domain", "kiosk", "--prefer", "busid"}, exitUsage, `--prefer "busid": serial, port_path or hash`},
-		{[]string{"generate", "--domain", "kiosk", "--usbctrl", "version=9"}, exitFailure, "version 9"},
+		{[]string{"generate", "--domain", "kiosk", "--usbctrl", "version=9"}, exitUsage, "version 9"},
 	} {
 		code, out, errs := runCmd(t, append(c.args, "--sysfs", realTree)...)
 		if code != c.code || !strings.Contains(out+errs, c.want) {

@@ -125,6 +125,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
+	if len(args) > 1 && (args[0] == "--version" || args[0] == "-v") {
+		// cobra would print the version and drop the rest unread.
+		fmt.Fprintf(stderr, "usbhotplugd: --version takes no arguments (%q given)\n", args[1])
+		return exitUsage
+	}
 	root := newRoot(args)
 	root.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
 	root.SetOut(stdout)
@@ -177,6 +182,17 @@ func newRoot(args []string) *cobra.Command {
 		},
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetHelpCommand(&cobra.Command{
+		Use:   "help [COMMAND]",
+		Short: "help about a command",
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, _, err := c.Root().Find(args)
+			if len(args) > 0 && (err != nil || cmd == c.Root()) {
+				return &usageError{fmt.Sprintf("no command %q (usbhotplugd help lists them)", strings.Join(args, " "))}
+			}
+			return cmd.Help()
+		},
+	})
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err.Error()} })
 	root.AddGroup(groups...)
 	one, ok := command{}, false

@@ -28,7 +28,7 @@ func newManCmd() *cobra.Command {
 			"same definitions as --help) and DIR/man5/usbhotplugd-policy.5, and prints their paths.",
 		ValidArgsFunction: completeDirs,
 		Args: func(c *cobra.Command, args []string) error {
-			if len(args) != 1 {
+			if len(args) != 1 || args[0] == "" {
 				return &usageError{"give the directory to write the man pages under"}
 			}
 			return nil

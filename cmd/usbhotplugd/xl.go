@@ -37,8 +37,27 @@ func addHostFlags(fs *pflag.FlagSet) *hostFlags {
 	h := &hostFlags{}
 	fs.StringVar(&h.xenstore, "xenstore", "", "xenstored socket (default: $XENSTORED_PATH, /var/run/xenstored/socket, /dev/xen/xenbus)")
 	fs.StringVar(&h.sysfs, "sysfs", sysfsDefault(), "sysfs root")
-	fs.DurationVar(&h.timeout, "backend-timeout", assign.InitTimeout, "how long to wait for a backend to initialise or close, as libxl's 10 s")
+	h.timeout = assign.InitTimeout
+	fs.Var((*positiveDuration)(&h.timeout), "backend-timeout", "how long to wait for a backend to initialise or close, as libxl's 10 s")
 	return h
+}
+
+// positiveDuration is a duration flag that refuses zero and less: a wait
+// of none would fail every command that waits.
+type positiveDuration time.Duration
+
+func (d *positiveDuration) String() string { return time.Duration(*d).String() }
+func (d *positiveDuration) Type() string   { return "duration" }
+func (d *positiveDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v <= 0 {
+		return fmt.Errorf("%s: a wait longer than none (10s is libxl's)", s)
+	}
+	*d = positiveDuration(v)
+	return nil
 }
 
 func (hf *hostFlags) open(ctx context.Context) (*assign.Host, func(), error) {

@@ -44,7 +44,7 @@ func AssignDropIn(ctx context.Context, polPath string, d usbsysfs.Device, devs [
 	if d.IsHub() || d.IsRootHub() {
 		return Assignment{}, fmt.Errorf("%s (%s) is a hub: hubs are never passed through", d.BusID, d.ID())
 	}
-	if err := checkDomain(domain); err != nil {
+	if err := CheckDomain(domain); err != nil {
 		return Assignment{}, err
 	}
 	id, err := Choose(d, devs, prefer)

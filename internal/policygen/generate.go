@@ -25,7 +25,7 @@ type Options struct {
 // usbsysfs.Devices reads them) to o.Domain, each by its most stable
 // identity; hubs, and devices dom0 uses, are listed as comments.
 func Generate(devs []usbsysfs.Device, o Options) ([]byte, error) {
-	if err := checkDomain(o.Domain); err != nil {
+	if err := CheckDomain(o.Domain); err != nil {
 		return nil, err
 	}
 	var specs []policy.CtrlSpec
@@ -116,7 +116,9 @@ func ruleBase(d usbsysfs.Device) string {
 }
 
 // checkDomain refuses what policy would: a domain is named, never a domid.
-func checkDomain(name string) error {
+// CheckDomain refuses a domain name a rule cannot target (dom0, a domid,
+// a name xl would never give), saying why.
+func CheckDomain(name string) error {
 	_, err := policy.FormatRule(policy.RuleSpec{Name: "x", Action: policy.Attach, Domain: name})
 	var es policy.Errors
 	if errors.As(err, &es) && len(es) > 0 {

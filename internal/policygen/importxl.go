@@ -107,7 +107,7 @@ func checkDomainErr(v XLValue) error {
 	if v.IsList || v.Number {
 		return errors.New("a list or a number")
 	}
-	return checkDomain(v.Atom)
+	return CheckDomain(v.Atom)
 }
 
 // stringsOf returns a list setting's items; a single string is
