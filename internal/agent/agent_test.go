@@ -94,6 +94,9 @@ type env struct {
 	// the pass goes on.
 	wrapKernel func(usbsysfs.Writer) usbsysfs.Writer
 	onAudit    func(agent.Audit)
+	// noWatches is the agent's Config.NoWatches: it hears of no store
+	// change (a port xl writes) but through its own reads.
+	noWatches bool
 }
 
 func (e *env) Write(p []byte) (int, error) {
@@ -213,7 +216,7 @@ func (e *env) run(pol string, dryRun bool) {
 			e.t.Fatal(err)
 		}
 	}
-	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout, Mountinfo: e.mountinfo,
+	e.a = agent.New(agent.Config{Host: h, Policy: p, DryRun: dryRun, Log: zerolog.New(e), Hooks: e.hooks, HookTimeout: e.hookTimeout, Mountinfo: e.mountinfo, NoWatches: e.noWatches,
 		OnAudit: func(r agent.Audit) {
 			if e.onAudit != nil {
 				e.onAudit(r)

@@ -365,3 +365,35 @@ func TestAgentTakesBackAtOnceWhatDom0sDriversTook(t *testing.T) {
 		}
 	})
 }
+
+// A device in usbback at a port the agent has not heard of yet (xl wrote
+// it; the watch has not told) is not given back to dom0 on its memory's
+// word: the store is read, the port found, and the device left to xl.
+func TestAgentReadsThePortsBeforeGivingBack(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.noWatches = true
+		e.run("", false)
+		if _, err := e.h.Attach(e.ctx, e.doms["desk"].ID, policy.DevSpec{BusID: "1-2", Controller: -1}); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := uevent.Parse([]byte("bind@/devices/pci0000:00/0000:00:14.0/usb1/1-2/1-2:1.0\x00ACTION=bind\x00DEVPATH=/devices/pci0000:00/0000:00:14.0/usb1/1-2/1-2:1.0\x00" +
+			"SUBSYSTEM=usb\x00DEVTYPE=usb_interface\x00SEQNUM=9\x00DRIVER=usbback\x00"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, uevent.Message{Event: ev})
+		for r := range e.audits {
+			if r.BusID != "1-2" {
+				continue
+			}
+			if r.Action == agent.ActReleased {
+				t.Fatalf("given back to dom0 though xl attached it: %s", r.Reason)
+			}
+			break
+		}
+		if a, ok := e.at("1-2"); !ok || a.Domid != e.doms["desk"].ID {
+			t.Fatalf("1-2 is not where xl put it: %+v %v", a, ok)
+		}
+	})
+}

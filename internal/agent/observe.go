@@ -26,6 +26,9 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	dev, err := a.h.Sys.Device(busid)
 	serr := qerr
 	if serr == nil {
+		// In usbback at no port remembered: what gives it back to dom0
+		// rests on the store, not on memory.
+		q.suspect = err == nil && anyUsbback(dev)
 		serr = a.observeStore(ctx, q, &o)
 	}
 	switch {
@@ -94,6 +97,9 @@ type storeQuery struct {
 	hint      assign.Assignment
 	hinted    bool // the remembered port is read too (third)
 	authorize bool // the giving record is read too (last)
+	// suspect: an interface of it is in usbback; at no remembered port,
+	// every port is read (a port xl wrote that the watch has not told yet).
+	suspect bool
 }
 
 // sendObserveStore sends the reads of the ownership record, the driver
@@ -123,7 +129,9 @@ func (a *Agent) sendObserveStore(ctx context.Context, busid string) (storeQuery,
 // observeStore takes the replies of q. A remembered port is confirmed by
 // that read; a device remembered at no port is taken as at none (the
 // attach checks every domain inside its transaction, and the store watch
-// tells of ports that xl writes).
+// tells of ports that xl writes), unless it has driver records or is in
+// usbback: then every port is read, since such a device is given back to
+// dom0 when it is at none.
 func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) error {
 	hint, hinted := q.hint, q.hinted
 	vals, errs := q.pend.Wait(ctx)
@@ -148,13 +156,15 @@ func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) 
 	if err := errs[1]; err != nil && !errors.Is(err, syscall.ENOENT) {
 		return err
 	}
-	if !hinted {
-		return nil
-	}
-	if err := errs[2]; err != nil && !errors.Is(err, syscall.ENOENT) {
-		return err
-	} else if err == nil && string(vals[2]) == hint.BusID {
-		o.port = &hint
+	switch {
+	case hinted:
+		if err := errs[2]; err != nil && !errors.Is(err, syscall.ENOENT) {
+			return err
+		} else if err == nil && string(vals[2]) == hint.BusID {
+			o.port = &hint
+			return nil
+		}
+	case !o.record && !q.suspect:
 		return nil
 	}
 	all, err := a.h.Assigned(ctx)
