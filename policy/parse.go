@@ -410,8 +410,12 @@ func (fp *fileParser) includeRule(r *Rule, m map[string]any, path []string, inc 
 		}
 	}
 	name, ok := inc.(string)
-	if !ok || name == "" {
+	if !ok {
 		fp.fail(nil, append(path, "include"), "include", ErrType, "include is a file name in quotes")
+		return
+	}
+	if name == "" {
+		fp.fail(nil, append(path, "include"), "include", ErrValue, "include names no file: give the path of the file whose rules stand here")
 		return
 	}
 	if fp.ps.include == nil {

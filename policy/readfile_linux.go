@@ -38,7 +38,7 @@ func ReadRegular(path string, max int64, what string) ([]byte, error) {
 	}
 	if st.Size > max {
 		unix.Close(fd)
-		return nil, fmt.Errorf("%s: %w: %d bytes; %s is at most %d MiB", path, ErrLimit, st.Size, what, max>>20)
+		return nil, fmt.Errorf("%s: %d bytes: %s is at most %d MiB (%w)", path, st.Size, what, max>>20, ErrLimit)
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
@@ -48,7 +48,7 @@ func ReadRegular(path string, max int64, what string) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s: %w: %s is at most %d MiB", path, ErrLimit, what, max>>20)
+		return nil, fmt.Errorf("%s: more than %d MiB: %s is at most %d MiB (%w)", path, max>>20, what, max>>20, ErrLimit)
 	}
 	return b, nil
 }

@@ -50,6 +50,23 @@ func Dial(ctx context.Context) (*Conn, error) {
 	return nil, &dialError{msg: "xenstore: no store reachable: " + strings.Join(msgs, "; "), errs: errs}
 }
 
+func kindOf(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	}
+	return "a " + m.Type().String() + " file"
+}
+
+// ErrNotStore: the path names no store (a regular file, a directory).
+var ErrNotStore = errors.New("not a store")
+
 // dialError is Dial's failure at every path.
 type dialError struct {
 	msg  string
@@ -71,6 +88,10 @@ func DialPath(ctx context.Context, path string) (*Conn, error) {
 			return nil, fmt.Errorf("xenstore: dial %s: %w", path, err)
 		}
 		return NewConn(nc), nil
+	}
+	if st.Mode()&os.ModeCharDevice == 0 {
+		// A regular file would have requests written into it.
+		return nil, fmt.Errorf("xenstore: %s is %s, neither a unix socket nor the xenbus device: %w", path, kindOf(st.Mode()), ErrNotStore)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

@@ -27,3 +27,20 @@ func TestDialSaysEveryPath(t *testing.T) {
 		t.Fatalf("Dial: %v", err)
 	}
 }
+
+// A path that is no socket and no character device is refused before
+// anything is written to it: a request would land in the file.
+func TestDialPathRefusesAFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(f, []byte("mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{f, filepath.Dir(f)} {
+		if _, err := xenstore.DialPath(context.Background(), p); !errors.Is(err, xenstore.ErrNotStore) {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if b, _ := os.ReadFile(f); string(b) != "mine\n" {
+		t.Errorf("the file now holds %q", b)
+	}
+}
