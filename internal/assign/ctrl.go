@@ -239,6 +239,7 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 	if err != nil {
 		return Controller{}, err
 	}
+	auto := typ != spec.Type // chosen here, as libxl chooses for auto
 	spec.Type = typ
 	if typ == policy.TypeDeviceModel {
 		return h.addDMController(ctx, domid, spec)
@@ -263,6 +264,9 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 		if _, ok, err := readOpt(ctx, h.XS, q); err != nil || !ok {
 			if err == nil {
 				err = fmt.Errorf("type qusb needs the guest's QEMU to offer the backend (%s is missing): %w", q, ErrUnsupported)
+				if auto {
+					err = fmt.Errorf("no controller type serves domain %d: pv needs dom0's usbback driver, which this kernel does not have loaded (no /sys/bus/usb/drivers/usbback), and %w", domid, err)
+				}
 			}
 			return Controller{}, err
 		}
