@@ -36,7 +36,11 @@ func (o *assignOpts) flags(c *cobra.Command, assign bool) {
 	c.Flags().StringVar(&o.polPath, "policy", "", "the policy file; drop-ins are in rules.d/ beside it (by default the running agent's, else "+DefaultPolicy+")")
 	c.Flags().StringVar(&o.stateDir, "state-dir", DefaultStateDir, "the agent's state directory")
 	c.Flags().StringVar(&o.root, "sysfs", sysfsDefault(), "sysfs root to read")
-	c.Flags().BoolVar(&o.noReload, "no-reload", false, "write the drop-in only; the agent reads it at its next reload or start")
+	what := "remove the drop-in only; the agent reads rules.d again at its next reload or start"
+	if assign {
+		what = "write the drop-in only; the agent reads it at its next reload or start"
+	}
+	c.Flags().BoolVar(&o.noReload, "no-reload", false, what)
 	if assign {
 		c.Flags().StringVar(&o.prefer, "prefer", policygen.BySerial, "the identity to name the device by when it names it alone: serial, port_path or hash")
 		c.Flags().StringVar(&o.mountinfo, "mountinfo", mounts.Default, "dom0's mounts: a disk dom0 uses is refused")

@@ -75,7 +75,11 @@ func runCheck(ctx context.Context, path string, opt policy.Options, strict bool,
 	for _, w := range warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
-	fmt.Fprintln(stdout, checkSummary(p, path, len(warnings)))
+	summary := checkSummary(p, path, len(warnings))
+	if strict && len(warnings) > 0 {
+		summary = strings.Replace(summary, ": valid:", ": not valid with --strict:", 1)
+	}
+	fmt.Fprintln(stdout, summary)
 	printRuleFiles(stdout, p)
 	if strict && len(warnings) > 0 {
 		return &exitError{fmt.Sprintf("%s with --strict", plural(len(warnings), "warning"))}
