@@ -46,6 +46,17 @@ type observation struct {
 	backoff bool
 }
 
+// nameOf is the name of the running domain domid ("" when none runs
+// with that id).
+func (w world) nameOf(domid uint32) string {
+	for name, ids := range w.domains {
+		if slices.Contains(ids, domid) {
+			return name
+		}
+	}
+	return ""
+}
+
 // migratedAway ends the name xl gives the sending host's copy of a guest
 // that migrated, until it destroys that copy.
 const migratedAway = "--migratedaway"
@@ -191,6 +202,9 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 	x := *o.port
 	mine := o.owned != nil && o.owned.Domid == x.Domid && o.owned.Controller == x.Controller && o.owned.Port == x.Port
 	rec.Domid, rec.Ctrl, rec.Port = int(x.Domid), x.Controller, x.Port
+	// The record tells where it is: the domain of that port, whatever
+	// the policy's target (said in the reason).
+	rec.Domain = w.nameOf(x.Domid)
 	if t.running && x.Domid == t.domid || slices.Contains(t.several, x.Domid) {
 		// Bound already (the common case): nothing is written, so a
 		// detach xl starts meanwhile is not raced.

@@ -174,6 +174,11 @@ func TestPlanTable(t *testing.T) {
 			if lastAudit != nil && (lastAudit.BusID != "1-2" || lastAudit.Trigger != c.o.trigger) {
 				t.Errorf("audit names %s, trigger %q", lastAudit.BusID, lastAudit.Trigger)
 			}
+			// A record at a port names that port's domain (xl's guest
+			// for a device left where xl put it).
+			if lastAudit != nil && lastAudit.Port > 0 && lastAudit.Action != ActDetached && lastAudit.Domain != c.w.nameOf(uint32(lastAudit.Domid)) {
+				t.Errorf("audit at domid %d names domain %q", lastAudit.Domid, lastAudit.Domain)
+			}
 		})
 	}
 	// A rule's pinned port is said to be the rule's, so that the attach
