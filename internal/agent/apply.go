@@ -141,6 +141,12 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		return h.EnsureBound(ctx, busid)
 	case stepReRecord:
 		return h.WriteRecords(ctx, busid, o.owned.Drivers)
+	case stepEnsureInQEMU:
+		added, err := h.EnsureInDeviceModel(ctx, *o.port)
+		if added {
+			a.warn.Warn().Str("busid", busid).Uint32("domid", o.port.Domid).Msg("its emulated port was set, but the guest's QEMU did not have it (an attach cut short): added again")
+		}
+		return err
 	case stepLookLater:
 		a.lookLater(busid, secondLook, s.trigger)
 	case stepAttach:

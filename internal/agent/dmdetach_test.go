@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -73,6 +74,47 @@ target = { domain = "win" }
 		}
 		if a, ok := e.at("1-2"); ok {
 			t.Errorf("still at domain %d port %d:%d after QEMU answers again, last action %s", a.Domid, a.Controller, a.Port, r.Action)
+		}
+	})
+}
+
+// A crash between an emulated port's write and QEMU's device_add leaves
+// the port set and the guest without the device: the next start asks
+// QEMU and adds it.
+func TestStartAddsToQEMUWhatACrashLeftOut(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		win := sim.Domain{ID: e.nextID, Name: "win", Type: "hvm", UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
+		e.nextID++
+		if err := sim.SeedDomain(e.ctx, e.xs, win); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Introduce(e.ctx, win.ID, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+		dm := sim.NewDeviceModel()
+		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) { return dm, func() {}, nil }
+		pol := "[domain.win]\nusbctrl = [\"type=devicemodel, version=2\"]\n[[rule]]\nname = \"audio\"\naction = \"attach\"\nmatch = { id = \"0d8c:0014\" }\ntarget = { domain = \"win\" }\n"
+		e.run(pol, false)
+		var id string
+		for _, d := range dm.Devices() {
+			if strings.Count(d, "-") == 2 { // xenusb-BUS-ADDR: the device, not its controller
+				id = d
+			}
+		}
+		if id == "" {
+			t.Fatalf("QEMU has no device: %v", dm.Devices())
+		}
+		e.stop()
+		if err := dm.Run(e.ctx, "device_del", map[string]any{"id": id}, nil); err != nil {
+			t.Fatal(err)
+		}
+		e.run(pol, false)
+		if !slices.Contains(dm.Devices(), id) {
+			t.Fatalf("after the start QEMU has %v, not %s", dm.Devices(), id)
+		}
+		if a, ok := e.at("1-2"); !ok || a.Domid != win.ID {
+			t.Fatalf("1-2 not at win: %+v %v", a, ok)
 		}
 	})
 }

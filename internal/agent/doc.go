@@ -50,7 +50,9 @@
 //	                                                        changes → detached
 //	                                                        and the new decision; target gone → pending;
 //	                                                        target migrating away (NAME--migratedaway) →
-//	                                                        kept until that copy is gone, then released
+//	                                                        kept until that copy is gone, then released;
+//	                                                        at an emulated port, at start, added to its
+//	                                                        guest's QEMU if a crash left it out
 //	held       own, detached by someone else while the      held, until it is plugged again or the target
 //	           target kept running                          restarts (another domid) → attaching
 //	foreign    at a port someone else made                  left (a rule with takeover → detached,

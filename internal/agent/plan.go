@@ -228,6 +228,11 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		} else {
 			rewriteRecords(p, &rec, o, x, mine, w)
 		}
+		if !w.dryRun && x.Type == policy.TypeDeviceModel && mine && o.trigger == TrigStart {
+			// The port is written before QEMU's device_add: a crash in
+			// between left the port set and the guest without it.
+			p.add(step{kind: stepEnsureInQEMU})
+		}
 		rec.Action = ActKept
 		if !mine {
 			rec.Reason += " (attached there by someone else; left as it is)"

@@ -114,6 +114,8 @@ func TestPlanTable(t *testing.T) {
 		// attached
 		{"attached: kept", last(owned(at(here(TrigStart, "usbback"), 5), 5), ActAttached, "r attaches it"), attach, kiosk, StAttached, nil, "", ""},
 		{"attached: first seen", owned(at(here(TrigStart, "usbback"), 5), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "r attaches it"},
+		{"attached (emulated): at start its QEMU is asked", with(owned(at(here(TrigStart, ""), 5), 5), func(o *observation) { o.port.Type = policy.TypeDeviceModel }),
+			attach, kiosk, StAttached, []stepKind{stepEnsureInQEMU, stepAudit}, ActKept, "r attaches it"},
 		{"attached: by xl", at(here(TrigPortChanged, "usbback"), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "by someone else"},
 		{"attached: at one of two same-named domains", at(here(TrigPortChanged, "usbback"), 5), attach, twoKiosks, StAttached, []stepKind{stepAudit}, ActKept, "does not guess"},
 		{"attached: its driver records gone, written again", with(owned(at(here(TrigStart, "usbback"), 5), 5), func(o *observation) { o.owned.Drivers = map[string]string{"1-2:1.0": "usbhid"} }),

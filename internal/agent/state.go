@@ -95,9 +95,10 @@ const (
 	stepToDom0                       // authorize its deauthorized interfaces and offer them to dom0's drivers
 	stepBlock                        // deauthorize its interfaces (a block rule)
 	stepReRecord                     // write its driver records again from its ownership record
+	stepEnsureInQEMU                 // add it to its guest's QEMU if its emulated port has nothing there
 )
 
-var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record"}
+var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record", "ensure-in-qemu"}
 
 func (k stepKind) String() string { return stepNames[k] }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -157,10 +158,7 @@ func dmDeviceID(bus, addr int) string { return fmt.Sprintf("xenusb-%d-%d", bus, 
 func (h *Host) dmAttach(ctx context.Context, a Assignment, opts AttachOptions) error {
 	d, err := h.Sys.Device(a.BusID)
 	if err == nil {
-		err = h.runQMP(ctx, a.Domid, "device_add", map[string]any{
-			"driver": "usb-host", "id": dmDeviceID(d.BusNum, d.DevNum), "bus": fmt.Sprintf("xenusb-%d.0", a.Controller),
-			"port": strconv.Itoa(a.Port), "hostbus": strconv.Itoa(d.BusNum), "hostaddr": strconv.Itoa(d.DevNum),
-		})
+		err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, d))
 	}
 	if err == nil {
 		return nil
@@ -168,6 +166,33 @@ func (h *Host) dmAttach(ctx context.Context, a Assignment, opts AttachOptions) e
 	c := Controller{Type: a.Type, libxl: libxlPath(a.Domid, a.Controller)}
 	werr := h.clearPort(ctx, c.portPath(a.Port), a, opts)
 	return fmt.Errorf("%s not attached to the emulated controller %d of domain %d (rolled back): %w", a.BusID, a.Controller, a.Domid, errors.Join(err, werr))
+}
+
+// EnsureInDeviceModel makes sure the guest's QEMU has the device at a's
+// emulated port, and adds it if not: a crash between the port's write and
+// QEMU's device_add leaves the port set with nothing behind it, and the
+// guest without its device. added says it had to.
+func (h *Host) EnsureInDeviceModel(ctx context.Context, a Assignment) (added bool, err error) {
+	if a.Type != policy.TypeDeviceModel {
+		return false, nil
+	}
+	id, err := h.dmFind(ctx, a.Domid, a.Controller, a.Port)
+	if err != nil || id != "" {
+		return false, err
+	}
+	d, err := h.Sys.Device(a.BusID)
+	if err != nil {
+		return false, err
+	}
+	err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, d))
+	return err == nil, err
+}
+
+func dmDeviceArgs(a Assignment, d usbsysfs.Device) map[string]any {
+	return map[string]any{
+		"driver": "usb-host", "id": dmDeviceID(d.BusNum, d.DevNum), "bus": fmt.Sprintf("xenusb-%d.0", a.Controller),
+		"port": strconv.Itoa(a.Port), "hostbus": strconv.Itoa(d.BusNum), "hostaddr": strconv.Itoa(d.DevNum),
+	}
 }
 
 // dmDetach clears the port, then removes the device from QEMU; if QEMU
