@@ -43,6 +43,11 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	if serr != nil {
 		return o, serr
 	}
+	if o.present && o.owned != nil && !o.owned.of(o.dev) {
+		// Another device's: plugged where the agent's was while it was
+		// not running. It is neither held nor the agent's to move.
+		o.owned, o.staleOwned = nil, true
+	}
 	if o.port != nil && o.present && dom0Driver(o.dev) {
 		// xl's detach binds dom0's drivers back only after it has
 		// cleared the port: the port read again after the drivers were,

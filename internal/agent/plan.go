@@ -40,6 +40,9 @@ type observation struct {
 	// port or in usbback since it was plugged. Only then is an interface
 	// of it without a driver the agent's (or xl's) to give back.
 	ours bool
+	// staleOwned: its ownership record was of another device (another id
+	// or serial) at this busid: it is removed, and owned left nil.
+	staleOwned bool
 	// backoff: its last attempt failed, the retry is not due yet, and
 	// this pass comes of a driver's bind or unbind (the failed attach's
 	// own rollback makes both): it is not tried again before the retry.
@@ -129,6 +132,9 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 	rec := baseRecord(o, dec)
 	t := resolveTarget(dec, w)
 	var p plan
+	if o.staleOwned && !w.dryRun {
+		p.add(step{kind: stepRmOwned})
+	}
 	planRootHub(&p, o, w)
 	if o.port != nil {
 		if done := planAtPort(&p, o, dec, t, rec, w); done {

@@ -108,6 +108,7 @@ func TestPlanTable(t *testing.T) {
 		// attaching
 		{"attaching: target runs", here("add", "usbhid"), attach, kiosk, StAttaching, []stepKind{stepAttach}, "", ""},
 		{"attaching: back after its guest rebooted", owned(here(TrigDomains, "usbhid"), 3), attach, kiosk, StAttaching, []stepKind{stepAttach}, "", ""},
+		{"attaching: another device's ownership record at its busid goes", with(here(TrigStart, "usbhid"), func(o *observation) { o.staleOwned = true }), attach, kiosk, StAttaching, []stepKind{stepRmOwned, stepAttach}, "", ""},
 		{"attaching: dry run says only", here("add", "usbhid"), attach, dry, StAttaching, []stepKind{stepAudit}, ActAttached, "dry run"},
 		{"failed: its rollback's bind does not try again before the retry", with(last(here("bind", "usbhid"), ActFailed, "EINVAL"), func(o *observation) { o.backoff = true }),
 			attach, kiosk, StPending, nil, "", ""},
