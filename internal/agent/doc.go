@@ -29,8 +29,9 @@
 // kernel event, a port or domain change, a reload, a second look, a
 // retry), moves it as the table says. "own" is the agent's ownership
 // record, of that device (its id and serial: another device's record at
-// the busid, left from before a restart, is removed); "target" the domain
-// the policy names.
+// the busid, left from before a restart, is removed unless the device is
+// at the port it names, which stays the agent's); "target" the domain the
+// policy names.
 //
 //	state      what holds                                   what a pass does, and the next state
 //	absent     not on the host                              its port cleared (cleared), records removed,

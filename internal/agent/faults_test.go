@@ -416,3 +416,26 @@ func TestAgentOwnershipRecordOfAnotherDevice(t *testing.T) {
 		}
 	})
 }
+
+// Another device at the port the agent made for its busid (plugged there
+// while the agent was down; the port names the busid, not the device):
+// the port stays the agent's, and the device there is decided afresh, so
+// a deny takes it out of the guest.
+func TestAgentOwnsItsPortWhateverDeviceIsThere(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"]
+		a, err := e.h.Attach(e.ctx, kiosk.ID, policy.DevSpec{BusID: "1-2", Controller: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":%d,"port":%d,"rule":"audio","id":"046d:c077","serial":"OTHER"}`, kiosk.ID, a.Controller, a.Port)
+		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+		e.run("[[rule]]\nname = \"no-audio\"\naction = \"deny\"\nmatch = { id = \"0d8c:0014\" }\n", false)
+		if a, ok := e.at("1-2"); ok {
+			t.Fatalf("1-2 still at domain %d port %d:%d though denied", a.Domid, a.Controller, a.Port)
+		}
+	})
+}

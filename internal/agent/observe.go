@@ -43,9 +43,11 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	if serr != nil {
 		return o, serr
 	}
-	if o.present && o.owned != nil && !o.owned.of(o.dev) {
-		// Another device's: plugged where the agent's was while it was
-		// not running. It is neither held nor the agent's to move.
+	if o.present && o.owned != nil && !o.owned.of(o.dev) && !o.owned.at(o.port) {
+		// Another device's, plugged where the agent's was while it was
+		// not running, and at none of the agent's ports: it is not held.
+		// (At the port the agent made for that busid, the port stays the
+		// agent's, and the device there is decided afresh.)
 		o.owned, o.staleOwned = nil, true
 	}
 	if o.port != nil && o.present && dom0Driver(o.dev) {
