@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // ErrExists: the file to write is there already, and replacing it was not
@@ -19,6 +20,16 @@ var ErrExists = errors.New("file exists")
 // path is left alone and ErrExists returned), and the directory synced.
 func Write(path string, data []byte, perm fs.FileMode, replace bool) error {
 	dir := filepath.Dir(path)
+	// Said of path, not of the temporary file beside it: a directory
+	// missing, or path a directory, is the caller's to hear about.
+	if st, err := os.Stat(dir); err != nil {
+		return err
+	} else if !st.IsDir() {
+		return &fs.PathError{Op: "write", Path: path, Err: syscall.ENOTDIR}
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return &fs.PathError{Op: "write", Path: path, Err: syscall.EISDIR}
+	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err

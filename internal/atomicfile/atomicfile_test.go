@@ -2,8 +2,11 @@ package atomicfile_test
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/atomicfile"
@@ -67,5 +70,23 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 			got = append(got, de.Name())
 		}
 		t.Errorf("directory holds %q, want %q", got, names)
+	}
+}
+
+// A missing directory, or a directory where the file goes, is said of the
+// path asked for, never of the temporary file beside it.
+func TestWriteSaysWhatIsWrongWithPath(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		path string
+		want error
+	}{
+		{filepath.Join(dir, "missing", "x.toml"), fs.ErrNotExist},
+		{dir, syscall.EISDIR},
+	} {
+		err := atomicfile.Write(c.path, []byte("x"), 0o644, true)
+		if !errors.Is(err, c.want) || strings.Contains(err.Error(), ".tmp") {
+			t.Errorf("%s: %v", c.path, err)
+		}
 	}
 }
