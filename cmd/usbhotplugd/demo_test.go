@@ -46,7 +46,8 @@ func TestUsageAndExitCodes(t *testing.T) {
 	}
 	// What cobra would take silently: a help topic that is none, words
 	// after --version, an empty directory for the man pages.
-	for _, args := range [][]string{{"help", "bogus"}, {"--version", "extra"}, {"-v", "x"}, {"man", ""}} {
+	for _, args := range [][]string{{"help", "bogus"}, {"--version", "extra"}, {"-v", "x"}, {"man", ""},
+		{"check", "--host", "", "x.toml"}, {"explain", "--host", ""}, {"record", "--coldplug", "--import-udevadm", "x.txt"}} {
 		errb.Reset()
 		if code := run(context.Background(), args, &out, &errb); code != exitUsage {
 			t.Errorf("%q: exit %d, %q", args, code, errb.String())

@@ -130,6 +130,9 @@ func newRecordCmd() *cobra.Command {
 	c.Flags().StringVar(&o.root, "sysfs", sysfsDefault(), "sysfs root to read device attributes from")
 	c.Flags().StringVar(&o.imp, "import-udevadm", "", "convert the text of `udevadm monitor --property` (--kernel and/or --udev) in this file instead of listening")
 	c.RunE = func(c *cobra.Command, args []string) error {
+		if o.imp != "" && (o.cold || c.Flags().Changed("sysfs")) {
+			return &usageError{"--import-udevadm converts a file: --coldplug and --sysfs are for listening to the kernel"}
+		}
 		return runRecord(c.Context(), o, c.OutOrStdout(), c.ErrOrStderr())
 	}
 	return c

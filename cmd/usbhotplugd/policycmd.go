@@ -46,6 +46,9 @@ func newCheckCmd() *cobra.Command {
 		if len(args) == 1 {
 			path = args[0]
 		}
+		if c.Flags().Changed("host") && *host == "" {
+			return &usageError{"--host NAME: give a host name (without --host, this host's)"}
+		}
 		return runCheck(c.Context(), path, policy.Options{Host: *host}, *strict, c.OutOrStdout())
 	}
 	return c
@@ -206,6 +209,9 @@ func newExplainCmd() *cobra.Command {
 		want := ""
 		if len(args) == 1 {
 			want = args[0]
+		}
+		if c.Flags().Changed("host") && o.host == "" {
+			return &usageError{"--host NAME: give a host name (without --host, this host's)"}
 		}
 		return runExplain(c.Context(), o, want, c.OutOrStdout())
 	}
