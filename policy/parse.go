@@ -312,7 +312,8 @@ func (fp *fileParser) unknown(r *Rule, m map[string]any, path []string, prefix s
 func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
 	path := []string{"rule", strconv.Itoa(i)}
 	r := &Rule{File: fp.name, Line: fp.ix.line(path...), Match: Match{Class: -1}, Duplicates: DupRefuse}
-	if s, ok := fp.str(r, m, path, "name", ""); ok {
+	s, nameOK := fp.str(r, m, path, "name", "")
+	if nameOK {
 		r.Name = s
 	}
 	if inc, ok := m["include"]; ok {
@@ -323,7 +324,7 @@ func (fp *fileParser) rule(m map[string]any, i int, stack []string) {
 	fp.unknown(r, m, path, "", ruleKeys, ruleHints)
 	if _, ok := m["name"]; !ok {
 		fp.fail(r, path, "name", ErrMissing, "every rule has a name, so that logs and `explain` can say which one decided")
-	} else if err := checkRuleName(r.Name); err != nil {
+	} else if err := checkRuleName(r.Name); err != nil && nameOK { // a name of the wrong type is said once, above
 		fp.fail(r, append(path, "name"), "name", ErrValue, "%v", err)
 	}
 	if s, ok := fp.str(r, m, path, "description", ""); ok {

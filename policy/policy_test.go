@@ -426,3 +426,12 @@ match = { id = "046d:c31c", when = "plugged" }
 		t.Errorf("shadowed: %v", f)
 	}
 }
+
+// A name of the wrong type is one error, not two.
+func TestNameOfTheWrongTypeIsOneError(t *testing.T) {
+	_, err := policy.Parse("n.toml", []byte("[[rule]]\nname = 5\naction = \"deny\"\n"), nil)
+	var es policy.Errors
+	if !errors.As(err, &es) || len(es) != 1 || !strings.Contains(es[0].Error(), "n.toml:2: rule 1: name: a string in quotes, not a number") {
+		t.Fatalf("%v", err)
+	}
+}
