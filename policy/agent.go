@@ -60,6 +60,15 @@ func (p *Policy) Lockout() string {
 		return ""
 	case dec.Action == None:
 		return `[agent] authorize = "before-probe": no rule keeps a keyboard in dom0 (one no rule names goes to dom0 only because nothing matches it)` + fix
+	case dec.Rule != nil:
+		// Said by the rule that decides, not of the stand-in keyboard
+		// asked about: no such device is on the host.
+		what := dec.Action.String() + "s"
+		if dec.Action == Attach && dec.Target != nil {
+			what = "attaches to " + dec.Target.Domain
+		}
+		return fmt.Sprintf(`[agent] authorize = "before-probe": no rule keeps a keyboard in dom0: rule %d %q (%s:%d) %s any keyboard an earlier rule does not keep, so dom0's console could be left without one%s`,
+			dec.Rule.Index, dec.Rule.Name, dec.Rule.File, dec.Rule.Line, what, fix)
 	default:
 		return fmt.Sprintf(`[agent] authorize = "before-probe": no rule keeps a keyboard in dom0: %s, so dom0's console could be left without one%s`, dec.Reason, fix)
 	}
