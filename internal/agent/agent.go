@@ -195,10 +195,13 @@ func (a *Agent) enqueue(busid string, why Trigger) {
 }
 
 func (a *Agent) enqueueLocked(busid string, why Trigger) {
-	if _, queued := a.why[busid]; queued {
+	if old, queued := a.why[busid]; queued {
 		// The first scan of a run repairs at once (see TrigStart):
-		// kernel events queued before it do not take that from it.
-		if why == TrigStart {
+		// kernel events queued before it do not take that from it. An
+		// echo of a rollback gives way to any other reason: a pass asked
+		// for by one waits out a failure's backoff, and a reload or a
+		// plug must not.
+		if why == TrigStart || rollbackEcho(old) && !rollbackEcho(why) {
 			a.why[busid] = why
 		}
 		return
@@ -963,6 +966,12 @@ func (a *Agent) retryLater(busid string) {
 	}
 	r.due = time.Now().Add(r.delay)
 	r.timer = time.AfterFunc(r.delay, func() { a.enqueue(busid, TrigRetry) })
+}
+
+// rollbackEcho says the trigger is one a failed attach's rollback makes
+// itself: a driver's bind or unbind, its port cleared.
+func rollbackEcho(t Trigger) bool {
+	return t == kernelTrigger("bind") || t == kernelTrigger("unbind") || t == TrigPortChanged
 }
 
 // backingOff says busid's last attempt failed and its retry is not due

@@ -28,10 +28,8 @@
 // A device is in one of these states; a pass, asked for by a trigger (a
 // kernel event, a port or domain change, a reload, a second look, a
 // retry), moves it as the table says. "own" is the agent's ownership
-// record, of that device (its id and serial: another device's record at
-// the busid, left from before a restart, is removed unless the device is
-// at the port it names, which stays the agent's); "target" the domain the
-// policy names.
+// record (of the busid: a port the agent made stays its own whatever
+// device is plugged there); "target" the domain the policy names.
 //
 //	state      what holds                                   what a pass does, and the next state
 //	absent     not on the host                              its port cleared (cleared), records removed,
@@ -79,8 +77,8 @@
 // (action failed) and the pass is tried again after a delay that doubles
 // from 0.5 s to a minute; the next pass starts from what the failed one
 // left. A failure is apply's, never a plan's. Until its retry is due, a
-// pass that a driver's bind or unbind asks for (the failed attach's own
-// rollback sends both) tries nothing: a device whose bind always fails
+// pass that a driver's bind or unbind or its port's clearing asks for
+// (what the failed attach's own rollback makes) tries nothing: a device whose bind always fails
 // (a program claiming it back at once) is not moved between drivers in a
 // loop. A plug, a reload or a domain change tries at once.
 //

@@ -398,25 +398,6 @@ func TestAgentReadsThePortsBeforeGivingBack(t *testing.T) {
 	})
 }
 
-// The ownership record at a busid is of the device the agent attached
-// there: another device plugged into that socket while the agent was not
-// running is not taken for it (held, or the agent's to move), and is
-// decided afresh.
-func TestAgentOwnershipRecordOfAnotherDevice(t *testing.T) {
-	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
-		e := newEnv(t, s)
-		kiosk := e.doms["kiosk"]
-		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":0,"port":1,"rule":"audio","id":"046d:c077","serial":"OTHER"}`, kiosk.ID)
-		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
-			t.Fatal(err)
-		}
-		e.run(testPolicy, false)
-		if a, ok := e.at("1-2"); !ok || a.Domid != kiosk.ID {
-			t.Fatalf("1-2 not attached to kiosk (another device's record taken for its own): %+v %v\n%s", a, ok, e.logText())
-		}
-	})
-}
-
 // Another device at the port the agent made for its busid (plugged there
 // while the agent was down; the port names the busid, not the device):
 // the port stays the agent's, and the device there is decided afresh, so

@@ -43,13 +43,6 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	if serr != nil {
 		return o, serr
 	}
-	if o.present && o.owned != nil && !o.owned.of(o.dev) && !o.owned.at(o.port) {
-		// Another device's, plugged where the agent's was while it was
-		// not running, and at none of the agent's ports: it is not held.
-		// (At the port the agent made for that busid, the port stays the
-		// agent's, and the device there is decided afresh.)
-		o.owned, o.staleOwned = nil, true
-	}
 	if o.port != nil && o.present && dom0Driver(o.dev) {
 		// xl's detach binds dom0's drivers back only after it has
 		// cleared the port: the port read again after the drivers were,
@@ -68,7 +61,7 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	}
 	o.ours = a.seenAttached[busid] || o.owned != nil && !a.offered[busid]
 	o.last, o.known = a.status[busid]
-	o.backoff = (trig == kernelTrigger("bind") || trig == kernelTrigger("unbind")) && a.backingOffLocked(busid)
+	o.backoff = rollbackEcho(trig) && a.backingOffLocked(busid)
 	for b, st := range a.status {
 		if slices.Contains(st.Twins, busid) {
 			o.twinOf = append(o.twinOf, b)

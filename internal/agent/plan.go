@@ -40,12 +40,10 @@ type observation struct {
 	// port or in usbback since it was plugged. Only then is an interface
 	// of it without a driver the agent's (or xl's) to give back.
 	ours bool
-	// staleOwned: its ownership record was of another device (another id
-	// or serial) at this busid: it is removed, and owned left nil.
-	staleOwned bool
 	// backoff: its last attempt failed, the retry is not due yet, and
-	// this pass comes of a driver's bind or unbind (the failed attach's
-	// own rollback makes both): it is not tried again before the retry.
+	// this pass comes of a driver's bind or unbind or its port cleared
+	// (what the failed attach's own rollback makes): it is not tried
+	// again before the retry.
 	backoff bool
 }
 
@@ -132,9 +130,6 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 	rec := baseRecord(o, dec)
 	t := resolveTarget(dec, w)
 	var p plan
-	if o.staleOwned && !w.dryRun {
-		p.add(step{kind: stepRmOwned})
-	}
 	planRootHub(&p, o, w)
 	if o.port != nil {
 		if done := planAtPort(&p, o, dec, t, rec, w); done {
@@ -209,8 +204,11 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 	mine := o.owned != nil && o.owned.Domid == x.Domid && o.owned.Controller == x.Controller && o.owned.Port == x.Port
 	rec.Domid, rec.Ctrl, rec.Port = int(x.Domid), x.Controller, x.Port
 	// The record tells where it is: the domain of that port, whatever
-	// the policy's target (said in the reason).
-	rec.Domain = w.nameOf(x.Domid)
+	// the policy's target (said in the reason); a guest migrating away
+	// keeps its own name.
+	if n := w.nameOf(x.Domid); !strings.HasSuffix(n, migratedAway) {
+		rec.Domain = n
+	}
 	if t.running && x.Domid == t.domid || slices.Contains(t.several, x.Domid) {
 		// Bound already (the common case): nothing is written, so a
 		// detach xl starts meanwhile is not raced.
@@ -234,9 +232,10 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		} else {
 			rewriteRecords(p, &rec, o, x, mine, w)
 		}
-		if !w.dryRun && x.Type == policy.TypeDeviceModel && mine && o.trigger == TrigStart {
+		if !w.dryRun && x.Type == policy.TypeDeviceModel && mine && (o.trigger == TrigStart || o.trigger == TrigRetry) {
 			// The port is written before QEMU's device_add: a crash in
-			// between left the port set and the guest without it.
+			// between left the port set and the guest without it. A
+			// check QEMU did not answer is its failure, and retried.
 			p.add(step{kind: stepEnsureInQEMU})
 		}
 		rec.Action = ActKept

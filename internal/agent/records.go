@@ -8,8 +8,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/usbhotplugd/usbhotplugd/internal/assign"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 )
 
@@ -35,17 +33,6 @@ type Owned struct {
 	// removes those records whatever device they are now of, and the
 	// agent writes them again from here.
 	Drivers map[string]string `json:"drivers,omitempty"`
-}
-
-// of says whether the record is of d, as its id and serial tell (a
-// record without an id, from before they were kept, is taken as d's).
-func (ow *Owned) of(d usbsysfs.Device) bool {
-	return ow.ID == "" || ow.ID == d.ID() && ow.Serial == d.Serial
-}
-
-// at says whether x is the port the record names.
-func (ow *Owned) at(x *assign.Assignment) bool {
-	return x != nil && ow.Domid == x.Domid && ow.Controller == x.Controller && ow.Port == x.Port
 }
 
 func ownedPath(busid string) string { return RecordRoot + "/" + nodeName(busid) }
