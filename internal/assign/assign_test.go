@@ -664,5 +664,9 @@ func TestDetachOwnedOfAPortThatChanged(t *testing.T) {
 		if _, ok := e.read(t, owned); !ok {
 			t.Error("the ownership record went though the port was not cleared")
 		}
+		// Out of usbback, at no port now: given back, not left driverless.
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
+			t.Errorf("1-1.6:1.0 is with %q after the aborted detach", d)
+		}
 	})
 }

@@ -495,9 +495,11 @@ func (h *Host) DetachForget(ctx context.Context, domid uint32, devid, port int, 
 
 // DetachOwned is DetachForget of the device a looks at: when the port
 // holds another device by now (xl detached a and attached another there
-// meanwhile), nothing is touched and the error is ErrPortChanged. The
-// port is read again in the transaction that clears it, so a change
-// made while the device left usbback is seen too.
+// meanwhile), the port and the records are not touched and the error is
+// ErrPortChanged. The port is read again in the transaction that clears
+// it, so a change made while the device left usbback is seen too; the
+// device is then put where the store has it now (usbback if a port names
+// it, else its dom0 drivers).
 func (h *Host) DetachOwned(ctx context.Context, a Assignment, forget ...string) error {
 	if err := checkBusID(a.BusID); err != nil {
 		return err
@@ -562,6 +564,11 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 			return err
 		}
 	} else if err := h.XS.Update(ctx, clear); err != nil {
+		if errors.Is(err, ErrPortChanged) && c.Type == policy.TypePV {
+			// It left usbback before the port was seen changed: back
+			// where it belongs now, rather than with no driver.
+			err = errors.Join(err, h.settleAfterChange(ctx, busid))
+		}
 		return err
 	}
 	if c.Type == policy.TypePV {
@@ -573,6 +580,22 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 		}
 	}
 	return nil
+}
+
+// settleAfterChange puts busid, taken out of usbback by a detach that then
+// found its port changed, where the store has it now: in usbback if a
+// port names it (xl attached it elsewhere), else with its dom0 drivers.
+func (h *Host) settleAfterChange(ctx context.Context, busid string) error {
+	all, err := h.Assigned(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range all {
+		if a.BusID == busid {
+			return h.EnsureBound(ctx, busid)
+		}
+	}
+	return h.rebind(ctx, busid)
 }
 
 // portChanged is the error of a detach whose port holds another device
