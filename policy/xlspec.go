@@ -159,7 +159,7 @@ func parseCtrl(tokens []string, words bool) (CtrlSpec, error) {
 		if !ok {
 			return CtrlSpec{}, bad("not KEY=VALUE (keys: type, version, ports)")
 		}
-		if seen[k] {
+		if words && seen[k] {
 			return CtrlSpec{}, bad(twice(k))
 		}
 		seen[k] = true
@@ -216,7 +216,7 @@ func parseDev(tokens []string, busid bool) (DevSpec, error) {
 		if !ok {
 			return DevSpec{}, bad("not KEY=VALUE (keys: " + keys + ")")
 		}
-		if seen[k] {
+		if busid && seen[k] {
 			return DevSpec{}, bad(twice(k))
 		}
 		seen[k] = true
@@ -279,8 +279,10 @@ func parseDev(tokens []string, busid bool) (DevSpec, error) {
 	return d, nil
 }
 
-// twice is the refusal of a key given again: xl takes the last one
-// silently, and a device or controller given twice is a mistake to say.
+// twice is the refusal of a key given again on a command line: xl takes
+// the last one silently, and a device or controller given twice there is
+// a mistake to say. In a spec string (xl.cfg, a policy's usbctrl) the
+// last one counts, as xl reads it, so that what loaded before loads.
 func twice(k string) string { return k + "= is given twice (xl would take the last one): give it once" }
 
 // atoi reads a decimal number the way xl's atoi does for a clean value
