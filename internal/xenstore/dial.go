@@ -89,8 +89,10 @@ func DialPath(ctx context.Context, path string) (*Conn, error) {
 		}
 		return NewConn(nc), nil
 	}
-	if st.Mode()&os.ModeCharDevice == 0 {
-		// A regular file would have requests written into it.
+	if st.Mode()&os.ModeCharDevice == 0 && !onXenfs(path) {
+		// A regular file would have requests written into it (the one
+		// exception: /proc/xen/xenbus, a file of xenfs, which libxenstore
+		// opens when /dev/xen/xenbus is missing).
 		return nil, fmt.Errorf("xenstore: %s is %s, neither a unix socket nor the xenbus device: %w", path, kindOf(st.Mode()), ErrNotStore)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
