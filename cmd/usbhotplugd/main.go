@@ -202,6 +202,7 @@ func newRoot(args []string) *cobra.Command {
 			if len(args) > 0 && (err != nil || cmd == c.Root()) {
 				return &usageError{fmt.Sprintf("no command %q (usbhotplugd help lists them)", strings.Join(args, " "))}
 			}
+			cmd.InitDefaultHelpFlag() // listed as COMMAND --help lists it
 			return cmd.Help()
 		},
 	})
