@@ -149,7 +149,18 @@ func newEnv(t testing.TB, s xenstoretest.Store) *env {
 
 func (e *env) start(name string) sim.Domain {
 	e.t.Helper()
-	d := sim.Domain{ID: e.nextID, Name: name, Type: "pv", UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
+	return e.startAs(name, "pv")
+}
+
+// startHVM starts an HVM guest: its USB is emulated in its QEMU.
+func (e *env) startHVM(name string) sim.Domain {
+	e.t.Helper()
+	return e.startAs(name, "hvm")
+}
+
+func (e *env) startAs(name, typ string) sim.Domain {
+	e.t.Helper()
+	d := sim.Domain{ID: e.nextID, Name: name, Type: typ, UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
 	e.nextID++
 	if err := sim.SeedDomain(e.ctx, e.xs, d); err != nil {
 		e.t.Fatal(err)

@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -35,14 +34,7 @@ func (f failDel) Run(ctx context.Context, cmd string, args, out any) error {
 func TestFailedDMDetachKeepsItsOwnership(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
-		win := sim.Domain{ID: e.nextID, Name: "win", Type: "hvm", UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
-		e.nextID++
-		if err := sim.SeedDomain(e.ctx, e.xs, win); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.xs.Introduce(e.ctx, win.ID, 1, 1); err != nil {
-			t.Fatal(err)
-		}
+		win := e.startHVM("win")
 		var fail atomic.Bool
 		dm := sim.NewDeviceModel()
 		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
@@ -83,14 +75,7 @@ target = { domain = "win" }
 func TestStartAddsToQEMUWhatACrashLeftOut(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
-		win := sim.Domain{ID: e.nextID, Name: "win", Type: "hvm", UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
-		e.nextID++
-		if err := sim.SeedDomain(e.ctx, e.xs, win); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.xs.Introduce(e.ctx, win.ID, 1, 1); err != nil {
-			t.Fatal(err)
-		}
+		win := e.startHVM("win")
 		dm := sim.NewDeviceModel()
 		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) { return dm, func() {}, nil }
 		pol := "[domain.win]\nusbctrl = [\"type=devicemodel, version=2\"]\n[[rule]]\nname = \"audio\"\naction = \"attach\"\nmatch = { id = \"0d8c:0014\" }\ntarget = { domain = \"win\" }\n"

@@ -128,14 +128,7 @@ func TestAgentTellsTwinsAgainWhenXLAttachesOne(t *testing.T) {
 func TestAgentWaitsForAGuestsDeviceModel(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
-		win := sim.Domain{ID: e.nextID, Name: "win", Type: "hvm", UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", e.nextID)}
-		e.nextID++
-		if err := sim.SeedDomain(e.ctx, e.xs, win); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.xs.Introduce(e.ctx, win.ID, 1, 1); err != nil {
-			t.Fatal(err)
-		}
+		win := e.startHVM("win")
 		dir := t.TempDir()
 		sock := filepath.Join(dir, "qmp")
 		var mu sync.Mutex

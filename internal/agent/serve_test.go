@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"path/filepath"
 	"sync"
@@ -76,7 +75,7 @@ func refusingWatch(t *testing.T, target, path string) string {
 			wg.Go(func() {
 				defer c.Close()
 				for {
-					h, payload, err := readMessage(s)
+					h, payload, err := xenstoretest.ReadMessage(s)
 					if err != nil {
 						return
 					}
@@ -88,7 +87,7 @@ func refusingWatch(t *testing.T, target, path string) string {
 			wg.Go(func() {
 				defer s.Close()
 				for {
-					h, payload, err := readMessage(c)
+					h, payload, err := xenstoretest.ReadMessage(c)
 					if err != nil {
 						return
 					}
@@ -105,18 +104,4 @@ func refusingWatch(t *testing.T, target, path string) string {
 		}
 	})
 	return sock
-}
-
-func readMessage(r io.Reader) (xs.Header, []byte, error) {
-	b := make([]byte, xs.HeaderSize)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return xs.Header{}, nil, err
-	}
-	h, err := xs.ParseHeader(b)
-	if err != nil {
-		return h, nil, err
-	}
-	payload := make([]byte, h.Len)
-	_, err = io.ReadFull(r, payload)
-	return h, payload, err
 }

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	xs "github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
 // A dead uevent socket ends the agent at once, non-zero, with the cause
@@ -143,7 +143,7 @@ func (p *errProxy) accept() {
 		p.wg.Go(func() {
 			defer c.Close()
 			for {
-				h, payload, err := readMsg(s)
+				h, payload, err := xenstoretest.ReadMessage(s)
 				if err != nil {
 					return
 				}
@@ -155,7 +155,7 @@ func (p *errProxy) accept() {
 		p.wg.Go(func() {
 			defer s.Close()
 			for {
-				h, payload, err := readMsg(c)
+				h, payload, err := xenstoretest.ReadMessage(c)
 				if err != nil {
 					return
 				}
@@ -173,20 +173,6 @@ func (p *errProxy) accept() {
 			}
 		})
 	}
-}
-
-func readMsg(r io.Reader) (xs.Header, []byte, error) {
-	b := make([]byte, xs.HeaderSize)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return xs.Header{}, nil, err
-	}
-	h, err := xs.ParseHeader(b)
-	if err != nil {
-		return h, nil, err
-	}
-	payload := make([]byte, h.Len)
-	_, err = io.ReadFull(r, payload)
-	return h, payload, err
 }
 
 // A store that answers every request with an error ends the agent,

@@ -2,6 +2,7 @@ package xenstoretest
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -77,4 +78,20 @@ func DialCounting(tb testing.TB, s Store) (*xenstore.Conn, *Counting) {
 	xs := xenstore.NewConn(cc)
 	tb.Cleanup(func() { xs.Close() })
 	return xs, cc
+}
+
+// ReadMessage reads one whole message of the wire protocol from r: what a
+// test's proxy between a client and a store passes on or answers itself.
+func ReadMessage(r io.Reader) (xenstore.Header, []byte, error) {
+	b := make([]byte, xenstore.HeaderSize)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return xenstore.Header{}, nil, err
+	}
+	h, err := xenstore.ParseHeader(b)
+	if err != nil {
+		return h, nil, err
+	}
+	payload := make([]byte, h.Len)
+	_, err = io.ReadFull(r, payload)
+	return h, payload, err
 }
