@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,55 +51,10 @@ func TestServeEndsWhenAWatchIsRefused(t *testing.T) {
 // refusingWatch is a proxy to the store at target that answers a WATCH of
 // path with EACCES itself, and passes everything else.
 func refusingWatch(t *testing.T, target, path string) string {
-	sock := filepath.Join(t.TempDir(), "proxy.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("unix", target)
-			if err != nil {
-				c.Close()
-				return
-			}
-			var mu sync.Mutex // whole messages to the client
-			wg.Go(func() {
-				defer c.Close()
-				for {
-					h, payload, err := xenstoretest.ReadMessage(s)
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					c.Write(append(xs.AppendHeader(nil, h), payload...))
-					mu.Unlock()
-				}
-			})
-			wg.Go(func() {
-				defer s.Close()
-				for {
-					h, payload, err := xenstoretest.ReadMessage(c)
-					if err != nil {
-						return
-					}
-					if h.Type != xs.TypeWatch || !bytes.HasPrefix(payload, []byte(path+"\x00")) {
-						s.Write(append(xs.AppendHeader(nil, h), payload...))
-						continue
-					}
-					e := []byte("EACCES\x00")
-					mu.Lock()
-					c.Write(append(xs.AppendHeader(nil, xs.Header{Type: xs.TypeError, ReqID: h.ReqID, TxID: h.TxID, Len: uint32(len(e))}), e...))
-					mu.Unlock()
-				}
-			})
+	return xenstoretest.Proxy(t, target, func(h xs.Header, payload []byte) string {
+		if h.Type == xs.TypeWatch && bytes.HasPrefix(payload, []byte(path+"\x00")) {
+			return "EACCES"
 		}
+		return ""
 	})
-	return sock
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,74 +104,23 @@ func TestWatchdogStopsWithTheTasks(t *testing.T) {
 // answers every request with EACCES itself, as a store whose every
 // request is refused (watch events still pass).
 type errProxy struct {
-	ln     net.Listener
-	target string
 	broken atomic.Bool
 	errno  atomic.Pointer[string] // what a broken proxy answers: EACCES unless set
-	wg     sync.WaitGroup
 }
 
 // throughErrProxy puts an errProxy between the agent and the host's store.
 func (h *host) throughErrProxy() *errProxy {
-	path := filepath.Join(h.t.TempDir(), "proxy.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	p := &errProxy{ln: ln, target: h.store.SocketPath()}
-	p.wg.Go(p.accept)
-	h.t.Cleanup(func() { ln.Close(); p.wg.Wait() })
-	h.cfg.Xenstore = p.path()
+	p := &errProxy{}
+	h.cfg.Xenstore = xenstoretest.Proxy(h.t, h.store.SocketPath(), func(xs.Header, []byte) string {
+		if !p.broken.Load() {
+			return ""
+		}
+		if s := p.errno.Load(); s != nil {
+			return *s
+		}
+		return "EACCES"
+	})
 	return p
-}
-
-func (p *errProxy) path() string { return p.ln.Addr().String() }
-
-func (p *errProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("unix", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		var mu sync.Mutex // one writer of whole messages to the client
-		p.wg.Go(func() {
-			defer c.Close()
-			for {
-				h, payload, err := xenstoretest.ReadMessage(s)
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				c.Write(append(xs.AppendHeader(nil, h), payload...))
-				mu.Unlock()
-			}
-		})
-		p.wg.Go(func() {
-			defer s.Close()
-			for {
-				h, payload, err := xenstoretest.ReadMessage(c)
-				if err != nil {
-					return
-				}
-				if !p.broken.Load() {
-					s.Write(append(xs.AppendHeader(nil, h), payload...))
-					continue
-				}
-				e := []byte("EACCES\x00")
-				if s := p.errno.Load(); s != nil {
-					e = []byte(*s + "\x00")
-				}
-				mu.Lock()
-				c.Write(append(xs.AppendHeader(nil, xs.Header{Type: xs.TypeError, ReqID: h.ReqID, TxID: h.TxID, Len: uint32(len(e))}), e...))
-				mu.Unlock()
-			}
-		})
-	}
 }
 
 // A store that answers every request with an error ends the agent,
