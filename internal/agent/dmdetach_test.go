@@ -15,6 +15,17 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
+// winAudio sends the audio device to the HVM guest win, on an emulated
+// controller.
+const winAudio = `[domain.win]
+usbctrl = ["type=devicemodel, version=2"]
+[[rule]]
+name = "audio"
+action = "attach"
+match = { id = "0d8c:0014" }
+target = { domain = "win" }
+`
+
 // failDel is a device model whose device_del fails while fail is set.
 type failDel struct {
 	assign.QMP
@@ -40,14 +51,7 @@ func TestFailedDMDetachKeepsItsOwnership(t *testing.T) {
 		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
 			return failDel{dm, &fail}, func() {}, nil
 		}
-		pol := `[domain.win]
-usbctrl = ["type=devicemodel, version=2"]
-[[rule]]
-name = "audio"
-action = "attach"
-match = { id = "0d8c:0014" }
-target = { domain = "win" }
-`
+		pol := winAudio
 		e.run(pol, false)
 		if a, ok := e.at("1-2"); !ok || a.Domid != win.ID {
 			t.Fatalf("not attached to win: %+v %v", a, ok)
@@ -78,7 +82,7 @@ func TestStartAddsToQEMUWhatACrashLeftOut(t *testing.T) {
 		win := e.startHVM("win")
 		dm := sim.NewDeviceModel()
 		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) { return dm, func() {}, nil }
-		pol := "[domain.win]\nusbctrl = [\"type=devicemodel, version=2\"]\n[[rule]]\nname = \"audio\"\naction = \"attach\"\nmatch = { id = \"0d8c:0014\" }\ntarget = { domain = \"win\" }\n"
+		pol := winAudio
 		e.run(pol, false)
 		var id string
 		for _, d := range dm.Devices() {

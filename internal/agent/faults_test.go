@@ -146,14 +146,7 @@ func TestAgentWaitsForAGuestsDeviceModel(t *testing.T) {
 			c.Close()
 			return nil, nil, errors.New("unexpected: a QMP peer answered")
 		}
-		e.run(`[domain.win]
-usbctrl = ["type=devicemodel, version=2"]
-[[rule]]
-name = "audio"
-action = "attach"
-match = { id = "0d8c:0014" }
-target = { domain = "win" }
-`, false)
+		e.run(winAudio, false)
 		// The first pass found no socket: pending, not dropped.
 		if log := e.logText(); !strings.Contains(log, `"busid":"1-2","id":"0d8c:0014","trigger":"start","action":"pending"`) ||
 			!strings.Contains(log, "cannot be reached") {
