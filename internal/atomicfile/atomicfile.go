@@ -20,19 +20,9 @@ var ErrExists = errors.New("file exists")
 // path is left alone and ErrExists returned), and the directory synced.
 func Write(path string, data []byte, perm fs.FileMode, replace bool) error {
 	dir := filepath.Dir(path)
-	// Said of path, not of the temporary file beside it: a directory
-	// missing, or path a directory, is the caller's to hear about.
-	if st, err := os.Stat(dir); err != nil {
-		return err
-	} else if !st.IsDir() {
-		return &fs.PathError{Op: "write", Path: path, Err: syscall.ENOTDIR}
-	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return &fs.PathError{Op: "write", Path: path, Err: syscall.EISDIR}
-	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return err
+		return ofPath(path, err)
 	}
 	tmp := f.Name()
 	err = fill(f, data, perm)
@@ -44,9 +34,24 @@ func Write(path string, data []byte, perm fs.FileMode, replace bool) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return err
+		return ofPath(path, err)
 	}
 	return syncDir(dir)
+}
+
+// ofPath says a failed write's error of path, not of the temporary file
+// beside it, when what is wrong is path's: its directory missing or no
+// directory, or a directory in its place. Looked at only after a failure.
+func ofPath(path string, err error) error {
+	if st, serr := os.Stat(filepath.Dir(path)); serr != nil {
+		return serr
+	} else if !st.IsDir() {
+		return &fs.PathError{Op: "write", Path: path, Err: syscall.ENOTDIR}
+	}
+	if st, serr := os.Stat(path); serr == nil && st.IsDir() {
+		return &fs.PathError{Op: "write", Path: path, Err: syscall.EISDIR}
+	}
+	return err
 }
 
 func fill(f *os.File, data []byte, perm fs.FileMode) error {
