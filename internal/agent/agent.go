@@ -974,7 +974,7 @@ func rollbackEcho(t Trigger) bool {
 	return t == kernelTrigger("bind") || t == kernelTrigger("unbind") || t == TrigPortChanged
 }
 
-// backingOff says busid's last attempt failed and its retry is not due
+// backingOffLocked says busid's last attempt failed and its retry is not due
 // yet.
 func (a *Agent) backingOffLocked(busid string) bool {
 	r := a.retries[busid]

@@ -78,9 +78,10 @@
 // from 0.5 s to a minute; the next pass starts from what the failed one
 // left. A failure is apply's, never a plan's. Until its retry is due, a
 // pass that a driver's bind or unbind or its port's clearing asks for
-// (what the failed attach's own rollback makes) tries nothing: a device whose bind always fails
-// (a program claiming it back at once) is not moved between drivers in a
-// loop. A plug, a reload or a domain change tries at once.
+// (what the failed attach's own rollback makes) tries nothing: a device
+// whose bind always fails (a program claiming it back at once) is not
+// moved between drivers in a loop. A plug, a reload or a domain change
+// tries at once.
 //
 // An interface without a driver on a device the agent never attached is
 // left alone: only what the agent (or xl) unbound, as its driver records

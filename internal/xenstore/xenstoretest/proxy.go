@@ -43,7 +43,7 @@ func Proxy(t testing.TB, target string, refuse func(h xenstore.Header, payload [
 						return
 					}
 					mu.Lock()
-					c.Write(append(xenstore.AppendHeader(nil, h), payload...))
+					writeMessage(c, h, payload)
 					mu.Unlock()
 				}
 			})
@@ -56,16 +56,21 @@ func Proxy(t testing.TB, target string, refuse func(h xenstore.Header, payload [
 					}
 					errno := refuse(h, payload)
 					if errno == "" {
-						s.Write(append(xenstore.AppendHeader(nil, h), payload...))
+						writeMessage(s, h, payload)
 						continue
 					}
 					e := []byte(errno + "\x00")
 					mu.Lock()
-					c.Write(append(xenstore.AppendHeader(nil, xenstore.Header{Type: xenstore.TypeError, ReqID: h.ReqID, TxID: h.TxID, Len: uint32(len(e))}), e...))
+					writeMessage(c, xenstore.Header{Type: xenstore.TypeError, ReqID: h.ReqID, TxID: h.TxID, Len: uint32(len(e))}, e)
 					mu.Unlock()
 				}
 			})
 		}
 	})
 	return sock
+}
+
+// writeMessage writes one whole message, header and payload, in one write.
+func writeMessage(w net.Conn, h xenstore.Header, payload []byte) {
+	w.Write(append(xenstore.AppendHeader(nil, h), payload...))
 }
