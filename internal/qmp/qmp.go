@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // SocketPath is where libxl's device model listens for QMP for a domain.
@@ -86,21 +87,65 @@ func (c *Client) deadline(ctx context.Context) func() {
 	return func() { stop() }
 }
 
+// Limits on what QEMU sends. The device model runs a guest's emulated
+// hardware and is deprivileged for that reason: a QEMU the guest took over
+// must not make dom0's agent allocate without bound or write a megabyte
+// into an audit record.
+const (
+	// maxMessage bounds one QMP message (a line). The replies asked for
+	// here are a few kilobytes; QEMU's largest (query-qmp-schema) is
+	// about 200 KiB.
+	maxMessage = 1 << 20
+	// maxDesc bounds the error text kept from QEMU, and maxQuoted a
+	// message quoted in a protocol error.
+	maxDesc   = 512
+	maxQuoted = 128
+)
+
+// readLine reads one line of at most maxMessage bytes.
+func (c *Client) readLine() ([]byte, error) {
+	var line []byte
+	for {
+		part, err := c.r.ReadSlice('\n')
+		if len(line)+len(part) > maxMessage {
+			return nil, fmt.Errorf("%w: a message longer than %d bytes", ErrProtocol, maxMessage)
+		}
+		line = append(line, part...)
+		if err == nil {
+			return line, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, fmt.Errorf("qmp: %w", err)
+		}
+	}
+}
+
 func (c *Client) read() (message, error) {
 	for {
-		line, err := c.r.ReadBytes('\n')
+		line, err := c.readLine()
 		if err != nil {
-			return message{}, fmt.Errorf("qmp: %w", err)
+			return message{}, err
 		}
 		var m message
 		if err := json.Unmarshal(line, &m); err != nil {
-			return message{}, fmt.Errorf("%w: %q: %v", ErrProtocol, line, err)
+			return message{}, fmt.Errorf("%w: %q: %v", ErrProtocol, clip(string(line), maxQuoted), err)
 		}
 		if m.Event != "" {
 			continue // events are not asked for here
 		}
 		return m, nil
 	}
+}
+
+// clip cuts s to at most n bytes, at a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func (c *Client) exec(command string, args any) (json.RawMessage, error) {
@@ -125,7 +170,7 @@ func (c *Client) exec(command string, args any) (json.RawMessage, error) {
 			continue // an answer to an earlier, timed-out command
 		}
 		if m.Error != nil {
-			return nil, &Error{Command: command, Class: m.Error.Class, Desc: m.Error.Desc}
+			return nil, &Error{Command: command, Class: clip(m.Error.Class, maxQuoted), Desc: clip(m.Error.Desc, maxDesc)}
 		}
 		return m.Return, nil
 	}

@@ -137,3 +137,56 @@ func FuzzReply(f *testing.F) {
 		_ = c.Run(ctx, "query-status", nil, &out)
 	})
 }
+
+// A device model that sends without end (a guest that took QEMU over) ends
+// the command with a protocol error once a message passes maxMessage; it
+// does not make the client allocate what it sends.
+func TestRunRefusesAnEndlessMessage(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() {
+		defer b.Close()
+		r := bufio.NewReader(b)
+		if _, err := r.ReadBytes('\n'); err != nil {
+			return
+		}
+		if _, err := b.Write([]byte(`{"return": "`)); err != nil {
+			return
+		}
+		chunk := []byte(strings.Repeat("x", 64<<10)) // one endless string
+		for { // until the client gives up and closes
+			if _, err := b.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	c := &Client{conn: a, r: bufio.NewReaderSize(a, 64<<10)}
+	err := c.Run(ctx(t), "qom-list", nil, nil)
+	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// QEMU's error text and a malformed message are kept short: they go into
+// audit records and logs.
+func TestLongTextFromQEMUIsClipped(t *testing.T) {
+	long := strings.Repeat("é", 2000)
+	sock := peer(t, greeting,
+		`{"return": {}, "id": 1}`+"\n",
+		`{"error": {"class": "GenericError", "desc": "`+long+`"}, "id": 2}`+"\n",
+		`{"return": `+long+"\n")
+	c, err := Dial(ctx(t), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Run(ctx(t), "device_add", nil, nil)
+	var qe *Error
+	if !errors.As(err, &qe) || len(qe.Desc) > maxDesc+len("…") || !strings.HasPrefix(long, strings.TrimSuffix(qe.Desc, "…")) {
+		t.Fatalf("desc of %d bytes: %v", len(qe.Desc), err)
+	}
+	err = c.Run(ctx(t), "qom-list", nil, nil)
+	if !errors.Is(err, ErrProtocol) || len(err.Error()) > 400 {
+		t.Fatalf("protocol error of %d bytes: %.200v", len(err.Error()), err)
+	}
+}
