@@ -98,18 +98,7 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	h, busid := a.h, o.busid
 	switch s.kind {
 	case stepForget:
-		a.mu.Lock()
-		delete(a.refusedBy, busid)
-		delete(a.openDisks, busid)
-		delete(a.plugs, busid)
-		a.mu.Unlock()
-		a.dropPresent(ctx, busid)
-		a.forgetPlugged(busid)
-		a.remember(busid, o.dev, false)
-		a.mu.Lock()
-		delete(a.seenAttached, busid)
-		delete(a.offered, busid)
-		a.mu.Unlock()
+		a.forget(ctx, busid, o.dev)
 	case stepDetach:
 		if err := h.DetachOwned(ctx, s.at, ownedPath(busid)); err != nil {
 			return err
@@ -118,29 +107,17 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepRememberLeft:
 		a.rememberLeft(s.key, s.domain, s.at)
 	case stepRelease:
-		var err error
-		if s.unbound {
-			err = h.ReleaseUnbound(ctx, busid)
-			a.mu.Lock()
-			delete(a.seenAttached, busid)
-			a.offered[busid] = true
-			a.mu.Unlock()
-		} else {
-			err = h.Release(ctx, busid)
-		}
-		if s.lenient && err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				a.cfg.Log.Debug().Err(err).Str("busid", busid).Msg("release of a gone device")
-			}
-			return nil
-		}
-		return err
+		return a.release(ctx, busid, s)
 	case stepRmOwned:
 		return rmOpt(ctx, a, ownedPath(busid))
 	case stepEnsureBound:
 		return h.EnsureBound(ctx, busid)
 	case stepReRecord:
 		return h.WriteRecords(ctx, busid, o.owned.Drivers)
+	case stepReOwn:
+		rec := *o.owned
+		rec.ID, rec.Serial = o.dev.ID(), o.dev.Serial
+		return h.XS.Write(ctx, ownedPath(busid), []byte(ownedValue(rec)))
 	case stepEnsureInQEMU:
 		added, err := h.EnsureInDeviceModel(ctx, *o.port)
 		if added {
@@ -166,6 +143,44 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		return block(h.Sys, o.dev)
 	}
 	return nil
+}
+
+// forget drops what the agent remembers of a device that left.
+func (a *Agent) forget(ctx context.Context, busid string, dev usbsysfs.Device) {
+	a.mu.Lock()
+	delete(a.refusedBy, busid)
+	delete(a.openDisks, busid)
+	delete(a.plugs, busid)
+	a.mu.Unlock()
+	a.dropPresent(ctx, busid)
+	a.forgetPlugged(busid)
+	a.remember(busid, dev, false)
+	a.mu.Lock()
+	delete(a.seenAttached, busid)
+	delete(a.offered, busid)
+	a.mu.Unlock()
+}
+
+// release gives back what of the device is in usbback, and its driver
+// records (a release step).
+func (a *Agent) release(ctx context.Context, busid string, s step) error {
+	var err error
+	if s.unbound {
+		err = a.h.ReleaseUnbound(ctx, busid)
+		a.mu.Lock()
+		delete(a.seenAttached, busid)
+		a.offered[busid] = true
+		a.mu.Unlock()
+	} else {
+		err = a.h.Release(ctx, busid)
+	}
+	if s.lenient && err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			a.cfg.Log.Debug().Err(err).Str("busid", busid).Msg("release of a gone device")
+		}
+		return nil
+	}
+	return err
 }
 
 // queueAttach turns an attach step into an intent of the batch.

@@ -53,9 +53,13 @@
 //	                                                        target migrating away (NAME--migratedaway) →
 //	                                                        kept until that copy is gone, then released;
 //	                                                        at an emulated port, at start, added to its
-//	                                                        guest's QEMU if a crash left it out
+//	                                                        guest's QEMU if a crash left it out; kept at
+//	                                                        an own port its record names another device
+//	                                                        at: the record names this one from then on
 //	held       own, detached by someone else while the      held, until it is plugged again or the target
-//	           target kept running                          restarts (another domid) → attaching
+//	           target kept running                          restarts (another domid) → attaching; another
+//	                                                        device than its record names at the busid
+//	                                                        (swapped while the agent was down) → attaching
 //	foreign    at a port someone else made                  left (a rule with takeover → detached,
 //	                                                        attaching)
 //	settling   something of it half-way (in usbback or      a second look shortly; then released (given

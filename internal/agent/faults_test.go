@@ -406,3 +406,65 @@ func TestAgentOwnsItsPortWhateverDeviceIsThere(t *testing.T) {
 		}
 	})
 }
+
+// The device held after an admin's detach is the one the record names:
+// another one plugged at that busid while the agent was down is decided
+// afresh, not held for the one that was there before.
+func TestHeldIsOfTheDeviceItsRecordNames(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"]
+		a, err := e.h.Attach(e.ctx, kiosk.ID, policy.DevSpec{BusID: "1-2", Controller: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.Detach(e.ctx, a.Domid, a.Controller, a.Port); err != nil {
+			t.Fatal(err)
+		}
+		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":%d,"port":%d,"rule":"audio","id":"0d8c:0014","serial":"ANOTHER"}`, kiosk.ID, a.Controller, a.Port)
+		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false)
+		if at, ok := e.at("1-2"); !ok || at.Domid != kiosk.ID {
+			t.Fatalf("1-2 not attached to kiosk though the policy sends it there and the held record is of another device: %+v %v\nlog:\n%s", at, ok, e.logText())
+		}
+	})
+}
+
+// A device kept at the agent's port, though its record named another one
+// (swapped while the agent was down), becomes the record's device: an
+// admin's detach of it afterwards is respected as for any other.
+func TestKeptAtItsPortTheRecordNamesTheDevice(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"]
+		a, err := e.h.Attach(e.ctx, kiosk.ID, policy.DevSpec{BusID: "1-2", Controller: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":%d,"port":%d,"rule":"audio","id":"046d:c077","serial":"OTHER"}`, kiosk.ID, a.Controller, a.Port)
+		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false) // drains the start's audits
+		if !strings.Contains(e.logText(), "its ownership record named another device at 1-2") {
+			t.Errorf("the keep does not say its record changed:\n%s", e.logText())
+		}
+		owned, err := agent.ListOwned(e.ctx, e.xs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := owned["1-2"]; o.ID != "0d8c:0014" || o.Serial == "OTHER" || o.Port != a.Port {
+			t.Fatalf("the record is not of the device kept: %+v", o)
+		}
+		if err := e.h.Detach(e.ctx, a.Domid, a.Controller, a.Port); err != nil {
+			t.Fatal(err)
+		}
+		e.await("1-2", agent.ActHeld)
+		e.settle()
+		if at, ok := e.at("1-2"); ok {
+			t.Fatalf("the agent undid the admin's detach: %+v", at)
+		}
+	})
+}

@@ -43,25 +43,53 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	if serr != nil {
 		return o, serr
 	}
-	if o.port != nil && o.present && dom0Driver(o.dev) {
-		// xl's detach binds dom0's drivers back only after it has
-		// cleared the port: the port read again after the drivers were,
-		// and still set, says no detach is under way.
-		if p, ok := assign.PortPath(*o.port); ok {
-			v, err := a.h.XS.Read(ctx, p)
-			if err != nil && !errors.Is(err, syscall.ENOENT) {
-				return o, err
-			}
-			o.portAfter = err == nil && string(v) == busid
-		}
+	if err := a.readPortAfter(ctx, &o); err != nil {
+		return o, err
 	}
+	a.recall(&o)
+	if !o.present {
+		return o, nil
+	}
+	// Probed: its driver link is made after its interfaces exist and
+	// were offered to their drivers.
+	drv, _ := a.h.Sys.Driver(busid)
+	o.probed = drv != "" && len(dev.Interfaces) >= dev.NumInterfaces
+	if dev.IsRootHub() {
+		o.hubDefault, _ = a.h.Sys.InterfaceAuthorizedDefault(busid)
+	}
+	return o, nil
+}
+
+// readPortAfter reads the port of a device at a port with a dom0 driver
+// again: xl's detach binds dom0's drivers back only after it has cleared
+// the port, so the port still set, read after the drivers were, says no
+// detach is under way.
+func (a *Agent) readPortAfter(ctx context.Context, o *observation) error {
+	if o.port == nil || !o.present || !dom0Driver(o.dev) {
+		return nil
+	}
+	p, ok := assign.PortPath(*o.port)
+	if !ok {
+		return nil
+	}
+	v, err := a.h.XS.Read(ctx, p)
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		return err
+	}
+	o.portAfter = err == nil && string(v) == o.busid
+	return nil
+}
+
+// recall adds to o what the agent remembers of the device.
+func (a *Agent) recall(o *observation) {
+	busid, dev := o.busid, o.dev
 	a.mu.Lock()
 	if o.port != nil || o.record || o.present && anyUsbback(o.dev) {
 		a.seenAttached[busid] = true // attached again: its interfaces are ours again
 	}
 	o.ours = a.seenAttached[busid] || o.owned != nil && !a.offered[busid]
 	o.last, o.known = a.status[busid]
-	o.backoff = rollbackEcho(trig) && a.backingOffLocked(busid)
+	o.backoff = rollbackEcho(o.trigger) && a.backingOffLocked(busid)
 	for b, st := range a.status {
 		if slices.Contains(st.Twins, busid) {
 			o.twinOf = append(o.twinOf, b)
@@ -78,17 +106,6 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	}
 	a.mu.Unlock()
 	sortBusIDs(o.twinOf)
-	if !o.present {
-		return o, nil
-	}
-	// Probed: its driver link is made after its interfaces exist and
-	// were offered to their drivers.
-	drv, _ := a.h.Sys.Driver(busid)
-	o.probed = drv != "" && len(dev.Interfaces) >= dev.NumInterfaces
-	if dev.IsRootHub() {
-		o.hubDefault, _ = a.h.Sys.InterfaceAuthorizedDefault(busid)
-	}
-	return o, nil
 }
 
 // A storeQuery is observeStore's reads, sent.

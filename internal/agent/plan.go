@@ -210,47 +210,7 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		rec.Domain = n
 	}
 	if t.running && x.Domid == t.domid || slices.Contains(t.several, x.Domid) {
-		// Bound already (the common case): nothing is written, so a
-		// detach xl starts meanwhile is not raced.
-		moved := false // dom0 had it: told each time (after a resume, its drivers probe first)
-		if !w.dryRun && x.Type == policy.TypePV && !allUsbback(o.dev) {
-			if o.trigger != TrigAfterUnbound && o.trigger != TrigStart && !o.portAfter {
-				// xl detaches by unbinding from usbback first and clearing
-				// the port after: binding back now would undo its detach.
-				// A port still set at the second look is a bind cut short.
-				// (A dom0 driver under a port still set is no detach: dom0
-				// took the guest's device, after a resume. It is moved back
-				// at once.)
-				p.state = StSettling
-				p.add(step{kind: stepLookLater, trigger: TrigAfterUnbound})
-				return true
-			}
-			rewriteRecords(p, &rec, o, x, mine, w)
-			p.add(step{kind: stepEnsureBound})
-			rec.Reason += fmt.Sprintf("; %s: moved back to usbback", heldByDom0(o.dev))
-			moved = true
-		} else {
-			rewriteRecords(p, &rec, o, x, mine, w)
-		}
-		if !w.dryRun && x.Type == policy.TypeDeviceModel && mine && (o.trigger == TrigStart || o.trigger == TrigRetry) {
-			// The port is written before QEMU's device_add: a crash in
-			// between left the port set and the guest without it. A
-			// check QEMU did not answer is its failure, and retried.
-			p.add(step{kind: stepEnsureInQEMU})
-		}
-		rec.Action = ActKept
-		if !mine {
-			rec.Reason += " (attached there by someone else; left as it is)"
-		}
-		if len(t.several) > 0 {
-			rec.Reason += "; " + severalDomains(t)
-		}
-		p.state = StAttached
-		if moved {
-			p.add(step{kind: stepAudit, rec: rec})
-		} else {
-			p.audit(o, rec)
-		}
+		planKept(p, o, t, rec, mine, w)
 		return true
 	}
 	if !mine && (dec.Rule == nil || !dec.Rule.Takeover) {
@@ -284,6 +244,59 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 	return false
 }
 
+// planKept plans for a device at a port of its target: kept there, with
+// what is out of place around it put back.
+func planKept(p *plan, o observation, t target, rec Audit, mine bool, w world) {
+	x := *o.port
+	// Bound already (the common case): nothing is written, so a
+	// detach xl starts meanwhile is not raced.
+	moved := false // dom0 had it: told each time (after a resume, its drivers probe first)
+	if !w.dryRun && x.Type == policy.TypePV && !allUsbback(o.dev) {
+		if o.trigger != TrigAfterUnbound && o.trigger != TrigStart && !o.portAfter {
+			// xl detaches by unbinding from usbback first and clearing
+			// the port after: binding back now would undo its detach.
+			// A port still set at the second look is a bind cut short.
+			// (A dom0 driver under a port still set is no detach: dom0
+			// took the guest's device, after a resume. It is moved back
+			// at once.)
+			p.state = StSettling
+			p.add(step{kind: stepLookLater, trigger: TrigAfterUnbound})
+			return
+		}
+		rewriteRecords(p, &rec, o, x, mine, w)
+		p.add(step{kind: stepEnsureBound})
+		rec.Reason += fmt.Sprintf("; %s: moved back to usbback", heldByDom0(o.dev))
+		moved = true
+	} else {
+		rewriteRecords(p, &rec, o, x, mine, w)
+	}
+	if !w.dryRun && x.Type == policy.TypeDeviceModel && mine && (o.trigger == TrigStart || o.trigger == TrigRetry) {
+		// The port is written before QEMU's device_add: a crash in
+		// between left the port set and the guest without it. A
+		// check QEMU did not answer is its failure, and retried.
+		p.add(step{kind: stepEnsureInQEMU})
+	}
+	rec.Action = ActKept
+	if !mine {
+		rec.Reason += " (attached there by someone else; left as it is)"
+	} else if !o.owned.of(o.dev) && !w.dryRun {
+		// The port stays the agent's; its record now names the device
+		// there, so that a later detach by someone else holds this
+		// one, and not the one that was plugged here before.
+		p.add(step{kind: stepReOwn})
+		rec.Reason += fmt.Sprintf("; its ownership record named another device at %s (%s): it names this one now", o.busid, ownedIdentity(*o.owned))
+	}
+	if len(t.several) > 0 {
+		rec.Reason += "; " + severalDomains(t)
+	}
+	p.state = StAttached
+	if moved {
+		p.add(step{kind: stepAudit, rec: rec})
+	} else {
+		p.audit(o, rec)
+	}
+}
+
 // rewriteRecords writes again the driver records of a device the agent
 // attached at x, when they are gone: another toolstack's detach of the
 // port it left, ended after this attach, removes them whatever device
@@ -296,6 +309,14 @@ func rewriteRecords(p *plan, rec *Audit, o observation, x assign.Assignment, min
 	}
 	p.add(step{kind: stepReRecord})
 	rec.Reason += "; its driver records were gone (removed by a detach of the port it left, ended late): written again from its ownership record"
+}
+
+// ownedIdentity is the device an ownership record names, for a reason.
+func ownedIdentity(o Owned) string {
+	if o.Serial == "" {
+		return o.ID
+	}
+	return fmt.Sprintf("%s serial %q", o.ID, o.Serial)
 }
 
 func severalDomains(t target) string {
@@ -335,7 +356,7 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 			rec.Action, p.state = ActPending, StPending
 			rec.Reason += fmt.Sprintf("; %s is not running: attached when it starts", t.name)
 			keptInert(o, &rec, w)
-		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid:
+		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid && owned.of(o.dev):
 			// The agent put it there, and someone took it away while the
 			// domain kept running (xl usbdev-detach, usbctrl-detach, or
 			// the domain going down): that is respected, not undone.

@@ -146,6 +146,12 @@ func TestPlanTable(t *testing.T) {
 		{"attached → pending: its guest went", owned(at(here(TrigDomains, "usbback"), 5), 5), attach, down, StPending, []stepKind{stepDetach, stepAudit, stepAudit}, ActPending, ""},
 		// held
 		{"held: detached by someone else", owned(here(TrigPortChanged, "usbhid"), 5), attach, kiosk, StHeld, []stepKind{stepAudit}, ActHeld, "by someone else"},
+		{"held → attaching: its record names another device at its busid", with(owned(here(TrigStart, "usbhid"), 5), func(o *observation) { o.owned.Serial = "OTHER" }),
+			attach, kiosk, StAttaching, []stepKind{stepAttach}, "", ""},
+		{"attached: another device at its own port, its record rewritten", with(owned(at(here(TrigStart, "usbback"), 5), 5), func(o *observation) { o.owned.ID = "aaaa:bbbb" }),
+			attach, kiosk, StAttached, []stepKind{stepReOwn, stepAudit}, ActKept, "its ownership record named another device at 1-2 (aaaa:bbbb): it names this one now"},
+		{"attached: another device at its own port, dry run writes nothing", with(owned(at(here(TrigStart, "usbback"), 5), 5), func(o *observation) { o.owned.ID = "aaaa:bbbb" }),
+			attach, dry, StAttached, []stepKind{stepAudit}, ActKept, ""},
 		// foreign
 		{"foreign: left where xl put it", at(here(TrigStart, "usbback"), 6), attach, kiosk, StForeign, []stepKind{stepAudit}, ActLeft, "takeover = true would move it"},
 		{"foreign: unchanged", last(at(here(TrigStart, "usbback"), 6), ActLeft, "1-2 is at domain 6 port 0:1, attached by someone else: left there (the policy says: r attaches it; a rule with takeover = true would move it)"), attach, kiosk, StForeign, nil, "", ""},

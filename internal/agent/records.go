@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 )
 
@@ -34,6 +35,12 @@ type Owned struct {
 	// agent writes them again from here.
 	Drivers map[string]string `json:"drivers,omitempty"`
 }
+
+// of says whether the record is of d: a busid names a physical port, and
+// the device plugged there may be another one than the agent attached
+// (swapped while the agent was down). Twins cannot be told apart, here as
+// anywhere.
+func (o *Owned) of(d usbsysfs.Device) bool { return o.ID == d.ID() && o.Serial == d.Serial }
 
 func ownedPath(busid string) string { return RecordRoot + "/" + nodeName(busid) }
 

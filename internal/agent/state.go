@@ -96,9 +96,10 @@ const (
 	stepBlock                        // deauthorize its interfaces (a block rule)
 	stepReRecord                     // write its driver records again from its ownership record
 	stepEnsureInQEMU                 // add it to its guest's QEMU if its emulated port has nothing there
+	stepReOwn                        // write its ownership record again, of the device now at its busid
 )
 
-var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record", "ensure-in-qemu"}
+var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record", "ensure-in-qemu", "re-own"}
 
 func (k stepKind) String() string { return stepNames[k] }
 
