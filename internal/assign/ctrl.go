@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -397,7 +398,11 @@ func (h *Host) RemoveController(ctx context.Context, domid uint32, devid int) er
 	var waitErr error
 	for _, force := range []bool{false, true} {
 		gone := false
-		err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		update := h.XS.Update
+		if force {
+			update = h.overFrontend(c.frontend)
+		}
+		err := update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
 			gone = false
 			if force {
 				if err := pathCleanup(ctx, tx, c.frontend); err != nil {
@@ -432,7 +437,7 @@ func (h *Host) RemoveController(ctx context.Context, domid uint32, devid int) er
 			break
 		}
 	}
-	err = h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+	err = h.overFrontend(c.frontend)(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
 		for _, p := range []string{c.frontend, c.libxl, c.backend} {
 			if err := pathCleanup(ctx, tx, p); err != nil {
 				return err
@@ -447,4 +452,25 @@ func (h *Host) RemoveController(ctx context.Context, domid uint32, devid int) er
 		return fmt.Errorf("controller %d of domain %d removed, but its backend never closed: %w", devid, domid, waitErr)
 	}
 	return nil
+}
+
+// overFrontend is Update for a transaction that removes the guest's
+// frontend fp. The guest may write below fp at any time, and the C
+// xenstored fails a commit that removed a node written meanwhile: a guest
+// that writes without pause fails every try. Then fp is removed on its
+// own, in one request no write can fail, and the transaction run again:
+// the guest may not create fp again (its parent is dom0's), so it has
+// nothing left to write there.
+func (h *Host) overFrontend(fp string) func(context.Context, func(context.Context, *xenstore.Tx) error) error {
+	return func(ctx context.Context, fn func(context.Context, *xenstore.Tx) error) error {
+		err := h.XS.Update(ctx, fn)
+		if !errors.Is(err, syscall.EAGAIN) {
+			return err
+		}
+		h.warn("%s kept changing while the transaction removing it ran (its guest writing it, likely); removed on its own first", fp)
+		if err := rmOpt(ctx, h.XS, fp); err != nil {
+			return err
+		}
+		return h.XS.Update(ctx, fn)
+	}
 }
