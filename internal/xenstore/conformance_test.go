@@ -136,6 +136,7 @@ func TestConformance(t *testing.T) {
 		{"TransactionAbort", testTransactionAbort},
 		{"TransactionConflict", testTransactionConflict},
 		{"TransactionMerge", testTransactionMerge},
+		{"TransactionRmConflict", testTransactionRmConflict},
 		{"TransactionUpdateRetries", testTransactionUpdateRetries},
 		{"TransactionErrors", testTransactionErrors},
 		{"WatchFiresOnRegistration", testWatchInitial},
@@ -563,6 +564,34 @@ func testTransactionMerge(t *testing.T, s xenstoretest.Store) {
 		must(t, err)
 	} else {
 		wantErrno(t, err, syscall.EAGAIN) // the parent's child list changed
+	}
+}
+
+// A transaction that removes a subtree, while another connection writes a
+// node deep inside it (a guest writing its frontend while the toolstack
+// removes it): the C daemon fails the commit, as the removal touched every
+// node below; oxenstored merges it, and the subtree goes with the write.
+func testTransactionRmConflict(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	other := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/txr/a/b/c", []byte("0")))
+	tx, err := c.Begin(ctx)
+	must(t, err)
+	must(t, tx.Rm(ctx, "/txr/a"))
+	must(t, other.Write(ctx, "/txr/a/b/c", []byte("1")))
+	err = tx.Commit(ctx)
+	if s.Name() == xenstoretest.KindOxenstored {
+		must(t, err)
+		_, err = c.Read(ctx, "/txr/a")
+		wantErrno(t, err, syscall.ENOENT)
+		return
+	}
+	wantErrno(t, err, syscall.EAGAIN)
+	v, err := c.Read(ctx, "/txr/a/b/c")
+	must(t, err)
+	if string(v) != "1" {
+		t.Fatalf("after the failed commit %q, want 1", v)
 	}
 }
 

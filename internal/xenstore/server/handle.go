@@ -203,8 +203,11 @@ func (st *state) rm(path string) syscall.Errno {
 	comps := split(path)
 	parent := lookup(st.root, comps[:len(comps)-1])
 	st.touch(joinPathOrRoot(comps[:len(comps)-1]), parent)
-	// Watches on the removed descendants fire with their own paths.
+	// Watches on the removed descendants fire with their own paths. A
+	// transaction touches each of them, as the C daemon's does: a write
+	// below meanwhile fails its commit.
 	walk(n, path, true, func(p string, d *node) {
+		st.touch(p, d)
 		if p != path {
 			st.announce(p, d.perms, true)
 		}
