@@ -254,20 +254,20 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 	if err := spec.Check(); err != nil {
 		return Controller{}, err
 	}
-	if _, ok, err := readOpt(ctx, h.XS, fmt.Sprintf("/local/domain/%d", domid)); err != nil || !ok {
-		if err == nil {
-			err = fmt.Errorf("domain %d: %w", domid, ErrNoDomain)
-		}
-		return Controller{}, err
-	}
 	if typ == policy.TypeQUSB {
+		// The domain is read too, so that a domain that is not there is
+		// told as such; the transaction below looks again.
 		q := fmt.Sprintf("/local/domain/0/device-model/%d/backends/qusb", domid)
-		if _, ok, err := readOpt(ctx, h.XS, q); err != nil || !ok {
-			if err == nil {
-				err = fmt.Errorf("type qusb needs the guest's QEMU to offer the backend (%s is missing): %w", q, ErrUnsupported)
-				if auto {
-					err = fmt.Errorf("no controller type serves domain %d: pv needs dom0's usbback driver, which this kernel does not have loaded (no /sys/bus/usb/drivers/usbback), and %w", domid, err)
-				}
+		v, err := readMany(ctx, h.XS, []string{homePath(domid), q})
+		switch {
+		case err != nil:
+			return Controller{}, err
+		case !v[0].ok:
+			return Controller{}, fmt.Errorf("domain %d: %w", domid, ErrNoDomain)
+		case !v[1].ok:
+			err = fmt.Errorf("type qusb needs the guest's QEMU to offer the backend (%s is missing): %w", q, ErrUnsupported)
+			if auto {
+				err = fmt.Errorf("no controller type serves domain %d: pv needs dom0's usbback driver, which this kernel does not have loaded (no /sys/bus/usb/drivers/usbback), and %w", domid, err)
 			}
 			return Controller{}, err
 		}
@@ -279,9 +279,10 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 	var devid int
 	var bp string
 	// The devid is chosen inside the transaction, so that two concurrent
-	// adds conflict and the second, retried, takes the next one.
+	// adds conflict and the second, retried, takes the next one; the
+	// domain is looked for there too (see newDevID).
 	err = h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
-		if devid, err = nextDevID(ctx, tx, domid); err != nil {
+		if devid, err = newDevID(ctx, tx, domid); err != nil {
 			return err
 		}
 		lp, fp := libxlPath(domid, devid), frontendPath(domid, devid)
@@ -305,12 +306,31 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 	return h.controller(ctx, h.XS, domid, devid, true)
 }
 
-// nextDevID is libxl's choice of a new controller's devid: the last name
-// in the directory, plus one. Where that one is taken, as from oxenstored,
-// which lists "10" before "9", libxl fails; the largest plus one is taken
-// instead.
-func nextDevID(ctx context.Context, tx *xenstore.Tx, domid uint32) (int, error) {
-	ids, err := dirOpt(ctx, tx, libxlDir(domid))
+// newDevID checks, in the transaction that adds a controller, that its
+// domain is there, and picks the controller's devid, in one round trip.
+//
+// The domain is looked for in the transaction, as libxl does, because the
+// writes would create its paths again: a domain destroyed before the
+// commit makes the commit fail (every store fails a transaction that read
+// a node removed meanwhile), and the retry finds it gone. Reading its home
+// conflicts only with a change to that node itself, not with what its
+// guest writes below it.
+//
+// The devid is libxl's choice: the last name in the directory, plus one.
+// Where that one is taken, as from oxenstored, which lists "10" before
+// "9", libxl fails; the largest plus one is taken instead.
+func newDevID(ctx context.Context, tx *xenstore.Tx, domid uint32) (int, error) {
+	got := tx.Gets(ctx, []xenstore.Get{{Path: homePath(domid)}, {Path: libxlDir(domid), Dir: true}})
+	switch err := got[0].Err; {
+	case notExist(err):
+		return 0, fmt.Errorf("domain %d: %w", domid, ErrNoDomain)
+	case err != nil:
+		return 0, err
+	}
+	ids, err := got[1].Names, got[1].Err
+	if notExist(err) {
+		ids, err = nil, nil
+	}
 	if err != nil || len(ids) == 0 {
 		return 0, err
 	}

@@ -104,16 +104,10 @@ func (h *Host) addDMController(ctx context.Context, domid uint32, spec policy.Ct
 	if err := spec.Check(); err != nil {
 		return Controller{}, err
 	}
-	if _, ok, err := readOpt(ctx, h.XS, fmt.Sprintf("/local/domain/%d", domid)); err != nil || !ok {
-		if err == nil {
-			err = fmt.Errorf("domain %d: %w", domid, ErrNoDomain)
-		}
-		return Controller{}, err
-	}
 	var devid int
 	err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
 		var err error
-		if devid, err = nextDevID(ctx, tx, domid); err != nil {
+		if devid, err = newDevID(ctx, tx, domid); err != nil {
 			return err
 		}
 		lp := libxlPath(domid, devid)

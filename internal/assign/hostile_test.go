@@ -223,3 +223,129 @@ func TestGuestFrontendValues(t *testing.T) {
 		}
 	})
 }
+
+// destroy removes a domain's nodes as xl destroy does once its devices
+// are gone: its home, its /libxl and /vm directories, its backends.
+func destroy(t *testing.T, xs *xenstore.Conn, d sim.Domain) {
+	t.Helper()
+	ctx := context.Background()
+	for _, p := range []string{fmt.Sprintf("/local/domain/%d", d.ID), fmt.Sprintf("/libxl/%d", d.ID), "/vm/" + d.UUID,
+		fmt.Sprintf("/local/domain/0/backend/vusb/%d", d.ID), fmt.Sprintf("/local/domain/0/backend/qusb/%d", d.ID)} {
+		if err := xs.Rm(ctx, p); err != nil && !errors.Is(err, syscall.ENOENT) {
+			t.Error(err)
+		}
+	}
+}
+
+// writesController says a request writes a controller's nodes of domid.
+func writesController(h xenstore.Header, p []byte, domid uint32) bool {
+	if h.TxID == 0 || h.Type != xenstore.TypeWrite && h.Type != xenstore.TypeMkdir {
+		return false
+	}
+	path, _, _ := strings.Cut(string(p), "\x00")
+	return strings.HasPrefix(path, fmt.Sprintf("/libxl/%d/device/vusb/", domid))
+}
+
+// A domain destroyed while a controller is added to it, just before the
+// transaction that writes the controller starts or just before it
+// commits: the add fails with ErrNoDomain, and nothing of the controller
+// is left under the dead domain's paths. A device attach that adds the
+// controller it needs fails the same way.
+func TestControllerNeverOutlivesItsDomain(t *testing.T) {
+	for _, when := range []string{"start", "commit"} {
+		for _, op := range []string{"pv", "devicemodel", "attach"} {
+			t.Run(when+"/"+op, func(t *testing.T) {
+				xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+					ctx := context.Background()
+					e := newEnv(t, s, true)
+					killer := s.Dial(t)
+					var once sync.Once
+					starts := 0
+					writing := map[uint32]bool{}
+					var mu sync.Mutex
+					h := proxied(t, s, e, func(hd xenstore.Header, p []byte) {
+						mu.Lock()
+						defer mu.Unlock()
+						if writesController(hd, p, 1) {
+							writing[hd.TxID] = true
+						}
+						if hd.Type == xenstore.TypeTransactionStart {
+							starts++
+						}
+						// An attach's first transaction places its devices;
+						// its second adds the controller they need.
+						first := map[bool]int{true: 2, false: 1}[op == "attach"]
+						switch {
+						case when == "start" && hd.Type == xenstore.TypeTransactionStart && starts == first,
+							when == "commit" && isCommit(hd, p) && writing[hd.TxID]:
+							once.Do(func() { destroy(t, killer, sim.KioskDomain) })
+						}
+						if hd.Type == xenstore.TypeTransactionEnd {
+							delete(writing, hd.TxID)
+						}
+					})
+					var err error
+					switch op {
+					case "pv":
+						_, err = h.AddController(ctx, 1, policy.CtrlSpec{Type: policy.TypePV, Ports: 2}, true)
+					case "devicemodel":
+						_, err = h.AddController(ctx, 1, policy.CtrlSpec{Type: policy.TypeDeviceModel}, true)
+					case "attach":
+						_, err = h.Attach(ctx, 1, dev("1-1.6"))
+					}
+					if !errors.Is(err, assign.ErrNoDomain) {
+						t.Errorf("%s: %v, want ErrNoDomain", op, err)
+					}
+					for _, p := range []string{"/local/domain/1", "/libxl/1", "/local/domain/0/backend/vusb/1", "/libxl/usbback/1-1_6"} {
+						if _, ok := e.read(t, p); ok {
+							t.Errorf("%s is left", p)
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// That look at the domain inside the transaction costs nothing when the
+// guest writes below its home before every commit (its data, its control
+// keys): on no store does it conflict, and the add commits at once.
+func TestDomainLookInTheAddIgnoresItsGuest(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, true)
+		guest := s.Guest(t, 1)
+		var starts, wrote atomic.Int64
+		h := proxied(t, s, e, func(hd xenstore.Header, p []byte) {
+			if hd.Type == xenstore.TypeTransactionStart {
+				starts.Add(1)
+			}
+			if isCommit(hd, p) {
+				for _, n := range []string{"/local/domain/1/data/junk", "/local/domain/1/control/shutdown"} {
+					if guest.Write(ctx, n, []byte(strconv.Itoa(int(wrote.Add(1))))) != nil {
+						t.Errorf("the guest cannot write %s", n)
+					}
+				}
+			}
+		})
+		for _, typ := range []string{policy.TypePV, policy.TypeDeviceModel} {
+			starts.Store(0)
+			spec := policy.CtrlSpec{Type: typ}
+			if typ == policy.TypePV {
+				spec.Ports = 2
+			}
+			c, err := h.AddController(ctx, 1, spec, false)
+			if typ == policy.TypeDeviceModel {
+				// No QEMU here: refused after the commit.
+				if !errors.Is(err, assign.ErrNotReady) {
+					t.Fatalf("devicemodel: %v", err)
+				}
+			} else if err != nil || c.DevID != 0 {
+				t.Fatalf("add: %+v %v", c, err)
+			}
+			if n := starts.Load(); n != 1 {
+				t.Errorf("%s: %d transactions, want 1", typ, n)
+			}
+		}
+	})
+}

@@ -13,6 +13,7 @@ import (
 // canonical path of a real /sys (whatever root this host's sysfs is under).
 const sysDrivers = "/sys/bus/usb/drivers/"
 
+func homePath(domid uint32) string { return fmt.Sprintf("/local/domain/%d", domid) }
 func libxlDir(domid uint32) string { return fmt.Sprintf("/libxl/%d/device/vusb", domid) }
 func libxlPath(domid uint32, devid int) string {
 	return fmt.Sprintf("/libxl/%d/device/vusb/%d", domid, devid)
