@@ -7,6 +7,9 @@ import (
 	"strings"
 )
 
+// maxDomid is the last domid a domain can have: DOMID_FIRST_RESERVED - 1.
+const maxDomid = 0x7fef
+
 // A Domain is a running guest.
 type Domain struct {
 	ID   uint32
@@ -24,7 +27,7 @@ func (h *Host) Domains(ctx context.Context) ([]Domain, error) {
 	var doms []Domain
 	for _, s := range ids {
 		n, ok := atoiStrict(s)
-		if !ok || n > 0x7fef {
+		if !ok || n > maxDomid {
 			continue
 		}
 		doms = append(doms, Domain{ID: uint32(n)})
@@ -53,6 +56,10 @@ func (h *Host) Domain(ctx context.Context, nameOrID string) (Domain, error) {
 
 func (h *Host) domain(ctx context.Context, r rw, nameOrID string) (Domain, error) {
 	if n, ok := atoiStrict(nameOrID); ok {
+		if n > maxDomid {
+			// Not the domain it would wrap to as a uint32.
+			return Domain{}, fmt.Errorf("domain %s: %w", nameOrID, ErrNoDomain)
+		}
 		// The name and the type in one round trip.
 		vals, err := readMany(ctx, r, domainPaths(uint32(n)))
 		if err != nil {

@@ -56,7 +56,7 @@ func (h *Host) DomainList(ctx context.Context, nameOrID string) (Domain, []Liste
 // with the domain's own reads for a domid, after the name is found for a
 // name.
 func (h *Host) domainPrefetched(ctx context.Context, nameOrID string) (Domain, rw, error) {
-	if n, ok := atoiStrict(nameOrID); ok {
+	if n, ok := atoiStrict(nameOrID); ok && n <= maxDomid {
 		r := prefetchGets(ctx, h.XS, listGets(uint32(n), true))
 		d, err := h.domain(ctx, r, nameOrID)
 		return d, r, err

@@ -113,3 +113,26 @@ func TestDomainAhead(t *testing.T) {
 		}
 	})
 }
+
+// A domid past the last a domain can have is no domain, not the domain
+// it wraps to as a uint32 (4294967297 would be domain 1, as it is for xl).
+func TestDomidPastTheLast(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s, true)
+		ctx := context.Background()
+		for _, id := range []string{"4294967297", "4294967298", "32752", "9223372036854775807"} {
+			if d, err := e.h.Domain(ctx, id); !errors.Is(err, assign.ErrNoDomain) {
+				t.Errorf("Domain(%s): %+v %v", id, d, err)
+			}
+			if d, _, err := e.h.DomainList(ctx, id); !errors.Is(err, assign.ErrNoDomain) {
+				t.Errorf("DomainList(%s): %+v %v", id, d, err)
+			}
+			if d, err := e.h.DomainAhead(ctx, id); !errors.Is(err, assign.ErrNoDomain) {
+				t.Errorf("DomainAhead(%s): %+v %v", id, d, err)
+			}
+		}
+		if d, err := e.h.Domain(ctx, "1"); err != nil || d.Name != "kiosk" {
+			t.Errorf("Domain(1): %+v %v", d, err)
+		}
+	})
+}
