@@ -114,8 +114,8 @@ func (c CtrlSpec) Check() error {
 // A DevSpec is a USB device as `usbdev` specs and `xl usbdev-attach` give
 // it. Controller is -1 and Port 0 when not given (libxl's "unset").
 type DevSpec struct {
-	HostBus    int    `json:"hostbus,omitempty"`
-	HostAddr   int    `json:"hostaddr,omitempty"`
+	HostBus    int    `json:"bus,omitempty"`   // hostbus=, spelled as match.bus and devices --json
+	HostAddr   int    `json:"addr,omitempty"`  // hostaddr=
 	BusID      string `json:"busid,omitempty"` // our addition: the device by its port, "1-1.6"
 	Controller int    `json:"controller"`
 	Port       int    `json:"port,omitempty"`

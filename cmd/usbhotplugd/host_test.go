@@ -50,7 +50,7 @@ func TestDevices(t *testing.T) {
 		t.Fatalf("json: exit %d\n%s", code, out)
 	}
 	kbd := devs[4]
-	if kbd["busid"] != "1-1.6" || kbd["id"] != "046d:c31c" || kbd["vendor"] != "046d" || kbd["class"] != "00" || kbd["devnum"] != float64(6) ||
+	if kbd["busid"] != "1-1.6" || kbd["id"] != "046d:c31c" || kbd["vendor"] != "046d" || kbd["class"] != "00" || kbd["bus"] != float64(1) || kbd["addr"] != float64(6) ||
 		kbd["port_path"] != "pci-0000:00:14.0-usb-0:1.6" || kbd["port_path_with_usb_revision"] != "pci-0000:00:14.0-usbv2-0:1.6" || kbd["ports"] != "1.6" {
 		t.Fatalf("keyboard in JSON: %v", kbd)
 	}

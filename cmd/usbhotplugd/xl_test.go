@@ -41,14 +41,14 @@ func TestXLCommands(t *testing.T) {
 			Ports []struct {
 				Port    int
 				Busid   string
-				Busnum  int
-				Devnum  int
+				Bus     int
+				Addr    int
 				Present bool
 			}
 		}
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.Name != "kiosk" || len(l.Controllers) != 1 ||
-		l.Controllers[0].Ports[0].Busid != "1-1.6" || l.Controllers[0].Ports[0].Devnum != 6 || len(l.Controllers[0].Ports) != 8 {
+		l.Controllers[0].Ports[0].Busid != "1-1.6" || l.Controllers[0].Ports[0].Bus != 1 || l.Controllers[0].Ports[0].Addr != 6 || len(l.Controllers[0].Ports) != 8 {
 		t.Fatalf("usb-list --json: %d\n%s", code, out)
 	}
 	for _, tc := range []struct {

@@ -13,8 +13,8 @@ import (
 type ListedPort struct {
 	Port   int    `json:"port"`
 	BusID  string `json:"busid,omitempty"`
-	Bus    int    `json:"busnum,omitempty"`
-	Device int    `json:"devnum,omitempty"`
+	Bus    int    `json:"bus,omitempty"`  // bus number, as devices --json names it
+	Device int    `json:"addr,omitempty"` // address on the bus
 	// Present is false when the port names a device sysfs no longer has;
 	// xl prints such a port as empty.
 	Present bool `json:"present"`

@@ -57,8 +57,8 @@ type Interface struct {
 // A Device is a USB device as sysfs shows it.
 type Device struct {
 	BusID         string      `json:"busid"` // "1-1.6", or "usb1" for a root hub
-	BusNum        int         `json:"busnum"`
-	DevNum        int         `json:"devnum"`
+	BusNum        int         `json:"bus"`   // bus number, as match.bus and xl's hostbus take it
+	DevNum        int         `json:"addr"`  // address on the bus, as match.addr and xl's hostaddr take it
 	Vendor        uint16      `json:"vendor"`
 	Product       uint16      `json:"product"`
 	BCDDevice     uint16      `json:"bcd_device"`
