@@ -222,10 +222,11 @@ func newUsbdevDetachCmd() *cobra.Command {
 		})
 }
 
-// usbListJSON is what `usb-list --json` prints.
+// usbListJSON is what `usb-list --json` prints: the domain by its name
+// and id, as the audit records give them.
 type usbListJSON struct {
 	Domid       uint32                    `json:"domid"`
-	Name        string                    `json:"name"`
+	Domain      string                    `json:"domain"`
 	Controllers []assign.ListedController `json:"controllers"`
 }
 

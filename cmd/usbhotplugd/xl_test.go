@@ -34,11 +34,11 @@ func TestXLCommands(t *testing.T) {
 	code, out, _ := c("usb-list", "--json", "1")
 	var l struct {
 		Domid       int
-		Name        string
+		Domain      string
 		Controllers []struct {
-			Devid int
-			Type  string
-			Ports []struct {
+			Controller int
+			Type       string
+			Ports      []struct {
 				Port    int
 				Busid   string
 				Bus     int
@@ -47,8 +47,8 @@ func TestXLCommands(t *testing.T) {
 			}
 		}
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.Name != "kiosk" || len(l.Controllers) != 1 ||
-		l.Controllers[0].Ports[0].Busid != "1-1.6" || l.Controllers[0].Ports[0].Bus != 1 || l.Controllers[0].Ports[0].Addr != 6 || len(l.Controllers[0].Ports) != 8 {
+	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.Domain != "kiosk" || l.Domid != 1 || len(l.Controllers) != 1 || l.Controllers[0].Controller != 0 ||
+		len(l.Controllers[0].Ports) != 8 || l.Controllers[0].Ports[0].Busid != "1-1.6" || l.Controllers[0].Ports[0].Bus != 1 || l.Controllers[0].Ports[0].Addr != 6 {
 		t.Fatalf("usb-list --json: %d\n%s", code, out)
 	}
 	for _, tc := range []struct {

@@ -22,7 +22,7 @@ type ListedPort struct {
 
 // A ListedController is one controller in usb-list's terms.
 type ListedController struct {
-	DevID   int          `json:"devid"`
+	DevID   int          `json:"controller"` // the devid, as controller= and the audit records name it
 	Type    string       `json:"type"`
 	Backend uint32       `json:"backend_domid"`
 	State   int          `json:"state"`
