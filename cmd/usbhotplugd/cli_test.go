@@ -153,7 +153,7 @@ var snake = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 // writes: snake_case keys, and durations as milliseconds in a key ending
 // in _ms (never a time.Duration, which encoding/json writes in ns).
 func TestJSONSpelling(t *testing.T) {
-	for _, v := range []any{daemon.Status{}, daemon.Request{}, daemon.Response{}, agent.Audit{}, replay.Result{}, explainJSON{}, deviceJSON{}, usbListJSON{}} {
+	for _, v := range []any{daemon.Status{}, daemon.Request{}, daemon.Response{}, agent.Audit{}, replay.Result{}, daemon.Explanation{}, daemon.Device{}, usbListJSON{}} {
 		checkJSONType(t, reflect.TypeOf(v), reflect.TypeOf(v).String(), map[reflect.Type]bool{})
 	}
 }

@@ -41,13 +41,11 @@ type explained struct {
 		BusID string `json:"busid"`
 		Class string `json:"class"`
 	} `json:"device"`
-	Action string `json:"action"`
-	Guard  string `json:"guard"`
-	Rule   *struct {
-		Index int    `json:"index"`
-		Name  string `json:"name"`
-	} `json:"rule"`
-	Target *struct {
+	Action    string `json:"action"`
+	Guard     string `json:"guard"`
+	Rule      string `json:"rule"`
+	RuleIndex int    `json:"rule_index"`
+	Target    *struct {
 		Domain string `json:"domain"`
 	} `json:"target"`
 }
@@ -90,14 +88,14 @@ func TestGenerateOnFixtureTrees(t *testing.T) {
 					}
 					continue
 				}
-				if e.Action != "attach" || e.Target == nil || e.Target.Domain != "kiosk" || e.Rule == nil {
+				if e.Action != "attach" || e.Target == nil || e.Target.Domain != "kiosk" || e.Rule == "" {
 					t.Errorf("%s: %s, not attached to kiosk", d, e.Action)
 					continue
 				}
-				if other, dup := rules[e.Rule.Index]; dup {
-					t.Errorf("rule %q decides for %s and %s", e.Rule.Name, other, d)
+				if other, dup := rules[e.RuleIndex]; dup {
+					t.Errorf("rule %q decides for %s and %s", e.Rule, other, d)
 				}
-				rules[e.Rule.Index] = d
+				rules[e.RuleIndex] = d
 			}
 			if len(rules) == 0 {
 				t.Fatal("no device attached")

@@ -11,43 +11,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
-
-// deviceJSON is a device as `devices --json` prints it: IDs and classes in
-// hex strings, as lsusb shows them, never as decimal numbers.
-type deviceJSON struct {
-	usbsysfs.Device
-	ID         string          `json:"id"`
-	Vendor     string          `json:"vendor"`
-	Product    string          `json:"product"`
-	BCDDevice  string          `json:"bcd_device"`
-	Class      string          `json:"class"`
-	SubClass   string          `json:"sub_class"`
-	Protocol   string          `json:"protocol"`
-	Interfaces []interfaceJSON `json:"interfaces,omitempty"`
-}
-
-type interfaceJSON struct {
-	usbsysfs.Interface
-	Class    string `json:"class"`
-	SubClass string `json:"sub_class"`
-	Protocol string `json:"protocol"`
-}
-
-func hex2(v uint8) string { return fmt.Sprintf("%02x", v) }
-
-func toJSON(d usbsysfs.Device) deviceJSON {
-	j := deviceJSON{Device: d, ID: d.ID(), Vendor: fmt.Sprintf("%04x", d.Vendor), Product: fmt.Sprintf("%04x", d.Product),
-		BCDDevice: fmt.Sprintf("%04x", d.BCDDevice), Class: hex2(d.Class), SubClass: hex2(d.SubClass), Protocol: hex2(d.Protocol)}
-	for _, in := range d.Interfaces {
-		j.Interfaces = append(j.Interfaces, interfaceJSON{Interface: in, Class: hex2(in.Class), SubClass: hex2(in.SubClass), Protocol: hex2(in.Protocol)})
-	}
-	return j
-}
 
 func init() {
 	register(command{name: "devices", group: groupPolicy, new: newDevicesCmd, examples: []string{"usbhotplugd devices", "usbhotplugd devices --json"}})
@@ -74,9 +43,9 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 		return err
 	}
 	if asJSON {
-		out := make([]deviceJSON, len(devs))
+		out := make([]daemon.Device, len(devs))
 		for i, d := range devs {
-			out[i] = toJSON(d)
+			out[i] = daemon.DeviceOf(d)
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
 	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
@@ -143,39 +144,6 @@ func printRuleFiles(w io.Writer, p *policy.Policy) {
 	}
 }
 
-type explainJSON struct {
-	Device  deviceJSON `json:"device"`
-	Action  string     `json:"action"`
-	Rule    *ruleRef   `json:"rule,omitempty"`
-	Guard   string     `json:"guard,omitempty"`
-	Target  *targetRef `json:"target,omitempty"`
-	Reason  string     `json:"reason"`
-	Twins   []string   `json:"twins,omitempty"`
-	Exec    []string   `json:"exec,omitempty"`
-	Skipped []skipRef  `json:"skipped,omitempty"`
-}
-
-type ruleRef struct {
-	Index int    `json:"index"`
-	Name  string `json:"name"`
-	File  string `json:"file"`
-	Line  int    `json:"line"`
-}
-
-type targetRef struct {
-	Domain     string          `json:"domain"`
-	Controller *int            `json:"controller,omitempty"`
-	Port       int             `json:"port,omitempty"`
-	Ctrl       policy.CtrlSpec `json:"create"`
-}
-
-type skipRef struct {
-	Rule ruleRef `json:"rule"`
-	Why  string  `json:"why"`
-}
-
-func refOf(r *policy.Rule) ruleRef { return ruleRef{r.Index, r.Name, r.File, r.Line} }
-
 type explainOpts struct {
 	path, root, mountinfo, host string
 	asJSON, plugged             bool
@@ -201,7 +169,7 @@ func newExplainCmd() *cobra.Command {
 	var o explainOpts
 	c.Flags().StringVar(&o.path, "policy", defaultPolicy, "policy file (its rules.d drop-ins too)")
 	c.Flags().StringVar(&o.host, "host", "", "select drop-ins as host NAME would (default: this host)")
-	c.Flags().BoolVar(&o.asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&o.asJSON, "json", false, "print JSON (the control socket's explain objects)")
 	c.Flags().StringVar(&o.root, "sysfs", sysfsDefault(), "sysfs root to read")
 	c.Flags().StringVar(&o.mountinfo, "mountinfo", mounts.Default, "dom0's mounts, for the guard that keeps a disk dom0 uses")
 	c.Flags().BoolVar(&o.plugged, "plugged", false, "decide as for devices plugged in after the agent started (match.when = \"plugged\"); by default they count as present at its start")
@@ -233,30 +201,13 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 		inv[i].Present = !o.plugged
 		inv[i].InUse = inventory.InUse(sys, devs[i], o.mountinfo)
 	}
-	var out []explainJSON
+	// In the control socket's form: one shape, whoever explains.
+	var out []daemon.Explanation
 	for i, d := range devs {
 		if want != "" && d.BusID != want {
 			continue
 		}
-		ex := p.Explain(&inv[i], inv)
-		j := explainJSON{Device: toJSON(d), Action: ex.Action.String(), Guard: ex.Guard, Reason: ex.Reason, Twins: ex.Twins}
-		if ex.Rule != nil {
-			r := refOf(ex.Rule)
-			j.Rule = &r
-			j.Exec = ex.Rule.Exec
-		}
-		if ex.Target != nil {
-			t := &targetRef{Domain: ex.Target.Domain, Port: ex.Target.Port, Ctrl: ex.Target.Ctrl}
-			if ex.Target.Controller >= 0 {
-				c := ex.Target.Controller
-				t.Controller = &c
-			}
-			j.Target = t
-		}
-		for _, s := range ex.Skipped {
-			j.Skipped = append(j.Skipped, skipRef{refOf(s.Rule), s.Why})
-		}
-		out = append(out, j)
+		out = append(out, daemon.ExplanationOf(d, p.Explain(&inv[i], inv), nil))
 	}
 	if want != "" && len(out) == 0 {
 		return fmt.Errorf("no USB device %s on this host (usbhotplugd devices lists them)", want)
@@ -277,11 +228,11 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 		}
 		fmt.Fprintf(stdout, "%s  %s  %s  %s\n", j.Device.BusID, j.Device.ID, where, name)
 		for _, s := range j.Skipped {
-			fmt.Fprintf(stdout, "  rule %d %q (%s:%d) does not match: %s\n", s.Rule.Index, s.Rule.Name, s.Rule.File, s.Rule.Line, s.Why)
+			fmt.Fprintf(stdout, "  rule %d %q (%s) does not match: %s\n", s.RuleIndex, s.Rule, s.RuleAt, s.Reason)
 		}
 		at := ""
-		if j.Rule != nil {
-			at = fmt.Sprintf(" (%s:%d)", j.Rule.File, j.Rule.Line)
+		if j.RuleAt != "" {
+			at = " (" + j.RuleAt + ")"
 		}
 		fmt.Fprintf(stdout, "  => %s: %s%s\n", j.Action, j.Reason, at)
 		if len(j.Exec) > 0 {

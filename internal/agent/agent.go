@@ -875,7 +875,7 @@ func (a *Agent) Reload(p *policy.Policy) {
 // Explained is what the policy in force says of one present device now,
 // as the agent sees the host, beside the agent's last decision for it.
 type Explained struct {
-	Device      policy.Device
+	Device      usbsysfs.Device
 	Explanation policy.Explanation
 	Last        *Audit
 }
@@ -895,7 +895,7 @@ func (a *Agent) Explain(busid string) ([]Explained, error) {
 		if busid != "" && inv[i].BusID != busid {
 			continue
 		}
-		ex := Explained{Device: inv[i], Explanation: pol.Explain(&inv[i], inv)}
+		ex := Explained{Device: devs[i], Explanation: pol.Explain(&inv[i], inv)}
 		a.mu.Lock()
 		if r, ok := a.status[inv[i].BusID]; ok {
 			ex.Last = &r

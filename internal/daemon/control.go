@@ -179,7 +179,7 @@ func (d *daemon) answer(ctx context.Context, req Request, r role) Response {
 		}
 		out := make([]Explanation, len(ex))
 		for i, e := range ex {
-			out[i] = explanationOf(e)
+			out[i] = ExplanationOf(e.Device, e.Explanation, e.Last)
 		}
 		return Response{OK: true, Explain: out}
 	case ReqReload:

@@ -107,7 +107,8 @@ func TestLocalAPI(t *testing.T) {
 	if ex["ok"] != true || len(e0) != 1 {
 		t.Fatalf("explain: %v", ex)
 	}
-	if d := e0[0].(map[string]any); d["action"] != "attach" || d["rule"] != "audio" || d["domain"] != "kiosk" || field(d, "last", "action") != "attached" {
+	if d := e0[0].(map[string]any); d["action"] != "attach" || d["rule"] != "audio" || field(d, "target", "domain") != "kiosk" || field(d, "device", "busid") != "1-2" ||
+		field(d, "device", "id") != "0d8c:0014" || field(d, "last", "action") != "attached" {
 		t.Errorf("explain 1-2: %v", d)
 	}
 	if m := decode(t, r.ask(`{"request":"explain","busid":"9-9"}`)); m["ok"] != false || m["error_code"] != "not_found" {
