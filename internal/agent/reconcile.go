@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,9 +16,11 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 )
 
-// An Audit record is one decision about one device.
+// An Audit record is one decision about one device. Time is when it was
+// made (its outcome known); every time in the JSON outputs is RFC 3339
+// under a key ending in _at.
 type Audit struct {
-	Time     time.Time `json:"time"`
+	Time     time.Time `json:"decided_at"`
 	BusID    string    `json:"busid"`
 	ID       string    `json:"id,omitempty"`
 	Serial   string    `json:"serial,omitempty"`
@@ -43,10 +46,25 @@ type Audit struct {
 	DryRun     bool     `json:"dry_run,omitempty"`
 }
 
+// MarshalJSON writes r with its controller whenever it names a port, as
+// every other output gives a port: controller 0 is a controller like the
+// others, which omitempty would leave out.
+func (r Audit) MarshalJSON() ([]byte, error) {
+	type plain Audit
+	var ctrl *int
+	if r.Port > 0 {
+		ctrl = &r.Ctrl
+	}
+	return json.Marshal(struct {
+		plain
+		Ctrl *int `json:"controller,omitempty"`
+	}{plain(r), ctrl})
+}
+
 // Status is what `usbhotplugd status` shows: the last decision for each
 // device, by busid.
 type Status struct {
-	Updated time.Time `json:"updated"`
+	Updated time.Time `json:"devices_updated_at"`
 	Devices []Audit   `json:"devices"`
 	// Skipped are the guests' controllers the agent cannot use, and why
 	// (a driver domain's backend, nodes libxl would not write).
