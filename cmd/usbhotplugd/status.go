@@ -205,7 +205,7 @@ func runReload(ctx context.Context, polPath, stateDir string, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "usbhotplugd reloaded %s: %s\n", r.Reload.Policy, plural(r.Reload.Rules, "rule"))
+	fmt.Fprintf(stdout, "usbhotplugd reloaded %s: %s\n", r.Reload.File, plural(r.Reload.Rules, "rule"))
 	return nil
 }
 

@@ -147,7 +147,7 @@ func TestLocalAPIReloadAndWatch(t *testing.T) {
 		t.Errorf("status after a refused reload: %v", field(st, "status", "policy"))
 	}
 	h.writePolicy(goodPolicy + "[[rule]]\nname = \"mice\"\naction = \"deny\"\nmatch = { id = \"046d:c077\" }\n")
-	if m := decode(t, r.ask(`{"request":"reload"}`)); m["ok"] != true || field(m, "reload", "rules") != 2.0 {
+	if m := decode(t, r.ask(`{"request":"reload"}`)); m["ok"] != true || field(m, "reload", "rules") != 2.0 || field(m, "reload", "file") != h.cfg.PolicyPath {
 		t.Errorf("reload: %v", m)
 	}
 	for {

@@ -168,9 +168,10 @@ func (d *daemon) signals(ctx context.Context) error {
 	}
 }
 
-// ReloadResult is the policy a reload put in force.
+// ReloadResult is the policy a reload put in force, named as the status
+// names the policy in force (PolicyState).
 type ReloadResult struct {
-	Policy   string    `json:"policy"`
+	File     string    `json:"file"`
 	Rules    int       `json:"rules"`
 	LoadedAt time.Time `json:"loaded_at"`
 }
@@ -189,9 +190,9 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 		return ReloadResult{}, err
 	}
 	d.a.Reload(p)
-	r := ReloadResult{Policy: p.File, Rules: len(p.Rules), LoadedAt: time.Now()}
+	r := ReloadResult{File: p.File, Rules: len(p.Rules), LoadedAt: time.Now()}
 	d.st.update(func(s *Status) {
-		s.Policy = PolicyState{File: r.Policy, Rules: r.Rules, LoadedAt: r.LoadedAt}
+		s.Policy = PolicyState{File: r.File, Rules: r.Rules, LoadedAt: r.LoadedAt}
 	})
 	return r, nil
 }
