@@ -46,11 +46,11 @@ type Line struct {
 // Result is a replay's timeline and the final usb-list of each domain.
 type Result struct {
 	Timeline []Line                               `json:"timeline"`
-	Lists    map[string][]assign.ListedController `json:"lists"`     // by domain name
-	ListText map[string]string                    `json:"list_text"` // xl usb-list text by domain name
-	Domains  []string                             `json:"domains"`   // names, in start order
-	Start    time.Time                            `json:"start"`     // the trace's first time, if it has times
-	Stats    agent.Stats                          `json:"stats"`     // in JSON only: the passes depend on timing
+	Lists    map[string][]assign.ListedController `json:"lists"`               // by domain name
+	ListText map[string]string                    `json:"list_text"`           // xl usb-list text by domain name
+	Domains  []string                             `json:"domains"`             // names, in start order
+	Start    time.Time                            `json:"started_at,omitzero"` // the trace's first time, if it has times: at_ms counts from it
+	Stats    agent.Stats                          `json:"stats"`               // in JSON only: the passes depend on timing
 }
 
 type source chan uevent.Message
