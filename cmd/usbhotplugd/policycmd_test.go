@@ -99,7 +99,7 @@ func TestExplain(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || len(got) != 1 {
 		t.Fatalf("json: exit %d\n%s", code, out)
 	}
-	if got[0]["action"] != "attach" || got[0]["target"].(map[string]any)["domain"] != "kiosk" || got[0]["rule"] != "front-left-socket" || got[0]["rule_at"] != "../../rules/examples/kiosk.toml:21" || fmt.Sprint(got[0]["exec"]) != "[/usr/bin/logger -t kiosk-socket]" {
+	if got[0]["action"] != "attach" || got[0]["target"].(map[string]any)["domain"] != "kiosk" || got[0]["rule"] != "front-left-socket" || got[0]["rule_source"] != "../../rules/examples/kiosk.toml:21" || fmt.Sprint(got[0]["exec"]) != "[/usr/bin/logger -t kiosk-socket]" {
 		t.Fatalf("1-4 in JSON: %v", got[0])
 	}
 

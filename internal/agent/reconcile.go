@@ -30,7 +30,7 @@ type Audit struct {
 	Action   Action    `json:"action"`
 	Rule     string    `json:"rule,omitempty"`
 	RuleNo   int       `json:"rule_index,omitempty"`
-	RuleAt   string    `json:"rule_at,omitempty"` // FILE:LINE of the rule, drop-ins and includes apart
+	RuleAt   string    `json:"rule_source,omitempty"` // FILE:LINE of the rule, drop-ins and includes apart
 	Domain   string    `json:"domain,omitempty"`
 	Domid    int       `json:"domid,omitempty"`
 	Ctrl     int       `json:"controller,omitempty"`

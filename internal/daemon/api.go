@@ -62,7 +62,7 @@ type Response struct {
 // to an explain request for it, and what `usbhotplugd explain --json`
 // prints for it (the command decides with the policy file it is given,
 // the agent with the policy in force). Rules are named as the audit
-// records name them: rule, rule_index, rule_at.
+// records name them: rule, rule_index, rule_source.
 type Explanation struct {
 	Device Device `json:"device"`
 	// Action is the policy's decision now: attach, deny, block, refuse,
@@ -70,7 +70,7 @@ type Explanation struct {
 	Action    string   `json:"action"`
 	Rule      string   `json:"rule,omitempty"`
 	RuleIndex int      `json:"rule_index,omitempty"`
-	RuleAt    string   `json:"rule_at,omitempty"` // FILE:LINE, the main file, a drop-in or an include
+	RuleAt    string   `json:"rule_source,omitempty"` // FILE:LINE, the main file, a drop-in or an include
 	Guard     string   `json:"guard,omitempty"`
 	Target    *Target  `json:"target,omitempty"` // where an attach sends it
 	Reason    string   `json:"reason"`
@@ -98,7 +98,7 @@ type Target struct {
 type SkippedRule struct {
 	Rule      string `json:"rule"`
 	RuleIndex int    `json:"rule_index"`
-	RuleAt    string `json:"rule_at"`
+	RuleAt    string `json:"rule_source"`
 	Reason    string `json:"reason"`
 }
 
