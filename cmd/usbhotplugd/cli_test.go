@@ -150,10 +150,12 @@ func TestPlurals(t *testing.T) {
 var snake = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
 // One spelling per thing in every JSON the commands print or the agent
-// writes: snake_case keys, and durations as milliseconds in a key ending
-// in _ms (never a time.Duration, which encoding/json writes in ns).
+// writes: snake_case keys, each in jsonVocabulary (which says what each
+// names, once), and durations as milliseconds in a key ending in _ms
+// (never a time.Duration, which encoding/json writes in ns). The types
+// hold the keys no fixture of TestJSONOutputsOneSpelling makes.
 func TestJSONSpelling(t *testing.T) {
-	for _, v := range []any{daemon.Status{}, daemon.Request{}, daemon.Response{}, agent.Audit{}, replay.Result{}, daemon.Explanation{}, daemon.Device{}, usbListJSON{}} {
+	for _, v := range []any{daemon.Status{}, daemon.Request{}, daemon.Response{}, agent.Audit{}, agent.Owned{}, replay.Result{}, daemon.Explanation{}, daemon.Device{}, usbListJSON{}} {
 		checkJSONType(t, reflect.TypeOf(v), reflect.TypeOf(v).String(), map[reflect.Type]bool{})
 	}
 }
@@ -182,6 +184,17 @@ func checkJSONType(t *testing.T, ty reflect.Type, where string, seen map[reflect
 		at := where + "." + f.Name
 		if !snake.MatchString(name) {
 			t.Errorf("%s: JSON key %q is not snake_case", at, name)
+		}
+		if r, retired := retiredKeys[name]; retired {
+			t.Errorf("%s: JSON key %q is spelled %s", at, name, r)
+		} else if _, ok := jsonVocabulary[name]; !ok {
+			t.Errorf("%s: JSON key %q is not in jsonVocabulary: if it names a thing that has a key, use that key; else add it, with what it names", at, name)
+		}
+		if strings.HasSuffix(name, "_at") && f.Type != reflect.TypeOf(time.Time{}) {
+			t.Errorf("%s: %q ends in _at and is not a time", at, name)
+		}
+		if f.Type == reflect.TypeOf(time.Time{}) && !strings.HasSuffix(name, "_at") {
+			t.Errorf("%s: a time under %q, a key without _at", at, name)
 		}
 		switch f.Type {
 		case reflect.TypeOf(time.Duration(0)):
