@@ -895,6 +895,8 @@ func (a *Agent) Explain(busid string) ([]Explained, error) {
 		if busid != "" && inv[i].BusID != busid {
 			continue
 		}
+		// As a pass decides: a disk dom0 uses is denied whatever the rule.
+		inv[i].InUse = inventory.InUse(a.h.Sys, devs[i], a.cfg.Mountinfo)
 		ex := Explained{Device: devs[i], Explanation: pol.Explain(&inv[i], inv)}
 		a.mu.Lock()
 		if r, ok := a.status[inv[i].BusID]; ok {

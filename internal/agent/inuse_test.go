@@ -232,3 +232,20 @@ func TestAgentPassesADiskOnceItsFilesystemCloses(t *testing.T) {
 		}
 	})
 }
+
+// The agent's explanation of a disk dom0 has mounted is the decision its
+// passes make: denied by the built-in guard, not the rule's attach.
+func TestExplainSaysADiskDom0UsesStays(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := diskEnv(t, s)
+		e.mount(rootMount + dataMount)
+		e.run(storagePolicy, false)
+		ex, err := e.a.Explain("1-3")
+		if err != nil || len(ex) != 1 {
+			t.Fatalf("explain: %v %v", ex, err)
+		}
+		if d := ex[0].Explanation.Decision; d.Action != policy.Deny || !strings.Contains(d.Reason, "/dev/sde1 is mounted on /srv/data") {
+			t.Errorf("explained as %s: %s", d.Action, d.Reason)
+		}
+	})
+}
