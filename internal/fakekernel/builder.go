@@ -33,6 +33,11 @@ type Dev struct {
 	// event.
 	Wakeup     bool
 	Interfaces []Intf
+	// Controller is, for a root hub, the directory of its host controller
+	// under the root ("devices/pci0000:00/0000:00:14.0" when empty): a
+	// controller behind a PCIe bridge, a Thunderbolt dock's, a platform
+	// one. A device goes under its root hub, wherever that is.
+	Controller string
 	// Claimed are the interfaces (by index) the driver of interface 0
 	// claims in its probe, as cdc_ether claims its data interface and
 	// snd-usb-audio its streaming ones.
@@ -79,13 +84,24 @@ func (b *Builder) link(p, target string) {
 	b.err = os.Symlink(rel, full)
 }
 
-// devDir returns the device's directory under devices/.
-func devDir(busid string) string {
-	if strings.HasPrefix(busid, "usb") {
-		return pci + "/" + busid
+// devDir returns the device's directory under the root: a root hub's
+// under its controller, a device's under its root hub (where the tree has
+// it, else under the default controller).
+func (b *Builder) devDir(d Dev) string {
+	if strings.HasPrefix(d.BusID, "usb") {
+		if d.Controller != "" {
+			return filepath.Clean(d.Controller) + "/" + d.BusID
+		}
+		return pci + "/" + d.BusID
 	}
-	bus, ports, _ := strings.Cut(busid, "-")
+	bus, ports, _ := strings.Cut(d.BusID, "-")
 	dir := pci + "/usb" + bus
+	link := filepath.Join(b.Root, "bus/usb/devices", "usb"+bus)
+	if t, err := os.Readlink(link); err == nil {
+		if rel, err := filepath.Rel(b.Root, filepath.Join(filepath.Dir(link), t)); err == nil && strings.HasPrefix(rel, "devices/") {
+			dir = rel
+		}
+	}
 	parts := strings.Split(ports, ".")
 	for i := range parts {
 		dir += "/" + bus + "-" + strings.Join(parts[:i+1], ".")
@@ -103,7 +119,7 @@ func (b *Builder) Add(d Dev) *Builder {
 			b.err = AddDriver(b.Root, drv)
 		}
 	}
-	dir := devDir(d.BusID)
+	dir := b.devDir(d)
 	bus := strings.TrimPrefix(strings.SplitN(d.BusID, "-", 2)[0], "usb")
 	devpath := "0"
 	if _, p, ok := strings.Cut(d.BusID, "-"); ok {
@@ -149,6 +165,16 @@ func (b *Builder) Add(d Dev) *Builder {
 	return b
 }
 
+// intfName is the kernel's name of interface num of configuration cfg of
+// the device busid (usb_set_configuration's "%d-%s:%d.%d"): "1-2:1.0",
+// and a root hub's "2-0:1.0".
+func intfName(busid string, cfg, num int) string {
+	if bus, ok := strings.CutPrefix(busid, "usb"); ok {
+		return fmt.Sprintf("%s-0:%d.%d", bus, cfg, num)
+	}
+	return fmt.Sprintf("%s:%d.%d", busid, cfg, num)
+}
+
 // rootHubAttr reads an attribute of a bus's root hub, "" when absent.
 func (b *Builder) rootHubAttr(bus, attr string) string {
 	v, _ := os.ReadFile(filepath.Join(b.Root, "bus/usb/devices/usb"+bus, attr))
@@ -163,10 +189,7 @@ func (b *Builder) addInterfaces(d Dev, dir, bus string, configured bool) {
 		intfAuth = "0"
 	}
 	for i, in := range d.Interfaces {
-		iname := fmt.Sprintf("%s:1.%d", d.BusID, i)
-		if strings.HasPrefix(d.BusID, "usb") {
-			iname = fmt.Sprintf("%s-0:1.%d", bus, i)
-		}
+		iname := intfName(d.BusID, 1, i)
 		idir := dir + "/" + iname
 		if !configured {
 			idir = stashDir + "/" + d.BusID + "/" + iname

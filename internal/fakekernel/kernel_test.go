@@ -4,10 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 )
 
@@ -249,4 +251,39 @@ func TestHubTooDeep(t *testing.T) {
 	wantErrno(t, f.Bind("1-1.1.1.1.1.1:1.0", "hub"), syscall.E2BIG, "a hub six ports deep")
 	wantErrno(t, f.Unbind("1-1.1.1.1.1:1.0"), 0, "unbind a hub five deep")
 	wantErrno(t, f.Bind("1-1.1.1.1.1:1.0", "hub"), 0, "bind it back")
+}
+
+// A host controller that comes later (a Thunderbolt dock's xHCI, behind
+// PCIe bridges): its root hub is plugged as the kernel registers one (add,
+// its hub interface's add and bind, its bind), and the devices plugged
+// into it go under it, with the port path of that controller.
+func TestPlugAController(t *testing.T) {
+	root := fakekernel.TempDir(t)
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	k := fakekernel.NewKernel(root)
+	f := usbsysfs.NewFS(root).WithWriter(k)
+	var got []string
+	k.OnEvent = func(e uevent.Event) { got = append(got, e.Action+" "+e.DevPath+" "+e.Driver()) }
+	const ctrl = "devices/pci0000:00/0000:00:07.0/0000:03:00.0/0000:04:01.0/0000:05:00.0"
+	if err := k.Plug(fakekernel.Dev{BusID: "usb3", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Serial: "0000:05:00.0",
+		Controller: ctrl, Interfaces: fakekernel.Hub}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"add /" + ctrl + "/usb3 ", "add /" + ctrl + "/usb3/3-0:1.0 ", "bind /" + ctrl + "/usb3/3-0:1.0 hub", "bind /" + ctrl + "/usb3 usb"}
+	if !slices.Equal(got, want) {
+		t.Errorf("the root hub's events: %q, want %q", got, want)
+	}
+	if err := k.Plug(fakekernel.Dev{BusID: "3-1", DevNum: 2, Vendor: "046d", Product: "c31c", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.Device("3-1")
+	if err != nil || d.PortPath != "pci-0000:05:00.0-usb-0:1" || len(d.Interfaces) != 1 || d.Interfaces[0].Driver != "usbhid" {
+		t.Fatalf("the device behind the dock: %+v %v", d, err)
+	}
+	if p, err := f.DevPath("3-1"); err != nil || p != "/"+ctrl+"/usb3/3-1" {
+		t.Errorf("its devpath: %q %v", p, err)
+	}
 }

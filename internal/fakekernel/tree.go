@@ -98,14 +98,13 @@ func (k *Kernel) Plug(d Dev) error {
 // will later), and the interfaces claimed by its first one's.
 func (k *Kernel) plugged(d Dev) {
 	for i, in := range d.Interfaces {
-		name := fmt.Sprintf("%s:1.%d", d.BusID, i)
 		if in.Driver != "" && in.Driver != "usbback" {
-			k.learned[name] = in.Driver
+			k.learned[intfName(d.BusID, 1, i)] = in.Driver
 		}
 	}
 	for _, i := range d.Claimed {
 		if i > 0 && i < len(d.Interfaces) {
-			k.claimer[fmt.Sprintf("%s:1.%d", d.BusID, i)] = d.BusID + ":1.0"
+			k.claimer[intfName(d.BusID, 1, i)] = intfName(d.BusID, 1, 0)
 		}
 	}
 }
