@@ -187,8 +187,7 @@ func (k *Kernel) disconnectChildren(hub, dir string) {
 			continue
 		}
 		cdir := filepath.Join(dir, child)
-		k.emitRemoval(child, cdir)
-		k.forget(cdir)
+		k.disconnect(child, cdir)
 		if os.MkdirAll(stash, 0o755) == nil {
 			os.Rename(cdir, filepath.Join(stash, child))
 		}
@@ -201,24 +200,6 @@ func byPort(dir string) []os.DirEntry {
 	des, _ := os.ReadDir(dir)
 	slices.SortStableFunc(des, func(a, b os.DirEntry) int { return usbname.Compare(a.Name(), b.Name()) })
 	return des
-}
-
-// forget removes the links of every device and interface in a subtree.
-func (k *Kernel) forget(dir string) {
-	filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
-		if err != nil || !de.IsDir() {
-			return nil
-		}
-		n := de.Name()
-		if validDevice(n) {
-			k.noteDevnum(p)
-		}
-		if validDevice(n) || validIntf(n) {
-			unlink(k.root, n, p)
-			os.Remove(filepath.Join(k.root, "bus/usb/devices", n))
-		}
-		return nil
-	})
 }
 
 // reconnectChildren enumerates again the devices a hub had: each gets a

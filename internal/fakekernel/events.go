@@ -56,30 +56,38 @@ func (k *Kernel) emit(action, name, dir, driver string) {
 	k.OnEvent(e)
 }
 
-// emitRemoval sends the events of a device leaving, as the kernel sends
-// them: the devices behind it first, then for each interface its unbind
-// (when bound) and remove, then the device's unbind and remove.
-func (k *Kernel) emitRemoval(name, dir string) {
-	if k.OnEvent == nil {
-		return
-	}
+// disconnect takes a device and everything behind it off the bus as
+// usb_disconnect does, and sends its events: the devices behind it first,
+// then each interface, then the device itself, each with its driver
+// unbound (unbind, when it had one) and its bus/usb/devices entry removed
+// (bus_remove_device) before its remove (device_del sends it before
+// kobject_del takes the directory away). So a reader woken by a remove
+// finds the device gone from bus/usb/devices, as on a real kernel. The
+// directories stay, for the caller to remove or keep.
+func (k *Kernel) disconnect(name, dir string) {
 	des, _ := os.ReadDir(dir)
 	for _, de := range des {
 		if id, err := usbname.Parse(de.Name()); err == nil && id.Parent().String() == name {
-			k.emitRemoval(de.Name(), filepath.Join(dir, de.Name()))
+			k.disconnect(de.Name(), filepath.Join(dir, de.Name()))
 		}
 	}
 	for _, de := range des {
 		if d, err := usbname.DeviceOf(de.Name()); err == nil && d == name {
-			idir := filepath.Join(dir, de.Name())
-			if currentDriver(idir) != "" {
-				k.emit("unbind", de.Name(), idir, "")
-			}
-			k.emit("remove", de.Name(), idir, "")
+			k.takeOff(de.Name(), filepath.Join(dir, de.Name()))
 		}
 	}
-	if currentDriver(dir) != "" {
+	k.noteDevnum(dir)
+	k.takeOff(name, dir)
+}
+
+// takeOff is device_del of one device or interface: its driver unbound,
+// its bus entry removed, its remove sent.
+func (k *Kernel) takeOff(name, dir string) {
+	had := currentDriver(dir) != ""
+	unlink(k.root, name, dir)
+	if had {
 		k.emit("unbind", name, dir, "")
 	}
+	os.Remove(filepath.Join(k.root, "bus/usb/devices", name))
 	k.emit("remove", name, dir, "")
 }

@@ -157,3 +157,31 @@ func TestPlugEvents(t *testing.T) {
 		t.Fatal("not plugged")
 	}
 }
+
+// When a remove is sent, the device or interface is gone from
+// bus/usb/devices already, as on a real kernel (bus_remove_device before
+// device_del's KOBJ_REMOVE), with its driver: a reader the event wakes
+// finds it gone. So for a hub's children, whose events come first.
+func TestRemoveComesAfterTheBusEntryGoes(t *testing.T) {
+	f, k := realHost(t)
+	var bad []string
+	n := 0
+	k.OnEvent = func(e uevent.Event) {
+		if e.Action != "remove" {
+			return
+		}
+		n++
+		if _, err := os.Lstat(filepath.Join(f.Root(), "bus/usb/devices", e.Name())); err == nil {
+			bad = append(bad, e.Name())
+		}
+		if _, err := os.Lstat(filepath.Join(f.Root(), e.DevPath, "driver")); err == nil {
+			bad = append(bad, e.Name()+" (bound)")
+		}
+	}
+	if err := k.Unplug("1-3"); err != nil {
+		t.Fatal(err)
+	}
+	if n != 8 || len(bad) > 0 {
+		t.Errorf("%d removes; still on the bus at their remove: %q", n, bad)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -110,8 +111,9 @@ func (k *Kernel) plugged(d Dev) {
 }
 
 // Unplug removes a device with its interfaces and everything behind it,
-// as the kernel does when it is pulled out: the entries under
-// bus/usb/devices and the drivers' links go, then the device's directory.
+// as the kernel does when it is pulled out (disconnect: each one's
+// driver and bus/usb/devices entry go before its remove is sent), then the
+// device's directory.
 func (k *Kernel) Unplug(busid string) error {
 	unlock, err := k.lock()
 	if err != nil {
@@ -127,25 +129,26 @@ func (k *Kernel) Unplug(busid string) error {
 	if err != nil {
 		return err
 	}
-	k.emitRemoval(busid, real)
-	drivers, _ := os.ReadDir(filepath.Join(k.root, "bus/usb/drivers"))
+	var gone []string
 	for _, de := range des {
-		p, err := filepath.EvalSymlinks(filepath.Join(devs, de.Name()))
-		if err != nil || (p != real && !strings.HasPrefix(p, real+"/")) {
-			continue
+		if p, err := filepath.EvalSymlinks(filepath.Join(devs, de.Name())); err == nil && (p == real || strings.HasPrefix(p, real+"/")) {
+			gone = append(gone, de.Name())
 		}
+	}
+	k.disconnect(busid, real)
+	// A driver's link a killed process left (see heal) goes too.
+	drivers, _ := os.ReadDir(filepath.Join(k.root, "bus/usb/drivers"))
+	for _, n := range gone {
 		for _, drv := range drivers {
-			os.Remove(filepath.Join(k.root, "bus/usb/drivers", drv.Name(), de.Name()))
+			os.Remove(filepath.Join(k.root, "bus/usb/drivers", drv.Name(), n))
 		}
-		if err := os.Remove(filepath.Join(devs, de.Name())); err != nil {
-			return err
-		}
+		os.Remove(filepath.Join(devs, n))
 	}
 	// The next device in this port is another: the drivers it matches are
 	// its own.
 	for _, m := range []map[string]string{k.original, k.learned, k.claimer} {
 		for n := range m {
-			if n == busid || strings.HasPrefix(n, busid+".") || strings.HasPrefix(n, busid+":") {
+			if behind(n, busid) {
 				delete(m, n)
 			}
 		}
@@ -155,12 +158,30 @@ func (k *Kernel) Unplug(busid string) error {
 	for _, stash := range []string{stashDir, disconnectedDir} {
 		des, _ := os.ReadDir(filepath.Join(k.root, stash))
 		for _, de := range des {
-			if n := de.Name(); n == busid || strings.HasPrefix(n, busid+".") {
-				os.RemoveAll(filepath.Join(k.root, stash, n))
+			if behind(de.Name(), busid) {
+				os.RemoveAll(filepath.Join(k.root, stash, de.Name()))
 			}
 		}
 	}
 	return os.RemoveAll(real)
+}
+
+// behind says whether name (a device or an interface) is busid, one of its
+// interfaces, or behind it: "1-3.2:1.0" is behind "1-3", "3-1" behind
+// the root hub "usb3".
+func behind(name, busid string) bool {
+	hub, err := usbname.Parse(busid)
+	if err != nil {
+		return false
+	}
+	if d, err := usbname.DeviceOf(name); err == nil {
+		name = d
+	}
+	id, err := usbname.Parse(name)
+	if err != nil || id.Bus != hub.Bus || len(id.Ports) < len(hub.Ports) {
+		return false
+	}
+	return slices.Equal(id.Ports[:len(hub.Ports)], hub.Ports)
 }
 
 // LockTree takes the tree's lock: the real kernel serialises binds, unbinds
