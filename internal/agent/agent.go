@@ -183,10 +183,11 @@ func (a *Agent) broadcast() {
 	a.changed = make(chan struct{})
 }
 
-// enqueue asks for a pass over busid; a busid already queued is not queued
-// twice, so a storm of events for one device costs one pass.
+// enqueue asks for a pass over busid (a device, or a root hub: see
+// reconcileRootHub); a busid already queued is not queued twice, so a
+// storm of events for one device costs one pass.
 func (a *Agent) enqueue(busid string, why Trigger) {
-	if busid != everything && (usbsysfs.ValidBusID(busid) != nil || len(busid) > 3 && busid[:3] == "usb") {
+	if busid != everything && usbsysfs.ValidBusID(busid) != nil {
 		return
 	}
 	a.mu.Lock()

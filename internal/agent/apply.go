@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -18,6 +19,10 @@ const secondLook = 200 * time.Millisecond
 // reconcile converges one device: observe, plan, apply (see the package
 // doc).
 func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
+	if id, err := usbname.Parse(busid); err == nil && id.IsRootHub() {
+		a.reconcileRootHub(ctx, busid, trig)
+		return
+	}
 	start := time.Now()
 	o, err := a.observe(ctx, busid, trig)
 	if err == nil && a.replugged(o) {

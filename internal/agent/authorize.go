@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -39,6 +40,82 @@ func deauthorized(d usbsysfs.Device) []string {
 		}
 	}
 	return out
+}
+
+// reconcileRootHub is the pass over a root hub. It is never decided (a hub
+// never goes to a guest) and has no audit record; it keeps the root hub's
+// interface_authorized_default as the mode says. A root hub comes while
+// the agent runs when a host controller does (a Thunderbolt dock's xHCI, a
+// PCIe card, a controller whose driver was bound again): its add is when
+// it is made inert, before the devices on its ports are enumerated (the
+// hub driver waits for each connection to be stable for 100 ms first,
+// hub.c's HUB_DEBOUNCE_STABLE), so that they come inert as on the
+// controllers present at the start. A reload that turns the mode on or
+// off sets or gives back every root hub's default; a root hub that left
+// takes its record with it.
+func (a *Agent) reconcileRootHub(ctx context.Context, hub string, trig Trigger) {
+	start := time.Now()
+	o := observation{busid: hub, trigger: trig}
+	dev, err := a.h.Sys.Device(hub)
+	if err == nil {
+		o.hubDefault, err = a.h.Sys.InterfaceAuthorizedDefault(hub)
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV):
+		a.rootHubGone(ctx, hub, start)
+		return
+	case err != nil:
+		a.fail(ctx, Audit{BusID: hub, Trigger: trig}, "observe", err, start)
+		return
+	}
+	a.remember(hub, dev, true)
+	o.present, o.probed, o.dev = true, true, dev
+	a.mu.Lock()
+	o.hubOurs = a.inert[hub]
+	o.last, o.known = a.status[hub]
+	a.mu.Unlock()
+	var p plan
+	planRootHub(&p, o, a.world())
+	for _, s := range p.steps {
+		if err := a.do(ctx, o, s, &start); err != nil {
+			a.fail(ctx, Audit{BusID: hub, Trigger: trig, ID: dev.ID(), Name: strings.TrimSpace(dev.Manufacturer + " " + dev.ProductName)}, s.kind.String(), err, start)
+			return
+		}
+	}
+	a.rootHubDone(hub, o.known)
+}
+
+// rootHubGone forgets a root hub that left the host (its controller
+// removed), and its record: a root hub that comes with its bus number
+// later starts with the kernel's default.
+func (a *Agent) rootHubGone(ctx context.Context, hub string, start time.Time) {
+	a.remember(hub, usbsysfs.Device{}, false)
+	a.forgetPlugged(hub)
+	a.mu.Lock()
+	ours := a.inert[hub]
+	delete(a.inert, hub)
+	_, known := a.status[hub]
+	a.mu.Unlock()
+	if ours && !a.cfg.DryRun {
+		if err := rmOpt(ctx, a, inertPath(hub)); err != nil {
+			a.fail(ctx, Audit{BusID: hub, Trigger: Trigger(hub + " left")}, "rm-inert", err, start)
+			return
+		}
+	}
+	a.rootHubDone(hub, known)
+}
+
+// rootHubDone ends a root hub's pass that did what it had to: a failure
+// it had recorded (its only kind of record) is over.
+func (a *Agent) rootHubDone(hub string, known bool) {
+	a.succeeded(hub)
+	if !known {
+		return
+	}
+	a.mu.Lock()
+	delete(a.status, hub)
+	a.dirty = true
+	a.mu.Unlock()
 }
 
 // planRootHub keeps a root hub's default as the mode says.

@@ -75,7 +75,10 @@
 // them to dom0's drivers (a hub at once, or its children never appear);
 // attaching authorizes them and binds them to usbback (or leaves them to
 // QEMU), so no dom0 driver ever has them; pending and refused keep them
-// inert. Devices present before the mode was on keep their drivers.
+// inert. Devices present before the mode was on keep their drivers. A
+// root hub is never decided and has no record: its pass keeps its default
+// as the mode says, when it appears (a controller added while the agent
+// runs) and when a reload turns the mode on or off.
 //
 // Any step that fails leaves the device failed: the failure is its record
 // (action failed) and the pass is tried again after a delay that doubles
