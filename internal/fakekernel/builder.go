@@ -33,6 +33,11 @@ type Dev struct {
 	// event.
 	Wakeup     bool
 	Interfaces []Intf
+	// Configs are the interfaces of its other configurations, 2 and on
+	// (Interfaces are configuration 1's, the one the kernel chooses):
+	// writing bConfigurationValue switches between them, as
+	// usb_modeswitch, a driver or an admin does.
+	Configs [][]Intf
 	// Controller is, for a root hub, the directory of its host controller
 	// under the root ("devices/pci0000:00/0000:00:14.0" when empty): a
 	// controller behind a PCIe bridge, a Thunderbolt dock's, a platform
@@ -133,7 +138,7 @@ func (b *Builder) Add(d Dev) *Builder {
 	attrs := map[string]string{
 		"busnum": bus, "devnum": fmt.Sprint(d.DevNum), "idVendor": d.Vendor, "idProduct": d.Product,
 		"bcdDevice": "0100", "bDeviceClass": d.Class, "bDeviceSubClass": "00", "bDeviceProtocol": "00",
-		"bNumConfigurations": "1", "bConfigurationValue": "1", "bNumInterfaces": fmt.Sprintf("%2d", len(d.Interfaces)),
+		"bNumConfigurations": fmt.Sprint(1 + len(d.Configs)), "bConfigurationValue": "1", "bNumInterfaces": fmt.Sprintf("%2d", len(d.Interfaces)),
 		"speed": d.Speed, "version": " 2.00", "devpath": devpath, "removable": "removable",
 		"manufacturer": d.Manufacturer, "product": d.Name,
 		"uevent": "DEVTYPE=usb_device\n", "authorized": "1", "bmAttributes": "80",
@@ -146,13 +151,17 @@ func (b *Builder) Add(d Dev) *Builder {
 		attrs["interface_authorized_default"] = "1"
 	}
 	if !authorized {
-		attrs["authorized"], attrs["bConfigurationValue"] = "0", ""
+		attrs["authorized"], attrs["bConfigurationValue"], attrs["bNumInterfaces"] = "0", "", ""
 	}
 	if d.Serial != "" {
 		attrs["serial"] = d.Serial
 	}
 	for k, v := range attrs {
-		if (k == "manufacturer" || k == "product") && v == "" {
+		switch {
+		case (k == "manufacturer" || k == "product") && v == "":
+			continue
+		case v == "":
+			b.write(dir+"/"+k, "") // an unconfigured device's: empty, no newline
 			continue
 		}
 		b.write(dir+"/"+k, v+"\n")
@@ -162,7 +171,32 @@ func (b *Builder) Add(d Dev) *Builder {
 	b.link(dir+"/driver", "bus/usb/drivers/usb")
 	b.link("bus/usb/drivers/usb/"+name, dir)
 	b.addInterfaces(d, dir, bus, authorized)
+	if len(d.Configs) > 0 {
+		for c, intfs := range append([][]Intf{d.Interfaces}, d.Configs...) {
+			for i, in := range intfs {
+				iname := intfName(d.BusID, c+1, i)
+				for k, v := range intfAttrs(i, in, "1") {
+					b.write(configDir(d.BusID, c+1)+"/"+iname+"/"+k, v+"\n")
+				}
+			}
+		}
+	}
 	return b
+}
+
+// configDir is where the interfaces of configuration c of a device with
+// several are kept, for the fake kernel to make them when it is chosen.
+func configDir(busid string, c int) string {
+	return configsDir + "/" + busid + "/" + fmt.Sprint(c)
+}
+
+// intfAttrs are the attributes of interface number i.
+func intfAttrs(i int, in Intf, authorized string) map[string]string {
+	return map[string]string{
+		"bInterfaceNumber": fmt.Sprintf("%02x", i), "bAlternateSetting": " 0", "bInterfaceClass": in.Class,
+		"bInterfaceSubClass": in.SubClass, "bInterfaceProtocol": in.Protocol, "uevent": "DEVTYPE=usb_interface",
+		"authorized": authorized,
+	}
 }
 
 // intfName is the kernel's name of interface num of configuration cfg of
@@ -194,11 +228,7 @@ func (b *Builder) addInterfaces(d Dev, dir, bus string, configured bool) {
 		if !configured {
 			idir = stashDir + "/" + d.BusID + "/" + iname
 		}
-		for k, v := range map[string]string{
-			"bInterfaceNumber": fmt.Sprintf("%02x", i), "bAlternateSetting": " 0", "bInterfaceClass": in.Class,
-			"bInterfaceSubClass": in.SubClass, "bInterfaceProtocol": in.Protocol, "uevent": "DEVTYPE=usb_interface",
-			"authorized": intfAuth,
-		} {
+		for k, v := range intfAttrs(i, in, intfAuth) {
 			b.write(idir+"/"+k, v+"\n")
 		}
 		if !configured {

@@ -16,9 +16,12 @@ import (
 // (deauthorized, or unbound from usb), they wait here, by device, with
 // their attributes; devices behind a hub whose driver left wait under
 // disconnected/, until the hub driver comes back and enumerates them.
+// The interfaces of each configuration of a device with several wait
+// under configs/, by device and configuration value.
 const (
 	stashDir        = ".fakekernel/unconfigured"
 	disconnectedDir = ".fakekernel/disconnected"
+	configsDir      = ".fakekernel/configs"
 )
 
 // authorizeDevice is a write to a device's authorized: 0 unconfigures it
@@ -84,34 +87,71 @@ func (k *Kernel) configureDefault(name, dir string) {
 	}
 }
 
-// setConfig makes the device's configuration c (0: none). Every fixture
-// configuration has the interfaces the device was built with.
+// setConfig makes the device's configuration c (0: none), as
+// usb_set_configuration does: a configured device is unconfigured first,
+// its interfaces removed (their drivers unbound), even when c is the
+// configuration it has (a write of bConfigurationValue is no "cheap
+// reset": usbfs's SETCONFIGURATION is, and the fake kernel has no usbfs);
+// then configuration c's interfaces are added, named "BUSID:C.N", and
+// probed. A device with one configuration has the interfaces it was built
+// with; one with several, those of configuration c.
 func (k *Kernel) setConfig(name, dir string, c int) {
-	if c == 0 || !authorized(dir) {
+	if readAttr(dir, "bConfigurationValue") != "" {
 		k.unconfigure(name, dir)
+	}
+	if c == 0 || !authorized(dir) {
 		return
 	}
-	if readAttr(dir, "bConfigurationValue") == strconv.Itoa(c) {
-		return
+	stash := filepath.Join(k.root, stashDir, name)
+	if tmpl := filepath.Join(k.root, configDir(name, c)); exists(tmpl) {
+		// What waits is another configuration's: this one's are made.
+		os.RemoveAll(stash)
+		if err := Copy(tmpl, stash); err != nil {
+			return
+		}
 	}
 	k.wakeupCapable(name, dir)
-	stash := filepath.Join(k.root, stashDir, name)
-	des, _ := os.ReadDir(stash)
+	names := interfaceNames(name, stash)
 	intfAuth := k.intfAuthorizedDefault(name)
-	for _, de := range des {
-		idir := filepath.Join(dir, de.Name())
-		if os.Rename(filepath.Join(stash, de.Name()), idir) != nil {
+	os.WriteFile(filepath.Join(dir, "bNumInterfaces"), []byte(fmt.Sprintf("%2d\n", len(names))), 0o644)
+	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte(strconv.Itoa(c)+"\n"), 0o644)
+	for _, in := range names {
+		idir := filepath.Join(dir, in)
+		if os.Rename(filepath.Join(stash, in), idir) != nil {
 			continue
 		}
 		writeFlag(idir, "authorized", intfAuth)
-		k.linkDevice(de.Name(), idir)
-		k.emit("add", de.Name(), idir, "")
+		k.linkDevice(in, idir)
+		k.emit("add", in, idir, "")
 		if intfAuth {
-			k.probe(de.Name(), idir)
+			k.probe(in, idir)
 		}
 	}
-	os.Remove(stash)
-	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte(strconv.Itoa(c)+"\n"), 0o644)
+	os.RemoveAll(stash)
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// interfaceNames lists the interfaces of device name found in dir, by
+// interface number, as a configuration holds them (1-2:1.2 before
+// 1-2:1.10).
+func interfaceNames(name, dir string) []string {
+	des, _ := os.ReadDir(dir)
+	var out []string
+	for _, de := range des {
+		if in, err := usbname.ParseInterface(de.Name()); err == nil && in.Device.String() == name {
+			out = append(out, de.Name())
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		x, _ := usbname.ParseInterface(a)
+		y, _ := usbname.ParseInterface(b)
+		return x.Number - y.Number
+	})
+	return out
 }
 
 // wakeupCapable is what usb_set_configuration does for a configuration
@@ -126,19 +166,16 @@ func (k *Kernel) wakeupCapable(name, dir string) {
 }
 
 // unconfigure removes a device's interfaces, their drivers unbound first
-// (a hub's children go with its hub interface).
+// (a hub's children go with its hub interface), in their order, as
+// usb_disable_device does; bConfigurationValue and bNumInterfaces read
+// empty then (no active configuration).
 func (k *Kernel) unconfigure(name, dir string) {
-	des, _ := os.ReadDir(dir)
 	stash := filepath.Join(k.root, stashDir, name)
-	for _, de := range des {
-		in := de.Name()
-		if d, err := usbname.DeviceOf(in); err != nil || d != name {
-			continue
-		}
+	for _, in := range interfaceNames(name, dir) {
 		idir := filepath.Join(dir, in)
 		k.detach(in, idir)
-		k.emit("remove", in, idir, "")
 		os.Remove(filepath.Join(k.root, "bus/usb/devices", in))
+		k.emit("remove", in, idir, "")
 		// What drivers made under the interface (hid, SCSI hosts) goes
 		// with the driver; the attributes stay for the next configuration.
 		subs, _ := os.ReadDir(idir)
@@ -151,7 +188,8 @@ func (k *Kernel) unconfigure(name, dir string) {
 			os.Rename(idir, filepath.Join(stash, in))
 		}
 	}
-	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte("\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "bNumInterfaces"), nil, 0o644)
 }
 
 // intfAuthorizedDefault is the root hub's interface_authorized_default for
@@ -220,7 +258,8 @@ func (k *Kernel) reconnectChildren(hub, dir string) {
 // behind it if it is a hub.
 func (k *Kernel) enumerate(name, dir string) {
 	os.WriteFile(filepath.Join(dir, "devnum"), []byte(strconv.Itoa(k.nextDevnum(name))+"\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte("\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "bNumInterfaces"), nil, 0o644)
 	des, _ := os.ReadDir(dir)
 	for _, de := range des {
 		if in := de.Name(); validIntf(in) {

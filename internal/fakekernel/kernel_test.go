@@ -287,3 +287,47 @@ func TestPlugAController(t *testing.T) {
 		t.Errorf("its devpath: %q %v", p, err)
 	}
 }
+
+// A device with two configurations: writing bConfigurationValue removes
+// the interfaces of the one it has (their drivers unbound) and adds the
+// other's, named by its value ("1-7:2.0"), probed; writing the value it
+// has does the same (usb_set_configuration tears down first); a value it
+// has not is EINVAL; 0 leaves it with no configuration, bConfigurationValue
+// and bNumInterfaces empty.
+func TestConfigurations(t *testing.T) {
+	f, k := realHost(t)
+	var got []string
+	k.OnEvent = func(e uevent.Event) { got = append(got, e.Action+" "+e.Name()+" "+e.Driver()) }
+	if err := k.Plug(fakekernel.Dev{BusID: "1-7", DevNum: 9, Vendor: "12d1", Product: "1446", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "08", SubClass: "06", Protocol: "50", Driver: "usb-storage"}},
+		Configs:    [][]fakekernel.Intf{{{Class: "ff", SubClass: "ff", Protocol: "ff"}, {Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	step := func(what, value string, errno syscall.Errno, want ...string) {
+		t.Helper()
+		got = nil
+		wantErrno(t, write(t, k, f, "bus/usb/devices/1-7/bConfigurationValue", value), errno, what)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: events %q, want %q", what, got, want)
+		}
+	}
+	interfaces("1-7", "1-7:1.0=usb-storage")(t, f)
+	step("configuration 2", "2", 0, "unbind 1-7:1.0 ", "remove 1-7:1.0 ", "add 1-7:2.0 ", "add 1-7:2.1 ", "bind 1-7:2.1 usbhid")
+	interfaces("1-7", "1-7:2.0=", "1-7:2.1=usbhid")(t, f)
+	if d, err := f.Device("1-7"); err != nil || d.NumConfigs != 2 || d.NumInterfaces != 2 {
+		t.Errorf("in configuration 2: %+v %v", d, err)
+	}
+	step("configuration 2 again", "2\n", 0, "remove 1-7:2.0 ", "unbind 1-7:2.1 ", "remove 1-7:2.1 ", "add 1-7:2.0 ", "add 1-7:2.1 ", "bind 1-7:2.1 usbhid")
+	step("configuration 3", "3", syscall.EINVAL)
+	step("configuration 1", "1", 0, "remove 1-7:2.0 ", "unbind 1-7:2.1 ", "remove 1-7:2.1 ", "add 1-7:1.0 ", "bind 1-7:1.0 usb-storage")
+	interfaces("1-7", "1-7:1.0=usb-storage")(t, f)
+	step("no configuration", "0", 0, "unbind 1-7:1.0 ", "remove 1-7:1.0 ")
+	for _, a := range []string{"bConfigurationValue", "bNumInterfaces"} {
+		if b, err := os.ReadFile(filepath.Join(f.Root(), "bus/usb/devices/1-7", a)); err != nil || len(b) != 0 {
+			t.Errorf("%s of an unconfigured device: %q %v, want empty", a, b, err)
+		}
+	}
+	if d, err := f.Device("1-7"); err != nil || d.NumInterfaces != 0 || len(d.Interfaces) != 0 {
+		t.Errorf("unconfigured: %+v %v", d, err)
+	}
+}

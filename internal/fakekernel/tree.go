@@ -98,9 +98,11 @@ func (k *Kernel) Plug(d Dev) error {
 // ones its interfaces match (whether they probed it now or, deauthorized,
 // will later), and the interfaces claimed by its first one's.
 func (k *Kernel) plugged(d Dev) {
-	for i, in := range d.Interfaces {
-		if in.Driver != "" && in.Driver != "usbback" {
-			k.learned[intfName(d.BusID, 1, i)] = in.Driver
+	for c, intfs := range append([][]Intf{d.Interfaces}, d.Configs...) {
+		for i, in := range intfs {
+			if in.Driver != "" && in.Driver != "usbback" {
+				k.learned[intfName(d.BusID, c+1, i)] = in.Driver
+			}
 		}
 	}
 	for _, i := range d.Claimed {
@@ -155,7 +157,7 @@ func (k *Kernel) Unplug(busid string) error {
 	}
 	// What waited for the device to be configured again, or for its hub
 	// to enumerate again, went with it.
-	for _, stash := range []string{stashDir, disconnectedDir} {
+	for _, stash := range []string{stashDir, disconnectedDir, configsDir} {
 		des, _ := os.ReadDir(filepath.Join(k.root, stash))
 		for _, de := range des {
 			if behind(de.Name(), busid) {
