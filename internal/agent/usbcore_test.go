@@ -140,3 +140,82 @@ func TestAgentReloadTurnsAuthorizationOffAndOn(t *testing.T) {
 		}
 	})
 }
+
+const configPolicy = `
+[[rule]]
+name = "modem"
+action = "attach"
+match = { id = "12d1:1506" }
+target = { domain = "kiosk" }
+`
+
+// modem is a device with two configurations, as a modem or a network
+// adapter has: a HID function in the first, the HID function and a
+// vendor-specific one no dom0 driver takes in the second.
+func modem(busid string, devnum int) fakekernel.Dev {
+	return fakekernel.Dev{BusID: busid, DevNum: devnum, Vendor: "12d1", Product: "1506", Class: "00", Serial: "MODEM1",
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}},
+		Configs:    [][]fakekernel.Intf{{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}, {Class: "ff", SubClass: "ff", Protocol: "ff"}}}}
+}
+
+// The configuration of an attached device changes (usb_modeswitch, a
+// driver, an admin writing bConfigurationValue): its interfaces go and the
+// new configuration's come, named by its value, and dom0's drivers probe
+// them. The device did not leave: it keeps its port, and the new
+// interfaces go to usbback. Detached, each goes back to its dom0 driver,
+// or to none when none takes it: none is left in usbback.
+// So with authorization before probe, where the new interfaces come
+// deauthorized.
+func TestAgentFollowsAConfigurationChange(t *testing.T) {
+	for _, mode := range []string{"off", "before-probe"} {
+		t.Run(mode, func(t *testing.T) { followConfigurationChange(t, "[agent]\nauthorize = \""+mode+"\"\n"+configPolicy) })
+	}
+}
+
+func followConfigurationChange(t *testing.T, pol string) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(pol, false)
+		e.hearKernel()
+		if err := e.kernel.Plug(modem("1-7", 30)); err != nil {
+			t.Fatal(err)
+		}
+		first := e.await("1-7", agent.ActAttached)
+		e.settle()
+		if drv := e.driverOf("1-7:1.0"); drv != "usbback" {
+			t.Fatalf("1-7:1.0 has driver %q, want usbback", drv)
+		}
+		if err := e.kernel.WriteAttr(e.root+"/bus/usb/devices/1-7/bConfigurationValue", []byte("2")); err != nil {
+			t.Fatal(err)
+		}
+		e.settle()
+		if x, ok := e.at("1-7"); !ok || x.Domid != uint32(first.Domid) || x.Controller != first.Ctrl || x.Port != first.Port {
+			t.Errorf("after the configuration changed: at %+v %v, want its port %d:%d", x, ok, first.Ctrl, first.Port)
+		}
+		for _, intf := range []string{"1-7:2.0", "1-7:2.1"} {
+			if drv := e.driverOf(intf); drv != "usbback" {
+				t.Errorf("%s, of the new configuration, has driver %q, want usbback", intf, drv)
+			}
+		}
+		if log := e.logText(); strings.Contains(log, `"action":"cleared"`) || strings.Contains(log, `"action":"failed"`) {
+			t.Errorf("a configuration change taken for a departure or failed:\n%s", log)
+		}
+		// The rule goes: detached, given back to dom0.
+		p, err := policy.Parse("none.toml", []byte(strings.Split(pol, "[[rule]]")[0]), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		e.await("1-7", agent.ActDetached)
+		e.settle()
+		if drv := e.driverOf("1-7:2.0"); drv != "usbhid" {
+			t.Errorf("after the detach 1-7:2.0 has driver %q, want usbhid", drv)
+		}
+		if drv := e.driverOf("1-7:2.1"); drv != "" {
+			t.Errorf("after the detach 1-7:2.1 has driver %q, want none", drv)
+		}
+		if has, _ := e.h.HasRecord(e.ctx, "1-7"); has {
+			t.Error("driver records of 1-7 left after its detach")
+		}
+	})
+}
