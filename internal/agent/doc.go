@@ -35,6 +35,9 @@
 //	absent     not on the host                              its port cleared (cleared), records removed,
 //	                                                        twins looked at again; gone → absent
 //	probing    on the host, the kernel probing it           nothing: its bind event brings it back
+//	unconfig-  on the host, at no port, with no active      pending, nothing decided (no interfaces to
+//	ured       configuration (not authorized: its root      judge); its interfaces' add events bring it
+//	           hub's authorized_default 0; or none chosen)  back once it is configured
 //	with dom0  no rule matches                              unmatched → with dom0
 //	denied     a deny rule or a built-in guard              denied; an own port is detached first
 //	refused    twins the rule cannot tell apart             refused; the twins are looked at again when

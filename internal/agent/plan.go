@@ -155,8 +155,31 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 			p.add(step{kind: stepAudit, rec: Audit{BusID: o.busid, ID: rec.ID, Trigger: o.trigger, Action: ActReleased, Reason: why}})
 		}
 	}
+	if o.port == nil && !o.dev.IsRootHub() && o.dev.Unconfigured {
+		planUnconfigured(&p, o, rec)
+		return p
+	}
 	planDecision(&p, o, dec, t, rec, w)
 	return p
+}
+
+// planUnconfigured plans for a device at no port that the kernel has not
+// configured: not authorized (its root hub's authorized_default is 0, as
+// USBGuard or usbcore.authorized_default=0 set it, or 0 was written to its
+// authorized), none of its configurations could be chosen, or 0 was
+// written to bConfigurationValue. It has no interfaces, so a rule that
+// looks at them (a deny of storage) cannot be told, and usbback would have
+// nothing to bind: nothing is decided. It waits, said once; its
+// configuration's interfaces' add events bring it back.
+func planUnconfigured(p *plan, o observation, rec Audit) {
+	rec.Rule, rec.RuleNo, rec.RuleAt, rec.Domain, rec.Twins, rec.Deauthorized = "", 0, "", "", nil, nil
+	why := "it has no active configuration (bConfigurationValue is empty)"
+	if !o.dev.Authorized {
+		why = "it is not authorized (authorized is 0: its root hub's authorized_default, USBGuard or an admin)"
+	}
+	rec.Action, p.state = ActPending, StPending
+	rec.Reason = fmt.Sprintf("%s waits: %s, so the kernel has made none of its interfaces and the policy cannot be applied; it is decided once it is configured", o.busid, why)
+	p.audit(o, rec)
 }
 
 // baseRecord is the audit record of the pass before its action.

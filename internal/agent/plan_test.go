@@ -144,6 +144,10 @@ func TestPlanTable(t *testing.T) {
 			StAttached, []stepKind{stepAudit}, ActKept, "migrates away"},
 		{"attached → attaching: its guest is now another", owned(at(here(TrigDomains, "usbback"), 3), 3), attach, kiosk, StAttaching, []stepKind{stepDetach, stepAudit, stepAttach}, "", ""},
 		{"attached → pending: its guest went", owned(at(here(TrigDomains, "usbback"), 5), 5), attach, down, StPending, []stepKind{stepDetach, stepAudit, stepAudit}, ActPending, ""},
+		// unconfigured: nothing decided, whatever the policy would say
+		{"unconfigured: not authorized", with(here("add"), func(o *observation) { o.dev.Unconfigured = true }), attach, kiosk, StPending, []stepKind{stepAudit}, ActPending, "not authorized"},
+		{"unconfigured: no configuration chosen", with(here("add"), func(o *observation) { o.dev.Unconfigured, o.dev.Authorized = true, true }), deny, kiosk, StPending, []stepKind{stepAudit}, ActPending, "no active configuration"},
+		{"unconfigured: at its port, kept", with(owned(at(here("remove"), 5), 5), func(o *observation) { o.dev.Unconfigured = true }), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, ""},
 		// held
 		{"held: detached by someone else", owned(here(TrigPortChanged, "usbhid"), 5), attach, kiosk, StHeld, []stepKind{stepAudit}, ActHeld, "by someone else"},
 		{"held → attaching: its record names another device at its busid", with(owned(here(TrigStart, "usbhid"), 5), func(o *observation) { o.owned.Serial = "OTHER" }),

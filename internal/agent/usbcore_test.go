@@ -219,3 +219,82 @@ func followConfigurationChange(t *testing.T, pol string) {
 		}
 	})
 }
+
+const unconfiguredPolicy = `
+[[rule]]
+name = "no-storage"
+action = "deny"
+match = { interface = "storage" }
+
+[[rule]]
+name = "sandisk-to-kiosk"
+action = "attach"
+match = { id = "0781:*" }
+target = { domain = "kiosk" }
+
+[[rule]]
+name = "badge reader"
+action = "attach"
+match = { id = "1234:0001" }
+target = { domain = "kiosk" }
+`
+
+// On a host whose root hub's authorized_default is 0 (USBGuard's, or
+// usbcore.authorized_default=0), a new device comes unauthorized: the
+// kernel has not configured it, it has no interfaces yet, and a rule that
+// looks at them cannot be told. The agent decides nothing until the device
+// is configured (it says why it waits): a stick a deny rule names by its
+// storage interface is never given a port meanwhile by a later rule that
+// names only its vendor, and once authorized it is denied; a device for a
+// guest is attached once authorized.
+func TestAgentWaitsForAnUnconfiguredDevice(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(unconfiguredPolicy, false)
+		e.hearKernel()
+		if err := e.kernel.WriteAttr(e.root+"/bus/usb/devices/usb1/authorized_default", []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+		stick := fakekernel.Dev{BusID: "1-8", DevNum: 31, Vendor: "0781", Product: "5581", Class: "00", Serial: "STICK8",
+			Interfaces: []fakekernel.Intf{{Class: "08", SubClass: "06", Protocol: "50", Driver: "usb-storage"}}}
+		for _, d := range []fakekernel.Dev{stick, keyboard("1-9", "0001")} {
+			if err := e.kernel.Plug(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := e.awaitEach(map[string]agent.Action{"1-8": agent.ActPending, "1-9": agent.ActPending})
+		for b, r := range got {
+			if r.Rule != "" || !strings.Contains(r.Reason, "not authorized") {
+				t.Errorf("%s waits: %+v", b, r)
+			}
+		}
+		e.settle()
+		for _, b := range []string{"1-8", "1-9"} {
+			if x, ok := e.at(b); ok {
+				t.Errorf("%s, unauthorized, was given port %+v", b, x)
+			}
+		}
+		for _, b := range []string{"1-8", "1-9"} {
+			if err := e.kernel.WriteAttr(e.root+"/bus/usb/devices/"+b+"/authorized", []byte("1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got = e.awaitEach(map[string]agent.Action{"1-8": agent.ActDenied, "1-9": agent.ActAttached})
+		if r := got["1-8"]; r.Rule != "no-storage" {
+			t.Errorf("the stick, authorized: %+v", r)
+		}
+		e.settle()
+		if _, ok := e.at("1-8"); ok {
+			t.Error("the stick a deny rule names is at a port")
+		}
+		if drv := e.driverOf("1-8:1.0"); drv != "usb-storage" {
+			t.Errorf("the stick's interface has driver %q, want usb-storage", drv)
+		}
+		if drv := e.driverOf("1-9:1.0"); drv != "usbback" {
+			t.Errorf("the badge reader's interface has driver %q, want usbback", drv)
+		}
+		if log := e.logText(); strings.Contains(log, `"busid":"1-8","id":"0781:5581","trigger":"add","action":"attached"`) {
+			t.Errorf("the stick was attached while unauthorized:\n%s", log)
+		}
+	})
+}

@@ -83,6 +83,12 @@ type Device struct {
 	// Authorized: the device may be configured (authorized is 1); a
 	// deauthorized device has no interfaces.
 	Authorized bool `json:"authorized"`
+	// Unconfigured: the kernel has made no configuration active
+	// (bConfigurationValue reads empty): the device is not authorized,
+	// none of its configurations could be chosen, or 0 was written to
+	// bConfigurationValue. It has no interfaces then. (The reader sets
+	// it for a device not authorized too.)
+	Unconfigured bool `json:"unconfigured,omitempty"`
 }
 
 // IsHub reports whether the device is a hub (device class 9).
@@ -235,6 +241,12 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	d.Ports = r.str("devpath", false)
 	d.Removable = r.str("removable", false)
 	d.Authorized = r.str("authorized", false) != "0"
+	if v, err := r.read("bConfigurationValue"); err == nil && strings.TrimSpace(v) == "" || !d.Authorized {
+		// Empty is how the kernel shows no active configuration (absent,
+		// in a fixture, says nothing); a device not authorized has none
+		// (usb_set_configuration makes it 0).
+		d.Unconfigured = true
+	}
 	if s := strings.TrimSpace(r.str("bNumInterfaces", false)); s != "" && r.err == nil {
 		n, err := strconv.Atoi(s)
 		if err != nil {
