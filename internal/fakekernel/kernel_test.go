@@ -331,3 +331,44 @@ func TestConfigurations(t *testing.T) {
 		t.Errorf("unconfigured: %+v %v", d, err)
 	}
 }
+
+// A reset (usb_reset_device): a driver without pre_reset and post_reset
+// (usbback) is unbound and the interface probed again, by whichever driver
+// takes it first; usbhid keeps its interface through it; the devnum stays.
+func TestReset(t *testing.T) {
+	f, k := realHost(t)
+	var got []string
+	k.OnEvent = func(e uevent.Event) { got = append(got, e.Action+" "+e.Name()+" "+e.Driver()) }
+	if err := k.Plug(fakekernel.Dev{BusID: "1-7", DevNum: 9, Vendor: "1234", Product: "0001", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}, {Class: "ff", SubClass: "ff", Protocol: "ff"}, {Class: "03", SubClass: "00", Protocol: "00", Driver: "usbhid"}}}); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, f.UnbindFrom("1-7:1.0", "usbhid"), 0, "unbind 1-7:1.0")
+	for _, in := range []string{"1-7:1.0", "1-7:1.1"} {
+		wantErrno(t, f.Bind(in, "usbback"), 0, "bind "+in+" to usbback")
+	}
+	got = nil
+	if err := k.Reset("1-7"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"unbind 1-7:1.0 ", "unbind 1-7:1.1 ", "bind 1-7:1.0 usbhid"}
+	if !slices.Equal(got, want) {
+		t.Errorf("the reset's events: %q, want %q", got, want)
+	}
+	interfaces("1-7", "1-7:1.0=usbhid", "1-7:1.1=", "1-7:1.2=usbhid")(t, f)
+	if d, err := f.Device("1-7"); err != nil || d.DevNum != 9 {
+		t.Errorf("after the reset: %+v %v", d, err)
+	}
+	// usbback taking its own back when its port table has the device.
+	k.UsbbackPorts = func() ([]fakekernel.UsbbackPort, error) {
+		return []fakekernel.UsbbackPort{{BusID: "1-7", Version: 2}}, nil
+	}
+	wantErrno(t, f.Bind("1-7:1.1", "usbback"), 0, "bind 1-7:1.1 to usbback")
+	got = nil
+	if err := k.Reset("1-7"); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"unbind 1-7:1.1 ", "bind 1-7:1.1 usbback"}; !slices.Equal(got, want) {
+		t.Errorf("the reset's events, usbback knowing the port: %q, want %q", got, want)
+	}
+}
