@@ -298,3 +298,52 @@ func TestAgentWaitsForAnUnconfiguredDevice(t *testing.T) {
 		}
 	})
 }
+
+// A reset of an attached device (usbreset, a driver's reset after an
+// error): the kernel unbinds usbback, which has no pre_reset, and probes
+// the interfaces again; a dom0 driver may take one first (usbhid here),
+// usbback takes back one no dom0 driver matches (it knows the port). The
+// device did not leave: its devnum and port stay, nothing is cleared, the
+// interface dom0 took goes back to usbback, and the one usbback took back
+// itself is not touched.
+func TestAgentRidesOutAReset(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(configPolicy, false)
+		e.kernel.UsbbackPorts = fakekernel.StorePorts(e.ctx, e.s.Dial(t))
+		e.hearKernel()
+		dev := modem("1-7", 32)
+		dev.Interfaces, dev.Configs = append(dev.Interfaces, fakekernel.Intf{Class: "ff", SubClass: "ff", Protocol: "ff"}), nil
+		if err := e.kernel.Plug(dev); err != nil {
+			t.Fatal(err)
+		}
+		first := e.await("1-7", agent.ActAttached)
+		e.settle()
+		for _, intf := range []string{"1-7:1.0", "1-7:1.1"} {
+			if drv := e.driverOf(intf); drv != "usbback" {
+				t.Fatalf("%s has driver %q before the reset, want usbback", intf, drv)
+			}
+		}
+		before := len(e.kernel.Writes())
+		if err := e.kernel.Reset("1-7"); err != nil {
+			t.Fatal(err)
+		}
+		e.settle()
+		if x, ok := e.at("1-7"); !ok || x.Domid != uint32(first.Domid) || x.Controller != first.Ctrl || x.Port != first.Port {
+			t.Errorf("after the reset: at %+v %v, want its port %d:%d", x, ok, first.Ctrl, first.Port)
+		}
+		for _, intf := range []string{"1-7:1.0", "1-7:1.1"} {
+			if drv := e.driverOf(intf); drv != "usbback" {
+				t.Errorf("%s has driver %q after the reset, want usbback", intf, drv)
+			}
+		}
+		for _, w := range e.kernel.Writes()[before:] {
+			if strings.Contains(w.Data, "1-7:1.1") {
+				t.Errorf("the agent wrote %q to %s for the interface usbback took back itself", w.Data, w.Path)
+			}
+		}
+		if log := e.logText(); !strings.Contains(log, "1-7:1.0 was with usbhid") || strings.Contains(log, `"action":"cleared"`) || strings.Contains(log, `"action":"failed"`) || strings.Contains(log, `"action":"released"`) {
+			t.Errorf("a reset taken for a departure, or failed:\n%s", log)
+		}
+	})
+}
