@@ -115,6 +115,12 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		return a.release(ctx, busid, s)
 	case stepRmOwned:
 		return rmOpt(ctx, a, ownedPath(busid))
+	case stepDropRecords:
+		p, err := assign.RecordPath(busid)
+		if err != nil {
+			return err
+		}
+		return rmOpt(ctx, a, p)
 	case stepEnsureBound:
 		return h.EnsureBound(ctx, busid)
 	case stepReRecord:

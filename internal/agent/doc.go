@@ -32,8 +32,11 @@
 // device is plugged there); "target" the domain the policy names.
 //
 //	state      what holds                                   what a pass does, and the next state
-//	absent     not on the host                              its port cleared (cleared), records removed,
-//	                                                        twins looked at again; gone → absent
+//	absent     not on the host                              its port cleared (cleared), records removed
+//	                                                        (its driver records first: the next plug at its
+//	                                                        busid, a mode switch's other product, is never
+//	                                                        bound by them), twins looked at again; gone →
+//	                                                        absent
 //	probing    on the host, the kernel probing it           nothing: its bind event brings it back
 //	unconfig-  on the host, at no port, with no active      pending, nothing decided (no interfaces to
 //	ured       configuration (not authorized: its root      judge); its interfaces' add events bring it

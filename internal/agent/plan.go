@@ -439,6 +439,16 @@ func planAttach(p *plan, o observation, dec policy.Decision, t target, owned *Ow
 func planGone(o observation, w world) plan {
 	p := plan{state: StAbsent, steps: []step{{kind: stepForget}}}
 	rec := Audit{BusID: o.busid, ID: o.last.ID, Serial: o.last.Serial, PortPath: o.last.PortPath, Name: o.last.Name, Trigger: o.trigger}
+	if (o.record || o.port != nil) && !w.dryRun {
+		// Its driver records name the interfaces of the plug that left.
+		// The next plug at its busid (the same device plugged back, or
+		// another product after a mode switch, which usb_modeswitch makes
+		// within a second) has interfaces of the same names, and may be
+		// there by the time the detach below binds by the records: it must
+		// not get the old plug's drivers (nor fail binding them, when they
+		// do not match it or it is inert). They go first.
+		p.add(step{kind: stepDropRecords})
+	}
 	if x := o.port; x != nil {
 		if !w.dryRun {
 			p.add(step{kind: stepDetach, at: *x})

@@ -97,9 +97,10 @@ const (
 	stepReRecord                     // write its driver records again from its ownership record
 	stepEnsureInQEMU                 // add it to its guest's QEMU if its emulated port has nothing there
 	stepReOwn                        // write its ownership record again, of the device now at its busid
+	stepDropRecords                  // remove the driver records of a plug that left, before anything rebinds by them
 )
 
-var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record", "ensure-in-qemu", "re-own"}
+var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record", "ensure-in-qemu", "re-own", "drop-records"}
 
 func (k stepKind) String() string { return stepNames[k] }
 

@@ -347,3 +347,81 @@ func TestAgentRidesOutAReset(t *testing.T) {
 		}
 	})
 }
+
+const modeswitchPolicy = `
+[[rule]]
+name = "installer-disc"
+action = "attach"
+match = { id = "12d1:1446" }
+target = { domain = "kiosk" }
+`
+
+// A mode-switching device (usb_modeswitch): attached as its installer disc
+// (12d1:1446, storage), it is switched, leaves and comes back at the same
+// busid as the modem (12d1:1506) with another devnum, whose
+// vendor-specific interface no dom0 driver takes. The modem is another
+// device: no rule sends it anywhere, so it is not kept at the disc's port
+// and stays in dom0, its interface without a driver, and no driver record
+// of the disc is applied to it; so whether the agent saw the disc leave or
+// only the modem come (the remove lost, or queued behind a pass).
+func TestAgentDecidesAModeSwitchedDeviceAfresh(t *testing.T) {
+	disc := fakekernel.Dev{BusID: "1-7", DevNum: 33, Vendor: "12d1", Product: "1446", Class: "00", Serial: "HW1",
+		Interfaces: []fakekernel.Intf{{Class: "08", SubClass: "06", Protocol: "50", Driver: "usb-storage"}}}
+	modem := fakekernel.Dev{BusID: "1-7", DevNum: 34, Vendor: "12d1", Product: "1506", Class: "00", Serial: "HW1",
+		Interfaces: []fakekernel.Intf{{Class: "ff", SubClass: "ff", Protocol: "ff"}, {Class: "ff", SubClass: "ff", Protocol: "ff"}}}
+	for _, seen := range []bool{true, false} {
+		t.Run(map[bool]string{true: "its remove seen", false: "its remove lost"}[seen], func(t *testing.T) {
+			xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+				e := newEnv(t, s)
+				// No pass the store's watch asks for comes between the
+				// unplug and the plug: the agent sees the modem only.
+				e.noWatches = !seen
+				e.run(modeswitchPolicy, false)
+				if err := e.kernel.Plug(disc); err != nil {
+					t.Fatal(err)
+				}
+				e.a.Handle(e.ctx, addEvent(t, "1-7"))
+				e.await("1-7", agent.ActAttached)
+				e.settle()
+				if seen {
+					e.hearKernel()
+				}
+				if err := e.kernel.Unplug("1-7"); err != nil {
+					t.Fatal(err)
+				}
+				if seen {
+					e.await("1-7", agent.ActCleared)
+					e.settle()
+				}
+				if err := e.kernel.Plug(modem); err != nil {
+					t.Fatal(err)
+				}
+				if !seen {
+					e.a.Handle(e.ctx, addEvent(t, "1-7"))
+					if r := e.await("1-7", agent.ActCleared); r.Trigger != agent.TrigReplugged {
+						t.Errorf("cleared by %q", r.Trigger)
+					}
+				}
+				r := e.await("1-7", agent.ActUnmatched)
+				if r.ID != "12d1:1506" {
+					t.Errorf("the modem decided as %+v", r)
+				}
+				e.settle()
+				if x, ok := e.at("1-7"); ok {
+					t.Errorf("the modem is at the disc's port %+v", x)
+				}
+				for _, intf := range []string{"1-7:1.0", "1-7:1.1"} {
+					if drv := e.driverOf(intf); drv != "" {
+						t.Errorf("the modem's %s has driver %q, want none", intf, drv)
+					}
+				}
+				if has, _ := e.h.HasRecord(e.ctx, "1-7"); has {
+					t.Error("the disc's driver records outlived it")
+				}
+				if log := e.logText(); strings.Contains(log, `"action":"failed"`) {
+					t.Errorf("a step failed:\n%s", log)
+				}
+			})
+		})
+	}
+}
