@@ -129,3 +129,48 @@ func BenchmarkParse(b *testing.B) {
 		n++
 	}
 }
+
+// Legal usb datagrams the captures do not have parse, and name their
+// device: a hub's over-current change (hub.c's port_over_current_notify,
+// sent on the hub's interface with the port's path), a device event with
+// DEVNUM=000 or without BUSNUM, controllers on the platform bus (dwc2 on
+// an ARM SoC, a DWC3's xHCI under a devicetree node with a unit address,
+// "soc@0", so a second '@' in the header) and behind PCIe bridges (a card,
+// a Thunderbolt dock's xHCI).
+func TestParseUnusualUSBEvents(t *testing.T) {
+	for _, c := range []struct {
+		name, devpath, devtype, extra, wantName string
+	}{
+		{"over-current", "/devices/pci0000:00/0000:00:14.0/usb1/1-0:1.0", "usb_interface",
+			"OVER_CURRENT_PORT=/devices/pci0000:00/0000:00:14.0/usb1/1-0:1.0/usb1-port2\x00OVER_CURRENT_COUNT=1\x00DRIVER=hub\x00PRODUCT=1d6b/2/601\x00TYPE=9/0/1\x00INTERFACE=9/0/0\x00MODALIAS=usb:v1D6Bp0002d0601dc09dsc00dp01ic09isc00ip00in00\x00", "1-0:1.0"},
+		{"devnum 000", "/devices/pci0000:00/0000:00:14.0/usb1/1-4", "usb_device", "PRODUCT=46d/c31c/6400\x00TYPE=0/0/0\x00BUSNUM=001\x00DEVNUM=000\x00", "1-4"},
+		{"no busnum", "/devices/pci0000:00/0000:00:14.0/usb1/1-4", "usb_device", "PRODUCT=46d/c31c/6400\x00TYPE=0/0/0\x00DEVNUM=005\x00", "1-4"},
+		{"dwc2", "/devices/platform/soc/3f980000.usb/usb1/1-1/1-1.1/1-1.1:1.0", "usb_interface", "PRODUCT=424/ec00/200\x00TYPE=255/0/1\x00INTERFACE=255/0/255\x00", "1-1.1:1.0"},
+		{"dwc3", "/devices/platform/soc@0/32f10108.usb/38200000.dwc3/xhci-hcd.1.auto/usb2/2-1", "usb_device", "PRODUCT=781/5581/100\x00TYPE=0/0/0\x00BUSNUM=002\x00DEVNUM=002\x00", "2-1"},
+		{"pcie bridge", "/devices/pci0000:00/0000:00:1c.0/0000:02:00.0/usb3/3-1.10", "usb_device", "PRODUCT=46d/c31c/6400\x00TYPE=0/0/0\x00BUSNUM=003\x00DEVNUM=017\x00", "3-1.10"},
+		{"thunderbolt dock", "/devices/pci0000:00/0000:00:07.0/0000:03:00.0/0000:04:01.0/0000:05:00.0/usb5/5-2.3.4.1.2:1.0", "usb_interface", "PRODUCT=46d/c31c/6400\x00TYPE=0/0/0\x00INTERFACE=3/1/1\x00", "5-2.3.4.1.2:1.0"},
+	} {
+		d := "change@" + c.devpath + "\x00ACTION=change\x00DEVPATH=" + c.devpath + "\x00SUBSYSTEM=usb\x00DEVTYPE=" + c.devtype + "\x00" + c.extra + "SEQNUM=4242\x00"
+		e, err := uevent.Parse([]byte(d))
+		if err != nil {
+			t.Errorf("%s: refused: %v", c.name, err)
+			continue
+		}
+		if e2, err := uevent.Parse(uevent.Marshal(e)); err != nil || e2.DevPath != c.devpath {
+			t.Errorf("%s: the event as a trace writes it: %+v %v", c.name, e2, err)
+		}
+		if e.Name() != c.wantName || e.IsUSBDevice() != (c.devtype == "usb_device") || e.IsUSBInterface() != (c.devtype == "usb_interface") {
+			t.Errorf("%s: %s %q", c.name, e.DevType, e.Name())
+		}
+		switch c.name {
+		case "devnum 000":
+			if n, ok := e.DevNum(); !ok || n != 0 {
+				t.Errorf("DEVNUM=000: %d %v", n, ok)
+			}
+		case "no busnum":
+			if _, ok := e.BusNum(); ok {
+				t.Error("BUSNUM absent, but read")
+			}
+		}
+	}
+}
