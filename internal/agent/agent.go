@@ -208,7 +208,14 @@ func (a *Agent) enqueueLocked(busid string, why Trigger) {
 		return
 	}
 	a.why[busid] = why
-	a.queue = append(a.queue, busid)
+	if strings.HasPrefix(busid, "usb") {
+		// A root hub's pass goes first: a controller just added must be
+		// made inert before the hub driver enumerates its ports' devices
+		// (see reconcileRootHub), not after a storm queued before it.
+		a.queue = slices.Insert(a.queue, 0, busid)
+	} else {
+		a.queue = append(a.queue, busid)
+	}
 	a.broadcast()
 }
 
