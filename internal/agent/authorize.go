@@ -134,8 +134,15 @@ func planRootHub(p *plan, o observation, w world) {
 // planToDom0: with the mode on, a device the policy leaves to dom0 has
 // its deauthorized interfaces authorized and offered to dom0's drivers (a
 // hub at once, or its children never appear).
+//
+// With the mode off, so is a device the agent itself kept inert (its last
+// record, made while the mode was on or by a block rule, says so) that the
+// policy now leaves to dom0: a reload that turns the mode off or drops
+// the block rule does not leave it without drivers for good.
 func planToDom0(p *plan, o observation, rec *Audit, w world) {
-	if !w.authorize || len(rec.Deauthorized) == 0 && !o.giving {
+	keptInert := o.known && len(o.last.Deauthorized) > 0 &&
+		(o.last.Action == ActPending || o.last.Action == ActRefused || o.last.Action == ActBlocked)
+	if !w.authorize && !keptInert || len(rec.Deauthorized) == 0 && !o.giving {
 		return
 	}
 	rec.Reason += "; its interfaces are authorized and offered to dom0's drivers"

@@ -425,3 +425,31 @@ func TestAgentDecidesAModeSwitchedDeviceAfresh(t *testing.T) {
 		})
 	}
 }
+
+// A device the agent kept inert (blocked, with the mode on) that a reload
+// leaves to dom0 with the mode off: its interfaces are authorized and
+// offered to dom0's drivers, not left without a driver for good.
+func TestAgentReloadGivesDom0WhatItKeptInert(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(authzPolicy, false)
+		e.hearKernel()
+		if err := e.kernel.Plug(keyboard("1-8", "0003")); err != nil { // "no network": blocked
+			t.Fatal(err)
+		}
+		e.await("1-8", agent.ActBlocked)
+		e.settle()
+		p, err := policy.Parse("off.toml", []byte(`[agent]
+authorize = "off"
+`), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		e.await("1-8", agent.ActUnmatched)
+		e.settle()
+		if drv, a := e.driverOf("1-8:1.0"), e.intfAuthorized("1-8:1.0"); drv != "usbhid" || a != "1" {
+			t.Errorf("the device no rule keeps inert any more: driver %q, authorized %s (want usbhid, 1)", drv, a)
+		}
+	})
+}
