@@ -198,7 +198,10 @@ func (h *Host) unbind(dir, name string) error {
 func (h *Host) deviceAttrs(dir, busid string, e uevent.Event, attrs map[string]string) error {
 	v, p, bcd, _ := e.Product()
 	c, s, pr, _ := e.Type()
-	bus, _ := e.BusNum()
+	bus, ok := e.BusNum()
+	if id, err := usbname.Parse(busid); !ok && err == nil {
+		bus = id.Bus // no BUSNUM (an older kernel's event): the busid names the bus
+	}
 	dev, _ := e.DevNum()
 	base := map[string]string{
 		"idVendor": fmt.Sprintf("%04x", v), "idProduct": fmt.Sprintf("%04x", p), "bcdDevice": fmt.Sprintf("%04x", bcd),

@@ -308,3 +308,24 @@ func TestColdplugTraceKeepsAuthorization(t *testing.T) {
 		t.Errorf("replayed %v: want the tablet inert, the keyboard attached", r)
 	}
 }
+
+// A device's add without BUSNUM (an older kernel's, or a capture that
+// dropped it) still gives the device its bus, the busid's.
+func TestAddWithoutBusnum(t *testing.T) {
+	root := t.TempDir()
+	h, err := replay.NewHost(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const p = "/devices/pci0000:00/0000:00:14.0/usb3/3-4"
+	e, err := uevent.Parse([]byte("add@" + p + "\x00ACTION=add\x00DEVPATH=" + p + "\x00SUBSYSTEM=usb\x00DEVTYPE=usb_device\x00PRODUCT=46d/c31c/6400\x00TYPE=0/0/0\x00DEVNUM=005\x00SEQNUM=7\x00"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Apply(e, nil); err != nil {
+		t.Fatal(err)
+	}
+	if bus, dev, err := usbsysfs.NewFS(root).Addr("3-4"); err != nil || bus != 3 || dev != 5 {
+		t.Errorf("bus %d addr %d, %v; want 3 and 5", bus, dev, err)
+	}
+}
