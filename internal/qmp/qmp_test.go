@@ -190,3 +190,27 @@ func TestLongTextFromQEMUIsClipped(t *testing.T) {
 		t.Fatalf("protocol error of %d bytes: %.200v", len(err.Error()), err)
 	}
 }
+
+// A reply whose return value does not decode into what the command asked
+// for is a protocol error too, and its text must be as short as the
+// others: the return value is QEMU's (a guest's, if it took QEMU over),
+// up to maxMessage long, and the error goes into audit records and logs.
+func TestUndecodableReturnIsClipped(t *testing.T) {
+	long := strings.Repeat("x", 512<<10) // well under maxMessage
+	sock := peer(t, greeting,
+		`{"return": {}, "id": 1}`+"\n",
+		`{"return": "`+long+`", "id": 2}`+"\n")
+	c, err := Dial(ctx(t), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var props []struct{ Name, Type string }
+	err = c.Run(ctx(t), "qom-list", map[string]any{"path": "/machine/peripheral"}, &props)
+	if !errors.Is(err, ErrProtocol) {
+		t.Fatalf("err = %.200v", err)
+	}
+	if n := len(err.Error()); n > 400 {
+		t.Fatalf("the error quotes QEMU's return value whole: %d bytes (%.120s…)", n, err)
+	}
+}
