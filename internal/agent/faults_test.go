@@ -468,3 +468,44 @@ func TestKeptAtItsPortTheRecordNamesTheDevice(t *testing.T) {
 		}
 	})
 }
+
+const micePolicy = `
+[[rule]]
+name = "mice"
+action = "attach"
+match = { id = "046d:c077" }
+target = { domain = "desk" }
+`
+
+// Twins the rule cannot tell apart (1-4 MOUSE-A and 1-5 MOUSE-B, a rule
+// naming only 046d:c077, duplicates = "refuse") are refused while neither
+// is attached. An ownership record at 1-4 that names a third mouse
+// (MOUSE-Z, held after an admin's detach, then swapped for MOUSE-A while
+// the agent was down) makes MOUSE-A "decided afresh" for held; decided
+// afresh, it is one of two twins of which none is attached, and both are
+// refused. The twin check still counts the record as MOUSE-A's, so
+// MOUSE-A goes to desk and MOUSE-B is refused because of it.
+func TestARecordOfAnotherDeviceGivesNoPlaceAmongTwins(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		desk := e.doms["desk"]
+		rec := fmt.Sprintf(`{"domain":"desk","domid":%d,"controller":0,"port":1,"rule":"mice","id":"046d:c077","serial":"MOUSE-Z"}`, desk.ID)
+		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-4", []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+		e.run(micePolicy, false)
+		for _, b := range []string{"1-4", "1-5"} {
+			if at, ok := e.at(b); ok {
+				t.Errorf("%s (twin of the other, neither attached) is at domain %d port %d:%d", b, at.Domid, at.Controller, at.Port)
+			}
+		}
+		if t.Failed() {
+			st := e.status.Load()
+			for _, d := range st.Devices {
+				if d.BusID == "1-4" || d.BusID == "1-5" {
+					t.Logf("%s %s: %s", d.BusID, d.Action, d.Reason)
+				}
+			}
+		}
+	})
+}
