@@ -509,3 +509,51 @@ func TestARecordOfAnotherDeviceGivesNoPlaceAmongTwins(t *testing.T) {
 		}
 	})
 }
+
+// Kept at its port though the record named another device, the device's
+// record is rewritten to name it: all of it, not only its id and serial.
+// The rule is the one that keeps it there now (the hooks of the rule of a
+// "cleared" record run when it leaves), and the drivers are not the other
+// device's: stepReRecord writes them back as libxl's driver records when a
+// late detach removed those, and xl's detach rebinds from them.
+func TestReOwnRewritesTheWholeRecord(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"]
+		a, err := e.h.Attach(e.ctx, kiosk.ID, policy.DevSpec{BusID: "1-2", Controller: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := e.driverRecord("1-2:1.0") // the audio device's own: snd-usb-audio
+		// The record of a mouse the agent attached at 1-2 before.
+		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":%d,"port":%d,"rule":"mouse-a","id":"046d:c077","serial":"OTHER","drivers":{"1-2:1.0":"usbhid"}}`, kiosk.ID, a.Controller, a.Port)
+		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false)
+		owned, err := agent.ListOwned(e.ctx, e.xs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := owned["1-2"]
+		if o.ID != "0d8c:0014" {
+			t.Fatalf("not rewritten: %+v", o)
+		}
+		if o.Rule != "audio" {
+			t.Errorf("the record names the device kept by rule audio, but still the rule %q of the device before", o.Rule)
+		}
+		if o.Drivers["1-2:1.0"] == "usbhid" {
+			t.Errorf("the record names the audio device, but still the mouse's drivers: %v", o.Drivers)
+		}
+		// A late detach of the port removes libxl's records; the next
+		// pass writes them back from the record.
+		e.stop()
+		if err := e.xs.Rm(e.ctx, "/libxl/usbback/1-2"); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false)
+		if got := e.driverRecord("1-2:1.0"); got == "/sys/bus/usb/drivers/usbhid" {
+			t.Errorf("1-2:1.0's driver record is the mouse's %q, its driver was %q", got, want)
+		}
+	})
+}
