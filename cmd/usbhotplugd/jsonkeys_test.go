@@ -87,6 +87,7 @@ var jsonVocabulary = map[string]jsonKey{
 	"num_configs":                 {"a device's number of configurations", kNumber, nil},
 	"num_interfaces":              {"a device's number of interfaces", kNumber, nil},
 	"removable":                   {"removable, fixed or unknown, as sysfs says", kString, nil},
+	"unconfigured":                {"the kernel has not configured the device yet (no interfaces)", kBool, nil},
 	"authorized":                  {"drivers may probe a device or an interface", kBool, nil},
 	"interfaces":                  {"a device's interfaces", kArray, nil},
 	"name":                        {"the name of what the object is: an interface (1-1.6:1.0), a metric family; a device's strings (an audit record)", kString, nil},
@@ -558,7 +559,7 @@ func TestJSONOutputsOneSpelling(t *testing.T) {
 // (TestJSONSpelling) still finds them in the types.
 var neverHere = map[string]bool{
 	"last_error": true, "retry_in_ms": true, "reload_error": true, "reload_refused_at": true,
-	"failed_step": true, "skipped_controllers": true,
+	"failed_step": true, "skipped_controllers": true, "unconfigured": true,
 	"request": true, // what a client writes
 }
 

@@ -126,8 +126,11 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepReRecord:
 		return h.WriteRecords(ctx, busid, o.owned.Drivers)
 	case stepReOwn:
+		// Of the device kept, and by the rule that keeps it; the dom0
+		// drivers the attach took from the device before are not this
+		// one's (usbback bound it by its busid at the plug).
 		rec := *o.owned
-		rec.ID, rec.Serial = o.dev.ID(), o.dev.Serial
+		rec.ID, rec.Serial, rec.Rule, rec.Drivers = o.dev.ID(), o.dev.Serial, s.rec.Rule, nil
 		return h.XS.Write(ctx, ownedPath(busid), []byte(ownedValue(rec)))
 	case stepEnsureInQEMU:
 		added, err := h.EnsureInDeviceModel(ctx, *o.port)

@@ -87,7 +87,7 @@ func (a *Agent) recall(o *observation) {
 	if o.port != nil || o.record || o.present && anyUsbback(o.dev) {
 		a.seenAttached[busid] = true // attached again: its interfaces are ours again
 	}
-	o.ours = a.seenAttached[busid] || o.owned != nil && !a.offered[busid]
+	o.ours = a.seenAttached[busid] || o.owned != nil && (!o.present || o.owned.of(o.dev)) && !a.offered[busid]
 	o.last, o.known = a.status[busid]
 	o.backoff = rollbackEcho(o.trigger) && a.backingOffLocked(busid)
 	for b, st := range a.status {
@@ -231,7 +231,9 @@ func (a *Agent) markAttached(ctx context.Context, o observation, me *policy.Devi
 		switch {
 		case t.Attached:
 		case t.BusID == o.busid:
-			t.Attached = o.owned != nil
+			// A record of another device (swapped at this busid while the
+			// agent was down) gives this one no place among its twins.
+			t.Attached = o.owned != nil && o.owned.of(o.dev)
 		default:
 			ask = append(ask, t)
 			paths = append(paths, ownedPath(t.BusID))
@@ -243,7 +245,7 @@ func (a *Agent) markAttached(ctx context.Context, o observation, me *policy.Devi
 	vals, errs := a.h.XS.ReadMany(ctx, paths)
 	for i, t := range ask {
 		ow, _ := parseOwned(t.BusID, vals[i], errs[i])
-		t.Attached = ow != nil
+		t.Attached = ow != nil && ow.ofTwin(t)
 	}
 }
 

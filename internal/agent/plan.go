@@ -306,7 +306,7 @@ func planKept(p *plan, o observation, t target, rec Audit, mine bool, w world) {
 		// The port stays the agent's; its record now names the device
 		// there, so that a later detach by someone else holds this
 		// one, and not the one that was plugged here before.
-		p.add(step{kind: stepReOwn})
+		p.add(step{kind: stepReOwn, rec: rec})
 		rec.Reason += fmt.Sprintf("; its ownership record named another device at %s (%s): it names this one now", o.busid, ownedIdentity(*o.owned))
 	}
 	if len(t.several) > 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // RecordRoot is the dom0-only xenstore path where the agent records what it
@@ -41,6 +42,11 @@ type Owned struct {
 // (swapped while the agent was down). Twins cannot be told apart, here as
 // anywhere.
 func (o *Owned) of(d usbsysfs.Device) bool { return o.ID == d.ID() && o.Serial == d.Serial }
+
+// ofTwin is of for a device as the policy has it.
+func (o *Owned) ofTwin(t *policy.Device) bool {
+	return o.ID == fmt.Sprintf("%04x:%04x", t.Vendor, t.Product) && o.Serial == t.Serial
+}
 
 func ownedPath(busid string) string { return RecordRoot + "/" + nodeName(busid) }
 

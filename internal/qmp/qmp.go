@@ -196,7 +196,7 @@ func (c *Client) Run(ctx context.Context, command string, args, out any) error {
 	}
 	if out != nil && len(ret) > 0 {
 		if err := json.Unmarshal(ret, out); err != nil {
-			return fmt.Errorf("%w: %s returned %s: %v", ErrProtocol, command, ret, err)
+			return fmt.Errorf("%w: %s returned %s: %v", ErrProtocol, command, clip(string(ret), maxQuoted), err)
 		}
 	}
 	return nil

@@ -154,7 +154,7 @@ func TestRunRefusesAnEndlessMessage(t *testing.T) {
 			return
 		}
 		chunk := []byte(strings.Repeat("x", 64<<10)) // one endless string
-		for { // until the client gives up and closes
+		for {                                        // until the client gives up and closes
 			if _, err := b.Write(chunk); err != nil {
 				return
 			}
