@@ -396,10 +396,7 @@ func TestAgentOwnsItsPortWhateverDeviceIsThere(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":%d,"port":%d,"rule":"audio","id":"046d:c077","serial":"OTHER"}`, kiosk.ID, a.Controller, a.Port)
-		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
-			t.Fatal(err)
-		}
+		e.writeOwned("1-2", "kiosk", a, `"rule":"audio","id":"046d:c077","serial":"OTHER"`)
 		e.run("[[rule]]\nname = \"no-audio\"\naction = \"deny\"\nmatch = { id = \"0d8c:0014\" }\n", false)
 		if a, ok := e.at("1-2"); ok {
 			t.Fatalf("1-2 still at domain %d port %d:%d though denied", a.Domid, a.Controller, a.Port)
@@ -421,10 +418,7 @@ func TestHeldIsOfTheDeviceItsRecordNames(t *testing.T) {
 		if err := e.h.Detach(e.ctx, a.Domid, a.Controller, a.Port); err != nil {
 			t.Fatal(err)
 		}
-		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":%d,"port":%d,"rule":"audio","id":"0d8c:0014","serial":"ANOTHER"}`, kiosk.ID, a.Controller, a.Port)
-		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
-			t.Fatal(err)
-		}
+		e.writeOwned("1-2", "kiosk", a, `"rule":"audio","id":"0d8c:0014","serial":"ANOTHER"`)
 		e.run(testPolicy, false)
 		if at, ok := e.at("1-2"); !ok || at.Domid != kiosk.ID {
 			t.Fatalf("1-2 not attached to kiosk though the policy sends it there and the held record is of another device: %+v %v\nlog:\n%s", at, ok, e.logText())
@@ -443,10 +437,7 @@ func TestKeptAtItsPortTheRecordNamesTheDevice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":%d,"port":%d,"rule":"audio","id":"046d:c077","serial":"OTHER"}`, kiosk.ID, a.Controller, a.Port)
-		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
-			t.Fatal(err)
-		}
+		e.writeOwned("1-2", "kiosk", a, `"rule":"audio","id":"046d:c077","serial":"OTHER"`)
 		e.run(testPolicy, false) // drains the start's audits
 		if !strings.Contains(e.logText(), "its ownership record named another device at 1-2") {
 			t.Errorf("the keep does not say its record changed:\n%s", e.logText())
@@ -526,10 +517,7 @@ func TestReOwnRewritesTheWholeRecord(t *testing.T) {
 		}
 		want := e.driverRecord("1-2:1.0") // the audio device's own: snd-usb-audio
 		// The record of a mouse the agent attached at 1-2 before.
-		rec := fmt.Sprintf(`{"domain":"kiosk","domid":%d,"controller":%d,"port":%d,"rule":"mouse-a","id":"046d:c077","serial":"OTHER","drivers":{"1-2:1.0":"usbhid"}}`, kiosk.ID, a.Controller, a.Port)
-		if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-2", []byte(rec)); err != nil {
-			t.Fatal(err)
-		}
+		e.writeOwned("1-2", "kiosk", a, `"rule":"mouse-a","id":"046d:c077","serial":"OTHER","drivers":{"1-2:1.0":"usbhid"}`)
 		e.run(testPolicy, false)
 		owned, err := agent.ListOwned(e.ctx, e.xs)
 		if err != nil {
@@ -556,4 +544,15 @@ func TestReOwnRewritesTheWholeRecord(t *testing.T) {
 			t.Errorf("1-2:1.0's driver record is the mouse's %q, its driver was %q", got, want)
 		}
 	})
+}
+
+// writeOwned writes busid's ownership record as the agent would have for
+// an attach to domain at a, with the record's other fields (JSON members,
+// comma-separated) as given.
+func (e *env) writeOwned(busid, domain string, a assign.Assignment, fields string) {
+	e.t.Helper()
+	rec := fmt.Sprintf(`{"domain":%q,"domid":%d,"controller":%d,"port":%d,%s}`, domain, a.Domid, a.Controller, a.Port, fields)
+	if err := e.xs.Write(e.ctx, agent.RecordRoot+"/"+busid, []byte(rec)); err != nil {
+		e.t.Fatal(err)
+	}
 }
