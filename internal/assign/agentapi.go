@@ -23,15 +23,21 @@ func (h *Host) Release(ctx context.Context, busid string) error {
 	}
 	out, err := h.takeFromUsbback(busid)
 	err = errors.Join(err, h.rebind(ctx, busid))
-	// One it took out with no record to go back to (the record went with
-	// a detach that raced this one) is offered to the kernel's own
-	// matching, so it is not lost to dom0.
+	return errors.Join(err, h.offerUnbound(out))
+}
+
+// offerUnbound offers each of out, interfaces just taken from usbback,
+// that is still without a driver (no record to go back to: usbback bound
+// it by itself, or the record went with a detach that raced this one) to
+// the kernel's own matching, so it is not lost to dom0.
+func (h *Host) offerUnbound(out []string) error {
+	var errs []error
 	for _, intf := range out {
 		if drv, derr := h.Sys.Driver(intf); derr == nil && drv == "" {
-			err = errors.Join(err, h.Sys.Probe(intf))
+			errs = append(errs, h.Sys.Probe(intf))
 		}
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 // ReleaseUnbound is Release that also offers every interface of busid

@@ -492,8 +492,10 @@ func TestUntrustedStoreValues(t *testing.T) {
 		if err := e.h.Detach(ctx, 1, 0, 1); err != nil {
 			t.Fatal(err)
 		}
-		if d := e.driver(t, "1-1.6:1.0"); d != "" {
-			t.Fatalf("bound to %q from a forged record", d)
+		// The forged record's driver is not used; the interface, with no
+		// record to go back to, is offered to the kernel's own matching.
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
+			t.Fatalf("after a forged record the interface is with %q, not with what the kernel matches", d)
 		}
 		if len(e.warnings) < 2 {
 			t.Fatalf("warnings: %q", e.warnings)
@@ -667,6 +669,32 @@ func TestDetachOwnedOfAPortThatChanged(t *testing.T) {
 		// Out of usbback, at no port now: given back, not left driverless.
 		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
 			t.Errorf("1-1.6:1.0 is with %q after the aborted detach", d)
+		}
+	})
+}
+
+// An interface usbback bound by itself (no driver record: one the device
+// gained at the port, after a reset or a configuration change) is offered
+// to the kernel's own matching at the detach, as Release does, rather than
+// left with no driver in dom0 (where libxl leaves it).
+func TestDetachOffersWhatUsbbackBoundByItself(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx, e := context.Background(), pvEnv(t, s)
+		a, err := e.h.Attach(ctx, 1, dev("1-1.6"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Rm(ctx, "/libxl/usbback/1-1_6"); err != nil {
+			t.Fatal(err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbback" {
+			t.Fatalf("attached, the interface is with %q", d)
+		}
+		if err := e.h.Detach(ctx, 1, a.Controller, a.Port); err != nil {
+			t.Fatalf("detach: %v", err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
+			t.Errorf("after the detach the interface is with %q, not offered to usbhid", d)
 		}
 	})
 }

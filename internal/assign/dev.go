@@ -553,8 +553,9 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 	if c.Type == policy.TypeDeviceModel {
 		return h.dmDetach(ctx, c, port, busid, clear, forget)
 	}
+	var out []string // what it took from usbback
 	if c.Type == policy.TypePV {
-		if err := h.unbindUsbback(busid); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if out, err = h.takeFromUsbback(busid); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%s: removing it from the guest failed; try again: %w", busid, err)
 		}
 	}
@@ -572,7 +573,7 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 		return err
 	}
 	if c.Type == policy.TypePV {
-		if err := h.rebind(ctx, busid); err != nil {
+		if err := errors.Join(h.rebind(ctx, busid), h.offerUnbound(out)); err != nil {
 			if _, derr := h.Sys.Device(busid); errors.Is(derr, fs.ErrNotExist) {
 				return nil // it left meanwhile: nothing to give back
 			}
