@@ -740,7 +740,9 @@ type watchBurst struct {
 
 func (b *watchBurst) note(ev xenstore.WatchEvent) {
 	if ev.Token == "uhd-intro" || ev.Token == "uhd-release" || ev.Token == "uhd-vm" {
-		b.domains = b.domains || ev.Token != "uhd-vm" || isVMName(ev.Path)
+		// /vm itself: its watch's first event, or a storm's dropped
+		// events (any guest may have been renamed).
+		b.domains = b.domains || ev.Token != "uhd-vm" || isVMName(ev.Path) || ev.Path == "/vm"
 		return
 	}
 	switch c, x := classifyBackend(ev.Path); c {

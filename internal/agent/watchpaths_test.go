@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
@@ -89,5 +90,33 @@ func TestIsVMName(t *testing.T) {
 		if got := isVMName(path); got != want {
 			t.Errorf("isVMName(%q) = %v", path, got)
 		}
+	}
+}
+
+// Which events of a burst make the domains be read again: /vm itself
+// stands for events the store client dropped in a storm, any of which may
+// have been a rename.
+func TestWatchBurstDomains(t *testing.T) {
+	for _, c := range []struct {
+		ev   xenstore.WatchEvent
+		want bool
+	}{
+		{xenstore.WatchEvent{Path: "@introduceDomain", Token: "uhd-intro"}, true},
+		{xenstore.WatchEvent{Path: "@releaseDomain", Token: "uhd-release"}, true},
+		{xenstore.WatchEvent{Path: "/vm/5e1a7c2e-3b9d-4f0a-9c1e-2d6f8a4b7c10/name", Token: "uhd-vm"}, true},
+		{xenstore.WatchEvent{Path: "/vm", Token: "uhd-vm"}, true},
+		{xenstore.WatchEvent{Path: "/vm/5e1a7c2e-3b9d-4f0a-9c1e-2d6f8a4b7c10/uuid", Token: "uhd-vm"}, false},
+		{xenstore.WatchEvent{Path: "/local/domain/0/backend", Token: "uhd-backend"}, false},
+	} {
+		var b watchBurst
+		b.note(c.ev)
+		if b.domains != c.want {
+			t.Errorf("%+v: domains %v, want %v", c.ev, b.domains, c.want)
+		}
+	}
+	var b watchBurst
+	b.note(xenstore.WatchEvent{Path: "/local/domain/0/backend", Token: "uhd-backend"})
+	if !b.whole {
+		t.Error("the backend watch's own path does not read every port")
 	}
 }

@@ -197,3 +197,81 @@ func TestPermsParse(t *testing.T) {
 		}
 	}
 }
+
+// A consumer that does not keep up gets at most a bounded number of a
+// storm's events, and then the watched path itself, standing for those
+// dropped: the memory of a watch is bounded, and nothing is lost that a
+// read of the path would not find.
+func TestWatchStormIsBounded(t *testing.T) {
+	a, peer := net.Pipe()
+	c := xenstore.NewConn(a)
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	const storm = 8192
+	answer := func() error { // reads one request, answers it with payload
+		var hdr [xenstore.HeaderSize]byte
+		if _, err := io.ReadFull(peer, hdr[:]); err != nil {
+			return err
+		}
+		h, err := xenstore.ParseHeader(hdr[:])
+		if err != nil {
+			return err
+		}
+		if _, err := io.CopyN(io.Discard, peer, int64(h.Len)); err != nil {
+			return err
+		}
+		payload := "OK\x00"
+		if h.Type == xenstore.TypeRead {
+			payload = "v"
+		}
+		_, err = peer.Write(reply(h.Type, h.ReqID, payload))
+		return err
+	}
+	peerDone := make(chan error, 1)
+	go func() {
+		if err := answer(); err != nil { // the watch
+			peerDone <- err
+			return
+		}
+		for i := range storm {
+			if _, err := peer.Write(reply(xenstore.TypeWatchEvent, 0, fmt.Sprintf("/a/%d\x00t\x00", i))); err != nil {
+				peerDone <- err
+				return
+			}
+		}
+		peerDone <- answer() // the read that follows the storm
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ch, err := c.Watch(ctx, "/a", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its reply comes after every event of the storm: when it is back,
+	// the reader has queued (or dropped) them all.
+	if _, err := c.Read(ctx, "/b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-peerDone; err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		select {
+		case ev := <-ch:
+			got = append(got, ev.Path)
+		case <-ctx.Done():
+			t.Fatalf("no event of the watched path after %d events", len(got))
+		}
+		if got[len(got)-1] == "/a" {
+			break
+		}
+	}
+	if len(got) > storm/4 {
+		t.Errorf("%d of %d events were held for the consumer", len(got), storm)
+	}
+	for i, p := range got[:len(got)-1] {
+		if want := fmt.Sprintf("/a/%d", i); p != want {
+			t.Fatalf("event %d is %s, not %s: the events kept are the first, in order", i, p, want)
+		}
+	}
+}

@@ -16,19 +16,29 @@ type WatchEvent struct {
 	Token string
 }
 
-// A watcher queues the events of one token without bound, so the reader
-// never blocks on a slow consumer (who may be calling the Conn itself), and
-// a pump goroutine hands them to the consumer's channel in order.
+// maxQueued bounds the events a watcher holds for a slow consumer: a
+// storm of changes (a host starting fifty guests writes thousands of
+// backend nodes) must not grow the agent's memory without end.
+const maxQueued = 1024
+
+// A watcher queues the events of one token, so the reader never blocks on
+// a slow consumer (who may be calling the Conn itself), and a pump
+// goroutine hands them to the consumer's channel in order. Past maxQueued
+// the further events are dropped and stand as one event of the watched
+// path itself, after the ones kept: the store says as much for a removal
+// above the path, so a consumer already reads it as "anything under it
+// may have changed".
 type watcher struct {
 	path  string
 	token string
 	out   chan WatchEvent
 
-	mu    sync.Mutex
-	queue []WatchEvent // guarded by mu
-	wake  chan struct{}
-	quit  chan struct{}
-	once  sync.Once
+	mu       sync.Mutex
+	queue    []WatchEvent // guarded by mu
+	overflow bool         // events were dropped; guarded by mu
+	wake     chan struct{}
+	quit     chan struct{}
+	once     sync.Once
 }
 
 func newWatcher(path, token string) *watcher {
@@ -42,7 +52,11 @@ func newWatcher(path, token string) *watcher {
 
 func (w *watcher) push(ev WatchEvent) {
 	w.mu.Lock()
-	w.queue = append(w.queue, ev)
+	if len(w.queue) < maxQueued {
+		w.queue = append(w.queue, ev)
+	} else {
+		w.overflow = true
+	}
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -57,7 +71,10 @@ func (w *watcher) pump() {
 	for {
 		w.mu.Lock()
 		q := w.queue
-		w.queue = nil
+		if w.overflow {
+			q = append(q, WatchEvent{Path: w.path, Token: w.token})
+		}
+		w.queue, w.overflow = nil, false
 		w.mu.Unlock()
 		for _, ev := range q {
 			select {
