@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -138,6 +139,7 @@ func TestConformance(t *testing.T) {
 		{"TransactionMerge", testTransactionMerge},
 		{"TransactionRmConflict", testTransactionRmConflict},
 		{"TransactionUpdateRetries", testTransactionUpdateRetries},
+		{"TransactionUpdateUnderContention", testTransactionUpdateUnderContention},
 		{"TransactionErrors", testTransactionErrors},
 		{"WatchFiresOnRegistration", testWatchInitial},
 		{"WatchSemantics", testWatchSemantics},
@@ -1091,5 +1093,48 @@ func batches(t *testing.T, c *xenstore.Conn) {
 	vals, errs = c.ReadMany(ctx, []string{"/batch/tx1", "/batch/tx2"})
 	if string(vals[0]) != "3" || string(vals[1]) != "y" || errors.Join(errs...) != nil {
 		t.Fatalf("after the transaction: %q %v", vals, errs)
+	}
+}
+
+// A transaction conflicting on most of its tries still commits, and one
+// whose context ends while it waits to try again stops with that.
+func testTransactionUpdateUnderContention(t *testing.T, s xenstoretest.Store) {
+	c := s.Dial(t)
+	other := s.Dial(t)
+	ctx := ctxT(t)
+	must(t, c.Write(ctx, "/txq/n", []byte("0")))
+	runs := 0
+	// body conflicts on its runs before stop (someone else writes the node
+	// it read, a new value each time) and calls cancel on run cancelAt.
+	body := func(stop, cancelAt int, cancel func()) func(context.Context, *xenstore.Tx) error {
+		return func(ctx context.Context, tx *xenstore.Tx) error {
+			runs++
+			v, err := tx.Read(ctx, "/txq/n")
+			if err != nil {
+				return err
+			}
+			if runs < stop {
+				if err := other.Write(ctx, "/txq/n", []byte(strconv.Itoa(runs))); err != nil {
+					return err
+				}
+			}
+			if runs == cancelAt {
+				cancel()
+			}
+			return tx.Write(ctx, "/txq/n", append(v, '+'))
+		}
+	}
+	must(t, c.Update(ctx, body(12, 0, nil)))
+	if runs != 12 {
+		t.Fatalf("body ran %d times, want 12", runs)
+	}
+	runs = 0
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := c.Update(cctx, body(1<<30, 3, cancel)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled update: %v", err)
+	}
+	if runs != 3 {
+		t.Fatalf("the cancelled update ran its body %d times, want 3", runs)
 	}
 }

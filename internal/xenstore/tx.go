@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // A Tx is an open transaction. Its reads and writes see and change a
@@ -53,11 +55,15 @@ func (t *Tx) Commit(ctx context.Context) error { return t.end(ctx, true) }
 func (t *Tx) Abort(ctx context.Context) error { return t.end(ctx, false) }
 
 // Update runs fn in a transaction and commits it, running fn again in a
-// fresh transaction while the commit fails with EAGAIN, at most 16 times.
-// If fn returns an error the transaction is aborted and the error returned.
+// fresh transaction while the commit fails with EAGAIN, at most 16 times,
+// pausing between tries (see retryPause). If fn returns an error the
+// transaction is aborted and the error returned.
 func (c *Conn) Update(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
 	var err error
 	for try := 0; try < maxTxRetries; try++ {
+		if perr := pause(ctx, retryPause(try)); perr != nil {
+			return fmt.Errorf("xenstore: transaction retry: %w", perr)
+		}
 		var tx *Tx
 		if tx, err = c.Begin(ctx); err != nil {
 			return err
@@ -76,4 +82,32 @@ func (c *Conn) Update(ctx context.Context, fn func(ctx context.Context, tx *Tx) 
 		}
 	}
 	return fmt.Errorf("xenstore: transaction still conflicting after %d tries: %w", maxTxRetries, err)
+}
+
+// retryPause is how long Update waits before its try-th run: none before
+// the first two (a conflict is mostly one other writer, done by then),
+// then doubling from 1 ms to 32 ms, with jitter, so that clients that
+// conflicted do not meet again at once, and a writer that never pauses (a
+// guest writing its own nodes in a loop) cannot use up every try within a
+// millisecond. The 16 tries wait about 0.3 s in all.
+func retryPause(try int) time.Duration {
+	if try < 2 {
+		return 0
+	}
+	d := time.Millisecond << min(try-2, 5)
+	return d/2 + rand.N(d/2+1)
+}
+
+func pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
