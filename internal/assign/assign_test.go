@@ -696,5 +696,26 @@ func TestDetachOffersWhatUsbbackBoundByItself(t *testing.T) {
 		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
 			t.Errorf("after the detach the interface is with %q, not offered to usbhid", d)
 		}
+
+		// The same when the detach finds its port changed by xl while the
+		// device left usbback, and gives it back to dom0 itself.
+		if a, err = e.h.Attach(ctx, 1, dev("1-1.6")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Rm(ctx, "/libxl/usbback/1-1_6"); err != nil {
+			t.Fatal(err)
+		}
+		port := fmt.Sprintf("/local/domain/0/backend/vusb/1/%d/port/%d", a.Controller, a.Port)
+		e.h.Sys = usbsysfs.NewFS(e.h.Sys.Root()).WithWriter(&onWrite{k: e.k, path: "bus/usb/drivers/usbback/unbind", do: func() {
+			if err := e.xs.Write(ctx, port, []byte("1-1.5")); err != nil {
+				t.Error(err)
+			}
+		}})
+		if err := e.h.DetachOwned(ctx, a, "/tool/test/owned/1-1_6"); !errors.Is(err, assign.ErrPortChanged) {
+			t.Fatalf("detach while xl swapped the port: %v", err)
+		}
+		if d := e.driver(t, "1-1.6:1.0"); d != "usbhid" {
+			t.Errorf("after the aborted detach the interface is with %q, not offered to usbhid", d)
+		}
 	})
 }

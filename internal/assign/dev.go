@@ -568,7 +568,7 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 		if errors.Is(err, ErrPortChanged) && c.Type == policy.TypePV {
 			// It left usbback before the port was seen changed: back
 			// where it belongs now, rather than with no driver.
-			err = errors.Join(err, h.settleAfterChange(ctx, busid))
+			err = errors.Join(err, h.settleAfterChange(ctx, busid, out))
 		}
 		return err
 	}
@@ -583,10 +583,11 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 	return nil
 }
 
-// settleAfterChange puts busid, taken out of usbback by a detach that then
-// found its port changed, where the store has it now: in usbback if a
-// port names it (xl attached it elsewhere), else with its dom0 drivers.
-func (h *Host) settleAfterChange(ctx context.Context, busid string) error {
+// settleAfterChange puts busid, whose interfaces out a detach took out of
+// usbback and then found its port changed, where the store has it now: in
+// usbback if a port names it (xl attached it elsewhere), else with its
+// dom0 drivers.
+func (h *Host) settleAfterChange(ctx context.Context, busid string, out []string) error {
 	all, err := h.Assigned(ctx)
 	if err != nil {
 		return err
@@ -596,7 +597,7 @@ func (h *Host) settleAfterChange(ctx context.Context, busid string) error {
 			return h.EnsureBound(ctx, busid)
 		}
 	}
-	return h.rebind(ctx, busid)
+	return errors.Join(h.rebind(ctx, busid), h.offerUnbound(out))
 }
 
 // portChanged is the error of a detach whose port holds another device
