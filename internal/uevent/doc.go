@@ -3,7 +3,8 @@
 // # Parsing
 //
 // Parse validates a NETLINK_KOBJECT_UEVENT datagram (size, termination,
-// printable KEY=VALUE fields, a header that agrees with ACTION and DEVPATH)
+// KEY=VALUE fields with printable keys and values free of control
+// characters, a header that agrees with ACTION and DEVPATH)
 // before github.com/pilebones/go-udev decodes it, so malformed input is an
 // error naming what is wrong, never a panic.
 //

@@ -73,22 +73,45 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 }
 
+// Values hold what the kernel was given: a GPT partition's name (Latin-1
+// bytes, '=' too), a synthetic event's arguments. They parse exact, with the
+// '=' and the bytes in place, also under a devpath holding an '@'.
+func TestValuesAsTheKernelGivesThem(t *testing.T) {
+	for _, path := range []string{"/devices/pci0000:00/0000:00:14.0/usb1/1-2/1-2:1.0/host3/target3:0:0/3:0:0:0/block/sdb/sdb1", "/devices/platform/soc@0/38100000.usb/xhci-hcd.0.auto/usb1/1-1/1-1:1.0/host0/target0:0:0/0:0:0:0/block/sda/sda1"} {
+		d := "add@" + path + "\x00ACTION=add\x00DEVPATH=" + path + "\x00SUBSYSTEM=block\x00DEVNAME=sdb1\x00DEVTYPE=partition\x00PARTN=1\x00PARTNAME=Donn\xe9es=a==b=\x00SYNTH_ARG_x=y=z\x00SEQNUM=7\x00"
+		e, err := uevent.Parse([]byte(d))
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		if e.DevPath != path || e.Env["PARTNAME"] != "Donn\xe9es=a==b=" || e.Env["SYNTH_ARG_x"] != "y=z" || e.Env["DEVTYPE"] != "partition" || e.Seqnum != 7 || len(e.Env) != 9 {
+			t.Fatalf("parsed as %+v", e)
+		}
+		e2, err := uevent.Parse(uevent.Marshal(e))
+		if err != nil || e2.Env["PARTNAME"] != e.Env["PARTNAME"] {
+			t.Fatalf("round trip: %+v, %v", e2, err)
+		}
+	}
+}
+
 func TestRefused(t *testing.T) {
 	good := "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=usb\x00SEQNUM=1\x00"
 	for name, d := range map[string]string{
-		"4 bytes":         "add@",
-		"empty":           "",
-		"unterminated":    strings.TrimSuffix(good, "\x00"),
-		"oversized":       good + strings.Repeat("A=b\x00", 3000),
-		"binary":          "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=\xff\x01\x00SEQNUM=1\x00",
-		"libudev":         "libudev\x00" + strings.Repeat("x", 60) + "\x00",
-		"bad action":      strings.ReplaceAll(good, "add", "explode"),
-		"header mismatch": strings.Replace(good, "DEVPATH=/devices/x", "DEVPATH=/devices/y", 1),
-		"no seqnum":       strings.Replace(good, "SEQNUM=1\x00", "", 1),
-		"no equals":       strings.Replace(good, "SUBSYSTEM=usb", "SUBSYSTEMusb", 1),
-		"equals in value": strings.Replace(good, "SUBSYSTEM=usb", "SUBSYSTEM=u=b", 1),
-		"duplicate key":   good + "SEQNUM=2\x00",
-		"empty field":     strings.Replace(good, "SEQNUM=1\x00", "\x00SEQNUM=1\x00", 1),
+		"4 bytes":          "add@",
+		"empty":            "",
+		"unterminated":     strings.TrimSuffix(good, "\x00"),
+		"oversized":        good + strings.Repeat("A=b\x00", 3000),
+		"binary":           "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=\xff\x01\x00SEQNUM=1\x00",
+		"libudev":          "libudev\x00" + strings.Repeat("x", 60) + "\x00",
+		"bad action":       strings.ReplaceAll(good, "add", "explode"),
+		"header mismatch":  strings.Replace(good, "DEVPATH=/devices/x", "DEVPATH=/devices/y", 1),
+		"no seqnum":        strings.Replace(good, "SEQNUM=1\x00", "", 1),
+		"no equals":        strings.Replace(good, "SUBSYSTEM=usb", "SUBSYSTEMusb", 1),
+		"byte in key":      strings.Replace(good, "SUBSYSTEM=usb", "SUBSYST\xe9M=usb", 1),
+		"control in value": strings.Replace(good, "SUBSYSTEM=usb", "SUBSYSTEM=u\x1bb", 1),
+		"DEL in value":     strings.Replace(good, "SUBSYSTEM=usb", "SUBSYSTEM=u\x7fb", 1),
+		"key is '='":       strings.Replace(good, "SUBSYSTEM=usb", "=usb", 1),
+		"duplicate key":    good + "SEQNUM=2\x00",
+		"empty field":      strings.Replace(good, "SEQNUM=1\x00", "\x00SEQNUM=1\x00", 1),
 	} {
 		if _, err := uevent.Parse([]byte(d)); !errors.Is(err, uevent.ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)

@@ -87,8 +87,8 @@ func checkEvent(e Event) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if len(ev.Env) != len(e.Env) {
-		return Event{}, refuse("the environment has keys that do not survive encoding")
+	if !maps.Equal(ev.Env, e.Env) {
+		return Event{}, refuse("the environment has keys that do not survive encoding (an '=' in a key, a key given twice)")
 	}
 	return ev, nil
 }
