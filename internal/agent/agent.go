@@ -905,8 +905,15 @@ func (a *Agent) Explain(busid string) ([]Explained, error) {
 		if busid != "" && inv[i].BusID != busid {
 			continue
 		}
-		// As a pass decides: a disk dom0 uses is denied whatever the rule.
+		// As a pass decides: a disk dom0 uses is denied whatever the rule,
+		// also one the last pass found open (inventory.Busy, which is not
+		// asked here: its exclusive open could fail an automounter's mount).
 		inv[i].InUse = inventory.InUse(a.h.Sys, devs[i], a.cfg.Mountinfo)
+		a.mu.Lock()
+		if why, open := a.openDisks[inv[i].BusID]; open && inv[i].InUse == "" {
+			inv[i].InUse = why
+		}
+		a.mu.Unlock()
 		ex := Explained{Device: devs[i], Explanation: pol.Explain(&inv[i], inv)}
 		a.mu.Lock()
 		if r, ok := a.status[inv[i].BusID]; ok {

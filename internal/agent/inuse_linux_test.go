@@ -11,6 +11,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/nstest"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // A stick whose unmount is still writing it out, on a filesystem that
@@ -48,6 +49,11 @@ func TestAgentPassesADiskOnceDom0LetsGoOfIt(t *testing.T) {
 		if _, ok := e.at("1-3"); ok {
 			unix.Close(fd)
 			t.Fatal("a disk dom0 holds was passed through")
+		}
+		// explain says what the pass found, though it asks no open itself.
+		if ex, err := e.a.Explain("1-3"); err != nil || len(ex) != 1 || ex[0].Explanation.Decision.Action != policy.Deny || !strings.Contains(ex[0].Explanation.Decision.Reason, "/dev/sde1 is open in dom0") {
+			unix.Close(fd)
+			t.Fatalf("explained while held: %+v %v", ex, err)
 		}
 		// The unmount is done.
 		unix.Close(fd)
