@@ -115,6 +115,10 @@ type Agent struct {
 	// openDisks: disks about to be passed that dom0 still had open, and
 	// why (inventory.Busy), looked at again while their unmount ends.
 	openDisks map[string]string
+	// heldDisks: disks denied while device-mapper or md holds them,
+	// looked at again every heldEvery (watchHeld); heldWoke wakes that.
+	heldDisks map[string]bool
+	heldWoke  chan struct{}
 	// plugs: the address (devnum) of each device as a pass last saw it
 	// present; the kernel gives each plug a new one. Not the cache's:
 	// a rescan refills that before any pass looks.
@@ -164,7 +168,7 @@ func New(cfg Config) *Agent {
 		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]Trigger{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, openDisks: map[string]string{}, plugs: map[string]int{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, openDisks: map[string]string{}, heldDisks: map[string]bool{}, heldWoke: make(chan struct{}, 1), plugs: map[string]int{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -403,8 +407,59 @@ func (a *Agent) Serve(ctx context.Context, ready func()) error {
 	if mw := a.openMountWatch(); mw != nil {
 		g.Go(func() error { a.watchMounts(ctx, mw); return nil })
 	}
+	if !a.cfg.NoWatches {
+		g.Go(func() error { a.watchHeld(ctx); return nil })
+	}
 	g.Go(func() error { return quiet(ctx, a.work(ctx, ready)) })
 	return g.Wait()
+}
+
+// heldEvery is how often the disks are looked at again while one is
+// denied because device-mapper or md holds it: some let go of a disk with
+// no event (mdadm --remove, a table reloaded onto other disks).
+var heldEvery = 5 * time.Second
+
+// watchHeld looks at the disks again every heldEvery while a present one
+// is held (noteHeld), until ctx ends.
+func (a *Agent) watchHeld(ctx context.Context) {
+	t := time.NewTimer(heldEvery)
+	t.Stop()
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.heldWoke:
+			t.Reset(heldEvery)
+		case <-t.C:
+			a.mu.Lock()
+			held := len(a.heldDisks) > 0
+			a.mu.Unlock()
+			if held {
+				a.StorageChanged(TrigHeldLook)
+				t.Reset(heldEvery)
+			}
+		}
+	}
+}
+
+// noteHeld records whether busid, a disk dom0 uses, is held by
+// device-mapper or md, and starts watchHeld's looks when it newly is.
+func (a *Agent) noteHeld(busid string, held bool) {
+	a.mu.Lock()
+	had := a.heldDisks[busid]
+	if held {
+		a.heldDisks[busid] = true
+	} else {
+		delete(a.heldDisks, busid)
+	}
+	a.mu.Unlock()
+	if held && !had {
+		select {
+		case a.heldWoke <- struct{}{}:
+		default: // a look is due already
+		}
+	}
 }
 
 // openMountWatch opens the watch of dom0's mounts for watchMounts; nil
@@ -669,9 +724,10 @@ func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 		return
 	}
 	e := m.Event
-	if e.Subsystem == "block" && e.Action == "remove" && strings.HasPrefix(e.DevPath, "/devices/virtual/block/") {
+	if e.Subsystem == "block" && (e.Action == "remove" || e.Action == "change") && strings.HasPrefix(e.DevPath, "/devices/virtual/block/") {
 		// dm or md stopped (cryptsetup close, vgchange -an, mdadm
-		// --stop): a disk it held may be free now.
+		// --stop) or changed (a dm table resumed onto other disks, the
+		// end of a pvmove): a disk it held may be free now.
 		a.StorageChanged(TrigHolderGone)
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -48,6 +49,7 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 			return // left meanwhile: its remove event follows
 		}
 		dec = a.Policy().Match(me, inv)
+		a.noteHeld(o.busid, me.InUse != "" && inventory.Stacked(a.h.Sys, o.dev))
 		if dec.Action == policy.Attach && me.InUse == "" {
 			release, why := a.stillOpen(o)
 			// Until the attach has taken the disks from dom0: the
@@ -164,6 +166,7 @@ func (a *Agent) forget(ctx context.Context, busid string, dev usbsysfs.Device) {
 	a.mu.Lock()
 	delete(a.refusedBy, busid)
 	delete(a.openDisks, busid)
+	delete(a.heldDisks, busid)
 	delete(a.plugs, busid)
 	a.mu.Unlock()
 	a.dropPresent(ctx, busid)

@@ -33,3 +33,11 @@ const HookQueue = hookQueue
 
 // MountsChanged is what the watch of dom0's mounts does when they change.
 func (a *Agent) MountsChanged() { a.wakeMounts() }
+
+// HeldEvery makes the looks at a disk device-mapper or md holds d apart
+// until the test ends.
+func HeldEvery(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := heldEvery
+	heldEvery = d
+	t.Cleanup(func() { heldEvery = old })
+}

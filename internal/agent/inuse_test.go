@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -139,6 +140,54 @@ func TestAgentPassesADiskOnceDom0LetsItGo(t *testing.T) {
 			t.Fatal(err)
 		}
 		ev, err := uevent.Parse([]byte("remove@/devices/virtual/block/dm-0\x00ACTION=remove\x00DEVPATH=/devices/virtual/block/dm-0\x00SUBSYSTEM=block\x00DEVNAME=dm-0\x00DEVTYPE=disk\x00SEQNUM=7\x00MAJOR=254\x00MINOR=0\x00"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, uevent.Message{Event: ev})
+		if r := e.await("1-3", agent.ActAttached); r.Domain != "desk" || !madeBy(r, agent.TrigHolderGone) {
+			t.Errorf("the free disk: %+v", r)
+		}
+	})
+}
+
+// md lets go of a member with no event (mdadm --remove): while a disk is
+// denied because device-mapper or md holds it, the agent looks at it
+// again on its own, and passes it once free. A dm table resumed onto
+// other disks sends a change event, which looks at once.
+func TestAgentPassesADiskStackedDevicesLetGoOf(t *testing.T) {
+	agent.HeldEvery(t, 20*time.Millisecond)
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := diskEnv(t, s)
+		holder := e.holderOfSde("md0")
+		if err := os.Mkdir(holder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		e.mount(rootMount)
+		e.run(storagePolicy, false)
+		e.awaitLog("/dev/sde is held by md0")
+		if err := os.Remove(holder); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.await("1-3", agent.ActAttached); r.Domain != "desk" || !madeBy(r, agent.TrigHeldLook) {
+			t.Errorf("the free disk: %+v", r)
+		}
+	})
+}
+
+func TestAgentLooksAtDisksWhenADmTableChanges(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := diskEnv(t, s)
+		holder := e.holderOfSde("dm-3")
+		if err := os.Mkdir(holder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		e.mount(rootMount)
+		e.run(storagePolicy, false)
+		e.awaitLog("/dev/sde is held by dm-3")
+		if err := os.Remove(holder); err != nil { // pvmove's end
+			t.Fatal(err)
+		}
+		ev, err := uevent.Parse([]byte("change@/devices/virtual/block/dm-3\x00ACTION=change\x00DEVPATH=/devices/virtual/block/dm-3\x00SUBSYSTEM=block\x00DEVNAME=dm-3\x00DEVTYPE=disk\x00SEQNUM=9\x00MAJOR=254\x00MINOR=3\x00DM_COOKIE=4194304\x00"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -63,9 +63,10 @@ const (
 	TrigAfterCleared Trigger = "after its port was cleared"        // second look: at no port, something in usbback
 	TrigAfterUnbound Trigger = "after its interfaces left usbback" // second look: at a port, out of usbback
 	TrigTwinChanged  Trigger = "a twin changed"
-	TrigMounts       Trigger = "dom0's mounts changed"                     // a disk refused as in use may be free now
-	TrigHolderGone   Trigger = "a device-mapper or md device went"         // the same, for a disk it held
-	TrigReplugged    Trigger = "plugged again before its removal was seen" // another address than the pass before saw
+	TrigMounts       Trigger = "dom0's mounts changed"                             // a disk refused as in use may be free now
+	TrigHolderGone   Trigger = "a device-mapper or md device went or changed"      // the same, for a disk it held
+	TrigHeldLook     Trigger = "looked at again while device-mapper or md held it" // some let go with no event
+	TrigReplugged    Trigger = "plugged again before its removal was seen"         // another address than the pass before saw
 )
 
 // kernelTrigger is the trigger of a kernel event with action (add, bind,

@@ -54,6 +54,13 @@ func InUse(sys *usbsysfs.FS, d usbsysfs.Device, mountinfo string) string {
 	return ""
 }
 
+// Stacked says whether device-mapper or md (or bcache, zfs) holds a disk
+// or partition of d: some of them let go with no event.
+func Stacked(sys *usbsysfs.FS, d usbsysfs.Device) bool {
+	blocks, _ := disks(sys, d)
+	return slices.ContainsFunc(blocks, func(b usbsysfs.BlockDev) bool { return len(b.Holders) > 0 })
+}
+
 // Busy says why dom0 still has a disk or partition of d open, when InUse
 // found none of the reasons it knows: the kernel refuses an exclusive
 // open of each (see openElsewhere). Only what is about to be passed is
