@@ -182,5 +182,8 @@ func BenchmarkBurst200(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(time.Since(t0).Microseconds())/1e3, "all-attached-ms")
 		b.ReportMetric(float64(time.Since(t0).Nanoseconds())/float64(roundTrip(b, e).Nanoseconds()), "all-attached/rtt")
+		// Stopped now, not at the benchmark's end: many runs' agents
+		// would outlive their environment's deadline.
+		e.stop()
 	}
 }
