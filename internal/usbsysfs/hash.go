@@ -97,13 +97,17 @@ func (f *FS) hashDir(dir string, attrs *[len(hashAttrs)]string) (string, error) 
 	return base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
 }
 
-// checkDescriptors accepts what the kernel writes: an 18-byte device
-// descriptor, then configurations, each a 9-byte header whose
-// wTotalLength covers it and its interfaces. The kernel copies them as the
-// device sent them, so a short read or a foreign type means the file is
-// not a descriptors attribute.
+// checkDescriptors accepts what the kernel writes: a device descriptor,
+// then configurations, each starting with a configuration header. Only
+// that much is required: the kernel writes the device descriptor's
+// bLength as the device sent it, and a configuration it trimmed (a
+// device's descriptor too short, or one of length 0 inside it) keeps the
+// device's own wTotalLength in its header though fewer bytes follow
+// (usb_parse_configuration, read_descriptors). Such a device is hashed
+// as the kernel shows it; a file that starts otherwise is no descriptors
+// attribute.
 func checkDescriptors(b []byte) error {
-	if len(b) < 18 || b[0] != 18 || b[1] != 1 {
+	if len(b) < 18 || b[1] != 1 {
 		return fmt.Errorf("%w: no device descriptor at the start", ErrBadAttr)
 	}
 	for off := 18; off < len(b); {
@@ -112,7 +116,7 @@ func checkDescriptors(b []byte) error {
 		}
 		total := int(b[off+2]) | int(b[off+3])<<8
 		if total < 9 || total > len(b)-off {
-			return fmt.Errorf("%w: configuration at byte %d is %d bytes long, beyond the %d left", ErrBadAttr, off, total, len(b)-off)
+			return nil // trimmed by the kernel: where the next one starts is not known
 		}
 		off += total
 	}

@@ -214,12 +214,43 @@ func TestPortPathForms(t *testing.T) {
 	}
 }
 
+// A configuration the kernel trimmed (the device's descriptor too short,
+// or one of length 0 inside it) keeps the device's own wTotalLength in its
+// header, though fewer bytes follow: the device is read and hashed as the
+// kernel shows it, and the whole bus still lists.
+func TestTrimmedConfigurationIsRead(t *testing.T) {
+	f, _ := realTree(t)
+	p := filepath.Join(f.Root(), "devices/pci0000:00/0000:00:01.0/usb1/1-1/descriptors")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := f.Device("1-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total := int(b[20]) | int(b[21])<<8; total <= 25 || len(b) < 18+25 {
+		t.Fatalf("the fixture's configuration is %d bytes of %d", total, len(b))
+	}
+	b[0] = 0x12 + 1 // a bLength as a quirky device sends it
+	if err := os.WriteFile(p, b[:18+25], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.Device("1-1")
+	if err != nil || d.Hash == "" || d.Hash == before.Hash {
+		t.Fatalf("trimmed: %q (before %q), %v", d.Hash, before.Hash, err)
+	}
+	if _, err := f.Devices(); err != nil {
+		t.Fatalf("the bus: %v", err)
+	}
+}
+
 // A descriptors attribute that is not one is an error naming the file; a
 // tree without the attribute gives no hash.
 func TestBadDescriptors(t *testing.T) {
 	f, _ := realTree(t)
 	p := filepath.Join(f.Root(), "devices/pci0000:00/0000:00:01.0/usb1/1-1/descriptors")
-	for _, b := range [][]byte{{}, {18, 1, 0}, append(make([]byte, 18), 9, 2, 200, 0, 0, 0, 0, 0, 0)} {
+	for _, b := range [][]byte{{}, {18, 1, 0}, append(make([]byte, 18), 9, 4, 200, 0, 0, 0, 0, 0, 0), append(make([]byte, 18), 9, 2, 9)} {
 		if len(b) >= 18 {
 			b[0], b[1] = 18, 1
 		}
