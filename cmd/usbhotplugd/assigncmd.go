@@ -74,8 +74,14 @@ func newAssignCmd() *cobra.Command {
 func presentDevice(root, busid string) (usbsysfs.Device, []usbsysfs.Device, error) {
 	sys := usbsysfs.NewFS(root)
 	devs, err := sys.Devices()
+	unread, err := usbsysfs.Partial(err)
 	if err != nil {
 		return usbsysfs.Device{}, nil, err
+	}
+	for _, u := range unread {
+		if u.BusID == busid {
+			return usbsysfs.Device{}, nil, u.Err
+		}
 	}
 	for _, d := range devs {
 		if d.BusID == busid {

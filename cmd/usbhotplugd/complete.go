@@ -56,7 +56,7 @@ func completeDomains(c *cobra.Command) []cobra.Completion {
 // hubs) from sysfs, each as prefix+busid, described by its id and name.
 func completeBusIDs(sysfs, prefix string) []cobra.Completion {
 	devs, err := usbsysfs.NewFS(sysfs).Devices()
-	if err != nil {
+	if _, err := usbsysfs.Partial(err); err != nil {
 		return nil
 	}
 	var out []cobra.Completion

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,9 +38,11 @@ func newDevicesCmd() *cobra.Command {
 	return c
 }
 
+// runDevices lists what could be read; a device that could not be is
+// named in the error after the list, and the exit status says so.
 func runDevices(root string, asJSON bool, stdout io.Writer) error {
-	devs, err := usbsysfs.NewFS(root).Devices()
-	if err != nil {
+	devs, scanErr := usbsysfs.NewFS(root).Devices()
+	if _, err := usbsysfs.Partial(scanErr); err != nil {
 		return err
 	}
 	if asJSON {
@@ -49,7 +52,7 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return errors.Join(enc.Encode(out), scanErr)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUSID\tID\tBUS:ADDR\tSPEED\tCLASS\tSERIAL\tPORT PATH\tINTERFACES (class:driver)\tNAME")
@@ -80,7 +83,7 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%03d:%03d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID(), d.BusNum, d.DevNum, d.Speed, class, serial, path, strings.Join(ifs, ","), name)
 	}
-	return tw.Flush()
+	return errors.Join(tw.Flush(), scanErr)
 }
 
 type recordOpts struct {
@@ -144,7 +147,14 @@ func runRecord(ctx context.Context, o recordOpts, stdout, stderr io.Writer) erro
 	defer l.Close()
 	var src uevent.Source = l
 	if o.cold {
-		s, err := uevent.Coldplug(ctx, l, func() ([]uevent.Event, error) { return uevent.Scan(sys) })
+		s, err := uevent.Coldplug(ctx, l, func() ([]uevent.Event, error) {
+			evs, err := uevent.Scan(sys)
+			unread, err := usbsysfs.Partial(err)
+			for _, u := range unread {
+				fmt.Fprintf(stderr, "usbhotplugd record: %s: not in the coldplug scan: %v\n", u.BusID, u.Err)
+			}
+			return evs, err
+		})
 		if err != nil {
 			return err
 		}

@@ -63,6 +63,40 @@ func TestDevices(t *testing.T) {
 	}
 }
 
+// A device that cannot be read is named, and the exit status says so;
+// the rest are listed, and explaining another device is not failed by it.
+func TestDevicesListsPastAnUnreadableDevice(t *testing.T) {
+	root := t.TempDir()
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bus/usb/devices/1-4/devnum"), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, "devices", "--sysfs", root)
+	if code != exitFailure || !strings.Contains(errs, "device 1-4 could not be read") || !strings.Contains(errs, "1-4/devnum") {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 9 || !strings.Contains(out, "MOUSE-B") || strings.Contains(out, "MOUSE-A") {
+		t.Errorf("table:\n%s", out)
+	}
+	code, out, errs = runCmd(t, "devices", "--json", "--sysfs", root)
+	var devs []map[string]any
+	if code != exitFailure || json.Unmarshal([]byte(out), &devs) != nil || len(devs) != 8 || !strings.Contains(errs, "1-4") {
+		t.Errorf("json: exit %d, %d devices, stderr %q", code, len(devs), errs)
+	}
+	pol := filepath.Join(t.TempDir(), "p.toml")
+	if err := os.WriteFile(pol, []byte(""), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCmd(t, "explain", "--policy", pol, "--sysfs", root, "1-5"); code != 0 {
+		t.Errorf("explain 1-5: exit %d, %s", code, errs)
+	}
+	if code, _, errs := runCmd(t, "explain", "--policy", pol, "--sysfs", root, "1-4"); code != exitFailure || !strings.Contains(errs, "1-4/devnum") {
+		t.Errorf("explain 1-4: exit %d, %s", code, errs)
+	}
+}
+
 // `record --import-udevadm` turns a capture from an admin's machine into a
 // trace that reads back to the kernel's events.
 func TestRecordImportUdevadm(t *testing.T) {

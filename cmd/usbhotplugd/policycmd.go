@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -191,9 +192,18 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 	if err != nil {
 		return fmt.Errorf("%w\n(run usbhotplugd check %s)", err, o.path)
 	}
-	devs, err := usbsysfs.NewFS(o.root).Devices()
+	devs, scanErr := usbsysfs.NewFS(o.root).Devices()
+	unread, err := usbsysfs.Partial(scanErr)
 	if err != nil {
 		return err
+	}
+	for _, u := range unread {
+		if u.BusID == want {
+			return u.Err
+		}
+	}
+	if want != "" {
+		scanErr = nil // another device's fault changes nothing here
 	}
 	inv := inventory.FromScan(devs)
 	sys := usbsysfs.NewFS(o.root)
@@ -215,7 +225,7 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 	if o.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return errors.Join(enc.Encode(out), scanErr)
 	}
 	for i, j := range out {
 		if i > 0 {
@@ -239,7 +249,7 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 			fmt.Fprintf(stdout, "     then runs %s\n", strings.Join(j.Exec, " "))
 		}
 	}
-	return nil
+	return scanErr
 }
 
 // plural says "1 error", "2 errors", "0 passes".

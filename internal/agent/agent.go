@@ -227,6 +227,7 @@ func (a *Agent) enqueueLocked(busid string, why Trigger) {
 // present in sysfs, named by a port, or holding driver records.
 func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 	devs, err := a.h.Sys.Devices()
+	unread, err := usbsysfs.Partial(err)
 	if err != nil {
 		return err
 	}
@@ -237,10 +238,16 @@ func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 	a.mu.Lock()
 	a.cache, a.cacheOrder = cache, nil
 	a.mu.Unlock()
-	a.prunePresent(ctx, cache)
+	a.prunePresent(ctx, cache, unread)
 	for _, d := range devs {
 		a.notePlugged(d.BusID)
 		a.enqueue(d.BusID, why)
+	}
+	// One that could not be read gets its pass too: it fails there, its
+	// record says why, and it is retried, while the rest go on.
+	for _, u := range unread {
+		a.notePlugged(u.BusID)
+		a.enqueue(u.BusID, why)
 	}
 	// The store watch calls this too, beside the worker: the read may
 	// predate the worker's latest attach (noteAssignedSince).
@@ -920,7 +927,7 @@ const everything = "*"
 func (a *Agent) Reload(p *policy.Policy) {
 	old := a.pol.Swap(p)
 	devs, err := a.h.Sys.Devices()
-	if err == nil {
+	if _, err = usbsysfs.Partial(err); err == nil {
 		inv := a.inventory(devs)
 		for i := range inv {
 			d := &inv[i]
@@ -951,8 +958,14 @@ type Explained struct {
 // from any goroutine.
 func (a *Agent) Explain(busid string) ([]Explained, error) {
 	devs, err := a.h.Sys.Devices()
+	unread, err := usbsysfs.Partial(err)
 	if err != nil {
 		return nil, err
+	}
+	for _, u := range unread {
+		if u.BusID == busid {
+			return nil, u.Err
+		}
 	}
 	pol := a.pol.Load()
 	inv := a.inventory(devs)

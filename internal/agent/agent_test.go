@@ -248,6 +248,7 @@ func (e *env) run(pol string, dryRun bool) {
 	select {
 	case <-ready:
 	case err := <-stopped:
+		stopped <- err // for e.stop, which the cleanup calls
 		e.t.Fatalf("agent stopped: %v", err)
 	case <-e.ctx.Done():
 		e.t.Fatal("agent not ready")

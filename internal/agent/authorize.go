@@ -273,20 +273,31 @@ func (a *Agent) loadInert(ctx context.Context) error {
 		return nil
 	}
 	devs, err := a.h.Sys.Devices()
+	unread, err := usbsysfs.Partial(err)
 	if err != nil {
 		return fmt.Errorf("agent: listing the root hubs: %w", err)
 	}
+	var roots []string
 	for _, d := range devs {
-		if !d.IsRootHub() {
-			continue
+		if d.IsRootHub() {
+			roots = append(roots, d.BusID)
 		}
-		if on, err := a.h.Sys.InterfaceAuthorizedDefault(d.BusID); err == nil && !on {
+	}
+	// A root hub whose attributes could not be read is made inert all
+	// the same: that takes only its default.
+	for _, u := range unread {
+		if strings.HasPrefix(u.BusID, "usb") {
+			roots = append(roots, u.BusID)
+		}
+	}
+	for _, hub := range roots {
+		if on, err := a.h.Sys.InterfaceAuthorizedDefault(hub); err == nil && !on {
 			a.mu.Lock()
-			a.inert[d.BusID] = true
+			a.inert[hub] = true
 			a.mu.Unlock()
 			continue
 		}
-		if err := a.setHubDefault(ctx, d.BusID, false); err != nil {
+		if err := a.setHubDefault(ctx, hub, false); err != nil {
 			return fmt.Errorf("agent: authorization before probe: %w", err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +27,11 @@ func presentPath(busid string) string { return PresentRoot + "/" + nodeName(busi
 // presentValue names one plug of a device: unplugged and plugged back,
 // the device has another address, so the record no longer fits it.
 func presentValue(d usbsysfs.Device) string { return fmt.Sprintf("%d %s", d.DevNum, d.ID()) }
+
+// unreadPlug is the record of a device plugged at the first start that
+// could not be read then: its plug is named at the first scan that reads
+// it (prunePresent), and it counts as present until then.
+const unreadPlug = "unread"
 
 // loadPresent learns which devices count as present: at the first start
 // since dom0 booted, every device plugged now (recorded with the marker in
@@ -61,16 +67,23 @@ func (a *Agent) loadPresent(ctx context.Context) error {
 		return nil
 	}
 	devs, err := a.h.Sys.Devices()
+	unread, err := usbsysfs.Partial(err)
 	if err != nil {
 		return fmt.Errorf("agent: first scan: %w", err)
 	}
-	writes := make([][2]string, 0, len(devs)+1)
+	writes := make([][2]string, 0, len(devs)+len(unread)+1)
 	for _, d := range devs {
-		if usbsysfs.ValidBusID(d.BusID) != nil || strings.HasPrefix(d.BusID, "usb") {
+		if strings.HasPrefix(d.BusID, "usb") {
 			continue
 		}
 		m[d.BusID] = presentValue(d)
 		writes = append(writes, [2]string{presentPath(d.BusID), m[d.BusID]})
+	}
+	for _, u := range unread {
+		if !strings.HasPrefix(u.BusID, "usb") {
+			m[u.BusID] = unreadPlug
+			writes = append(writes, [2]string{presentPath(u.BusID), unreadPlug})
+		}
 	}
 	writes = append(writes, [2]string{startedPath, a.cfg.Now().UTC().Format(time.RFC3339)})
 	if !a.cfg.DryRun {
@@ -95,23 +108,36 @@ func (a *Agent) loadPresent(ctx context.Context) error {
 // isPresentLocked says d counts as present; a.mu is held.
 func (a *Agent) isPresentLocked(d usbsysfs.Device) bool {
 	v, ok := a.present[d.BusID]
-	return ok && v == presentValue(d)
+	return ok && (v == presentValue(d) || v == unreadPlug)
 }
 
 // prunePresent drops the records of devices that left or were plugged
 // again (another address): they are no longer the devices present then.
 // now is every device plugged now.
-func (a *Agent) prunePresent(ctx context.Context, now map[string]usbsysfs.Device) {
+func (a *Agent) prunePresent(ctx context.Context, now map[string]usbsysfs.Device, unread []usbsysfs.DeviceError) {
 	a.mu.Lock()
 	var stale []string
+	var named [][2]string
 	for b, v := range a.present {
-		if d, ok := now[b]; !ok || presentValue(d) != v {
+		d, ok := now[b]
+		switch {
+		case ok && v == unreadPlug:
+			a.present[b] = presentValue(d)
+			named = append(named, [2]string{presentPath(b), a.present[b]})
+		case !ok && slices.ContainsFunc(unread, func(u usbsysfs.DeviceError) bool { return u.BusID == b }):
+			// Not read, so not known to have left.
+		case !ok || presentValue(d) != v:
 			stale = append(stale, b)
 		}
 	}
 	a.mu.Unlock()
 	for _, b := range stale {
 		a.dropPresent(ctx, b)
+	}
+	if len(named) > 0 && !a.cfg.DryRun {
+		if err := a.h.XS.WriteMany(ctx, named); err != nil {
+			a.warn.Warn().Err(err).Msg("naming the plug of a present device read at last failed")
+		}
 	}
 }
 

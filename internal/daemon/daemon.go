@@ -163,7 +163,13 @@ func (d *daemon) serve(ctx context.Context) error {
 	// The socket is open before the scan, so nothing is missed between.
 	// The stream lives on the owner's context, as the tasks do: it ends
 	// with them, never before the owner sees the stop.
-	stream, err := uevent.Coldplug(o.ctx, src, func() ([]uevent.Event, error) { return uevent.Scan(d.h.Sys) })
+	stream, err := uevent.Coldplug(o.ctx, src, func() ([]uevent.Event, error) {
+		evs, err := uevent.Scan(d.h.Sys)
+		// A device that could not be read is the agent's first pass's
+		// to report and retry; the rest are not held back for it.
+		_, err = usbsysfs.Partial(err)
+		return evs, err
+	})
 	if err != nil {
 		return fmt.Errorf("kernel uevents: %w", err)
 	}

@@ -13,10 +13,12 @@ import (
 // Scan makes an add event for every device and interface present in sysfs,
 // in coldplug order: parents before children, each device before its
 // interfaces. The events carry the keys the kernel's own would (PRODUCT,
-// TYPE, BUSNUM, DEVNUM, INTERFACE, DRIVER when bound) and SEQNUM 0.
+// TYPE, BUSNUM, DEVNUM, INTERFACE, DRIVER when bound) and SEQNUM 0. A
+// device that cannot be read has none, and the events of the others come
+// with the *usbsysfs.UnreadableError naming it.
 func Scan(sys *usbsysfs.FS) ([]Event, error) {
-	devs, err := sys.Devices()
-	if err != nil {
+	devs, scanErr := sys.Devices()
+	if _, err := usbsysfs.Partial(scanErr); err != nil {
 		return nil, err
 	}
 	out := make([]Event, 0, 3*len(devs))
@@ -56,7 +58,7 @@ func Scan(sys *usbsysfs.FS) ([]Event, error) {
 			out = append(out, Event{Action: "add", DevPath: ip, Subsystem: "usb", DevType: "usb_interface", Env: ienv})
 		}
 	}
-	return out, nil
+	return out, scanErr
 }
 
 // MaxQueued bounds the live messages a Stream holds while its consumer is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,35 @@ func ev(action, name string, seq uint64) uevent.Message {
 	dp := "/devices/usb1/" + name
 	return uevent.Message{Event: uevent.Event{Action: action, DevPath: dp, Subsystem: "usb", DevType: "usb_device", Seqnum: seq,
 		Env: map[string]string{"ACTION": action, "DEVPATH": dp, "SUBSYSTEM": "usb", "DEVTYPE": "usb_device", "SEQNUM": fmt.Sprint(seq)}}}
+}
+
+// A device that cannot be read has no events; the others have theirs,
+// beside the error that names it.
+func TestScanPastAnUnreadableDevice(t *testing.T) {
+	root := t.TempDir()
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(root+"/bus/usb/devices/1-2/idVendor", []byte("zz\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := uevent.Scan(usbsysfs.NewFS(root))
+	unread, rest := usbsysfs.Partial(err)
+	if rest != nil || len(unread) != 1 || unread[0].BusID != "1-2" {
+		t.Fatalf("Scan: %v", err)
+	}
+	var devs int
+	for _, e := range evs {
+		if e.Name() == "1-2" || strings.HasPrefix(e.Name(), "1-2:") {
+			t.Errorf("an event of the unreadable device: %+v", e)
+		}
+		if e.DevType == "usb_device" {
+			devs++
+		}
+	}
+	if devs != 8 {
+		t.Errorf("%d device events, want the other 8", devs)
+	}
 }
 
 // Live events that arrive during the scan are delivered after it, in order;

@@ -6,7 +6,10 @@
 // path, so a name read from xenstore (which guests can influence) can never
 // escape /sys/bus/usb. Required attributes fail with the path in the error;
 // optional ones (serial, strings) are empty when missing; a device that
-// vanishes while it is read gives an error wrapping fs.ErrNotExist.
+// vanishes while it is read gives an error wrapping fs.ErrNotExist. A
+// scan of the bus leaves out a device it cannot read and names it in an
+// *UnreadableError beside the rest: one faulty device never hides the
+// others.
 //
 // Authorization (authorize.go) is read with each device and interface and
 // set through the kernel's authorized and interface_authorized_default

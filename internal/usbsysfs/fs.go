@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbname"
 )
@@ -415,28 +416,82 @@ func (f *FS) Driver(name string) (string, error) {
 func (f *FS) DriverPath(driver string) string { return filepath.Join(f.driversDir(), driver) }
 
 // Devices reads every USB device (not interfaces), root hubs included,
-// ordered so that parents come before children.
+// ordered so that parents come before children. A device that leaves
+// while it is read is left out. One that cannot be read (an attribute the
+// kernel answers with an error, or shows malformed) is left out too, and
+// the list of every other device comes with an *UnreadableError naming
+// it: one faulty device must not hide the rest of the bus.
 func (f *FS) Devices() ([]Device, error) {
 	names, err := f.names()
 	if err != nil {
 		return nil, err
 	}
 	var out []Device
+	var unread UnreadableError
 	for _, n := range names {
 		if ValidBusID(n) != nil {
 			continue
 		}
 		d, err := f.device(n, names)
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) {
+			// ENODEV: kernfs answers the attributes of a device being
+			// removed with it before its directory goes.
 			continue
 		}
 		if err != nil {
-			return nil, err
+			unread.Devices = append(unread.Devices, DeviceError{BusID: n, Err: err})
+			continue
 		}
 		out = append(out, d)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return BusIDLess(out[i].BusID, out[j].BusID) })
+	if len(unread.Devices) > 0 {
+		sort.SliceStable(unread.Devices, func(i, j int) bool { return BusIDLess(unread.Devices[i].BusID, unread.Devices[j].BusID) })
+		return out, &unread
+	}
 	return out, nil
+}
+
+// An UnreadableError names the devices a scan of the bus could not read;
+// the scan returns every other device beside it.
+type UnreadableError struct {
+	Devices []DeviceError
+}
+
+// A DeviceError is why one device could not be read.
+type DeviceError struct {
+	BusID string
+	Err   error
+}
+
+func (e *UnreadableError) Error() string {
+	var b strings.Builder
+	for i, d := range e.Devices {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "device %s could not be read, so it is left out: %v", d.BusID, d.Err)
+	}
+	return "usbsysfs: " + b.String()
+}
+
+// Unwrap gives each device's error, for errors.Is.
+func (e *UnreadableError) Unwrap() []error {
+	errs := make([]error, len(e.Devices))
+	for i, d := range e.Devices {
+		errs[i] = d.Err
+	}
+	return errs
+}
+
+// Partial splits the error of Devices: the devices it could not read,
+// and any other error, which leaves the list empty.
+func Partial(err error) (unread []DeviceError, rest error) {
+	var u *UnreadableError
+	if errors.As(err, &u) {
+		return u.Devices, nil
+	}
+	return nil, err
 }
 
 // BusIDLess orders busids by bus, root hub first, then by port path

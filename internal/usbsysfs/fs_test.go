@@ -348,3 +348,51 @@ func TestBlockDevs(t *testing.T) {
 		t.Errorf("bad dev: %v", err)
 	}
 }
+
+// One device whose attributes cannot be read (one the kernel answers
+// with an error, one malformed) is left out of the scan and named; the
+// rest of the bus is still listed.
+func TestDevicesLeavesOutAnUnreadableDevice(t *testing.T) {
+	f, _ := realTree(t)
+	dev := func(busid string) string { return filepath.Join(f.Root(), "bus/usb/devices", busid) }
+	if err := os.WriteFile(filepath.Join(dev("1-2"), "busnum"), []byte("one\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A directory in a file's place: its read fails (EISDIR), also as root.
+	serial := filepath.Join(dev("1-3.2"), "serial")
+	if err := os.Remove(serial); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(serial, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	devs, err := f.Devices()
+	var u *usbsysfs.UnreadableError
+	if !errors.As(err, &u) {
+		t.Fatalf("Devices: %v, want an UnreadableError", err)
+	}
+	var left []string
+	for _, d := range u.Devices {
+		left = append(left, d.BusID)
+	}
+	if !slices.Equal(left, []string{"1-2", "1-3.2"}) {
+		t.Errorf("left out %v, want [1-2 1-3.2]", left)
+	}
+	if !errors.Is(err, syscall.EISDIR) || !strings.Contains(err.Error(), "1-2/busnum") || !strings.Contains(err.Error(), "device 1-3.2 could not be read") {
+		t.Errorf("error %q names neither the devices nor their attributes", err)
+	}
+	var ids []string
+	for _, d := range devs {
+		ids = append(ids, d.BusID)
+	}
+	want := []string{"usb1", "1-1", "1-3", "1-3.1", "1-3.3", "usb2", "2-4", "2-5", "usb3", "3-1", "3-2", "usb4", "4-1", "4-2"}
+	if !slices.Equal(ids, want) {
+		t.Errorf("devices %v, want every other one %v", ids, want)
+	}
+	if unread, rest := usbsysfs.Partial(err); len(unread) != 2 || rest != nil {
+		t.Errorf("Partial: %v, %v", unread, rest)
+	}
+	if _, rest := usbsysfs.Partial(fs.ErrPermission); rest != fs.ErrPermission {
+		t.Errorf("Partial of another error: %v", rest)
+	}
+}

@@ -1,0 +1,86 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+// breakAttr makes one of busid's attributes malformed, as a faulty device
+// or kernel may show it; the returned func mends it.
+func (e *env) breakAttr(busid, attr string) (mend func()) {
+	e.t.Helper()
+	p := filepath.Join(e.root, "bus/usb/devices", busid, attr)
+	good, err := os.ReadFile(p)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("one\n"), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return func() {
+		if err := os.WriteFile(p, good, 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// A device that cannot be read at the start holds back neither the start
+// nor the other devices: its record says why it failed, and it is looked
+// at again until it can be read.
+func TestAgentStartsPastAnUnreadableDevice(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		mend := e.breakAttr("1-4", "busnum")
+		e.run(testPolicy, false)
+		for _, b := range []string{"1-2", "1-5"} {
+			if _, ok := e.at(b); !ok {
+				t.Errorf("%s not attached", b)
+			}
+		}
+		// Its retry fails as its first pass did.
+		if r := e.await("1-4", agent.ActFailed); r.FailedStep != "observe" || !strings.Contains(r.Reason, "1-4/busnum") {
+			t.Errorf("the unreadable device's record: %+v", r)
+		}
+		if _, ok := e.at("1-4"); ok {
+			t.Error("1-4 attached while it could not be read")
+		}
+		mend()
+		if r := e.await("1-4", agent.ActAttached); r.Domain != "desk" || r.Trigger != agent.TrigRetry {
+			t.Errorf("1-4 once it can be read: %+v", r)
+		}
+	})
+}
+
+// One that cannot be read at the first start since dom0 booted counts as
+// present (match.when) all the same: it was plugged before the agent.
+func TestAgentUnreadableDeviceAtTheFirstStartIsPresent(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		mend := e.breakAttr("1-6", "devnum")
+		e.run(whenPolicy, false)
+		if r := e.await("1-6", agent.ActFailed); r.FailedStep != "observe" {
+			t.Errorf("1-6 unreadable: %+v", r)
+		}
+		mend()
+		if r := e.await("1-6", agent.ActDenied); r.Rule != "at-boot-stays" {
+			t.Errorf("1-6, plugged before the first start: %+v", r)
+		}
+		// The next scan of the bus names its plug.
+		if err := e.a.Rescan(e.ctx, "test"); err != nil {
+			t.Fatal(err)
+		}
+		v, err := e.xs.Read(e.ctx, agent.PresentRoot+"/1-6")
+		if err != nil || string(v) != "11 1234:5678" {
+			t.Errorf("its present record: %q %v", v, err)
+		}
+	})
+}
