@@ -166,6 +166,10 @@ func runRecord(ctx context.Context, o recordOpts, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "usbhotplugd record: %s: attributes not recorded: %v\n", busid, err)
 	}}
 	st, err := rec.Run(ctx)
-	fmt.Fprintf(stderr, "recorded %s, %s\n", plural(st.Events, "event"), plural(st.Overruns, "overrun"))
+	refused := ""
+	if st.Refused > 0 {
+		refused = fmt.Sprintf(", %s that failed validation (in the trace as overruns)", plural(st.Refused, "event"))
+	}
+	fmt.Fprintf(stderr, "recorded %s, %s%s\n", plural(st.Events, "event"), plural(st.Overruns, "overrun"), refused)
 	return err
 }

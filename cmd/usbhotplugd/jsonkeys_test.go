@@ -150,6 +150,7 @@ var jsonVocabulary = map[string]jsonKey{
 	"hooks_run":           {"rule commands run", kNumber, nil},
 	"hooks_dropped":       {"rule commands dropped, their queue full", kNumber, nil},
 	"overruns":            {"kernel event overruns", kNumber, nil},
+	"refused_events":      {"kernel events that failed validation", kNumber, nil},
 	"devices_updated_at":  {"when the last decision changed devices", kString, timeForm},
 	"devices":             {"each device's last decision (audit records)", kArray, nil},
 	"skipped_controllers": {"guests' controllers the agent cannot use", kArray, nil},

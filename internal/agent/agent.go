@@ -126,6 +126,7 @@ type Agent struct {
 
 	events, passes         atomic.Uint64
 	overruns               atomic.Uint64
+	refused                atomic.Uint64
 	hooksRun, hooksDropped atomic.Uint64
 	passStart              atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
 	warn                   zerolog.Logger // rate-limited, for warnings and errors outside decisions
@@ -145,6 +146,9 @@ type Stats struct {
 	// Overruns counts the times the kernel dropped events and everything
 	// was looked at again.
 	Overruns uint64 `json:"overruns"`
+	// Refused counts the kernel's events that failed validation, each
+	// followed by a look at everything.
+	Refused uint64 `json:"refused_events"`
 }
 
 // Stuck says a pass has run for longer than d (the watchdog stops being
@@ -156,7 +160,7 @@ func (a *Agent) Stuck(d time.Duration) bool {
 
 // Stats reads the counters.
 func (a *Agent) Stats() Stats {
-	return Stats{Events: a.events.Load(), Passes: a.passes.Load(), HooksRun: a.hooksRun.Load(), HooksDropped: a.hooksDropped.Load(), Overruns: a.overruns.Load()}
+	return Stats{Events: a.events.Load(), Passes: a.passes.Load(), HooksRun: a.hooksRun.Load(), HooksDropped: a.hooksDropped.Load(), Overruns: a.overruns.Load(), Refused: a.refused.Load()}
 }
 
 // New makes an agent; nothing runs until Run.
@@ -728,6 +732,12 @@ func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 		// The worker rescans: it alone holds the store connection.
 		a.warn.Warn().Msg("kernel events were lost (receive buffer overrun): rescanning everything")
 		a.enqueue(everything, TrigOverrun)
+		return
+	}
+	if m.Refused != nil {
+		a.refused.Add(1)
+		a.warn.Warn().Err(m.Refused).Msg("a kernel event could not be read: rescanning everything")
+		a.enqueue(everything, TrigRefused)
 		return
 	}
 	e := m.Event

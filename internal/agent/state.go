@@ -60,6 +60,7 @@ const (
 	TrigDomains      Trigger = "domains changed"
 	TrigReload       Trigger = "policy reloaded"
 	TrigOverrun      Trigger = "rescan after lost events"
+	TrigRefused      Trigger = "rescan after a kernel event that could not be read"
 	TrigAfterCleared Trigger = "after its port was cleared"        // second look: at no port, something in usbback
 	TrigAfterUnbound Trigger = "after its interfaces left usbback" // second look: at a port, out of usbback
 	TrigTwinChanged  Trigger = "a twin changed"

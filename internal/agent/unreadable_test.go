@@ -8,6 +8,7 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
@@ -81,6 +82,32 @@ func TestAgentUnreadableDeviceAtTheFirstStartIsPresent(t *testing.T) {
 		v, err := e.xs.Read(e.ctx, agent.PresentRoot+"/1-6")
 		if err != nil || string(v) != "11 1234:5678" {
 			t.Errorf("its present record: %q %v", v, err)
+		}
+	})
+}
+
+// A kernel event that failed validation was some device's: everything is
+// looked at again, so a device whose add it was is attached all the same.
+func TestAgentRescansAfterARefusedEvent(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(whenPolicy, false)
+		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, perr := uevent.Parse([]byte("add@/devices/pci0000:00/0000:00:14.0/usb1/1-6\x00ACTION=add\x00SYNTH_ARG_\x01=1\x00"))
+		if perr == nil {
+			t.Fatal("the datagram parses")
+		}
+		e.a.Handle(e.ctx, uevent.Message{Refused: perr})
+		if r := e.await("1-6", agent.ActAttached); r.Domain != "desk" || r.Trigger != agent.TrigRefused {
+			t.Errorf("the device whose event was refused: %+v", r)
+		}
+		if st := e.a.Stats(); st.Refused != 1 || st.Overruns != 0 {
+			t.Errorf("stats %+v", st)
+		}
+		if !strings.Contains(e.logText(), "a kernel event could not be read") {
+			t.Errorf("log:\n%s", e.logText())
 		}
 	})
 }

@@ -52,7 +52,7 @@ func countMetric(m *metrics.Metrics, r agent.Audit) {
 
 // snapshot is what the metrics report of a status.
 func snapshot(st Status) metrics.Snapshot {
-	s := metrics.Snapshot{Devices: map[string]int{}, Uevents: st.Stats.Events, Overruns: st.Stats.Overruns, Passes: st.Stats.Passes,
+	s := metrics.Snapshot{Devices: map[string]int{}, Uevents: st.Stats.Events, Overruns: st.Stats.Overruns, Refused: st.Stats.Refused, Passes: st.Stats.Passes,
 		HooksRun: st.Stats.HooksRun, HooksDropped: st.Stats.HooksDropped, Reconnects: st.Xenstore.Reconnects,
 		Connected: st.Xenstore.Connected, PolicyLoadedAt: st.Policy.LoadedAt, ReloadFailedAt: st.Policy.ReloadRefusedAt}
 	for _, r := range st.Devices {

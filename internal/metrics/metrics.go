@@ -27,6 +27,7 @@ type Snapshot struct {
 	Devices        map[string]int // by state
 	Uevents        uint64
 	Overruns       uint64
+	Refused        uint64
 	Passes         uint64
 	HooksRun       uint64
 	HooksDropped   uint64
@@ -105,7 +106,7 @@ func (m *Metrics) Update(s Snapshot) {
 // sameSnapshot ignores the counters that move with every event (uevents,
 // passes): a change worth a write shows elsewhere too.
 func sameSnapshot(a, b Snapshot) bool {
-	return maps.Equal(a.Devices, b.Devices) && a.Overruns == b.Overruns && a.HooksRun == b.HooksRun && a.HooksDropped == b.HooksDropped &&
+	return maps.Equal(a.Devices, b.Devices) && a.Overruns == b.Overruns && a.Refused == b.Refused && a.HooksRun == b.HooksRun && a.HooksDropped == b.HooksDropped &&
 		a.Reconnects == b.Reconnects && a.Connected == b.Connected && a.PolicyLoadedAt.Equal(b.PolicyLoadedAt) && a.ReloadFailedAt.Equal(b.ReloadFailedAt)
 }
 
@@ -157,6 +158,7 @@ func (m *Metrics) Families(now time.Time) []Family {
 	add("heartbeat_timestamp_seconds", TypeGauge, "When the agent last wrote or reported its metrics, Unix time; stale means the agent is down or stuck.", nil, one(unix(now)))
 	add("uevents_received_total", TypeCounter, "Kernel uevents received.", nil, one(float64(s.Uevents)))
 	add("uevent_overruns_total", TypeCounter, "Times the kernel dropped uevents (ENOBUFS) and everything was looked at again.", nil, one(float64(s.Overruns)))
+	add("uevents_refused_total", TypeCounter, "Kernel uevents that failed validation; everything was looked at again.", nil, one(float64(s.Refused)))
 	add("passes_total", TypeCounter, "Passes over one device (each reads its state and acts on it).", nil, one(float64(s.Passes)))
 	add("hooks_run_total", TypeCounter, "Rule exec commands started.", nil, one(float64(s.HooksRun)))
 	add("hooks_dropped_total", TypeCounter, "Rule exec commands skipped because the queue was full.", nil, one(float64(s.HooksDropped)))

@@ -16,7 +16,9 @@
 // It accepts datagrams only from the kernel (sender port id 0), sizes each
 // datagram with MSG_PEEK|MSG_TRUNC, and reports a receive-buffer overrun
 // (ENOBUFS) as an Overrun message, after which the caller must rescan sysfs;
-// the Listener itself keeps listening.
+// the Listener itself keeps listening. A datagram of the kernel's that
+// fails validation is a lost event too: it comes as a Refused message,
+// with the same duty to rescan.
 //
 // Which events matter to the agent is decided by the agent, not here.
 package uevent

@@ -92,8 +92,9 @@ func (l *Listener) Stats() Stats {
 }
 
 // Receive returns the next event or overrun. Datagrams from other senders
-// and malformed ones are dropped (and counted). It returns ctx.Err() when
-// ctx ends, and os.ErrClosed after Close.
+// are dropped (and counted); a malformed one from the kernel is counted
+// and returned as Refused, since an event of the kernel's was lost. It
+// returns ctx.Err() when ctx ends, and os.ErrClosed after Close.
 func (l *Listener) Receive(ctx context.Context) (Message, error) {
 	// A deadline left by an earlier, canceled call must not fail this one.
 	if err := l.f.SetReadDeadline(time.Time{}); err != nil {
@@ -133,7 +134,7 @@ func (l *Listener) Receive(ctx context.Context) (Message, error) {
 		ev, err := Parse(b)
 		if err != nil {
 			l.malformed.Add(1)
-			continue
+			return Message{Refused: err}, nil
 		}
 		l.received.Add(1)
 		return Message{Event: ev}, nil

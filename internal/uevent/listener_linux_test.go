@@ -102,14 +102,21 @@ func nsBody() error {
 		return err
 	}
 	other.send(datagram(2))
-	// 3. Malformed datagrams are refused without a panic.
+	// 3. Malformed datagrams are refused without a panic, each said as
+	// Refused: the kernel's event they were is lost.
 	for _, bad := range [][]byte{[]byte("add@"), {}, []byte("add@/x\x00ACTION=add"), make([]byte, 9000), {0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x00}} {
 		trusted.send(bad)
 	}
 	trusted.send(datagram(3))
-	m, err = receive(l)
-	if err != nil || m.Event.Seqnum != 3 {
-		return fmt.Errorf("after refused datagrams: %+v, %v", m, err)
+	refused := 0
+	for m, err = receive(l); err == nil && m.Refused != nil; m, err = receive(l) {
+		if !errors.Is(m.Refused, ErrMalformed) || m.Overrun || m.Event.Action != "" {
+			return fmt.Errorf("refused datagram as %+v", m)
+		}
+		refused++
+	}
+	if err != nil || m.Event.Seqnum != 3 || refused < 4 {
+		return fmt.Errorf("after %d refused datagrams: %+v, %v", refused, m, err)
 	}
 	// The empty datagram may or may not be delivered by the kernel.
 	if st := l.Stats(); st.NotKernel != 1 || st.Malformed < 4 || st.Received != 2 {

@@ -21,6 +21,9 @@ type Recorder struct {
 // RecordStats counts what a Recorder wrote.
 type RecordStats struct {
 	Events, Overruns int
+	// Refused are the kernel's datagrams that failed validation; each is
+	// in the trace as an overrun, which a replay answers the same way.
+	Refused int
 }
 
 // Run records until ctx ends or the Source fails, flushing the trace
@@ -40,10 +43,13 @@ func (r *Recorder) Run(ctx context.Context) (RecordStats, error) {
 			}
 			return st, err
 		}
-		rec := Record{Time: now().UTC(), Overrun: m.Overrun, Coldplug: m.Coldplug}
-		if m.Overrun {
+		rec := Record{Time: now().UTC(), Overrun: m.Overrun || m.Refused != nil, Coldplug: m.Coldplug}
+		switch {
+		case m.Overrun:
 			st.Overruns++
-		} else {
+		case m.Refused != nil:
+			st.Refused++
+		default:
 			e := m.Event
 			rec.Event = &e
 			if (e.IsUSBDevice() || e.IsUSBInterface()) && e.Action == "add" && r.Attrs != nil {

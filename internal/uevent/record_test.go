@@ -84,3 +84,31 @@ func TestRecorderWritesEachRecordAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A datagram the kernel sent that failed validation is in the trace as an
+// overrun, which a replay answers as the agent does: a look at everything.
+func TestRecorderKeepsARefusedEventAsAnOverrun(t *testing.T) {
+	_, perr := Parse([]byte("add@/x\x00ACTION=add"))
+	src := make(chanSource, 1)
+	src <- Message{Refused: perr}
+	var out lockedBuf
+	ctx, cancel := context.WithCancel(context.Background())
+	wrote := make(chan struct{}, 1)
+	out.wrote = wrote
+	done := make(chan RecordStats, 1)
+	go func() {
+		st, _ := (&Recorder{Src: src, W: NewTraceWriter(&out)}).Run(ctx)
+		done <- st
+	}()
+	select {
+	case <-wrote:
+	case <-time.After(30 * time.Second):
+		t.Fatal("nothing recorded")
+	}
+	cancel()
+	st := <-done
+	recs, err := ReadTrace(bytes.NewReader([]byte(out.String())), "trace")
+	if err != nil || len(recs) != 1 || !recs[0].Overrun || recs[0].Event != nil || st.Refused != 1 || st.Events != 0 {
+		t.Fatalf("trace %+v (%v), stats %+v", recs, err, st)
+	}
+}
