@@ -12,6 +12,21 @@ import (
 // ErrBadAttr: a sysfs attribute does not read as the kernel writes it.
 var ErrBadAttr = errors.New("malformed sysfs attribute")
 
+// maxAttr bounds the read of one attribute: the kernel's largest (a
+// device's descriptors, all its configurations) is far below it, and an
+// endless file in a fixture tree (a character device in an attribute's
+// place) is refused instead of read until memory runs out.
+const maxAttr = 1 << 20
+
+// errTooLarge is an ErrBadAttr; a type, not fmt.Errorf, so that no
+// command pays an allocation for it at start-up.
+var errTooLarge error = tooLargeError{}
+
+type tooLargeError struct{}
+
+func (tooLargeError) Error() string { return ErrBadAttr.Error() + ": larger than 1 MiB" }
+func (tooLargeError) Unwrap() error { return ErrBadAttr }
+
 // A BlockDev is a disk that a USB storage interface provides, or a
 // partition of one.
 type BlockDev struct {

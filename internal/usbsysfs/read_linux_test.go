@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -29,6 +31,35 @@ func TestReadSmallLong(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%d bytes, from the directory: read %d, %v", n, len(got), err)
 		}
+	}
+}
+
+// What a fixture tree may hold in an attribute's place is read without
+// waiting or without end: a FIFO with no writer reads empty, an endless
+// file is refused past 1 MiB, naming its path.
+func TestReadSmallFIFOAndEndless(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "serial")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readSmall(fifo); err != nil || len(got) != 0 {
+		t.Errorf("FIFO: %q, %v", got, err)
+	}
+	zero := filepath.Join(dir, "descriptors")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	_, err := readSmall(zero)
+	if !errors.Is(err, ErrBadAttr) || !strings.Contains(err.Error(), zero) {
+		t.Errorf("/dev/zero: %v", err)
+	}
+	big := bytes.Repeat([]byte{1}, maxAttr)
+	if err := os.WriteFile(filepath.Join(dir, "big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readSmall(filepath.Join(dir, "big")); err != nil || len(got) != maxAttr {
+		t.Errorf("1 MiB: %d bytes, %v", len(got), err)
 	}
 }
 

@@ -3,13 +3,26 @@
 package usbsysfs
 
 import (
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
 
 // readSmall reads a file whole. Off Linux there is no sysfs: this serves
 // fixture trees (a policy's check or generate on a workstation).
-func readSmall(path string) ([]byte, error) { return os.ReadFile(path) }
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxAttr+1))
+	if err == nil && len(b) > maxAttr {
+		err = &fs.PathError{Op: "read", Path: path, Err: errTooLarge}
+	}
+	return b, err
+}
 
 // An attrDir is a directory whose attributes are read.
 type attrDir struct{ path string }
