@@ -72,8 +72,10 @@ func checkPrefer(by string) error {
 
 func runGenerate(o generateOpts, stdout io.Writer) error {
 	sys := usbsysfs.NewFS(o.root)
-	devs, err := sys.Devices()
-	if err != nil {
+	// A device that cannot be read gets no rule; the exit status and the
+	// error, after the policy for the rest, say which.
+	devs, scanErr := sys.Devices()
+	if _, err := usbsysfs.Partial(scanErr); err != nil {
 		return err
 	}
 	out, err := policygen.Generate(devs, policygen.Options{Domain: o.domain, Prefer: o.prefer, Usbctrl: o.usbctrl,
@@ -83,7 +85,7 @@ func runGenerate(o generateOpts, stdout io.Writer) error {
 	}
 	if o.out == "-" {
 		_, err := stdout.Write(out)
-		return err
+		return errors.Join(err, scanErr)
 	}
 	if err := policygen.WriteFile(o.out, out, o.force); err != nil {
 		if errors.Is(err, policygen.ErrExists) {
@@ -92,5 +94,5 @@ func runGenerate(o generateOpts, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s; check it with: usbhotplugd check %s\n", o.out, o.out)
-	return nil
+	return scanErr
 }

@@ -64,7 +64,8 @@ func TestDevices(t *testing.T) {
 }
 
 // A device that cannot be read is named, and the exit status says so;
-// the rest are listed, and explaining another device is not failed by it.
+// the rest are listed (and get their rules from generate), and explaining
+// another device is not failed by it.
 func TestDevicesListsPastAnUnreadableDevice(t *testing.T) {
 	root := t.TempDir()
 	if err := fakekernel.Standard(root); err != nil {
@@ -94,6 +95,10 @@ func TestDevicesListsPastAnUnreadableDevice(t *testing.T) {
 	}
 	if code, _, errs := runCmd(t, "explain", "--policy", pol, "--sysfs", root, "1-4"); code != exitFailure || !strings.Contains(errs, "1-4/devnum") {
 		t.Errorf("explain 1-4: exit %d, %s", code, errs)
+	}
+	code, out, errs = runCmd(t, "generate", "--domain", "kiosk", "-o", "-", "--sysfs", root)
+	if code != exitFailure || !strings.Contains(out, "MOUSE-B") || strings.Contains(out, "MOUSE-A") || !strings.Contains(errs, "device 1-4 could not be read") {
+		t.Errorf("generate: exit %d, stderr %q, policy:\n%s", code, errs, out)
 	}
 }
 

@@ -470,7 +470,7 @@ func (e *UnreadableError) Error() string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "device %s could not be read, so it is left out: %v", d.BusID, d.Err)
+		fmt.Fprintf(&b, "device %s could not be read: %v", d.BusID, d.Err)
 	}
 	return "usbsysfs: " + b.String()
 }
