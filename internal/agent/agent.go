@@ -240,6 +240,13 @@ func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 		cache[d.BusID] = d
 	}
 	a.mu.Lock()
+	// One that could not be read keeps its last reading: its twins are
+	// told apart from it, or not, as before.
+	for _, u := range unread {
+		if d, ok := a.cache[u.BusID]; ok {
+			cache[u.BusID] = d
+		}
+	}
 	a.cache, a.cacheOrder = cache, nil
 	a.mu.Unlock()
 	a.prunePresent(ctx, cache, unread)
@@ -964,8 +971,9 @@ type Explained struct {
 }
 
 // Explain explains every present device, or only busid when it is not
-// empty (fs.ErrNotExist when no such device is present). It may be called
-// from any goroutine.
+// empty (fs.ErrNotExist when no such device is present). A device that
+// cannot be read is left out (its last record says why), or is the error
+// when it is busid. It may be called from any goroutine.
 func (a *Agent) Explain(busid string) ([]Explained, error) {
 	devs, err := a.h.Sys.Devices()
 	unread, err := usbsysfs.Partial(err)

@@ -42,6 +42,9 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 		a.fail(ctx, Audit{BusID: busid, Trigger: trig}, "observe", err, start)
 		return
 	}
+	if o.present {
+		a.namePlug(ctx, o)
+	}
 	var dec policy.Decision
 	if o.present && o.probed {
 		me, inv := a.policyInput(o)

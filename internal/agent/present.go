@@ -29,8 +29,8 @@ func presentPath(busid string) string { return PresentRoot + "/" + nodeName(busi
 func presentValue(d usbsysfs.Device) string { return fmt.Sprintf("%d %s", d.DevNum, d.ID()) }
 
 // unreadPlug is the record of a device plugged at the first start that
-// could not be read then: its plug is named at the first scan that reads
-// it (prunePresent), and it counts as present until then.
+// could not be read then: its plug is named by its first pass that reads
+// it (namePlug), and it counts as present until then.
 const unreadPlug = "unread"
 
 // loadPresent learns which devices count as present: at the first start
@@ -117,16 +117,16 @@ func (a *Agent) isPresentLocked(d usbsysfs.Device) bool {
 func (a *Agent) prunePresent(ctx context.Context, now map[string]usbsysfs.Device, unread []usbsysfs.DeviceError) {
 	a.mu.Lock()
 	var stale []string
-	var named [][2]string
 	for b, v := range a.present {
 		d, ok := now[b]
 		switch {
-		case ok && v == unreadPlug:
-			a.present[b] = presentValue(d)
-			named = append(named, [2]string{presentPath(b), a.present[b]})
 		case !ok && slices.ContainsFunc(unread, func(u usbsysfs.DeviceError) bool { return u.BusID == b }):
 			// Not read, so not known to have left.
-		case !ok || presentValue(d) != v:
+		case !ok:
+			stale = append(stale, b)
+		case v == unreadPlug:
+			// Its next pass names its plug (namePlug).
+		case presentValue(d) != v:
 			stale = append(stale, b)
 		}
 	}
@@ -134,10 +134,22 @@ func (a *Agent) prunePresent(ctx context.Context, now map[string]usbsysfs.Device
 	for _, b := range stale {
 		a.dropPresent(ctx, b)
 	}
-	if len(named) > 0 && !a.cfg.DryRun {
-		if err := a.h.XS.WriteMany(ctx, named); err != nil {
-			a.warn.Warn().Err(err).Msg("naming the plug of a present device read at last failed")
-		}
+}
+
+// namePlug gives the present record of a device that could not be read
+// at the first start the plug its first pass that read it found.
+func (a *Agent) namePlug(ctx context.Context, o observation) {
+	a.mu.Lock()
+	v, ok := a.present[o.busid]
+	if ok && v == unreadPlug {
+		a.present[o.busid] = presentValue(o.dev)
+	}
+	a.mu.Unlock()
+	if !ok || v != unreadPlug || a.cfg.DryRun {
+		return
+	}
+	if err := a.h.XS.Write(ctx, presentPath(o.busid), []byte(presentValue(o.dev))); err != nil {
+		a.warn.Warn().Err(err).Str("busid", o.busid).Msg("naming the plug of a device present at the first start failed")
 	}
 }
 

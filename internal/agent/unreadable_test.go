@@ -75,10 +75,7 @@ func TestAgentUnreadableDeviceAtTheFirstStartIsPresent(t *testing.T) {
 		if r := e.await("1-6", agent.ActDenied); r.Rule != "at-boot-stays" {
 			t.Errorf("1-6, plugged before the first start: %+v", r)
 		}
-		// The next scan of the bus names its plug.
-		if err := e.a.Rescan(e.ctx, "test"); err != nil {
-			t.Fatal(err)
-		}
+		// The pass that read it named its plug.
 		v, err := e.xs.Read(e.ctx, agent.PresentRoot+"/1-6")
 		if err != nil || string(v) != "11 1234:5678" {
 			t.Errorf("its present record: %q %v", v, err)
@@ -108,6 +105,34 @@ func TestAgentRescansAfterARefusedEvent(t *testing.T) {
 		}
 		if !strings.Contains(e.logText(), "a kernel event could not be read") {
 			t.Errorf("log:\n%s", e.logText())
+		}
+	})
+}
+
+// A twin that cannot be read at a rescan is still a twin: the other is
+// not taken for the only device its rule matches.
+func TestAgentKeepsTwinsApartFromAnUnreadableOne(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		a, b := benchDev("1-6", 1), benchDev("1-7", 2)
+		b.Serial = a.Serial
+		if err := (&fakekernel.Builder{Root: e.root}).Add(a).Add(b).Err(); err != nil {
+			t.Fatal(err)
+		}
+		e.run("[[rule]]\nname = \"twins\"\naction = \"attach\"\nmatch = { id = \"1234:5678\" }\ntarget = { domain = \"desk\" }\n", false)
+		for _, busid := range []string{"1-6", "1-7"} {
+			if _, ok := e.at(busid); ok {
+				t.Fatalf("twin %s attached", busid)
+			}
+		}
+		e.breakAttr("1-6", "busnum")
+		if err := e.a.Rescan(e.ctx, "test"); err != nil {
+			t.Fatal(err)
+		}
+		e.await("1-6", agent.ActFailed)
+		e.settle()
+		if _, ok := e.at("1-7"); ok {
+			t.Error("1-7 attached while its twin could not be read")
 		}
 	})
 }

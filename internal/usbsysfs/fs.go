@@ -333,8 +333,11 @@ func (f *FS) eachInterface(busid string, names []string, read func(string) (Inte
 	var out []Interface
 	for _, n := range f.interfaceNames(busid, names) {
 		in, err := read(n)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // went away while we looked
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) {
+			// Went away while we looked: kernfs answers the attributes of
+			// one being removed (a configuration change, a
+			// deauthorization) with ENODEV before its directory goes.
+			continue
 		}
 		if err != nil {
 			return nil, err
@@ -433,9 +436,9 @@ func (f *FS) Devices() ([]Device, error) {
 			continue
 		}
 		d, err := f.device(n, names)
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) {
-			// ENODEV: kernfs answers the attributes of a device being
-			// removed with it before its directory goes.
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) && !f.Present(n) {
+			// Left while we read: kernfs answers the attributes of a
+			// device being removed with ENODEV before its directory goes.
 			continue
 		}
 		if err != nil {
@@ -472,7 +475,7 @@ func (e *UnreadableError) Error() string {
 		}
 		fmt.Fprintf(&b, "device %s could not be read: %v", d.BusID, d.Err)
 	}
-	return "usbsysfs: " + b.String()
+	return b.String() // each device's error names its path
 }
 
 // Unwrap gives each device's error, for errors.Is.
