@@ -73,8 +73,8 @@ func newAssignCmd() *cobra.Command {
 
 func presentDevice(root, busid string) (usbsysfs.Device, []usbsysfs.Device, error) {
 	sys := usbsysfs.NewFS(root)
-	devs, err := sys.Devices()
-	unread, err := usbsysfs.Partial(err)
+	devs, scanErr := sys.Devices()
+	unread, err := usbsysfs.Partial(scanErr)
 	if err != nil {
 		return usbsysfs.Device{}, nil, err
 	}
@@ -82,6 +82,11 @@ func presentDevice(root, busid string) (usbsysfs.Device, []usbsysfs.Device, erro
 		if u.BusID == busid {
 			return usbsysfs.Device{}, nil, u.Err
 		}
+	}
+	if len(unread) > 0 {
+		// It could be a twin: the identity chosen must be one no other
+		// present device has.
+		return usbsysfs.Device{}, nil, fmt.Errorf("cannot tell which identity names %s alone: %w", busid, scanErr)
 	}
 	for _, d := range devs {
 		if d.BusID == busid {

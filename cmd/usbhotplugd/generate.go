@@ -78,6 +78,9 @@ func runGenerate(o generateOpts, stdout io.Writer) error {
 	if _, err := usbsysfs.Partial(scanErr); err != nil {
 		return err
 	}
+	if scanErr != nil {
+		scanErr = fmt.Errorf("%w (no rule was written for it)", scanErr)
+	}
 	out, err := policygen.Generate(devs, policygen.Options{Domain: o.domain, Prefer: o.prefer, Usbctrl: o.usbctrl,
 		InUse: func(d usbsysfs.Device) string { return inventory.InUse(sys, d, o.mountinfo) }})
 	if err != nil {

@@ -97,8 +97,16 @@ func TestDevicesListsPastAnUnreadableDevice(t *testing.T) {
 		t.Errorf("explain 1-4: exit %d, %s", code, errs)
 	}
 	code, out, errs = runCmd(t, "generate", "--domain", "kiosk", "-o", "-", "--sysfs", root)
-	if code != exitFailure || !strings.Contains(out, "MOUSE-B") || strings.Contains(out, "MOUSE-A") || !strings.Contains(errs, "device 1-4 could not be read") {
+	if code != exitFailure || !strings.Contains(out, "MOUSE-B") || strings.Contains(out, "MOUSE-A") || !strings.Contains(errs, "device 1-4 could not be read") || !strings.Contains(errs, "no rule was written for it") {
 		t.Errorf("generate: exit %d, stderr %q, policy:\n%s", code, errs, out)
+	}
+	// Its twin or not: an identity is chosen only when every device is read.
+	code, _, errs = runCmd(t, "assign", "--policy", pol, "--sysfs", root, "--state-dir", t.TempDir(), "--no-reload", "1-5", "kiosk")
+	if code != exitFailure || !strings.Contains(errs, "cannot tell which identity names 1-5 alone") || !strings.Contains(errs, "1-4/devnum") {
+		t.Errorf("assign: exit %d, stderr %q", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(pol), "rules.d")); err == nil {
+		t.Error("assign wrote a drop-in")
 	}
 }
 

@@ -10,7 +10,8 @@ import (
 )
 
 // readSmall reads a file whole. Off Linux there is no sysfs: this serves
-// fixture trees (a policy's check or generate on a workstation).
+// fixture trees (a policy's check or generate on a workstation), and a
+// FIFO there still blocks.
 func readSmall(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
