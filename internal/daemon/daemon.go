@@ -124,6 +124,10 @@ func start(cfg Config) (*daemon, func(), error) {
 	d.m = metrics.New(build.Version, runtime.Version())
 	d.st = newState(Status{PID: os.Getpid(), Version: build.Version, StartedAt: now, State: StateStarting, DryRun: cfg.DryRun,
 		Policy: PolicyState{File: pol.File, Rules: len(pol.Rules), LoadedAt: now}}, d.a.Stats)
+	// Said at once, with the lock held: a killed agent's file says
+	// "ready", and must not be read as this one's while it starts. A
+	// failure is the status writer's to report.
+	_ = saveJSON(filepath.Join(cfg.StateDir, StatusFile), d.st.get())
 	return d, func() {
 		os.Remove(lock.Name())
 		lock.Close()

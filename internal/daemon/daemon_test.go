@@ -261,3 +261,29 @@ func TestStatusFileSaysStopped(t *testing.T) {
 		t.Fatalf("status.json after the stop: %v\n%s", err, b)
 	}
 }
+
+// A killed agent leaves status.json saying "ready". The next one says,
+// as soon as it holds the state directory and before any task runs, that
+// it is starting, under its own pid.
+func TestStatusFileSaysStartingAtOnce(t *testing.T) {
+	h := newHost(t)
+	if err := os.MkdirAll(h.cfg.StateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(h.cfg.StateDir, StatusFile)
+	if err := os.WriteFile(path, []byte(`{"pid": 1, "state": "ready"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := h.cfg
+	cfg.setDefaults()
+	_, closeAll, err := start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	b, err := os.ReadFile(path)
+	var st Status
+	if err != nil || json.Unmarshal(b, &st) != nil || st.State != StateStarting || st.PID != os.Getpid() {
+		t.Fatalf("status.json once the agent has started: %v\n%s", err, b)
+	}
+}

@@ -138,7 +138,34 @@ func startAgent(pol string, extra []string) (string, error) {
 		cmd.Wait()
 		close(done)
 	}()
-	return strconv.Itoa(cmd.Process.Pid), nil
+	// Until the new agent holds the state directory, its status file may
+	// be a killed one's, which says "ready": the steps after this one
+	// read it. An agent that ends before is left to them too.
+	pid := cmd.Process.Pid
+	deadline := time.After(30 * time.Second)
+	for statusPID() != pid {
+		select {
+		case <-done:
+			return strconv.Itoa(pid), nil
+		case <-deadline:
+			return "", fmt.Errorf("agent %d: its status file does not name it after 30 s", pid)
+		case <-time.After(5 * time.Millisecond): // look again
+		}
+	}
+	return strconv.Itoa(pid), nil
+}
+
+// statusPID is the pid the agent's status file names; 0 without one.
+func statusPID() int {
+	b, err := os.ReadFile(stateDir + "/status.json")
+	if err != nil {
+		return 0
+	}
+	var st struct {
+		PID int `json:"pid"`
+	}
+	json.Unmarshal(b, &st)
+	return st.PID
 }
 
 func killAgent(args []string) (string, error) {
