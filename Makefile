@@ -10,7 +10,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X github.com/usbhotplugd/usbhotplugd/internal/build.Version=$(VERSION) \
              -X github.com/usbhotplugd/usbhotplugd/internal/build.Commit=$(COMMIT)
 
-# Every fuzz target, as package:Target.
+# Every fuzz target, as package:Target[@RUNS] (RUNS for a target much slower than the rest).
 FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/daemon:FuzzControlRequest \
         ./cmd/usbhotplugd-exporter:FuzzFamilies \
@@ -28,6 +28,7 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/policygen:FuzzXLConfig \
         ./internal/usbname:FuzzParse \
         ./internal/fakekernel:FuzzWriteAttr \
+        ./internal/usbsysfs:FuzzDevice@20000x \
         ./test/vm:FuzzParse
 
 .PHONY: all build test lint unit fuzz bench demo clean package vmtest vmtest-calibrate
@@ -61,9 +62,10 @@ unit:
 
 fuzz:
 	@set -e; for t in $(FUZZ); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
+		pkg=$${t%%:*}; name=$${t##*:}; ft=$(FUZZTIME); \
+		case $$name in *@*) ft=$${name#*@}; name=$${name%@*};; esac; \
+		echo "fuzz $$pkg $$name for $$ft"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $$ft -fuzzminimizetime 200x $$pkg; \
 	done
 
 bench:
