@@ -78,10 +78,8 @@ func presentDevice(root, busid string) (usbsysfs.Device, []usbsysfs.Device, erro
 	if err != nil {
 		return usbsysfs.Device{}, nil, err
 	}
-	for _, u := range unread {
-		if u.BusID == busid {
-			return usbsysfs.Device{}, nil, u.Err
-		}
+	if err := usbsysfs.UnreadOf(unread, busid); err != nil {
+		return usbsysfs.Device{}, nil, err
 	}
 	if len(unread) > 0 {
 		// It could be a twin: the identity chosen must be one no other

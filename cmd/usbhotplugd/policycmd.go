@@ -197,10 +197,8 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 	if err != nil {
 		return err
 	}
-	for _, u := range unread {
-		if u.BusID == want {
-			return u.Err
-		}
+	if err := usbsysfs.UnreadOf(unread, want); err != nil {
+		return err
 	}
 	if want != "" {
 		scanErr = nil // another device's fault changes nothing here

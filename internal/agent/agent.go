@@ -980,10 +980,8 @@ func (a *Agent) Explain(busid string) ([]Explained, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, u := range unread {
-		if u.BusID == busid {
-			return nil, u.Err
-		}
+	if err := usbsysfs.UnreadOf(unread, busid); err != nil {
+		return nil, err
 	}
 	pol := a.pol.Load()
 	inv := a.inventory(devs)

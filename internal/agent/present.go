@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -120,7 +119,7 @@ func (a *Agent) prunePresent(ctx context.Context, now map[string]usbsysfs.Device
 	for b, v := range a.present {
 		d, ok := now[b]
 		switch {
-		case !ok && slices.ContainsFunc(unread, func(u usbsysfs.DeviceError) bool { return u.BusID == b }):
+		case !ok && usbsysfs.UnreadOf(unread, b) != nil:
 			// Not read, so not known to have left.
 		case !ok:
 			stale = append(stale, b)

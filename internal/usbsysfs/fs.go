@@ -497,6 +497,17 @@ func Partial(err error) (unread []DeviceError, rest error) {
 	return nil, err
 }
 
+// UnreadOf is why busid could not be read, among unread (Partial's); nil
+// when it is not there.
+func UnreadOf(unread []DeviceError, busid string) error {
+	for _, u := range unread {
+		if u.BusID == busid {
+			return u.Err
+		}
+	}
+	return nil
+}
+
 // BusIDLess orders busids by bus, root hub first, then by port path
 // numerically, so that a parent sorts before its children (usbname.Compare).
 func BusIDLess(a, b string) bool { return usbname.Compare(a, b) < 0 }

@@ -389,8 +389,12 @@ func TestDevicesLeavesOutAnUnreadableDevice(t *testing.T) {
 	if !slices.Equal(ids, want) {
 		t.Errorf("devices %v, want every other one %v", ids, want)
 	}
-	if unread, rest := usbsysfs.Partial(err); len(unread) != 2 || rest != nil {
+	unread, rest := usbsysfs.Partial(err)
+	if len(unread) != 2 || rest != nil {
 		t.Errorf("Partial: %v, %v", unread, rest)
+	}
+	if !errors.Is(usbsysfs.UnreadOf(unread, "1-3.2"), syscall.EISDIR) || usbsysfs.UnreadOf(unread, "1-1") != nil {
+		t.Errorf("UnreadOf: %v, %v", usbsysfs.UnreadOf(unread, "1-3.2"), usbsysfs.UnreadOf(unread, "1-1"))
 	}
 	if _, rest := usbsysfs.Partial(fs.ErrPermission); rest != fs.ErrPermission {
 		t.Errorf("Partial of another error: %v", rest)
