@@ -156,6 +156,10 @@ func TestGuestSeesLibxlsPermissions(t *testing.T) {
 func TestGuestFrontendValues(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		ctx, e := context.Background(), pvEnv(t, s)
+		// The backend answers behind a guest flooding the store: the wait
+		// for it is libxl's, not the env's short one for tests of a
+		// backend that never answers.
+		e.h.InitTimeout, e.h.DestroyTimeout = 10*time.Second, 10*time.Second
 		e.idle(t)
 		const fp = "/local/domain/1/device/vusb/0"
 		g := s.Guest(t, 1)
