@@ -428,6 +428,9 @@ func (a *Agent) Serve(ctx context.Context, ready func()) error {
 	if !a.cfg.NoWatches {
 		g.Go(func() error { a.watchHeld(ctx); return nil })
 	}
+	if c := a.h.Sys.Unlocked(); c != nil {
+		g.Go(func() error { a.watchUnlocked(ctx, c); return nil })
+	}
 	g.Go(func() error { return quiet(ctx, a.work(ctx, ready)) })
 	return g.Wait()
 }
@@ -456,6 +459,22 @@ func (a *Agent) watchHeld(ctx context.Context) {
 			if held {
 				a.StorageChanged(TrigHeldLook)
 				t.Reset(heldEvery)
+			}
+		}
+	}
+}
+
+// watchUnlocked passes again over each device that read as busy once
+// the kernel lets go of it: nothing else may tell (a reset sends no
+// event).
+func (a *Agent) watchUnlocked(ctx context.Context, c <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c:
+			for _, b := range a.h.Sys.TakeUnlocked() {
+				a.enqueue(b, TrigUnlocked)
 			}
 		}
 	}

@@ -37,11 +37,18 @@ func (a *Agent) observe(ctx context.Context, busid string, trig Trigger) (observ
 	case errors.Is(err, syscall.ENODEV):
 		// A device being removed answers its attributes' reads with
 		// ENODEV before its directory goes: it is leaving.
+	case errors.Is(err, usbsysfs.ErrBusy):
+		// The kernel holds it (a driver probing it for long, a reset):
+		// probing, looked at again when the kernel lets go (Unlocked).
+		o.present, o.busy = true, true
 	case !errors.Is(err, fs.ErrNotExist):
 		return o, err
 	}
 	if serr != nil {
 		return o, serr
+	}
+	if o.busy {
+		return o, nil // not probed
 	}
 	if err := a.readPortAfter(ctx, &o); err != nil {
 		return o, err

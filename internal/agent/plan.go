@@ -16,8 +16,9 @@ type observation struct {
 	busid   string
 	trigger Trigger
 	present bool
-	dev     usbsysfs.Device // when present
+	dev     usbsysfs.Device // when present and not busy
 	probed  bool            // the kernel is done probing it
+	busy    bool            // present, its device lock held (usbsysfs.ErrBusy): not read
 	port    *assign.Assignment
 	owned   *Owned
 	record  bool // /libxl/usbback holds driver records for it

@@ -81,6 +81,10 @@ func TestPlanTable(t *testing.T) {
 		{"absent: dry run writes nothing", last(at(gone, 5), ActAttached, "x"), none, dry, StAbsent, []stepKind{stepForget, stepAudit, stepAudit}, ActGone, ""},
 		// probing
 		{"probing: not probed yet", with(here("add", "usbhid"), func(o *observation) { o.probed = false }), none, kiosk, StProbing, nil, "", ""},
+		{"probing: its device lock held (busy), at its port", with(here(TrigUnlocked, "usbback"), func(o *observation) {
+			o.probed, o.busy, o.dev = false, true, usbsysfs.Device{}
+			o.port = &assign.Assignment{Domid: 1, Controller: 0, Port: 1, BusID: o.busid, Type: policy.TypePV}
+		}), none, kiosk, StProbing, nil, "", ""},
 		// with dom0
 		{"with dom0: no rule", here("add", "usbhid"), none, kiosk, StWithDom0, []stepKind{stepAudit}, ActUnmatched, "no rule"},
 		{"with dom0: a rescan repeats nothing", last(here("add", "usbhid"), ActUnmatched, "no rule"), none, kiosk, StWithDom0, nil, "", ""},

@@ -68,6 +68,7 @@ const (
 	TrigHolderGone   Trigger = "a device-mapper or md device went or changed"      // the same, for a disk it held
 	TrigHeldLook     Trigger = "looked at again while device-mapper or md held it" // some let go with no event
 	TrigReplugged    Trigger = "plugged again before its removal was seen"         // another address than the pass before saw
+	TrigUnlocked     Trigger = "the kernel let go of it"                           // it read as busy: a driver probed it, or a reset
 )
 
 // kernelTrigger is the trigger of a kernel event with action (add, bind,

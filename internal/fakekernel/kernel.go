@@ -92,6 +92,11 @@ func errno(path string, e syscall.Errno) error { return &fs.PathError{Op: "write
 
 // WriteAttr implements usbsysfs.Writer.
 func (k *Kernel) WriteAttr(path string, data []byte) error {
+	// The device's lock first, as the kernel takes it before it changes
+	// anything: a write waits while a probe or a reset holds it.
+	if dev := lockedBy(path, string(data)); dev != "" {
+		defer k.LockDevice(dev)()
+	}
 	unlock, err := k.lock()
 	if err != nil {
 		return &fs.PathError{Op: "write", Path: path, Err: syscall.EIO}

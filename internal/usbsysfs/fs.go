@@ -26,15 +26,23 @@ func (fileWriter) WriteAttr(path string, data []byte) error { return writeSmall(
 
 // An FS is a sysfs tree. It is safe for concurrent use; it caches nothing.
 type FS struct {
-	root string
-	w    Writer
+	root   string
+	w      Writer
+	locker DeviceLocker // a fake kernel's device locks; nil for the real one
+	waits  *lockWaits   // nil: reads wait for the kernel's device lock for ever
 }
 
 // NewFS returns the sysfs tree at root ("/sys" in production).
 func NewFS(root string) *FS { return &FS{root: root, w: fileWriter{}} }
 
-// WithWriter returns a copy of f whose attribute writes go to w.
-func (f *FS) WithWriter(w Writer) *FS { return &FS{root: f.root, w: w} }
+// WithWriter returns a copy of f whose attribute writes go to w; a w that
+// is a DeviceLocker too takes the device locks of f's reads.
+func (f *FS) WithWriter(w Writer) *FS {
+	g := *f
+	g.w = w
+	g.locker, _ = w.(DeviceLocker)
+	return &g
+}
 
 // Root is the tree's root directory.
 func (f *FS) Root() string { return f.root }
@@ -155,6 +163,20 @@ func (r *attrReader) str(name string, required bool) string {
 	return v
 }
 
+// took is str(name, false) for an attribute already read, as v and err.
+func (r *attrReader) took(v string, err error) string {
+	if r.err != nil {
+		return ""
+	}
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			r.err = fmt.Errorf("usbsysfs: %w", err)
+		}
+		return ""
+	}
+	return v
+}
+
 func (r *attrReader) num(name string, base int, bits int) uint64 {
 	return r.parse(name, r.str(name, true), base, bits)
 }
@@ -233,22 +255,33 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	d.SubClass = uint8(r.num("bDeviceSubClass", 16, 8))
 	d.Protocol = uint8(r.num("bDeviceProtocol", 16, 8))
 	d.NumConfigs = int(r.num("bNumConfigurations", 10, 8))
-	d.Serial = r.str("serial", false)
-	d.Manufacturer = r.str("manufacturer", false)
-	d.ProductName = r.str("product", false)
-	hashed[0], hashed[3] = d.ProductName, d.Serial
 	d.Speed = strings.TrimSpace(r.str("speed", false))
 	d.Version = strings.TrimSpace(r.str("version", false))
 	d.Ports = r.str("devpath", false)
 	d.Removable = r.str("removable", false)
 	d.Authorized = r.str("authorized", false) != "0"
-	if v, err := r.read("bConfigurationValue"); err == nil && strings.TrimSpace(v) == "" || !d.Authorized {
+	if r.err != nil {
+		return Device{}, r.err
+	}
+	if id, err := usbname.Parse(busid); err == nil && !id.IsRootHub() {
+		d.Parent = id.Parent().String()
+	}
+	// Last, what needs the kernel's device lock, which a probe may hold.
+	h, err := f.held(*r.at, busid, d.Parent)
+	if err != nil {
+		return Device{}, err
+	}
+	d.Serial = r.took(h.vals[0], h.errs[0])
+	d.Manufacturer = r.took(h.vals[1], h.errs[1])
+	d.ProductName = r.took(h.vals[2], h.errs[2])
+	hashed[0], hashed[3] = d.ProductName, d.Serial
+	if h.errs[3] == nil && strings.TrimSpace(h.vals[3]) == "" || !d.Authorized {
 		// Empty is how the kernel shows no active configuration (absent,
 		// in a fixture, says nothing); a device not authorized has none
 		// (usb_set_configuration makes it 0).
 		d.Unconfigured = true
 	}
-	if s := strings.TrimSpace(r.str("bNumInterfaces", false)); s != "" && r.err == nil {
+	if s := strings.TrimSpace(r.took(h.vals[4], h.errs[4])); s != "" && r.err == nil {
 		n, err := strconv.Atoi(s)
 		if err != nil {
 			r.err = fmt.Errorf("usbsysfs: %s: %q is not a number", filepath.Join(dir, "bNumInterfaces"), s)
@@ -258,10 +291,7 @@ func (f *FS) device(busid string, names []string) (Device, error) {
 	if r.err != nil {
 		return Device{}, r.err
 	}
-	if id, err := usbname.Parse(busid); err == nil && !id.IsRootHub() {
-		d.Parent = id.Parent().String()
-	}
-	if err := f.identify(&d, &hashed); err != nil {
+	if err := f.identify(&d, &hashed, h.parentHash, h.parentErr); err != nil {
 		return Device{}, err
 	}
 	ifs, err := f.interfaces(busid, names)

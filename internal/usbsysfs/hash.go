@@ -125,8 +125,9 @@ func checkDescriptors(b []byte) error {
 
 // identify fills in a device's stable identities: its port paths and
 // hashes. A controller on no stable bus leaves the port paths empty.
-// hashed are the device's hashAttrs as device read them.
-func (f *FS) identify(d *Device, hashed *[len(hashAttrs)]string) error {
+// hashed are the device's hashAttrs as device read them; parentHash and
+// parentErr its hub's hash as readHeld read it (nothing for a root hub).
+func (f *FS) identify(d *Device, hashed *[len(hashAttrs)]string, parentHash string, parentErr error) error {
 	dev, err := f.DevPath(d.BusID)
 	if err != nil {
 		return err
@@ -143,7 +144,7 @@ func (f *FS) identify(d *Device, hashed *[len(hashAttrs)]string) error {
 		d.ParentHash = controllerHash(dev)
 		return nil
 	}
-	d.ParentHash, err = f.hashDir(f.devPath(d.Parent), nil)
+	d.ParentHash, err = parentHash, parentErr
 	if errors.Is(err, fs.ErrNotExist) {
 		d.ParentHash, err = "", nil // the hub left while we looked; the device follows
 	}

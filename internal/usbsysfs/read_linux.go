@@ -82,6 +82,19 @@ func (d attrDir) read(name string) ([]byte, error) {
 	return readSmallAt(d.fd, name, p)
 }
 
+// dup is d with a descriptor of its own, for a read that may outlive
+// d's close; by whole paths when it cannot be had.
+func (d attrDir) dup() attrDir {
+	if d.fd < 0 {
+		return d
+	}
+	fd, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		fd = -1
+	}
+	return attrDir{path: d.path, fd: fd}
+}
+
 func (d attrDir) close() {
 	if d.fd >= 0 {
 		unix.Close(d.fd)

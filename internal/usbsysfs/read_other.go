@@ -32,6 +32,8 @@ func openAttrDir(dir string) attrDir { return attrDir{path: dir} }
 
 func (d attrDir) read(name string) ([]byte, error) { return readSmall(filepath.Join(d.path, name)) }
 
+func (d attrDir) dup() attrDir { return d }
+
 func (d attrDir) close() {}
 
 // writeSmall writes a file that exists.

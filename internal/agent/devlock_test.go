@@ -1,0 +1,50 @@
+package agent_test
+
+import (
+	"testing"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+)
+
+const slowPolicy = testPolicy + `
+[[rule]]
+name = "sticks"
+action = "attach"
+match = { id = "1234:5678" }
+target = { domain = "kiosk" }
+duplicates = "all"
+`
+
+// A device whose driver probes it for long holds the kernel's device lock
+// all that time, and its serial cannot be read: the agent takes it for
+// probing and goes on with the other devices (one worker blocked on it
+// would attach nothing else, and starve the watchdog); it attaches it
+// once the kernel lets go, with no other event to tell.
+func TestAgentSlowProbeHoldsUpNoOtherDevice(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.run(slowPolicy, false)
+		release, err := fakekernel.HoldDevice(e.root, "1-6")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Add(benchDev("1-7", 2)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, addEvent(t, "1-6"))
+		e.a.Handle(e.ctx, addEvent(t, "1-7"))
+		if r := e.await("1-7", agent.ActAttached); r.Domain != "kiosk" {
+			t.Errorf("1-7: %+v", r)
+		}
+		if _, ok := e.at("1-6"); ok {
+			t.Fatal("1-6 attached while the kernel held it")
+		}
+		release()
+		if r := e.await("1-6", agent.ActAttached); r.Domain != "kiosk" || r.Trigger != agent.TrigUnlocked {
+			t.Errorf("1-6 once the kernel let go: %+v", r)
+		}
+	})
+}

@@ -1,0 +1,174 @@
+package usbsysfs
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrBusy is what a read of a device gives when the kernel holds its
+// device lock for longer than the FS waits (WithLockWait): a driver is
+// probing one of its interfaces (or a child of the hub), or the device is
+// being reset. The device is on the host; it is read again once the
+// kernel lets go (Unlocked).
+var ErrBusy = errors.New("busy: the kernel holds the device's lock (a driver probing it, or a reset)")
+
+// heldAttrs are the attributes the kernel shows only under the device's
+// lock (usb_lock_device_interruptible in drivers/usb/core/sysfs.c): a read
+// of them waits while a driver probes an interface of the device, which
+// can take seconds (a control message's 5 s timeout, a firmware load),
+// and the lock of a hub is held while a child of it is enumerated and
+// probed.
+var heldAttrs = [...]string{"serial", "manufacturer", "product", "bConfigurationValue", "bNumInterfaces"}
+
+// A DeviceLocker takes a device's lock as the kernel takes it to show the
+// attributes that need it. A fake kernel implements it beside Writer
+// (WithWriter finds it there); the real kernel takes its lock itself.
+type DeviceLocker interface {
+	LockDevice(busid string) (unlock func())
+}
+
+// held is what device reads of a device under its lock and its parent's.
+type held struct {
+	vals       [len(heldAttrs)]string
+	errs       [len(heldAttrs)]error
+	parentHash string // the hub's descriptor hash; its strings need its lock
+	parentErr  error
+}
+
+// readHeld reads the attributes of busid (open as dir) that need its
+// device lock, then the hash of its parent hub, which needs the hub's.
+func (f *FS) readHeld(dir attrDir, busid, parent string) (h held) {
+	func() {
+		defer f.lockDevice(busid)()
+		for i, n := range heldAttrs {
+			b, err := dir.read(n)
+			h.vals[i], h.errs[i] = strings.TrimRight(string(b), "\n"), err
+		}
+	}()
+	if parent != "" {
+		defer f.lockDevice(parent)()
+		h.parentHash, h.parentErr = f.hashDir(f.devPath(parent), nil)
+	}
+	return h
+}
+
+func (f *FS) lockDevice(busid string) (unlock func()) {
+	if f.locker == nil {
+		return func() {}
+	}
+	return f.locker.LockDevice(busid)
+}
+
+// held reads readHeld's attributes, waiting for the kernel's lock at most
+// as long as WithLockWait says; ErrBusy after that.
+func (f *FS) held(dir attrDir, busid, parent string) (held, error) {
+	if f.waits == nil {
+		return f.readHeld(dir, busid, parent), nil
+	}
+	return f.waits.read(f, dir, busid, parent)
+}
+
+// lockWaits are an FS's reads that wait for a device's lock with a
+// deadline, and the devices whose read is still blocked in the kernel.
+type lockWaits struct {
+	d       time.Duration
+	mu      sync.Mutex
+	blocked map[string]bool // busid -> its read still waits for the kernel; guarded by mu
+	freed   map[string]bool // busids whose blocked read ended, not yet taken; guarded by mu
+	wake    chan struct{}   // a token when freed gains a busid
+}
+
+// WithLockWait returns a copy of f whose reads of a device wait for the
+// kernel's device lock at most d, then fail with ErrBusy: one device a
+// driver probes for seconds does not stall the reader of every other.
+// The read goes on in the background until the kernel answers (no system
+// call can be called back); while it does, the device reads as busy at
+// once, and when it ends the device's busid is given by Unlocked.
+func (f *FS) WithLockWait(d time.Duration) *FS {
+	g := *f
+	g.waits = &lockWaits{d: d, blocked: map[string]bool{}, freed: map[string]bool{}, wake: make(chan struct{}, 1)}
+	return &g
+}
+
+// Unlocked is told (a token; it never closes) when a device that read as
+// busy can be read again; TakeUnlocked says which. Nil without
+// WithLockWait.
+func (f *FS) Unlocked() <-chan struct{} {
+	if f.waits == nil {
+		return nil
+	}
+	return f.waits.wake
+}
+
+// TakeUnlocked gives the busids whose lock the kernel let go of since the
+// last call, in no order.
+func (f *FS) TakeUnlocked() []string {
+	if f.waits == nil {
+		return nil
+	}
+	w := f.waits
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.freed))
+	for b := range w.freed {
+		out = append(out, b)
+	}
+	clear(w.freed)
+	return out
+}
+
+func busy(dir, busid string) error {
+	return fmt.Errorf("usbsysfs: %s: device %s: %w", dir, busid, ErrBusy)
+}
+
+// read runs readHeld in a goroutine and waits for it at most w.d. The
+// goroutine belongs to w: it ends when the kernel answers its read (a
+// read blocked on a kernel lock cannot be stopped), with its own copy of
+// the directory, so the caller's returning closes nothing it uses.
+func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error) {
+	w.mu.Lock()
+	blocked := w.blocked[busid]
+	w.mu.Unlock()
+	if blocked {
+		return held{}, busy(dir.path, busid)
+	}
+	own := dir.dup()
+	done := make(chan held, 1)
+	go func() {
+		h := f.readHeld(own, busid, parent)
+		own.close()
+		done <- h
+		w.mu.Lock()
+		late := w.blocked[busid]
+		if late {
+			delete(w.blocked, busid)
+			w.freed[busid] = true
+		}
+		w.mu.Unlock()
+		if late {
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t := time.NewTimer(w.d)
+	defer t.Stop()
+	select {
+	case h := <-done:
+		return h, nil
+	case <-t.C:
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case h := <-done: // it ended as the timer fired
+		return h, nil
+	default:
+	}
+	w.blocked[busid] = true
+	return held{}, busy(dir.path, busid)
+}

@@ -1,0 +1,96 @@
+package usbsysfs_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+)
+
+// A device whose lock the kernel holds (a driver probing it) reads as
+// busy once the wait is over, and the rest of the bus reads on; when the
+// kernel lets go, Unlocked says so and the device reads whole.
+func TestLockWaitBusy(t *testing.T) {
+	sys, _ := standard(t)
+	sys = sys.WithLockWait(20 * time.Millisecond)
+	release, err := fakekernel.HoldDevice(sys.Root(), "1-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sys.Device("1-3")
+	if !errors.Is(err, usbsysfs.ErrBusy) {
+		t.Fatalf("held device: %v, want ErrBusy", err)
+	}
+	// Read as busy at once while its first read still waits.
+	if _, err := sys.Device("1-3"); !errors.Is(err, usbsysfs.ErrBusy) {
+		t.Fatalf("held device, again: %v, want ErrBusy", err)
+	}
+	devs, err := sys.Devices()
+	unread, rest := usbsysfs.Partial(err)
+	if rest != nil || len(unread) != 1 || unread[0].BusID != "1-3" || !errors.Is(unread[0].Err, usbsysfs.ErrBusy) {
+		t.Fatalf("scan: unread %v, err %v", unread, rest)
+	}
+	if len(devs) != 8 {
+		t.Fatalf("scan read %d devices, want the 8 others", len(devs))
+	}
+	select {
+	case <-sys.Unlocked():
+		t.Fatal("told unlocked while held")
+	default:
+	}
+	release()
+	select {
+	case <-sys.Unlocked():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not told when the kernel let go")
+	}
+	if got := sys.TakeUnlocked(); !slices.Equal(got, []string{"1-3"}) {
+		t.Fatalf("unlocked %v, want [1-3]", got)
+	}
+	d, err := sys.Device("1-3")
+	if err != nil || d.Serial != "4C530001230517117244" || d.NumInterfaces != 1 {
+		t.Fatalf("after release: %+v, %v", d, err)
+	}
+}
+
+// A hub's lock is held while a child of it is probed: its other children
+// wait for their parent's hash.
+func TestLockWaitParent(t *testing.T) {
+	sys, _ := standard(t)
+	sys = sys.WithLockWait(20 * time.Millisecond)
+	release, err := fakekernel.HoldDevice(sys.Root(), "1-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if _, err := sys.Device("1-1.6"); !errors.Is(err, usbsysfs.ErrBusy) {
+		t.Fatalf("child of a held hub: %v, want ErrBusy", err)
+	}
+	if _, err := sys.Device("1-4"); err != nil {
+		t.Fatalf("a device under another hub: %v", err)
+	}
+}
+
+// Without a wait (the commands), a read waits for the kernel as long as
+// it holds the lock.
+func TestNoLockWaitWaits(t *testing.T) {
+	sys, _ := standard(t)
+	release, err := fakekernel.HoldDevice(sys.Root(), "1-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := sys.Device("1-3"); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("read while held ended: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
