@@ -134,37 +134,46 @@ func moduleFiles(ctx context.Context, root, kver string) ([]string, error) {
 	return out, nil
 }
 
-// buildUsbback builds the stand-in against Debian's headers for kver,
-// once per source version.
-func buildUsbback(ctx context.Context, cache, src, kver string) (string, error) {
+// TestModules are the modules of this repository the guest loads after
+// the kernel's, each built from test/vm/NAME/{NAME.c,Kbuild}: the usbback
+// stand-in, and slowprobe, a driver whose probe of QEMU's usb-serial
+// sleeps (slowprobe.scn).
+var TestModules = []string{"usbback", "slowprobe"}
+
+// buildModule builds one of TestModules against Debian's headers for
+// kver, once per source version.
+func buildModule(ctx context.Context, cache, src, name, kver string) (string, error) {
 	hdr := "/usr/src/linux-headers-" + kver
 	if _, err := os.Stat(filepath.Join(hdr, "Makefile")); err != nil {
 		return "", fmt.Errorf("no headers for %s (apt-get install linux-headers-%s): %w", kver, kver, err)
 	}
-	c, err := os.ReadFile(filepath.Join(src, "usbback.c"))
-	if err != nil {
-		return "", err
+	files := []string{name + ".c", "Kbuild"}
+	h := sha256.New()
+	var text [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			return "", err
+		}
+		h.Write(b)
+		text = append(text, b)
 	}
-	sum := sha256.Sum256(c)
-	dir := filepath.Join(cache, kver, "usbback-"+hex.EncodeToString(sum[:6]))
-	ko := filepath.Join(dir, "usbback.ko")
+	sum := h.Sum(nil)
+	dir := filepath.Join(cache, kver, name+"-"+hex.EncodeToString(sum[:6]))
+	ko := filepath.Join(dir, name+".ko")
 	if _, err := os.Stat(ko); err == nil {
 		return ko, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	for _, f := range []string{"usbback.c", "Kbuild"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+	for i, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), text[i], 0o644); err != nil {
 			return "", err
 		}
 	}
 	if _, err := run(ctx, "", nil, "make", "-s", "-C", hdr, "M="+dir, "modules"); err != nil {
-		return "", fmt.Errorf("building the usbback stand-in: %w", err)
+		return "", fmt.Errorf("building the %s module: %w", name, err)
 	}
 	return ko, nil
 }

@@ -78,9 +78,13 @@ func Prepare(ctx context.Context, repo, work string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	ko, err := buildUsbback(ctx, cache, filepath.Join(repo, "test/vm/usbback"), kver)
-	if err != nil {
-		return nil, err
+	var kos []string
+	for _, name := range TestModules {
+		ko, err := buildModule(ctx, cache, filepath.Join(repo, "test/vm", name), name, kver)
+		if err != nil {
+			return nil, err
+		}
+		kos = append(kos, ko)
 	}
 	bb := "/bin/busybox"
 	if _, err := os.Stat(bb); err != nil {
@@ -97,10 +101,10 @@ func Prepare(ctx context.Context, repo, work string) (*Image, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return img, writeInitramfs(f, work, mods, ko, bb)
+	return img, writeInitramfs(f, work, mods, kos, bb)
 }
 
-func writeInitramfs(w io.Writer, work string, mods []string, ko, busybox string) error {
+func writeInitramfs(w io.Writer, work string, mods, kos []string, busybox string) error {
 	c := &cpioWriter{w: bufio.NewWriterSize(w, 1<<20)}
 	for _, d := range []string{"bin", "dev", "etc", "lib", "lib/modules", "proc", "run", "sys", "tmp"} {
 		c.dir(d)
@@ -112,7 +116,7 @@ func writeInitramfs(w io.Writer, work string, mods []string, ko, busybox string)
 		c.symlink("bin/"+l, "busybox")
 	}
 	var list []string
-	for _, m := range append(mods, ko) {
+	for _, m := range append(mods, kos...) {
 		name := "lib/modules/" + filepath.Base(m)
 		c.copy(name, 0o644, m)
 		list = append(list, "/"+name)

@@ -68,6 +68,9 @@ func StartVM(ctx context.Context, c VMConfig) (*VM, error) {
 		"-device", "virtio-serial-pci,id=vser,addr=0x8",
 		"-chardev", "socket,id=ctl,path=" + filepath.Join(c.Dir, "ctl.sock") + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=ctl,name=org.usbhotplugd.control",
+		// The back end a usb-serial takes (chardev=ser0): it has to have one,
+		// open (QEMU attaches the device only then; a null one never opens).
+		"-chardev", "ringbuf,id=ser0",
 	}
 	for i, p := range guestPorts {
 		args = append(args, "-chardev", fmt.Sprintf("socket,id=xs%d,path=%s", i, c.XSSocket),
