@@ -49,7 +49,7 @@ func handle(req request) (string, error) {
 		}
 		return command(nil, agentBin, "reload", "--policy", policyPath, "--state-dir", stateDir)
 	case "devices":
-		devs, err := usbsysfs.NewFS("/sys").Devices()
+		devs, err := devices()
 		if err != nil {
 			return "", err
 		}
