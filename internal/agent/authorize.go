@@ -57,6 +57,13 @@ func (a *Agent) reconcileRootHub(ctx context.Context, hub string, trig Trigger) 
 	start := time.Now()
 	o := observation{busid: hub, trigger: trig}
 	dev, err := a.h.Sys.Device(hub)
+	// Its lock is held while any device on its ports is enumerated and
+	// probed; what the pass needs of it, its default, needs none, and
+	// must be set before the next device on it is enumerated.
+	busy := errors.Is(err, usbsysfs.ErrBusy)
+	if busy {
+		dev, err = usbsysfs.Device{BusID: hub}, nil
+	}
 	if err == nil {
 		o.hubDefault, err = a.h.Sys.InterfaceAuthorizedDefault(hub)
 	}
@@ -68,7 +75,9 @@ func (a *Agent) reconcileRootHub(ctx context.Context, hub string, trig Trigger) 
 		a.fail(ctx, Audit{BusID: hub, Trigger: trig}, "observe", err, start)
 		return
 	}
-	a.remember(hub, dev, true)
+	if !busy {
+		a.remember(hub, dev, true)
+	}
 	o.present, o.probed, o.dev = true, true, dev
 	a.mu.Lock()
 	o.hubOurs = a.inert[hub]

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
@@ -45,6 +46,43 @@ func TestAgentSlowProbeHoldsUpNoOtherDevice(t *testing.T) {
 		release()
 		if r := e.await("1-6", agent.ActAttached); r.Domain != "kiosk" || r.Trigger != agent.TrigUnlocked {
 			t.Errorf("1-6 once the kernel let go: %+v", r)
+		}
+	})
+}
+
+// A root hub's lock is held while a device on its ports is probed; its
+// pass needs only its default, which needs no lock: with authorization
+// before probe it is made inert all the same, with no failure, and the
+// devices under it are attached once the kernel lets go.
+func TestAgentRootHubHeldIsMadeInert(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		release, err := fakekernel.HoldDevice(e.root, "usb1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		var mu sync.Mutex
+		var failed []agent.Audit
+		e.onAudit = func(r agent.Audit) {
+			if r.Action == agent.ActFailed {
+				mu.Lock()
+				failed = append(failed, r)
+				mu.Unlock()
+			}
+		}
+		e.run(authzPolicy, false)
+		if got := e.rootDefault("usb1"); got != "0" {
+			t.Fatalf("usb1's interface_authorized_default is %s while held, want 0", got)
+		}
+		release()
+		if r := e.await("1-2", agent.ActAttached); r.Trigger != agent.TrigUnlocked {
+			t.Errorf("1-2 once usb1 was let go: %+v", r)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(failed) > 0 {
+			t.Errorf("failures: %+v", failed)
 		}
 	})
 }
