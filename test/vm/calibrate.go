@@ -33,19 +33,24 @@ import (
 //     device does not.
 //
 // Every scenario is calibrated but quick.scn, those that mount a disk
-// (Scenario.Mounts, inuse.scn) and those that suspend dom0
-// (Scenario.Suspends, suspend.scn). quick.scn's keyboard is plugged and
-// pulled out at once, and whether the real kernel enumerates it first,
-// and how far, is timing; the recorded events would be one run's. A mount
-// cannot be made true on the fake kernel: its disks are sysfs entries
-// with nothing to mount, and the agent in this process would read, and
-// watch, the host's own mounts, which a test must not change; faking the
-// mount table would test the fake, not the watch. Nor can a suspend: what
-// a resume does to USB devices (drivers without PM callbacks unbound and
-// their interfaces probed again, reset-resumes, a reset controller's
-// devices enumerated again) is the real kernel's, and which of them
-// happens varies from one resume to the next (QEMU resets EHCI on one
-// wake and not on another).
+// (Scenario.Mounts, inuse.scn), those that suspend dom0
+// (Scenario.Suspends, suspend.scn) and those that plug a device whose
+// probe is slow (Scenario.ProbesSlowly, slowprobe.scn). quick.scn's
+// keyboard is plugged and pulled out at once, and whether the real kernel
+// enumerates it first, and how far, is timing; the recorded events would
+// be one run's. A mount cannot be made true on the fake kernel: its disks
+// are sysfs entries with nothing to mount, and the agent in this process
+// would read, and watch, the host's own mounts, which a test must not
+// change; faking the mount table would test the fake, not the watch. Nor
+// can a suspend: what a resume does to USB devices (drivers without PM
+// callbacks unbound and their interfaces probed again, reset-resumes, a
+// reset controller's devices enumerated again) is the real kernel's, and
+// which of them happens varies from one resume to the next (QEMU resets
+// EHCI on one wake and not on another). Nor can a slow probe: the fake
+// kernel's probes are instant and its reads never wait, where the real
+// kernel holds the device's lock through the probe and its attribute reads
+// wait for it; what the scenario checks is how the agent copes with that
+// wait.
 func (r *runner) normalise(trace string) []string {
 	ids := r.scenarioIDs()
 	bySerial := map[string]string{}

@@ -46,6 +46,9 @@ func TestFakeKernelCalibrated(t *testing.T) {
 			if sc.Suspends() {
 				t.Fatalf("%s suspends dom0, which the fake kernel cannot (calibrate.go): remove %s", sc.File, f)
 			}
+			if sc.ProbesSlowly() {
+				t.Fatalf("%s has a slow probe, which the fake kernel cannot (calibrate.go): remove %s", sc.File, f)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			res := (&Env{Fake: true}).Run(ctx, sc)
@@ -70,10 +73,10 @@ func TestDiffLines(t *testing.T) {
 	}
 }
 
-// A scenario that mounts a disk or suspends dom0 stops at that step on
-// the fake kernel, saying why, rather than passing on a faked mount table
-// or resume.
-func TestFakeKernelDoesNotMountOrSuspend(t *testing.T) {
+// A scenario that mounts a disk, suspends dom0 or plugs a device whose
+// probe is slow stops at that step on the fake kernel, saying why, rather
+// than passing on a faked mount table, resume or probe.
+func TestFakeKernelDoesNotMountSuspendOrProbeSlowly(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the agent runs as root: run the test as root")
 	}
@@ -86,6 +89,7 @@ func TestFakeKernelDoesNotMountOrSuspend(t *testing.T) {
 	}{
 		{"scenarios/inuse.scn", "mount ", errNoMount},
 		{"scenarios/suspend.scn", "suspend ", errNoSuspend},
+		{"scenarios/slowprobe.scn", "plug " + SlowProbeDriver + " ", errNoSlowProbe},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			sc, err := ParseFile(c.file)

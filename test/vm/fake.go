@@ -274,6 +274,9 @@ func (f *fakeMachine) WriteSys(ctx context.Context, path, value string) error {
 }
 
 func (f *fakeMachine) Plug(ctx context.Context, p Plug) error {
+	if p.Driver == SlowProbeDriver {
+		return errNoSlowProbe
+	}
 	d, err := fakeDevice(p, f.busSpeed)
 	if err != nil {
 		return err
@@ -318,6 +321,13 @@ var errNoSuspend = errors.New("the fake kernel does not suspend: a scenario that
 func (f *fakeMachine) Suspend(ctx context.Context, state, wake string) (string, error) {
 	return "", errNoSuspend
 }
+
+// errNoSlowProbe: the fake kernel's probes are instant and its sysfs
+// reads never wait, where the real kernel holds a device's lock through
+// its drivers' probes and a read of its serial or configuration waits for
+// it; a scenario with a slow probe (slowprobe.scn) runs on the real kernel
+// only (calibrate.go).
+var errNoSlowProbe = errors.New("the fake kernel has no slow probes: a scenario that plugs " + SlowProbeDriver + " runs in the VM only")
 
 // busSpeed is the speed of a device's port: its root hub's, or its hub's.
 func (f *fakeMachine) busSpeed(busid string) string {

@@ -121,6 +121,20 @@ func (s *Scenario) Suspends() bool {
 	return slices.ContainsFunc(s.Steps, func(st Step) bool { return st.Verb == "suspend" })
 }
 
+// SlowProbeDriver is the QEMU device whose probe the guest's slowprobe
+// module makes slow (test/vm/slowprobe): 15 s, with its lock held.
+const SlowProbeDriver = "usb-serial"
+
+// ProbesSlowly says whether the scenario plugs a device whose probe is
+// slow (SlowProbeDriver), which only the real kernel can do: such a
+// scenario is not calibrated (calibrate.go).
+func (s *Scenario) ProbesSlowly() bool {
+	return slices.ContainsFunc(s.Coldplug, func(p Plug) bool { return p.Driver == SlowProbeDriver }) ||
+		slices.ContainsFunc(s.Steps, func(st Step) bool {
+			return (st.Verb == "plug" || st.Verb == "plugunplug") && st.Plug.Driver == SlowProbeDriver
+		})
+}
+
 // ParseFile reads a scenario; errors name the file and line.
 func ParseFile(path string) (*Scenario, error) {
 	b, err := os.ReadFile(path)

@@ -6,8 +6,8 @@
 //
 // With -calibrate, each passing scenario's uevents and final state, in
 // the form the fake kernel is compared in, are written to DIR/NAME.txt
-// (but for scenarios that mount a disk or suspend dom0, which the fake
-// kernel cannot).
+// (but for scenarios that mount a disk, suspend dom0 or plug a device
+// whose probe is slow, which the fake kernel cannot).
 package main
 
 import (
@@ -77,6 +77,8 @@ func run(ctx context.Context, repo string, keep, verbose bool, calib string, fil
 				fmt.Printf("     not calibrated: it mounts a disk, which the fake kernel cannot\n")
 			} else if calib != "" && sc.Suspends() {
 				fmt.Printf("     not calibrated: it suspends dom0, which the fake kernel cannot\n")
+			} else if calib != "" && sc.ProbesSlowly() {
+				fmt.Printf("     not calibrated: a device's probe is slow, which the fake kernel cannot do\n")
 			} else if calib != "" {
 				if err := vmtest.WriteCalibration(filepath.Join(calib, res.Name+".txt"), res, img.KVer); err != nil {
 					fmt.Fprintln(os.Stderr, err)
