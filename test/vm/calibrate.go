@@ -46,11 +46,10 @@ import (
 // callbacks unbound and their interfaces probed again, reset-resumes, a
 // reset controller's devices enumerated again) is the real kernel's, and
 // which of them happens varies from one resume to the next (QEMU resets
-// EHCI on one wake and not on another). Nor can a slow probe: the fake
-// kernel's probes are instant and its reads never wait, where the real
-// kernel holds the device's lock through the probe and its attribute reads
-// wait for it; what the scenario checks is how the agent copes with that
-// wait.
+// EHCI on one wake and not on another). A slow probe the fake kernel
+// plays (it holds the device's lock, and its hub's, as long), but it binds
+// the driver at once, where the real kernel binds it when the probe ends,
+// and how far the agent gets meanwhile is timing.
 func (r *runner) normalise(trace string) []string {
 	ids := r.scenarioIDs()
 	bySerial := map[string]string{}

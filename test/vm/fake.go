@@ -46,6 +46,7 @@ type fakeMachine struct {
 	src     *fakeSource                 // the running agent's, nil when none runs
 	pending []uevent.Event              // sent once the change that made them is complete
 	dms     map[uint32]*devmodel.Server // HVM guests' device models, by domid
+	probes  []*time.Timer               // slow probes' ends (Plug), stopped by Close
 
 	log    lockedBuffer
 	cancel context.CancelFunc
@@ -62,8 +63,8 @@ var fakeRootHubs = []fakekernel.Dev{
 }
 
 // The drivers the VM's kernel has for USB interfaces (its initramfs's
-// modules), beside usb, hub and usbback.
-var fakeDrivers = []string{"usbhid", "usb-storage", "uas", "snd-usb-audio", "cdc_ether", "rndis_host"}
+// modules and slowprobe), beside usb, hub and usbback.
+var fakeDrivers = []string{"usbhid", "usb-storage", "uas", "snd-usb-audio", "cdc_ether", "rndis_host", "slowprobe"}
 
 func newFakeMachine(ctx context.Context, dir, xsPath string, coldplug []Plug) (*fakeMachine, error) {
 	f := &fakeMachine{dir: dir, root: filepath.Join(dir, "sys"), xsPath: xsPath, busids: map[string]string{}, devnum: map[int]int{},
@@ -88,7 +89,9 @@ func newFakeMachine(ctx context.Context, dir, xsPath string, coldplug []Plug) (*
 	f.k = fakekernel.NewKernel(f.root)
 	f.k.UsbbackPorts = fakekernel.StorePorts(ctx, xs)
 	f.k.OnEvent = f.event
-	f.sys = usbsysfs.NewFS(f.root).WithWriter(f)
+	// The harness's own looks do not wait for a device's lock (in the VM
+	// they leave out a device it holds): only the agent's reads do.
+	f.sys = usbsysfs.NewFS(f.root).WithWriter(writerOnly{f})
 	// Present at boot: their events are in the trace, as the real
 	// kernel's are in the VM's (recorded from the start); no agent hears
 	// them.
@@ -139,6 +142,16 @@ func (f *fakeMachine) WriteAttr(path string, data []byte) error {
 	defer f.deliver()
 	return f.k.WriteAttr(path, data)
 }
+
+// LockDevice implements usbsysfs.DeviceLocker for the agent's reads: they
+// wait while the fake kernel holds the device's lock (a slow probe), as
+// the real kernel's do.
+func (f *fakeMachine) LockDevice(busid string) (unlock func()) { return f.k.LockDevice(busid) }
+
+// writerOnly is a Writer that is no DeviceLocker.
+type writerOnly struct{ w usbsysfs.Writer }
+
+func (o writerOnly) WriteAttr(path string, data []byte) error { return o.w.WriteAttr(path, data) }
 
 func (f *fakeMachine) Devices(ctx context.Context) ([]usbsysfs.Device, error) {
 	return f.sys.Devices()
@@ -274,12 +287,14 @@ func (f *fakeMachine) WriteSys(ctx context.Context, path, value string) error {
 }
 
 func (f *fakeMachine) Plug(ctx context.Context, p Plug) error {
-	if p.Driver == SlowProbeDriver {
-		return errNoSlowProbe
-	}
 	d, err := fakeDevice(p, f.busSpeed)
 	if err != nil {
 		return err
+	}
+	if p.Driver == SlowProbeDriver {
+		if err := f.probeSlowly(d.BusID); err != nil {
+			return err
+		}
 	}
 	bus := busOf(d.BusID)
 	if f.devnum[bus] == 0 {
@@ -322,12 +337,47 @@ func (f *fakeMachine) Suspend(ctx context.Context, state, wake string) (string, 
 	return "", errNoSuspend
 }
 
-// errNoSlowProbe: the fake kernel's probes are instant and its sysfs
-// reads never wait, where the real kernel holds a device's lock through
-// its drivers' probes and a read of its serial or configuration waits for
-// it; a scenario with a slow probe (slowprobe.scn) runs on the real kernel
-// only (calibrate.go).
-var errNoSlowProbe = errors.New("the fake kernel has no slow probes: a scenario that plugs " + SlowProbeDriver + " runs in the VM only")
+// SlowProbe is how long the guest's slowprobe module probes a
+// SlowProbeDriver device (its delay_ms), and so how long the fake kernel
+// holds the device's lock once it is plugged.
+const SlowProbe = 15 * time.Second
+
+// probeSlowly holds the lock of a device about to be plugged, and its
+// hub's, for SlowProbe, as the real kernel holds them while the slowprobe
+// module probes it (the hub's through its enumeration): until then the
+// agent's reads of its serial or configuration wait, and so do binds. The
+// fake kernel binds its driver at once, where the real one binds it once
+// the probe ends; the agent cannot read the difference while the lock is
+// held.
+func (f *fakeMachine) probeSlowly(busid string) error {
+	hub := "usb" + strings.SplitN(busid, "-", 2)[0]
+	if i := strings.LastIndexByte(busid, '.'); i >= 0 {
+		hub = busid[:i]
+	}
+	var rels []func()
+	for _, b := range []string{hub, busid} {
+		rel, err := fakekernel.HoldDevice(f.root, b)
+		if err != nil {
+			for _, r := range rels {
+				r()
+			}
+			return err
+		}
+		rels = append(rels, rel)
+	}
+	var once sync.Once
+	t := time.AfterFunc(SlowProbe, func() {
+		once.Do(func() {
+			for i := len(rels) - 1; i >= 0; i-- {
+				rels[i]()
+			}
+		})
+	})
+	f.mu.Lock()
+	f.probes = append(f.probes, t)
+	f.mu.Unlock()
+	return nil
+}
 
 // busSpeed is the speed of a device's port: its root hub's, or its hub's.
 func (f *fakeMachine) busSpeed(busid string) string {
@@ -347,6 +397,9 @@ func (f *fakeMachine) Close() {
 	for id, s := range f.dms {
 		s.Close()
 		delete(f.dms, id)
+	}
+	for _, t := range f.probes {
+		t.Reset(0) // the probe ends now: its locks are let go
 	}
 	f.mu.Unlock()
 	f.xs.Close()

@@ -27,6 +27,8 @@ var fakeKinds = map[string]fakeKind{
 	"usb-hub":     {"0409", "55aa", "09", "QEMU USB Hub", 12, true, fakekernel.Hub, nil},
 	"usb-uas":     {"46f4", "0003", "00", "USB Attached SCSI HBA", 5000, false, []fakekernel.Intf{{Class: "08", SubClass: "06", Protocol: "62", Driver: "uas"}}, nil},
 	"usb-ccid":    {"08e6", "4433", "00", "QEMU USB CCID", 12, true, []fakekernel.Intf{{Class: "0b", SubClass: "00", Protocol: "00"}}, nil},
+	// Only the slowprobe module has a driver for it (test/vm/slowprobe).
+	"usb-serial": {"0403", "6001", "00", "QEMU USB SERIAL", 12, false, []fakekernel.Intf{{Class: "ff", SubClass: "ff", Protocol: "ff", Driver: "slowprobe"}}, nil},
 	// Its control interface's driver claims the streaming one.
 	"usb-audio": {"46f4", "0002", "00", "QEMU USB Audio", 12, false, []fakekernel.Intf{
 		{Class: "01", SubClass: "01", Protocol: "04", Driver: "snd-usb-audio"}, {Class: "01", SubClass: "02", Protocol: "00", Driver: "snd-usb-audio"}}, []int{1}},

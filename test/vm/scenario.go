@@ -122,12 +122,12 @@ func (s *Scenario) Suspends() bool {
 }
 
 // SlowProbeDriver is the QEMU device whose probe the guest's slowprobe
-// module makes slow (test/vm/slowprobe): 15 s, with its lock held.
+// module makes slow (test/vm/slowprobe): SlowProbe, with its lock held.
 const SlowProbeDriver = "usb-serial"
 
 // ProbesSlowly says whether the scenario plugs a device whose probe is
-// slow (SlowProbeDriver), which only the real kernel can do: such a
-// scenario is not calibrated (calibrate.go).
+// slow (SlowProbeDriver), whose events the fake kernel orders otherwise:
+// such a scenario is not calibrated (calibrate.go).
 func (s *Scenario) ProbesSlowly() bool {
 	return slices.ContainsFunc(s.Coldplug, func(p Plug) bool { return p.Driver == SlowProbeDriver }) ||
 		slices.ContainsFunc(s.Steps, func(st Step) bool {

@@ -6,8 +6,8 @@
 //
 // With -calibrate, each passing scenario's uevents and final state, in
 // the form the fake kernel is compared in, are written to DIR/NAME.txt
-// (but for scenarios that mount a disk, suspend dom0 or plug a device
-// whose probe is slow, which the fake kernel cannot).
+// (but for scenarios that mount a disk or suspend dom0, which the fake
+// kernel cannot, and those that plug a device whose probe is slow).
 package main
 
 import (
@@ -78,7 +78,7 @@ func run(ctx context.Context, repo string, keep, verbose bool, calib string, fil
 			} else if calib != "" && sc.Suspends() {
 				fmt.Printf("     not calibrated: it suspends dom0, which the fake kernel cannot\n")
 			} else if calib != "" && sc.ProbesSlowly() {
-				fmt.Printf("     not calibrated: a device's probe is slow, which the fake kernel cannot do\n")
+				fmt.Printf("     not calibrated: a device's probe is slow, whose events the fake kernel orders otherwise\n")
 			} else if calib != "" {
 				if err := vmtest.WriteCalibration(filepath.Join(calib, res.Name+".txt"), res, img.KVer); err != nil {
 					fmt.Fprintln(os.Stderr, err)
