@@ -42,8 +42,8 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 		a.fail(ctx, Audit{BusID: busid, Trigger: trig}, "observe", err, start)
 		return
 	}
-	if o.present {
-		a.namePlug(ctx, o)
+	if o.present && !o.busy {
+		a.namePlug(ctx, o) // a busy device's plug is named once it is read
 	}
 	var dec policy.Decision
 	if o.present && o.probed {

@@ -86,3 +86,25 @@ func TestAgentRootHubHeldIsMadeInert(t *testing.T) {
 		}
 	})
 }
+
+// A device the kernel holds at the agent's first start (a slow probe at
+// boot) is present all the same once it can be read: its pass while held
+// names no plug, so a rule for later plugs does not take it.
+func TestAgentHeldAtFirstStartIsPresent(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		release, err := fakekernel.HoldDevice(e.root, "1-6")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		e.run(whenPolicy, false)
+		release()
+		if r := e.await("1-6", agent.ActDenied); r.Rule != "at-boot-stays" {
+			t.Errorf("1-6, present at the first start: %+v", r)
+		}
+	})
+}

@@ -367,12 +367,12 @@ var usbbackSettle = []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * 
 // wait: the port's controller is not known here.)
 func (h *Host) usbbackMayServe(intf string) bool {
 	busid, _, _ := strings.Cut(intf, ":")
-	d, err := h.Sys.Device(busid)
+	class, speed, err := h.Sys.ClassSpeed(busid)
 	if err != nil {
 		return false
 	}
-	speed, _ := strconv.ParseFloat(d.Speed, 64)
-	return !d.IsHub() && speed < 5000
+	mbps, _ := strconv.ParseFloat(speed, 64)
+	return class != 9 && mbps < 5000
 }
 
 // bindWhenUsbbackKnows binds intf to usbback again while usbback refuses

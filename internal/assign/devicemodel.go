@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -150,9 +149,11 @@ func dmDeviceID(bus, addr int) string { return fmt.Sprintf("xenusb-%d-%d", bus, 
 // dmAttach is QEMU's part of an attach to an emulated controller: the port
 // is written already; a refusal clears it (and the caller's records).
 func (h *Host) dmAttach(ctx context.Context, a Assignment, opts AttachOptions) error {
-	d, err := h.Sys.Device(a.BusID)
+	// Its address alone: the attributes read under the device's lock
+	// are not needed, and QEMU's usb-host may hold it (a reset).
+	bus, dev, err := h.Sys.Addr(a.BusID)
 	if err == nil {
-		err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, d))
+		err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, bus, dev))
 	}
 	if err == nil {
 		return nil
@@ -174,18 +175,18 @@ func (h *Host) EnsureInDeviceModel(ctx context.Context, a Assignment) (added boo
 	if err != nil || id != "" {
 		return false, err
 	}
-	d, err := h.Sys.Device(a.BusID)
+	bus, dev, err := h.Sys.Addr(a.BusID)
 	if err != nil {
 		return false, err
 	}
-	err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, d))
+	err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, bus, dev))
 	return err == nil, err
 }
 
-func dmDeviceArgs(a Assignment, d usbsysfs.Device) map[string]any {
+func dmDeviceArgs(a Assignment, bus, dev int) map[string]any {
 	return map[string]any{
-		"driver": "usb-host", "id": dmDeviceID(d.BusNum, d.DevNum), "bus": fmt.Sprintf("xenusb-%d.0", a.Controller),
-		"port": strconv.Itoa(a.Port), "hostbus": strconv.Itoa(d.BusNum), "hostaddr": strconv.Itoa(d.DevNum),
+		"driver": "usb-host", "id": dmDeviceID(bus, dev), "bus": fmt.Sprintf("xenusb-%d.0", a.Controller),
+		"port": strconv.Itoa(a.Port), "hostbus": strconv.Itoa(bus), "hostaddr": strconv.Itoa(dev),
 	}
 }
 
@@ -213,10 +214,10 @@ func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid strin
 		return err
 	}
 	var id string
-	d, err := h.Sys.Device(busid)
+	bus, dev, err := h.Sys.Addr(busid)
 	switch {
 	case err == nil:
-		id = dmDeviceID(d.BusNum, d.DevNum)
+		id = dmDeviceID(bus, dev)
 	case errors.Is(err, fs.ErrNotExist):
 		// Gone from the host, so its bus and address (and QEMU's id for
 		// it) are unknown: QEMU is asked which device sits at the port

@@ -24,7 +24,8 @@ type fileWriter struct{}
 
 func (fileWriter) WriteAttr(path string, data []byte) error { return writeSmall(path, data) }
 
-// An FS is a sysfs tree. It is safe for concurrent use; it caches nothing.
+// An FS is a sysfs tree. It is safe for concurrent use; it caches nothing
+// (WithLockWait keeps only which devices are being waited for).
 type FS struct {
 	root   string
 	w      Writer
@@ -700,6 +701,18 @@ func unwrapPath(err error) error {
 
 // Addr reads a device's bus number and address, and nothing else: what
 // usb-list shows for a port.
+// ClassSpeed reads a device's class and speed ("480"), which the kernel
+// shows without the device's lock.
+func (f *FS) ClassSpeed(busid string) (class uint8, speed string, err error) {
+	if err := ValidBusID(busid); err != nil {
+		return 0, "", err
+	}
+	r := &attrReader{f: f, dir: filepath.Join(f.devicesDir(), busid)}
+	class = uint8(r.num("bDeviceClass", 16, 8))
+	speed = strings.TrimSpace(r.str("speed", false))
+	return class, speed, r.err
+}
+
 func (f *FS) Addr(busid string) (bus, dev int, err error) {
 	if err := ValidBusID(busid); err != nil {
 		return 0, 0, err
