@@ -16,7 +16,6 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
-	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/replay"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
@@ -214,10 +213,10 @@ func (e *env) run(pol string, dryRun bool) {
 	if e.wrapKernel != nil {
 		kw = e.wrapKernel(kw)
 	}
-	sys := usbsysfs.NewFS(e.root).WithWriter(kw).WithLockWait(daemon.DeviceLockWait)
+	sys := usbsysfs.NewFS(e.root).WithWriter(kw).WithLockWait(usbsysfs.DefaultLockWait)
 	xs := e.s.Dial(e.t)
 	if e.count {
-		sys = usbsysfs.NewFS(e.root).WithWriter(timedWriter{e.kernel, &e.kernelTime}).WithLockWait(daemon.DeviceLockWait)
+		sys = usbsysfs.NewFS(e.root).WithWriter(timedWriter{e.kernel, &e.kernelTime}).WithLockWait(usbsysfs.DefaultLockWait)
 		xs, e.counter = xenstoretest.DialCounting(e.t, e.s)
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second, DialQMP: e.dialQMP}

@@ -38,13 +38,6 @@ var euid = os.Geteuid
 // holds the agent's pid for people to read; nothing signals that pid.
 const LockFile = "usbhotplugd.pid"
 
-// DeviceLockWait is how long a pass waits for the kernel to let go of a
-// device's lock before it takes the device for still probing and looks
-// at it again when the kernel lets go: enough for a lock taken for an
-// instant, far less than a driver's slow probe (seconds) that would hold
-// up every other device behind it.
-const DeviceLockWait = 100 * time.Millisecond
-
 // daemon is one run: the agent and what its tasks share.
 type daemon struct {
 	cfg   Config
@@ -123,7 +116,7 @@ func start(cfg Config) (*daemon, func(), error) {
 	if cfg.SysfsWriter != nil {
 		sys = sys.WithWriter(cfg.SysfsWriter)
 	}
-	sys = sys.WithLockWait(DeviceLockWait)
+	sys = sys.WithLockWait(usbsysfs.DefaultLockWait)
 	d := &daemon{cfg: cfg, log: cfg.Log, audit: newHub(), suspect: make(chan struct{}, 1)}
 	d.h = &assign.Host{Sys: sys, InitTimeout: cfg.BackendTimeout, DestroyTimeout: cfg.BackendTimeout}
 	now := time.Now()

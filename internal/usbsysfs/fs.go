@@ -195,7 +195,6 @@ func (r *attrReader) parse(name, v string, base int, bits int) uint64 {
 	return n
 }
 
-// Device reads one device by busid.
 // Present reports whether a device is on the host: one stat, for callers
 // that need no more than that.
 func (f *FS) Present(busid string) bool {
@@ -206,6 +205,7 @@ func (f *FS) Present(busid string) bool {
 	return err == nil
 }
 
+// Device reads one device by busid.
 func (f *FS) Device(busid string) (Device, error) {
 	if err := ValidBusID(busid); err != nil {
 		return Device{}, err

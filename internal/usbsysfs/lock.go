@@ -30,6 +30,12 @@ type DeviceLocker interface {
 	LockDevice(busid string) (unlock func())
 }
 
+// DefaultLockWait is how long the agent's reads wait for the kernel to let
+// go of a device's lock before the device is taken for still probing:
+// enough for a lock taken for an instant, far less than a driver's slow
+// probe (seconds), which would hold up every other device behind it.
+const DefaultLockWait = 100 * time.Millisecond
+
 // held is what device reads of a device under its lock and its parent's.
 type held struct {
 	vals       [len(heldAttrs)]string
@@ -39,8 +45,9 @@ type held struct {
 }
 
 // readHeld reads the attributes of busid (open as dir) that need its
-// device lock, then the hash of its parent hub, which needs the hub's.
-func (f *FS) readHeld(dir attrDir, busid, parent string) (h held) {
+// device lock, then, unless parent is "", the hash of its parent hub,
+// which needs the hub's. at, when set, is told whose lock it waits for.
+func (f *FS) readHeld(dir attrDir, busid, parent string, at func(string)) (h held) {
 	func() {
 		defer f.lockDevice(busid)()
 		for i, n := range heldAttrs {
@@ -49,6 +56,9 @@ func (f *FS) readHeld(dir attrDir, busid, parent string) (h held) {
 		}
 	}()
 	if parent != "" {
+		if at != nil {
+			at(parent)
+		}
 		defer f.lockDevice(parent)()
 		h.parentHash, h.parentErr = f.hashDir(f.devPath(parent), nil)
 	}
@@ -66,7 +76,7 @@ func (f *FS) lockDevice(busid string) (unlock func()) {
 // as long as WithLockWait says; ErrBusy after that.
 func (f *FS) held(dir attrDir, busid, parent string) (held, error) {
 	if f.waits == nil {
-		return f.readHeld(dir, busid, parent), nil
+		return f.readHeld(dir, busid, parent, nil), nil
 	}
 	return f.waits.read(f, dir, busid, parent)
 }
@@ -79,17 +89,28 @@ type lockWaits struct {
 	blocked map[string]bool // busid -> its read still waits for the kernel; guarded by mu
 	freed   map[string]bool // busids whose blocked read ended, not yet taken; guarded by mu
 	wake    chan struct{}   // a token when freed gains a busid
+	// hubs are the hashes of the hubs read, by busid: a hub's lock is
+	// held through every plug, reset and probe behind it, and its hash
+	// changes only with the hub (another devnum). Guarded by mu.
+	hubs map[string]hubHash
+}
+
+type hubHash struct {
+	devnum int
+	hash   string
 }
 
 // WithLockWait returns a copy of f whose reads of a device wait for the
-// kernel's device lock at most d, then fail with ErrBusy: one device a
-// driver probes for seconds does not stall the reader of every other.
+// kernel's device lock at most d (> 0), then fail with ErrBusy: one device
+// a driver probes for seconds does not stall the reader of every other.
 // The read goes on in the background until the kernel answers (no system
-// call can be called back); while it does, the device reads as busy at
-// once, and when it ends the device's busid is given by Unlocked.
+// call can be called back: a driver that never ends its probe keeps a
+// thread and a descriptor for as long); while it does, the device reads
+// as busy at once, and when it ends the device's busid is given by
+// Unlocked. The copy keeps the hashes of the hubs it read, by devnum.
 func (f *FS) WithLockWait(d time.Duration) *FS {
 	g := *f
-	g.waits = &lockWaits{d: d, blocked: map[string]bool{}, freed: map[string]bool{}, wake: make(chan struct{}, 1)}
+	g.waits = &lockWaits{d: d, blocked: map[string]bool{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
 	return &g
 }
 
@@ -120,11 +141,28 @@ func (f *FS) TakeUnlocked() []string {
 	return out
 }
 
-func busy(dir, busid string) error {
-	return fmt.Errorf("usbsysfs: %s: device %s: %w", dir, busid, ErrBusy)
+func busy(dir, lock string) error {
+	return fmt.Errorf("usbsysfs: %s: %s: %w", dir, lock, ErrBusy)
 }
 
-// read runs readHeld in a goroutine and waits for it at most w.d. The
+// hub is the cached hash of parent, if its devnum is still the one it was
+// hashed at; ok false to read it.
+func (w *lockWaits) hub(f *FS, parent string) (hash string, devnum int, ok bool) {
+	if parent == "" {
+		return "", 0, false
+	}
+	_, devnum, err := f.Addr(parent)
+	if err != nil {
+		return "", 0, false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c, ok := w.hubs[parent]
+	return c.hash, devnum, ok && c.devnum == devnum
+}
+
+// read runs readHeld in a goroutine and waits for it at most w.d (the hub's
+// hash it takes from w.hubs when it has it). The
 // goroutine belongs to w: it ends when the kernel answers its read (a
 // read blocked on a kernel lock cannot be stopped), with its own copy of
 // the directory, so the caller's returning closes nothing it uses.
@@ -133,12 +171,22 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 	blocked := w.blocked[busid]
 	w.mu.Unlock()
 	if blocked {
-		return held{}, busy(dir.path, busid)
+		return held{}, busy(dir.path, "its lock or its hub's")
+	}
+	cachedHash, hubDevnum, cached := w.hub(f, parent)
+	readParent := parent
+	if cached {
+		readParent = ""
 	}
 	own := dir.dup()
 	done := make(chan held, 1)
+	var waitingFor string // guarded by w.mu
 	go func() {
-		h := f.readHeld(own, busid, parent)
+		h := f.readHeld(own, busid, readParent, func(b string) {
+			w.mu.Lock()
+			waitingFor = b
+			w.mu.Unlock()
+		})
 		own.close()
 		done <- h
 		w.mu.Lock()
@@ -157,18 +205,30 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 	}()
 	t := time.NewTimer(w.d)
 	defer t.Stop()
+	var h held
 	select {
-	case h := <-done:
-		return h, nil
+	case h = <-done:
 	case <-t.C:
+		w.mu.Lock()
+		select {
+		case h = <-done: // it ended as the timer fired
+			w.mu.Unlock()
+		default:
+			w.blocked[busid] = true
+			lock := "its lock"
+			if waitingFor != "" {
+				lock = "the lock of its hub " + waitingFor
+			}
+			w.mu.Unlock()
+			return held{}, busy(dir.path, lock)
+		}
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	select {
-	case h := <-done: // it ended as the timer fired
-		return h, nil
-	default:
+	if cached {
+		h.parentHash = cachedHash
+	} else if parent != "" && h.parentErr == nil {
+		w.mu.Lock()
+		w.hubs[parent] = hubHash{devnum: hubDevnum, hash: h.parentHash}
+		w.mu.Unlock()
 	}
-	w.blocked[busid] = true
-	return held{}, busy(dir.path, busid)
+	return h, nil
 }

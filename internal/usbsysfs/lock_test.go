@@ -3,6 +3,7 @@ package usbsysfs_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,12 +66,33 @@ func TestLockWaitParent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer release()
-	if _, err := sys.Device("1-1.6"); !errors.Is(err, usbsysfs.ErrBusy) {
-		t.Fatalf("child of a held hub: %v, want ErrBusy", err)
+	if _, err := sys.Device("1-1.6"); !errors.Is(err, usbsysfs.ErrBusy) || !strings.Contains(err.Error(), "its hub 1-1") {
+		t.Fatalf("child of a held hub: %v, want ErrBusy naming the hub", err)
 	}
 	if _, err := sys.Device("1-4"); err != nil {
 		t.Fatalf("a device under another hub: %v", err)
+	}
+	release()
+	<-sys.Unlocked()
+	want, err := sys.Device("1-1.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read once, the hub's hash is kept (by its devnum): its children
+	// read while it is held again.
+	release, err = fakekernel.HoldDevice(sys.Root(), "1-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	for _, b := range []string{"1-1.2", "1-1.3"} {
+		d, err := sys.Device(b)
+		if err != nil || d.ParentHash != want.ParentHash {
+			t.Errorf("%s under the held hub read once: %v, parent hash %q, want %q", b, err, d.ParentHash, want.ParentHash)
+		}
+	}
+	if _, err := sys.Device("1-1"); !errors.Is(err, usbsysfs.ErrBusy) {
+		t.Errorf("the held hub itself: %v, want ErrBusy", err)
 	}
 }
 
