@@ -53,24 +53,37 @@ func (k *Kernel) LockDevice(busid string) (unlock func()) {
 
 // lockedBy is the device whose lock a write to the attribute at path
 // takes, as the real kernel takes it: a driver's bind or unbind of an
-// interface takes its device's (the USB bus needs the parent's lock), a
-// device's authorized and bConfigurationValue its own. "" when it takes
-// none.
+// interface, by the driver's directory or by the interface's driver link,
+// and drivers_probe, take its device's (the USB bus needs the parent's
+// lock); an interface's authorized its device's (as
+// usb_deauthorize_interface does); a device's authorized and
+// bConfigurationValue its own. "" when it takes none.
 func lockedBy(path, data string) string {
-	dir, name := filepath.Split(filepath.Clean(path))
-	dir = filepath.Base(dir)
-	switch name {
-	case "bind", "unbind":
-		if filepath.Base(filepath.Dir(filepath.Dir(filepath.Clean(path)))) != "drivers" {
-			return ""
-		}
-		dev, _, ok := strings.Cut(strings.TrimSpace(data), ":")
+	path = filepath.Clean(path)
+	dir, name := filepath.Split(path)
+	dir = filepath.Clean(dir)
+	ofIntf := func(intf string) string {
+		dev, _, ok := strings.Cut(strings.TrimSpace(intf), ":")
 		if ok && validDevice(dev) {
 			return dev
 		}
+		return ""
+	}
+	switch name {
+	case "bind", "unbind":
+		switch {
+		case filepath.Base(filepath.Dir(dir)) == "drivers":
+			return ofIntf(data)
+		case name == "unbind" && filepath.Base(dir) == "driver":
+			return ofIntf(filepath.Base(filepath.Dir(dir)))
+		}
+	case "drivers_probe":
+		return ofIntf(data)
 	case "authorized", "bConfigurationValue":
-		if validDevice(dir) {
-			return dir
+		if b := filepath.Base(dir); validDevice(b) {
+			return b
+		} else if name == "authorized" {
+			return ofIntf(b)
 		}
 	}
 	return ""
