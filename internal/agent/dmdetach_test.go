@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -103,6 +104,44 @@ func TestStartAddsToQEMUWhatACrashLeftOut(t *testing.T) {
 		}
 		if a, ok := e.at("1-2"); !ok || a.Domid != win.ID {
 			t.Fatalf("1-2 not at win: %+v %v", a, ok)
+		}
+	})
+}
+
+// A device the agent owns, at an emulated port (no driver records), that
+// the agent's memory of ports lost (a rescan that read the store between
+// a failed detach's clear and its write-back) is still found at its port
+// by its ownership record: a pass over it keeps it, as it is.
+func TestOwnedFoundAtAPortItsMemoryLost(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		win := e.startHVM("win")
+		dm := sim.NewDeviceModel()
+		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
+			return dm, func() {}, nil
+		}
+		var mu sync.Mutex
+		var after []agent.Audit
+		e.run(winAudio, false)
+		was, ok := e.at("1-2")
+		if !ok || was.Domid != win.ID {
+			t.Fatalf("not attached to win: %+v %v", was, ok)
+		}
+		e.onAudit = func(r agent.Audit) {
+			mu.Lock()
+			after = append(after, r)
+			mu.Unlock()
+		}
+		e.a.ForgetPort("1-2")
+		e.a.Handle(e.ctx, addEvent(t, "1-2"))
+		e.settle()
+		if a, ok := e.at("1-2"); !ok || a != was {
+			t.Errorf("at %+v %v, want %+v", a, ok, was)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(after) > 0 {
+			t.Errorf("a pass over it did something: %+v", after)
 		}
 	})
 }

@@ -41,3 +41,12 @@ func HeldEvery(t interface{ Cleanup(func()) }, d time.Duration) {
 	heldEvery = d
 	t.Cleanup(func() { heldEvery = old })
 }
+
+// ForgetPort drops what the agent remembers of busid's port, as a rescan
+// that read the store in the middle of a detach and its write-back leaves
+// it.
+func (a *Agent) ForgetPort(busid string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.ports, busid)
+}

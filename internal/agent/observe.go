@@ -153,9 +153,9 @@ func (a *Agent) sendObserveStore(ctx context.Context, busid string) (storeQuery,
 // observeStore takes the replies of q. A remembered port is confirmed by
 // that read; a device remembered at no port is taken as at none (the
 // attach checks every domain inside its transaction, and the store watch
-// tells of ports that xl writes), unless it has driver records or is in
-// usbback: then every port is read, since such a device is given back to
-// dom0 when it is at none.
+// tells of ports that xl writes), unless it has driver records, is in
+// usbback or has an ownership record: then every port is read, since such
+// a device is given back to dom0 (or taken for held) when it is at none.
 func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) error {
 	hint, hinted := q.hint, q.hinted
 	vals, errs := q.pend.Wait(ctx)
@@ -188,7 +188,11 @@ func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) 
 			o.port = &hint
 			return nil
 		}
-	case !o.record && !q.suspect:
+	case !o.record && !q.suspect && o.owned == nil:
+		// At no port. An own device is looked for all the same: at an
+		// emulated port it has no driver records, and a rescan that read
+		// the store between a detach's clear and its write-back may have
+		// lost its port (it would be taken for held).
 		return nil
 	}
 	all, err := a.h.Assigned(ctx)
