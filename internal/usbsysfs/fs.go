@@ -24,8 +24,9 @@ type fileWriter struct{}
 
 func (fileWriter) WriteAttr(path string, data []byte) error { return writeSmall(path, data) }
 
-// An FS is a sysfs tree. It is safe for concurrent use; it caches nothing
-// (WithLockWait keeps only which devices are being waited for).
+// An FS is a sysfs tree. It is safe for concurrent use. It caches nothing
+// but, with WithLockWait, each hub's hash by its devnum (and which devices
+// it waits for).
 type FS struct {
 	root   string
 	w      Writer
@@ -155,16 +156,15 @@ func (r *attrReader) str(name string, required bool) string {
 		return ""
 	}
 	v, err := r.read(name)
-	if err != nil {
-		if required || !errors.Is(err, fs.ErrNotExist) {
-			r.err = fmt.Errorf("usbsysfs: %w", err)
-		}
+	if err != nil && required {
+		r.err = fmt.Errorf("usbsysfs: %w", err)
 		return ""
 	}
-	return v
+	return r.took(v, err)
 }
 
-// took is str(name, false) for an attribute already read, as v and err.
+// took is str(name, false) for an attribute already read, as v and err:
+// a missing one is "".
 func (r *attrReader) took(v string, err error) string {
 	if r.err != nil {
 		return ""
@@ -699,8 +699,6 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// Addr reads a device's bus number and address, and nothing else: what
-// usb-list shows for a port.
 // ClassSpeed reads a device's class and speed ("480"), which the kernel
 // shows without the device's lock.
 func (f *FS) ClassSpeed(busid string) (class uint8, speed string, err error) {
@@ -713,6 +711,8 @@ func (f *FS) ClassSpeed(busid string) (class uint8, speed string, err error) {
 	return class, speed, r.err
 }
 
+// Addr reads a device's bus number and address, and nothing else: what
+// usb-list shows for a port.
 func (f *FS) Addr(busid string) (bus, dev int, err error) {
 	if err := ValidBusID(busid); err != nil {
 		return 0, 0, err

@@ -151,8 +151,9 @@ func (w *lockWaits) hub(f *FS, parent string) (hash string, devnum int, ok bool)
 	if parent == "" {
 		return "", 0, false
 	}
-	_, devnum, err := f.Addr(parent)
-	if err != nil {
+	r := &attrReader{f: f, dir: f.devPath(parent)}
+	devnum = int(r.num("devnum", 10, 16))
+	if r.err != nil {
 		return "", 0, false
 	}
 	w.mu.Lock()

@@ -11,17 +11,25 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 )
 
+// heldFS is the standard tree read with a short lock wait, busid's lock
+// held; release lets it go.
+func heldFS(t *testing.T, busid string) (sys *usbsysfs.FS, release func()) {
+	t.Helper()
+	sys, _ = standard(t)
+	sys = sys.WithLockWait(20 * time.Millisecond)
+	release, err := fakekernel.HoldDevice(sys.Root(), busid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sys, release
+}
+
 // A device whose lock the kernel holds (a driver probing it) reads as
 // busy once the wait is over, and the rest of the bus reads on; when the
 // kernel lets go, Unlocked says so and the device reads whole.
 func TestLockWaitBusy(t *testing.T) {
-	sys, _ := standard(t)
-	sys = sys.WithLockWait(20 * time.Millisecond)
-	release, err := fakekernel.HoldDevice(sys.Root(), "1-3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = sys.Device("1-3")
+	sys, release := heldFS(t, "1-3")
+	_, err := sys.Device("1-3")
 	if !errors.Is(err, usbsysfs.ErrBusy) {
 		t.Fatalf("held device: %v, want ErrBusy", err)
 	}
@@ -60,12 +68,7 @@ func TestLockWaitBusy(t *testing.T) {
 // A hub's lock is held while a child of it is probed: its other children
 // wait for their parent's hash.
 func TestLockWaitParent(t *testing.T) {
-	sys, _ := standard(t)
-	sys = sys.WithLockWait(20 * time.Millisecond)
-	release, err := fakekernel.HoldDevice(sys.Root(), "1-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sys, release := heldFS(t, "1-1")
 	if _, err := sys.Device("1-1.6"); !errors.Is(err, usbsysfs.ErrBusy) || !strings.Contains(err.Error(), "its hub 1-1") {
 		t.Fatalf("child of a held hub: %v, want ErrBusy naming the hub", err)
 	}
