@@ -286,3 +286,19 @@ func BenchmarkIdentity(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIdentityLockWait is BenchmarkIdentity through the agent's
+// reads, which wait for the device lock in a goroutine of their own: the
+// difference is what that wait costs a device no driver is probing.
+func BenchmarkIdentityLockWait(b *testing.B) {
+	root := filepath.Join(b.TempDir(), "sys")
+	if err := fakekernel.Copy("testdata/real/sys", root); err != nil {
+		b.Fatal(err)
+	}
+	f := usbsysfs.NewFS(root).WithLockWait(usbsysfs.DefaultLockWait)
+	for b.Loop() {
+		if _, err := f.Device("1-3.2"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
