@@ -194,6 +194,13 @@ func (t timedWriter) WriteAttr(path string, data []byte) error {
 	return err
 }
 
+// A lockingWriter is a wrapped kernel writer that still takes the fake
+// kernel's device locks: a wrapper alone would hide them from the FS.
+type lockingWriter struct {
+	usbsysfs.Writer
+	usbsysfs.DeviceLocker
+}
+
 type never struct{}
 
 func (never) Receive(ctx context.Context) (uevent.Message, error) {
@@ -211,12 +218,12 @@ func (e *env) run(pol string, dryRun bool) {
 	e.kernel = fakekernel.NewKernel(e.root)
 	var kw usbsysfs.Writer = e.kernel
 	if e.wrapKernel != nil {
-		kw = e.wrapKernel(kw)
+		kw = lockingWriter{e.wrapKernel(kw), e.kernel}
 	}
 	sys := usbsysfs.NewFS(e.root).WithWriter(kw).WithLockWait(usbsysfs.DefaultLockWait)
 	xs := e.s.Dial(e.t)
 	if e.count {
-		sys = usbsysfs.NewFS(e.root).WithWriter(timedWriter{e.kernel, &e.kernelTime}).WithLockWait(usbsysfs.DefaultLockWait)
+		sys = usbsysfs.NewFS(e.root).WithWriter(lockingWriter{timedWriter{e.kernel, &e.kernelTime}, e.kernel}).WithLockWait(usbsysfs.DefaultLockWait)
 		xs, e.counter = xenstoretest.DialCounting(e.t, e.s)
 	}
 	h := &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second, DialQMP: e.dialQMP}
