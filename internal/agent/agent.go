@@ -128,10 +128,11 @@ type Agent struct {
 	overruns               atomic.Uint64
 	refused                atomic.Uint64
 	hooksRun, hooksDropped atomic.Uint64
-	passStart              atomic.Int64   // unix nanoseconds when the running pass began; 0 when idle
-	warn                   zerolog.Logger // rate-limited, for warnings and errors outside decisions
-	hooks                  chan hookJob   // rules' commands waiting to run
-	mountsWoke             chan struct{}  // one slot: dom0's mounts changed (watchMounts)
+	passStart              atomic.Int64                       // unix nanoseconds when the running pass began; 0 when idle
+	beforePass             atomic.Pointer[func(busid string)] // a test's, run by the worker before each device's pass
+	warn                   zerolog.Logger                     // rate-limited, for warnings and errors outside decisions
+	hooks                  chan hookJob                       // rules' commands waiting to run
+	mountsWoke             chan struct{}                      // one slot: dom0's mounts changed (watchMounts)
 }
 
 // Stats counts kernel events taken and passes made: a storm of events
@@ -721,6 +722,13 @@ func (a *Agent) work(ctx context.Context, ready func()) error {
 			})
 			continue
 		}
+		if f := a.beforePass.Load(); f != nil {
+			(*f)(busid)
+		}
+		// Its next pass sees the batch done first. An attach there was
+		// decided on the device its pass read: the batch does not attach
+		// another device at the busid by now (a replug, a mode switch:
+		// prepare checks the address), and this pass decides for it.
 		if a.hasIntent(busid) {
 			a.timed(func() { a.flush(ctx) })
 		}

@@ -46,12 +46,13 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 		a.namePlug(ctx, o) // a busy device's plug is named once it is read
 	}
 	var dec policy.Decision
+	o.pol = a.Policy() // one policy for the whole pass, though a reload swaps it meanwhile
 	if o.present && o.probed {
 		me, inv := a.policyInput(o)
 		if me == nil {
 			return // left meanwhile: its remove event follows
 		}
-		dec = a.Policy().Match(me, inv)
+		dec = o.pol.Match(me, inv)
 		a.noteHeld(o.busid, me.InUse != "" && inventory.Stacked(a.h.Sys, o.dev))
 		if dec.Action == policy.Attach && me.InUse == "" {
 			release, why := a.stillOpen(o)
@@ -60,14 +61,14 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 			a.hold = release
 			defer a.dropHold()
 			if me.InUse = why; why != "" {
-				dec = a.Policy().Match(me, inv)
+				dec = o.pol.Match(me, inv)
 			}
 		}
 		// Which twins are attached matters only when it has twins: a
 		// storm of identical devices under duplicates = "all" reads none.
 		if len(dec.Twins) > 0 {
 			a.markAttached(ctx, o, me, inv)
-			dec = a.Policy().Match(me, inv)
+			dec = o.pol.Match(me, inv)
 		}
 	}
 	a.apply(ctx, o, makePlan(o, dec, a.world()), start)
@@ -217,7 +218,7 @@ func (a *Agent) queueAttach(o observation, s step, start time.Time) {
 	if a.hold != nil {
 		release, a.hold = a.hold, nil
 	}
-	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, pinned: s.attach.pinned, rec: s.rec, start: start, release: release})
+	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, pinned: s.attach.pinned, rec: s.rec, start: start, release: release, pol: o.pol})
 }
 
 // dropHold lets go of what the pass held (stillOpen) and no attach took.

@@ -50,3 +50,7 @@ func (a *Agent) ForgetPort(busid string) {
 	defer a.mu.Unlock()
 	delete(a.ports, busid)
 }
+
+// BeforePass has the worker call f with the busid of each device's pass
+// before the pass: a test changes the host between two passes there.
+func (a *Agent) BeforePass(f func(busid string)) { a.beforePass.Store(&f) }

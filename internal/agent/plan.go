@@ -15,6 +15,7 @@ import (
 type observation struct {
 	busid   string
 	trigger Trigger
+	pol     *policy.Policy // what the pass decides by
 	present bool
 	dev     usbsysfs.Device // when present and not busy
 	probed  bool            // the kernel is done probing it

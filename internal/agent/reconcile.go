@@ -14,6 +14,7 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // An Audit record is one decision about one device. Time is when it was
@@ -157,6 +158,7 @@ type intent struct {
 	pinned bool // the preferred port is the rule's pin
 	rec    Audit
 	start  time.Time
+	pol    *policy.Policy // what it was decided by
 	// release lets go of the device's disks, held since its pass found
 	// them free (inventory.Hold), once the attach has been tried.
 	release func()
@@ -180,6 +182,17 @@ func (a *Agent) hasIntent(busid string) bool {
 func (a *Agent) flush(ctx context.Context) {
 	batch := a.intents
 	a.intents = nil
+	// An attach decided before a reload is decided again under the new
+	// policy: it may deny the device or send it elsewhere.
+	pol := a.Policy()
+	batch = slices.DeleteFunc(batch, func(in intent) bool {
+		if in.pol == pol {
+			return false
+		}
+		in.release()
+		a.enqueue(in.busid, TrigReload)
+		return true
+	})
 	for len(batch) > 0 {
 		var mine, rest []intent
 		for _, in := range batch {
@@ -235,8 +248,12 @@ func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult
 		a.enqueue(in.busid, TrigPortChanged)
 	case errors.Is(r.Err, assign.ErrNoDevice) || errors.Is(r.Err, fs.ErrNotExist) && !a.h.Sys.Present(in.busid):
 		// Unplugged while it was being attached (nothing of it stays):
-		// its remove event brings it back here.
+		// its remove event brings it back here. Another device at the
+		// busid is looked at as itself.
 		a.cfg.Log.Debug().Err(r.Err).Str("busid", in.busid).Msg("left during the attach")
+		if a.h.Sys.Present(in.busid) {
+			a.enqueue(in.busid, TrigReplugged)
+		}
 	default:
 		a.attachFailed(ctx, in, r.Err)
 	}

@@ -719,3 +719,29 @@ func TestDetachOffersWhatUsbbackBoundByItself(t *testing.T) {
 		}
 	})
 }
+
+// A device the caller read a moment ago that is another device now (its
+// address changed: a replug, a mode switch) is not attached: the new one
+// was never looked at, and nothing is written for it.
+func TestAttachReadDeviceReplugged(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx, e := context.Background(), pvEnv(t, s)
+		d, err := e.h.Sys.Device("1-1.6")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.idle(t)
+		before := e.dump(t)
+		d.DevNum++
+		res := e.h.AttachMany(ctx, 1, []assign.AttachItem{{BusID: "1-1.6", Controller: -1, Opts: assign.AttachOptions{Device: &d}}})
+		if err := res[0].Err; !errors.Is(err, assign.ErrNoDevice) || !strings.Contains(err.Error(), "another device since it was read") {
+			t.Errorf("attach of a replugged device: %v", err)
+		}
+		if after := e.dump(t); after != before {
+			t.Errorf("the store changed:\n%s", after)
+		}
+		if drv := e.driver(t, "1-1.6:1.0"); drv != "usbhid" {
+			t.Errorf("1-1.6:1.0 is with %q", drv)
+		}
+	})
+}

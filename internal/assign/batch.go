@@ -85,6 +85,15 @@ func (h *Host) prepare(items []AttachItem, res []AttachResult) []prepared {
 		var err error
 		if it.Opts.Device != nil && it.Opts.Device.BusID == it.BusID {
 			dev = *it.Opts.Device
+			// The caller read it a moment ago: the busid may be another
+			// device's by now (a replug, a mode switch), whose address
+			// (no lock needed to read it) differs.
+			switch _, devnum, aerr := h.Sys.Addr(it.BusID); {
+			case aerr != nil:
+				err = fmt.Errorf("%s: gone since it was read: %v: %w", it.BusID, aerr, ErrNoDevice)
+			case devnum != dev.DevNum:
+				err = fmt.Errorf("%s: another device since it was read (address %d, now %d): %w", it.BusID, dev.DevNum, devnum, ErrNoDevice)
+			}
 		} else if dev, err = h.Sys.Device(it.BusID); errors.Is(err, fs.ErrNotExist) {
 			err = fmt.Errorf("%s: %w", it.BusID, ErrNoDevice)
 		}
