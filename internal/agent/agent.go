@@ -261,8 +261,8 @@ func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 		a.notePlugged(u.BusID)
 		a.enqueue(u.BusID, why)
 	}
-	// The store watch calls this too, beside the worker: the read may
-	// predate the worker's latest attach (noteAssignedSince).
+	// A read of the ports may predate the worker's latest attach
+	// (noteAssignedSince).
 	since := a.portGeneration()
 	all, err := a.h.Assigned(ctx)
 	if err != nil {
@@ -819,9 +819,10 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 					a.warn.Error().Err(err).Msg("reading the domains failed")
 					continue
 				}
-				if err := a.enqueueAll(ctx, TrigDomains); err != nil && ctx.Err() == nil {
-					a.warn.Error().Err(err).Msg("rescan failed")
-				}
+				// The worker rescans, between two passes: a scan read
+				// here, beside a pass, would replace the devices the
+				// pass read meanwhile (a twin plugged) with older ones.
+				a.enqueue(everything, TrigDomains)
 				continue
 			}
 			moved, err := a.movedPorts(ctx, b)
@@ -1289,5 +1290,6 @@ func (a *Agent) Rescan(ctx context.Context, why string) error {
 	if err := a.refreshDomains(ctx); err != nil {
 		return err
 	}
-	return a.enqueueAll(ctx, Trigger(why))
+	a.enqueue(everything, Trigger(why)) // on the worker, as pumpWatches does
+	return nil
 }
