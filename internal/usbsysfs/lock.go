@@ -3,6 +3,7 @@ package usbsysfs
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -91,12 +92,17 @@ type lockWaits struct {
 	wake    chan struct{}   // a token when freed gains a busid
 	// hubs are the hashes of the hubs read, by busid: a hub's lock is
 	// held through every plug, reset and probe behind it, and its hash
-	// changes only with the hub (another devnum). Guarded by mu.
+	// changes only with the hub (hubHash). Guarded by mu.
 	hubs map[string]hubHash
 }
 
+// A hubHash is a hub's hash with what tells that hub from the next one at
+// its busid: its address, and its directory's inode (a root hub's address
+// is always 1, and a new controller may take an old one's bus number;
+// sysfs numbers a new device's directory anew).
 type hubHash struct {
 	devnum int
+	dir    os.FileInfo
 	hash   string
 }
 
@@ -107,7 +113,8 @@ type hubHash struct {
 // call can be called back: a driver that never ends its probe keeps a
 // thread and a descriptor for as long); while it does, the device reads
 // as busy at once, and when it ends the device's busid is given by
-// Unlocked. The copy keeps the hashes of the hubs it read, by devnum.
+// Unlocked. The copy keeps the hashes of the hubs it read, each for as long
+// as the hub at that busid is the one it read (its address, its directory).
 func (f *FS) WithLockWait(d time.Duration) *FS {
 	g := *f
 	g.waits = &lockWaits{d: d, blocked: map[string]bool{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
@@ -145,21 +152,25 @@ func busy(dir, lock string) error {
 	return fmt.Errorf("usbsysfs: %s: %s: %w", dir, lock, ErrBusy)
 }
 
-// hub is the cached hash of parent, if its devnum is still the one it was
-// hashed at; ok false to read it.
-func (w *lockWaits) hub(f *FS, parent string) (hash string, devnum int, ok bool) {
+// hub is the cached hash of parent, if it is still the hub it was hashed
+// from; ok false to read it, and cur to keep beside the hash read.
+func (w *lockWaits) hub(f *FS, parent string) (hash string, cur hubHash, ok bool) {
 	if parent == "" {
-		return "", 0, false
+		return "", cur, false
 	}
 	r := &attrReader{f: f, dir: f.devPath(parent)}
-	devnum = int(r.num("devnum", 10, 16))
+	cur.devnum = int(r.num("devnum", 10, 16))
 	if r.err != nil {
-		return "", 0, false
+		return "", cur, false
+	}
+	var err error
+	if cur.dir, err = os.Stat(r.dir); err != nil {
+		return "", cur, false
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	c, ok := w.hubs[parent]
-	return c.hash, devnum, ok && c.devnum == devnum
+	return c.hash, cur, ok && c.devnum == cur.devnum && os.SameFile(c.dir, cur.dir)
 }
 
 // read runs readHeld in a goroutine and waits for it at most w.d (the hub's
@@ -174,7 +185,7 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 	if blocked {
 		return held{}, busy(dir.path, "its lock or its hub's")
 	}
-	cachedHash, hubDevnum, cached := w.hub(f, parent)
+	cachedHash, hub, cached := w.hub(f, parent)
 	readParent := parent
 	if cached {
 		readParent = ""
@@ -228,7 +239,8 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 		h.parentHash = cachedHash
 	} else if parent != "" && h.parentErr == nil {
 		w.mu.Lock()
-		w.hubs[parent] = hubHash{devnum: hubDevnum, hash: h.parentHash}
+		hub.hash = h.parentHash
+		w.hubs[parent] = hub
 		w.mu.Unlock()
 	}
 	return h, nil

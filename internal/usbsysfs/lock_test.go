@@ -2,6 +2,8 @@ package usbsysfs_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -81,7 +83,7 @@ func TestLockWaitParent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Read once, the hub's hash is kept (by its devnum): its children
+	// Read once, the hub's hash is kept (while it is that hub): its children
 	// read while it is held again.
 	release, err = fakekernel.HoldDevice(sys.Root(), "1-1")
 	if err != nil {
@@ -117,5 +119,47 @@ func TestNoLockWaitWaits(t *testing.T) {
 	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A hub replaced by another at its busid and address (another controller
+// taking the bus number of one removed: a root hub's address is always 1)
+// is hashed anew for its children: a rule naming the first by its hash
+// must not match behind the second.
+func TestLockWaitHubReplaced(t *testing.T) {
+	plain, _ := realTree(t)
+	sys := plain.WithLockWait(time.Second)
+	before, err := sys.Device("1-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The controller goes and another comes at bus 1: its directory is
+	// made anew, its serial (its PCI address) differs.
+	dir, err := filepath.EvalSymlinks(filepath.Join(sys.Root(), "bus/usb/devices/usb1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir, dir+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fakekernel.Copy(dir+".gone", dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir + ".gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "serial"), []byte("0000:3d:00.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	truth, err := plain.Device("1-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if truth.ParentHash == before.ParentHash {
+		t.Fatalf("the new controller hashes as the old one: %q", truth.ParentHash)
+	}
+	after, err := sys.Device("1-1")
+	if err != nil || after.ParentHash != truth.ParentHash {
+		t.Errorf("behind the new controller: %v, parent hash %s, want %s (the old one's %s)", err, after.ParentHash, truth.ParentHash, before.ParentHash)
 	}
 }
