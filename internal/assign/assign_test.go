@@ -447,6 +447,11 @@ func TestRefusals(t *testing.T) {
 		if _, err := e.h.Attach(ctx, 2, dev("1-1.6")); !errors.Is(err, assign.ErrAssigned) || !strings.Contains(err.Error(), "domain 1 controller 0 port 1") {
 			t.Errorf("already assigned: %v", err)
 		}
+		for _, port := range []int{3, 9, 31, 32} { // the controller has 2 ports
+			if _, err := e.h.Attach(ctx, 1, policy.DevSpec{BusID: "1-2", Controller: 0, Port: port}); !errors.Is(err, assign.ErrNoPort) || !strings.Contains(err.Error(), "has ports 1 to 2") {
+				t.Errorf("port %d of a 2-port controller: %v", port, err)
+			}
+		}
 		if _, err := e.h.Attach(ctx, 1, policy.DevSpec{BusID: "1-2", Controller: 0, Port: 1}); !errors.Is(err, assign.ErrPortBusy) {
 			t.Errorf("busy port: %v", err)
 		}

@@ -206,7 +206,11 @@ func choosePort(ctrls []Controller, domid uint32, spec policy.DevSpec, opts Atta
 			if port == 0 {
 				return nil, 0, fmt.Errorf("controller %d of domain %d has no available port: %w", c.DevID, domid, ErrNoFreePort)
 			}
-		} else if port <= len(c.Port) && c.Port[port-1] != "" {
+		} else if port < 1 || port > len(c.Port) {
+			// libxl writes such a port, which no backend serves: the
+			// device would leave dom0 and reach no guest.
+			return nil, 0, fmt.Errorf("controller %d of domain %d has ports 1 to %d, not %d: %w", c.DevID, domid, len(c.Port), port, ErrNoPort)
+		} else if c.Port[port-1] != "" {
 			return nil, 0, fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, c.Port[port-1], ErrPortBusy)
 		}
 	} else {

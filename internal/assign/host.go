@@ -29,6 +29,7 @@ var (
 	ErrAssigned       = errors.New("USB device already attached to a domain")
 	ErrNoController   = errors.New("no such USB controller")
 	ErrNoFreePort     = errors.New("no free port")
+	ErrNoPort         = errors.New("no such port")
 	ErrPortBusy       = errors.New("port is in use")
 	ErrPortEmpty      = errors.New("nothing attached at that port")
 	ErrPortChanged    = errors.New("the port holds another device now")
