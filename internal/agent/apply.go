@@ -86,6 +86,18 @@ func (a *Agent) apply(ctx context.Context, o observation, p plan, start time.Tim
 	}
 }
 
+// stillProbing says whether err is the kernel still at the device (a dom0
+// driver's probe, run inside the bind the step wrote): no failure. The
+// device is looked at again when the kernel lets go (TrigUnlocked), and
+// that pass finishes what this one began.
+func (a *Agent) stillProbing(busid, step string, err error) bool {
+	if !errors.Is(err, usbsysfs.ErrBusy) {
+		return false
+	}
+	a.cfg.Log.Info().Str("busid", busid).Str("step", step).Err(err).Msg("the kernel is still at it (a driver's probe): looked at again when it lets go")
+	return true
+}
+
 // failRecord is the record a failure of plan p is told with: the
 // decision it was carrying out.
 func failRecord(o observation, p plan) Audit {
@@ -99,6 +111,9 @@ func failRecord(o observation, p plan) Audit {
 }
 
 func (a *Agent) fail(ctx context.Context, r Audit, step string, err error, start time.Time) {
+	if a.stillProbing(r.BusID, step, err) {
+		return
+	}
 	r.Action, r.Reason, r.FailedStep = ActFailed, err.Error(), step
 	a.audit(ctx, r, start)
 	a.retryLater(r.BusID)

@@ -38,8 +38,10 @@
 //	                                                        bound by them), twins looked at again; gone →
 //	                                                        absent
 //	probing    on the host, the kernel probing it; or its   nothing: its bind event brings it back, or the
-//	           device lock held past a short wait (a slow   end of the read that waited for the lock
-//	           probe, a reset), its serial unreadable       (TrigUnlocked): the worker does not wait
+//	           device lock held past a short wait (a slow   end of the read, or of the bind, that waited
+//	           probe, a reset), its serial unreadable; or   for the kernel (TrigUnlocked): the worker
+//	           a dom0 driver's probe in the agent's bind    does not wait
+//	           lasting past a longer wait
 //	unconfig-  on the host, at no port, with no active      pending, nothing decided (no interfaces to
 //	ured       configuration (not authorized: its root      judge); its interfaces' add events bring it
 //	           hub's authorized_default 0; or none chosen)  back once it is configured

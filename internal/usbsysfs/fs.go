@@ -660,7 +660,11 @@ func (f *FS) BindPath(intf, driverPath string) error {
 		return fmt.Errorf("%w: driver path %q is not under %s", ErrInvalidName, driverPath, f.driversDir())
 	}
 	p := filepath.Join(clean, "bind")
-	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
+	write := f.w.WriteAttr
+	if filepath.Base(clean) != "usbback" {
+		write = f.probeWrite(intf) // a dom0 driver's probe runs in it
+	}
+	if err := write(p, []byte(intf)); err != nil {
 		return fmt.Errorf("usbsysfs: bind %s to %s: %w", intf, filepath.Base(clean), &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
 	}
 	return nil
@@ -674,7 +678,7 @@ func (f *FS) Probe(intf string) error {
 		return err
 	}
 	p := filepath.Join(f.root, "bus/usb/drivers_probe")
-	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
+	if err := f.probeWrite(intf)(p, []byte(intf)); err != nil {
 		return fmt.Errorf("usbsysfs: probe %s: %w", intf, &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
 	}
 	return nil
@@ -689,6 +693,18 @@ func (f *FS) BoundTo(intf, driver string) bool {
 	}
 	t, err := os.Readlink(filepath.Join(f.devPath(intf), "driver"))
 	return err == nil && filepath.Base(t) == driver
+}
+
+// probeWrite is the write of intf's bind to a driver that probes it
+// there: with WithLockWait, one that waits for the kernel at most so long.
+func (f *FS) probeWrite(intf string) func(path string, data []byte) error {
+	if f.waits == nil {
+		return f.w.WriteAttr
+	}
+	busid, _, _ := strings.Cut(intf, ":")
+	return func(path string, data []byte) error {
+		return f.waits.write(busid, func() error { return f.w.WriteAttr(path, data) })
+	}
 }
 
 func unwrapPath(err error) error {

@@ -37,6 +37,13 @@ type DeviceLocker interface {
 // probe (seconds), which would hold up every other device behind it.
 const DefaultLockWait = 100 * time.Millisecond
 
+// DefaultProbeWait is how long the agent's writes that have a dom0 driver
+// probe an interface (a bind, a drivers_probe) wait for the kernel before
+// the device is taken for still probing: a driver's usual probe (tens of
+// milliseconds, an audio or video device's some hundreds) is within it,
+// a device that does not answer its driver is far beyond.
+const DefaultProbeWait = 500 * time.Millisecond
+
 // held is what device reads of a device under its lock and its parent's.
 type held struct {
 	vals       [len(heldAttrs)]string
@@ -85,7 +92,8 @@ func (f *FS) held(dir attrDir, busid, parent string) (held, error) {
 // lockWaits are an FS's reads that wait for a device's lock with a
 // deadline, and the devices whose read is still blocked in the kernel.
 type lockWaits struct {
-	d       time.Duration
+	d       time.Duration // for a read
+	probe   time.Duration // for a write a driver's probe runs in
 	mu      sync.Mutex
 	blocked map[string]bool // busid -> its read still waits for the kernel; guarded by mu
 	freed   map[string]bool // busids whose blocked read ended, not yet taken; guarded by mu
@@ -113,11 +121,14 @@ type hubHash struct {
 // call can be called back: a driver that never ends its probe keeps a
 // thread and a descriptor for as long); while it does, the device reads
 // as busy at once, and when it ends the device's busid is given by
-// Unlocked. The copy keeps the hashes of the hubs it read, each for as long
-// as the hub at that busid is the one it read (its address, its directory).
+// Unlocked. Its writes that have a dom0 driver probe an interface (Bind
+// to a driver other than usbback, Probe) wait DefaultProbeWait (d if
+// longer) and go on in the same way. The copy keeps the hashes of the
+// hubs it read, each for as long as the hub at that busid is the one it
+// read (its address, its directory).
 func (f *FS) WithLockWait(d time.Duration) *FS {
 	g := *f
-	g.waits = &lockWaits{d: d, blocked: map[string]bool{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
+	g.waits = &lockWaits{d: d, probe: max(d, DefaultProbeWait), blocked: map[string]bool{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
 	return &g
 }
 
@@ -174,15 +185,10 @@ func (w *lockWaits) hub(f *FS, parent string) (hash string, cur hubHash, ok bool
 }
 
 // read runs readHeld in a goroutine and waits for it at most w.d (the hub's
-// hash it takes from w.hubs when it has it). The
-// goroutine belongs to w: it ends when the kernel answers its read (a
-// read blocked on a kernel lock cannot be stopped), with its own copy of
-// the directory, so the caller's returning closes nothing it uses.
+// hash it takes from w.hubs when it has it), with its own copy of the
+// directory, so the caller's returning closes nothing the read uses.
 func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error) {
-	w.mu.Lock()
-	blocked := w.blocked[busid]
-	w.mu.Unlock()
-	if blocked {
+	if w.isBlocked(busid) {
 		return held{}, busy(dir.path, "its lock or its hub's")
 	}
 	cachedHash, hub, cached := w.hub(f, parent)
@@ -191,16 +197,66 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 		readParent = ""
 	}
 	own := dir.dup()
-	done := make(chan held, 1)
+	var h held
 	var waitingFor string // guarded by w.mu
-	go func() {
-		h := f.readHeld(own, busid, readParent, func(b string) {
+	if !w.run(busid, w.d, func() {
+		h = f.readHeld(own, busid, readParent, func(b string) {
 			w.mu.Lock()
 			waitingFor = b
 			w.mu.Unlock()
 		})
 		own.close()
-		done <- h
+	}) {
+		lock := "its lock"
+		w.mu.Lock()
+		if waitingFor != "" {
+			lock = "the lock of its hub " + waitingFor
+		}
+		w.mu.Unlock()
+		return held{}, busy(dir.path, lock)
+	}
+	if cached {
+		h.parentHash = cachedHash
+	} else if parent != "" && h.parentErr == nil {
+		w.mu.Lock()
+		hub.hash = h.parentHash
+		w.hubs[parent] = hub
+		w.mu.Unlock()
+	}
+	return h, nil
+}
+
+// write runs a write that has a driver probe busid's interface (a bind, a
+// drivers_probe) in a goroutine and waits for it at most w.probe: the
+// kernel runs the probe inside the write, under the device's lock, and a
+// device that answers nothing makes it last 5 s per control message.
+func (w *lockWaits) write(busid string, fn func() error) error {
+	if w.isBlocked(busid) {
+		return fmt.Errorf("the kernel holds it (a driver's probe or a reset): %w", ErrBusy)
+	}
+	var err error
+	if !w.run(busid, w.probe, func() { err = fn() }) {
+		return fmt.Errorf("the driver's probe goes on in the kernel: %w", ErrBusy)
+	}
+	return err
+}
+
+func (w *lockWaits) isBlocked(busid string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.blocked[busid]
+}
+
+// run runs fn in a goroutine and waits for it at most d. It says false
+// when fn still runs: busid then reads as busy until fn ends, and Unlocked
+// says so then; what fn sets is the caller's only when run says true. The
+// goroutine belongs to w: it ends when the kernel answers (a system call
+// blocked on a kernel lock cannot be stopped).
+func (w *lockWaits) run(busid string, d time.Duration, fn func()) bool {
+	done := make(chan struct{})
+	go func() {
+		fn()
+		close(done)
 		w.mu.Lock()
 		late := w.blocked[busid]
 		if late {
@@ -215,33 +271,20 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 			}
 		}
 	}()
-	t := time.NewTimer(w.d)
+	t := time.NewTimer(d)
 	defer t.Stop()
-	var h held
 	select {
-	case h = <-done:
+	case <-done:
+		return true
 	case <-t.C:
 		w.mu.Lock()
+		defer w.mu.Unlock()
 		select {
-		case h = <-done: // it ended as the timer fired
-			w.mu.Unlock()
+		case <-done: // it ended as the timer fired
+			return true
 		default:
 			w.blocked[busid] = true
-			lock := "its lock"
-			if waitingFor != "" {
-				lock = "the lock of its hub " + waitingFor
-			}
-			w.mu.Unlock()
-			return held{}, busy(dir.path, lock)
+			return false
 		}
 	}
-	if cached {
-		h.parentHash = cachedHash
-	} else if parent != "" && h.parentErr == nil {
-		w.mu.Lock()
-		hub.hash = h.parentHash
-		w.hubs[parent] = hub
-		w.mu.Unlock()
-	}
-	return h, nil
 }

@@ -163,3 +163,45 @@ func TestLockWaitHubReplaced(t *testing.T) {
 		t.Errorf("behind the new controller: %v, parent hash %s, want %s (the old one's %s)", err, after.ParentHash, truth.ParentHash, before.ParentHash)
 	}
 }
+
+// A bind to a dom0 driver runs the driver's probe inside the write, under
+// the device's lock: past the probe wait it fails with ErrBusy and goes
+// on in the kernel, the device reads as busy meanwhile, and Unlocked says
+// when the kernel is done. Other devices are written meanwhile.
+func TestLockWaitProbeWrite(t *testing.T) {
+	sys, _ := standard(t)
+	sys = sys.WithLockWait(20 * time.Millisecond)
+	for _, intf := range []string{"1-4:1.0", "1-5:1.0"} {
+		if err := sys.UnbindFrom(intf, "usbhid"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release, err := fakekernel.HoldDevice(sys.Root(), "1-4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := sys.Bind("1-4:1.0", "usbhid"); !errors.Is(err, usbsysfs.ErrBusy) || !strings.Contains(err.Error(), "bind 1-4:1.0 to usbhid") {
+		t.Fatalf("a bind the kernel is still at: %v, want ErrBusy naming it", err)
+	}
+	if err := sys.Probe("1-4:1.0"); !errors.Is(err, usbsysfs.ErrBusy) {
+		t.Errorf("another write meanwhile: %v, want ErrBusy", err)
+	}
+	if _, err := sys.Device("1-4"); !errors.Is(err, usbsysfs.ErrBusy) {
+		t.Errorf("a read meanwhile: %v, want ErrBusy", err)
+	}
+	if err := sys.Bind("1-5:1.0", "usbhid"); err != nil {
+		t.Errorf("another device's bind: %v", err)
+	}
+	release()
+	<-sys.Unlocked()
+	if got := sys.TakeUnlocked(); !slices.Equal(got, []string{"1-4"}) {
+		t.Errorf("unlocked %v, want 1-4", got)
+	}
+	if drv, err := sys.Driver("1-4:1.0"); err != nil || drv != "usbhid" {
+		t.Errorf("after the probe 1-4:1.0 has driver %q (%v), want usbhid", drv, err)
+	}
+	if err := sys.Probe("1-4:1.0"); err != nil {
+		t.Errorf("a write once the kernel let go: %v", err)
+	}
+}
