@@ -49,3 +49,19 @@ func ParseClass(s string) (uint8, error) {
 	}
 	return 0, fmt.Errorf("%q is not a USB class: give a name (hid, storage, hub, ...) or two hex digits", s)
 }
+
+// InterfaceOnly says whether the USB-IF class-code table gives class c
+// the descriptor usage "Interface": a device of that kind says so in its
+// interface descriptors and has device class 00 (per-interface), so a
+// match.class of it matches almost no device.
+//
+// Wireless controllers (e0) are left out though the table gives them
+// "Interface" too: the Bluetooth specification has its dongles put
+// e0:01:01 in the device descriptor, and most do.
+func InterfaceOnly(c uint8) bool {
+	switch c {
+	case 0x01, 0x03, 0x05, 0x06, 0x07, 0x08, 0x0a, 0x0b, 0x0d, 0x0e, 0x0f, 0x10, 0x12, 0x13, 0x14, 0x3c, 0xfe:
+		return true
+	}
+	return false
+}

@@ -18,6 +18,65 @@ func (f Finding) String() string {
 		f.Rule.File, f.Rule.Line, f.Rule, f.By, f.By.File, f.By.Line)
 }
 
+// A ClassFinding is a rule whose match.class is a class that the USB spec
+// gives only per interface (InterfaceOnly): the devices of that kind have
+// device class 00, so the rule matches almost none of them, and those it
+// was written for go on to the rules after it.
+type ClassFinding struct {
+	Rule *Rule
+	Line int // of match.class
+}
+
+func (f ClassFinding) String() string {
+	name := ClassName(uint8(f.Rule.Match.Class))
+	return fmt.Sprintf("%s:%d: %s: match.class = %q matches almost no device: the USB spec gives class %02x (%s) per interface, so such a device's own class is 00 (per-interface); "+
+		"to match a device with a %s interface, write interface = %q instead",
+		f.Rule.File, f.Line, f.Rule, name, f.Rule.Match.Class, name, name, name)
+}
+
+// ClassPerInterface lists the rules whose match.class is a class given
+// per interface.
+func (p *Policy) ClassPerInterface() []ClassFinding {
+	var out []ClassFinding
+	for _, r := range p.Rules {
+		if r.Match.Class >= 0 && InterfaceOnly(uint8(r.Match.Class)) {
+			line := r.classLine
+			if line == 0 {
+				line = r.Line
+			}
+			out = append(out, ClassFinding{Rule: r, Line: line})
+		}
+	}
+	return out
+}
+
+// Warnings are what `check` warns of and the agent logs when it loads
+// the policy: rules that match almost nothing because of a class given
+// per interface, shadowed rules, in the order of the rules, then a
+// keyboard lockout (Lockout).
+func (p *Policy) Warnings() []string {
+	type at struct {
+		index int
+		msg   string
+	}
+	var ws []at
+	for _, f := range p.ClassPerInterface() {
+		ws = append(ws, at{f.Rule.Index, f.String()})
+	}
+	for _, f := range p.Shadowed() {
+		ws = append(ws, at{f.Rule.Index, f.String()})
+	}
+	slices.SortStableFunc(ws, func(a, b at) int { return a.index - b.index })
+	out := make([]string, 0, len(ws)+1)
+	for _, w := range ws {
+		out = append(out, w.msg)
+	}
+	if w := p.Lockout(); w != "" {
+		out = append(out, w)
+	}
+	return out
+}
+
 // Shadowed lists the rules that an earlier rule shadows. The test is
 // conservative: a rule listed is certainly shadowed; one not listed may
 // still be, through a combination of earlier rules. Earlier rules are

@@ -291,7 +291,13 @@ func (m *Match) miss(d *Device) string {
 	case m.Bus != 0 && (m.Bus != d.BusNum || m.Addr != d.DevNum):
 		return fmt.Sprintf("bus %d addr %d is not the rule's bus %d addr %d", d.BusNum, d.DevNum, m.Bus, m.Addr)
 	case m.Class >= 0 && m.Class != int(d.Class):
-		return fmt.Sprintf("device class %s is not %s", ClassName(d.Class), ClassName(uint8(m.Class)))
+		want := ClassName(uint8(m.Class))
+		if d.Class == 0 {
+			// Most devices: class compares the device's own, which is
+			// 00, not their interfaces'.
+			return fmt.Sprintf("the device's class is 00 (given per interface), not %s; interface = %q matches its interfaces", want, want)
+		}
+		return fmt.Sprintf("device class %s is not %s", ClassName(d.Class), want)
 	case len(m.IDs) > 0 && !m.idMatches(d):
 		return fmt.Sprintf("id %s is not %s", d.ID(), joinIDs(m.IDs))
 	case len(m.Serials) > 0 && !slices.Contains(m.Serials, d.Serial):

@@ -327,3 +327,81 @@ func TestTwinsShareASerial(t *testing.T) {
 		t.Errorf("told apart by their sockets: attached %q", got)
 	}
 }
+
+// A class the USB spec gives only per interface, in match.class, matches
+// almost no device: the policy warns, naming the file, the line of
+// match.class and the rule, and says to write interface instead. A class
+// a device may give as its own (vendor, misc, comm, wireless) is no
+// warning.
+func TestClassPerInterfaceWarns(t *testing.T) {
+	p := parse(t, `[[rule]]
+name = "no-storage"
+action = "deny"
+match = { class = "storage" }
+
+[[rule]]
+name = "no-hid"
+action = "deny"
+[rule.match]
+port = "1-*"
+class = "03"
+
+[[rule]]
+name = "vendor"
+action = "deny"
+match = { class = "vendor" }
+
+[[rule]]
+name = "misc"
+action = "deny"
+match = { class = "ef" }
+
+[[rule]]
+name = "bluetooth"
+action = "deny"
+match = { class = "wireless" }
+
+[[rule]]
+name = "comm"
+action = "deny"
+match = { class = "comm" }
+
+[[rule]]
+name = "rest"
+action = "attach"
+target = { domain = "vm" }
+`)
+	got := p.Warnings()
+	want := []string{
+		`test.toml:4: rule 1 "no-storage": match.class = "storage" matches almost no device: the USB spec gives class 08 (storage) per interface, so such a device's own class is 00 (per-interface); to match a device with a storage interface, write interface = "storage" instead`,
+		`test.toml:11: rule 2 "no-hid": match.class = "hid" matches almost no device: the USB spec gives class 03 (hid) per interface, so such a device's own class is 00 (per-interface); to match a device with a hid interface, write interface = "hid" instead`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, c := range []uint8{0x01, 0x03, 0x06, 0x07, 0x08, 0x0b, 0x0e, 0x10, 0x3c, 0xfe} {
+		if !policy.InterfaceOnly(c) {
+			t.Errorf("class %02x is given per interface", c)
+		}
+	}
+	for _, c := range []uint8{0x00, 0x02, 0x09, 0x11, 0xdc, 0xe0, 0xef, 0xff} {
+		if policy.InterfaceOnly(c) {
+			t.Errorf("class %02x may be a device's own", c)
+		}
+	}
+}
+
+// Explain says why such a rule does not match a device whose class is
+// given per interface, and what does.
+func TestExplainClassPerInterface(t *testing.T) {
+	inv := host()
+	p := parse(t, "[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { class = \"storage\" }\n")
+	ex := p.Explain(find(inv, "1-3"), inv)
+	want := `the device's class is 00 (given per interface), not storage; interface = "storage" matches its interfaces`
+	if len(ex.Skipped) != 1 || ex.Skipped[0].Why != want {
+		t.Errorf("skipped: %+v\nwant: %s", ex.Skipped, want)
+	}
+	if why := p.Explain(&policy.Device{BusID: "1-9", Class: 0xff}, nil).Skipped[0].Why; why != "device class vendor is not storage" {
+		t.Errorf("a device with a class of its own: %s", why)
+	}
+}

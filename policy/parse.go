@@ -602,6 +602,7 @@ func (fp *fileParser) match(r *Rule, m map[string]any, path []string) {
 				bad("class", ErrValue, "%v", err)
 			} else {
 				mt.Class = int(c)
+				r.classLine = fp.ix.line(at("class")...)
 			}
 		}
 	}

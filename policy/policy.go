@@ -89,6 +89,9 @@ type Rule struct {
 	// Exec is a command (program and arguments, no shell) run after each
 	// decision the rule makes, with the decision in its environment.
 	Exec []string
+	// classLine is the line of match.class, for the warning of a class
+	// given per interface (ClassPerInterface); 0 when it has none.
+	classLine int
 }
 
 // String names the rule as errors and logs do: `rule 3 "badge-reader"`.

@@ -41,7 +41,7 @@ func newCheckCmd() *cobra.Command {
 		Short: "validate a policy file and its drop-ins, and list rules that can never decide",
 		Args:  maxArgs(1, "one policy file at most"),
 	}
-	strict := c.Flags().Bool("strict", false, "fail on warnings (shadowed rules) too")
+	strict := c.Flags().Bool("strict", false, "fail on warnings too (shadowed rules, a class given per interface)")
 	host := c.Flags().String("host", "", "check what host NAME would load: the drop-ins whose hosts match it (default: this host)")
 	c.RunE = func(c *cobra.Command, args []string) error {
 		path := defaultPolicy
@@ -70,13 +70,7 @@ func runCheck(ctx context.Context, path string, opt policy.Options, strict bool,
 		}
 		return err
 	}
-	var warnings []string
-	for _, f := range p.Shadowed() {
-		warnings = append(warnings, f.String())
-	}
-	if w := p.Lockout(); w != "" {
-		warnings = append(warnings, w)
-	}
+	warnings := p.Warnings()
 	for _, w := range warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}

@@ -51,6 +51,32 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// A deny rule by a class given per interface, before a catch-all attach,
+// would let the very devices it names through: check warns, naming the
+// file, line and rule and the interface key that does match them, and
+// explain says why the rule does not match.
+func TestCheckWarnsOfAClassGivenPerInterface(t *testing.T) {
+	pol := writeFile(t, t.TempDir(), "policy.toml", "[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { class = \"storage\" }\n\n"+
+		"[[rule]]\nname = \"rest\"\naction = \"attach\"\ntarget = { domain = \"kiosk\" }\n")
+	code, out, errs := runCmd(t, "check", pol)
+	if code != 0 || !strings.Contains(out, "warning: "+pol+`:4: rule 1 "no-storage": match.class = "storage" matches almost no device: `+
+		`the USB spec gives class 08 (storage) per interface, so such a device's own class is 00 (per-interface); `+
+		`to match a device with a storage interface, write interface = "storage" instead`+"\n") || !strings.Contains(out, "1 warning\n") {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errs)
+	}
+	if code, _, _ = runCmd(t, "check", "--strict", pol); code != exitFailure {
+		t.Errorf("check --strict: exit %d", code)
+	}
+	root := t.TempDir()
+	if err := fakekernel.Standard(root); err != nil {
+		t.Fatal(err)
+	}
+	_, out, errs = runCmd(t, "explain", "--policy", pol, "--sysfs", root, "1-3")
+	if want := `rule 1 "no-storage" (` + pol + `:1) does not match: the device's class is 00 (given per interface), not storage; interface = "storage" matches its interfaces`; !strings.Contains(out, want) {
+		t.Errorf("explain lacks\n%s\n--- in ---\n%s%s", want, out, errs)
+	}
+}
+
 // check reads the drop-ins beside the policy, names each rule's file in
 // the order they are tried, and with --host checks another host's set.
 func TestCheckDropIns(t *testing.T) {

@@ -160,7 +160,9 @@ func runDaemon(t *testing.T, kind string) {
 		t.Fatalf("watch did not start: %s", werr.String())
 	}
 	// A good one is taken, and confirmed.
-	if err := os.WriteFile(pol, []byte(good+"[[rule]]\nname = \"mice\"\naction = \"deny\"\nmatch = { id = \"046d:c077\" }\n"), 0o644); err != nil {
+	// (With a rule check warns of, which the reload says too.)
+	if err := os.WriteFile(pol, []byte(good+"[[rule]]\nname = \"mice\"\naction = \"deny\"\nmatch = { id = \"046d:c077\" }\n"+
+		"[[rule]]\nname = \"no-printers\"\naction = \"deny\"\nmatch = { class = \"printer\" }\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Another file than the agent's is refused, naming both: the agent
@@ -180,7 +182,8 @@ func runDaemon(t *testing.T, kind string) {
 	}
 	// Without --policy, the agent's own file is checked and reloaded.
 	rl.Reset()
-	if code := run(ctx, []string{"reload", "--state-dir", state}, &rl, &rl); code != 0 || !strings.Contains(rl.String(), "reloaded "+pol) {
+	if code := run(ctx, []string{"reload", "--state-dir", state}, &rl, &rl); code != 0 || !strings.Contains(rl.String(), "reloaded "+pol) ||
+		!strings.Contains(rl.String(), "warning: "+pol+`:13: rule 3 "no-printers": match.class = "printer" matches almost no device`) {
 		t.Errorf("reload: %d %s", code, rl.String())
 	}
 	// The watcher sees the decision the new rule makes, and stops at its

@@ -194,7 +194,8 @@ func runReload(ctx context.Context, polPath, stateDir string, stdout io.Writer) 
 	}
 	// A policy that does not parse is never sent: the agent would refuse
 	// it anyway, and the admin is here to read why.
-	if _, err := policy.Load(ctx, polPath, policy.Options{}); err != nil {
+	p, err := policy.Load(ctx, polPath, policy.Options{})
+	if err != nil {
 		return err
 	}
 	r, err := call(ctx, stateDir, daemon.Request{Request: daemon.ReqReload})
@@ -204,6 +205,10 @@ func runReload(ctx context.Context, polPath, stateDir string, stdout io.Writer) 
 	}
 	if err != nil {
 		return err
+	}
+	// What check would warn of, as the agent logs it.
+	for _, w := range p.Warnings() {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "usbhotplugd reloaded %s: %s\n", r.Reload.File, plural(r.Reload.Rules, "rule"))
 	return nil

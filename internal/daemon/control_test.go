@@ -241,3 +241,19 @@ func copyFile(dst, src string) error {
 	}
 	return os.WriteFile(dst, b, 0o755)
 }
+
+// The agent logs what check warns of, at its start and at each reload it
+// takes: a class given per interface matches almost nothing.
+func TestPolicyWarningsAreLogged(t *testing.T) {
+	h := newHost(t)
+	h.writePolicy("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { class = \"storage\" }\n" + goodPolicy)
+	h.startReady()
+	mustContain(t, "the log at start", h.log.String(),
+		`"level":"warn","policy":"`+h.cfg.PolicyPath+`","message":"policy: `+h.cfg.PolicyPath+`:4: rule 1 \"no-storage\": match.class = \"storage\" matches almost no device`,
+		`write interface = \"storage\" instead`)
+	h.writePolicy(goodPolicy + "[[rule]]\nname = \"no-printers\"\naction = \"deny\"\nmatch = { class = \"printer\" }\n")
+	if m := decode(t, h.dialRaw().ask(`{"request":"reload"}`)); m["ok"] != true {
+		t.Fatalf("reload: %v", m)
+	}
+	mustContain(t, "the log after the reload", h.log.String(), `:9: rule 2 \"no-printers\": match.class = \"printer\" matches almost no device`)
+}

@@ -135,6 +135,15 @@ func start(cfg Config) (*daemon, func(), error) {
 	}, nil
 }
 
+// logWarnings logs what `usbhotplugd check` warns of in a policy put in
+// force: rules that match almost nothing or never decide, a keyboard
+// lockout.
+func (d *daemon) logWarnings(p *policy.Policy) {
+	for _, w := range p.Warnings() {
+		d.log.Warn().Str("policy", p.File).Msg("policy: " + w)
+	}
+}
+
 func (d *daemon) onAudit(r agent.Audit) {
 	d.audit.publish(r)
 	countMetric(d.m, r)
@@ -181,6 +190,7 @@ func (d *daemon) serve(ctx context.Context) error {
 	defer stream.Close()
 	pol := d.a.Policy()
 	d.log.Info().Str("version", build.Version).Str("policy", pol.File).Int("rules", len(pol.Rules)).Bool("dry_run", d.cfg.DryRun).Msg("usbhotplugd starting")
+	d.logWarnings(pol)
 
 	o.Go("uevent reader", func(ctx context.Context) error { return d.a.PumpEvents(ctx, stream) })
 	o.Go("hook runner", d.a.RunHooks)

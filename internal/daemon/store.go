@@ -190,6 +190,7 @@ func (d *daemon) reload(ctx context.Context) (ReloadResult, error) {
 		return ReloadResult{}, err
 	}
 	d.a.Reload(p)
+	d.logWarnings(p)
 	r := ReloadResult{File: p.File, Rules: len(p.Rules), LoadedAt: time.Now()}
 	d.st.update(func(s *Status) {
 		s.Policy = PolicyState{File: r.File, Rules: r.Rules, LoadedAt: r.LoadedAt}
