@@ -155,16 +155,38 @@ func hostArgsCommand(use, short string, minArgs, maxArgs int, parse func(rest []
 	return c
 }
 
+// dom0Refusal is the error for dom0 named as the guest of an attach:
+// libxl would write a controller for dom0, which no frontend reads.
+func dom0Refusal(name string) error {
+	return &usageError{fmt.Sprintf("%s is dom0 itself, which has the host's devices already: give a guest's name or domid (xl list shows them)", name)}
+}
+
+// notDom0 makes an attach command refuse dom0 as DOMAIN, by its name or
+// its domid, before anything is dialled; and dom0 found by another name.
+func notDom0(c *cobra.Command) *cobra.Command {
+	check := c.Args
+	c.Args = func(c *cobra.Command, args []string) error {
+		if len(args) > 0 && (args[0] == policy.Dom0 || args[0] == "0") {
+			return dom0Refusal(args[0])
+		}
+		return check(c, args)
+	}
+	return c
+}
+
 func newUsbctrlAttachCmd() *cobra.Command {
 	var spec policy.CtrlSpec
 	c := hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb] [version=1|2] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", 1, -1,
 		func(rest []string) (err error) { spec, err = policy.ParseCtrlArgs(rest); return err },
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
+			if d.ID == 0 {
+				return dom0Refusal(c.Flags().Arg(0) + " (domid 0)")
+			}
 			_, err := h.AddController(ctx, d.ID, spec, true)
 			return err
 		})
 	c.ValidArgsFunction = completeHost("type=", "version=", "ports=")
-	return c
+	return notDom0(c)
 }
 
 func newUsbctrlDetachCmd() *cobra.Command {
@@ -189,6 +211,9 @@ func newUsbdevAttachCmd() *cobra.Command {
 		"attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", 2, -1,
 		func(rest []string) (err error) { spec, err = policy.ParseDevArgs(rest); return err },
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
+			if d.ID == 0 {
+				return dom0Refusal(c.Flags().Arg(0) + " (domid 0)")
+			}
 			spec, opts := h.ReadDevice(spec)
 			if !*force {
 				release, err := checkNotInUse(h, opts.Device)
@@ -202,7 +227,7 @@ func newUsbdevAttachCmd() *cobra.Command {
 		})
 	c.ValidArgsFunction = completeHost("busid=", "hostbus=", "hostaddr=", "controller=", "port=")
 	force = c.Flags().Bool("force", false, "attach even a disk dom0 uses (mounted, or under device-mapper or md)")
-	return c
+	return notDom0(c)
 }
 
 func newUsbdevDetachCmd() *cobra.Command {

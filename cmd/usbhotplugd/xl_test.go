@@ -93,3 +93,38 @@ func TestXLCommands(t *testing.T) {
 		t.Errorf("--force: exit %d %s", code, errs)
 	}
 }
+
+// dom0 is never the guest of an attach: by its name or its domid it is
+// refused before anything is dialled (no store here), and by another name
+// once the store says it is domid 0; nothing is written for it.
+func TestAttachRefusesDom0(t *testing.T) {
+	for _, args := range [][]string{
+		{"usbctrl-attach", "Domain-0"},
+		{"usbctrl-attach", "0", "version=2", "ports=8"},
+		{"usbdev-attach", "Domain-0", "busid=1-1.6"},
+		{"usbdev-attach", "0", "hostbus=1", "hostaddr=6"},
+	} {
+		code, _, errs := runCmd(t, append(args, "--xenstore", "/nonexistent/socket")...)
+		if code != exitUsage || !strings.Contains(errs, args[1]+" is dom0 itself, which has the host's devices already: give a guest's name or domid") {
+			t.Errorf("%v: exit %d, %q", args, code, errs)
+		}
+	}
+	store := xenstoretest.Embedded(t)
+	xs := store.Dial(t)
+	seedXL(t, xs)
+	if err := xs.Write(context.Background(), "/local/domain/0/name", []byte("host")); err != nil {
+		t.Fatal(err)
+	}
+	root, k := xlHost(t)
+	sysfsWriter = k
+	defer func() { sysfsWriter = nil }()
+	for _, args := range [][]string{{"usbctrl-attach", "host"}, {"usbdev-attach", "host", "busid=1-1.6"}} {
+		code, _, errs := runCmd(t, append(args, "--xenstore", store.SocketPath(), "--sysfs", root)...)
+		if code != exitUsage || !strings.Contains(errs, "host (domid 0) is dom0 itself") {
+			t.Errorf("%v: exit %d, %q", args, code, errs)
+		}
+	}
+	if d := dump(t, xs); strings.Contains(d, "/libxl/0/device") || strings.Contains(d, "vusb/0/0") {
+		t.Errorf("written for dom0:\n%s", d)
+	}
+}
