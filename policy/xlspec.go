@@ -136,18 +136,22 @@ func splitSpec(s string) []string {
 }
 
 // ParseCtrlSpec reads one string of xl.cfg's `usbctrl = [...]` list.
-func ParseCtrlSpec(s string) (CtrlSpec, error) { return parseCtrl(splitSpec(s), false) }
+func ParseCtrlSpec(s string) (CtrlSpec, error) { return parseCtrl(splitSpec(s), false, s) }
 
 // ParseCtrlArgs reads the KEY=VALUE words of `xl usbctrl-attach`. Each
 // word is one option; xl does not split them on commas, and neither does
 // this, but a comma inside a value is refused rather than dropped.
-func ParseCtrlArgs(words []string) (CtrlSpec, error) { return parseCtrl(words, true) }
+func ParseCtrlArgs(words []string) (CtrlSpec, error) {
+	return parseCtrl(words, true, strings.Join(words, " "))
+}
 
 // commaInWord is the refusal for "version=1,ports=4" given as one word:
 // xl would take version=1 and silently drop the rest.
 const commaInWord = "one KEY=VALUE per word (xl drops what follows a comma): give each as its own word"
 
-func parseCtrl(tokens []string, words bool) (CtrlSpec, error) {
+// parseCtrl reads the tokens of a controller spec; typed is the spec as
+// given, which an error of the whole (Check's) quotes.
+func parseCtrl(tokens []string, words bool, typed string) (CtrlSpec, error) {
 	var c CtrlSpec
 	seen := map[string]bool{}
 	for _, t := range tokens {
@@ -187,9 +191,22 @@ func parseCtrl(tokens []string, words bool) (CtrlSpec, error) {
 		}
 	}
 	if err := c.Check(); err != nil {
-		return CtrlSpec{}, err
+		return CtrlSpec{}, Typed(err, typed)
 	}
 	return c, nil
+}
+
+// Typed is err, when it is a SpecError, quoting typed (the spec or the
+// words as the user gave them) rather than the spec as it was read or
+// completed with defaults: what the user can find in what they wrote.
+func Typed(err error, typed string) error {
+	var se *SpecError
+	if !errors.As(err, &se) || se.Token == typed {
+		return err
+	}
+	c := *se
+	c.Token = typed
+	return &c
 }
 
 // ParseDevSpec reads one string of xl.cfg's `usbdev = [...]` list.

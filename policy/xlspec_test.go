@@ -47,7 +47,7 @@ func TestSpecStrings(t *testing.T) {
 	}
 	fmt.Fprintln(&out, "# xl usbctrl-attach words")
 	for _, w := range [][]string{
-		{}, {"version=2", "ports=4"}, {"type=qusb"}, {"version=1,ports=4"}, {"ports=4", "ports=6"}, {"bogus=1"},
+		{}, {"version=2", "ports=4"}, {"type=qusb"}, {"version=1,ports=4"}, {"ports=4", "ports=6"}, {"bogus=1"}, {"type=PV", "ports=99"},
 	} {
 		ctrl(fmt.Sprintf("usbctrl-attach %q", w), func() (policy.CtrlSpec, error) { return policy.ParseCtrlArgs(w) })
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -176,13 +177,33 @@ func notDom0(c *cobra.Command) *cobra.Command {
 
 func newUsbctrlAttachCmd() *cobra.Command {
 	var spec policy.CtrlSpec
-	c := hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb] [version=1|2] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", 1, -1,
-		func(rest []string) (err error) { spec, err = policy.ParseCtrlArgs(rest); return err },
+	var typed string // the words as given, which a spec error quotes
+	c := hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb|devicemodel] [version=1|2|3] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", 1, -1,
+		func(rest []string) (err error) {
+			typed = strings.Join(rest, " ")
+			if spec, err = policy.ParseCtrlArgs(rest); err != nil {
+				return err
+			}
+			// Only an emulated controller is USB 3; auto would choose
+			// one only for an HVM guest, which is known only once the
+			// store is read: say so now rather than after connecting.
+			if spec.Version == 3 && spec.Type != policy.TypeDeviceModel {
+				return &policy.SpecError{Kind: "usbctrl", Token: typed,
+					Msg: "version 3 is an emulated controller's (nec-usb-xhci): give type=devicemodel too, for an HVM guest; pv and qusb controllers are version 1 or 2"}
+			}
+			return nil
+		},
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			if d.ID == 0 {
 				return dom0Refusal(c.Flags().Arg(0) + " (domid 0)")
 			}
 			_, err := h.AddController(ctx, d.ID, spec, true)
+			if errors.Is(err, policy.ErrSpec) {
+				// What auto chose for this guest (an HVM guest's
+				// emulated controller) does not take the spec: still
+				// the command line's fault, in the words it gave.
+				return &usageError{policy.Typed(err, typed).Error()}
+			}
 			return err
 		})
 	c.ValidArgsFunction = completeHost("type=", "version=", "ports=")

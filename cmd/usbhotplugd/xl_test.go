@@ -64,7 +64,7 @@ func TestXLCommands(t *testing.T) {
 		{[]string{"usbdev-detach", "kiosk", "0", "2"}, exitFailure, "controller 0 port 2 of domain 1: nothing attached at that port"},
 		{[]string{"usbdev-detach", "kiosk", "x", "1"}, exitUsage, "CONTROLLER and PORT are numbers"},
 		{[]string{"usbctrl-detach", "kiosk", "7"}, exitFailure, "controller 7 of domain 1: no such USB controller"},
-		{[]string{"usbctrl-attach", "kiosk", "version=3"}, exitFailure, "version 3: a pv controller is version 1 or 2"},
+		{[]string{"usbctrl-attach", "kiosk", "version=3"}, exitUsage, `usbctrl spec: "version=3": version 3 is an emulated controller's`},
 		{[]string{"usbctrl-attach", "kiosk", "ports=40"}, exitUsage, "ports 40: at most 31"},
 		{[]string{"repair"}, 0, ""},
 		{[]string{"usbdev-detach", "kiosk", "0", "1"}, 0, ""},
@@ -126,5 +126,58 @@ func TestAttachRefusesDom0(t *testing.T) {
 	}
 	if d := dump(t, xs); strings.Contains(d, "/libxl/0/device") || strings.Contains(d, "vusb/0/0") {
 		t.Errorf("written for dom0:\n%s", d)
+	}
+}
+
+// A controller spec usbctrl-attach cannot take is a usage error (exit 2),
+// told before anything is dialled (no store here), quoting the words as
+// typed; one that only the guest's type refuses (an HVM guest's emulated
+// controller, which auto chooses) is too, once the store is read.
+func TestUsbctrlAttachSpecErrors(t *testing.T) {
+	for _, tc := range []struct {
+		words []string
+		msg   string
+	}{
+		{[]string{"version=3"}, `usbctrl spec: "version=3": version 3 is an emulated controller's (nec-usb-xhci): give type=devicemodel too`},
+		{[]string{"type=auto", "version=3"}, `usbctrl spec: "type=auto version=3": version 3 is`},
+		{[]string{"type=PV", "version=3"}, `usbctrl spec: "type=PV version=3": version 3: a pv controller is version 1 or 2`},
+		{[]string{"ports=99"}, `usbctrl spec: "ports=99": ports 99: at most 31`},
+		{[]string{"type=qusb", "ports=40"}, `usbctrl spec: "type=qusb ports=40": ports 40: a qusb controller has 1 to 31 ports`},
+		{[]string{"type=devicemodel", "version=1", "ports=4"}, `usbctrl spec: "type=devicemodel version=1 ports=4": ports 4: an emulated USB 1 controller`},
+		{[]string{"version=9"}, `usbctrl spec: "version=9": version 9: USB versions are 1, 2 and 3`},
+		{[]string{"speed=high"}, `usbctrl spec: "speed=high": unknown key`},
+	} {
+		args := append([]string{"usbctrl-attach", "--xenstore", "/nonexistent/socket", "kiosk"}, tc.words...)
+		code, _, errs := runCmd(t, args...)
+		if code != exitUsage || !strings.Contains(errs, tc.msg) || strings.Contains(errs, "xenstored") {
+			t.Errorf("%v: exit %d, %q; want %d and %q", tc.words, code, errs, exitUsage, tc.msg)
+		}
+	}
+	// The words the help lists are the ones taken.
+	_, out, _ := runCmd(t, "usbctrl-attach", "--help")
+	if !strings.Contains(out, "usbctrl-attach DOMAIN [type=auto|pv|qusb|devicemodel] [version=1|2|3] [ports=N]") {
+		t.Errorf("help:\n%s", out)
+	}
+
+	store := xenstoretest.Embedded(t)
+	xs := store.Dial(t)
+	seedXL(t, xs)
+	if err := sim.SeedDomain(context.Background(), xs, sim.Domain{ID: 2, Name: "desktop", UUID: "00000000-0000-0000-0000-000000000002", Type: "hvm"}); err != nil {
+		t.Fatal(err)
+	}
+	root, k := xlHost(t)
+	sysfsWriter = k
+	defer func() { sysfsWriter = nil }()
+	code, _, errs := runCmd(t, "usbctrl-attach", "--xenstore", store.SocketPath(), "--sysfs", root, "desktop", "version=1", "ports=4")
+	if code != exitUsage || !strings.Contains(errs, `usbctrl spec: "version=1 ports=4": ports 4: an emulated USB 1 controller (piix3-usb-uhci) has 2 ports`) {
+		t.Errorf("an HVM guest's controller: exit %d, %q", code, errs)
+	}
+	if d := dump(t, xs); strings.Contains(d, "/libxl/2/device/vusb") {
+		t.Errorf("a controller was written:\n%s", d)
+	}
+	code, _, errs = runCmd(t, "usbctrl-attach", "--xenstore", store.SocketPath(), "--sysfs", root, "desktop", "type=devicemodel", "version=3")
+	// Taken: the attach goes on to the guest's QEMU, which this test has not.
+	if code != exitFailure || strings.Contains(errs, "spec") || !strings.Contains(errs, "QEMU not reached") {
+		t.Errorf("type=devicemodel version=3: exit %d, %q", code, errs)
 	}
 }
