@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
@@ -147,6 +148,20 @@ func runDaemon(t *testing.T, kind string) {
 	var rl bytes.Buffer
 	if code := run(ctx, []string{"reload", "--policy", pol, "--state-dir", state}, &rl, &rl); code == 0 || !strings.Contains(rl.String(), "teleport") {
 		t.Errorf("reload of a bad policy: %d %s", code, rl.String())
+	}
+	// The agent, asked all the same (as SIGHUP does), refuses it, and
+	// status says each of its errors on a line of its own.
+	if err := os.WriteFile(pol, []byte("[[rule]]\nname = \"x\"\naction = \"teleport\"\n\n[[rule]]\nname = \"y\"\naction = \"attach\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := call(ctx, state, daemon.Request{Request: daemon.ReqReload}); err == nil {
+		t.Error("the agent took a bad policy")
+	}
+	st.Reset()
+	if code := run(ctx, []string{"status", "--state-dir", state}, &st, &st); code != 0 ||
+		!strings.Contains(st.String(), " (the policy above stays in force):\n  "+pol+`:3: rule 1 "x": action: "teleport"`) ||
+		!strings.Contains(st.String(), "\n  "+pol+`:5: rule 2 "y": target: `) || strings.Contains(st.String(), `\n`) {
+		t.Errorf("status after a refused reload: %d\n%s", code, st.String())
 	}
 	// A watcher sees the decisions of the good one.
 	wctx, wstop := context.WithCancel(ctx)

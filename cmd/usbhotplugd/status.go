@@ -80,9 +80,7 @@ func runStatus(ctx context.Context, stateDir string, asJSON bool, stdout io.Writ
 	fmt.Fprintln(stdout)
 	p := st.Policy
 	fmt.Fprintf(stdout, "policy %s: %s, loaded %s\n", p.File, plural(p.Rules, "rule"), p.LoadedAt.Format(time.DateTime))
-	if p.ReloadError != "" {
-		fmt.Fprintf(stdout, "last reload REFUSED at %s (the policy above stays in force): %s\n", p.ReloadRefusedAt.Format(time.DateTime), safetext.Line(p.ReloadError))
-	}
+	printReloadRefused(stdout, p)
 	for _, k := range st.SkippedControllers {
 		fmt.Fprintf(stdout, "controller %d of domain %d is SKIPPED (the rest of the host works on): %s\n", k.DevID, k.Domid, safetext.Line(k.Reason))
 	}
@@ -95,6 +93,18 @@ func runStatus(ctx context.Context, stateDir string, asJSON bool, stdout io.Writ
 }
 
 // stateLine says what the agent is doing.
+// printReloadRefused says a refused reload's errors, one indented line
+// each (the agent joins them with newlines), when the last one was.
+func printReloadRefused(w io.Writer, p daemon.PolicyState) {
+	if p.ReloadError == "" {
+		return
+	}
+	fmt.Fprintf(w, "last reload REFUSED at %s (the policy above stays in force):\n", p.ReloadRefusedAt.Format(time.DateTime))
+	for _, e := range strings.Split(strings.TrimRight(p.ReloadError, "\n"), "\n") {
+		fmt.Fprintf(w, "  %s\n", safetext.Line(e))
+	}
+}
+
 func stateLine(st *daemon.Status) string {
 	switch st.State {
 	case daemon.StateWaiting:
