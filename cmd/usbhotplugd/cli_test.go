@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
@@ -345,6 +348,41 @@ func TestManPages(t *testing.T) {
 		if b, err := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z", p).CombinedOutput(); err != nil || len(b) > 0 {
 			t.Errorf("groff on %s: %v\n%s", filepath.Base(p), err, b)
 		}
+	}
+}
+
+// A backtick in a flag's usage names its value for pflag ("--flag
+// udevadm monitor --property"): no flag has one, and each flag's value is
+// named as valueName names it, in --help and the man pages.
+func TestFlagValueNames(t *testing.T) {
+	root := newRoot(nil)
+	var visit func(c *cobra.Command)
+	visit = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if strings.ContainsRune(f.Usage, '`') {
+				t.Errorf("%s --%s: a backtick in its usage: %q", c.CommandPath(), f.Name, f.Usage)
+			}
+			if n := valueName(f.Name); n != "" {
+				if t0 := f.Value.Type(); t0 == "string" || t0 == "duration" {
+					t.Errorf("%s --%s: value named %s, not %s", c.CommandPath(), f.Name, t0, n)
+				}
+			}
+		})
+		for _, sub := range c.Commands() {
+			visit(sub)
+		}
+	}
+	visit(root)
+	_, out, _ := runCmd(t, "record", "--help")
+	if !strings.Contains(out, "--import-udevadm FILE ") || strings.Contains(out, "--import-udevadm udevadm") {
+		t.Errorf("record --help:\n%s", out)
+	}
+	dir := t.TempDir()
+	if code, _, errs := runCmd(t, "man", dir); code != 0 {
+		t.Fatalf("man: exit %d %s", code, errs)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "man8/usbhotplugd-record.8")); err != nil || !strings.Contains(string(b), `\fB\-\-import\-udevadm\fR \fIFILE\fR`) {
+		t.Errorf("usbhotplugd-record.8: %v\n%s", err, b)
 	}
 }
 

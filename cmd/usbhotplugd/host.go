@@ -93,14 +93,14 @@ type recordOpts struct {
 
 func newRecordCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "record [-o FILE] [--coldplug] [--sysfs DIR] | --import-udevadm TEXT [-o FILE]",
+		Use:   "record [-o FILE] [--coldplug] [--sysfs DIR] | --import-udevadm FILE [-o FILE]",
 		Short: "record kernel uevents to a trace, or convert udevadm monitor text to one",
 	}
 	var o recordOpts
 	c.Flags().StringVarP(&o.out, "output", "o", "-", "trace file to write (JSON lines); - for standard output")
 	c.Flags().BoolVar(&o.cold, "coldplug", false, "begin with an add event for every device already present")
 	c.Flags().StringVar(&o.root, "sysfs", sysfsDefault(), "sysfs root to read device attributes from")
-	c.Flags().StringVar(&o.imp, "import-udevadm", "", "convert the text of `udevadm monitor --property` (--kernel and/or --udev) in this file instead of listening")
+	c.Flags().StringVar(&o.imp, "import-udevadm", "", "convert the text of udevadm monitor --property (--kernel and/or --udev) in FILE instead of listening")
 	c.RunE = func(c *cobra.Command, args []string) error {
 		if o.imp != "" && (o.cold || c.Flags().Changed("sysfs")) {
 			return &usageError{"--import-udevadm converts a file: --coldplug and --sysfs are for listening to the kernel"}
