@@ -420,3 +420,19 @@ func TestNoHeavyStartUp(t *testing.T) {
 		}
 	}
 }
+
+// -h and --help before a command ask for that command's help, as after it.
+func TestHelpFlagBeforeCommand(t *testing.T) {
+	_, want, _ := runCmd(t, "check", "--help")
+	if !strings.Contains(want, "usbhotplugd check [--strict]") {
+		t.Fatalf("check --help:\n%s", want)
+	}
+	for _, args := range [][]string{{"-h", "check"}, {"--help", "check"}, {"check", "-h"}} {
+		if code, out, errs := runCmd(t, args...); code != 0 || out != want {
+			t.Errorf("%v: exit %d %s\n%s", args, code, errs, out)
+		}
+	}
+	if _, out, _ := runCmd(t, "-h"); !strings.Contains(out, "Policy and devices:") {
+		t.Errorf("-h:\n%s", out)
+	}
+}

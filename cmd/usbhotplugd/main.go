@@ -207,6 +207,11 @@ func newRoot(args []string) *cobra.Command {
 		},
 	})
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err.Error()} })
+	// Defined before cobra looks for the command, not after as it would:
+	// otherwise it takes -h for a flag with a value and, in
+	// `usbhotplugd -h check`, check for that value, and prints the root's
+	// help instead of check's.
+	root.InitDefaultHelpFlag()
 	root.AddGroup(groups...)
 	one, ok := command{}, false
 	if len(args) > 0 {
