@@ -37,15 +37,21 @@ func init() {
 
 func newCheckCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "check [--strict] [--host NAME] [POLICY]",
+		Use:   "check [--strict] [--host NAME] [--policy FILE | POLICY]",
 		Short: "validate a policy file and its drop-ins, and list rules that can never decide",
 		Args:  maxArgs(1, "one policy file at most"),
 	}
 	strict := c.Flags().Bool("strict", false, "fail on warnings too (shadowed rules, a class given per interface)")
 	host := c.Flags().String("host", "", "check what host NAME would load: the drop-ins whose hosts match it (default: this host)")
+	// As the other policy commands take it; the file may be given as
+	// the argument too.
+	polPath := c.Flags().String("policy", defaultPolicy, "policy file to check (its rules.d drop-ins too); or give it as the argument")
 	c.RunE = func(c *cobra.Command, args []string) error {
-		path := defaultPolicy
+		path := *polPath
 		if len(args) == 1 {
+			if c.Flags().Changed("policy") && args[0] != *polPath {
+				return &usageError{fmt.Sprintf("two policy files, --policy %s and %s: give one", *polPath, args[0])}
+			}
 			path = args[0]
 		}
 		if c.Flags().Changed("host") && *host == "" {

@@ -37,6 +37,17 @@ func TestCheck(t *testing.T) {
 	if code, _, errs = runCmd(t, "check", "--strict", shadow); code != exitFailure || !strings.Contains(errs, "1 warning with --strict") {
 		t.Fatalf("strict: exit %d %s", code, errs)
 	}
+	// --policy names the file as the argument does, as for the other
+	// policy commands; two different files are a usage error.
+	if code, byFlag, errs := runCmd(t, "check", "--policy", shadow); code != 0 || byFlag != out {
+		t.Fatalf("--policy: exit %d %s\n%s", code, errs, byFlag)
+	}
+	if code, byFlag, _ := runCmd(t, "check", "--policy", shadow, shadow); code != 0 || byFlag != out {
+		t.Fatalf("--policy and the same file: exit %d\n%s", code, byFlag)
+	}
+	if code, _, errs = runCmd(t, "check", "--policy", shadow, filepath.Join(dir, "other.toml")); code != exitUsage || !strings.Contains(errs, "two policy files") {
+		t.Fatalf("--policy and another file: exit %d %s", code, errs)
+	}
 	bad := writeFile(t, dir, "bad.toml", "[[rule]]\nname = \"a\"\naction = \"attach\"\nmatch = { id = 1133 }\ntarget = { domain = \"7\" }\n")
 	code, out, errs = runCmd(t, "check", bad)
 	if code != exitFailure || !strings.Contains(out, bad+`:4: rule 1 "a": match.id:`) || !strings.Contains(out, bad+`:5: rule 1 "a": target.domain: "7" is a domid`) ||
