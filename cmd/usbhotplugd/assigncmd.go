@@ -91,8 +91,19 @@ func presentDevice(root, busid string) (usbsysfs.Device, []usbsysfs.Device, erro
 			return d, devs, nil
 		}
 	}
-	return usbsysfs.Device{}, devs, fmt.Errorf("no USB device %s on this host (usbhotplugd devices lists them): %w", busid, fs.ErrNotExist)
+	return usbsysfs.Device{}, devs, &noDeviceError{busid}
 }
+
+// noDeviceError is a busid at which the host has no device. It is
+// fs.ErrNotExist, but says so in its own words alone, not with the
+// system's "file does not exist".
+type noDeviceError struct{ busid string }
+
+func (e *noDeviceError) Error() string {
+	return fmt.Sprintf("no USB device %s on this host (usbhotplugd devices lists them)", e.busid)
+}
+
+func (e *noDeviceError) Is(target error) bool { return target == fs.ErrNotExist }
 
 // resolvePolicy sets o.polPath to the policy file the drop-ins go beside:
 // the running agent's, which a --policy given must name (a drop-in beside
