@@ -279,8 +279,11 @@ func TestCompletion(t *testing.T) {
 			}
 		}
 	}
-	if code, _, _ := runCmd(t, "completion", "tcsh"); code != exitUsage {
-		t.Errorf("completion tcsh: exit %d", code)
+	if code, _, errs := runCmd(t, "completion", "tcsh"); code != exitUsage || errs != "usbhotplugd completion: tcsh is not supported (bash, zsh, fish)\n" {
+		t.Errorf("completion tcsh: exit %d %q", code, errs)
+	}
+	if code, _, errs := runCmd(t, "completion"); code != exitUsage || !strings.Contains(errs, "name the shell") {
+		t.Errorf("completion: exit %d %q", code, errs)
 	}
 }
 

@@ -54,8 +54,11 @@ func newCompletionCmd() *cobra.Command {
 		Short:     "print the completion script for bash, zsh or fish",
 		ValidArgs: []string{"bash", "zsh", "fish"},
 		Args: func(c *cobra.Command, args []string) error {
-			if len(args) != 1 || (args[0] != "bash" && args[0] != "zsh" && args[0] != "fish") {
+			switch {
+			case len(args) != 1:
 				return &usageError{"name the shell: usbhotplugd completion bash, zsh or fish"}
+			case args[0] != "bash" && args[0] != "zsh" && args[0] != "fish":
+				return &usageError{fmt.Sprintf("%s is not supported (bash, zsh, fish)", args[0])}
 			}
 			return nil
 		},
