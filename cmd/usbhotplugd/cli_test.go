@@ -57,9 +57,11 @@ func TestArgumentErrorsBeforeDial(t *testing.T) {
 		{"usb-list", "kiosk", "desk"},
 		{"usb-list"},
 		{"usb-list", "--bogus", "kiosk"},
-		{"usb-list", "kiosk", "--backend-timeout", "soon"},
-		{"usb-list", "kiosk", "--backend-timeout", "-5s"},
-		{"usb-list", "kiosk", "--backend-timeout", "0s"},
+		{"usbctrl-detach", "kiosk", "0", "--backend-timeout", "soon"},
+		{"usbctrl-detach", "kiosk", "0", "--backend-timeout", "-5s"},
+		{"usbctrl-attach", "kiosk", "--backend-timeout", "0s"},
+		{"usb-list", "kiosk", "--backend-timeout", "5s"},
+		{"repair", "--backend-timeout", "5s"},
 		{"usbdev-attach", "kiosk", "busid=1-2", "busid=1-3"},
 		{"usbctrl-attach", "kiosk", "type=pv", "type=qusb"},
 		{"repair", "now"},
@@ -317,10 +319,13 @@ func TestManPages(t *testing.T) {
 		}
 	}
 	attach := read("man8/usbhotplugd-usbdev-attach.8")
-	for _, want := range []string{`\fB\-\-force\fR`, `usbhotplugd usbdev\-attach kiosk hostbus=1 hostaddr=6`, `\fB\-\-backend\-timeout\fR \fIDURATION\fR`} {
+	for _, want := range []string{`\fB\-\-force\fR`, `usbhotplugd usbdev\-attach kiosk hostbus=1 hostaddr=6`, `\fB\-\-xenstore\fR \fISOCKET\fR`} {
 		if !strings.Contains(attach, want) {
 			t.Errorf("usbhotplugd-usbdev-attach.8 lacks %q:\n%s", want, attach)
 		}
+	}
+	if ctrl := read("man8/usbhotplugd-usbctrl-attach.8"); !strings.Contains(ctrl, `\fB\-\-backend\-timeout\fR \fIDURATION\fR`) {
+		t.Errorf("usbhotplugd-usbctrl-attach.8 lacks --backend-timeout:\n%s", ctrl)
 	}
 	if !strings.Contains(read("man5/usbhotplugd-policy.5"), ".SH REFERENCE") {
 		t.Error("usbhotplugd-policy.5 lacks the reference")
@@ -386,6 +391,17 @@ func TestFlagValueNames(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "man8/usbhotplugd-record.8")); err != nil || !strings.Contains(string(b), `\fB\-\-import\-udevadm\fR \fIFILE\fR`) {
 		t.Errorf("usbhotplugd-record.8: %v\n%s", err, b)
+	}
+}
+
+// --backend-timeout is for the commands that wait for a backend (a
+// controller added or removed, the agent), and no other lists it.
+func TestBackendTimeoutWhereUsed(t *testing.T) {
+	uses := map[string]bool{"usbctrl-attach": true, "usbctrl-detach": true, "run": true}
+	for _, c := range newRoot(nil).Commands() {
+		if has := c.Flags().Lookup("backend-timeout") != nil; has != uses[c.Name()] {
+			t.Errorf("%s: --backend-timeout listed %v, want %v", c.Name(), has, uses[c.Name()])
+		}
 	}
 }
 

@@ -51,7 +51,7 @@ func newRunCmd() *cobra.Command {
 	c.Flags().StringVar(&o.metricsFile, "metrics-textfile", "", "write Prometheus metrics to this file for node_exporter's textfile collector (e.g. "+metrics.DefaultTextfile+"); empty: none")
 	c.Flags().StringVar(&o.logFormat, "log-format", "auto", "auto (JSON under systemd, console on a terminal), json or console")
 	c.Flags().StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	o.host = addHostFlags(c.Flags())
+	o.host = addHostFlags(c.Flags(), true)
 	c.RunE = func(c *cobra.Command, args []string) error { return runRun(c.Context(), o, c.OutOrStdout()) }
 	return c
 }

@@ -27,19 +27,24 @@ import (
 // files: the fake kernel.
 var sysfsWriter usbsysfs.Writer
 
-// hostFlags are the options every PVUSB command takes.
+// hostFlags are the options every PVUSB command takes, and the backend
+// timeout of those that wait for a backend.
 type hostFlags struct {
 	xenstore string
 	sysfs    string
 	timeout  time.Duration
 }
 
-func addHostFlags(fs *pflag.FlagSet) *hostFlags {
-	h := &hostFlags{}
+// addHostFlags adds --xenstore and --sysfs, and with waits (the command
+// waits for a backend to initialise or close: a controller's add or
+// removal, the agent) --backend-timeout.
+func addHostFlags(fs *pflag.FlagSet, waits bool) *hostFlags {
+	h := &hostFlags{timeout: assign.InitTimeout}
 	fs.StringVar(&h.xenstore, "xenstore", "", "xenstored socket (default: $XENSTORED_PATH, /var/run/xenstored/socket, /dev/xen/xenbus)")
 	fs.StringVar(&h.sysfs, "sysfs", sysfsDefault(), "sysfs root")
-	h.timeout = assign.InitTimeout
-	fs.Var((*positiveDuration)(&h.timeout), "backend-timeout", "how long to wait for a backend to initialise or close, as libxl's 10 s")
+	if waits {
+		fs.Var((*positiveDuration)(&h.timeout), "backend-timeout", "how long to wait for a backend to initialise or close, as libxl's 10 s")
+	}
 	return h
 }
 
@@ -97,26 +102,27 @@ func init() {
 	}
 }
 
-// hostCommand is a PVUSB command: the host flags, minArgs to maxArgs
+// hostCommand is a PVUSB command: the host flags (--backend-timeout too
+// when it waits for a backend), minArgs to maxArgs
 // arguments (maxArgs < 0: no limit), checked by parse (given the arguments
 // after DOMAIN; nil: none to check) before anything is dialled; then the
 // host opened and DOMAIN resolved before fn runs.
-func hostCommand(use, short string, minArgs, maxArgs int, parse func(rest []string) error,
+func hostCommand(use, short string, waits bool, minArgs, maxArgs int, parse func(rest []string) error,
 	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error) *cobra.Command {
-	return domainCommand((*assign.Host).Domain, use, short, minArgs, maxArgs, parse, fn)
+	return domainCommand((*assign.Host).Domain, use, short, waits, minArgs, maxArgs, parse, fn)
 }
 
 // hostAheadCommand is hostCommand for a command that attaches: DOMAIN is
 // resolved with Host.DomainAhead.
-func hostAheadCommand(use, short string, minArgs, maxArgs int, parse func(rest []string) error,
+func hostAheadCommand(use, short string, waits bool, minArgs, maxArgs int, parse func(rest []string) error,
 	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error) *cobra.Command {
-	return domainCommand((*assign.Host).DomainAhead, use, short, minArgs, maxArgs, parse, fn)
+	return domainCommand((*assign.Host).DomainAhead, use, short, waits, minArgs, maxArgs, parse, fn)
 }
 
 func domainCommand(resolve func(h *assign.Host, ctx context.Context, nameOrID string) (assign.Domain, error),
-	use, short string, minArgs, maxArgs int, parse func(rest []string) error,
+	use, short string, waits bool, minArgs, maxArgs int, parse func(rest []string) error,
 	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error) *cobra.Command {
-	return hostArgsCommand(use, short, minArgs, maxArgs, parse, func(ctx context.Context, c *cobra.Command, h *assign.Host, args []string) error {
+	return hostArgsCommand(use, short, waits, minArgs, maxArgs, parse, func(ctx context.Context, c *cobra.Command, h *assign.Host, args []string) error {
 		d, err := resolve(h, ctx, args[0])
 		if err != nil {
 			return err
@@ -126,7 +132,7 @@ func domainCommand(resolve func(h *assign.Host, ctx context.Context, nameOrID st
 }
 
 // hostArgsCommand is hostCommand with DOMAIN left to fn to resolve.
-func hostArgsCommand(use, short string, minArgs, maxArgs int, parse func(rest []string) error,
+func hostArgsCommand(use, short string, waits bool, minArgs, maxArgs int, parse func(rest []string) error,
 	fn func(ctx context.Context, c *cobra.Command, h *assign.Host, args []string) error) *cobra.Command {
 	count := rangeArgs(minArgs, maxArgs)
 	c := &cobra.Command{Use: use, Short: short, Args: func(c *cobra.Command, args []string) error {
@@ -142,7 +148,7 @@ func hostArgsCommand(use, short string, minArgs, maxArgs int, parse func(rest []
 		return nil
 	}}
 	c.ValidArgsFunction = completeHost()
-	hf := addHostFlags(c.Flags())
+	hf := addHostFlags(c.Flags(), waits)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
 		h, closeFn, err := hf.open(ctx)
@@ -178,7 +184,7 @@ func notDom0(c *cobra.Command) *cobra.Command {
 func newUsbctrlAttachCmd() *cobra.Command {
 	var spec policy.CtrlSpec
 	var typed string // the words as given, which a spec error quotes
-	c := hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb|devicemodel] [version=1|2|3] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", 1, -1,
+	c := hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb|devicemodel] [version=1|2|3] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", true, 1, -1,
 		func(rest []string) (err error) {
 			typed = strings.Join(rest, " ")
 			if spec, err = policy.ParseCtrlArgs(rest); err != nil {
@@ -212,7 +218,7 @@ func newUsbctrlAttachCmd() *cobra.Command {
 
 func newUsbctrlDetachCmd() *cobra.Command {
 	var devid int
-	return hostCommand("usbctrl-detach DOMAIN DEVID", "remove a guest's USB controller and give back its devices, as xl usbctrl-detach", 2, 2,
+	return hostCommand("usbctrl-detach DOMAIN DEVID", "remove a guest's USB controller and give back its devices, as xl usbctrl-detach", true, 2, 2,
 		func(rest []string) (err error) {
 			devid, err = strconv.Atoi(rest[0])
 			if err != nil || devid < 0 {
@@ -229,7 +235,7 @@ func newUsbdevAttachCmd() *cobra.Command {
 	var force *bool
 	var spec policy.DevSpec
 	c := hostAheadCommand("usbdev-attach [--force] DOMAIN hostbus=B hostaddr=A | busid=B-P.P [controller=C [port=P]]",
-		"attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", 2, -1,
+		"attach a host USB device to a guest, as xl usbdev-attach (or by busid=)", false, 2, -1,
 		func(rest []string) (err error) { spec, err = policy.ParseDevArgs(rest); return err },
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			if d.ID == 0 {
@@ -253,7 +259,7 @@ func newUsbdevAttachCmd() *cobra.Command {
 
 func newUsbdevDetachCmd() *cobra.Command {
 	var ctrl, port int
-	return hostCommand("usbdev-detach DOMAIN CONTROLLER PORT", "give back the device at a guest's controller port, as xl usbdev-detach", 3, 3,
+	return hostCommand("usbdev-detach DOMAIN CONTROLLER PORT", "give back the device at a guest's controller port, as xl usbdev-detach", false, 3, 3,
 		func(rest []string) error {
 			var err1, err2 error
 			ctrl, err1 = strconv.Atoi(rest[0])
@@ -278,7 +284,7 @@ type usbListJSON struct {
 
 func newUsbListCmd() *cobra.Command {
 	var asJSON *bool
-	c := hostArgsCommand("usb-list [--json] DOMAIN", "list a guest's USB controllers and devices, byte for byte as xl usb-list", 1, 1, nil,
+	c := hostArgsCommand("usb-list [--json] DOMAIN", "list a guest's USB controllers and devices, byte for byte as xl usb-list", false, 1, 1, nil,
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, args []string) error {
 			d, l, err := h.DomainList(ctx, args[0])
 			if err != nil {
@@ -304,7 +310,7 @@ func newRepairCmd() *cobra.Command {
 		Use:   "repair",
 		Short: "clear ports that name devices no longer on the host (which make xl refuse every attach)",
 	}
-	hf := addHostFlags(c.Flags())
+	hf := addHostFlags(c.Flags(), false)
 	c.RunE = func(c *cobra.Command, args []string) error { return runRepair(c.Context(), hf, c.OutOrStdout()) }
 	return c
 }
