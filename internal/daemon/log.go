@@ -51,7 +51,9 @@ func NewLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 	case format == "console":
 		out = SafeConsole(zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime})
 	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+	// The daemon's tasks log at once, and a writer need not take
+	// concurrent writes (a test's buffer, a console writer's state).
+	return zerolog.New(zerolog.SyncWriter(out)).Level(lvl).With().Timestamp().Logger(), nil
 }
 
 // SafeConsole escapes what a terminal would act on in the messages and
