@@ -187,17 +187,8 @@ func newUsbctrlAttachCmd() *cobra.Command {
 	c := hostCommand("usbctrl-attach DOMAIN [type=auto|pv|qusb|devicemodel] [version=1|2|3] [ports=N]", "add a USB controller to a guest, as xl usbctrl-attach", true, 1, -1,
 		func(rest []string) (err error) {
 			typed = strings.Join(rest, " ")
-			if spec, err = policy.ParseCtrlArgs(rest); err != nil {
-				return err
-			}
-			// Only an emulated controller is USB 3; auto would choose
-			// one only for an HVM guest, which is known only once the
-			// store is read: say so now rather than after connecting.
-			if spec.Version == 3 && spec.Type != policy.TypeDeviceModel {
-				return &policy.SpecError{Kind: "usbctrl", Token: typed,
-					Msg: "version 3 is an emulated controller's (nec-usb-xhci): give type=devicemodel too, for an HVM guest; pv and qusb controllers are version 1 or 2"}
-			}
-			return nil
+			spec, err = policy.ParseCtrlArgs(rest)
+			return err
 		},
 		func(ctx context.Context, c *cobra.Command, h *assign.Host, d assign.Domain) error {
 			if d.ID == 0 {
