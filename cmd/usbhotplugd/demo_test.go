@@ -83,3 +83,28 @@ func TestReplayDefault(t *testing.T) {
 		t.Fatal("replay of a missing trace succeeded")
 	}
 }
+
+// The README shows the demo's whole output: what a new admin runs first
+// prints exactly that.
+func TestReadmeShowsTheDemo(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "```\n# replay of ")
+	if !ok {
+		t.Fatal("the README shows no demo output")
+	}
+	block, _, _ = strings.Cut("# replay of "+block, "```\n")
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"replay"}, &out, &errb); code != 0 {
+		t.Fatalf("replay exited %d: %s", code, errb.String())
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+		got = append(got, strings.TrimRight(l, " "))
+	}
+	if want := strings.TrimRight(block, "\n"); strings.Join(got, "\n") != want {
+		t.Errorf("the demo prints:\n%s\n\nthe README shows:\n%s", strings.Join(got, "\n"), want)
+	}
+}
