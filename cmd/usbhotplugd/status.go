@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -136,6 +137,10 @@ func deviceTable(w io.Writer, st *daemon.Status) error {
 			}
 			if d.Port > 0 {
 				port = fmt.Sprintf("%d:%d", d.Ctrl, d.Port)
+				switch d.Action {
+				case agent.ActHeld, agent.ActDetached, agent.ActCleared, agent.ActReleased:
+					port = "(was " + port + ")" // the port it left
+				}
 			}
 			rule := d.Rule
 			if rule == "" {
