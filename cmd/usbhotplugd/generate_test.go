@@ -36,10 +36,17 @@ func fixtureTrees(t *testing.T) map[string]string {
 	return trees
 }
 
+type intfJSON struct {
+	Class    string `json:"class"`
+	SubClass string `json:"sub_class"`
+	Protocol string `json:"protocol"`
+}
+
 type explained struct {
 	Device struct {
-		BusID string `json:"busid"`
-		Class string `json:"class"`
+		BusID      string     `json:"busid"`
+		Class      string     `json:"class"`
+		Interfaces []intfJSON `json:"interfaces"`
 	} `json:"device"`
 	Action    string `json:"action"`
 	Guard     string `json:"guard"`
@@ -80,11 +87,23 @@ func TestGenerateOnFixtureTrees(t *testing.T) {
 				t.Fatalf("check: exit %d\n%s%s", code, out, errs)
 			}
 			rules := map[int]string{}
+			console := ""
 			for _, e := range explainAll(t, pol, tree) {
 				d := e.Device.BusID
 				if e.Device.Class == "09" {
 					if e.Action != "deny" || e.Guard != "hub" {
 						t.Errorf("hub %s: %s %s", d, e.Action, e.Guard)
+					}
+					continue
+				}
+				keyboard := slices.ContainsFunc(e.Device.Interfaces, func(i intfJSON) bool {
+					return i.Class == "03" && i.SubClass == "01" && i.Protocol == "01"
+				})
+				if console == "" && keyboard {
+					// The first keyboard stays with dom0's console.
+					console = d
+					if e.Action != "deny" || e.Rule == "" {
+						t.Errorf("dom0's keyboard %s: %s by %q, want denied by its rule", d, e.Action, e.Rule)
 					}
 					continue
 				}
@@ -97,7 +116,7 @@ func TestGenerateOnFixtureTrees(t *testing.T) {
 				}
 				rules[e.RuleIndex] = d
 			}
-			if len(rules) == 0 {
+			if len(rules) == 0 && console == "" {
 				t.Fatal("no device attached")
 			}
 			// A device that was not there when the policy was written.

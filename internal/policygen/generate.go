@@ -40,6 +40,7 @@ func Generate(devs []usbsysfs.Device, o Options) ([]byte, error) {
 	b.WriteString(header)
 	writeDomains(&b, o.Domain, specs)
 	used := names{}
+	console := consoleKeyboard(devs)
 	for _, d := range devs {
 		label := fmt.Sprintf("%s  %s  %s", d.BusID, d.ID(), deviceName(d))
 		if d.IsHub() || d.IsRootHub() {
@@ -64,6 +65,12 @@ func Generate(devs []usbsysfs.Device, o Options) ([]byte, error) {
 			Action:  policy.Attach,
 			Match:   id.Match(d),
 			Domain:  o.Domain,
+		}
+		if d.BusID == console {
+			// Passed, it would leave dom0's console with no keyboard:
+			// the admin says so, not a draft.
+			spec.Comment += "\n  dom0's keyboard (the first one present): kept in dom0; make it attach only if dom0 has another"
+			spec.Action, spec.Domain = policy.Deny, ""
 		}
 		if err := writeRule(&b, spec); err != nil {
 			return nil, err
@@ -125,4 +132,17 @@ func CheckDomain(name string) error {
 		return fmt.Errorf("domain %q: %s", name, es[0].Msg)
 	}
 	return err
+}
+
+// consoleKeyboard is the first device present (in devs' order) with a
+// boot keyboard interface (03:01:01): the one dom0's console likely uses.
+func consoleKeyboard(devs []usbsysfs.Device) string {
+	for _, d := range devs {
+		for _, in := range d.Interfaces {
+			if in.Class == 3 && in.SubClass == 1 && in.Protocol == 1 && !d.IsHub() {
+				return d.BusID
+			}
+		}
+	}
+	return ""
 }
