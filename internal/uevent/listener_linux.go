@@ -117,6 +117,14 @@ func (l *Listener) Receive(ctx context.Context) (Message, error) {
 			return Message{}, err
 		}
 		b, from, err := l.read()
+		if errors.Is(err, ErrMalformed) {
+			if from != l.trustPort {
+				l.notKernel.Add(1)
+				continue
+			}
+			l.malformed.Add(1)
+			return Message{Refused: err}, nil
+		}
 		if err != nil {
 			if errors.Is(err, unix.ENOBUFS) {
 				l.overruns.Add(1)
@@ -158,11 +166,16 @@ func (l *Listener) read() ([]byte, uint32, error) {
 			opErr = e
 			return true
 		}
-		if size > len(l.buf) {
-			l.buf = make([]byte, size)
+		// Past MaxDatagram it is refused whole: the buffer need not hold
+		// it (and another process's flood does not make it grow).
+		if want := min(size, MaxDatagram+1); want > len(l.buf) {
+			l.buf = make([]byte, want)
 		}
 		var sa unix.Sockaddr
 		n, _, _, sa, e = unix.Recvmsg(int(fd), l.buf, nil, 0)
+		if size > MaxDatagram {
+			n = size // told whole below; never sliced
+		}
 		if e == unix.EAGAIN {
 			return false
 		}
@@ -182,6 +195,9 @@ func (l *Listener) read() ([]byte, uint32, error) {
 	}
 	if opErr != nil {
 		return nil, 0, opErr
+	}
+	if n > len(l.buf) {
+		return nil, from, refuse("%d bytes is more than %d", n, MaxDatagram)
 	}
 	return l.buf[:n], from, nil
 }

@@ -102,25 +102,34 @@ func nsBody() error {
 		return err
 	}
 	other.send(datagram(2))
+	// Nor is a flood of large datagrams from it: dropped, and the
+	// listener's buffer does not grow to hold them.
+	if err := other.send(make([]byte, 200000)); err != nil {
+		return fmt.Errorf("large send: %w", err)
+	}
 	// 3. Malformed datagrams are refused without a panic, each said as
 	// Refused: the kernel's event they were is lost.
 	for _, bad := range [][]byte{[]byte("add@"), {}, []byte("add@/x\x00ACTION=add"), make([]byte, 9000), {0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x00}} {
 		trusted.send(bad)
 	}
 	trusted.send(datagram(3))
-	refused := 0
+	refused, tooLarge := 0, false
 	for m, err = receive(l); err == nil && m.Refused != nil; m, err = receive(l) {
 		if !errors.Is(m.Refused, ErrMalformed) || m.Overrun || m.Event.Action != "" {
 			return fmt.Errorf("refused datagram as %+v", m)
 		}
+		tooLarge = tooLarge || strings.Contains(m.Refused.Error(), "9000 bytes is more than 8192")
 		refused++
 	}
-	if err != nil || m.Event.Seqnum != 3 || refused < 4 {
-		return fmt.Errorf("after %d refused datagrams: %+v, %v", refused, m, err)
+	if err != nil || m.Event.Seqnum != 3 || refused < 4 || !tooLarge {
+		return fmt.Errorf("after %d refused datagrams (the large one told by its size: %v): %+v, %v", refused, tooLarge, m, err)
 	}
 	// The empty datagram may or may not be delivered by the kernel.
-	if st := l.Stats(); st.NotKernel != 1 || st.Malformed < 4 || st.Received != 2 {
-		return fmt.Errorf("stats %+v, want 2 received, 1 not-kernel and at least 4 malformed", st)
+	if st := l.Stats(); st.NotKernel != 2 || st.Malformed < 4 || st.Received != 2 {
+		return fmt.Errorf("stats %+v, want 2 received, 2 not-kernel and at least 4 malformed", st)
+	}
+	if len(l.buf) > MaxDatagram+1 {
+		return fmt.Errorf("the buffer grew to %d bytes", len(l.buf))
 	}
 
 	// 4. A burst of 20 000 into a small buffer: ENOBUFS, reported as an
