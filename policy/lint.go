@@ -52,8 +52,9 @@ func (p *Policy) ClassPerInterface() []ClassFinding {
 
 // Warnings are what `check` warns of and the agent logs when it loads
 // the policy: rules that match almost nothing because of a class given
-// per interface, shadowed rules, in the order of the rules, then a
-// keyboard lockout (Lockout).
+// per interface, shadowed rules, targets that look like a declared
+// domain's name mistyped, in the order of the rules, then a keyboard
+// lockout (Lockout).
 func (p *Policy) Warnings() []string {
 	type at struct {
 		index int
@@ -64,6 +65,9 @@ func (p *Policy) Warnings() []string {
 		ws = append(ws, at{f.Rule.Index, f.String()})
 	}
 	for _, f := range p.Shadowed() {
+		ws = append(ws, at{f.Rule.Index, f.String()})
+	}
+	for _, f := range p.TargetTypos() {
 		ws = append(ws, at{f.Rule.Index, f.String()})
 	}
 	slices.SortStableFunc(ws, func(a, b at) int { return a.index - b.index })
@@ -242,3 +246,100 @@ func globCovers(a, b string) bool {
 	}
 	return false
 }
+
+// A TargetFinding is a rule whose target names no [domain] section while
+// one section's name is that name mistyped: the rule waits for a guest
+// that never runs, and the devices it names stay pending.
+type TargetFinding struct {
+	Rule  *Rule
+	Meant *Domain
+}
+
+func (f TargetFinding) String() string {
+	return fmt.Sprintf("%s:%d: %s targets domain %q, which no [domain] section declares: did you mean %q (%s:%d)?",
+		f.Rule.File, f.Rule.Line, f.Rule, f.Rule.Target.Domain, f.Meant.Name, f.Meant.File, f.Meant.Line)
+}
+
+// TargetTypos lists the rules whose target is undeclared and one letter
+// or two from a declared domain's name. Names that differ only in digits
+// (desk-1, desk-4) are guests of a series, not typos.
+func (p *Policy) TargetTypos() []TargetFinding {
+	if len(p.Domains) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(p.Domains))
+	for n := range p.Domains {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	meant := map[string]*Domain{} // by target, each looked up once
+	var out []TargetFinding
+	for _, r := range p.Rules {
+		if r.Target == nil || p.Domains[r.Target.Domain] != nil {
+			continue
+		}
+		t := r.Target.Domain
+		d, seen := meant[t]
+		if !seen {
+			for _, n := range names {
+				if typo(t, n) {
+					d = p.Domains[n]
+					break
+				}
+			}
+			meant[t] = d
+		}
+		if d != nil {
+			out = append(out, TargetFinding{Rule: r, Meant: d})
+		}
+	}
+	return out
+}
+
+// typo says whether a and b, not equal, are at most two edits apart
+// (insertions, deletions, substitutions) with a letter or a sign among the
+// edits, or equal but for case.
+func typo(a, b string) bool {
+	if a == b {
+		return false
+	}
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	ra, rb := []rune(a), []rune(b)
+	if len(ra) < 3 || len(rb) < 3 || len(ra)-len(rb) > 2 || len(rb)-len(ra) > 2 || len(ra) > 64 || len(rb) > 64 {
+		return false
+	}
+	// d[i][j]: the edits from ra[:i] to rb[:j]; nd: whether a cheapest way
+	// there edits a character that is not a digit.
+	d := make([][]int, len(ra)+1)
+	nd := make([][]bool, len(ra)+1)
+	for i := range d {
+		d[i], nd[i] = make([]int, len(rb)+1), make([]bool, len(rb)+1)
+		d[i][0] = i
+		nd[i][0] = i > 0 && (nd[i-1][0] || !isDigit(ra[i-1]))
+	}
+	for j := 1; j <= len(rb); j++ {
+		d[0][j] = j
+		nd[0][j] = nd[0][j-1] || !isDigit(rb[j-1])
+	}
+	for i := 1; i <= len(ra); i++ {
+		for j := 1; j <= len(rb); j++ {
+			if ra[i-1] == rb[j-1] {
+				d[i][j], nd[i][j] = d[i-1][j-1], nd[i-1][j-1]
+				continue
+			}
+			sub := !isDigit(ra[i-1]) || !isDigit(rb[j-1])
+			d[i][j], nd[i][j] = d[i-1][j-1]+1, nd[i-1][j-1] || sub
+			if c := d[i-1][j] + 1; c < d[i][j] {
+				d[i][j], nd[i][j] = c, nd[i-1][j] || !isDigit(ra[i-1])
+			}
+			if c := d[i][j-1] + 1; c < d[i][j] {
+				d[i][j], nd[i][j] = c, nd[i][j-1] || !isDigit(rb[j-1])
+			}
+		}
+	}
+	return d[len(ra)][len(rb)] <= 2 && nd[len(ra)][len(rb)]
+}
+
+func isDigit(r rune) bool { return r >= '0' && r <= '9' }

@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -403,5 +404,27 @@ func TestExplainClassPerInterface(t *testing.T) {
 	}
 	if why := p.Explain(&policy.Device{BusID: "1-9", Class: 0xff}, nil).Skipped[0].Why; why != "device class vendor is not storage" {
 		t.Errorf("a device with a class of its own: %s", why)
+	}
+}
+
+// A target that is a declared domain's name mistyped is warned of, with
+// the name meant; a guest of a numbered series, an undeclared name far
+// from any declared one, and a declared one are not.
+func TestTargetTyposWarn(t *testing.T) {
+	rule := func(name, target string) string {
+		return fmt.Sprintf("[[rule]]\nname = %q\naction = \"attach\"\nmatch = { id = \"1234:5678\" }\ntarget = { domain = %q }\n", name, target)
+	}
+	p := parse(t, "[domain.kiosk]\nusbctrl = [\"version=2, ports=4\"]\n[domain.desk-1]\n[domain.desk-2]\n"+
+		rule("typo", "kiosks")+rule("case", "Kiosk")+rule("series", "desk-4")+rule("far", "office")+rule("declared", "kiosk")+rule("two-off", "kosk-"))
+	var got []string
+	for _, f := range p.TargetTypos() {
+		got = append(got, f.Rule.Name+"→"+f.Meant.Name)
+	}
+	if want := []string{"typo→kiosk", "case→kiosk", "two-off→kiosk"}; !slices.Equal(got, want) {
+		t.Errorf("typos %v, want %v", got, want)
+	}
+	ws := strings.Join(p.Warnings(), "\n")
+	if !strings.Contains(ws, `rule 1 "typo" targets domain "kiosks", which no [domain] section declares: did you mean "kiosk" (test.toml:1)?`) {
+		t.Errorf("warnings:\n%s", ws)
 	}
 }
