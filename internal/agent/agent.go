@@ -978,8 +978,8 @@ func (a *Agent) Reload(p *policy.Policy) {
 			d := &inv[i]
 			before, after := old.Match(d, inv), p.Match(d, inv)
 			if before.Action != after.Action || targetName(before) != targetName(after) {
-				a.cfg.Log.Info().Str("busid", d.BusID).Str("id", d.ID()).Str("before", before.Action.String()+" "+targetName(before)).
-					Str("after", after.Action.String()+" "+targetName(after)).Str("reason", after.Reason).Msg("policy reload changes this device")
+				a.cfg.Log.Info().Str("busid", d.BusID).Str("id", d.ID()).Str("before", strings.TrimSpace(before.Action.String()+" "+targetName(before))).
+					Str("after", strings.TrimSpace(after.Action.String()+" "+targetName(after))).Str("reason", after.Reason).Msg("policy reload changes this device")
 			}
 		}
 	}
