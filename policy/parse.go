@@ -98,8 +98,9 @@ type parseState struct {
 	allHosts bool   // read every drop-in, as for writing one
 	pol      *Policy
 	errs     Errors
-	pending  []pendingErr   // errors about rules, numbered once all are known
-	fileSeq  map[string]int // order in which files were read, for sorting errors
+	pending  []pendingErr      // errors about rules, numbered once all are known
+	fileSeq  map[string]int    // order in which files were read, for sorting errors
+	included map[string]string // cleaned path of each file included -> where ("file:line")
 }
 
 type pendingErr struct {
@@ -434,10 +435,21 @@ func (fp *fileParser) includeRule(r *Rule, m map[string]any, path []string, inc 
 		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%v", err)
 		return
 	}
-	if slices.Contains(stack, filepath.Clean(full)) {
+	clean := filepath.Clean(full)
+	if slices.Contains(stack, clean) {
 		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q includes itself (through %s)", name, strings.Join(stack, " → "))
 		return
 	}
+	// Twice, its rules would stand twice: every one a duplicate name.
+	at := fmt.Sprintf("%s:%d", fp.name, fp.ix.line(append(path, "include")...))
+	if first, ok := fp.ps.included[clean]; ok {
+		fp.fail(nil, append(path, "include"), "include", ErrInclude, "%q is included already, at %s: its rules would stand twice; include it once", name, first)
+		return
+	}
+	if fp.ps.included == nil {
+		fp.ps.included = map[string]string{}
+	}
+	fp.ps.included[clean] = at
 	fp.ps.file(full, data, stack, false)
 }
 

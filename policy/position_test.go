@@ -157,3 +157,25 @@ func TestEscapedKeysHaveLines(t *testing.T) {
 		}
 	}
 }
+
+// A file included twice is one error at the second include, naming the
+// first, rather than one error per rule it holds (each a duplicate name).
+// A file two others include is the same file.
+func TestIncludeTwice(t *testing.T) {
+	inc := func(from, name string) (string, []byte, error) {
+		if name == "a.toml" || name == "b.toml" {
+			return name, []byte("[[rule]]\ninclude = \"./deny-defaults.toml\"\n"), nil
+		}
+		return "deny-defaults.toml", []byte("[[rule]]\nname = \"one\"\naction = \"deny\"\n[[rule]]\nname = \"two\"\naction = \"deny\"\n"), nil
+	}
+	for _, src := range []string{
+		"[[rule]]\ninclude = \"deny-defaults.toml\"\n\n[[rule]]\ninclude = \"deny-defaults.toml\"\n",
+		"[[rule]]\ninclude = \"a.toml\"\n\n[[rule]]\ninclude = \"b.toml\"\n",
+	} {
+		_, err := policy.Parse("main.toml", []byte(src), inc)
+		var es policy.Errors
+		if !errors.As(err, &es) || len(es) != 1 || !errors.Is(es[0], policy.ErrInclude) || !strings.Contains(es[0].Error(), "is included already, at ") {
+			t.Errorf("%q: want one error naming the first include, got %v", src, err)
+		}
+	}
+}
