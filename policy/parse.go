@@ -755,6 +755,11 @@ func (fp *fileParser) domain(name string, v any) {
 			fp.fail(nil, append(slices.Clone(path), k), key+"."+k, ErrUnknownKey, "unknown key (keys: usbctrl)%s", hint(k, keyHints{{"usbdev", "a [[rule]] with target.domain = \"" + name + "\""}}))
 		}
 	}
+	if l, isList := m["usbctrl"].([]any); isList && len(l) == 0 {
+		fp.fail(nil, append(slices.Clone(path), "usbctrl"), key+".usbctrl", ErrValue,
+			`an empty list declares no controller: list them (usbctrl = ["version=2, ports=4"], as in xl.cfg), or leave usbctrl out and a device's attach adds libxl's default one`)
+		return
+	}
 	specs, ok := fp.strs(nil, m, path, "usbctrl", key+".", ` (usbctrl = ["version=2, ports=4"], as in xl.cfg)`)
 	if !ok {
 		return

@@ -179,3 +179,13 @@ func TestIncludeTwice(t *testing.T) {
 		}
 	}
 }
+
+// An empty usbctrl list is told as what it is for a domain section, not
+// in the words of an empty match list.
+func TestEmptyUsbctrl(t *testing.T) {
+	_, err := policy.Parse("p.toml", []byte("[domain.kiosk]\nusbctrl = []\n"), nil)
+	var es policy.Errors
+	if !errors.As(err, &es) || len(es) != 1 || es[0].Line != 2 || es[0].Key != "domain.kiosk.usbctrl" || !strings.Contains(es[0].Error(), "declares no controller") {
+		t.Errorf("got %v", err)
+	}
+}
