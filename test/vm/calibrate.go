@@ -35,8 +35,8 @@ import (
 // Every scenario is calibrated but quick.scn, those that mount a disk
 // (Scenario.Mounts, inuse.scn), those that suspend dom0
 // (Scenario.Suspends, suspend.scn) and those that plug a device whose
-// probe is slow (Scenario.ProbesSlowly, slowprobe.scn). quick.scn's
-// keyboard is plugged and pulled out at once, and whether the real kernel
+// probe is slow (Scenario.ProbesSlowly, slowprobe.scn, slowbind.scn).
+// quick.scn's keyboard is plugged and pulled out at once, and whether the real kernel
 // enumerates it first, and how far, is timing; the recorded events would
 // be one run's. A mount cannot be made true on the fake kernel: its disks
 // are sysfs entries with nothing to mount, and the agent in this process

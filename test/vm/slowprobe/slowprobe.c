@@ -13,8 +13,13 @@
  *
  * Only the kernel's own probe (at plug time, by the hub's thread) is slow:
  * an explicit bind from user space, as when the device is given back, is
- * quick. Each probe is logged with the prefix "slowprobe:", so that tests
- * can tell when it began and when it ended.
+ * quick. But a device whose serial begins with slow_serial (a parameter,
+ * "SLOWBIND" unless set) is slow in every probe, also in the write of a
+ * bind or a drivers_probe from user space, which then lasts as long: as
+ * under authorization before probe, where the kernel's own probe finds the
+ * interface not authorized and the agent's drivers_probe runs the driver's
+ * (slowbind.scn). Each probe is logged with the prefix "slowprobe:", so
+ * that tests can tell when it began and when it ended.
  */
 #include <linux/module.h>
 #include <linux/usb.h>
@@ -25,15 +30,27 @@ static unsigned int delay_ms = 15000;
 module_param(delay_ms, uint, 0644);
 MODULE_PARM_DESC(delay_ms, "how long the kernel's probe of a device sleeps, in milliseconds");
 
+static char *slow_serial = "SLOWBIND";
+module_param(slow_serial, charp, 0444);
+MODULE_PARM_DESC(slow_serial, "a device whose serial begins with it sleeps in every probe, a bind from user space too");
+
+static bool always_slow(struct usb_interface *intf)
+{
+	const char *serial = interface_to_usbdev(intf)->serial;
+
+	return slow_serial && *slow_serial && serial &&
+		!strncmp(serial, slow_serial, strlen(slow_serial));
+}
+
 static int slowprobe_probe(struct usb_interface *intf, const struct usb_device_id *id)
 {
 	unsigned int ms = READ_ONCE(delay_ms);
 
-	if (!(current->flags & PF_KTHREAD)) {
+	if (!(current->flags & PF_KTHREAD) && !always_slow(intf)) {
 		pr_info("slowprobe: bound %s by %s\n", dev_name(&intf->dev), current->comm);
 		return 0;
 	}
-	pr_info("slowprobe: probing %s for %u ms\n", dev_name(&intf->dev), ms);
+	pr_info("slowprobe: probing %s for %u ms by %s\n", dev_name(&intf->dev), ms, current->comm);
 	msleep(ms);
 	pr_info("slowprobe: probed %s\n", dev_name(&intf->dev));
 	return 0;
