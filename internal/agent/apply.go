@@ -91,8 +91,8 @@ func (a *Agent) apply(ctx context.Context, o observation, p plan, start time.Tim
 // device is looked at again when the kernel lets go (TrigUnlocked), and
 // that pass finishes what this one began.
 func (a *Agent) stillProbing(busid, step string, err error) bool {
-	if !errors.Is(err, usbsysfs.ErrBusy) {
-		return false
+	if !usbsysfs.OnlyBusy(err) {
+		return false // a failure beside it is told
 	}
 	a.cfg.Log.Info().Str("busid", busid).Str("step", step).Err(err).Msg("the kernel is still at it (a driver's probe): looked at again when it lets go")
 	return true
@@ -127,7 +127,13 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		a.forget(ctx, busid, o.dev)
 	case stepDetach:
 		if err := h.DetachOwned(ctx, s.at, ownedPath(busid)); err != nil {
-			return err
+			if !errors.Is(err, assign.ErrGivingBack) {
+				return err
+			}
+			// Off its port and out of the guest: detached. Its driver
+			// records stay until the kernel is done with the dom0
+			// driver's probe, and the pass after that finishes.
+			a.cfg.Log.Info().Str("busid", busid).Err(err).Msg("detached; its dom0 driver's probe goes on: given back when the kernel is done")
 		}
 		a.setPort(s.at, false)
 	case stepRememberLeft:
@@ -203,10 +209,15 @@ func (a *Agent) release(ctx context.Context, busid string, s step) error {
 	var err error
 	if s.unbound {
 		err = a.h.ReleaseUnbound(ctx, busid)
-		a.mu.Lock()
-		delete(a.seenAttached, busid)
-		a.offered[busid] = true
-		a.mu.Unlock()
+		if !usbsysfs.OnlyBusy(err) {
+			// Offered: its interfaces are dom0's now. Not while the
+			// kernel still probes it: the pass after that offers the
+			// rest as the agent's still.
+			a.mu.Lock()
+			delete(a.seenAttached, busid)
+			a.offered[busid] = true
+			a.mu.Unlock()
+		}
 	} else {
 		err = a.h.Release(ctx, busid)
 	}

@@ -1,15 +1,18 @@
 package agent_test
 
 import (
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // A slowProbe is a kernel whose bind of one interface to a dom0 driver
@@ -88,6 +91,170 @@ func TestAgentSlowDom0ProbeHoldsUpNoOtherDevice(t *testing.T) {
 		}
 		if b, err := e.xs.Read(e.ctx, agent.GivingRoot+"/1-9"); err == nil {
 			t.Errorf("the record of giving 1-9 to dom0 stays: %q", b)
+		}
+	})
+}
+
+// gatedProbes is a kernel whose every bind of busid's interfaces to a
+// dom0 driver, and every drivers_probe of them, probes until the test
+// lets it end: a device that answers no driver is slow in each of them.
+type gatedProbes struct {
+	usbsysfs.Writer
+	root, busid string
+	entered     chan string   // the interface whose probe began
+	release     chan struct{} // a token ends one probe
+}
+
+func (g gatedProbes) WriteAttr(path string, data []byte) error {
+	base := filepath.Base(path)
+	if !strings.HasPrefix(string(data), g.busid+":") || base != "drivers_probe" && (base != "bind" || strings.HasSuffix(filepath.Dir(path), "usbback")) {
+		return g.Writer.WriteAttr(path, data)
+	}
+	unlock, err := fakekernel.HoldDevice(g.root, g.busid)
+	if err != nil {
+		return err
+	}
+	g.entered <- string(data)
+	<-g.release
+	unlock()
+	return g.Writer.WriteAttr(path, data)
+}
+
+// awaitLogCount waits until the log says s n times.
+func (e *env) awaitLogCount(s string, n int) {
+	e.t.Helper()
+	for strings.Count(e.logText(), s) < n {
+		select {
+		case <-e.logged:
+		case <-e.ctx.Done():
+			e.t.Fatalf("the log never said %q %d times:\n%s", s, n, e.logText())
+		}
+	}
+}
+
+const busyLog = "the kernel is still at it"
+
+// gate lets each probe of g end once the agent has gone on without it
+// (its log says so: detached, or still at it), until n have ended.
+func (e *env) gate(g gatedProbes, n int) {
+	e.t.Helper()
+	for i := range n {
+		select {
+		case <-g.entered:
+		case <-e.ctx.Done():
+			e.t.Fatalf("%d of %d probes began:\n%s", i, n, e.logText())
+		}
+		e.awaitLogCount(busyLog, i+1)
+		g.release <- struct{}{}
+	}
+}
+
+// A device given back from a guest whose every dom0 probe is slow: the
+// detach is recorded at once, and each interface is bound to its own
+// driver, one after another as the kernel ends each probe, none left
+// without a driver and no failure recorded.
+func TestAgentGiveBackWithSlowProbesBindsEveryInterface(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.noWatches = true
+		g := gatedProbes{root: e.root, busid: "1-2", entered: make(chan string), release: make(chan struct{})}
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { g.Writer = w; return g }
+		e.run(testPolicy, false)
+		if _, ok := e.at("1-2"); !ok {
+			t.Fatal("the audio device is not attached")
+		}
+		p, err := policy.Parse("test.toml", []byte("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		// The first probe outlasts the wait: the detach is done.
+		select {
+		case <-g.entered:
+		case <-e.ctx.Done():
+			t.Fatal("no probe began")
+		}
+		e.awaitLog("detached; its dom0 driver's probe goes on")
+		if r := e.await("1-2", agent.ActDetached); r.Domid != int(e.doms["kiosk"].ID) || r.Port != 1 {
+			t.Errorf("detached record: %+v", r)
+		}
+		if _, ok := e.at("1-2"); ok {
+			t.Error("still at its port")
+		}
+		g.release <- struct{}{}
+		e.gate(g, 3) // each of the others, as the kernel lets go of the one before
+		e.await("1-2", agent.ActReleased)
+		e.settle()
+		e.stop()
+		for intf, want := range map[string]string{"1-2:1.0": "snd-usb-audio", "1-2:1.1": "snd-usb-audio", "1-2:1.2": "snd-usb-audio", "1-2:1.3": "usbhid"} {
+			if drv := e.driverOf(intf); drv != want {
+				t.Errorf("%s has driver %q, want %s", intf, drv, want)
+			}
+		}
+		if b, err := e.xs.Read(e.ctx, "/libxl/usbback/1-2"); err == nil {
+			t.Errorf("its driver records stay: %q", b)
+		}
+		if log := e.logText(); strings.Contains(log, `"action":"failed"`) {
+			t.Errorf("a failure was recorded:\n%s", log)
+		}
+	})
+}
+
+// An attach rolled back (usbback refused an interface with EIO) whose
+// give-back of the interfaces it took is slow: the failure is recorded,
+// not taken for the kernel being busy, and once the kernel is done the
+// interfaces are given back and the attach tried again.
+func TestAgentRollbackWithASlowProbeKeepsTheDriverRecords(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.noWatches = true
+		sp := slowProbe{root: e.root, intf: "1-2:1.0", entered: make(chan struct{}), release: make(chan struct{}), finished: make(chan struct{}), once: &sync.Once{}}
+		var failed sync.Once
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer {
+			e.kernel.Fail = func(w fakekernel.Write) error {
+				var err error
+				if w.Path == "bus/usb/drivers/usbback/bind" && w.Data == "1-2:1.2" {
+					failed.Do(func() { err = &fs.PathError{Op: "write", Path: w.Path, Err: syscall.EIO} })
+				}
+				return err
+			}
+			sp.Writer = w
+			return sp
+		}
+		e.run("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n", false)
+		var releaseOnce sync.Once
+		end := func() { releaseOnce.Do(func() { close(sp.release) }) }
+		t.Cleanup(end)
+		p, err := policy.Parse("test.toml", []byte(testPolicy), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		if r := e.await("1-2", agent.ActFailed); !strings.Contains(r.Reason, "input/output error") {
+			t.Errorf("the failure: %s", r.Reason)
+		}
+		select {
+		case <-sp.entered:
+		case <-e.ctx.Done():
+			t.Fatal("the rollback's give-back never began")
+		}
+		end()
+		<-sp.finished
+		if r := e.await("1-2", agent.ActAttached); r.Domid != int(e.doms["kiosk"].ID) {
+			t.Errorf("attached again: %+v", r)
+		}
+		e.settle()
+		e.stop()
+		// Each interface's dom0 driver is recorded again, as at the first
+		// attach: its detach gives every one back.
+		for intf, want := range map[string]string{"1-2:1.0": "snd-usb-audio", "1-2:1.1": "snd-usb-audio", "1-2:1.2": "snd-usb-audio", "1-2:1.3": "usbhid"} {
+			if drv := e.driverOf(intf); drv != "usbback" {
+				t.Errorf("%s has driver %q, want usbback", intf, drv)
+			}
+			key := "/libxl/usbback/1-2/" + strings.ReplaceAll(strings.ReplaceAll(intf, ":", "@"), ".", "_") + "/driver_path"
+			if b, err := e.xs.Read(e.ctx, key); err != nil || !strings.HasSuffix(string(b), "/"+want) {
+				t.Errorf("%s's dom0 driver recorded as %q (%v), want %s", intf, b, err, want)
+			}
 		}
 	})
 }

@@ -34,7 +34,11 @@ func (h *Host) offerUnbound(out []string) error {
 	var errs []error
 	for _, intf := range out {
 		if drv, derr := h.Sys.Driver(intf); derr == nil && drv == "" {
-			errs = append(errs, h.Sys.Probe(intf))
+			err := h.Sys.Probe(intf)
+			errs = append(errs, err)
+			if errors.Is(err, usbsysfs.ErrBusy) {
+				break // the kernel is at the device: the next pass offers the rest
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -52,7 +56,11 @@ func (h *Host) ReleaseUnbound(ctx context.Context, busid string) error {
 	}
 	for _, in := range intfs {
 		if in.Driver == "" {
-			err = errors.Join(err, h.Sys.Probe(in.Name))
+			perr := h.Sys.Probe(in.Name)
+			err = errors.Join(err, perr)
+			if errors.Is(perr, usbsysfs.ErrBusy) {
+				break // the kernel is at the device: the next pass offers the rest
+			}
 		}
 	}
 	return err

@@ -475,6 +475,12 @@ func (h *Host) rebind(ctx context.Context, busid string) error {
 		// EBUSY with the interface now at its driver: another hand (the
 		// agent, or xl) gave it back meanwhile, which is what was wanted.
 		if err := h.Sys.Bind(in.Name, drv); err != nil && !h.Sys.BoundTo(in.Name, drv) {
+			if errors.Is(err, usbsysfs.ErrBusy) {
+				// The kernel still runs the driver's probe (the device
+				// reads as busy until it is done): the records stay for
+				// the pass that finishes the give-back then.
+				return errors.Join(append(errs, err)...)
+			}
 			errs = append(errs, err)
 		}
 	}
@@ -580,6 +586,9 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 		if err := errors.Join(h.rebind(ctx, busid), h.offerUnbound(out)); err != nil {
 			if _, derr := h.Sys.Device(busid); errors.Is(derr, fs.ErrNotExist) {
 				return nil // it left meanwhile: nothing to give back
+			}
+			if usbsysfs.OnlyBusy(err) {
+				return fmt.Errorf("%s: %w: %w", busid, ErrGivingBack, err)
 			}
 			return fmt.Errorf("%s removed from the guest, but not bound again to its dom0 driver: %w", busid, err)
 		}

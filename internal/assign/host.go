@@ -40,6 +40,10 @@ var (
 	ErrNotDom0Backend = errors.New("backend is not dom0")
 	ErrBackendRefused = errors.New("backend refused the controller")
 	ErrNotReady       = errors.New("the guest is not ready yet")
+	// ErrGivingBack is a detach done but for its dom0 driver's probe,
+	// which goes on in the kernel (usbsysfs.ErrBusy): the port is clear,
+	// the driver records stay until the give-back is finished.
+	ErrGivingBack = errors.New("removed from the guest; its dom0 driver still probes it")
 )
 
 // libxl's timeouts (libxl_internal.h).

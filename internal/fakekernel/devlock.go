@@ -82,7 +82,11 @@ func lockedBy(path, data string) string {
 	case "authorized", "bConfigurationValue":
 		if b := filepath.Base(dir); validDevice(b) {
 			return b
-		} else if name == "authorized" {
+		} else if name == "authorized" && strings.TrimSpace(data) == "0" {
+			// An interface's deauthorize unbinds it under the device's
+			// lock; its authorize takes only the interface's own
+			// (usb_authorize_interface), so it goes on while a driver
+			// probes another interface.
 			return ofIntf(b)
 		}
 	}

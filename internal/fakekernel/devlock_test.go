@@ -11,6 +11,7 @@ func TestLockedBy(t *testing.T) {
 		{"/r/bus/usb/drivers_probe", "1-3:1.0", "1-3"},
 		{"/r/bus/usb/devices/1-2/authorized", "0", "1-2"},
 		{"/r/bus/usb/devices/1-2:1.1/authorized", "0", "1-2"},
+		{"/r/bus/usb/devices/1-2:1.1/authorized", "1", ""},
 		{"/r/bus/usb/devices/1-2/bConfigurationValue", "1", "1-2"},
 		{"/r/bus/usb/devices/usb1/interface_authorized_default", "0", ""},
 		{"/r/bus/usb/devices/1-2/power/control", "on", ""},

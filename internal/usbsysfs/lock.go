@@ -24,6 +24,32 @@ var ErrBusy = errors.New("busy: the kernel holds the device's lock (a driver pro
 // probed.
 var heldAttrs = [...]string{"serial", "manufacturer", "product", "bConfigurationValue", "bNumInterfaces"}
 
+// OnlyBusy says whether err is ErrBusy and nothing else: each error it
+// joins (errors.Join) is ErrBusy, wrapped or not. Such a failure is the
+// kernel still at the device, which the pass after Unlocked finishes; one
+// with any other error in it is a failure.
+func OnlyBusy(err error) bool {
+	if err == nil {
+		return false
+	}
+	if err == ErrBusy {
+		return true
+	}
+	switch e := err.(type) {
+	case interface{ Unwrap() []error }:
+		errs := e.Unwrap()
+		for _, c := range errs {
+			if !OnlyBusy(c) {
+				return false
+			}
+		}
+		return len(errs) > 0
+	case interface{ Unwrap() error }:
+		return OnlyBusy(e.Unwrap())
+	}
+	return false
+}
+
 // A DeviceLocker takes a device's lock as the kernel takes it to show the
 // attributes that need it. A fake kernel implements it beside Writer
 // (WithWriter finds it there); the real kernel takes its lock itself.

@@ -2,6 +2,7 @@ package usbsysfs_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -203,5 +204,27 @@ func TestLockWaitProbeWrite(t *testing.T) {
 	}
 	if err := sys.Probe("1-4:1.0"); err != nil {
 		t.Errorf("a write once the kernel let go: %v", err)
+	}
+}
+
+func TestOnlyBusy(t *testing.T) {
+	busy := fmt.Errorf("bind 1-2:1.0: %w", usbsysfs.ErrBusy)
+	other := errors.New("invalid argument")
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{usbsysfs.ErrBusy, true},
+		{busy, true},
+		{errors.Join(busy, busy), true},
+		{fmt.Errorf("release: %w", errors.Join(busy, fmt.Errorf("x: %w", busy))), true},
+		{errors.Join(busy, other), false},
+		{fmt.Errorf("release: %w", errors.Join(other, busy)), false},
+		{other, false},
+	} {
+		if got := usbsysfs.OnlyBusy(c.err); got != c.want {
+			t.Errorf("OnlyBusy(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
