@@ -78,8 +78,18 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 // which is recorded and retried: every step leaves a state that the next
 // pass finishes.
 func (a *Agent) apply(ctx context.Context, o observation, p plan, start time.Time) {
-	for _, s := range p.steps {
-		if err := a.do(ctx, o, s, &start); err != nil {
+	for i, s := range p.steps {
+		err := a.do(ctx, o, s, &start)
+		if errors.Is(err, assign.ErrGivingBack) {
+			// Detached, and its record told; the rest (an attach
+			// elsewhere would wait for the device's lock) is the pass's
+			// after the kernel lets go.
+			if i+1 < len(p.steps) && p.steps[i+1].kind == stepAudit {
+				a.do(ctx, o, p.steps[i+1], &start)
+			}
+			return
+		}
+		if err != nil {
 			a.fail(ctx, failRecord(o, p), s.kind.String(), err, start)
 			return
 		}
@@ -127,13 +137,14 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		a.forget(ctx, busid, o.dev)
 	case stepDetach:
 		if err := h.DetachOwned(ctx, s.at, ownedPath(busid)); err != nil {
-			if !errors.Is(err, assign.ErrGivingBack) {
-				return err
+			if errors.Is(err, assign.ErrGivingBack) {
+				// Off its port and out of the guest: detached. Its
+				// driver records stay until the kernel is done with the
+				// dom0 driver's probe, and the pass after that finishes.
+				a.setPort(s.at, false)
+				a.cfg.Log.Info().Str("busid", busid).Err(err).Msg("detached; its dom0 driver's probe goes on: given back when the kernel is done")
 			}
-			// Off its port and out of the guest: detached. Its driver
-			// records stay until the kernel is done with the dom0
-			// driver's probe, and the pass after that finishes.
-			a.cfg.Log.Info().Str("busid", busid).Err(err).Msg("detached; its dom0 driver's probe goes on: given back when the kernel is done")
+			return err
 		}
 		a.setPort(s.at, false)
 	case stepRememberLeft:
@@ -196,6 +207,7 @@ func (a *Agent) forget(ctx context.Context, busid string, dev usbsysfs.Device) {
 	a.mu.Unlock()
 	a.dropPresent(ctx, busid)
 	a.forgetPlugged(busid)
+	a.h.Sys.ForgetLate(busid)
 	a.remember(busid, dev, false)
 	a.mu.Lock()
 	delete(a.seenAttached, busid)

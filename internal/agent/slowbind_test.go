@@ -258,3 +258,146 @@ func TestAgentRollbackWithASlowProbeKeepsTheDriverRecords(t *testing.T) {
 		}
 	})
 }
+
+// slowFail is a kernel whose every bind of intf to a dom0 driver, and
+// every drivers_probe of it, probes until the test lets it end, then
+// fails (EINVAL: the driver refused it).
+type slowFail struct {
+	usbsysfs.Writer
+	root, intf string
+	entered    chan struct{}
+	release    chan struct{} // a token ends one probe
+	done       chan struct{} // closed: every probe ends at once
+}
+
+func (g slowFail) WriteAttr(path string, data []byte) error {
+	base := filepath.Base(path)
+	if string(data) != g.intf || base != "drivers_probe" && (base != "bind" || strings.HasSuffix(filepath.Dir(path), "usbback")) {
+		return g.Writer.WriteAttr(path, data)
+	}
+	busid, _, _ := strings.Cut(g.intf, ":")
+	unlock, err := fakekernel.HoldDevice(g.root, busid)
+	if err != nil {
+		return err
+	}
+	select {
+	case g.entered <- struct{}{}:
+		select {
+		case <-g.release:
+		case <-g.done:
+		}
+	case <-g.done:
+	}
+	unlock()
+	return &fs.PathError{Op: "write", Path: path, Err: syscall.EINVAL}
+}
+
+// A dom0 probe that is slow and then fails is told as a failure once the
+// kernel ends it, and the other interfaces are given back meanwhile: the
+// agent does not try the failing one first again and again, taking the
+// device for busy each time.
+func TestAgentSlowFailingProbeIsAFailure(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.noWatches = true
+		g := slowFail{root: e.root, intf: "1-2:1.0", entered: make(chan struct{}), release: make(chan struct{}), done: make(chan struct{})}
+		t.Cleanup(func() { close(g.done) })
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { g.Writer = w; return g }
+		e.run(testPolicy, false)
+		p, err := policy.Parse("test.toml", []byte("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		select {
+		case <-g.entered:
+		case <-e.ctx.Done():
+			t.Fatal("no probe began")
+		}
+		e.awaitLog("detached; its dom0 driver's probe goes on")
+		g.release <- struct{}{}
+		// Each later try of it is as slow: it ends once the agent has
+		// gone on without it (it says it goes on, or records a failure).
+		stopped := make(chan struct{})
+		went := func() int { l := e.logText(); return strings.Count(l, busyLog) + strings.Count(l, `"action":"failed"`) }
+		go func() {
+			for n := went(); ; n = went() {
+				select {
+				case <-g.entered:
+				case <-stopped:
+					return
+				}
+				for went() <= n {
+					select {
+					case <-e.logged:
+					case <-stopped:
+						return
+					}
+				}
+				g.release <- struct{}{}
+			}
+		}()
+		r := e.await("1-2", agent.ActFailed)
+		if !strings.Contains(r.Reason, "invalid argument") {
+			t.Errorf("the failure: %s", r.Reason)
+		}
+		close(stopped)
+		e.stop()
+		for intf, want := range map[string]string{"1-2:1.1": "snd-usb-audio", "1-2:1.2": "snd-usb-audio", "1-2:1.3": "usbhid"} {
+			if drv := e.driverOf(intf); drv != want {
+				t.Errorf("%s has driver %q, want %s", intf, drv, want)
+			}
+		}
+	})
+}
+
+// A device moved from one guest to another whose give-back is slow: the
+// detach is told at once and the worker goes on with other devices (the
+// attach elsewhere would wait for the device's lock); once the kernel is
+// done, the device is attached to its new guest with its own drivers
+// recorded.
+func TestAgentMoveWithASlowGiveBackStallsNothing(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.noWatches = true
+		sp := slowProbe{root: e.root, intf: "1-2:1.0", entered: make(chan struct{}), release: make(chan struct{}), finished: make(chan struct{}), once: &sync.Once{}}
+		var releaseOnce sync.Once
+		end := func() { releaseOnce.Do(func() { close(sp.release) }) }
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { sp.Writer = w; return sp }
+		e.run(testPolicy, false)
+		t.Cleanup(end)
+		moved := strings.Replace(testPolicy, "target = { domain = \"kiosk\" }", "target = { domain = \"desk\" }", 1) +
+			"[[rule]]\nname = \"sticks\"\naction = \"attach\"\nmatch = { id = \"1234:5678\" }\ntarget = { domain = \"kiosk\" }\n"
+		p, err := policy.Parse("test.toml", []byte(moved), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(p)
+		select {
+		case <-sp.entered:
+		case <-e.ctx.Done():
+			t.Fatal("no probe began")
+		}
+		if r := e.await("1-2", agent.ActDetached); r.Domid != int(e.doms["kiosk"].ID) {
+			t.Errorf("detached: %+v", r)
+		}
+		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, addEvent(t, "1-6"))
+		e.await("1-6", agent.ActAttached)
+		end()
+		<-sp.finished
+		if r := e.await("1-2", agent.ActAttached); r.Domid != int(e.doms["desk"].ID) {
+			t.Errorf("attached: %+v", r)
+		}
+		e.settle()
+		e.stop()
+		for intf, want := range map[string]string{"1-2:1.0": "snd-usb-audio", "1-2:1.1": "snd-usb-audio", "1-2:1.2": "snd-usb-audio", "1-2:1.3": "usbhid"} {
+			key := "/libxl/usbback/1-2/" + strings.ReplaceAll(strings.ReplaceAll(intf, ":", "@"), ".", "_") + "/driver_path"
+			if b, err := e.xs.Read(e.ctx, key); e.driverOf(intf) != "usbback" || err != nil || !strings.HasSuffix(string(b), "/"+want) {
+				t.Errorf("%s: driver %q, record %q (%v), want usbback and %s", intf, e.driverOf(intf), b, err, want)
+			}
+		}
+	})
+}

@@ -22,7 +22,19 @@ func (h *Host) Release(ctx context.Context, busid string) error {
 		return err
 	}
 	out, err := h.takeFromUsbback(busid)
-	err = errors.Join(err, h.rebind(ctx, busid))
+	return errors.Join(err, h.giveBack(ctx, busid, out))
+}
+
+// giveBack binds busid's interfaces to their recorded drivers, then
+// offers those of out still without one to the kernel's matching. Not
+// while the kernel still probes one: the pass after that offers them, once
+// the records are done, so none is given the kernel's choice instead of
+// its own driver.
+func (h *Host) giveBack(ctx context.Context, busid string, out []string) error {
+	err := h.rebind(ctx, busid)
+	if errors.Is(err, usbsysfs.ErrBusy) {
+		return err
+	}
 	return errors.Join(err, h.offerUnbound(out))
 }
 

@@ -583,7 +583,7 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 		return err
 	}
 	if c.Type == policy.TypePV {
-		if err := errors.Join(h.rebind(ctx, busid), h.offerUnbound(out)); err != nil {
+		if err := h.giveBack(ctx, busid, out); err != nil {
 			if _, derr := h.Sys.Device(busid); errors.Is(derr, fs.ErrNotExist) {
 				return nil // it left meanwhile: nothing to give back
 			}
@@ -610,7 +610,7 @@ func (h *Host) settleAfterChange(ctx context.Context, busid string, out []string
 			return h.EnsureBound(ctx, busid)
 		}
 	}
-	return errors.Join(h.rebind(ctx, busid), h.offerUnbound(out))
+	return h.giveBack(ctx, busid, out)
 }
 
 // portChanged is the error of a detach whose port holds another device

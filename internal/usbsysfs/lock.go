@@ -121,9 +121,10 @@ type lockWaits struct {
 	d       time.Duration // for a read
 	probe   time.Duration // for a write a driver's probe runs in
 	mu      sync.Mutex
-	blocked map[string]bool // busid -> its read still waits for the kernel; guarded by mu
-	freed   map[string]bool // busids whose blocked read ended, not yet taken; guarded by mu
-	wake    chan struct{}   // a token when freed gains a busid
+	blocked map[string]bool  // busid -> its read still waits for the kernel; guarded by mu
+	late    map[string]error // a probe write's key (intf, path) -> how it ended, after the wait; guarded by mu
+	freed   map[string]bool  // busids whose blocked read ended, not yet taken; guarded by mu
+	wake    chan struct{}    // a token when freed gains a busid
 	// hubs are the hashes of the hubs read, by busid: a hub's lock is
 	// held through every plug, reset and probe behind it, and its hash
 	// changes only with the hub (hubHash). Guarded by mu.
@@ -154,7 +155,7 @@ type hubHash struct {
 // read (its address, its directory).
 func (f *FS) WithLockWait(d time.Duration) *FS {
 	g := *f
-	g.waits = &lockWaits{d: d, probe: max(d, DefaultProbeWait), blocked: map[string]bool{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
+	g.waits = &lockWaits{d: d, probe: max(d, DefaultProbeWait), blocked: map[string]bool{}, late: map[string]error{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
 	return &g
 }
 
@@ -256,15 +257,53 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 // drivers_probe) in a goroutine and waits for it at most w.probe: the
 // kernel runs the probe inside the write, under the device's lock, and a
 // device that answers nothing makes it last 5 s per control message.
-func (w *lockWaits) write(busid string, fn func() error) error {
+//
+// key names the write (its path and data): one that ended after the wait
+// with an error is kept, and the next write of that key returns that
+// error instead of writing again. A caller whose write went on without
+// it hears how it ended, and goes on to the next interface rather than
+// trying the one that fails, slowly, forever.
+func (w *lockWaits) write(busid, key string, fn func() error) error {
+	w.mu.Lock()
+	late, failedLate := w.late[key]
+	delete(w.late, key)
+	w.mu.Unlock()
+	if failedLate {
+		return fmt.Errorf("the kernel ended the last one so, after the wait: %w", late)
+	}
 	if w.isBlocked(busid) {
 		return fmt.Errorf("the kernel holds it (a driver's probe or a reset): %w", ErrBusy)
 	}
 	var err error
-	if !w.run(busid, w.probe, func() { err = fn() }) {
+	if !w.run(busid, w.probe, func() {
+		if err = fn(); err != nil {
+			w.mu.Lock()
+			w.late[key] = err // told to the next write of key, if it ended late
+			w.mu.Unlock()
+		}
+	}) {
 		return fmt.Errorf("the driver's probe goes on in the kernel: %w", ErrBusy)
 	}
+	w.mu.Lock()
+	delete(w.late, key) // it ended in time: told now
+	w.mu.Unlock()
 	return err
+}
+
+// ForgetLate drops what busid's writes that ended late left to tell: the
+// device left, and the next at its busid is another.
+func (f *FS) ForgetLate(busid string) {
+	if f.waits == nil {
+		return
+	}
+	w := f.waits
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.late {
+		if strings.HasPrefix(k, busid+":") {
+			delete(w.late, k)
+		}
+	}
 }
 
 func (w *lockWaits) isBlocked(busid string) bool {

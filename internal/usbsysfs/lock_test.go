@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,5 +227,52 @@ func TestOnlyBusy(t *testing.T) {
 		if got := usbsysfs.OnlyBusy(c.err); got != c.want {
 			t.Errorf("OnlyBusy(%v) = %v, want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// A probe write that ended after the wait with an error is told by the
+// next write of it, which is not made (the caller goes on to the next
+// interface instead of trying this one, as slowly, again); the one after
+// is made. A device that left leaves nothing to tell.
+func TestLockWaitLateFailure(t *testing.T) {
+	sys, k := standard(t)
+	sys = sys.WithLockWait(20 * time.Millisecond)
+	k.Fail = func(w fakekernel.Write) error {
+		if w.Path == "bus/usb/drivers/usbhid/bind" {
+			return syscall.EINVAL
+		}
+		return nil
+	}
+	for _, intf := range []string{"1-4:1.0", "1-5:1.0"} {
+		if err := sys.UnbindFrom(intf, "usbhid"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range []string{"1-4", "1-5"} {
+		release, err := fakekernel.HoldDevice(sys.Root(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sys.Bind(b+":1.0", "usbhid"); !errors.Is(err, usbsysfs.ErrBusy) {
+			t.Fatalf("%s: %v, want ErrBusy", b, err)
+		}
+		release()
+		for !slices.Contains(sys.TakeUnlocked(), b) {
+			<-sys.Unlocked()
+		}
+	}
+	n := len(k.Writes())
+	if err := sys.Bind("1-4:1.0", "usbhid"); !errors.Is(err, syscall.EINVAL) || errors.Is(err, usbsysfs.ErrBusy) || !strings.Contains(err.Error(), "after the wait") {
+		t.Errorf("the next bind: %v, want the late EINVAL", err)
+	}
+	if len(k.Writes()) != n {
+		t.Errorf("the next bind was written: %v", k.Writes()[n:])
+	}
+	if err := sys.Bind("1-4:1.0", "usbhid"); !errors.Is(err, syscall.EINVAL) || len(k.Writes()) != n+1 {
+		t.Errorf("the bind after: %v, %d writes", err, len(k.Writes())-n)
+	}
+	sys.ForgetLate("1-5")
+	if err := sys.Bind("1-5:1.0", "usbhid"); !errors.Is(err, syscall.EINVAL) || len(k.Writes()) != n+2 {
+		t.Errorf("after the device left: %v, %d writes, want it written", err, len(k.Writes())-n)
 	}
 }
