@@ -78,16 +78,20 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 // which is recorded and retried: every step leaves a state that the next
 // pass finishes.
 func (a *Agent) apply(ctx context.Context, o observation, p plan, start time.Time) {
-	for i, s := range p.steps {
+	givingBack := false
+	for _, s := range p.steps {
+		if givingBack && s.kind.touchesDevice() {
+			continue
+		}
 		err := a.do(ctx, o, s, &start)
 		if errors.Is(err, assign.ErrGivingBack) {
-			// Detached, and its record told; the rest (an attach
-			// elsewhere would wait for the device's lock) is the pass's
-			// after the kernel lets go.
-			if i+1 < len(p.steps) && p.steps[i+1].kind == stepAudit {
-				a.do(ctx, o, p.steps[i+1], &start)
-			}
-			return
+			// Detached. What of the plan is the store's and the
+			// agent's memory goes on (its records, a replug's left
+			// port, its twins); what needs the device waits for the
+			// pass after the kernel lets go of it: an attach elsewhere
+			// would wait for the device's lock.
+			givingBack = true
+			continue
 		}
 		if err != nil {
 			a.fail(ctx, failRecord(o, p), s.kind.String(), err, start)

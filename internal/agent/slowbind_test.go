@@ -401,3 +401,143 @@ func TestAgentMoveWithASlowGiveBackStallsNothing(t *testing.T) {
 		}
 	})
 }
+
+// A replug seen only as a new address, whose give-back is slow (usbback
+// took the new plug's interfaces, as its port still named the busid, and
+// their drivers_probe outlasts the wait): the plug that left is still
+// told as cleared and gone, though the pass leaves the device itself to
+// the pass after the kernel lets go.
+func TestAgentReplugWithASlowGiveBackTellsThePlugThatLeft(t *testing.T) {
+	disc := fakekernel.Dev{BusID: "1-7", DevNum: 33, Vendor: "12d1", Product: "1446", Class: "00", Serial: "HW1",
+		Interfaces: []fakekernel.Intf{{Class: "08", SubClass: "06", Protocol: "50", Driver: "usb-storage"}}}
+	modem := fakekernel.Dev{BusID: "1-7", DevNum: 34, Vendor: "12d1", Product: "1506", Class: "00", Serial: "HW1",
+		Interfaces: []fakekernel.Intf{{Class: "ff", SubClass: "ff", Protocol: "ff", Driver: "usbback"}, {Class: "ff", SubClass: "ff", Protocol: "ff", Driver: "usbback"}}}
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.noWatches = true
+		sp := slowProbe{root: e.root, intf: "1-7:1.0", entered: make(chan struct{}), release: make(chan struct{}), finished: make(chan struct{}), once: &sync.Once{}}
+		var releaseOnce sync.Once
+		end := func() { releaseOnce.Do(func() { close(sp.release) }) }
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { sp.Writer = w; return sp }
+		e.run(modeswitchPolicy, false)
+		t.Cleanup(end)
+		e.kernel.UsbbackPorts = fakekernel.StorePorts(e.ctx, e.s.Dial(t))
+		if err := e.kernel.Plug(disc); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, addEvent(t, "1-7"))
+		e.await("1-7", agent.ActAttached)
+		e.settle()
+		if err := e.kernel.Unplug("1-7"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.kernel.Plug(modem); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, addEvent(t, "1-7"))
+		select {
+		case <-sp.entered:
+		case <-e.ctx.Done():
+			t.Fatalf("no slow probe:\n%s", e.logText())
+		}
+		e.awaitLog("detached; its dom0 driver's probe goes on")
+		end()
+		<-sp.finished
+		e.await("1-7", agent.ActUnmatched)
+		e.settle()
+		log := e.logText()
+		if !strings.Contains(log, `"action":"cleared"`) {
+			t.Errorf("the old plug's port was cleared but no cleared record was written")
+		}
+		if !strings.Contains(log, `"action":"gone"`) {
+			t.Errorf("no gone record for the old plug")
+		}
+	})
+}
+
+// failOnceThenAdmin is a kernel whose first bind of intf to a dom0 driver
+// probes until the test lets it end and fails (EINVAL), and an admin
+// binds it by hand right after.
+type failOnceThenAdmin struct {
+	usbsysfs.Writer
+	root, intf string
+	entered    chan struct{}
+	release    chan struct{}
+	once       *sync.Once
+}
+
+func (g failOnceThenAdmin) WriteAttr(path string, data []byte) error {
+	base := filepath.Base(path)
+	if string(data) != g.intf || base != "bind" || strings.HasSuffix(filepath.Dir(path), "usbback") {
+		return g.Writer.WriteAttr(path, data)
+	}
+	first := false
+	g.once.Do(func() { first = true })
+	if !first {
+		return g.Writer.WriteAttr(path, data)
+	}
+	busid, _, _ := strings.Cut(g.intf, ":")
+	unlock, err := fakekernel.HoldDevice(g.root, busid)
+	if err != nil {
+		return err
+	}
+	close(g.entered)
+	<-g.release
+	unlock()
+	// The admin's echo 1-2:1.0 > .../snd-usb-audio/bind, which works.
+	if err := g.Writer.WriteAttr(path, data); err != nil {
+		return err
+	}
+	return &fs.PathError{Op: "write", Path: path, Err: syscall.EINVAL}
+}
+
+// How a slow bind ended answers only the next write of that interface: an
+// attach and a detach later, its bind to its dom0 driver is written, and
+// not answered by that old failure.
+func TestAgentALateFailureAnswersNoLaterBind(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.noWatches = true
+		g := failOnceThenAdmin{root: e.root, intf: "1-2:1.0", entered: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
+		var ro sync.Once
+		end := func() { ro.Do(func() { close(g.release) }) }
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { g.Writer = w; return g }
+		e.run(testPolicy, false)
+		t.Cleanup(end)
+		deny, err := policy.Parse("test.toml", []byte("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		attach, err := policy.Parse("test.toml", []byte(testPolicy), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a.Reload(deny)
+		<-g.entered
+		e.awaitLog("detached; its dom0 driver's probe goes on")
+		end()
+		e.await("1-2", agent.ActReleased)
+		e.settle()
+		if d := e.driverOf("1-2:1.0"); d != "snd-usb-audio" {
+			t.Fatalf("1-2:1.0 with %q after the admin's bind", d)
+		}
+		// Some time later: to the guest and back.
+		e.a.Reload(attach)
+		e.await("1-2", agent.ActAttached)
+		e.settle()
+		n := len(e.kernel.Writes())
+		e.a.Reload(deny)
+		e.await("1-2", agent.ActDetached)
+		e.settle()
+		var wrote bool
+		for _, w := range e.kernel.Writes()[n:] {
+			wrote = wrote || w.Data == "1-2:1.0" && strings.HasSuffix(w.Path, "snd-usb-audio/bind")
+		}
+		if !wrote || e.driverOf("1-2:1.0") != "snd-usb-audio" {
+			t.Errorf("the second give-back: bind written %v, 1-2:1.0 with %q", wrote, e.driverOf("1-2:1.0"))
+		}
+		if log := e.logText(); strings.Contains(log, "after the wait") {
+			t.Errorf("an old late failure answered a later bind:\n%s", log)
+		}
+	})
+}

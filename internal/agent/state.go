@@ -107,6 +107,16 @@ var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-
 
 func (k stepKind) String() string { return stepNames[k] }
 
+// touchesDevice says whether a step reads or writes the device in sysfs
+// (or its guest's QEMU): what waits while the kernel is still at it.
+func (k stepKind) touchesDevice() bool {
+	switch k {
+	case stepRelease, stepEnsureBound, stepAttach, stepHubInert, stepHubRestore, stepToDom0, stepBlock, stepEnsureInQEMU, stepDetach:
+		return true
+	}
+	return false
+}
+
 // A step of a plan; which fields count depends on its kind.
 type step struct {
 	kind    stepKind

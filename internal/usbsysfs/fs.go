@@ -612,6 +612,7 @@ func (f *FS) Unbind(intf string) error {
 		return err
 	}
 	p := filepath.Join(f.devPath(intf), "driver", "unbind")
+	f.forgetLate(intf)
 	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
 		return fmt.Errorf("usbsysfs: unbind %s: %w", intf, &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
 	}
@@ -631,6 +632,7 @@ func (f *FS) UnbindFrom(intf, driver string) error {
 		return err
 	}
 	p := filepath.Join(f.DriverPath(driver), "unbind")
+	f.forgetLate(intf)
 	if err := f.w.WriteAttr(p, []byte(intf)); err != nil {
 		return fmt.Errorf("usbsysfs: unbind %s from %s: %w", intf, driver, &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
 	}
@@ -663,6 +665,8 @@ func (f *FS) BindPath(intf, driverPath string) error {
 	write := f.w.WriteAttr
 	if filepath.Base(clean) != "usbback" {
 		write = f.probeWrite(intf) // a dom0 driver's probe runs in it
+	} else {
+		f.forgetLate(intf)
 	}
 	if err := write(p, []byte(intf)); err != nil {
 		return fmt.Errorf("usbsysfs: bind %s to %s: %w", intf, filepath.Base(clean), &fs.PathError{Op: "write", Path: p, Err: unwrapPath(err)})
@@ -703,7 +707,7 @@ func (f *FS) probeWrite(intf string) func(path string, data []byte) error {
 	}
 	busid, _, _ := strings.Cut(intf, ":")
 	return func(path string, data []byte) error {
-		return f.waits.write(busid, intf+" "+path, func() error { return f.w.WriteAttr(path, data) })
+		return f.waits.write(busid, intf, intf+" "+path, func() error { return f.w.WriteAttr(path, data) })
 	}
 }
 

@@ -263,13 +263,10 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 // error instead of writing again. A caller whose write went on without
 // it hears how it ended, and goes on to the next interface rather than
 // trying the one that fails, slowly, forever.
-func (w *lockWaits) write(busid, key string, fn func() error) error {
-	w.mu.Lock()
-	late, failedLate := w.late[key]
-	delete(w.late, key)
-	w.mu.Unlock()
+func (w *lockWaits) write(busid, intf, key string, fn func() error) error {
+	late, failedLate := w.takeLate(intf, key)
 	if failedLate {
-		return fmt.Errorf("the kernel ended the last one so, after the wait: %w", late)
+		return fmt.Errorf("the kernel ended the last one so, after the wait: %w", unwrapPath(late))
 	}
 	if w.isBlocked(busid) {
 		return fmt.Errorf("the kernel holds it (a driver's probe or a reset): %w", ErrBusy)
@@ -288,6 +285,30 @@ func (w *lockWaits) write(busid, key string, fn func() error) error {
 	delete(w.late, key) // it ended in time: told now
 	w.mu.Unlock()
 	return err
+}
+
+// takeLate takes what a write of intf that ended late left to tell, if
+// it was of key: it answers the very next write of intf alone, and only
+// the same write (one of another driver, an admin's or xl's move between,
+// and the interface is in another state than the one it failed in).
+func (w *lockWaits) takeLate(intf, key string) (error, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	late, ok := w.late[key]
+	for k := range w.late {
+		if strings.HasPrefix(k, intf+" ") {
+			delete(w.late, k)
+		}
+	}
+	return late, ok
+}
+
+// forgetLate is takeLate for a write that is no probe write (an unbind, a
+// bind to usbback): what intf's late writes left to tell is dropped.
+func (f *FS) forgetLate(intf string) {
+	if f.waits != nil {
+		f.waits.takeLate(intf, "")
+	}
 }
 
 // ForgetLate drops what busid's writes that ended late left to tell: the

@@ -3,6 +3,7 @@ package usbsysfs_test
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -239,16 +240,16 @@ func TestLockWaitLateFailure(t *testing.T) {
 	sys = sys.WithLockWait(20 * time.Millisecond)
 	k.Fail = func(w fakekernel.Write) error {
 		if w.Path == "bus/usb/drivers/usbhid/bind" {
-			return syscall.EINVAL
+			return &fs.PathError{Op: "write", Path: w.Path, Err: syscall.EINVAL}
 		}
 		return nil
 	}
-	for _, intf := range []string{"1-4:1.0", "1-5:1.0"} {
+	for _, intf := range []string{"1-4:1.0", "1-5:1.0", "1-1.6:1.0"} {
 		if err := sys.UnbindFrom(intf, "usbhid"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, b := range []string{"1-4", "1-5"} {
+	for _, b := range []string{"1-4", "1-5", "1-1.6"} {
 		release, err := fakekernel.HoldDevice(sys.Root(), b)
 		if err != nil {
 			t.Fatal(err)
@@ -274,5 +275,17 @@ func TestLockWaitLateFailure(t *testing.T) {
 	sys.ForgetLate("1-5")
 	if err := sys.Bind("1-5:1.0", "usbhid"); !errors.Is(err, syscall.EINVAL) || len(k.Writes()) != n+2 {
 		t.Errorf("after the device left: %v, %d writes, want it written", err, len(k.Writes())-n)
+	}
+	// Another write of the interface between (through usbback, as an
+	// attach makes it): the late ending no longer answers.
+	if err := sys.Bind("1-1.6:1.0", "usbback"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.UnbindFrom("1-1.6:1.0", "usbback"); err != nil {
+		t.Fatal(err)
+	}
+	n = len(k.Writes())
+	if err := sys.Bind("1-1.6:1.0", "usbhid"); !errors.Is(err, syscall.EINVAL) || strings.Contains(err.Error(), "after the wait") || len(k.Writes()) != n+1 {
+		t.Errorf("a bind after another write of it: %v, %d writes, want it written", err, len(k.Writes())-n)
 	}
 }
