@@ -68,7 +68,7 @@ func TestAssignUnassign(t *testing.T) {
 		t.Errorf("check: %d %s", code, out)
 	}
 	// Again, to another guest: the same file, now for desk.
-	if code, out, errs := runCmd(t, append([]string{"assign", "--mountinfo", "/dev/null", "1-2", "desk"}, base...)...); code != 0 {
+	if code, out, errs := runCmd(t, append([]string{"assign", "--mountinfo", "/dev/null", "1-2", "desk"}, base...)...); code != 0 || !strings.Contains(out, "replaced "+filepath.Join(filepath.Dir(pol), "rules.d", files[0])+", which named it before") {
 		t.Fatalf("assign again: exit %d\n%s%s", code, out, errs)
 	}
 	if got := dropIns(t, pol); len(got) != 1 || got[0] != files[0] {

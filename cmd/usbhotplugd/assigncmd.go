@@ -142,6 +142,9 @@ func runAssign(ctx context.Context, o assignOpts, busid, domain string, stdout i
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s: %s (%s) goes to %s, named by its %s %s\n", a.File, d.BusID, d.ID(), domain, a.ID.Key, a.ID.Value)
+	for _, f := range a.Replaced {
+		fmt.Fprintf(stdout, "replaced %s, which named it before\n", f)
+	}
 	if a.Note != "" {
 		fmt.Fprintf(stdout, "note: %s\n", a.Note)
 	}

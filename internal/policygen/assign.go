@@ -32,6 +32,9 @@ type Assignment struct {
 	// Note, when not "", says that an earlier rule already sends the
 	// device to the domain: the drop-in stands behind it.
 	Note string
+	// Replaced are the drop-ins that named the device before (by another
+	// identity, or to another domain), removed or rewritten for this one.
+	Replaced []string
 }
 
 // AssignDropIn writes the drop-in that sends d to domain, named by its
@@ -84,6 +87,7 @@ func AssignDropIn(ctx context.Context, polPath string, d usbsysfs.Device, devs [
 		return Assignment{}, undo(err)
 	}
 	a := Assignment{File: filepath.Join(dir, name), Device: d, Domain: domain, ID: id}
+	a.Replaced = old
 	if a.Note, err = decides(ctx, polPath, a, devs); err != nil {
 		os.Remove(a.File)
 		return Assignment{}, undo(err)
