@@ -53,6 +53,15 @@ func newAssignCmd() *cobra.Command {
 		Use:   "assign [--prefer serial|port_path|hash] [--no-reload] [--policy FILE] BUSID DOMAIN",
 		Short: "send a device to a guest for good: a drop-in with its stable identity, then reload the agent",
 		Args:  rangeArgs(2, 2),
+		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			switch len(args) {
+			case 0:
+				return completeBusIDs(sysfsFlag(c), ""), cobra.ShellCompDirectiveNoFileComp
+			case 1:
+				return completeDomains(c), cobra.ShellCompDirectiveNoFileComp
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
 	}
 	var o assignOpts
 	o.flags(c, true)
@@ -168,9 +177,10 @@ func reloadAfter(ctx context.Context, o assignOpts, stdout io.Writer) error {
 
 func newUnassignCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "unassign [--no-reload] [--policy FILE] BUSID|DROP-IN",
-		Short: "remove the drop-in that assign wrote for a device, then reload the agent",
-		Args:  rangeArgs(1, 1),
+		Use:               "unassign [--no-reload] [--policy FILE] BUSID|DROP-IN",
+		Short:             "remove the drop-in that assign wrote for a device, then reload the agent",
+		Args:              rangeArgs(1, 1),
+		ValidArgsFunction: completeBusID,
 	}
 	var o assignOpts
 	o.flags(c, false)

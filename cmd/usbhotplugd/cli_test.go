@@ -243,6 +243,24 @@ func TestCompletion(t *testing.T) {
 	if out := complete("run", "--log-format", ""); !strings.Contains(out, "console\n") {
 		t.Errorf("--log-format:\n%s", out)
 	}
+	// assign: BUSID, then DOMAIN (the store found as the commands find it);
+	// generate's --domain; --prefer.
+	t.Setenv("XENSTORED_PATH", store.SocketPath())
+	if out := complete("assign", "--sysfs", root, ""); !strings.Contains(out, "1-2\t0d8c:0014 C-Media USB Audio Device\n") {
+		t.Errorf("assign's busid:\n%s", out)
+	}
+	if out := complete("assign", "--sysfs", root, "1-2", ""); !strings.Contains(out, "kiosk\tdomid 1\n") {
+		t.Errorf("assign's domain:\n%s", out)
+	}
+	if out := complete("generate", "--domain", ""); !strings.Contains(out, "kiosk\tdomid 1\n") {
+		t.Errorf("generate --domain:\n%s", out)
+	}
+	if out := complete("assign", "--prefer", ""); !strings.Contains(out, "port_path\n") {
+		t.Errorf("--prefer:\n%s", out)
+	}
+	if out := complete("unassign", "--sysfs", root, ""); !strings.Contains(out, "1-2\t") {
+		t.Errorf("unassign's busid:\n%s", out)
+	}
 
 	mute := filepath.Join(t.TempDir(), "mute.sock")
 	l, err := net.Listen("unix", mute)

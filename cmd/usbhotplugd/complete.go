@@ -122,6 +122,12 @@ func flagCompletion(name string) cobra.CompletionFunc {
 		return completeValues("auto", "json", "console")
 	case "log-level":
 		return completeValues("debug", "info", "warn", "error")
+	case "prefer":
+		return completeValues("serial", "port_path", "hash")
+	case "domain":
+		return func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			return completeDomains(c), cobra.ShellCompDirectiveNoFileComp
+		}
 	}
 	return nil
 }
