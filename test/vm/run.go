@@ -36,6 +36,9 @@ type Result struct {
 	Err     error  // nil when it passed
 	Dir     string // its logs, kept when it failed
 	Elapsed time.Duration
+	// Retried, when not "", is why a first run never began
+	// (ErrGuestNotReady): this is the second.
+	Retried string
 	// Latencies of each measure step: QMP device_add answered → port
 	// written, and → every interface bound to usbback.
 	PortWritten, Bound []time.Duration
@@ -89,8 +92,26 @@ type runner struct {
 	mounted  map[string]string // mount point → busid of the disk mounted there ("" once unplugged)
 }
 
-// Run executes one scenario in a fresh VM with a fresh store.
-func (e *Env) Run(ctx context.Context, sc *Scenario) (res Result) {
+// ErrGuestNotReady is a scenario that never began: the guest kernel did
+// not finish enumerating a device plugged at its boot (under TCG a
+// driver's probe of an emulated device at boot has been seen to stall for
+// minutes, before any agent runs).
+var ErrGuestNotReady = errors.New("the guest never finished enumerating a device plugged at its boot")
+
+// Run executes one scenario in a fresh VM with a fresh store. A scenario
+// that never began (ErrGuestNotReady) is run once more in a new VM; the
+// first run's error and logs are kept in Retried.
+func (e *Env) Run(ctx context.Context, sc *Scenario) Result {
+	res := e.runOnce(ctx, sc)
+	if errors.Is(res.Err, ErrGuestNotReady) && ctx.Err() == nil {
+		first := fmt.Sprintf("%v (logs: %s)", res.Err, res.Dir)
+		res = e.runOnce(ctx, sc)
+		res.Retried = first
+	}
+	return res
+}
+
+func (e *Env) runOnce(ctx context.Context, sc *Scenario) (res Result) {
 	start := time.Now()
 	res = Result{Name: sc.Name}
 	dir, err := os.MkdirTemp("", "vm-"+sc.Name+"-")
@@ -156,7 +177,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	for _, p := range r.sc.Coldplug {
 		if err := r.waitFor(ctx, []string{"present", p.Get("id")}, 120*time.Second); err != nil {
-			return fmt.Errorf("coldplugged %s did not appear: %w", p.Get("id"), err)
+			return fmt.Errorf("coldplugged %s did not appear: %w: %w", p.Get("id"), ErrGuestNotReady, err)
 		}
 	}
 	for i := range r.sc.Steps {

@@ -84,7 +84,11 @@ func TestVM(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Run(sc.Name, func(t *testing.T) {
-			if res := env.Run(ctx, sc); res.Err != nil {
+			res := env.Run(ctx, sc)
+			if res.Retried != "" {
+				t.Logf("on a second VM: the first %s", res.Retried)
+			}
+			if res.Err != nil {
 				t.Fatalf("%v (logs in %s)", res.Err, res.Dir)
 			}
 		})

@@ -73,6 +73,9 @@ func run(ctx context.Context, repo string, keep, verbose bool, calib string, fil
 			fmt.Printf("FAIL %s (%.1fs): %v\n     logs: %s\n", res.Name, res.Elapsed.Seconds(), res.Err, res.Dir)
 		} else {
 			fmt.Printf("PASS %s (%.1fs)\n", res.Name, res.Elapsed.Seconds())
+			if res.Retried != "" {
+				fmt.Printf("     on a second VM: the first %s\n", res.Retried)
+			}
 			if calib != "" && sc.Mounts() {
 				fmt.Printf("     not calibrated: it mounts a disk, which the fake kernel cannot\n")
 			} else if calib != "" && sc.Suspends() {
