@@ -15,6 +15,26 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
+// dom0Probe says whether a write has a dom0 driver probe data's interface:
+// a drivers_probe, or a bind to a driver other than usbback.
+func dom0Probe(path string) bool {
+	base := filepath.Base(path)
+	return base == "drivers_probe" || base == "bind" && !strings.HasSuffix(filepath.Dir(path), "usbback")
+}
+
+// probing holds the device lock of intf's device, as the kernel does
+// through a probe, while wait waits for the test.
+func probing(root, intf string, wait func()) error {
+	busid, _, _ := strings.Cut(intf, ":")
+	unlock, err := fakekernel.HoldDevice(root, busid)
+	if err != nil {
+		return err
+	}
+	wait()
+	unlock()
+	return nil
+}
+
 // A slowProbe is a kernel whose bind of one interface to a dom0 driver
 // probes it until the test lets go: the real kernel runs the driver's
 // probe inside the write, under the device's lock, and a device that
@@ -29,25 +49,20 @@ type slowProbe struct {
 }
 
 func (s slowProbe) WriteAttr(path string, data []byte) error {
-	base := filepath.Base(path)
-	if string(data) != s.intf || base != "drivers_probe" && (base != "bind" || strings.HasSuffix(filepath.Dir(path), "usbback")) {
+	if string(data) != s.intf || !dom0Probe(path) || !first(s.once) {
 		return s.Writer.WriteAttr(path, data)
 	}
-	first := false
-	s.once.Do(func() { first = true })
-	if !first {
-		return s.Writer.WriteAttr(path, data)
-	}
-	busid, _, _ := strings.Cut(s.intf, ":")
-	unlock, err := fakekernel.HoldDevice(s.root, busid)
-	if err != nil {
+	if err := probing(s.root, s.intf, func() { close(s.entered); <-s.release }); err != nil {
 		return err
 	}
-	close(s.entered)
-	<-s.release
-	unlock()
 	defer close(s.finished)
 	return s.Writer.WriteAttr(path, data)
+}
+
+// first says whether this is the first call with once.
+func first(once *sync.Once) (yes bool) {
+	once.Do(func() { yes = true })
+	return yes
 }
 
 // A dom0 driver whose probe of a device takes long (run by the agent's own
@@ -106,19 +121,30 @@ type gatedProbes struct {
 }
 
 func (g gatedProbes) WriteAttr(path string, data []byte) error {
-	base := filepath.Base(path)
-	if !strings.HasPrefix(string(data), g.busid+":") || base != "drivers_probe" && (base != "bind" || strings.HasSuffix(filepath.Dir(path), "usbback")) {
+	if !strings.HasPrefix(string(data), g.busid+":") || !dom0Probe(path) {
 		return g.Writer.WriteAttr(path, data)
 	}
-	unlock, err := fakekernel.HoldDevice(g.root, g.busid)
-	if err != nil {
+	if err := probing(g.root, string(data), func() { g.entered <- string(data); <-g.release }); err != nil {
 		return err
 	}
-	g.entered <- string(data)
-	<-g.release
-	unlock()
 	return g.Writer.WriteAttr(path, data)
 }
+
+// noStoragePolicy keeps storage in dom0 and names no other device: the
+// audio device 1-2 that testPolicy attaches is given back under it.
+const noStoragePolicy = "[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n"
+
+func noStorage(t *testing.T) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.toml", []byte(noStoragePolicy), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// audioDrivers are the dom0 drivers of the audio device 1-2's interfaces.
+var audioDrivers = map[string]string{"1-2:1.0": "snd-usb-audio", "1-2:1.1": "snd-usb-audio", "1-2:1.2": "snd-usb-audio", "1-2:1.3": "usbhid"}
 
 // awaitLogCount waits until the log says s n times.
 func (e *env) awaitLogCount(s string, n int) {
@@ -163,11 +189,7 @@ func TestAgentGiveBackWithSlowProbesBindsEveryInterface(t *testing.T) {
 		if _, ok := e.at("1-2"); !ok {
 			t.Fatal("the audio device is not attached")
 		}
-		p, err := policy.Parse("test.toml", []byte("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.a.Reload(p)
+		e.a.Reload(noStorage(t))
 		// The first probe outlasts the wait: the detach is done.
 		select {
 		case <-g.entered:
@@ -186,7 +208,7 @@ func TestAgentGiveBackWithSlowProbesBindsEveryInterface(t *testing.T) {
 		e.await("1-2", agent.ActReleased)
 		e.settle()
 		e.stop()
-		for intf, want := range map[string]string{"1-2:1.0": "snd-usb-audio", "1-2:1.1": "snd-usb-audio", "1-2:1.2": "snd-usb-audio", "1-2:1.3": "usbhid"} {
+		for intf, want := range audioDrivers {
 			if drv := e.driverOf(intf); drv != want {
 				t.Errorf("%s has driver %q, want %s", intf, drv, want)
 			}
@@ -221,7 +243,7 @@ func TestAgentRollbackWithASlowProbeKeepsTheDriverRecords(t *testing.T) {
 			sp.Writer = w
 			return sp
 		}
-		e.run("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n", false)
+		e.run(noStoragePolicy, false)
 		var releaseOnce sync.Once
 		end := func() { releaseOnce.Do(func() { close(sp.release) }) }
 		t.Cleanup(end)
@@ -247,13 +269,12 @@ func TestAgentRollbackWithASlowProbeKeepsTheDriverRecords(t *testing.T) {
 		e.stop()
 		// Each interface's dom0 driver is recorded again, as at the first
 		// attach: its detach gives every one back.
-		for intf, want := range map[string]string{"1-2:1.0": "snd-usb-audio", "1-2:1.1": "snd-usb-audio", "1-2:1.2": "snd-usb-audio", "1-2:1.3": "usbhid"} {
+		for intf, want := range audioDrivers {
 			if drv := e.driverOf(intf); drv != "usbback" {
 				t.Errorf("%s has driver %q, want usbback", intf, drv)
 			}
-			key := "/libxl/usbback/1-2/" + strings.ReplaceAll(strings.ReplaceAll(intf, ":", "@"), ".", "_") + "/driver_path"
-			if b, err := e.xs.Read(e.ctx, key); err != nil || !strings.HasSuffix(string(b), "/"+want) {
-				t.Errorf("%s's dom0 driver recorded as %q (%v), want %s", intf, b, err, want)
+			if b := e.driverRecord(intf); !strings.HasSuffix(b, "/"+want) {
+				t.Errorf("%s's dom0 driver recorded as %q, want %s", intf, b, want)
 			}
 		}
 	})
@@ -271,24 +292,22 @@ type slowFail struct {
 }
 
 func (g slowFail) WriteAttr(path string, data []byte) error {
-	base := filepath.Base(path)
-	if string(data) != g.intf || base != "drivers_probe" && (base != "bind" || strings.HasSuffix(filepath.Dir(path), "usbback")) {
+	if string(data) != g.intf || !dom0Probe(path) {
 		return g.Writer.WriteAttr(path, data)
 	}
-	busid, _, _ := strings.Cut(g.intf, ":")
-	unlock, err := fakekernel.HoldDevice(g.root, busid)
+	err := probing(g.root, g.intf, func() {
+		select {
+		case g.entered <- struct{}{}:
+			select {
+			case <-g.release:
+			case <-g.done:
+			}
+		case <-g.done:
+		}
+	})
 	if err != nil {
 		return err
 	}
-	select {
-	case g.entered <- struct{}{}:
-		select {
-		case <-g.release:
-		case <-g.done:
-		}
-	case <-g.done:
-	}
-	unlock()
 	return &fs.PathError{Op: "write", Path: path, Err: syscall.EINVAL}
 }
 
@@ -304,11 +323,7 @@ func TestAgentSlowFailingProbeIsAFailure(t *testing.T) {
 		t.Cleanup(func() { close(g.done) })
 		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { g.Writer = w; return g }
 		e.run(testPolicy, false)
-		p, err := policy.Parse("test.toml", []byte("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.a.Reload(p)
+		e.a.Reload(noStorage(t))
 		select {
 		case <-g.entered:
 		case <-e.ctx.Done():
@@ -393,10 +408,9 @@ func TestAgentMoveWithASlowGiveBackStallsNothing(t *testing.T) {
 		}
 		e.settle()
 		e.stop()
-		for intf, want := range map[string]string{"1-2:1.0": "snd-usb-audio", "1-2:1.1": "snd-usb-audio", "1-2:1.2": "snd-usb-audio", "1-2:1.3": "usbhid"} {
-			key := "/libxl/usbback/1-2/" + strings.ReplaceAll(strings.ReplaceAll(intf, ":", "@"), ".", "_") + "/driver_path"
-			if b, err := e.xs.Read(e.ctx, key); e.driverOf(intf) != "usbback" || err != nil || !strings.HasSuffix(string(b), "/"+want) {
-				t.Errorf("%s: driver %q, record %q (%v), want usbback and %s", intf, e.driverOf(intf), b, err, want)
+		for intf, want := range audioDrivers {
+			if b := e.driverRecord(intf); e.driverOf(intf) != "usbback" || !strings.HasSuffix(b, "/"+want) {
+				t.Errorf("%s: driver %q, record %q, want usbback and %s", intf, e.driverOf(intf), b, want)
 			}
 		}
 	})
@@ -467,23 +481,12 @@ type failOnceThenAdmin struct {
 }
 
 func (g failOnceThenAdmin) WriteAttr(path string, data []byte) error {
-	base := filepath.Base(path)
-	if string(data) != g.intf || base != "bind" || strings.HasSuffix(filepath.Dir(path), "usbback") {
+	if string(data) != g.intf || filepath.Base(path) != "bind" || !dom0Probe(path) || !first(g.once) {
 		return g.Writer.WriteAttr(path, data)
 	}
-	first := false
-	g.once.Do(func() { first = true })
-	if !first {
-		return g.Writer.WriteAttr(path, data)
-	}
-	busid, _, _ := strings.Cut(g.intf, ":")
-	unlock, err := fakekernel.HoldDevice(g.root, busid)
-	if err != nil {
+	if err := probing(g.root, g.intf, func() { close(g.entered); <-g.release }); err != nil {
 		return err
 	}
-	close(g.entered)
-	<-g.release
-	unlock()
 	// The admin's echo 1-2:1.0 > .../snd-usb-audio/bind, which works.
 	if err := g.Writer.WriteAttr(path, data); err != nil {
 		return err
@@ -504,10 +507,7 @@ func TestAgentALateFailureAnswersNoLaterBind(t *testing.T) {
 		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { g.Writer = w; return g }
 		e.run(testPolicy, false)
 		t.Cleanup(end)
-		deny, err := policy.Parse("test.toml", []byte("[[rule]]\nname = \"no-storage\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		deny := noStorage(t)
 		attach, err := policy.Parse("test.toml", []byte(testPolicy), nil)
 		if err != nil {
 			t.Fatal(err)

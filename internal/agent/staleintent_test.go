@@ -2,28 +2,23 @@ package agent_test
 
 import (
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
-	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
-// A recordingWriter keeps the paths the agent writes in sysfs.
-type recordingWriter struct {
-	usbsysfs.Writer
-	mu     *sync.Mutex
-	writes *[]string
-}
-
-func (w recordingWriter) WriteAttr(path string, data []byte) error {
-	w.mu.Lock()
-	*w.writes = append(*w.writes, path+" <- "+string(data))
-	w.mu.Unlock()
-	return w.Writer.WriteAttr(path, data)
+// wroteFor lists the kernel's writes from the nth on that name intf.
+func wroteFor(k *fakekernel.Kernel, n int, intf string) []fakekernel.Write {
+	var out []fakekernel.Write
+	for _, w := range k.Writes()[n:] {
+		if strings.Contains(w.Path, intf) || strings.Contains(w.Data, intf) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // An attach waiting in the batch was decided on the device its pass saw.
@@ -34,9 +29,6 @@ func TestAgentBatchedAttachIsNotDoneOnTheNextDevice(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
 		e.noWatches = true
-		var mu sync.Mutex
-		var writes []string
-		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { return recordingWriter{w, &mu, &writes} }
 		e.run(slowPolicy, false)
 		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
 			t.Fatal(err)
@@ -57,9 +49,7 @@ func TestAgentBatchedAttachIsNotDoneOnTheNextDevice(t *testing.T) {
 				if err := (&fakekernel.Builder{Root: e.root}).Add(disk).Err(); err != nil {
 					t.Error(err)
 				}
-				mu.Lock()
-				swapped <- len(writes)
-				mu.Unlock()
+				swapped <- len(e.kernel.Writes())
 				e.a.Handle(e.ctx, removeEvent(t, "1-6"))
 				e.a.Handle(e.ctx, addEvent(t, "1-6"))
 			}
@@ -73,13 +63,8 @@ func TestAgentBatchedAttachIsNotDoneOnTheNextDevice(t *testing.T) {
 		if x, ok := e.at("1-6"); ok {
 			t.Errorf("1-6 is at domain %d port %d:%d", x.Domid, x.Controller, x.Port)
 		}
-		before := <-swapped
-		mu.Lock()
-		defer mu.Unlock()
-		for _, w := range writes[before:] {
-			if strings.Contains(w, "1-6:1.0") {
-				t.Errorf("after the swap the agent wrote %s", w)
-			}
+		for _, w := range wroteFor(e.kernel, <-swapped, "1-6:1.0") {
+			t.Errorf("after the swap the agent wrote %q to %s", w.Data, w.Path)
 		}
 	})
 }
@@ -91,9 +76,6 @@ func TestAgentBatchedAttachIsDecidedAgainAfterAReload(t *testing.T) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
 		e.noWatches = true
-		var mu sync.Mutex
-		var writes []string
-		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer { return recordingWriter{w, &mu, &writes} }
 		e.run(slowPolicy, false)
 		deny, err := policy.Parse("test.toml", []byte(testPolicy+"[[rule]]\nname = \"no-sticks\"\naction = \"deny\"\nmatch = { id = \"1234:5678\" }\n"), nil)
 		if err != nil {
@@ -120,12 +102,8 @@ func TestAgentBatchedAttachIsDecidedAgainAfterAReload(t *testing.T) {
 		if x, ok := e.at("1-6"); ok {
 			t.Errorf("1-6 is at domain %d port %d:%d", x.Domid, x.Controller, x.Port)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, w := range writes {
-			if strings.Contains(w, "1-6:1.0") {
-				t.Errorf("the agent wrote %s", w)
-			}
+		for _, w := range wroteFor(e.kernel, 0, "1-6:1.0") {
+			t.Errorf("the agent wrote %q to %s", w.Data, w.Path)
 		}
 	})
 }
