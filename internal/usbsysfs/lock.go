@@ -132,13 +132,12 @@ type lockWaits struct {
 }
 
 // A hubHash is a hub's hash with what tells that hub from the next one at
-// its busid: its address, and its directory's inode (a root hub's address
-// is always 1, and a new controller may take an old one's bus number;
-// sysfs numbers a new device's directory anew).
+// its busid: its directory's identity. Its address would not (a root hub's
+// is always 1, and a new controller may take an old one's bus number);
+// sysfs makes a new device's directory anew, with a new inode.
 type hubHash struct {
-	devnum int
-	dir    os.FileInfo
-	hash   string
+	dir  os.FileInfo
+	hash string
 }
 
 // WithLockWait returns a copy of f whose reads of a device wait for the
@@ -152,7 +151,7 @@ type hubHash struct {
 // to a driver other than usbback, Probe) wait DefaultProbeWait (d if
 // longer) and go on in the same way. The copy keeps the hashes of the
 // hubs it read, each for as long as the hub at that busid is the one it
-// read (its address, its directory).
+// read (its directory).
 func (f *FS) WithLockWait(d time.Duration) *FS {
 	g := *f
 	g.waits = &lockWaits{d: d, probe: max(d, DefaultProbeWait), blocked: map[string]bool{}, late: map[string]error{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
@@ -196,19 +195,14 @@ func (w *lockWaits) hub(f *FS, parent string) (hash string, cur hubHash, ok bool
 	if parent == "" {
 		return "", cur, false
 	}
-	r := &attrReader{f: f, dir: f.devPath(parent)}
-	cur.devnum = int(r.num("devnum", 10, 16))
-	if r.err != nil {
-		return "", cur, false
-	}
 	var err error
-	if cur.dir, err = os.Stat(r.dir); err != nil {
+	if cur.dir, err = os.Stat(f.devPath(parent)); err != nil {
 		return "", cur, false
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	c, ok := w.hubs[parent]
-	return c.hash, cur, ok && c.devnum == cur.devnum && os.SameFile(c.dir, cur.dir)
+	return c.hash, cur, ok && os.SameFile(c.dir, cur.dir)
 }
 
 // read runs readHeld in a goroutine and waits for it at most w.d (the hub's
