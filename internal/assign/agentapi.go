@@ -43,14 +43,25 @@ func (h *Host) giveBack(ctx context.Context, busid string, out []string) error {
 // it by itself, or the record went with a detach that raced this one) to
 // the kernel's own matching, so it is not lost to dom0.
 func (h *Host) offerUnbound(out []string) error {
-	var errs []error
+	var unbound []string
 	for _, intf := range out {
 		if drv, derr := h.Sys.Driver(intf); derr == nil && drv == "" {
-			err := h.Sys.Probe(intf)
-			errs = append(errs, err)
-			if errors.Is(err, usbsysfs.ErrBusy) {
-				break // the kernel is at the device: the next pass offers the rest
-			}
+			unbound = append(unbound, intf)
+		}
+	}
+	return h.probeEach(unbound)
+}
+
+// probeEach offers each interface of intfs to the kernel's own matching,
+// up to one the kernel is still probing: the pass after it offers the
+// rest.
+func (h *Host) probeEach(intfs []string) error {
+	var errs []error
+	for _, intf := range intfs {
+		err := h.Sys.Probe(intf)
+		errs = append(errs, err)
+		if errors.Is(err, usbsysfs.ErrBusy) {
+			break
 		}
 	}
 	return errors.Join(errs...)
@@ -66,16 +77,13 @@ func (h *Host) ReleaseUnbound(ctx context.Context, busid string) error {
 	if ierr != nil {
 		return errors.Join(err, ierr)
 	}
+	var unbound []string
 	for _, in := range intfs {
 		if in.Driver == "" {
-			perr := h.Sys.Probe(in.Name)
-			err = errors.Join(err, perr)
-			if errors.Is(perr, usbsysfs.ErrBusy) {
-				break // the kernel is at the device: the next pass offers the rest
-			}
+			unbound = append(unbound, in.Name)
 		}
 	}
-	return err
+	return errors.Join(err, h.probeEach(unbound))
 }
 
 // takeFromUsbback unbinds from usbback the interfaces of busid bound to

@@ -24,9 +24,9 @@ type fileWriter struct{}
 
 func (fileWriter) WriteAttr(path string, data []byte) error { return writeSmall(path, data) }
 
-// An FS is a sysfs tree. It is safe for concurrent use. It caches nothing
-// but, with WithLockWait, each hub's hash by its devnum (and which devices
-// it waits for).
+// An FS is a sysfs tree. It is safe for concurrent use. It caches
+// nothing but, with WithLockWait, each hub's hash while that hub is there,
+// which devices it waits for, and how writes that ended late ended.
 type FS struct {
 	root   string
 	w      Writer
