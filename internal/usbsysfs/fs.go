@@ -707,7 +707,7 @@ func (f *FS) probeWrite(intf string) func(path string, data []byte) error {
 	}
 	busid, _, _ := strings.Cut(intf, ":")
 	return func(path string, data []byte) error {
-		return f.waits.write(busid, intf, intf+" "+path, func() error { return f.w.WriteAttr(path, data) })
+		return f.waits.write(busid, intf, path, func() error { return f.w.WriteAttr(path, data) })
 	}
 }
 

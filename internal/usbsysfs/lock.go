@@ -121,10 +121,10 @@ type lockWaits struct {
 	d       time.Duration // for a read
 	probe   time.Duration // for a write a driver's probe runs in
 	mu      sync.Mutex
-	blocked map[string]bool  // busid -> its read still waits for the kernel; guarded by mu
-	late    map[string]error // a probe write's key (intf, path) -> how it ended, after the wait; guarded by mu
-	freed   map[string]bool  // busids whose blocked read ended, not yet taken; guarded by mu
-	wake    chan struct{}    // a token when freed gains a busid
+	blocked map[string]bool      // busid -> its read still waits for the kernel; guarded by mu
+	late    map[string]lateWrite // intf -> how its last probe write ended, after the wait; guarded by mu
+	freed   map[string]bool      // busids whose blocked read ended, not yet taken; guarded by mu
+	wake    chan struct{}        // a token when freed gains a busid
 	// hubs are the hashes of the hubs read, by busid: a hub's lock is
 	// held through every plug, reset and probe behind it, and its hash
 	// changes only with the hub (hubHash). Guarded by mu.
@@ -154,7 +154,7 @@ type hubHash struct {
 // read (its directory).
 func (f *FS) WithLockWait(d time.Duration) *FS {
 	g := *f
-	g.waits = &lockWaits{d: d, probe: max(d, DefaultProbeWait), blocked: map[string]bool{}, late: map[string]error{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
+	g.waits = &lockWaits{d: d, probe: max(d, DefaultProbeWait), blocked: map[string]bool{}, late: map[string]lateWrite{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
 	return &g
 }
 
@@ -247,20 +247,19 @@ func (w *lockWaits) read(f *FS, dir attrDir, busid, parent string) (held, error)
 	return h, nil
 }
 
-// write runs a write that has a driver probe busid's interface (a bind, a
+// write runs intf's write to path that has a driver probe it (a bind, a
 // drivers_probe) in a goroutine and waits for it at most w.probe: the
 // kernel runs the probe inside the write, under the device's lock, and a
 // device that answers nothing makes it last 5 s per control message.
 //
-// key names the write (its path and data): one that ended after the wait
-// with an error is kept, and the next write of that key returns that
-// error instead of writing again. A caller whose write went on without
-// it hears how it ended, and goes on to the next interface rather than
-// trying the one that fails, slowly, forever.
-func (w *lockWaits) write(busid, intf, key string, fn func() error) error {
-	late, failedLate := w.takeLate(intf, key)
-	if failedLate {
-		return fmt.Errorf("the kernel ended the last one so, after the wait: %w", unwrapPath(late))
+// One that ended after the wait with an error is kept, and the next write
+// of intf, if it is the same, returns that error instead of writing
+// again: a caller whose write went on without it hears how it ended, and
+// goes on to the next interface rather than trying the one that fails,
+// slowly, forever.
+func (w *lockWaits) write(busid, intf, path string, fn func() error) error {
+	if late, ok := w.takeLate(intf); ok && late.path == path {
+		return fmt.Errorf("the kernel ended the last one so, after the wait: %w", unwrapPath(late.err))
 	}
 	if w.isBlocked(busid) {
 		return fmt.Errorf("the kernel holds it (a driver's probe or a reset): %w", ErrBusy)
@@ -269,39 +268,39 @@ func (w *lockWaits) write(busid, intf, key string, fn func() error) error {
 	if !w.run(busid, w.probe, func() {
 		if err = fn(); err != nil {
 			w.mu.Lock()
-			w.late[key] = err // told to the next write of key, if it ended late
+			w.late[intf] = lateWrite{path, err} // told to the next write of intf, if it ended late
 			w.mu.Unlock()
 		}
 	}) {
 		return fmt.Errorf("the driver's probe goes on in the kernel: %w", ErrBusy)
 	}
-	w.mu.Lock()
-	delete(w.late, key) // it ended in time: told now
-	w.mu.Unlock()
+	w.takeLate(intf) // it ended in time: told now
 	return err
 }
 
-// takeLate takes what a write of intf that ended late left to tell, if
-// it was of key: it answers the very next write of intf alone, and only
-// the same write (one of another driver, an admin's or xl's move between,
-// and the interface is in another state than the one it failed in).
-func (w *lockWaits) takeLate(intf, key string) (error, bool) {
+// A lateWrite is how a probe write that ended after the wait ended.
+type lateWrite struct {
+	path string
+	err  error
+}
+
+// takeLate takes what intf's last probe write left to tell: it answers
+// the very next write of intf alone, and only the same write (after
+// another, of another driver, an admin's or xl's move, the interface is
+// in another state than the one it failed in).
+func (w *lockWaits) takeLate(intf string) (lateWrite, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	late, ok := w.late[key]
-	for k := range w.late {
-		if strings.HasPrefix(k, intf+" ") {
-			delete(w.late, k)
-		}
-	}
+	late, ok := w.late[intf]
+	delete(w.late, intf)
 	return late, ok
 }
 
 // forgetLate is takeLate for a write that is no probe write (an unbind, a
-// bind to usbback): what intf's late writes left to tell is dropped.
+// bind to usbback).
 func (f *FS) forgetLate(intf string) {
 	if f.waits != nil {
-		f.waits.takeLate(intf, "")
+		f.waits.takeLate(intf)
 	}
 }
 
@@ -314,9 +313,9 @@ func (f *FS) ForgetLate(busid string) {
 	w := f.waits
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for k := range w.late {
-		if strings.HasPrefix(k, busid+":") {
-			delete(w.late, k)
+	for intf := range w.late {
+		if strings.HasPrefix(intf, busid+":") {
+			delete(w.late, intf)
 		}
 	}
 }
