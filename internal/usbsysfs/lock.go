@@ -123,8 +123,13 @@ type lockWaits struct {
 	mu      sync.Mutex
 	blocked map[string]bool      // busid -> its read still waits for the kernel; guarded by mu
 	late    map[string]lateWrite // intf -> how its last probe write ended, after the wait; guarded by mu
-	freed   map[string]bool      // busids whose blocked read ended, not yet taken; guarded by mu
-	wake    chan struct{}        // a token when freed gains a busid
+	// running are the probe writes still in the kernel after their wait,
+	// by interface: one the device's leaving (ForgetLate) or another
+	// write of the interface overtook is marked so, and its ending is
+	// not kept. Guarded by mu.
+	running map[string]*inflight
+	freed   map[string]bool // busids whose blocked read ended, not yet taken; guarded by mu
+	wake    chan struct{}   // a token when freed gains a busid
 	// hubs are the hashes of the hubs read, by busid: a hub's lock is
 	// held through every plug, reset and probe behind it, and its hash
 	// changes only with the hub (hubHash). Guarded by mu.
@@ -154,7 +159,7 @@ type hubHash struct {
 // read (its directory).
 func (f *FS) WithLockWait(d time.Duration) *FS {
 	g := *f
-	g.waits = &lockWaits{d: d, probe: max(d, DefaultProbeWait), blocked: map[string]bool{}, late: map[string]lateWrite{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
+	g.waits = &lockWaits{d: d, probe: max(d, DefaultProbeWait), blocked: map[string]bool{}, late: map[string]lateWrite{}, running: map[string]*inflight{}, freed: map[string]bool{}, wake: make(chan struct{}, 1), hubs: map[string]hubHash{}}
 	return &g
 }
 
@@ -265,17 +270,31 @@ func (w *lockWaits) write(busid, intf, path string, fn func() error) error {
 		return fmt.Errorf("the kernel holds it (a driver's probe or a reset): %w", ErrBusy)
 	}
 	var err error
+	this := &inflight{}
+	w.mu.Lock()
+	w.overtake(intf)
+	w.running[intf] = this
+	w.mu.Unlock()
 	if !w.run(busid, w.probe, func() {
-		if err = fn(); err != nil {
-			w.mu.Lock()
+		err = fn()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.running[intf] == this {
+			delete(w.running, intf)
+		}
+		if err != nil && !this.overtaken {
 			w.late[intf] = lateWrite{path, err} // told to the next write of intf, if it ended late
-			w.mu.Unlock()
 		}
 	}) {
 		return fmt.Errorf("the driver's probe goes on in the kernel: %w", ErrBusy)
 	}
 	w.takeLate(intf) // it ended in time: told now
 	return err
+}
+
+// An inflight is a probe write that may still be in the kernel.
+type inflight struct {
+	overtaken bool // its ending tells nothing any more; guarded by mu
 }
 
 // A lateWrite is how a probe write that ended after the wait ended.
@@ -296,11 +315,24 @@ func (w *lockWaits) takeLate(intf string) (lateWrite, bool) {
 	return late, ok
 }
 
+// overtake marks intf's probe write still in the kernel, if any, as one
+// whose ending tells nothing: another write of intf came after it. Call
+// it with mu held.
+func (w *lockWaits) overtake(intf string) {
+	if r := w.running[intf]; r != nil {
+		r.overtaken = true
+		delete(w.running, intf)
+	}
+}
+
 // forgetLate is takeLate for a write that is no probe write (an unbind, a
 // bind to usbback).
 func (f *FS) forgetLate(intf string) {
-	if f.waits != nil {
-		f.waits.takeLate(intf)
+	if w := f.waits; w != nil {
+		w.takeLate(intf)
+		w.mu.Lock()
+		w.overtake(intf)
+		w.mu.Unlock()
 	}
 }
 
@@ -316,6 +348,12 @@ func (f *FS) ForgetLate(busid string) {
 	for intf := range w.late {
 		if strings.HasPrefix(intf, busid+":") {
 			delete(w.late, intf)
+		}
+	}
+	// A write still in the kernel ends for the device that left.
+	for intf := range w.running {
+		if strings.HasPrefix(intf, busid+":") {
+			w.overtake(intf)
 		}
 	}
 }

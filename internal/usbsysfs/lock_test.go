@@ -289,3 +289,35 @@ func TestLockWaitLateFailure(t *testing.T) {
 		t.Errorf("a bind after another write of it: %v, %d writes, want it written", err, len(k.Writes())-n)
 	}
 }
+
+// A probe write still in the kernel when its device leaves (ForgetLate)
+// ends for that device: the next device at the busid is not told of it.
+func TestLockWaitLateFailureAfterLeave(t *testing.T) {
+	sys, k := standard(t)
+	sys = sys.WithLockWait(20 * time.Millisecond)
+	k.Fail = func(w fakekernel.Write) error {
+		if w.Path == "bus/usb/drivers/usbhid/bind" {
+			return &fs.PathError{Op: "write", Path: w.Path, Err: syscall.EINVAL}
+		}
+		return nil
+	}
+	if err := sys.UnbindFrom("1-4:1.0", "usbhid"); err != nil {
+		t.Fatal(err)
+	}
+	release, err := fakekernel.HoldDevice(sys.Root(), "1-4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Bind("1-4:1.0", "usbhid"); !errors.Is(err, usbsysfs.ErrBusy) {
+		t.Fatalf("%v, want ErrBusy", err)
+	}
+	sys.ForgetLate("1-4") // it left while the write was in the kernel
+	release()
+	for !slices.Contains(sys.TakeUnlocked(), "1-4") {
+		<-sys.Unlocked()
+	}
+	n := len(k.Writes())
+	if err := sys.Bind("1-4:1.0", "usbhid"); !errors.Is(err, syscall.EINVAL) || strings.Contains(err.Error(), "after the wait") || len(k.Writes()) != n+1 {
+		t.Errorf("the next device's bind: %v, %d writes, want it written", err, len(k.Writes())-n)
+	}
+}
