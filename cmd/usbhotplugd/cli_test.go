@@ -237,6 +237,17 @@ func TestCompletion(t *testing.T) {
 	if !strings.Contains(out, "busid=1-1.6\t046d:c31c Logitech USB Keyboard\n") || strings.Contains(out, "busid=1-1\t") {
 		t.Errorf("busids (no hubs):\n%s", out)
 	}
+	// The few values a KEY= takes, with what each means; none for a key
+	// the command has not.
+	if out := complete("usbctrl-attach", "kiosk", "type="); !strings.Contains(out, "type=devicemodel\t") || !strings.Contains(out, "type=pv\t") {
+		t.Errorf("type=:\n%s", out)
+	}
+	if out := complete("usbctrl-attach", "kiosk", "version="); !strings.Contains(out, "version=2\t") {
+		t.Errorf("version=:\n%s", out)
+	}
+	if out := complete("usbdev-attach", "kiosk", "type="); strings.Contains(out, "type=pv") {
+		t.Errorf("usbdev-attach has no type=:\n%s", out)
+	}
 	if out := complete("explain", "--sysfs", root, ""); !strings.Contains(out, "1-2\t0d8c:0014 C-Media USB Audio Device\n") {
 		t.Errorf("explain's busid:\n%s", out)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/policy"
 )
 
 // completeTimeout bounds a completion's look-up in xenstore: the shell
@@ -85,8 +87,34 @@ func completeHost(keys ...string) cobra.CompletionFunc {
 		if strings.HasPrefix(toComplete, "busid=") {
 			return completeBusIDs(sysfsFlag(c), "busid="), cobra.ShellCompDirectiveNoFileComp
 		}
+		if k, _, ok := strings.Cut(toComplete, "="); ok {
+			if vals := keyValues[k+"="]; vals != nil && slices.Contains(keys, k+"=") {
+				out := make([]cobra.Completion, len(vals))
+				for i, v := range vals {
+					out[i] = cobra.CompletionWithDesc(k+"="+v[0], v[1])
+				}
+				return out, cobra.ShellCompDirectiveNoFileComp
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
 		return keys, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
 	}
+}
+
+// keyValues are the values a KEY= word takes, where they are few, with
+// what each means.
+var keyValues = map[string][][2]string{
+	"type=": {
+		{policy.TypeAuto, "pv for a PV guest, devicemodel for an HVM one (libxl's default)"},
+		{policy.TypePV, "usbback in dom0"},
+		{policy.TypeQUSB, "QEMU's qusb backend"},
+		{policy.TypeDeviceModel, "an emulated controller in the guest's device model"},
+	},
+	"version=": {
+		{"1", "USB 1.1: low and full speed"},
+		{"2", "USB 2.0: up to high speed (the default)"},
+		{"3", "USB 3 (devicemodel only)"},
+	},
 }
 
 // completeBusID completes a BUSID argument (explain).
