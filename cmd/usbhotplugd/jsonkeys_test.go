@@ -76,7 +76,7 @@ var jsonVocabulary = map[string]jsonKey{
 	"serial":                      {"a device's serial string, exact", kString, nil},
 	"manufacturer":                {"a device's manufacturer string, exact", kString, nil},
 	"product_name":                {"a device's product string, exact", kString, nil},
-	"speed":                       {"a device's speed in Mbit/s, as the kernel prints it", kString, nil},
+	"speed_mbps":                  {"a device's speed in Mbit/s, as the kernel prints it (\"1.5\", \"480\")", kString, regexp.MustCompile(`^([0-9]+(\.[0-9]+)?)?$`)},
 	"version":                     {"a device's USB version (2.00); the agent's build (status)", kString, nil},
 	"ports":                       {"the ports below the root hub (a device: 1.6, sysfs's devpath); a controller's ports (usb-list)", "", nil},
 	"port_path":                   {"a device's socket named for good (udev's ID_PATH), as match.port_path", kString, nil},

@@ -79,7 +79,7 @@ type Device struct {
 	Serial        string      `json:"serial,omitempty"`
 	Manufacturer  string      `json:"manufacturer,omitempty"`
 	ProductName   string      `json:"product_name,omitempty"`
-	Speed         string      `json:"speed"`                                 // Mbit/s as the kernel prints it: "1.5", "12", "480", "5000"
+	Speed         string      `json:"speed_mbps"`                            // Mbit/s as the kernel prints it: "1.5", "12", "480", "5000"
 	Version       string      `json:"version"`                               // USB version, "2.00"
 	Ports         string      `json:"ports"`                                 // devpath attribute, "1.6": the ports below the root hub
 	PortPath      string      `json:"port_path,omitempty"`                   // stable, udev's ID_PATH: "pci-0000:00:14.0-usb-0:1.6"
