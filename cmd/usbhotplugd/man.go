@@ -72,8 +72,8 @@ match.when.
 
 Each command has its own page, usbhotplugd-COMMAND(8), and its --help.`
 
-// manExtra are usbhotplugd(8)'s sections after the options, in roff.
-const manExtra = `.SH EXIT STATUS
+// manExit is every page's EXIT STATUS, in roff.
+const manExit = `.SH EXIT STATUS
 .TP
 0
 success
@@ -83,7 +83,10 @@ the operation failed; the message says why and what to do
 .TP
 2
 the command line was wrong (nothing was done)
-.SH FILES
+`
+
+// manExtra are usbhotplugd(8)'s sections after the options, in roff.
+const manExtra = manExit + `.SH FILES
 .TP
 /etc/usbhotplugd/policy.toml
 the policy (a configuration file: upgrades keep it)
@@ -132,11 +135,15 @@ func manPages(root *cobra.Command) (map[string][]byte, error) {
 		if !c.IsAvailableCommand() {
 			continue
 		}
-		pages["man8/usbhotplugd-"+c.Name()+".8"] = []byte(manPage(c, c.Short, `\fBusbhotplugd\fR(8)`+"\n"))
+		desc := c.Short
+		if c.Long != "" {
+			desc = c.Long
+		}
+		pages["man8/usbhotplugd-"+c.Name()+".8"] = []byte(manPage(c, desc, manExit+manEnvironment(c), `\fBusbhotplugd\fR(8)`+"\n"))
 		see = append(see, `\fBusbhotplugd\-`+roff(c.Name())+`\fR(8)`)
 	}
 	var b strings.Builder
-	b.WriteString(manPage(root, manDescription, ""))
+	b.WriteString(manPage(root, manDescription, "", ""))
 	b.WriteString(".SH COMMANDS\n")
 	for _, c := range root.Commands() {
 		if c.IsAvailableCommand() {
@@ -149,9 +156,26 @@ func manPages(root *cobra.Command) (map[string][]byte, error) {
 	return pages, nil
 }
 
+// manEnvironment is the ENVIRONMENT section of a command that reads the
+// variables its flags default to, in roff; "" for one that reads none.
+func manEnvironment(c *cobra.Command) string {
+	var b strings.Builder
+	if c.Flags().Lookup("xenstore") != nil {
+		b.WriteString(".TP\n.B XENSTORED_PATH\nthe xenstored socket when \\fB\\-\\-xenstore\\fR is not given\n")
+	}
+	if c.Flags().Lookup("sysfs") != nil {
+		b.WriteString(".TP\n.B USBHOTPLUGD_SYSFS\nthe sysfs root when \\fB\\-\\-sysfs\\fR is not given (a fixture tree, a container's bind mount)\n")
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return ".SH ENVIRONMENT\n" + b.String()
+}
+
 // manPage is a command's page up to its examples: name, synopsis,
-// description (roff source), options, examples; then seeAlso if any.
-func manPage(c *cobra.Command, description, seeAlso string) string {
+// description (roff source), options, examples; then extra (roff) and
+// seeAlso if any.
+func manPage(c *cobra.Command, description, extra, seeAlso string) string {
 	var b strings.Builder
 	title := strings.ReplaceAll(c.CommandPath(), " ", "-")
 	fmt.Fprintf(&b, ".TH %q \"8\" %q \"usbhotplugd %s\" \"System Administration\"\n", strings.ToUpper(title), manDate(), build.Version)
@@ -181,6 +205,7 @@ func manPage(c *cobra.Command, description, seeAlso string) string {
 	if c.Example != "" {
 		b.WriteString(".SH EXAMPLES\n.nf\n" + roff(c.Example) + "\n.fi\n")
 	}
+	b.WriteString(extra)
 	if seeAlso != "" {
 		b.WriteString(".SH SEE ALSO\n" + seeAlso)
 	}
