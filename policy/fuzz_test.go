@@ -141,7 +141,8 @@ func bigPolicy() string {
 		case 1:
 			fmt.Fprintf(&b, "action = \"deny\"\nmatch = { serial = \"SER-%d\" }\n", i)
 		case 2:
-			fmt.Fprintf(&b, "action = \"attach\"\nmatch = { port = \"%d-%d.*\" }\ntarget = { domain = \"vm%d\" }\n", 2+i%5, i, i%7)
+			// Ports the kernel can name: 1 to 31 at each tier.
+			fmt.Fprintf(&b, "action = \"attach\"\nmatch = { port = \"%d-%d.%d.*\" }\ntarget = { domain = \"vm%d\" }\n", 2+i%5, 1+i%31, 1+i/31%31, i%7)
 		case 3:
 			fmt.Fprintf(&b, "action = \"deny\"\nmatch = { interface = \"vendor:%02x:*\", manufacturer = \"M%d*\" }\n", i%256, i)
 		case 4:
