@@ -31,7 +31,7 @@ FUZZ := ./internal/xenstore:FuzzReplyDecoder \
         ./internal/usbsysfs:FuzzDevice@20000x \
         ./test/vm:FuzzParse
 
-.PHONY: all build test lint unit fuzz bench demo clean package vmtest vmtest-calibrate
+.PHONY: all build test lint unit fuzz bench benchonce demo clean package vmtest vmtest-calibrate
 
 PKG_VERSION  ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).0
 PKG_ARCH     ?= $(shell $(GO) env GOARCH)
@@ -47,9 +47,11 @@ demo:
 	$(GO) run ./cmd/usbhotplugd replay
 
 ## test: everything CI runs — format, vet, staticcheck, a short run of each
-## fuzzer, and the unit and conformance tests with the race detector, whose
-## output ends with every skipped test and its reason, then the counts.
-test: lint fuzz unit
+## fuzzer, the unit and conformance tests with the race detector, whose
+## output ends with every skipped test and its reason, then the counts, and
+## one run of each benchmark (so that none rots: they measure, and assert
+## only that what they measure still works).
+test: lint fuzz unit benchonce
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -67,6 +69,10 @@ fuzz:
 		echo "fuzz $$pkg $$name for $$ft"; \
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $$ft -fuzzminimizetime 200x $$pkg; \
 	done
+
+benchonce:
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./... >bench-once.txt 2>&1 || { cat bench-once.txt; rm -f bench-once.txt; exit 1; }
+	@grep -c '^Benchmark' bench-once.txt | sed 's/$$/ benchmarks ran once/'; rm -f bench-once.txt
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench.txt

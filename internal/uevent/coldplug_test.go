@@ -192,10 +192,18 @@ func TestColdplugScanError(t *testing.T) {
 func BenchmarkColdplugScan200(b *testing.B) {
 	root := b.TempDir()
 	bl := &fakekernel.Builder{Root: root}
-	bl.Add(fakekernel.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: fakekernel.Hub})
-	for i := range 200 {
-		bl.Add(fakekernel.Dev{BusID: fmt.Sprintf("1-%d", i+1), DevNum: i + 2, Vendor: "046d", Product: "c077", Class: "00",
-			Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}})
+	// 200 mice on two buses, 100 behind 7 hubs on each: a port number is
+	// at most 31, a device number 127.
+	const buses, hubs = 2, 7
+	for bus := 1; bus <= buses; bus++ {
+		bl.Add(fakekernel.Dev{BusID: fmt.Sprintf("usb%d", bus), Controller: fmt.Sprintf("devices/pci0000:00/0000:00:%02x.0", 0x13+bus), DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: fakekernel.Hub})
+		for h := range hubs {
+			bl.Add(fakekernel.Dev{BusID: fmt.Sprintf("%d-%d", bus, h+1), DevNum: h + 2, Vendor: "05e3", Product: "0610", Class: "09", Interfaces: fakekernel.Hub})
+		}
+		for i := range 100 {
+			bl.Add(fakekernel.Dev{BusID: fmt.Sprintf("%d-%d.%d", bus, 1+i/15, 1+i%15), DevNum: hubs + i + 2, Vendor: "046d", Product: "c077", Class: "00",
+				Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}})
+		}
 	}
 	if err := bl.Err(); err != nil {
 		b.Fatal(err)
@@ -204,7 +212,7 @@ func BenchmarkColdplugScan200(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		evs, err := uevent.Scan(fs)
-		if err != nil || len(evs) != 2+2*200 {
+		if err != nil || len(evs) != 2*(buses*(1+hubs)+200) {
 			b.Fatalf("%d events, %v", len(evs), err)
 		}
 	}
