@@ -21,13 +21,18 @@ import (
 // Limits of the control socket: a request is one short line; a client
 // that sends nothing for idleTimeout is dropped (a watch is not); a
 // watcher more than watchQueue decisions behind is told so and dropped,
-// so a slow reader never holds up the agent.
+// so a slow reader never holds up the agent. Root has adminSlots of its
+// own beside the maxClients every peer shares, so the read-only group's
+// watchers cannot keep a reload out.
 const (
 	maxRequestLine = 64 << 10
-	maxClients     = 64
 	idleTimeout    = time.Minute
 	watchQueue     = 1024
+	adminSlots     = 8
 )
+
+// maxClients is a variable for the tests, which fill it.
+var maxClients = 64
 
 // A role is what a peer may do.
 type role int
@@ -40,11 +45,12 @@ const (
 
 // control is the control socket's listener.
 type control struct {
-	ln    *net.UnixListener
-	path  string
-	gid   int // the read-only group; -1 for none
-	log   zerolog.Logger
-	slots chan struct{}
+	ln   *net.UnixListener
+	path string
+	gid  int // the read-only group; -1 for none
+	log  zerolog.Logger
+	// slots every peer may take; admin only root's.
+	slots, admin chan struct{}
 }
 
 // listenControl makes the socket: owner root, group the control group,
@@ -60,7 +66,8 @@ func listenControl(dir, group string, log zerolog.Logger) (*control, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
-	c := &control{ln: ln, path: path, gid: -1, log: log, slots: make(chan struct{}, maxClients)}
+	c := &control{ln: ln, path: path, gid: -1, log: log,
+		slots: make(chan struct{}, maxClients), admin: make(chan struct{}, adminSlots)}
 	mode := os.FileMode(0o600)
 	gid, err := lookupGroup(group)
 	if err == nil {
@@ -96,26 +103,47 @@ func (c *control) serve(ctx context.Context, d *daemon) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		select {
-		case c.slots <- struct{}{}:
-		default:
+		// The credentials are the kernel's record of the connect: no
+		// wait for the peer.
+		r, rerr := c.peerRole(conn)
+		slot := c.take(r)
+		if slot == nil {
 			writeResponse(conn, errorResponse(CodeInternal, fmt.Errorf("%d clients already connected", maxClients)))
 			conn.Close()
 			continue
 		}
 		wg.Go(func() {
-			defer func() { <-c.slots }()
-			c.client(ctx, d, conn)
+			defer func() { <-slot }()
+			c.client(ctx, d, conn, r, rerr)
 		})
 	}
 }
 
-// client answers one connection's requests in order.
-func (c *control) client(ctx context.Context, d *daemon, conn *net.UnixConn) {
+// take reserves a slot for a peer of role r: root's own first, then a
+// shared one. It returns the pool to give it back to, or nil if all are
+// taken.
+func (c *control) take(r role) chan struct{} {
+	if r == roleAdmin {
+		select {
+		case c.admin <- struct{}{}:
+			return c.admin
+		default:
+		}
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return c.slots
+	default:
+		return nil
+	}
+}
+
+// client answers the requests of one connection, whose peer has role r
+// (or err, when it has none), in order.
+func (c *control) client(ctx context.Context, d *daemon, conn *net.UnixConn, r role, err error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	r, err := c.peerRole(conn)
 	if err != nil {
 		writeResponse(conn, errorResponse(CodeForbidden, err))
 		return

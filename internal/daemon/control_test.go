@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ const peerEnv = "USBHOTPLUGD_TEST_PEER_SOCKET"
 const holdEnv = "USBHOTPLUGD_TEST_HOLD_SOCKET"
 
 // hold is the test binary run with other credentials: it connects to the
-// socket and holds the connection until the other end closes it.
+// socket, says so, and holds the connection until the other end closes it.
 func hold(path string) int {
 	c, err := net.Dial("unix", path)
 	if err != nil {
@@ -28,6 +29,7 @@ func hold(path string) int {
 		return 1
 	}
 	defer c.Close()
+	fmt.Println("connected")
 	c.SetDeadline(time.Now().Add(2 * time.Minute)) // an orphan does not stay
 	io.Copy(io.Discard, c)
 	return 0
@@ -231,6 +233,60 @@ func TestAPIPeerCredentials(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(h.cfg.StateDir, ControlSocket))
 	if err != nil || fi.Mode().Perm() != 0o660 {
 		t.Errorf("the socket: %v %v", fi.Mode(), err)
+	}
+}
+
+// The read-only group's clients, however many, cannot keep root out:
+// with every shared slot held by a member's idle connection, root still
+// reloads (systemctl reload goes through the socket).
+func TestAPIGroupCannotFillRootsSlots(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run peers as another user")
+	}
+	if g, err := user.LookupGroup("nogroup"); err != nil || g.Gid != "65534" {
+		t.Skipf("needs the group nogroup (65534), as Debian has it: %v", err)
+	}
+	defer func(n int) { maxClients = n }(maxClients)
+	maxClients = 3
+	h := newHost(t)
+	shared, err := os.MkdirTemp("", "usbhotplugd-peer") // nobody must reach it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(shared)
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.StateDir, h.cfg.ControlGroup = filepath.Join(shared, "state"), "nogroup"
+	bin := filepath.Join(shared, "peer.test")
+	if err := copyFile(bin, os.Args[0]); err != nil {
+		t.Fatal(err)
+	}
+	h.startReady()
+	for range maxClients {
+		cmd := exec.CommandContext(t.Context(), bin)
+		cmd.Env = []string{holdEnv + "=" + filepath.Join(h.cfg.StateDir, ControlSocket)}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		// Connected: the agent accepts in order, so this peer has a slot
+		// before root's connection is taken.
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if line != "connected\n" {
+			t.Fatalf("a member's client: %q", line)
+		}
+	}
+	for range 2 {
+		r := h.dialRaw()
+		if m := decode(t, r.ask(`{"request":"reload"}`)); m["ok"] != true {
+			t.Fatalf("root's reload with the group's clients holding every shared slot: %v", m)
+		}
 	}
 }
 
