@@ -248,8 +248,26 @@ func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 			cache[u.BusID] = d
 		}
 	}
+	// What the agent knows of only from memory (a device denied, pending
+	// or with dom0: no port, no record) and is no longer in sysfs left
+	// while its events were lost: its pass finds it gone, and its status
+	// goes.
+	var known []string
+	for b := range a.status {
+		if _, ok := cache[b]; !ok {
+			known = append(known, b)
+		}
+	}
+	for b := range a.cache {
+		if _, ok := cache[b]; !ok {
+			known = append(known, b)
+		}
+	}
 	a.cache, a.cacheOrder = cache, nil
 	a.mu.Unlock()
+	for _, b := range known {
+		a.enqueue(b, why)
+	}
 	a.prunePresent(ctx, cache, unread)
 	for _, d := range devs {
 		a.notePlugged(d.BusID)
