@@ -64,17 +64,18 @@ func (k *Kernel) emit(action, name, dir, driver string) {
 // kobject_del takes the directory away). So a reader woken by a remove
 // finds the device gone from bus/usb/devices, as on a real kernel. The
 // directories stay, for the caller to remove or keep.
+//
+// Both go by number, as hub_disconnect_children walks the ports and
+// usb_disable_device the interfaces: 1-3.2 before 1-3.10, 1-3:1.2 before
+// 1-3:1.10, which their names' order is not.
 func (k *Kernel) disconnect(name, dir string) {
-	des, _ := os.ReadDir(dir)
-	for _, de := range des {
+	for _, de := range byPort(dir) {
 		if id, err := usbname.Parse(de.Name()); err == nil && id.Parent().String() == name {
 			k.disconnect(de.Name(), filepath.Join(dir, de.Name()))
 		}
 	}
-	for _, de := range des {
-		if d, err := usbname.DeviceOf(de.Name()); err == nil && d == name {
-			k.takeOff(de.Name(), filepath.Join(dir, de.Name()))
-		}
+	for _, in := range interfaceNames(name, dir) {
+		k.takeOff(in, filepath.Join(dir, in))
 	}
 	k.noteDevnum(dir)
 	k.takeOff(name, dir)

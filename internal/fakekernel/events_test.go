@@ -185,3 +185,49 @@ func TestRemoveComesAfterTheBusEntryGoes(t *testing.T) {
 		t.Errorf("%d removes; still on the bus at their remove: %q", n, bad)
 	}
 }
+
+// An unplug's events come in the kernel's order when numbers reach two
+// digits: usb_disconnect walks a hub's ports 1, 2, ... 10 and
+// usb_disable_device a configuration's interfaces by number, so 1-3.2
+// goes before 1-3.10 and 1-3.2:1.2 before 1-3.2:1.10, not in the order of
+// their names.
+func TestUnplugEventsInPortOrder(t *testing.T) {
+	_, k := realHost(t)
+	hub := fakekernel.Dev{BusID: "1-6", DevNum: 20, Vendor: "0409", Product: "005a", Class: "09", Interfaces: fakekernel.Hub}
+	var many []fakekernel.Intf
+	for range 11 {
+		many = append(many, fakekernel.Intf{Class: "ff", SubClass: "00", Protocol: "00"})
+	}
+	var got []string
+	k.OnEvent = func(e uevent.Event) {
+		if e.Action == "add" || e.Action == "remove" {
+			got = append(got, e.Action+" "+e.Name())
+		}
+	}
+	for _, d := range []fakekernel.Dev{hub,
+		{BusID: "1-6.10", DevNum: 21, Vendor: "0627", Product: "0001", Class: "00", Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "02", Driver: "usbhid"}}},
+		{BusID: "1-6.2", DevNum: 22, Vendor: "1234", Product: "0002", Class: "00", Interfaces: many}} {
+		if err := k.Plug(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"add 1-6", "add 1-6:1.0", "add 1-6.10", "add 1-6.10:1.0", "add 1-6.2"}
+	for i := range 11 {
+		want = append(want, fmt.Sprintf("add 1-6.2:1.%d", i))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("plug: adds %q,\nthe kernel's %q", got, want)
+	}
+	got = nil
+	if err := k.Unplug("1-6"); err != nil {
+		t.Fatal(err)
+	}
+	want = nil
+	for i := range 11 {
+		want = append(want, fmt.Sprintf("remove 1-6.2:1.%d", i))
+	}
+	want = append(want, "remove 1-6.2", "remove 1-6.10:1.0", "remove 1-6.10", "remove 1-6:1.0", "remove 1-6")
+	if !slices.Equal(got, want) {
+		t.Errorf("unplug: removes %q,\nthe kernel's %q", got, want)
+	}
+}

@@ -74,20 +74,19 @@ func (k *Kernel) Plug(d Dev) error {
 		k.wakeupCapable(d.BusID, dir)
 	}
 	k.plugged(d)
-	for _, de := range byPort(dir) {
-		if dev, err := usbname.DeviceOf(de.Name()); err == nil && dev == d.BusID {
-			idir := filepath.Join(dir, de.Name())
-			// An interface its first one's driver claimed before it was
-			// added is added bound already.
-			drv := currentDriver(idir)
-			if k.claimer[de.Name()] == "" {
-				k.emit("add", de.Name(), idir, "")
-			} else {
-				k.emit("add", de.Name(), idir, drv)
-			}
-			if drv != "" {
-				k.emit("bind", de.Name(), idir, drv)
-			}
+	// By number, as usb_set_configuration adds them: 1-2:1.2 before 1-2:1.10.
+	for _, in := range interfaceNames(d.BusID, dir) {
+		idir := filepath.Join(dir, in)
+		// An interface its first one's driver claimed before it was
+		// added is added bound already.
+		drv := currentDriver(idir)
+		if k.claimer[in] == "" {
+			k.emit("add", in, idir, "")
+		} else {
+			k.emit("add", in, idir, drv)
+		}
+		if drv != "" {
+			k.emit("bind", in, idir, drv)
 		}
 	}
 	k.emit("bind", d.BusID, dir, "usb")
