@@ -126,6 +126,25 @@ func (h *Host) Apply(e uevent.Event, attrs map[string]string) error {
 	return nil
 }
 
+// bindGeneric binds a device still there, and bound to nothing, to usb,
+// as the kernel's generic driver is bound to every device it configures;
+// bound says it did.
+func (h *Host) bindGeneric(devpath, busid string) (bound bool, err error) {
+	unlock, err := fakekernel.LockTree(h.Root)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	dir, err := h.dir(uevent.Event{DevPath: devpath})
+	if err != nil {
+		return false, err
+	}
+	if !exists(dir) || exists(filepath.Join(dir, "driver")) {
+		return false, nil
+	}
+	return true, fakekernel.LinkDriver(h.Root, busid, dir, "usb")
+}
+
 // add makes the directory of an added device or interface, with its
 // attributes, and its bus/usb/devices entry.
 func (h *Host) add(e uevent.Event, dir string, attrs map[string]string) error {

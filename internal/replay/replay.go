@@ -252,6 +252,8 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 	defer cancel()
 	var t0 time.Time
 	var batch []uevent.Message
+	var probing probingDevice
+	noBinds := withoutBinds(recs)
 	for i, r := range recs {
 		if !r.Time.IsZero() {
 			if t0.IsZero() {
@@ -272,6 +274,15 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 				return nil, fmt.Errorf("replay: record %d: %w", i+1, err)
 			}
 			batch = append(batch, uevent.Message{Event: *r.Event, Coldplug: r.Coldplug})
+			if noBinds {
+				m, err := probing.next(w.host, *r.Event, recs[i+1:])
+				if err != nil {
+					return nil, fmt.Errorf("replay: record %d: %w", i+1, err)
+				}
+				if m != nil {
+					batch = append(batch, *m)
+				}
+			}
 		}
 		if i+1 < len(recs) && together(r, recs[i+1]) {
 			continue
@@ -285,6 +296,58 @@ func Run(ctx context.Context, recs []uevent.Record, o Options) (*Result, error) 
 		}
 	}
 	return w.result(ctx)
+}
+
+// withoutBinds says recs are a kernel's before 4.14, which sends no bind
+// or unbind event: not one is there.
+func withoutBinds(recs []uevent.Record) bool {
+	for _, r := range recs {
+		if e := r.Event; e != nil && e.Subsystem == "usb" && (e.Action == "bind" || e.Action == "unbind") {
+			return false
+		}
+	}
+	return true
+}
+
+// A probingDevice is, in a trace without bind events, the device whose
+// add came last, not yet bound to usb. Such a kernel binds it all the
+// same, and its sysfs shows it bound once the generic driver's probe has
+// made and probed its interfaces (the agent's read waits for that, on
+// the device's lock): in the trace, once the events of the device, of its
+// interfaces and of what their drivers make end. Its add is then heard
+// again, as the pass the live agent made once the kernel let go.
+type probingDevice struct {
+	add    *uevent.Event
+	prefix string // of its interfaces' devpaths: ".../1-3/1-3:", ".../usb1/1-0:"
+}
+
+// next notes e, applied, and binds the device it waits for if the record
+// after it (the first of rest) is no longer of that device; it returns
+// the device's add to hear again, or nil.
+func (p *probingDevice) next(h *Host, e uevent.Event, rest []uevent.Record) (*uevent.Message, error) {
+	if e.IsUSBDevice() && e.Action == "add" && e.Driver() == "" && !e.Synthetic() {
+		intf := e.Name() + ":"
+		if bus, ok := strings.CutPrefix(e.Name(), "usb"); ok {
+			intf = bus + "-0:"
+		}
+		p.add, p.prefix = &e, e.DevPath+"/"+intf
+	}
+	if p.add == nil {
+		return nil, nil
+	}
+	if len(rest) > 0 && rest[0].Event != nil {
+		n := rest[0].Event
+		if (n.DevPath == p.add.DevPath || strings.HasPrefix(n.DevPath, p.prefix)) && n.Action != "remove" {
+			return nil, nil // its interfaces, and what their drivers make, still come
+		}
+	}
+	add := *p.add
+	*p = probingDevice{}
+	bound, err := h.bindGeneric(add.DevPath, add.Name())
+	if err != nil || !bound {
+		return nil, err
+	}
+	return &uevent.Message{Event: add}, nil
 }
 
 // together reports whether the agent gets two records at once: events of
