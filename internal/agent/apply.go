@@ -34,6 +34,9 @@ func (a *Agent) reconcile(ctx context.Context, busid string, trig Trigger) {
 		gone.trigger = TrigReplugged
 		gone.present, gone.probed, gone.dev = false, false, usbsysfs.Device{}
 		a.apply(ctx, gone, planGone(gone, a.world()), start)
+		// The forget dropped its place among arrivals: it was plugged
+		// now, after every device present (duplicates = "first").
+		a.notePlugged(busid)
 		trig = TrigReplugged
 		o, err = a.observe(ctx, busid, trig)
 		a.replugged(o) // the new plug's address, which the forget dropped
