@@ -14,6 +14,11 @@ import (
 // real kernel gives that kind of event (shared/real-kernel/key-matrix.md):
 // DRIVER on bind only, MODALIAS on an interface's add, bind and remove.
 func (k *Kernel) emit(action, name, dir, driver string) {
+	k.emitWith(action, name, dir, driver, nil)
+}
+
+// emitWith is emit with extra keys (a synthetic event's).
+func (k *Kernel) emitWith(action, name, dir, driver string, extra map[string]string) {
 	if k.OnEvent == nil {
 		return
 	}
@@ -52,6 +57,9 @@ func (k *Kernel) emit(action, name, dir, driver string) {
 		env["BUSNUM"], env["DEVNUM"] = fmt.Sprintf("%03d", bus), fmt.Sprintf("%03d", dev)
 	}
 	env["DEVTYPE"] = e.DevType
+	for key, v := range extra {
+		env[key] = v
+	}
 	e.Env = env
 	k.OnEvent(e)
 }

@@ -231,3 +231,57 @@ func TestUnplugEventsInPortOrder(t *testing.T) {
 		t.Errorf("unplug: removes %q,\nthe kernel's %q", got, want)
 	}
 }
+
+// A write to a usb device's or interface's uevent file sends one
+// synthetic event, as the real kernel's did for each such row of its
+// errno table: the action written, the keys of the device as it is now
+// (its driver too, whatever the action: shared/real-kernel/key-matrix.md),
+// SYNTH_UUID ("0" when none is given) and each argument as SYNTH_ARG_;
+// and it changes nothing. A port's uevent sends none.
+func TestSyntheticEvents(t *testing.T) {
+	f, k := realHost(t)
+	var got []uevent.Event
+	k.OnEvent = func(e uevent.Event) { got = append(got, e) }
+	const uuid = "0b7fd2b9-c76c-4b2a-8e3a-5e9b6f3c2d10"
+	dev := []string{"ACTION", "DEVPATH", "SUBSYSTEM", "SYNTH_UUID", "MAJOR", "MINOR", "DEVNAME", "DEVTYPE", "DRIVER", "PRODUCT", "TYPE", "BUSNUM", "DEVNUM", "SEQNUM"}
+	intf := []string{"ACTION", "DEVPATH", "SUBSYSTEM", "SYNTH_UUID", "DEVTYPE", "DRIVER", "PRODUCT", "TYPE", "INTERFACE", "MODALIAS", "SEQNUM"}
+	for _, c := range []struct {
+		name, data, action, uuid string
+		keys                     []string
+	}{
+		{"1-1", "add\n", "add", "0", dev},
+		{"1-1", "change " + uuid + " FOO=bar BAZ=qux", "change", uuid, append(slices.Clone(dev), "SYNTH_ARG_FOO", "SYNTH_ARG_BAZ")},
+		{"1-2", "remove", "remove", "0", dev},
+		{"1-1", "online", "online", "0", dev},
+		{"1-1:1.0", "add", "add", "0", intf},
+		{"1-1:1.0", "unbind", "unbind", "0", slices.DeleteFunc(slices.Clone(intf), func(k string) bool { return k == "MODALIAS" })},
+	} {
+		got = nil
+		if err := k.WriteAttr(filepath.Join(f.Root(), "bus/usb/devices", c.name, "uevent"), []byte(c.data)); err != nil {
+			t.Fatalf("%s %q: %v", c.name, c.data, err)
+		}
+		if len(got) != 1 {
+			t.Errorf("%s %q: %d events, the real kernel's 1", c.name, c.data, len(got))
+			continue
+		}
+		e := got[0]
+		if e.Action != c.action || e.Name() != c.name || !e.Synthetic() || e.Env["SYNTH_UUID"] != c.uuid || c.uuid != "0" && e.Env["SYNTH_ARG_FOO"] != "bar" {
+			t.Errorf("%s %q: %s %s SYNTH_UUID=%q", c.name, c.data, e.Action, e.Name(), e.Env["SYNTH_UUID"])
+		}
+		if want := slices.Sorted(slices.Values(c.keys)); !slices.Equal(keys(e), want) {
+			t.Errorf("%s %q: keys %v, the real kernel's %v", c.name, c.data, keys(e), want)
+		}
+		if _, err := uevent.Parse(uevent.Marshal(e)); err != nil {
+			t.Errorf("%s %q: %v", c.name, c.data, err)
+		}
+	}
+	if drv, _ := f.Driver("1-1:1.0"); drv != "usbhid" || !f.Present("1-2") {
+		t.Errorf("a synthetic event changed the tree: 1-1:1.0 has %q, 1-2 present %v", drv, f.Present("1-2"))
+	}
+	got = nil
+	p := filepath.Join(f.Root(), "bus/usb/devices/1-1/port/uevent")
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := k.WriteAttr(p, []byte("change")); err != nil || len(got) != 0 {
+		t.Errorf("a port's uevent: %v, %d events, the real kernel's none", err, len(got))
+	}
+}

@@ -140,7 +140,7 @@ func (k *Kernel) dispatch(path, rel, data string) error {
 		}
 		return k.bindWrite(path, parts[3], name)
 	case base == "uevent":
-		return synthUevent(path, data)
+		return k.synthUevent(path, rel, data)
 	case parts[0] == "devices" && len(parts) > 2:
 		return k.deviceAttr(path, filepath.Join(k.root, filepath.Dir(rel)), base, data)
 	}

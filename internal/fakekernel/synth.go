@@ -7,11 +7,38 @@ import (
 	"syscall"
 )
 
-// synthUevent checks a write to a uevent file as kobject_synth_uevent
-// does: an action, then optionally a UUID and KEY=VALUE arguments. The
-// kernel then sends a synthetic event, which changes nothing; so does the
-// fake kernel (it sends no events).
-func synthUevent(path, data string) error {
+// synthUevent is a write to a uevent file: checked as
+// kobject_synth_uevent checks it, then the synthetic event it asks for is
+// sent (for a usb device or interface: a port has no bus, and the kernel
+// sends nothing for it), which changes nothing. It carries the keys the
+// device has now, its driver included whatever the action, SYNTH_UUID
+// ("0" when none is given) and each argument as SYNTH_ARG_KEY
+// (shared/real-kernel/key-matrix.md).
+func (k *Kernel) synthUevent(path, rel, data string) error {
+	if err := checkSynth(path, data); err != nil {
+		return err
+	}
+	dir := filepath.Join(k.root, filepath.Dir(rel))
+	name := filepath.Base(dir)
+	if !strings.HasPrefix(rel, "devices/") || !validDevice(name) && !validIntf(name) {
+		return nil
+	}
+	f := strings.Fields(strings.TrimSuffix(data, "\n"))
+	extra := map[string]string{"SYNTH_UUID": "0"}
+	if len(f) > 1 {
+		extra["SYNTH_UUID"] = f[1]
+		for _, a := range f[2:] {
+			key, v, _ := strings.Cut(a, "=")
+			extra["SYNTH_ARG_"+key] = v
+		}
+	}
+	k.emitWith(f[0], name, dir, currentDriver(dir), extra)
+	return nil
+}
+
+// checkSynth checks a write to a uevent file as kobject_synth_uevent
+// does: an action, then optionally a UUID and KEY=VALUE arguments.
+func checkSynth(path, data string) error {
 	f := strings.Fields(strings.TrimSuffix(data, "\n"))
 	if len(f) == 0 {
 		return errno(path, syscall.EINVAL)
