@@ -254,6 +254,33 @@ func TestAgentSkipsControllersItCannotUse(t *testing.T) {
 	})
 }
 
+// A controller directory with no type (a half-written one, or an
+// admin's stray write below /libxl) is skipped like any other the agent
+// cannot use: the agent starts, and the domain's other controllers and
+// the rest of the host work on.
+func TestAgentSkipsAControllerWithNoType(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"].ID
+		p := fmt.Sprintf("/libxl/%d/device/vusb/5/backend", kiosk)
+		if err := e.xs.Write(e.ctx, p, []byte(fmt.Sprintf("/local/domain/0/backend/vusb/%d/5", kiosk))); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false)
+		if a, ok := e.at("1-2"); !ok || a.Domid != kiosk || a.Controller == 5 {
+			t.Errorf("audio: %+v %v\n%s", a, ok, e.logText())
+		}
+		if a, ok := e.at("1-5"); !ok || a.Domid != e.doms["desk"].ID {
+			t.Errorf("mouse B: %+v %v", a, ok)
+		}
+		st := e.status.Load()
+		b, _ := json.Marshal(st.Skipped)
+		if want := fmt.Sprintf(`"domid":%d,"controller":5,"reason":"controller 5 of domain %d: no type`, kiosk, kiosk); !strings.Contains(string(b), want) {
+			t.Errorf("status lacks %s: %s", want, b)
+		}
+	})
+}
+
 // A rule's pinned port found taken at run time: the device goes to
 // another port, and its record says so.
 func TestAgentSaysAPinnedPortWasTaken(t *testing.T) {

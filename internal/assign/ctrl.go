@@ -105,6 +105,19 @@ func (h *Host) usableControllers(ctx context.Context, r rw, domid uint32, withSt
 	var skipped []Skipped
 	good := out[:0]
 	for i, err := range errs {
+		if errors.Is(err, ErrNoController) {
+			// Listed, but no type: removed since the listing (it is
+			// gone, nothing to say), or a half-written directory, which
+			// is skipped as any other controller libxl would not write.
+			_, exists, rerr := readOpt(ctx, r, libxlPath(domid, devids[i]))
+			switch {
+			case rerr != nil:
+				return nil, nil, rerr
+			case !exists:
+				continue
+			}
+			err = fmt.Errorf("controller %d of domain %d: no type in %s (half-written?): %w", devids[i], domid, libxlPath(domid, devids[i]), ErrBadStore)
+		}
 		switch {
 		case err == nil:
 			good = append(good, out[i])

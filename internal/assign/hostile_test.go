@@ -356,3 +356,48 @@ func TestDomainLookInTheAddIgnoresItsGuest(t *testing.T) {
 		}
 	})
 }
+
+// A controller that xl usbctrl-detach removes between the listing of its
+// domain's controllers and the reads of its nodes is gone, not an error:
+// every domain's ports are still listed, and nothing is said skipped.
+// One listed with no type that stays is skipped, alone.
+func TestControllerRemovedWhileListed(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx, e := context.Background(), pvEnv(t, s)
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.h.Attach(ctx, 1, policy.DevSpec{BusID: "1-1.6", Controller: 0, Port: 1}); err != nil {
+			t.Fatal(err)
+		}
+		e.idle(t)
+		xl := s.Dial(t)
+		var once sync.Once
+		h := proxied(t, s, e, func(hd xenstore.Header, p []byte) {
+			if hd.Type == xenstore.TypeRead && string(p) == "/libxl/1/device/vusb/1/type\x00" {
+				once.Do(func() {
+					if err := xl.Rm(ctx, "/libxl/1/device/vusb/1"); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		})
+		all, err := h.Assigned(ctx)
+		if err != nil || len(all) != 1 || all[0].BusID != "1-1.6" {
+			t.Fatalf("assigned: %+v %v", all, err)
+		}
+		if sk := h.Skipped(); len(sk) != 0 {
+			t.Errorf("skipped: %+v", sk)
+		}
+		if err := xl.Write(ctx, "/libxl/1/device/vusb/7/frontend", []byte("/local/domain/1/device/vusb/7")); err != nil {
+			t.Fatal(err)
+		}
+		all, err = h.Assigned(ctx)
+		if err != nil || len(all) != 1 {
+			t.Fatalf("assigned with a controller of no type: %+v %v", all, err)
+		}
+		if sk := h.Skipped(); len(sk) != 1 || sk[0].DevID != 7 || !errors.Is(sk[0].Err, assign.ErrBadStore) {
+			t.Errorf("skipped: %+v", sk)
+		}
+	})
+}
