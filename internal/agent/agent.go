@@ -28,6 +28,8 @@ import (
 
 // Config is what an Agent needs.
 type Config struct {
+	// Host is the dom0 the agent works on; its Warn, when nil, is set to
+	// log through the agent's warnings.
 	Host   *assign.Host
 	Policy *policy.Policy
 	Log    zerolog.Logger
@@ -178,6 +180,12 @@ func New(cfg Config) *Agent {
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
 	a.warn = cfg.Log.Sample(zerolog.LevelSampler{WarnSampler: burst, ErrorSampler: burst})
+	if cfg.Host != nil && cfg.Host.Warn == nil {
+		// What the store held that the host's operations tolerated (a
+		// controller skipped, a rollback that failed) is the agent's
+		// to log: with no Warn it would be said nowhere.
+		cfg.Host.Warn = func(msg string) { a.warn.Warn().Msg(msg) }
+	}
 	a.pol.Store(cfg.Policy)
 	a.hooks = make(chan hookJob, hookQueue)
 	a.mountsWoke = make(chan struct{}, 1)

@@ -281,6 +281,41 @@ func TestAgentSkipsAControllerWithNoType(t *testing.T) {
 	})
 }
 
+// What the agent tolerates in the store is said in its log, once,
+// however many times it looks: a controller it skips, a name under /libxl
+// that is no devid, a port that names no device.
+func TestAgentLogsWhatItToleratesOnce(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		desk := e.doms["desk"].ID
+		if _, err := e.h.AddController(e.ctx, desk, policy.CtrlSpec{Version: 2, Ports: 2}, false); err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range [][2]string{
+			{fmt.Sprintf("/libxl/%d/device/vusb/3/type", desk), "bogus"},
+			{fmt.Sprintf("/libxl/%d/device/vusb/junk/type", desk), "pv"},
+			{fmt.Sprintf("/local/domain/0/backend/vusb/%d/0/port/2", desk), "no-busid"},
+		} {
+			if err := e.xs.Write(e.ctx, kv[0], []byte(kv[1])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.run(testPolicy, false)
+		for range 3 {
+			if err := e.a.Rescan(e.ctx, "test"); err != nil {
+				t.Fatal(err)
+			}
+			e.settle()
+		}
+		for _, want := range []string{fmt.Sprintf("controller 3 of domain %d is skipped", desk), fmt.Sprintf("/libxl/%d/device/vusb/junk is not a controller devid", desk),
+			fmt.Sprintf(`domain %d controller 0 port 2: \"no-busid\" is not a device busid`, desk)} {
+			if n := strings.Count(e.logText(), want); n != 1 {
+				t.Errorf("the log says %q %d times:\n%s", want, n, e.logText())
+			}
+		}
+	})
+}
+
 // A rule's pinned port found taken at run time: the device goes to
 // another port, and its record says so.
 func TestAgentSaysAPinnedPortWasTaken(t *testing.T) {

@@ -88,7 +88,7 @@ func (h *Host) usableControllers(ctx context.Context, r rw, domid uint32, withSt
 	for _, s := range ids {
 		devid, ok := atoiStrict(s)
 		if !ok {
-			h.warn("%s/%s is not a controller devid; ignored", libxlDir(domid), s)
+			h.warnOnce("%s/%s is not a controller devid; ignored", libxlDir(domid), s)
 			continue
 		}
 		devids = append(devids, devid)

@@ -670,7 +670,7 @@ func (h *Host) assignmentsOf(ctrls []Controller) []Assignment {
 				continue
 			}
 			if err := checkBusID(b); err != nil {
-				h.warn("domain %d controller %d port %d: %v; ignored", c.Domid, c.DevID, i+1, err)
+				h.warnOnce("domain %d controller %d port %d: %v; ignored", c.Domid, c.DevID, i+1, err)
 				continue
 			}
 			a := Assignment{Domid: c.Domid, Controller: c.DevID, Port: i + 1, BusID: b, Type: c.Type}

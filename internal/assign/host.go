@@ -70,11 +70,38 @@ type Host struct {
 	shapeMu sync.Mutex
 	shape   map[uint32][]Controller // the last snapshot's; see prefetch
 	skipped []Skipped               // the controllers the last snapshot set apart
+	said    map[string]bool         // warnOnce's messages
 }
 
 func (h *Host) warn(format string, a ...any) {
 	if h.Warn != nil {
 		h.Warn(fmt.Sprintf(format, a...))
+	}
+}
+
+// maxSaid bounds the messages warnOnce remembers: past it, new ones are
+// no longer said, rather than kept without end.
+const maxSaid = 256
+
+// warnOnce is warn for what every look at the store finds again (a
+// stray node, a port that names no device): said once, not at every
+// pass, where it would drown the other warnings.
+func (h *Host) warnOnce(format string, a ...any) {
+	if h.Warn == nil {
+		return
+	}
+	msg := fmt.Sprintf(format, a...)
+	h.shapeMu.Lock()
+	if h.said == nil {
+		h.said = map[string]bool{}
+	}
+	say := !h.said[msg] && len(h.said) < maxSaid
+	if say {
+		h.said[msg] = true
+	}
+	h.shapeMu.Unlock()
+	if say {
+		h.Warn(msg)
 	}
 }
 
