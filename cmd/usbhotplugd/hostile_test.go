@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 )
 
 // A device's strings are chosen by whoever plugs it in.
@@ -88,4 +90,44 @@ func TestConsoleLogEscapes(t *testing.T) {
 			t.Errorf("console log %q, want %s in it", b.String(), want)
 		}
 	}
+}
+
+// What xenstore holds is anyone's with write access to it (an admin's
+// xenstore-write, a crashed toolstack): the xl commands' errors and
+// warnings that quote it reach the terminal escaped.
+func TestStoreValuesReachTheTerminalEscaped(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, store xenstoretest.Store) {
+		ctx := context.Background()
+		xs := store.Dial(t)
+		seedXL(t, xs)
+		root, k := xlHost(t)
+		sysfsWriter = k
+		defer func() { sysfsWriter = nil }()
+		c := func(args ...string) (int, string, string) {
+			return runCmd(t, append([]string{args[0], "--xenstore", store.SocketPath(), "--sysfs", root}, args[1:]...)...)
+		}
+		if code, _, errs := c("usbctrl-attach", "kiosk", "ports=2", "--backend-timeout", "1ms"); code != exitFailure && code != 0 {
+			t.Fatalf("usbctrl-attach: %d %s", code, errs)
+		}
+		for _, kv := range [][2]string{
+			{"/local/domain/0/backend/vusb/1/0/port/1", hostileSerial},
+			{"/libxl/1/device/vusb/5/type", "pv"},
+			{"/libxl/1/device/vusb/5/backend", "/local/domain/" + hostileMaker + hostileSerial + "/backend/vusb/1/5"},
+			{"/libxl/1/device/vusb/5/frontend", "/local/domain/1/device/vusb/5"},
+		} {
+			if err := xs.Write(ctx, kv[0], []byte(kv[1])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, args := range [][]string{
+			{"usb-list", "kiosk"},
+			{"usbdev-attach", "kiosk", "busid=1-1.6", "controller=0", "port=1"},
+			{"usbdev-attach", "kiosk", "busid=1-1.6"},
+		} {
+			code, out, errs := c(args...)
+			if raw(out) || raw(errs) || strings.Count(errs, "\n") > 3 {
+				t.Errorf("%v: exit %d, raw store bytes on the terminal:\n%q\n%q", args, code, out, errs)
+			}
+		}
+	})
 }

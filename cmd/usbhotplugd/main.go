@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/daemon"
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 )
 
 // Exit codes, documented in the README.
@@ -143,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		name = c.CommandPath()
 	}
 	if !daemon.Logged(err) { // the agent logged its own end
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %s\n", name, safeLines(err.Error()))
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
@@ -153,6 +154,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return exitFailure
+}
+
+// safeLines is s as a terminal may show it: each of its lines escaped
+// (safetext.Line), the line breaks kept. An error may quote what a store
+// or a device holds, which anyone with write access chose.
+func safeLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = safetext.Line(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // newRoot builds the root and only the command that args name, or every

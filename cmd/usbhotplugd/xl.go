@@ -18,6 +18,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/inventory"
 	"github.com/usbhotplugd/usbhotplugd/internal/mounts"
+	"github.com/usbhotplugd/usbhotplugd/internal/safetext"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -156,7 +157,9 @@ func hostArgsCommand(use, short string, waits bool, minArgs, maxArgs int, parse 
 			return err
 		}
 		defer closeFn()
-		h.Warn = func(msg string) { fmt.Fprintf(c.ErrOrStderr(), "%s: warning: %s\n", c.CommandPath(), msg) }
+		h.Warn = func(msg string) {
+			fmt.Fprintf(c.ErrOrStderr(), "%s: warning: %s\n", c.CommandPath(), safetext.Line(msg))
+		}
 		return fn(ctx, c, h, args)
 	}
 	return c

@@ -199,7 +199,7 @@ func preferredMissed(ctrls []Controller, opts AttachOptions, ctrl, port int) str
 		case p > len(c.Port) || c.Missing[p-1]:
 			return fmt.Sprintf("controller %d has no port %d", c.DevID, p)
 		case c.Port[p-1] != "":
-			return fmt.Sprintf("port %d:%d holds %s", c.DevID, p, c.Port[p-1])
+			return fmt.Sprintf("port %d:%d holds %s", c.DevID, p, portValue(c.Port[p-1]))
 		}
 		return ""
 	}

@@ -211,7 +211,7 @@ func choosePort(ctrls []Controller, domid uint32, spec policy.DevSpec, opts Atta
 			// device would leave dom0 and reach no guest.
 			return nil, 0, fmt.Errorf("controller %d of domain %d has ports 1 to %d, not %d: %w", c.DevID, domid, len(c.Port), port, ErrNoPort)
 		} else if c.Port[port-1] != "" {
-			return nil, 0, fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, c.Port[port-1], ErrPortBusy)
+			return nil, 0, fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, portValue(c.Port[port-1]), ErrPortBusy)
 		}
 	} else {
 		for i := range ctrls {
@@ -616,10 +616,11 @@ func (h *Host) settleAfterChange(ctx context.Context, busid string, out []string
 // portChanged is the error of a detach whose port holds another device
 // than the one it was asked to detach.
 func portChanged(domid uint32, devid, port int, now, expect string) error {
-	if now == "" {
-		now = "nothing"
+	shown := "nothing"
+	if now != "" {
+		shown = portValue(now)
 	}
-	return fmt.Errorf("controller %d port %d of domain %d holds %s now, not %s: %w", devid, port, domid, now, expect, ErrPortChanged)
+	return fmt.Errorf("controller %d port %d of domain %d holds %s now, not %s: %w", devid, port, domid, shown, expect, ErrPortChanged)
 }
 
 // Repair clears every port that names a device no longer on the host, and

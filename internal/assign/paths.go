@@ -56,6 +56,9 @@ func checkBackendPath(p string, domid uint32, devid int) (kind string, err error
 	}
 	if rest, ok := strings.CutPrefix(p, "/local/domain/"); ok {
 		if be, _, ok := strings.Cut(rest, "/"); ok && be != "0" {
+			if _, ok := atoiStrict(be); !ok {
+				be = strconv.Quote(be) // whatever was written there
+			}
 			return "", fmt.Errorf("its backend %q is in domain %s (a driver domain), not dom0: %w", p, be, ErrNotDom0Backend)
 		}
 	}
@@ -68,6 +71,16 @@ func checkBusID(s string) error {
 		return fmt.Errorf("%q is not a device busid", s)
 	}
 	return nil
+}
+
+// portValue is a port's value as a message shows it: a busid as it is,
+// anything else quoted, since the node holds whatever was written there
+// (and a message may reach a terminal).
+func portValue(v string) string {
+	if v == "" || checkBusID(v) == nil {
+		return v
+	}
+	return strconv.Quote(v)
 }
 
 func atoiStrict(s string) (int, bool) {
