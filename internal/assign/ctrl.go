@@ -86,7 +86,7 @@ func (h *Host) usableControllers(ctx context.Context, r rw, domid uint32, withSt
 	}
 	var devids []int
 	for _, s := range ids {
-		devid, ok := atoiStrict(s)
+		devid, ok := parseDevID(s)
 		if !ok {
 			h.warnOnce("%s/%s is not a controller devid; ignored", libxlDir(domid), s)
 			continue
@@ -347,20 +347,24 @@ func newDevID(ctx context.Context, tx *xenstore.Tx, domid uint32) (int, error) {
 	if err != nil || len(ids) == 0 {
 		return 0, err
 	}
-	last, ok := atoiStrict(ids[len(ids)-1])
+	last, ok := parseDevID(ids[len(ids)-1])
 	if !ok {
 		return 0, fmt.Errorf("%s/%s is not a devid: %w", libxlDir(domid), ids[len(ids)-1], ErrBadStore)
 	}
 	taken, most := map[int]bool{}, 0
 	for _, s := range ids {
-		if id, ok := atoiStrict(s); ok {
+		if id, ok := parseDevID(s); ok {
 			taken[id], most = true, max(most, id+1)
 		}
 	}
-	if taken[last+1] {
-		return most, nil
+	next := last + 1
+	if taken[next] {
+		next = most
 	}
-	return last + 1, nil
+	if next > maxDevID {
+		return 0, fmt.Errorf("%s: no devid is left past %d: %w", libxlDir(domid), next-1, ErrBadStore)
+	}
+	return next, nil
 }
 
 // addControllerNodes writes the three subtrees in libxl__device_generic_add's

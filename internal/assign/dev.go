@@ -60,7 +60,9 @@ func (h *Host) snapshot(ctx context.Context, r rw) (snapshot, error) {
 	}
 	snap := snapshot{ctrls: map[uint32][]Controller{}}
 	for _, s := range doms {
-		if d, ok := atoiStrict(s); ok { // not /libxl/usbback and such
+		// Not /libxl/usbback and such, nor a number past any domid, which
+		// would wrap onto another domain's as a uint32.
+		if d, ok := atoiStrict(s); ok && d <= maxDomid {
 			snap.order = append(snap.order, uint32(d))
 		}
 	}

@@ -2,8 +2,12 @@ package assign_test
 
 import (
 	"context"
+	"errors"
+	"math"
+	"strings"
 	"testing"
 
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -25,4 +29,32 @@ func TestDevIDPastTen(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A devid name in /libxl too large for libxl's devid (a C int), as an
+// admin's xenstore-write can make it, is no devid: the next controller
+// is not given a devid past it (one that wraps negative, or that libxl
+// cannot name), and nothing is written outside the controllers' paths.
+func TestDevIDNeverOverflows(t *testing.T) {
+	for _, big := range []string{"2147483647", "9223372036854775807"} {
+		t.Run(big, func(t *testing.T) {
+			xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+				ctx := context.Background()
+				e := newEnv(t, s, true)
+				if err := e.xs.Write(ctx, "/libxl/1/device/vusb/"+big+"/type", []byte("pv")); err != nil {
+					t.Fatal(err)
+				}
+				c, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Ports: 1}, false)
+				if err == nil && (c.DevID < 0 || c.DevID >= math.MaxInt32) {
+					t.Errorf("added controller %d", c.DevID)
+				}
+				if err != nil && !errors.Is(err, assign.ErrBadStore) {
+					t.Errorf("add: %v", err)
+				}
+				if got := e.dump(t); strings.Contains(got, "vusb/-") || strings.Contains(got, "vusb/1/2147483648") {
+					t.Errorf("tree:\n%s", got)
+				}
+			})
+		})
+	}
 }

@@ -401,3 +401,22 @@ func TestControllerRemovedWhileListed(t *testing.T) {
 		}
 	})
 }
+
+// A name under /libxl past any domid is no domain's: as a uint32 it
+// would wrap onto a running domain's, whose ports would then be listed
+// twice.
+func TestLibxlNamePastAnyDomid(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx, e := context.Background(), pvEnv(t, s)
+		if _, err := e.h.Attach(ctx, 1, dev("1-1.6")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.xs.Write(ctx, "/libxl/4294967297/device/vusb/0/type", []byte("pv")); err != nil {
+			t.Fatal(err)
+		}
+		all, err := e.h.Assigned(ctx)
+		if err != nil || len(all) != 1 || all[0].Domid != 1 {
+			t.Fatalf("assigned: %+v %v", all, err)
+		}
+	})
+}

@@ -155,7 +155,7 @@ func (h *Host) DomainAhead(ctx context.Context, nameOrID string) (Domain, error)
 	}
 	var ctrls []Controller
 	for _, s := range ids {
-		if devid, ok := atoiStrict(s); ok {
+		if devid, ok := parseDevID(s); ok {
 			if c, err := h.controller(ctx, r, d.ID, devid, false); err == nil {
 				ctrls = append(ctrls, c)
 			}

@@ -2,6 +2,7 @@ package assign
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -81,6 +82,16 @@ func portValue(v string) string {
 		return v
 	}
 	return strconv.Quote(v)
+}
+
+// maxDevID is the largest devid: libxl's libxl_devid is a C int, and a
+// larger one would wrap (negative, or past it) in the paths made from it.
+const maxDevID = math.MaxInt32
+
+// parseDevID reads a controller's devid from its node's name.
+func parseDevID(s string) (int, bool) {
+	n, ok := atoiStrict(s)
+	return n, ok && n <= maxDevID
 }
 
 func atoiStrict(s string) (int, bool) {
