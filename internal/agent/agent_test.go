@@ -121,7 +121,11 @@ func (e *env) awaitLog(s string) {
 	}
 }
 
-func newEnv(t testing.TB, s xenstoretest.Store) *env {
+func newEnv(t testing.TB, s xenstoretest.Store) *env { return newEnvWith(t, s, nil) }
+
+// newEnvWith is newEnv with the simulated backends set up by setup (when
+// not nil) before they start.
+func newEnvWith(t testing.TB, s xenstoretest.Store, setup func(*sim.Backends)) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	root := fakekernel.TempDir(t)
@@ -136,6 +140,9 @@ func newEnv(t testing.TB, s xenstoretest.Store) *env {
 		t.Fatal(err)
 	}
 	e.backs = &sim.Backends{XS: s.Dial(t)}
+	if setup != nil {
+		setup(e.backs)
+	}
 	run, err := e.backs.Start(ctx)
 	if err != nil {
 		t.Fatal(err)

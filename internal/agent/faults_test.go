@@ -17,6 +17,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/qmp"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
 	"github.com/usbhotplugd/usbhotplugd/policy"
@@ -617,4 +618,68 @@ func (e *env) writeOwned(busid, domain string, a assign.Assignment, fields strin
 	if err := e.xs.Write(e.ctx, agent.RecordRoot+"/"+busid, []byte(rec)); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// connectedPorts is usbback's table of port rules as the real driver
+// builds it: from the backends it has connected, since it watches a
+// backend's ports only once the guest's frontend has connected to it.
+func connectedPorts(ctx context.Context, xs *xenstore.Conn) func() ([]fakekernel.UsbbackPort, error) {
+	const base = "/local/domain/0/backend/vusb"
+	return func() ([]fakekernel.UsbbackPort, error) {
+		var out []fakekernel.UsbbackPort
+		doms, _ := xs.Directory(ctx, base)
+		for _, d := range doms {
+			ctrls, _ := xs.Directory(ctx, base+"/"+d)
+			for _, c := range ctrls {
+				back := base + "/" + d + "/" + c
+				if st, err := xs.Read(ctx, back+"/state"); err != nil || string(st) != "4" {
+					continue
+				}
+				ports, _ := xs.Directory(ctx, back+"/port")
+				for _, p := range ports {
+					if b, err := xs.Read(ctx, back+"/port/"+p); err == nil && len(b) > 0 {
+						out = append(out, fakekernel.UsbbackPort{BusID: string(b), Version: 2})
+					}
+				}
+			}
+		}
+		return out, nil
+	}
+}
+
+// A guest still booting has not connected its frontend (xen-hcd) to its
+// controller, and usbback serves none of that controller's ports until it
+// has: a device attached meanwhile waits as pending and is attached once
+// the frontend connects, instead of being refused until it is plugged
+// again.
+func TestAgentWaitsForTheGuestsFrontend(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnvWith(t, s, func(b *sim.Backends) { b.NoFrontend = true })
+		usbback := connectedPorts(e.ctx, s.Dial(t))
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer {
+			e.kernel.UsbbackPorts = usbback // before the agent starts
+			return w
+		}
+		e.run(testPolicy, false)
+		var first agent.Audit
+		if st := e.status.Load(); st != nil {
+			for _, d := range st.Devices {
+				if d.BusID == "1-2" {
+					first = d
+				}
+			}
+		}
+		if first.Action != agent.ActPending {
+			t.Fatalf("1-2 at a guest whose frontend is not connected: %q (%s)", first.Action, first.Reason)
+		}
+		// xen-hcd connects: usbback, connected, learns the ports.
+		kiosk := e.doms["kiosk"].ID
+		if err := e.xs.Write(e.ctx, fmt.Sprintf("/local/domain/0/backend/vusb/%d/0/state", kiosk), []byte("4")); err != nil {
+			t.Fatal(err)
+		}
+		e.await("1-2", agent.ActAttached)
+		if drv := e.driverOf("1-2:1.0"); drv != "usbback" {
+			t.Errorf("1-2:1.0 is with %q", drv)
+		}
+	})
 }

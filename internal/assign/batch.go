@@ -230,6 +230,7 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 			}
 		case policy.TypePV:
 			if err := h.bindUsbback(ctx, p.plan, settle); err != nil {
+				err = h.unconnected(ctx, domid, a.Controller, it.BusID, err)
 				h.rollback(ctx, it.BusID)
 				c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
 				err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))
@@ -237,4 +238,22 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 			}
 		}
 	}
+}
+
+// unconnected turns usbback's refusal at a pv controller whose backend is
+// not connected yet into ErrNotReady: usbback watches a backend's ports
+// only once the guest's frontend (xen-hcd) has connected to it, so until
+// then it refuses every device, and says nothing of this one (unless it
+// is one usbback never serves). A guest still booting is not ready; its
+// device is tried again later.
+func (h *Host) unconnected(ctx context.Context, domid uint32, devid int, busid string, err error) error {
+	if !errors.Is(err, ErrUsbbackRefused) || !h.usbbackMayServe(busid) {
+		return err
+	}
+	st, ok, rerr := readOpt(ctx, h.XS, backendPath("vusb", domid, devid)+"/state")
+	if rerr != nil || !ok || st == "4" {
+		return err
+	}
+	return fmt.Errorf("controller %d of domain %d is not connected (backend state %q): its guest's frontend has not connected, and usbback serves its ports only then (%v): %w",
+		devid, domid, st, err, ErrNotReady)
 }

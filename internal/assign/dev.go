@@ -367,8 +367,8 @@ func (h *Host) unbindForUsbback(p planned) (int, error) {
 var usbbackSettle = []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond,
 	16 * time.Millisecond, 32 * time.Millisecond, 64 * time.Millisecond, 128 * time.Millisecond, 256 * time.Millisecond, 512 * time.Millisecond}
 
-// usbbackMayServe says whether usbback's refusal of intf can be its port
-// table lagging: not for a hub or a SuperSpeed device, which it never
+// usbbackMayServe says whether usbback's refusal of intf (or of a busid)
+// can be its port table lagging: not for a hub or a SuperSpeed device, which it never
 // serves. (A high-speed device at a USB 1.1 port is refused only after the
 // wait: the port's controller is not known here.)
 func (h *Host) usbbackMayServe(intf string) bool {
