@@ -129,7 +129,7 @@ func (h *Host) EnsureBound(ctx context.Context, busid string) error {
 			return fmt.Errorf("recording the driver of %s: %w", p.intf, err)
 		}
 	}
-	return h.bindUsbback(ctx, plan, settleBy())
+	return h.bindUsbback(ctx, plan, settleBy(), nil)
 }
 
 // WriteRecords writes the driver records of busid's interfaces, in one

@@ -192,13 +192,15 @@ func usbbackRefuses(w fakekernel.Write) error {
 	return nil
 }
 
-// pvEnv is an env whose guest 1 has a pv controller of 2 ports.
+// pvEnv is an env whose guest 1 has a pv controller of 2 ports, its
+// frontend connected (usbback serves a controller's ports only then).
 func pvEnv(t *testing.T, s xenstoretest.Store) *env {
 	t.Helper()
 	e := newEnv(t, s, false)
 	if _, err := e.h.AddController(context.Background(), 1, policy.CtrlSpec{Ports: 2}, true); err != nil {
 		t.Fatal(err)
 	}
+	e.idle(t)
 	return e
 }
 

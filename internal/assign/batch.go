@@ -229,7 +229,8 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 				res[p.i] = AttachResult{Err: err}
 			}
 		case policy.TypePV:
-			if err := h.bindUsbback(ctx, p.plan, settle); err != nil {
+			connected := func() bool { return h.backendConnected(ctx, domid, a.Controller) }
+			if err := h.bindUsbback(ctx, p.plan, settle, connected); err != nil {
 				err = h.unconnected(ctx, domid, a.Controller, it.BusID, err)
 				h.rollback(ctx, it.BusID)
 				c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
@@ -250,10 +251,17 @@ func (h *Host) unconnected(ctx context.Context, domid uint32, devid int, busid s
 	if !errors.Is(err, ErrUsbbackRefused) || !h.usbbackMayServe(busid) {
 		return err
 	}
-	st, ok, rerr := readOpt(ctx, h.XS, backendPath("vusb", domid, devid)+"/state")
-	if rerr != nil || !ok || st == "4" {
+	if h.backendConnected(ctx, domid, devid) {
 		return err
 	}
-	return fmt.Errorf("controller %d of domain %d is not connected (backend state %q): its guest's frontend has not connected, and usbback serves its ports only then (%v): %w",
-		devid, domid, st, err, ErrNotReady)
+	return fmt.Errorf("controller %d of domain %d is not connected: its guest's frontend has not connected, and usbback serves its ports only then (%v): %w",
+		devid, domid, err, ErrNotReady)
+}
+
+// backendConnected says whether the backend of a pv controller is
+// Connected (4), or may be: one whose state cannot be read is taken as
+// connected, so that what usbback says of the device stands.
+func (h *Host) backendConnected(ctx context.Context, domid uint32, devid int) bool {
+	st, ok, err := readOpt(ctx, h.XS, backendPath("vusb", domid, devid)+"/state")
+	return err != nil || !ok || st == "4"
 }

@@ -285,7 +285,10 @@ func (h *Host) usbbackPlan(busid string) ([]planned, error) {
 // A refusal that may be usbback not knowing the port yet is tried again
 // until settle (see usbbackSettle), a time that callers share between the
 // devices they attach at once.
-func (h *Host) bindUsbback(ctx context.Context, plan []planned, settle time.Time) error {
+//
+// connected, when not nil, says whether usbback can know the port yet
+// (its backend connected): if not, a refusal is not waited out.
+func (h *Host) bindUsbback(ctx context.Context, plan []planned, settle time.Time, connected func() bool) error {
 	for _, p := range plan {
 		// A deauthorized interface (authorization before probe) is
 		// refused by every driver; authorizing it probes nothing, so no
@@ -305,7 +308,7 @@ func (h *Host) bindUsbback(ctx context.Context, plan []planned, settle time.Time
 			continue
 		}
 		if err := h.Sys.Bind(p.intf, "usbback"); err != nil {
-			if errors.Is(err, syscall.ENODEV) && h.usbbackMayServe(p.intf) {
+			if errors.Is(err, syscall.ENODEV) && h.usbbackMayServe(p.intf) && (connected == nil || connected()) {
 				err = h.bindWhenUsbbackKnows(ctx, p.intf, settle)
 			}
 			if err == nil {
