@@ -75,7 +75,14 @@ func (b *Backends) Start(ctx context.Context) (*Running, error) {
 					return
 				}
 			}
-			if err := b.step(ctx); err != nil && ctx.Err() == nil {
+			// A conflict that outlasted every retry (a guest writing its
+			// nodes without pause) is tried again, as the kernel's
+			// xenbus_switch_state does: no event may come to wake it.
+			err := b.step(ctx)
+			for errors.Is(err, syscall.EAGAIN) && ctx.Err() == nil {
+				err = b.step(ctx)
+			}
+			if err != nil && ctx.Err() == nil {
 				r.err = err
 				return
 			}
@@ -204,14 +211,26 @@ func (b *Backends) step(ctx context.Context) error {
 			if err := b.pause(ctx); err != nil {
 				return err
 			}
-			err := b.move(ctx, c, 5, func(_ *xenstore.Tx, w writer) error {
-				if c.hasFront {
-					if err := w(c.front+"/state", "6"); err != nil && !errors.Is(err, syscall.ENOENT) {
+			// The frontend (xen-hcd) closes in a transaction of its own,
+			// as the guest's kernel writes its own state: a guest writing
+			// its frontend meanwhile conflicts with that write alone, and
+			// the backend's switch, which reads and writes only its own
+			// state, goes on whatever the guest does.
+			if c.hasFront {
+				err := b.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+					if _, err := tx.Read(ctx, c.front+"/state"); err != nil {
+						if errors.Is(err, syscall.ENOENT) {
+							return nil // gone with its frontend
+						}
 						return err
 					}
+					return tx.Write(ctx, c.front+"/state", []byte("6"))
+				})
+				if err != nil && !errors.Is(err, syscall.EAGAIN) {
+					return err
 				}
-				return w(c.back+"/state", "6")
-			})
+			}
+			err := b.move(ctx, c, 5, func(_ *xenstore.Tx, w writer) error { return w(c.back+"/state", "6") })
 			if err != nil {
 				return err
 			}
