@@ -1,0 +1,536 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/agent"
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
+	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
+	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/policy"
+)
+
+// A killSwitch is a process's death at a chosen step: once armed, the
+// store request (or sysfs write) it counts to is never made, nor is any
+// request or write after it, as for a process killed just before it.
+// A request cut this way is one the store never saw: its transaction,
+// if it was in one, is dropped with the connection.
+type killSwitch struct {
+	mu          sync.Mutex
+	armed, dead bool
+	reqs, wrs   int
+	atReq, atWr int // -1: not at this kind
+	conn        net.Conn
+	wbuf        []byte
+	fired       chan struct{}
+}
+
+func newKillSwitch(atReq, atWr int) *killSwitch {
+	return &killSwitch{atReq: atReq, atWr: atWr, fired: make(chan struct{})}
+}
+
+func (k *killSwitch) arm() {
+	k.mu.Lock()
+	k.armed = true
+	k.mu.Unlock()
+}
+
+// killLocked kills: the connection goes (xenstored drops its
+// transactions), and nothing is written after.
+func (k *killSwitch) killLocked() {
+	if !k.dead {
+		k.dead = true
+		k.conn.Close()
+		close(k.fired)
+	}
+}
+
+func (k *killSwitch) kill() {
+	k.mu.Lock()
+	k.killLocked()
+	k.mu.Unlock()
+}
+
+func (k *killSwitch) isDead() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.dead
+}
+
+// A killConn is the store connection of a killSwitch: whole requests
+// pass until the one it dies at.
+//
+// Only the requests that change the store are counted: a death before a
+// read leaves what a death before the next change leaves, and a write in
+// a transaction is seen only at its commit.
+type killConn struct {
+	net.Conn
+	k *killSwitch
+}
+
+func (c killConn) Write(b []byte) (int, error) {
+	k := c.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.dead {
+		return 0, net.ErrClosed
+	}
+	k.wbuf = append(k.wbuf, b...)
+	var out []byte
+	for len(k.wbuf) >= xenstore.HeaderSize {
+		n := xenstore.HeaderSize + int(binary.LittleEndian.Uint32(k.wbuf[12:]))
+		if len(k.wbuf) < n {
+			break
+		}
+		if k.armed && changes(k.wbuf[:n]) {
+			if k.reqs == k.atReq {
+				c.Conn.Write(out)
+				k.killLocked()
+				return 0, net.ErrClosed
+			}
+			k.reqs++
+		}
+		out = append(out, k.wbuf[:n]...)
+		k.wbuf = k.wbuf[n:]
+	}
+	if len(out) > 0 {
+		if _, err := c.Conn.Write(out); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+// changes says whether the request msg (header and payload) changes the
+// store when it is made.
+func changes(msg []byte) bool {
+	h, err := xenstore.ParseHeader(msg)
+	if err != nil {
+		return true
+	}
+	switch h.Type {
+	case xenstore.TypeWrite, xenstore.TypeMkdir, xenstore.TypeRm, xenstore.TypeSetPerms:
+		return h.TxID == 0
+	case xenstore.TypeTransactionEnd:
+		return string(msg[xenstore.HeaderSize:]) == "T\x00"
+	}
+	return false
+}
+
+// A killWriter is the sysfs writer of a killSwitch.
+type killWriter struct {
+	usbsysfs.Writer
+	k *killSwitch
+}
+
+func (w killWriter) WriteAttr(p string, b []byte) error {
+	k := w.k
+	k.mu.Lock()
+	if !k.dead && k.armed {
+		if k.wrs == k.atWr {
+			k.killLocked()
+		}
+		k.wrs++
+	}
+	dead := k.dead
+	k.mu.Unlock()
+	if dead {
+		return &fs.PathError{Op: "write", Path: p, Err: syscall.EIO}
+	}
+	return w.Writer.WriteAttr(p, b)
+}
+
+// killableHost is an assign.Host whose store connection and sysfs writes
+// die with k.
+func (e *env) killableHost(k *killSwitch) *assign.Host {
+	e.t.Helper()
+	raw, err := net.Dial("unix", e.s.SocketPath())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	k.conn = raw
+	xs := xenstore.NewConn(killConn{raw, k})
+	e.t.Cleanup(func() { xs.Close() })
+	kern := fakekernel.NewKernel(e.root)
+	sys := usbsysfs.NewFS(e.root).WithWriter(lockingWriter{killWriter{kern, k}, kern}).WithLockWait(usbsysfs.DefaultLockWait)
+	return &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+}
+
+// runKillable starts an agent on a killable host and waits until it is
+// ready and idle; stop ends it (after a kill, with the error it ended
+// with).
+func (e *env) runKillable(k *killSwitch, pol string) (a *agent.Agent, stop func()) {
+	e.t.Helper()
+	p, err := policy.Parse("test.toml", []byte(pol), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if e.mountinfo == "" {
+		e.mountinfo = filepath.Join(e.t.TempDir(), "mountinfo")
+		if err := os.WriteFile(e.mountinfo, []byte(rootMount), 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	a = agent.New(agent.Config{Host: e.killableHost(k), Policy: p, Log: zerolog.New(e), Mountinfo: e.mountinfo,
+		OnAudit: func(r agent.Audit) {
+			select {
+			case e.audits <- r:
+			default:
+			}
+		}})
+	ctx, cancel := context.WithCancel(e.ctx)
+	ready := make(chan struct{})
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Run(ctx, never{}, func() { close(ready) }) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		<-stopped
+	})
+	e.t.Cleanup(stop)
+	select {
+	case <-ready:
+	case err := <-stopped:
+		e.t.Fatalf("agent stopped before it was ready: %v", err)
+	case <-e.ctx.Done():
+		e.t.Fatal("agent not ready")
+	}
+	if err := a.WaitIdle(e.ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	return a, stop
+}
+
+// original is every interface's driver in the standard fixture, as dom0
+// has them before anything is attached.
+func (e *env) original() map[string]string {
+	e.t.Helper()
+	devs, err := e.h.Sys.Devices()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, d := range devs {
+		for _, in := range d.Interfaces {
+			m[in.Name] = in.Driver
+		}
+	}
+	return m
+}
+
+// checkConverged checks I1–I3 and that no device is lost to dom0, from
+// the store and sysfs as they are: each interface is in usbback with its
+// device at a pv port and its dom0 driver (orig) recorded, or with its
+// dom0 driver (orig, or given for one that came inert and had none);
+// driver and ownership records are of devices at ports only. attached
+// are the busids that must be at a port, and the domid of each.
+func (e *env) checkConverged(orig, given map[string]string, attached map[string]uint32) []string {
+	e.t.Helper()
+	var bad []string
+	all, err := e.h.Assigned(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	at := map[string]assign.Assignment{}
+	for _, x := range all {
+		if y, ok := at[x.BusID]; ok {
+			bad = append(bad, fmt.Sprintf("I1: %s at %d:%d:%d and %d:%d:%d", x.BusID, y.Domid, y.Controller, y.Port, x.Domid, x.Controller, x.Port))
+		}
+		at[x.BusID] = x
+	}
+	for b, d := range attached {
+		if x, ok := at[b]; !ok || x.Domid != d {
+			bad = append(bad, fmt.Sprintf("%s is at %+v (%v), want domain %d", b, x, ok, d))
+		}
+	}
+	for b := range at {
+		if _, ok := attached[b]; !ok {
+			bad = append(bad, fmt.Sprintf("%s is at a port: %+v", b, at[b]))
+		}
+	}
+	dom0 := maps.Clone(orig)
+	maps.Copy(dom0, given)
+	devs, err := e.h.Sys.Devices()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, d := range devs {
+		x, ported := at[d.BusID]
+		for _, in := range d.Interfaces {
+			rec, hasRec, err := e.readOpt(fmt.Sprintf("/libxl/usbback/%s/%s/driver_path", enc(d.BusID), enc(in.Name)))
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			switch {
+			case in.Driver == "usbback":
+				if !ported || x.Type != policy.TypePV {
+					bad = append(bad, fmt.Sprintf("I2: %s is in usbback, its device at no pv port", in.Name))
+				}
+				if orig[in.Name] != "" && rec != "/sys/bus/usb/drivers/"+orig[in.Name] {
+					bad = append(bad, fmt.Sprintf("I3: %s is in usbback, its driver record is %q (%v), want %s", in.Name, rec, hasRec, orig[in.Name]))
+				}
+			case in.Driver != dom0[in.Name]:
+				bad = append(bad, fmt.Sprintf("lost to dom0: %s has driver %q, want %q", in.Name, in.Driver, dom0[in.Name]))
+			case hasRec && !ported:
+				bad = append(bad, fmt.Sprintf("%s has a driver record %q at no port", in.Name, rec))
+			}
+		}
+	}
+	owned, err := agent.ListOwned(e.ctx, e.xs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for b, o := range owned {
+		if x, ok := at[b]; !ok || x.Domid != o.Domid || x.Controller != o.Controller || x.Port != o.Port {
+			bad = append(bad, fmt.Sprintf("ownership record of %s names %d:%d:%d, the store has %+v (%v)", b, o.Domid, o.Controller, o.Port, x, ok))
+		}
+	}
+	recs, err := e.h.Records(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, b := range recs {
+		if _, ok := at[b]; !ok {
+			bad = append(bad, fmt.Sprintf("driver records of %s, at no port", b))
+		}
+	}
+	for b := range attached {
+		if _, ok := owned[b]; !ok {
+			bad = append(bad, fmt.Sprintf("%s has no ownership record", b))
+		}
+	}
+	return bad
+}
+
+func enc(s string) string { return strings.NewReplacer(".", "_", ":", "@").Replace(s) }
+
+func (e *env) readOpt(p string) (string, bool, error) {
+	b, err := e.xs.Read(e.ctx, p)
+	if errors.Is(err, syscall.ENOENT) {
+		return "", false, nil
+	}
+	return string(b), err == nil, err
+}
+
+// A crashCase is one sequence of the agent whose every step is cut in
+// turn.
+type crashCase struct {
+	name string
+	// before is the policy of the agent the sequence runs in, after the
+	// policy of the agent that restarts.
+	before, after string
+	// setup, when set, runs on the agent before it is armed; act then
+	// starts the sequence on it.
+	setup, act func(e *env, a *agent.Agent)
+	// busid is the device the sequence is of ("" for 1-2).
+	busid string
+	// attached are the busids at a port of the domain after names once
+	// the restarted agent is idle; done is the action that ends the
+	// sequence when no kill cut it.
+	attached []string
+	done     agent.Action
+}
+
+const audioTo = `
+[[rule]]
+name = "audio"
+action = "attach"
+match = { id = "0d8c:0014" }
+target = { domain = "%s" }
+`
+
+const audioDenied = `
+[[rule]]
+name = "audio"
+action = "deny"
+match = { id = "0d8c:0014" }
+`
+
+func crashCases() []crashCase {
+	return []crashCase{
+		{
+			// The guest starts: the attach creates its controller.
+			name: "attach", before: fmt.Sprintf(audioTo, "lab"), after: fmt.Sprintf(audioTo, "lab"),
+			act:      func(e *env, _ *agent.Agent) { e.start("lab") },
+			attached: []string{"1-2"}, done: agent.ActAttached,
+		},
+		{
+			name: "detach", before: fmt.Sprintf(audioTo, "kiosk"), after: audioDenied,
+			act:  func(e *env, a *agent.Agent) { e.reloadOn(a, audioDenied) },
+			done: agent.ActDenied,
+		},
+		{
+			// Unplugged while attached: its port and records go.
+			name: "leave", before: fmt.Sprintf(audioTo, "kiosk"), after: fmt.Sprintf(audioTo, "kiosk"),
+			act: func(e *env, a *agent.Agent) {
+				if err := fakekernel.NewKernel(e.root).Unplug("1-2"); err != nil {
+					e.t.Fatal(err)
+				}
+				a.Handle(e.ctx, removeEvent(e.t, "1-2"))
+			},
+			done: agent.ActGone,
+		},
+		{
+			// Authorization before probe: a badge reader plugged inert
+			// goes straight to usbback, no dom0 driver recorded.
+			name: "attach an inert device", before: authzTo("kiosk"), after: authzTo("kiosk"), busid: "1-6",
+			act:      func(e *env, a *agent.Agent) { e.plugInert(a) },
+			attached: []string{"1-6"}, done: agent.ActAttached,
+		},
+		{
+			name: "move", before: fmt.Sprintf(audioTo, "kiosk"), after: fmt.Sprintf(audioTo, "desk"),
+			act:      func(e *env, a *agent.Agent) { e.reloadOn(a, fmt.Sprintf(audioTo, "desk")) },
+			attached: []string{"1-2"}, done: agent.ActAttached,
+		},
+	}
+}
+
+const authzBadge = `
+[agent]
+authorize = "before-probe"
+
+[[rule]]
+name = "badge reader"
+action = "%s"
+match = { id = "1234:0001" }
+`
+
+func authzTo(domain string) string {
+	return fmt.Sprintf(authzBadge, "attach") + fmt.Sprintf("target = { domain = %q }\n", domain)
+}
+
+// plugInert plugs the badge reader 1-6, inert as the mode makes it, and
+// tells the agent.
+func (e *env) plugInert(a *agent.Agent) {
+	e.t.Helper()
+	if err := (&fakekernel.Builder{Root: e.root}).Add(keyboard("1-6", "0001")).Err(); err != nil {
+		e.t.Fatal(err)
+	}
+	a.Handle(e.ctx, addEvent(e.t, "1-6"))
+}
+
+func (e *env) reloadOn(a *agent.Agent, pol string) {
+	e.t.Helper()
+	p, err := policy.Parse("test.toml", []byte(pol), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	a.Reload(p)
+}
+
+// The agent killed before each change of the store and each sysfs write
+// of an attach, a detach, an unplug and a move, in turn: the agent that
+// starts next converges, I1–I3 hold and nothing is lost to dom0.
+func TestAgentKilledAtEveryStep(t *testing.T) {
+	for _, c := range crashCases() {
+		t.Run(c.name, func(t *testing.T) {
+			for _, kind := range []string{"store change", "sysfs write"} {
+				steps := 0
+				for n := 0; ; n++ {
+					at := [2]int{n, -1}
+					if kind == "sysfs write" {
+						at = [2]int{-1, n}
+					}
+					killed := false
+					ok := t.Run(fmt.Sprintf("%s %d", kind, n), func(t *testing.T) { killed = crashAt(t, c, kind, at) })
+					if !killed || !ok {
+						break // one failure of a kind tells
+					}
+					steps++
+				}
+				t.Logf("%s: killed before each of %d %ss", c.name, steps, kind)
+				if steps == 0 && kind == "store change" {
+					t.Errorf("%s made no %s", c.name, kind)
+				}
+			}
+		})
+	}
+}
+
+// crashAt runs c with the agent killed at at (the index of a store
+// change, of a sysfs write; -1 for the other kind); false when the
+// sequence ended before it.
+func crashAt(t *testing.T, c crashCase, kind string, at [2]int) bool {
+	t.Helper()
+	e := newEnv(t, xenstoretest.Real(t))
+	orig := e.original()
+	busid := c.busid
+	if busid == "" {
+		busid = "1-2"
+	}
+	k := newKillSwitch(at[0], at[1])
+	a, stop := e.runKillable(k, c.before)
+	if c.setup != nil {
+		c.setup(e, a)
+		if err := a.WaitIdle(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(e.audits) > 0 {
+		<-e.audits
+	}
+	k.arm()
+	c.act(e, a)
+	ended := false
+	for !ended {
+		select {
+		case <-k.fired:
+			ended = true
+		case r := <-e.audits:
+			if r.BusID == busid && r.Action == c.done {
+				if err := a.WaitIdle(e.ctx); err != nil {
+					t.Fatal(err)
+				}
+				ended = true
+			}
+		case <-e.ctx.Done():
+			t.Fatalf("%s %d: neither killed nor done:\n%s", kind, at, e.logText())
+		}
+	}
+	killed := k.isDead()
+	k.kill()
+	stop()
+	if err := e.backs.WaitIdle(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.logMu.Lock()
+	e.log.Reset()
+	e.logMu.Unlock()
+	e.run(c.after, false)
+	want := map[string]uint32{}
+	for _, b := range c.attached {
+		want[b] = e.domidOf(c.after)
+	}
+	if bad := e.checkConverged(orig, nil, want); len(bad) > 0 {
+		t.Errorf("killed before %s %d of %s, then restarted:\n  %s\nlog of the restart:\n%s", kind, max(at[0], at[1]), c.name, strings.Join(bad, "\n  "), e.logText())
+	}
+	e.stop()
+	return killed
+}
+
+// domidOf is the running domain pol's rule names.
+func (e *env) domidOf(pol string) uint32 {
+	for name, d := range e.doms {
+		if strings.Contains(pol, fmt.Sprintf("domain = %q", name)) {
+			return d.ID
+		}
+	}
+	e.t.Fatalf("no domain of %s runs", pol)
+	return 0
+}
