@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"time"
 
@@ -196,8 +197,12 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		}
 	case stepHubInert, stepHubRestore:
 		return a.setHubDefault(ctx, busid, s.kind == stepHubRestore)
+	case stepMarkGiving:
+		if err := h.XS.Write(ctx, givingPath(busid), []byte("1")); err != nil {
+			return fmt.Errorf("recording that %s goes to dom0: %w", busid, err)
+		}
 	case stepToDom0:
-		return a.giveToDom0(ctx, o)
+		return a.giveToDom0(ctx, o, s.fresh)
 	case stepBlock:
 		return block(h.Sys, o.dev)
 	}

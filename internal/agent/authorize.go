@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -151,12 +152,13 @@ func planRootHub(p *plan, o observation, w world) {
 func planToDom0(p *plan, o observation, rec *Audit, w world) {
 	keptInert := o.known && len(o.last.Deauthorized) > 0 &&
 		(o.last.Action == ActPending || o.last.Action == ActRefused || o.last.Action == ActBlocked)
-	if !w.authorize && !keptInert || len(rec.Deauthorized) == 0 && !o.giving {
+	marked := slices.ContainsFunc(p.steps, func(s step) bool { return s.kind == stepMarkGiving })
+	if (!w.authorize && !keptInert || len(rec.Deauthorized) == 0 && !o.giving) && !marked {
 		return
 	}
 	rec.Reason += "; its interfaces are authorized and offered to dom0's drivers"
 	if !w.dryRun {
-		p.add(step{kind: stepToDom0})
+		p.add(step{kind: stepToDom0, fresh: marked})
 	}
 }
 
@@ -194,10 +196,34 @@ func givingPath(busid string) string { return GivingRoot + "/" + nodeName(busid)
 // GivingRoot holds the records of devices being given to dom0.
 const GivingRoot = "/tool/usbhotplugd/giving"
 
+// markGiving records, with the mode on, that a device the policy leaves
+// to dom0 is being given to it, before a detach or release takes it from
+// usbback: an interface that went there inert has no driver record (no
+// dom0 driver ever had it), and a crash after it left usbback and before
+// it was offered to dom0's drivers would leave it without one for good.
+// The to-dom0 step that ends the pass offers it and drops the record.
+func markGiving(p *plan, dec policy.Decision, w world) {
+	if w.authorize && (dec.Action == policy.Deny || dec.Action == policy.None) {
+		p.add(step{kind: stepMarkGiving})
+	}
+}
+
 // giveToDom0 authorizes o's deauthorized interfaces and offers them to
 // dom0's drivers; after a crash half-way (o.giving), the authorized ones
-// still without a driver are offered again.
-func (a *Agent) giveToDom0(ctx context.Context, o observation) error {
+// still without a driver are offered again. fresh: a step before it took
+// the device from usbback, so it is read again, and what has no driver
+// is offered.
+func (a *Agent) giveToDom0(ctx context.Context, o observation, fresh bool) error {
+	if fresh {
+		dev, err := a.h.Sys.Device(o.busid)
+		if errors.Is(err, fs.ErrNotExist) {
+			return rmOpt(ctx, a, givingPath(o.busid)) // it left: nothing to give
+		}
+		if err != nil {
+			return err
+		}
+		o.dev, o.giving = dev, true
+	}
 	if err := a.h.XS.Write(ctx, givingPath(o.busid), []byte("1")); err != nil {
 		return fmt.Errorf("recording that %s goes to dom0: %w", o.busid, err)
 	}

@@ -310,6 +310,10 @@ func (e *env) checkConverged(orig, given map[string]string, attached map[string]
 			bad = append(bad, fmt.Sprintf("driver records of %s, at no port", b))
 		}
 	}
+	// A give to dom0 half done is finished, its record gone.
+	if giving, err := e.xs.Directory(e.ctx, agent.GivingRoot); err == nil && len(giving) > 0 {
+		bad = append(bad, fmt.Sprintf("records of devices being given to dom0 are left: %v", giving))
+	}
 	for b := range attached {
 		if _, ok := owned[b]; !ok {
 			bad = append(bad, fmt.Sprintf("%s has no ownership record", b))
@@ -394,6 +398,17 @@ func crashCases() []crashCase {
 			attached: []string{"1-6"}, done: agent.ActAttached,
 		},
 		{
+			// ... and given to dom0's drivers by a reload: it had none
+			// to record.
+			name: "detach an inert device", before: authzTo("kiosk"), after: authzDenied, busid: "1-6",
+			setup: func(e *env, a *agent.Agent) {
+				e.plugInert(a)
+				e.await("1-6", agent.ActAttached)
+			},
+			act:  func(e *env, a *agent.Agent) { e.reloadOn(a, authzDenied) },
+			done: agent.ActDenied,
+		},
+		{
 			name: "move", before: fmt.Sprintf(audioTo, "kiosk"), after: fmt.Sprintf(audioTo, "desk"),
 			act:      func(e *env, a *agent.Agent) { e.reloadOn(a, fmt.Sprintf(audioTo, "desk")) },
 			attached: []string{"1-2"}, done: agent.ActAttached,
@@ -414,6 +429,8 @@ match = { id = "1234:0001" }
 func authzTo(domain string) string {
 	return fmt.Sprintf(authzBadge, "attach") + fmt.Sprintf("target = { domain = %q }\n", domain)
 }
+
+var authzDenied = fmt.Sprintf(authzBadge, "deny")
 
 // plugInert plugs the badge reader 1-6, inert as the mode makes it, and
 // tells the agent.
@@ -517,7 +534,9 @@ func crashAt(t *testing.T, c crashCase, kind string, at [2]int) bool {
 	for _, b := range c.attached {
 		want[b] = e.domidOf(c.after)
 	}
-	if bad := e.checkConverged(orig, nil, want); len(bad) > 0 {
+	// The badge reader's, when it is given to dom0: it had none before.
+	given := map[string]string{"1-6:1.0": "usbhid"}
+	if bad := e.checkConverged(orig, given, want); len(bad) > 0 {
 		t.Errorf("killed before %s %d of %s, then restarted:\n  %s\nlog of the restart:\n%s", kind, max(at[0], at[1]), c.name, strings.Join(bad, "\n  "), e.logText())
 	}
 	e.stop()

@@ -152,6 +152,8 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 			if reinert(&rec, o, dec, w) {
 				p.add(step{kind: stepBlock})
 				why = o.busid + " was left in usbback at no port: made inert again, since the policy sends it to a guest (authorization before probe)"
+			} else {
+				markGiving(&p, dec, w)
 			}
 			p.add(step{kind: stepRelease, unbound: o.ours})
 			p.add(step{kind: stepAudit, rec: Audit{BusID: o.busid, ID: rec.ID, Trigger: o.trigger, Action: ActReleased, Reason: why}})
@@ -260,6 +262,7 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		if w.authorize && dec.Action == policy.Attach {
 			p.add(step{kind: stepBlock}) // inert again, not dom0's meanwhile
 		}
+		markGiving(p, dec, w)
 		p.add(step{kind: stepDetach, at: x})
 	}
 	det := rec

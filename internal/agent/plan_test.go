@@ -138,6 +138,10 @@ func TestPlanTable(t *testing.T) {
 			o.last, o.known = Audit{BusID: "1-2", Action: ActKept, Reason: "r attaches it; 1-2:1.0 was with usbhid: moved back to usbback", Domid: int(o.port.Domid), Ctrl: o.port.Controller, Port: o.port.Port}, true
 		}), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "moved back to usbback"},
 		{"attached → detached: the policy changed", owned(at(here(TrigReload, "usbback"), 5), 5), deny, kiosk, StDenied, []stepKind{stepDetach, stepAudit, stepAudit}, ActDenied, ""},
+		{"attached → detached: the policy changed, the mode on: the give to dom0 is recorded before the detach, and ended after it", owned(at(here(TrigReload, "usbback"), 5), 5), deny, withAuthz(kiosk), StDenied,
+			[]stepKind{stepMarkGiving, stepDetach, stepAudit, stepToDom0, stepAudit}, ActDenied, "offered to dom0's drivers"},
+		{"settling → with dom0, the mode on: the give to dom0 is recorded before the release", last(here(TrigStart, "usbback"), ActUnmatched, "no rule"), none, withAuthz(kiosk), StWithDom0,
+			[]stepKind{stepMarkGiving, stepRelease, stepAudit, stepToDom0, stepAudit}, ActUnmatched, "offered to dom0's drivers"},
 		{"with dom0 → authorized: inert, no rule, the mode on", here("bind", ""), none, withAuthz(kiosk), StWithDom0, []stepKind{stepToDom0, stepAudit}, ActUnmatched, "offered to dom0's drivers"},
 		{"denied → authorized: inert, the mode on", here("bind", ""), deny, withAuthz(kiosk), StDenied, []stepKind{stepToDom0, stepAudit}, ActDenied, "offered to dom0's drivers"},
 		{"with dom0: inert, the mode off: left as the admin made it", here("bind", ""), none, kiosk, StWithDom0, []stepKind{stepAudit}, ActUnmatched, "no rule"},

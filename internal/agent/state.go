@@ -101,9 +101,10 @@ const (
 	stepEnsureInQEMU                 // add it to its guest's QEMU if its emulated port has nothing there
 	stepReOwn                        // write its ownership record again, of the device now at its busid
 	stepDropRecords                  // remove the driver records of a plug that left, before anything rebinds by them
+	stepMarkGiving                   // record that it goes to dom0, before a detach or release takes it from usbback
 )
 
-var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record", "ensure-in-qemu", "re-own", "drop-records"}
+var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record", "ensure-in-qemu", "re-own", "drop-records", "mark-giving"}
 
 func (k stepKind) String() string { return stepNames[k] }
 
@@ -128,6 +129,7 @@ type step struct {
 	busids  []string          // requeue
 	lenient bool              // release: a failure is only logged (the device left)
 	unbound bool              // release: interfaces without a driver are offered to the kernel too
+	fresh   bool              // to-dom0: the device is read again (a detach or release before it moved it)
 	attach  attachPlan        // attach
 }
 
