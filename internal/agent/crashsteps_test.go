@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -552,4 +553,64 @@ func (e *env) domidOf(pol string) uint32 {
 	}
 	e.t.Fatalf("no domain of %s runs", pol)
 	return 0
+}
+
+// xl killed before each store change and each sysfs write of its
+// usbdev-detach of a device the agent attached, in turn, while the agent
+// runs: what xl left is finished as libxl's order says (a port still set
+// is the device's, bound to usbback again; a port cleared gives it back
+// to its dom0 drivers, held there), and I1–I3 hold with nothing lost.
+func TestXLKilledAtEveryStepOfADetach(t *testing.T) {
+	for _, kind := range []string{"store change", "sysfs write"} {
+		steps := 0
+		for n := 0; ; n++ {
+			at := [2]int{n, -1}
+			if kind == "sysfs write" {
+				at = [2]int{-1, n}
+			}
+			killed := false
+			ok := t.Run(fmt.Sprintf("%s %d", kind, n), func(t *testing.T) {
+				e := newEnv(t, xenstoretest.Real(t))
+				orig := e.original()
+				e.run(fmt.Sprintf(audioTo, "kiosk"), false)
+				x, ok := e.at("1-2")
+				if !ok {
+					t.Fatal("audio not attached")
+				}
+				k := newKillSwitch(at[0], at[1])
+				xl := e.killableHost(k)
+				k.arm()
+				err := xl.Detach(e.ctx, x.Domid, x.Controller, x.Port)
+				killed = k.isDead()
+				if !killed && err != nil {
+					t.Fatalf("xl's detach: %v", err)
+				}
+				k.kill()
+				// What the kernel's events of xl's writes would ask for.
+				if err := e.a.Rescan(e.ctx, "xl's writes"); err != nil {
+					t.Fatal(err)
+				}
+				e.settle()
+				want := map[string]uint32{}
+				if _, ok := e.at("1-2"); ok {
+					want["1-2"] = x.Domid
+				}
+				bad := slices.DeleteFunc(e.checkConverged(orig, nil, want), func(s string) bool {
+					// Held: its record stays, for its guest's restart.
+					return len(want) == 0 && strings.HasPrefix(s, "ownership record of 1-2 ")
+				})
+				if !killed && len(want) > 0 {
+					bad = append(bad, "the agent undid xl's detach")
+				}
+				if len(bad) > 0 {
+					t.Errorf("xl killed before %s %d of its detach:\n  %s\nlog:\n%s", kind, n, strings.Join(bad, "\n  "), e.logText())
+				}
+			})
+			if !killed || !ok {
+				break
+			}
+			steps++
+		}
+		t.Logf("xl killed before each of %d %ss of its detach", steps, kind)
+	}
 }
