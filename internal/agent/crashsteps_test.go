@@ -171,7 +171,7 @@ func (e *env) killableHost(k *killSwitch) *assign.Host {
 	e.t.Cleanup(func() { xs.Close() })
 	kern := fakekernel.NewKernel(e.root)
 	sys := usbsysfs.NewFS(e.root).WithWriter(lockingWriter{killWriter{kern, k}, kern}).WithLockWait(usbsysfs.DefaultLockWait)
-	return &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second}
+	return &assign.Host{XS: xs, Sys: sys, InitTimeout: 5 * time.Second, DestroyTimeout: 5 * time.Second, DialQMP: e.dialQMP}
 }
 
 // runKillable starts an agent on a killable host and waits until it is

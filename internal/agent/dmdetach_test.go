@@ -145,3 +145,75 @@ func TestOwnedFoundAtAPortItsMemoryLost(t *testing.T) {
 		}
 	})
 }
+
+// An agent killed between an emulated port's change and QEMU's command
+// (device_add after the port's write, device_del at a detach) leaves no
+// device in the guest's QEMU that no port names, and no port that stays
+// failed: the next start, under a policy that leaves the device to dom0,
+// converges.
+func TestKilledAtAnEmulatedPortsQMPCommand(t *testing.T) {
+	for _, cmd := range []string{"device_add", "device_del"} {
+		t.Run(cmd, func(t *testing.T) {
+			xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) { killedAtQMP(t, s, cmd) })
+		})
+	}
+}
+
+func killedAtQMP(t *testing.T, s xenstoretest.Store, cmd string) {
+	e := newEnv(t, s)
+	dm := sim.NewDeviceModel()
+	k := newKillSwitch(-1, -1)
+	e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
+		return killedAt{dm, k, cmd}, func() {}, nil
+	}
+	denied := strings.Replace(strings.Replace(winAudio, `action = "attach"`, `action = "deny"`, 1), `target = { domain = "win" }`, "", 1)
+	a, stop := e.runKillable(k, winAudio)
+	if cmd == "device_add" {
+		k.arm()
+	}
+	win := e.startHVM("win")
+	if cmd == "device_del" {
+		e.await("1-2", agent.ActAttached)
+		if x, ok := e.at("1-2"); !ok || x.Domid != win.ID {
+			t.Fatalf("not attached to win: %+v %v", x, ok)
+		}
+		k.arm()
+		e.reloadOn(a, denied)
+	}
+	select {
+	case <-k.fired:
+	case <-e.ctx.Done():
+		t.Fatalf("no %s", cmd)
+	}
+	stop()
+	e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) { return dm, func() {}, nil }
+	e.run(denied, false)
+	if x, ok := e.at("1-2"); ok {
+		t.Errorf("1-2 at %+v after the restart:\n%s", x, e.logText())
+	}
+	for _, d := range dm.Devices() {
+		if strings.Count(d, "-") == 2 { // xenusb-BUS-ADDR: the device, not its controller
+			t.Errorf("QEMU still has %s, which no port names", d)
+		}
+	}
+}
+
+// killedAt is a device model whose command cmd, once k is armed, never
+// reaches QEMU: the agent dies as it is sent.
+type killedAt struct {
+	assign.QMP
+	k   *killSwitch
+	cmd string
+}
+
+func (q killedAt) Run(ctx context.Context, cmd string, args, out any) error {
+	q.k.mu.Lock()
+	m, _ := args.(map[string]any)
+	die := cmd == q.cmd && q.k.armed && (cmd != "device_add" || m["driver"] == "usb-host") // the device's, not its controller's
+	q.k.mu.Unlock()
+	if die {
+		q.k.kill()
+		return errors.New("killed")
+	}
+	return q.QMP.Run(ctx, cmd, args, out)
+}

@@ -566,7 +566,7 @@ func (h *Host) detach(ctx context.Context, domid uint32, devid, port int, expect
 		return nil
 	}
 	if c.Type == policy.TypeDeviceModel {
-		return h.dmDetach(ctx, c, port, busid, clear, forget)
+		return h.dmDetach(ctx, c, port, busid, clear)
 	}
 	var out []string // what it took from usbback
 	if c.Type == policy.TypePV {

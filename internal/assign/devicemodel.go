@@ -190,29 +190,15 @@ func dmDeviceArgs(a Assignment, bus, dev int) map[string]any {
 	}
 }
 
-// dmDetach clears the port, then removes the device from QEMU; if QEMU
-// refuses, the busid is written back, as libxl does.
-func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid string, clear func(context.Context, *xenstore.Tx) error, forget []string) error {
-	p := c.portPath(port)
-	// What clear removes besides the port, kept to be written back with it
-	// should QEMU not let the device go: the port alone back would leave
-	// it attached with no owner, never detached again.
-	var kept [][2]string
-	if err := h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
-		kept = kept[:0]
-		for _, f := range forget {
-			v, ok, err := readOpt(ctx, tx, f)
-			if err != nil {
-				return err
-			}
-			if ok {
-				kept = append(kept, [2]string{f, v})
-			}
-		}
-		return clear(ctx, tx)
-	}); err != nil {
-		return err
-	}
+// dmDetach removes the device from QEMU, then clears the port (and the
+// caller's records) in one transaction. libxl clears first and writes the
+// busid back if QEMU refuses: a process killed between the two leaves the
+// guest with a device that no port names and no record owns, which no
+// later look finds. In this order a kill leaves the port set and QEMU
+// without the device, which the next start finds: it adds the device
+// again (EnsureInDeviceModel), or detaches it again, and QEMU not having
+// it then is no failure.
+func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid string, clear func(context.Context, *xenstore.Tx) error) error {
 	var id string
 	bus, dev, err := h.Sys.Addr(busid)
 	switch {
@@ -223,23 +209,20 @@ func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid strin
 		// it) are unknown: QEMU is asked which device sits at the port
 		// (libxl gives up here, and the port stays taken inside QEMU).
 		id, err = h.dmFind(ctx, c.Domid, c.DevID, port)
-		if err == nil && id == "" {
-			return nil
-		}
 	}
-	if err == nil {
-		err = h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": id})
+	if err == nil && id != "" {
+		if err = h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": id}); err != nil {
+			// Not in QEMU any more (a detach cut short after its
+			// device_del): nothing to take out.
+			if at, ferr := h.dmFind(ctx, c.Domid, c.DevID, port); ferr == nil && at == "" {
+				err = nil
+			}
+		}
 	}
 	if err != nil {
-		restore := append([][2]string{{p, busid}}, kept...)
-		if werr := h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
-			return tx.WriteMany(ctx, restore)
-		}); werr != nil {
-			err = errors.Join(err, werr)
-		}
 		return fmt.Errorf("%s not removed from domain %d's device model (its port is kept): %w", busid, c.Domid, err)
 	}
-	return nil
+	return h.XS.Update(ctx, clear)
 }
 
 // dmFind asks QEMU for the id of the passed-through device at a port of
