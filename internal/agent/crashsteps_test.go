@@ -38,13 +38,17 @@ type killSwitch struct {
 	armed, dead bool
 	reqs, wrs   int
 	atReq, atWr int // -1: not at this kind
-	conn        net.Conn
-	wbuf        []byte
-	fired       chan struct{}
+	// failWr is a sysfs write that fails (EIO) without the death, as a
+	// wedged driver answers: what the agent's rollback then does is cut.
+	failWr int
+	failed bool // failWr was made
+	conn   net.Conn
+	wbuf   []byte
+	fired  chan struct{}
 }
 
 func newKillSwitch(atReq, atWr int) *killSwitch {
-	return &killSwitch{atReq: atReq, atWr: atWr, fired: make(chan struct{})}
+	return &killSwitch{atReq: atReq, atWr: atWr, failWr: -1, fired: make(chan struct{})}
 }
 
 func (k *killSwitch) arm() {
@@ -144,15 +148,18 @@ type killWriter struct {
 func (w killWriter) WriteAttr(p string, b []byte) error {
 	k := w.k
 	k.mu.Lock()
+	fail := false
 	if !k.dead && k.armed {
 		if k.wrs == k.atWr {
 			k.killLocked()
 		}
+		fail = k.wrs == k.failWr
+		k.failed = k.failed || fail
 		k.wrs++
 	}
 	dead := k.dead
 	k.mu.Unlock()
-	if dead {
+	if dead || fail {
 		return &fs.PathError{Op: "write", Path: p, Err: syscall.EIO}
 	}
 	return w.Writer.WriteAttr(p, b)
@@ -481,10 +488,52 @@ func TestAgentKilledAtEveryStep(t *testing.T) {
 	}
 }
 
+// A sysfs write of an attach and of a detach failing, each in turn,
+// and the agent killed before each write of what follows (its rollback,
+// its retry), in turn: the agent that starts next converges as above.
+func TestAgentKilledInEveryRollback(t *testing.T) {
+	for _, c := range crashCases() {
+		if c.name != "attach" && c.name != "detach" {
+			continue // the others' writes are of these kinds
+		}
+		t.Run(c.name, func(t *testing.T) {
+			runs := 0
+			for f := 0; ; f++ {
+				failed := false
+				for n := f + 1; ; n++ {
+					killed := false
+					ok := t.Run(fmt.Sprintf("write %d failed, sysfs write %d", f, n), func(t *testing.T) {
+						killed, failed = crashAfterFailure(t, c, "sysfs write", [2]int{-1, n}, f)
+					})
+					if !ok {
+						return
+					}
+					runs++
+					if !killed || !failed {
+						break
+					}
+				}
+				if !failed {
+					break // the sequence has no write f
+				}
+			}
+			t.Logf("%s: %d runs", c.name, runs)
+		})
+	}
+}
+
 // crashAt runs c with the agent killed at at (the index of a store
 // change, of a sysfs write; -1 for the other kind); false when the
 // sequence ended before it.
 func crashAt(t *testing.T, c crashCase, kind string, at [2]int) bool {
+	t.Helper()
+	killed, _ := crashAfterFailure(t, c, kind, at, -1)
+	return killed
+}
+
+// crashAfterFailure is crashAt with the sysfs write failWr failing first;
+// failed says it was made.
+func crashAfterFailure(t *testing.T, c crashCase, kind string, at [2]int, failWr int) (killed, failed bool) {
 	t.Helper()
 	e := newEnv(t, xenstoretest.Real(t))
 	orig := e.original()
@@ -493,6 +542,7 @@ func crashAt(t *testing.T, c crashCase, kind string, at [2]int) bool {
 		busid = "1-2"
 	}
 	k := newKillSwitch(at[0], at[1])
+	k.failWr = failWr
 	a, stop := e.runKillable(k, c.before)
 	if c.setup != nil {
 		c.setup(e, a)
@@ -511,6 +561,14 @@ func crashAt(t *testing.T, c crashCase, kind string, at [2]int) bool {
 		case <-k.fired:
 			ended = true
 		case r := <-e.audits:
+			if r.BusID == busid && r.Action == agent.ActFailed && failWr >= 0 {
+				// The failure's rollback ran whole: its retry comes
+				// later, and would find the fault gone.
+				if err := a.WaitIdle(e.ctx); err != nil {
+					t.Fatal(err)
+				}
+				ended = true
+			}
 			if r.BusID == busid && r.Action == c.done {
 				if err := a.WaitIdle(e.ctx); err != nil {
 					t.Fatal(err)
@@ -521,7 +579,10 @@ func crashAt(t *testing.T, c crashCase, kind string, at [2]int) bool {
 			t.Fatalf("%s %d: neither killed nor done:\n%s", kind, at, e.logText())
 		}
 	}
-	killed := k.isDead()
+	killed = k.isDead()
+	k.mu.Lock()
+	failed = k.failed
+	k.mu.Unlock()
 	k.kill()
 	stop()
 	if err := e.backs.WaitIdle(e.ctx); err != nil {
@@ -538,10 +599,10 @@ func crashAt(t *testing.T, c crashCase, kind string, at [2]int) bool {
 	// The badge reader's, when it is given to dom0: it had none before.
 	given := map[string]string{"1-6:1.0": "usbhid"}
 	if bad := e.checkConverged(orig, given, want); len(bad) > 0 {
-		t.Errorf("killed before %s %d of %s, then restarted:\n  %s\nlog of the restart:\n%s", kind, max(at[0], at[1]), c.name, strings.Join(bad, "\n  "), e.logText())
+		t.Errorf("(sysfs write %d failed) killed before %s %d of %s, then restarted:\n  %s\nlog of the restart:\n%s", failWr, kind, max(at[0], at[1]), c.name, strings.Join(bad, "\n  "), e.logText())
 	}
 	e.stop()
-	return killed
+	return killed, failed
 }
 
 // domidOf is the running domain pol's rule names.

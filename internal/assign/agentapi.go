@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
@@ -26,16 +27,26 @@ func (h *Host) Release(ctx context.Context, busid string) error {
 }
 
 // giveBack binds busid's interfaces to their recorded drivers, then
-// offers those of out still without one to the kernel's matching. Not
-// while the kernel still probes one: the pass after that offers them, once
-// the records are done, so none is given the kernel's choice instead of
-// its own driver.
+// offers those of out, and those whose bind failed, still without a
+// driver to the kernel's matching, then removes the records. Not while
+// the kernel still probes one: the pass after that offers them, once the
+// records are done, so none is given the kernel's choice instead of its
+// own driver. The records go last: a process killed before the offers
+// leaves them, for the next pass to bind by; gone first, an interface
+// whose bind failed would be left without a driver, and without anything
+// that says it had one.
 func (h *Host) giveBack(ctx context.Context, busid string, out []string) error {
-	err := h.rebind(ctx, busid)
+	failed, err := h.bindRecorded(ctx, busid)
 	if errors.Is(err, usbsysfs.ErrBusy) {
 		return err
 	}
-	return errors.Join(err, h.offerUnbound(out))
+	for _, f := range failed {
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	err = errors.Join(err, h.offerUnbound(out))
+	return errors.Join(err, rmOpt(ctx, h.XS, usbbackRecord(busid)))
 }
 
 // offerUnbound offers each of out, interfaces just taken from usbback,

@@ -455,6 +455,17 @@ func (h *Host) unbindFromUsbback(intf string) (bool, error) {
 // rebind binds each interface to its recorded driver, then removes the
 // record whatever happened, as usbdev_rebind does.
 func (h *Host) rebind(ctx context.Context, busid string) error {
+	_, err := h.bindRecorded(ctx, busid)
+	if errors.Is(err, usbsysfs.ErrBusy) {
+		return err
+	}
+	return errors.Join(err, rmOpt(ctx, h.XS, usbbackRecord(busid)))
+}
+
+// bindRecorded binds each interface of busid to its recorded driver, and
+// names those whose bind failed; the records stay. While the kernel still
+// probes one (ErrBusy), it stops there.
+func (h *Host) bindRecorded(ctx context.Context, busid string) (failed []string, _ error) {
 	intfs, err := h.Sys.InterfaceStates(busid)
 	var errs []error
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -484,13 +495,13 @@ func (h *Host) rebind(ctx context.Context, busid string) error {
 				// The kernel still runs the driver's probe (the device
 				// reads as busy until it is done): the records stay for
 				// the pass that finishes the give-back then.
-				return errors.Join(append(errs, err)...)
+				return failed, errors.Join(append(errs, err)...)
 			}
 			errs = append(errs, err)
+			failed = append(failed, in.Name)
 		}
 	}
-	errs = append(errs, rmOpt(ctx, h.XS, usbbackRecord(busid)))
-	return errors.Join(errs...)
+	return failed, errors.Join(errs...)
 }
 
 // Detach gives back the device at a controller port, as `xl usbdev-detach`
