@@ -259,6 +259,8 @@ func (a *Agent) queueAttach(o observation, s step, start time.Time) {
 	opts, own := s.attach.opts, s.attach.owned
 	dev := o.dev
 	opts.Device = &dev
+	// A controller of the agent's whose add to QEMU a kill cut short.
+	opts.AddMissingController = true
 	opts.Record = func(x assign.Assignment, drivers map[string]string) [][2]string {
 		rec := own
 		rec.Controller, rec.Port, rec.Drivers = x.Controller, x.Port, drivers

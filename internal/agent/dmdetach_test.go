@@ -164,7 +164,7 @@ func killedAtQMP(t *testing.T, s xenstoretest.Store, cmd string) {
 	dm := sim.NewDeviceModel()
 	k := newKillSwitch(-1, -1)
 	e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
-		return killedAt{dm, k, cmd}, func() {}, nil
+		return killedAt{dm, k, cmd, false}, func() {}, nil
 	}
 	denied := strings.Replace(strings.Replace(winAudio, `action = "attach"`, `action = "deny"`, 1), `target = { domain = "win" }`, "", 1)
 	a, stop := e.runKillable(k, winAudio)
@@ -198,18 +198,56 @@ func killedAtQMP(t *testing.T, s xenstoretest.Store, cmd string) {
 	}
 }
 
+// An agent killed between an emulated controller's write to the store
+// and its device_add in QEMU: the next start attaches the device all the
+// same, the controller added to QEMU first; every attach to it would
+// fail for good otherwise (QEMU has no such bus).
+func TestKilledAtAnEmulatedControllersAdd(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		dm := sim.NewDeviceModel()
+		k := newKillSwitch(-1, -1)
+		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) {
+			return killedAt{dm, k, "device_add", true}, func() {}, nil
+		}
+		_, stop := e.runKillable(k, winAudio)
+		k.arm()
+		win := e.startHVM("win")
+		select {
+		case <-k.fired:
+		case <-e.ctx.Done():
+			t.Fatal("no controller's device_add")
+		}
+		stop()
+		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) { return dm, func() {}, nil }
+		e.run(winAudio, false)
+		if x, ok := e.at("1-2"); !ok || x.Domid != win.ID {
+			t.Fatalf("1-2 not at win after the restart: %+v %v\n%s", x, ok, e.logText())
+		}
+		var dev bool
+		for _, d := range dm.Devices() {
+			dev = dev || strings.Count(d, "-") == 2 // xenusb-BUS-ADDR: the device, not its controller
+		}
+		if !dev {
+			t.Errorf("QEMU has %v: not the device", dm.Devices())
+		}
+	})
+}
+
 // killedAt is a device model whose command cmd, once k is armed, never
 // reaches QEMU: the agent dies as it is sent.
 type killedAt struct {
 	assign.QMP
 	k   *killSwitch
 	cmd string
+	// ctrl: the device_add is a controller's, not a device's.
+	ctrl bool
 }
 
 func (q killedAt) Run(ctx context.Context, cmd string, args, out any) error {
 	q.k.mu.Lock()
 	m, _ := args.(map[string]any)
-	die := cmd == q.cmd && q.k.armed && (cmd != "device_add" || m["driver"] == "usb-host") // the device's, not its controller's
+	die := cmd == q.cmd && q.k.armed && (cmd != "device_add" || (m["driver"] == "usb-host") != q.ctrl)
 	q.k.mu.Unlock()
 	if die {
 		q.k.kill()

@@ -152,6 +152,10 @@ type AttachOptions struct {
 	// Device, when set, is the device as the caller has just read it
 	// (its busid must be the spec's): it is not read again.
 	Device *usbsysfs.Device
+	// AddMissingController: an emulated controller the store has and its
+	// guest's QEMU lacks (its add was cut short) is added to QEMU when
+	// the device's add is refused, and the device's add tried again.
+	AddMissingController bool
 }
 
 // AttachWith is Attach with the agent's options. It is AttachMany with

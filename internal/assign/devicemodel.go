@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -154,6 +155,9 @@ func (h *Host) dmAttach(ctx context.Context, a Assignment, opts AttachOptions) e
 	bus, dev, err := h.Sys.Addr(a.BusID)
 	if err == nil {
 		err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, bus, dev))
+		if err != nil && opts.AddMissingController && h.addMissingDMController(ctx, a) {
+			err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, bus, dev))
+		}
 	}
 	if err == nil {
 		return nil
@@ -161,6 +165,55 @@ func (h *Host) dmAttach(ctx context.Context, a Assignment, opts AttachOptions) e
 	c := Controller{Type: a.Type, libxl: libxlPath(a.Domid, a.Controller)}
 	werr := h.clearPort(ctx, c.portPath(a.Port), a, opts)
 	return fmt.Errorf("%s not attached to the emulated controller %d of domain %d (rolled back): %w", a.BusID, a.Controller, a.Domid, errors.Join(err, werr))
+}
+
+// addMissingDMController adds to the guest's QEMU a's emulated controller
+// when the store has it and QEMU does not: a process killed between the
+// controller's write to the store and its device_add leaves it so, and
+// every attach to it would fail for good (QEMU has no such bus). true when
+// it was added. Asked only after a device_add failed: an attach that
+// works costs nothing more. (xl refuses such an attach, as QEMU does, and
+// so do the commands; the agent, which may have made the controller,
+// asks.)
+func (h *Host) addMissingDMController(ctx context.Context, a Assignment) bool {
+	id := fmt.Sprintf("xenusb-%d", a.Controller)
+	ids, err := h.dmPeripherals(ctx, a.Domid)
+	if err != nil || slices.Contains(ids, id) {
+		return false
+	}
+	c, err := h.controller(ctx, h.XS, a.Domid, a.Controller, true)
+	if err != nil || c.Type != policy.TypeDeviceModel {
+		return false
+	}
+	spec := policy.CtrlSpec{Type: policy.TypeDeviceModel, Version: c.Version, Ports: c.Ports}
+	if err := h.runQMP(ctx, a.Domid, "device_add", dmControllerAdd(a.Controller, spec)); err != nil {
+		h.warn("controller %d of domain %d is in the store but not in the guest's QEMU, which refused it: %v", a.Controller, a.Domid, err)
+		return false
+	}
+	h.warn("controller %d of domain %d was in the store but not in the guest's QEMU (an add cut short): added to it", a.Controller, a.Domid)
+	return true
+}
+
+// dmPeripherals lists the ids of the devices in the guest's QEMU.
+func (h *Host) dmPeripherals(ctx context.Context, domid uint32) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	q, done, err := h.qmpFor(ctx, domid)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var props []struct {
+		Name string `json:"name"`
+	}
+	if err := q.Run(ctx, "qom-list", map[string]any{"path": "/machine/peripheral"}, &props); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(props))
+	for i, p := range props {
+		ids[i] = p.Name
+	}
+	return ids, nil
 }
 
 // EnsureInDeviceModel makes sure the guest's QEMU has the device at a's
