@@ -38,17 +38,17 @@ type killSwitch struct {
 	armed, dead bool
 	reqs, wrs   int
 	atReq, atWr int // -1: not at this kind
-	// failWr is a sysfs write that fails (EIO) without the death, as a
+	// failWr are sysfs writes that fail (EIO) without the death, as a
 	// wedged driver answers: what the agent's rollback then does is cut.
-	failWr int
-	failed bool // failWr was made
+	failWr []int
+	failed bool // the first of failWr was made
 	conn   net.Conn
 	wbuf   []byte
 	fired  chan struct{}
 }
 
 func newKillSwitch(atReq, atWr int) *killSwitch {
-	return &killSwitch{atReq: atReq, atWr: atWr, failWr: -1, fired: make(chan struct{})}
+	return &killSwitch{atReq: atReq, atWr: atWr, fired: make(chan struct{})}
 }
 
 func (k *killSwitch) arm() {
@@ -153,7 +153,7 @@ func (w killWriter) WriteAttr(p string, b []byte) error {
 		if k.wrs == k.atWr {
 			k.killLocked()
 		}
-		fail = k.wrs == k.failWr
+		fail = slices.Contains(k.failWr, k.wrs)
 		k.failed = k.failed || fail
 		k.wrs++
 	}
@@ -522,18 +522,34 @@ func TestAgentKilledInEveryRollback(t *testing.T) {
 	}
 }
 
+// An attach whose bind to usbback fails, and whose rollback's bind back to
+// the dom0 driver fails too (a wedged driver): the interface is offered to
+// the kernel's matching before its record goes, and the agent that starts
+// next, under a policy that leaves the device to dom0, finds it with its
+// driver.
+func TestAgentRollbackWhoseRebindFails(t *testing.T) {
+	c := crashCases()[0]
+	c.after = audioDenied
+	c.attached = nil
+	// Writes 0 and 1 take 1-2:1.0 from snd-usb-audio and give it to
+	// usbback; 2 is the rollback's bind back.
+	if _, failed := crashAfterFailure(t, c, "sysfs write", [2]int{-1, -1}, 1, 2); !failed {
+		t.Fatal("the bind to usbback was not made")
+	}
+}
+
 // crashAt runs c with the agent killed at at (the index of a store
 // change, of a sysfs write; -1 for the other kind); false when the
 // sequence ended before it.
 func crashAt(t *testing.T, c crashCase, kind string, at [2]int) bool {
 	t.Helper()
-	killed, _ := crashAfterFailure(t, c, kind, at, -1)
+	killed, _ := crashAfterFailure(t, c, kind, at)
 	return killed
 }
 
-// crashAfterFailure is crashAt with the sysfs write failWr failing first;
-// failed says it was made.
-func crashAfterFailure(t *testing.T, c crashCase, kind string, at [2]int, failWr int) (killed, failed bool) {
+// crashAfterFailure is crashAt with the sysfs writes failWr failing first;
+// failed says the first was made.
+func crashAfterFailure(t *testing.T, c crashCase, kind string, at [2]int, failWr ...int) (killed, failed bool) {
 	t.Helper()
 	e := newEnv(t, xenstoretest.Real(t))
 	orig := e.original()
@@ -561,7 +577,7 @@ func crashAfterFailure(t *testing.T, c crashCase, kind string, at [2]int, failWr
 		case <-k.fired:
 			ended = true
 		case r := <-e.audits:
-			if r.BusID == busid && r.Action == agent.ActFailed && failWr >= 0 {
+			if r.BusID == busid && r.Action == agent.ActFailed && len(failWr) > 0 {
 				// The failure's rollback ran whole: its retry comes
 				// later, and would find the fault gone.
 				if err := a.WaitIdle(e.ctx); err != nil {
@@ -599,7 +615,7 @@ func crashAfterFailure(t *testing.T, c crashCase, kind string, at [2]int, failWr
 	// The badge reader's, when it is given to dom0: it had none before.
 	given := map[string]string{"1-6:1.0": "usbhid"}
 	if bad := e.checkConverged(orig, given, want); len(bad) > 0 {
-		t.Errorf("(sysfs write %d failed) killed before %s %d of %s, then restarted:\n  %s\nlog of the restart:\n%s", failWr, kind, max(at[0], at[1]), c.name, strings.Join(bad, "\n  "), e.logText())
+		t.Errorf("(sysfs writes %v failed) killed before %s %d of %s, then restarted:\n  %s\nlog of the restart:\n%s", failWr, kind, max(at[0], at[1]), c.name, strings.Join(bad, "\n  "), e.logText())
 	}
 	e.stop()
 	return killed, failed

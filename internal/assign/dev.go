@@ -424,13 +424,14 @@ func settleBy() time.Time {
 }
 
 // rollback undoes bindUsbback: unbind from usbback, rebind the recorded
-// drivers, drop the record.
+// drivers (an interface whose bind fails is offered to the kernel's
+// matching: its record goes, and with it what it had), drop the record.
 func (h *Host) rollback(ctx context.Context, busid string) {
 	ctx = context.WithoutCancel(ctx)
 	if err := h.unbindUsbback(busid); err != nil {
 		h.warn("rollback of %s: %v", busid, err)
 	}
-	if err := h.rebind(ctx, busid); err != nil {
+	if err := h.giveBack(ctx, busid, nil); err != nil {
 		h.warn("rollback of %s: %v", busid, err)
 	}
 }
@@ -454,16 +455,6 @@ func (h *Host) unbindFromUsbback(intf string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// rebind binds each interface to its recorded driver, then removes the
-// record whatever happened, as usbdev_rebind does.
-func (h *Host) rebind(ctx context.Context, busid string) error {
-	_, err := h.bindRecorded(ctx, busid)
-	if errors.Is(err, usbsysfs.ErrBusy) {
-		return err
-	}
-	return errors.Join(err, rmOpt(ctx, h.XS, usbbackRecord(busid)))
 }
 
 // bindRecorded binds each interface of busid to its recorded driver, and
