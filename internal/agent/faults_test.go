@@ -695,3 +695,28 @@ func TestAgentWaitsForTheGuestsFrontend(t *testing.T) {
 		}
 	})
 }
+
+// An ownership record the agent cannot read (written by another version,
+// or by hand) is ignored while its device is there, and removed with the
+// device's other records when it leaves: it is not warned of at every
+// pass over that busid for ever.
+func TestAgentRemovesAnUnreadableRecordWhenItsDeviceLeaves(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		// The keyboard, which no rule names, at no port.
+		rec := agent.RecordRoot + "/1-1_6"
+		if err := e.xs.Write(e.ctx, rec, []byte(`{"domain":"kiosk","port":"one"}`)); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false)
+		if err := e.kernel.Unplug("1-1.6"); err != nil {
+			t.Fatal(err)
+		}
+		e.a.Handle(e.ctx, removeEvent(t, "1-1.6"))
+		e.await("1-1.6", agent.ActGone)
+		e.settle()
+		if b, err := e.xs.Read(e.ctx, rec); err == nil {
+			t.Errorf("the unreadable record of 1-1.6 is left: %q", b)
+		}
+	})
+}

@@ -170,7 +170,7 @@ func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) 
 	owned, oerr := parseOwned(o.busid, vals[0], errs[0])
 	if errors.Is(oerr, errBadRecord) {
 		a.warn.Warn().Err(oerr).Msg("ignoring it")
-		owned, oerr = nil, nil
+		owned, oerr, o.badOwned = nil, nil, true
 	}
 	if oerr != nil {
 		return oerr

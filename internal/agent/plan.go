@@ -30,6 +30,10 @@ type observation struct {
 	// A root hub's: its interface_authorized_default is 1, and the agent
 	// set it to 0 (this run or one before it).
 	hubDefault, hubOurs bool
+	// badOwned: its ownership record is there but cannot be read
+	// (another version's, or written by hand): ignored, and removed
+	// when the device leaves.
+	badOwned bool
 	// giving: a pass began giving it to dom0 and may not have finished
 	// (authorization before probe; its record says so).
 	giving bool
@@ -471,7 +475,7 @@ func planGone(o observation, w world) plan {
 	}
 	if !w.dryRun {
 		p.add(step{kind: stepRelease, lenient: true})
-		if o.owned != nil {
+		if o.owned != nil || o.badOwned {
 			p.add(step{kind: stepRmOwned})
 		}
 	}
