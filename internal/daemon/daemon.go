@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -250,7 +251,11 @@ func lockOnce(path string) (*os.File, error) {
 // lockOpened locks f, opened at path, and writes the pid into it.
 func lockOpened(f *os.File, path string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := os.ReadFile(path)
+		// The pid's line only: whatever else the file holds is not
+		// the holder's to say, and may be huge.
+		b := make([]byte, 32)
+		n, _ := f.ReadAt(b, 0)
+		b, _, _ = bytes.Cut(b[:n], []byte("\n"))
 		f.Close()
 		return nil, fmt.Errorf("another usbhotplugd (pid %s) holds %s: %w", trimNL(b), path, err)
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"sync"
@@ -74,5 +75,27 @@ func TestLockFileRemovedMeanwhile(t *testing.T) {
 	f, err := lockOpened(late, path)
 	if err != nil || f != nil {
 		t.Fatalf("the lock on the removed file was taken (%v, %v) while another agent holds %s", f, err, path)
+	}
+}
+
+// A second agent told who holds the lock reads only the pid's line of
+// the file: a lock file grown huge (written over by something else) is
+// not read whole into the error that goes to the journal.
+func TestLockFileHugeIsNotReadWhole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), LockFile)
+	f, err := lockPID(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte("x"), 8<<20), 16); err != nil {
+		t.Fatal(err)
+	}
+	_, err = lockPID(path)
+	if err == nil {
+		t.Fatal("a second lock was taken")
+	}
+	if n := len(err.Error()); n > 512 {
+		t.Errorf("the error is %d bytes long: %.200s…", n, err)
 	}
 }
