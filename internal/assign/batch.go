@@ -229,7 +229,11 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 				res[p.i] = AttachResult{Err: err}
 			}
 		case policy.TypePV:
-			connected := func() bool { return h.backendConnected(ctx, domid, a.Controller) }
+			// Wait for usbback's port table only where it may yet take
+			// the device.
+			connected := func() bool {
+				return h.backendConnected(ctx, domid, a.Controller) && !h.highSpeedOnV1(ctx, domid, a.Controller, it.BusID)
+			}
 			if err := h.bindUsbback(ctx, p.plan, settle, connected); err != nil {
 				err = h.unconnected(ctx, domid, a.Controller, it.BusID, err)
 				h.rollback(ctx, it.BusID)
@@ -245,10 +249,10 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 // not connected yet into ErrNotReady: usbback watches a backend's ports
 // only once the guest's frontend (xen-hcd) has connected to it, so until
 // then it refuses every device, and says nothing of this one (unless it
-// is one usbback never serves). A guest still booting is not ready; its
-// device is tried again later.
+// is one usbback never serves there). A guest still booting is not ready;
+// its device is tried again later.
 func (h *Host) unconnected(ctx context.Context, domid uint32, devid int, busid string, err error) error {
-	if !errors.Is(err, ErrUsbbackRefused) || !h.usbbackMayServe(busid) {
+	if !errors.Is(err, ErrUsbbackRefused) || !h.usbbackMayServe(busid) || h.highSpeedOnV1(ctx, domid, devid, busid) {
 		return err
 	}
 	if h.backendConnected(ctx, domid, devid) {
@@ -264,4 +268,14 @@ func (h *Host) unconnected(ctx context.Context, domid uint32, devid int, busid s
 func (h *Host) backendConnected(ctx context.Context, domid uint32, devid int) bool {
 	st, ok, err := readOpt(ctx, h.XS, backendPath("vusb", domid, devid)+"/state")
 	return err != nil || !ok || st == "4"
+}
+
+// highSpeedOnV1 says whether busid is a high-speed device and the pv
+// controller a USB 1.1 one, where usbback refuses it, connected or not.
+func (h *Host) highSpeedOnV1(ctx context.Context, domid uint32, devid int, busid string) bool {
+	if _, speed, err := h.Sys.ClassSpeed(busid); err != nil || speed != "480" {
+		return false
+	}
+	v, ok, err := readOpt(ctx, h.XS, backendPath("vusb", domid, devid)+"/usb-ver")
+	return err == nil && ok && v == "1"
 }
