@@ -796,6 +796,14 @@ func (a *Agent) Handle(ctx context.Context, m uevent.Message) {
 	}
 	if m.Refused != nil {
 		a.refused.Add(1)
+		if sub := m.RefusedSubsystem; sub != "" && sub != "usb" && sub != "block" {
+			// None of the events the agent reads: a device's own strings
+			// in its input or hid events, say. Nothing was lost, and a
+			// device that can be plugged again and again cannot make
+			// the host rescan each time.
+			a.cfg.Log.Debug().Err(m.Refused).Str("subsystem", sub).Msg("a kernel event of another subsystem could not be read: ignored")
+			return
+		}
 		a.warn.Warn().Err(m.Refused).Msg("a kernel event could not be read: rescanning everything")
 		a.enqueue(everything, TrigRefused)
 		return

@@ -113,6 +113,41 @@ func TestAgentRescansAfterARefusedEvent(t *testing.T) {
 	})
 }
 
+// A refused event of a subsystem the agent reads nothing of (an input
+// device's NAME holds the USB product string, control bytes and all)
+// lost nothing: no rescan, so a device plugged without its events is
+// not found by one.
+func TestAgentIgnoresARefusedEventOfAnotherSubsystem(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		e.noWatches = true
+		e.run(whenPolicy, false)
+		if err := (&fakekernel.Builder{Root: e.root}).Add(benchDev("1-6", 1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		b := []byte("add@/devices/pci0000:00/0000:00:14.0/usb1/1-6/1-6:1.0/0003:1234:5678.0001/input/input9\x00ACTION=add\x00" +
+			"DEVPATH=/devices/pci0000:00/0000:00:14.0/usb1/1-6/1-6:1.0/0003:1234:5678.0001/input/input9\x00SUBSYSTEM=input\x00" +
+			"NAME=\"Evil\nKeyboard\"\x00SEQNUM=9\x00")
+		_, perr := uevent.Parse(b)
+		if perr == nil || uevent.SubsystemOf(b) != "input" {
+			t.Fatalf("the datagram: %v, subsystem %q", perr, uevent.SubsystemOf(b))
+		}
+		e.a.Handle(e.ctx, uevent.Message{Refused: perr, RefusedSubsystem: uevent.SubsystemOf(b)})
+		e.settle()
+		for len(e.audits) > 0 {
+			if r := <-e.audits; r.BusID == "1-6" {
+				t.Errorf("a pass over 1-6: %+v", r)
+			}
+		}
+		if st := e.a.Stats(); st.Refused != 1 {
+			t.Errorf("stats %+v", st)
+		}
+		if strings.Contains(e.logText(), "rescanning everything") {
+			t.Errorf("log:\n%s", e.logText())
+		}
+	})
+}
+
 // A twin that cannot be read at a rescan is still a twin: the other is
 // not taken for the only device its rule matches.
 func TestAgentKeepsTwinsApartFromAnUnreadableOne(t *testing.T) {

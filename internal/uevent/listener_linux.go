@@ -142,7 +142,7 @@ func (l *Listener) Receive(ctx context.Context) (Message, error) {
 		ev, err := Parse(b)
 		if err != nil {
 			l.malformed.Add(1)
-			return Message{Refused: err}, nil
+			return Message{Refused: err, RefusedSubsystem: SubsystemOf(b)}, nil
 		}
 		l.received.Add(1)
 		return Message{Event: ev}, nil

@@ -109,24 +109,31 @@ func nsBody() error {
 	}
 	// 3. Malformed datagrams are refused without a panic, each said as
 	// Refused: the kernel's event they were is lost.
-	for _, bad := range [][]byte{[]byte("add@"), {}, []byte("add@/x\x00ACTION=add"), make([]byte, 9000), {0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x00}} {
+	// The last, an input device's event with a name no event may hold,
+	// is told by its subsystem.
+	for _, bad := range [][]byte{[]byte("add@"), {}, []byte("add@/x\x00ACTION=add"), make([]byte, 9000), {0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x00},
+		[]byte("add@/devices/x/input/input9\x00ACTION=add\x00DEVPATH=/devices/x/input/input9\x00SUBSYSTEM=input\x00NAME=\"a\tb\"\x00SEQNUM=8\x00")} {
 		trusted.send(bad)
 	}
 	trusted.send(datagram(3))
-	refused, tooLarge := 0, false
+	refused, tooLarge, input := 0, false, false
 	for m, err = receive(l); err == nil && m.Refused != nil; m, err = receive(l) {
 		if !errors.Is(m.Refused, ErrMalformed) || m.Overrun || m.Event.Action != "" {
 			return fmt.Errorf("refused datagram as %+v", m)
 		}
 		tooLarge = tooLarge || strings.Contains(m.Refused.Error(), "9000 bytes is more than 8192")
+		if m.RefusedSubsystem != "" && (m.RefusedSubsystem != "input" || input) {
+			return fmt.Errorf("refused datagram's subsystem %q", m.RefusedSubsystem)
+		}
+		input = input || m.RefusedSubsystem == "input"
 		refused++
 	}
-	if err != nil || m.Event.Seqnum != 3 || refused < 4 || !tooLarge {
-		return fmt.Errorf("after %d refused datagrams (the large one told by its size: %v): %+v, %v", refused, tooLarge, m, err)
+	if err != nil || m.Event.Seqnum != 3 || refused < 5 || !tooLarge || !input {
+		return fmt.Errorf("after %d refused datagrams (the large one told by its size: %v, the input one by its subsystem: %v): %+v, %v", refused, tooLarge, input, m, err)
 	}
 	// The empty datagram may or may not be delivered by the kernel.
-	if st := l.Stats(); st.NotKernel != 2 || st.Malformed < 4 || st.Received != 2 {
-		return fmt.Errorf("stats %+v, want 2 received, 2 not-kernel and at least 4 malformed", st)
+	if st := l.Stats(); st.NotKernel != 2 || st.Malformed < 5 || st.Received != 2 {
+		return fmt.Errorf("stats %+v, want 2 received, 2 not-kernel and at least 5 malformed", st)
 	}
 	if len(l.buf) > MaxDatagram+1 {
 		return fmt.Errorf("the buffer grew to %d bytes", len(l.buf))

@@ -7,10 +7,14 @@ import "context"
 // the kernel sent one that failed validation. After either the caller
 // must rescan sysfs, since it cannot know which device it missed.
 type Message struct {
-	Event    Event
-	Overrun  bool
-	Refused  error // why; it wraps ErrMalformed
-	Coldplug bool  // made from sysfs by a coldplug scan, not sent by the kernel
+	Event   Event
+	Overrun bool
+	Refused error // why; it wraps ErrMalformed
+	// RefusedSubsystem is the subsystem a refused datagram names, when
+	// SubsystemOf can tell it: a caller that wants none of that
+	// subsystem's events has lost none it wants.
+	RefusedSubsystem string
+	Coldplug         bool // made from sysfs by a coldplug scan, not sent by the kernel
 }
 
 // A Source delivers messages; a *Listener is one.

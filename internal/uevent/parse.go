@@ -89,6 +89,33 @@ func validate(b []byte) (int, error) {
 	return n, nil
 }
 
+// SubsystemOf is the subsystem a datagram names, even one that fails
+// validation: the value of its one SUBSYSTEM field, if that is a short
+// word of lower-case letters, digits, '_' or '-'; "" when there is no such
+// field, or more than one. The kernel copies what a device says of itself
+// (a USB product string, in an input or hid device's NAME) into the
+// events of other subsystems unfiltered, so a device can make those fail
+// validation; their subsystem tells whether anything was lost.
+func SubsystemOf(b []byte) string {
+	var sub []byte
+	n := 0
+	for f := range bytes.SplitSeq(b, []byte{0}) {
+		if v, ok := bytes.CutPrefix(f, []byte("SUBSYSTEM=")); ok {
+			sub = v
+			n++
+		}
+	}
+	if n != 1 || len(sub) == 0 || len(sub) > 64 {
+		return ""
+	}
+	for _, c := range sub {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return ""
+		}
+	}
+	return string(sub)
+}
+
 func trim(b []byte) string {
 	if len(b) > 64 {
 		b = b[:64]

@@ -130,9 +130,15 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("add@"))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		sub := uevent.SubsystemOf(b)
 		e, err := uevent.Parse(b)
 		if err != nil {
 			return
+		}
+		// An event that parses names its subsystem once: SubsystemOf
+		// tells it, or refuses a word it does not take.
+		if sub != "" && sub != e.Subsystem {
+			t.Fatalf("SubsystemOf %q, the event's %q", sub, e.Subsystem)
 		}
 		e2, err := uevent.Parse(uevent.Marshal(e))
 		if err != nil || e2.DevPath != e.DevPath || e2.Action != e.Action {
@@ -194,6 +200,24 @@ func TestParseUnusualUSBEvents(t *testing.T) {
 			if _, ok := e.BusNum(); ok {
 				t.Error("BUSNUM absent, but read")
 			}
+		}
+	}
+}
+
+// The subsystem of a datagram that fails validation, when it can be told.
+func TestSubsystemOf(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"add@/devices/x/input/input9\x00ACTION=add\x00SUBSYSTEM=input\x00NAME=\"a\nb\"\x00", "input"},
+		{"add@/devices/x\x00SUBSYSTEM=usb\x00ACTION=add\x00", "usb"},
+		{"add@/devices/x\x00SUBSYSTEM=input\x00SUBSYSTEM=hid\x00", ""},
+		{"add@/devices/x\x00SUBSYSTEM=in\x01put\x00", ""},
+		{"add@/devices/x\x00SUBSYSTEM=\x00", ""},
+		{"add@/devices/x\x00ACTION=add\x00", ""},
+		{"add@/devices/x\x00XSUBSYSTEM=input\x00", ""},
+		{"", ""},
+	} {
+		if got := uevent.SubsystemOf([]byte(tc.in)); got != tc.want {
+			t.Errorf("SubsystemOf(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }
