@@ -68,10 +68,7 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 			}
 			ifs = append(ifs, policy.ClassName(in.Class)+":"+drv)
 		}
-		serial := safetext.Text(d.Serial) // the device's own strings: never raw on a terminal
-		if serial == "" {
-			serial = "-"
-		}
+		serial := tableSerial(d.Serial)
 		name := safetext.Text(strings.TrimSpace(d.Manufacturer + " " + d.ProductName))
 		class := policy.ClassName(d.Class)
 		if d.Class == 0 {
@@ -84,6 +81,21 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%03d:%03d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID(), d.BusNum, d.DevNum, d.Speed, class, serial, path, strings.Join(ifs, ","), name)
 	}
 	return errors.Join(tw.Flush(), scanErr)
+}
+
+// tableSerial is a serial as the devices table shows it: escaped (the
+// device's own string: never raw on a terminal), and quoted when it holds
+// a space, which would look like the end of its column and, trailing, not
+// show at all: a rule copied from the table then matches. "-" is none.
+func tableSerial(s string) string {
+	t := safetext.Text(s)
+	switch {
+	case s == "":
+		return "-"
+	case strings.ContainsRune(s, ' ') || s == "-" || s[0] == '"':
+		return `"` + strings.ReplaceAll(t, `"`, `\"`) + `"`
+	}
+	return t
 }
 
 type recordOpts struct {

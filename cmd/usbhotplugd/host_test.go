@@ -136,3 +136,29 @@ func TestRecordImportUdevadm(t *testing.T) {
 		t.Fatalf("bad import: exit %d, %s", code, errs)
 	}
 }
+
+// A serial with spaces is quoted in the table: a trailing one would not
+// show, an inner one would look like the next column.
+func TestDevicesQuotesASerialWithSpaces(t *testing.T) {
+	for _, tc := range []struct{ serial, want string }{
+		{"AB12  ", `"AB12  "`}, {" AB 12", `" AB 12"`}, {"-", `"-"`}, {`"q`, `"\"q"`}, {"AB12", "AB12"}, {"", "-"},
+		{"a\x1bb c", `"a\x1bb c"`},
+	} {
+		root := t.TempDir()
+		err := fakekernel.XL(root, fakekernel.Dev{BusID: "1-2", DevNum: 9, Vendor: "1234", Product: "5678", Class: "00", Serial: tc.serial,
+			Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, out, errs := runCmd(t, "devices", "--sysfs", root)
+		var row string
+		for l := range strings.Lines(out) {
+			if strings.HasPrefix(l, "1-2 ") {
+				row = l
+			}
+		}
+		if code != 0 || !strings.Contains(row, "  "+tc.want+"  ") {
+			t.Errorf("serial %q: want %s in its row: exit %d %s\n%s", tc.serial, tc.want, code, errs, out)
+		}
+	}
+}
