@@ -3,6 +3,8 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -254,4 +256,38 @@ func (q killedAt) Run(ctx context.Context, cmd string, args, out any) error {
 		return errors.New("killed")
 	}
 	return q.QMP.Run(ctx, cmd, args, out)
+}
+
+// A device plugged again while the agent was away (or while its events
+// were lost) has a new address, and QEMU still holds the old plug's
+// usb-host, named by the old one: a detach of its emulated port takes out
+// what QEMU has at that port, rather than failing for ever on an id QEMU
+// never had.
+func TestDMDetachAfterAnUnseenReplug(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		win := e.startHVM("win")
+		dm := sim.NewDeviceModel()
+		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) { return dm, func() {}, nil }
+		e.run(winAudio, false)
+		if a, ok := e.at("1-2"); !ok || a.Domid != win.ID {
+			t.Fatalf("not attached to win: %+v %v", a, ok)
+		}
+		e.stop()
+		// Plugged again: the kernel gives it the next address.
+		devnum := filepath.Join(e.root, "bus/usb/devices/1-2/devnum")
+		if err := os.WriteFile(devnum, []byte("99\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		deny := strings.Replace(strings.Replace(winAudio, `action = "attach"`, `action = "deny"`, 1), `target = { domain = "win" }`, "", 1)
+		e.run(deny, false)
+		if a, ok := e.at("1-2"); ok {
+			t.Errorf("still at domain %d port %d:%d\nlog:\n%s", a.Domid, a.Controller, a.Port, e.logText())
+		}
+		for _, d := range dm.Devices() {
+			if strings.Count(d, "-") == 2 {
+				t.Errorf("QEMU still has %s", d)
+			}
+		}
+	})
 }

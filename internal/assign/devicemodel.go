@@ -265,10 +265,16 @@ func (h *Host) dmDetach(ctx context.Context, c Controller, port int, busid strin
 	}
 	if err == nil && id != "" {
 		if err = h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": id}); err != nil {
-			// Not in QEMU any more (a detach cut short after its
-			// device_del): nothing to take out.
-			if at, ferr := h.dmFind(ctx, c.Domid, c.DevID, port); ferr == nil && at == "" {
+			// Not in QEMU by that id: a detach cut short after its
+			// device_del (nothing to take out), or a plug of busid
+			// before this one, its removal never seen, whose usb-host
+			// QEMU still holds at the port by the old address.
+			switch at, ferr := h.dmFind(ctx, c.Domid, c.DevID, port); {
+			case ferr != nil:
+			case at == "":
 				err = nil
+			case at != id:
+				err = h.runQMP(ctx, c.Domid, "device_del", map[string]any{"id": at})
 			}
 		}
 	}
