@@ -720,3 +720,34 @@ func TestAgentRemovesAnUnreadableRecordWhenItsDeviceLeaves(t *testing.T) {
 		}
 	})
 }
+
+// With authorization before probe, a device whose guest has not connected
+// its frontend yet waits as pending, and stays inert meanwhile, as any
+// pending device does: the attach that usbback refused authorized its
+// interfaces for usbback, and left so, they would be any dom0 driver's
+// that the kernel matches next.
+func TestAgentPendingForTheFrontendStaysInert(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnvWith(t, s, func(b *sim.Backends) { b.NoFrontend = true })
+		usbback := connectedPorts(e.ctx, s.Dial(t))
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer {
+			e.kernel.UsbbackPorts = usbback
+			return w
+		}
+		e.run(authzTo("kiosk"), false)
+		e.plugInert(e.a)
+		r := e.await("1-6", agent.ActPending)
+		e.settle()
+		if drv, a := e.driverOf("1-6:1.0"), e.intfAuthorized("1-6:1.0"); drv != "" || a != "0" {
+			t.Errorf("1-6:1.0 pending for the frontend: driver %q, authorized %s (%s)", drv, a, r.Reason)
+		}
+		kiosk := e.doms["kiosk"].ID
+		if err := e.xs.Write(e.ctx, fmt.Sprintf("/local/domain/0/backend/vusb/%d/0/state", kiosk), []byte("4")); err != nil {
+			t.Fatal(err)
+		}
+		e.await("1-6", agent.ActAttached)
+		if drv := e.driverOf("1-6:1.0"); drv != "usbback" {
+			t.Errorf("1-6:1.0 is with %q once the frontend connected", drv)
+		}
+	})
+}

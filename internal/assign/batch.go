@@ -217,6 +217,7 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 			// QEMU claims the interfaces itself through usbfs: a
 			// deauthorized one is authorized for it, and left unbound.
 			if err := h.authorizeFor(p.plan); err != nil {
+				h.deauthorizeAgain(p.plan)
 				c := Controller{Type: a.Type, backend: backendPath("qusb", domid, a.Controller), libxl: libxlPath(domid, a.Controller)}
 				err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))
 				res[p.i] = AttachResult{Err: fmt.Errorf("%s not attached (rolled back): %w", it.BusID, err)}
@@ -226,6 +227,7 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 		switch a.Type {
 		case policy.TypeDeviceModel:
 			if err := h.dmAttach(ctx, a, it.Opts); err != nil {
+				h.deauthorizeAgain(p.plan)
 				res[p.i] = AttachResult{Err: err}
 			}
 		case policy.TypePV:
@@ -237,6 +239,7 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 			if err := h.bindUsbback(ctx, p.plan, settle, connected); err != nil {
 				err = h.unconnected(ctx, domid, a.Controller, it.BusID, err)
 				h.rollback(ctx, it.BusID)
+				h.deauthorizeAgain(p.plan)
 				c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
 				err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))
 				res[p.i] = AttachResult{Err: fmt.Errorf("%s not attached (rolled back): %w", it.BusID, err)}

@@ -705,3 +705,19 @@ func (h *Host) authorizeFor(plan []planned) error {
 	}
 	return nil
 }
+
+// deauthorizeAgain makes the interfaces of plan that were deauthorized
+// (authorization before probe) so again, when an attach that authorized
+// them for the guest is rolled back: left authorized and without a driver,
+// one would be the first dom0 driver's the kernel matches to it, where the
+// device waits (pending, retried) for its guest.
+func (h *Host) deauthorizeAgain(plan []planned) {
+	for _, p := range plan {
+		if p.authorized {
+			continue
+		}
+		if err := h.Sys.SetInterfaceAuthorized(p.intf, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			h.warn("rollback of %s: making it inert again: %v", p.intf, err)
+		}
+	}
+}
