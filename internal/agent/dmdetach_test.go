@@ -291,3 +291,35 @@ func TestDMDetachAfterAnUnseenReplug(t *testing.T) {
 		}
 	})
 }
+
+// The same plug seen at a start, its guest still its target: QEMU's
+// usb-host of the old address, which no device answers any more, is
+// replaced by one of the device now plugged, rather than kept as if the
+// device were in the guest.
+func TestStartReplacesAStaleUSBHostInQEMU(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		win := e.startHVM("win")
+		dm := sim.NewDeviceModel()
+		e.dialQMP = func(ctx context.Context, domid uint32) (assign.QMP, func(), error) { return dm, func() {}, nil }
+		e.run(winAudio, false)
+		e.stop()
+		devnum := filepath.Join(e.root, "bus/usb/devices/1-2/devnum")
+		if err := os.WriteFile(devnum, []byte("99\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.run(winAudio, false)
+		if a, ok := e.at("1-2"); !ok || a.Domid != win.ID {
+			t.Fatalf("1-2 not at win: %+v %v", a, ok)
+		}
+		var ids []string
+		for _, d := range dm.Devices() {
+			if strings.Count(d, "-") == 2 {
+				ids = append(ids, d)
+			}
+		}
+		if !slices.Equal(ids, []string{"xenusb-1-99"}) {
+			t.Errorf("QEMU has %v, want the device now plugged, xenusb-1-99", ids)
+		}
+	})
+}

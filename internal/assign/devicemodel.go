@@ -219,18 +219,27 @@ func (h *Host) dmPeripherals(ctx context.Context, domid uint32) ([]string, error
 // EnsureInDeviceModel makes sure the guest's QEMU has the device at a's
 // emulated port, and adds it if not: a crash between the port's write and
 // QEMU's device_add leaves the port set with nothing behind it, and the
-// guest without its device. added says it had to.
+// guest without its device. added says it had to. A usb-host there of
+// another address than the device's is an earlier plug's, whose removal
+// was never seen: no device answers it any more, and it is replaced.
 func (h *Host) EnsureInDeviceModel(ctx context.Context, a Assignment) (added bool, err error) {
 	if a.Type != policy.TypeDeviceModel {
 		return false, nil
 	}
 	id, err := h.dmFind(ctx, a.Domid, a.Controller, a.Port)
-	if err != nil || id != "" {
-		return false, err
-	}
-	bus, dev, err := h.Sys.Addr(a.BusID)
 	if err != nil {
 		return false, err
+	}
+	bus, dev, aerr := h.Sys.Addr(a.BusID)
+	switch {
+	case id != "" && (aerr != nil || id == dmDeviceID(bus, dev)):
+		return false, nil
+	case id != "":
+		if err := h.runQMP(ctx, a.Domid, "device_del", map[string]any{"id": id}); err != nil {
+			return false, fmt.Errorf("removing %s, an earlier plug of %s, from domain %d's device model: %w", id, a.BusID, a.Domid, err)
+		}
+	case aerr != nil:
+		return false, aerr
 	}
 	err = h.runQMP(ctx, a.Domid, "device_add", dmDeviceArgs(a, bus, dev))
 	return err == nil, err
