@@ -859,6 +859,7 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 				a.enqueue(everything, TrigDomains)
 				continue
 			}
+			a.retryConnected(ctx, b.states)
 			moved, err := a.movedPorts(ctx, b)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -878,6 +879,7 @@ func (a *Agent) pumpWatches(ctx context.Context, events <-chan xenstore.WatchEve
 type watchBurst struct {
 	domains, whole bool
 	ports          []assign.Assignment
+	states         []assign.Assignment // pv controllers whose backend changed state
 }
 
 func (b *watchBurst) note(ev xenstore.WatchEvent) {
@@ -893,6 +895,10 @@ func (b *watchBurst) note(ev xenstore.WatchEvent) {
 	case changePort:
 		if !slices.Contains(b.ports, x) {
 			b.ports = append(b.ports, x)
+		}
+	case changeState:
+		if !slices.Contains(b.states, x) {
+			b.states = append(b.states, x)
 		}
 	}
 }
@@ -1132,6 +1138,43 @@ func (a *Agent) retryLater(busid string) {
 	}
 	r.due = time.Now().Add(r.delay)
 	r.timer = time.AfterFunc(r.delay, func() { a.enqueue(busid, TrigRetry) })
+}
+
+// retryConnected tries now, rather than at their retries, the devices
+// waiting for the guests of the controllers ctrls, whose backends changed
+// state, where one is connected now: its guest's frontend has connected,
+// and a retry's delay may have grown to a minute by then.
+func (a *Agent) retryConnected(ctx context.Context, ctrls []assign.Assignment) {
+	var woken []uint32
+	for _, c := range ctrls {
+		if slices.Contains(woken, c.Domid) {
+			continue
+		}
+		st, err := a.h.XS.Read(ctx, fmt.Sprintf("/local/domain/0/backend/vusb/%d/%d/state", c.Domid, c.Controller))
+		if err == nil && string(st) == "4" {
+			woken = append(woken, c.Domid)
+			a.retryPendingOf(c.Domid)
+		}
+	}
+}
+
+// retryPendingOf tries the devices pending for domid now.
+func (a *Agent) retryPendingOf(domid uint32) {
+	var due []string
+	a.mu.Lock()
+	for b, r := range a.retries {
+		if st, ok := a.status[b]; ok && st.Action == ActPending && st.Domid == int(domid) {
+			if r.timer != nil {
+				r.timer.Stop()
+			}
+			delete(a.retries, b)
+			due = append(due, b)
+		}
+	}
+	a.mu.Unlock()
+	for _, b := range due {
+		a.enqueue(b, TrigRetry)
+	}
 }
 
 // rollbackEcho says the trigger is one a failed attach's rollback makes

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/agent"
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
@@ -748,6 +749,65 @@ func TestAgentPendingForTheFrontendStaysInert(t *testing.T) {
 		e.await("1-6", agent.ActAttached)
 		if drv := e.driverOf("1-6:1.0"); drv != "usbback" {
 			t.Errorf("1-6:1.0 is with %q once the frontend connected", drv)
+		}
+	})
+}
+
+// bindTries signals each write of intf to usbback's bind.
+type bindTries struct {
+	usbsysfs.Writer
+	intf  string
+	tried chan struct{}
+}
+
+func (b bindTries) WriteAttr(path string, data []byte) error {
+	err := b.Writer.WriteAttr(path, data)
+	if strings.HasSuffix(path, "/drivers/usbback/bind") && string(data) == b.intf {
+		select {
+		case b.tried <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// A device pending for its guest's frontend is attached as the frontend
+// connects (the backend's state changes), not at its next retry, which
+// has grown to a minute for a guest that boots slowly.
+func TestAgentAttachesAsTheFrontendConnects(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnvWith(t, s, func(b *sim.Backends) { b.NoFrontend = true })
+		usbback := connectedPorts(e.ctx, s.Dial(t))
+		tried := make(chan struct{}, 1)
+		e.wrapKernel = func(w usbsysfs.Writer) usbsysfs.Writer {
+			e.kernel.UsbbackPorts = usbback
+			return bindTries{w, "1-2:1.0", tried}
+		}
+		e.run(testPolicy, false)
+		// The start's try and two retries: the next is 2 s away.
+		for range 3 {
+			select {
+			case <-tried:
+			case <-e.ctx.Done():
+				t.Fatal("no retry of 1-2")
+			}
+		}
+		e.settle()
+		kiosk := e.doms["kiosk"].ID
+		if err := e.xs.Write(e.ctx, fmt.Sprintf("/local/domain/0/backend/vusb/%d/0/state", kiosk), []byte("4")); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(e.ctx, time.Second)
+		defer cancel()
+		for {
+			if a, ok := e.at("1-2"); ok && a.Domid == kiosk && e.driverOf("1-2:1.0") == "usbback" {
+				break
+			}
+			select {
+			case <-e.audits:
+			case <-ctx.Done():
+				t.Fatalf("1-2 not attached within a second of the frontend's connect\nlog:\n%s", e.logText())
+			}
 		}
 	})
 }

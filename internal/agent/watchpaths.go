@@ -13,9 +13,10 @@ import (
 type backendChange int
 
 const (
-	changeNone backendChange = iota // another device class, or a key that holds no port
-	changePort                      // one port's value: read that port
-	changeAll                       // a controller came or went, or unknown: read every port
+	changeNone  backendChange = iota // another device class, or a key that holds no port
+	changePort                       // one port's value: read that port
+	changeAll                        // a controller came or went, or unknown: read every port
+	changeState                      // a pv backend's state: its guest's devices waiting for the frontend are tried now
 )
 
 const backendRoot = "/local/domain/0/backend/"
@@ -53,6 +54,11 @@ func classifyBackend(path string) (backendChange, assign.Assignment) {
 	ctrl, err2 := strconv.Atoi(parts[2])
 	if err1 != nil || err2 != nil || ctrl < 0 {
 		return changeAll, assign.Assignment{}
+	}
+	if len(parts) == 4 && parts[3] == "state" && typ == policy.TypePV {
+		// usbback serves a controller's ports once its frontend has
+		// connected: a device that waited for that is tried at once.
+		return changeState, assign.Assignment{Domid: uint32(domid), Controller: ctrl, Type: typ}
 	}
 	if len(parts) == 4 && controllerKeys[parts[3]] {
 		return changeNone, assign.Assignment{}

@@ -17,7 +17,7 @@ func TestClassifyBackend(t *testing.T) {
 	}{
 		{"/local/domain/0/backend/vbd/3/51712/state", changeNone, assign.Assignment{}},
 		{"/local/domain/0/backend/vif/3/0", changeNone, assign.Assignment{}},
-		{"/local/domain/0/backend/vusb/3/0/state", changeNone, assign.Assignment{}},
+		{"/local/domain/0/backend/vusb/3/0/state", changeState, assign.Assignment{Domid: 3, Controller: 0, Type: policy.TypePV}},
 		{"/local/domain/0/backend/vusb/3/0/num-ports", changeNone, assign.Assignment{}},
 		{"/local/domain/0/backend/vusb/3/0/port/2", changePort, assign.Assignment{Domid: 3, Controller: 0, Port: 2, Type: policy.TypePV}},
 		{"/local/domain/0/backend/qusb/7/1/port/31", changePort, assign.Assignment{Domid: 7, Controller: 1, Port: 31, Type: policy.TypeQUSB}},
