@@ -183,8 +183,12 @@ func New(cfg Config) *Agent {
 	if cfg.Host != nil && cfg.Host.Warn == nil {
 		// What the store held that the host's operations tolerated (a
 		// controller skipped, a rollback that failed) is the agent's
-		// to log: with no Warn it would be said nowhere.
-		cfg.Host.Warn = func(msg string) { a.warn.Warn().Msg(msg) }
+		// to log: with no Warn it would be said nowhere. Not sampled:
+		// the host says what every look finds again once only, and a
+		// sampler that dropped it would drop it for good; the rest is
+		// one line per failed operation, which is retried with backoff.
+		log := cfg.Log
+		cfg.Host.Warn = func(msg string) { log.Warn().Msg(msg) }
 	}
 	a.pol.Store(cfg.Policy)
 	a.hooks = make(chan hookJob, hookQueue)

@@ -811,3 +811,27 @@ func TestAgentAttachesAsTheFrontendConnects(t *testing.T) {
 		}
 	})
 }
+
+// What the store holds that every look finds again is said once, and so
+// it is said whatever else was logged just before: a burst of warnings
+// that uses up the sampler's budget does not take away a controller
+// skipped, which is said at no later pass.
+func TestAgentSaysASkippedControllerAfterABurst(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"].ID
+		for i := range 12 {
+			if err := e.xs.Write(e.ctx, fmt.Sprintf("/libxl/%d/device/vusb/stray%d", kiosk, i), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Listed, with no type: skipped.
+		if err := e.xs.Write(e.ctx, fmt.Sprintf("/libxl/%d/device/vusb/7/num-ports", kiosk), []byte("8")); err != nil {
+			t.Fatal(err)
+		}
+		e.run(testPolicy, false)
+		if want := fmt.Sprintf("controller 7 of domain %d is skipped", kiosk); !strings.Contains(e.logText(), want) {
+			t.Errorf("the log never said %q:\n%s", want, e.logText())
+		}
+	})
+}
