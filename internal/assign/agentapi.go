@@ -46,6 +46,11 @@ func (h *Host) giveBack(ctx context.Context, busid string, out []string) error {
 		}
 	}
 	err = errors.Join(err, h.offerUnbound(out))
+	if errors.Is(err, usbsysfs.ErrBusy) {
+		// The offers stopped at one the kernel still probes: the records
+		// stay, for the next give-back to bind by and offer the rest.
+		return err
+	}
 	return errors.Join(err, rmOpt(ctx, h.XS, usbbackRecord(busid)))
 }
 
