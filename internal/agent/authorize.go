@@ -148,15 +148,21 @@ func planRootHub(p *plan, o observation, w world) {
 // With the mode off, so is a device the agent itself kept inert (its last
 // record, made while the mode was on or by a block rule, says so) that the
 // policy now leaves to dom0: a reload that turns the mode off or drops
-// the block rule does not leave it without drivers for good.
+// the block rule does not leave it without drivers for good. So is one
+// whose giving record a pass before (of either mode) left.
 func planToDom0(p *plan, o observation, rec *Audit, w world) {
 	keptInert := o.known && len(o.last.Deauthorized) > 0 &&
 		(o.last.Action == ActPending || o.last.Action == ActRefused || o.last.Action == ActBlocked)
 	marked := slices.ContainsFunc(p.steps, func(s step) bool { return s.kind == stepMarkGiving })
-	if (!w.authorize && !keptInert || len(rec.Deauthorized) == 0 && !o.giving) && !marked {
+	// A give-back a kill cut short (o.giving) is finished in either mode:
+	// the mode may have been turned off since, and what it left has no
+	// driver and nothing else that says it is dom0's.
+	if !o.giving && !marked && (!w.authorize && !keptInert || len(rec.Deauthorized) == 0) {
 		return
 	}
-	rec.Reason += "; its interfaces are authorized and offered to dom0's drivers"
+	if w.authorize || keptInert {
+		rec.Reason += "; its interfaces are authorized and offered to dom0's drivers"
+	}
 	if !w.dryRun {
 		p.add(step{kind: stepToDom0, fresh: marked})
 	}

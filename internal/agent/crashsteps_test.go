@@ -417,6 +417,17 @@ func crashCases() []crashCase {
 			done: agent.ActDenied,
 		},
 		{
+			// ... and the agent that restarts runs without the mode: a
+			// give-back cut short is finished all the same.
+			name: "detach an inert device, restarted without the mode", before: authzTo("kiosk"), after: badgeDenied, busid: "1-6",
+			setup: func(e *env, a *agent.Agent) {
+				e.plugInert(a)
+				e.await("1-6", agent.ActAttached)
+			},
+			act:  func(e *env, a *agent.Agent) { e.reloadOn(a, authzDenied) },
+			done: agent.ActDenied,
+		},
+		{
 			name: "move", before: fmt.Sprintf(audioTo, "kiosk"), after: fmt.Sprintf(audioTo, "desk"),
 			act:      func(e *env, a *agent.Agent) { e.reloadOn(a, fmt.Sprintf(audioTo, "desk")) },
 			attached: []string{"1-2"}, done: agent.ActAttached,
@@ -439,6 +450,16 @@ func authzTo(domain string) string {
 }
 
 var authzDenied = fmt.Sprintf(authzBadge, "deny")
+
+const badgeRule = `
+[[rule]]
+name = "badge reader"
+action = "%s"
+match = { id = "1234:0001" }
+`
+
+// badgeDenied leaves the badge reader to dom0, without the mode.
+var badgeDenied = fmt.Sprintf(badgeRule, "deny")
 
 // plugInert plugs the badge reader 1-6, inert as the mode makes it, and
 // tells the agent.

@@ -117,17 +117,17 @@ func (a *Agent) recall(o *observation) {
 
 // A storeQuery is observeStore's reads, sent.
 type storeQuery struct {
-	pend      *xenstore.PendingReads
-	hint      assign.Assignment
-	hinted    bool // the remembered port is read too (third)
-	authorize bool // the giving record is read too (last)
+	pend   *xenstore.PendingReads
+	hint   assign.Assignment
+	hinted bool // the remembered port is read too (third)
 	// suspect: an interface of it is in usbback; at no remembered port,
 	// every port is read (a port xl wrote that the watch has not told yet).
 	suspect bool
 }
 
 // sendObserveStore sends the reads of the ownership record, the driver
-// records and the remembered port, together: one round trip.
+// records, the remembered port and the giving record, together: one round
+// trip.
 func (a *Agent) sendObserveStore(ctx context.Context, busid string) (storeQuery, error) {
 	recPath, err := assign.RecordPath(busid)
 	if err != nil {
@@ -142,10 +142,10 @@ func (a *Agent) sendObserveStore(ctx context.Context, busid string) (storeQuery,
 			paths = append(paths, p)
 		}
 	}
-	q.authorize = a.pol.Load().AuthorizesBeforeProbe()
-	if q.authorize {
-		paths = append(paths, givingPath(busid))
-	}
+	// The giving record last, whatever the mode: a restart that turned
+	// authorization before probe off still finishes a give-back a kill
+	// cut short. In the same batch, so no round trip more.
+	paths = append(paths, givingPath(busid))
 	q.pend = a.h.XS.StartReadMany(ctx, paths)
 	return q, nil
 }
@@ -159,14 +159,12 @@ func (a *Agent) sendObserveStore(ctx context.Context, busid string) (storeQuery,
 func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) error {
 	hint, hinted := q.hint, q.hinted
 	vals, errs := q.pend.Wait(ctx)
-	if q.authorize {
-		last := len(vals) - 1
-		o.giving = errs[last] == nil
-		if err := errs[last]; err != nil && !errors.Is(err, syscall.ENOENT) {
-			return err
-		}
-		vals, errs = vals[:last], errs[:last]
+	last := len(vals) - 1
+	o.giving = errs[last] == nil
+	if err := errs[last]; err != nil && !errors.Is(err, syscall.ENOENT) {
+		return err
 	}
+	vals, errs = vals[:last], errs[:last]
 	owned, oerr := parseOwned(o.busid, vals[0], errs[0])
 	if errors.Is(oerr, errBadRecord) {
 		a.warn.Warn().Err(oerr).Msg("ignoring it")

@@ -106,6 +106,8 @@ func TestPlanTable(t *testing.T) {
 			[]stepKind{stepRelease, stepAudit, stepAudit}, ActUnmatched, ""},
 		{"settling → with dom0: at start at once", last(here(TrigStart, "usbback"), ActUnmatched, "no rule"), none, kiosk, StWithDom0,
 			[]stepKind{stepRelease, stepAudit, stepAudit}, ActUnmatched, ""},
+		{"with dom0: a give to dom0 a kill cut short, the mode off since: finished", with(last(here(TrigStart, "usbhid", ""), ActUnmatched, "no rule"), func(o *observation) { o.giving = true }), none, kiosk, StWithDom0,
+			[]stepKind{stepToDom0}, "", ""},
 		{"settling: dry run looks only", here(TrigAfterCleared, "usbback"), none, dry, StWithDom0, []stepKind{stepAudit}, ActUnmatched, ""},
 		// pending
 		{"pending: target not running", here("add", "usbhid"), attach, down, StPending, []stepKind{stepAudit}, ActPending, "kiosk is not running"},
