@@ -202,14 +202,17 @@ func givingPath(busid string) string { return GivingRoot + "/" + nodeName(busid)
 // GivingRoot holds the records of devices being given to dom0.
 const GivingRoot = "/tool/usbhotplugd/giving"
 
-// markGiving records, with the mode on, that a device the policy leaves
-// to dom0 is being given to it, before a detach or release takes it from
-// usbback: an interface that went there inert has no driver record (no
-// dom0 driver ever had it), and a crash after it left usbback and before
-// it was offered to dom0's drivers would leave it without one for good.
-// The to-dom0 step that ends the pass offers it and drops the record.
-func markGiving(p *plan, dec policy.Decision, w world) {
-	if w.authorize && (dec.Action == policy.Deny || dec.Action == policy.None) {
+// markGiving records that a device the policy leaves to dom0 is being
+// given to it, before a detach or release takes it from usbback: an
+// interface there may have no driver record (it went there inert, with
+// the mode on, and no dom0 driver ever had it; or usbback bound it by
+// itself, at a plug while its port was set), and a crash after it left
+// usbback and before it was offered to dom0's drivers would leave it
+// without one for good. Either mode: the record is read in every pass
+// anyway. The to-dom0 step that ends the pass offers it and drops the
+// record.
+func markGiving(p *plan, dec policy.Decision) {
+	if dec.Action == policy.Deny || dec.Action == policy.None {
 		p.add(step{kind: stepMarkGiving})
 	}
 }
@@ -230,8 +233,11 @@ func (a *Agent) giveToDom0(ctx context.Context, o observation, fresh bool) error
 		}
 		o.dev, o.giving = dev, true
 	}
-	if err := a.h.XS.Write(ctx, givingPath(o.busid), []byte("1")); err != nil {
-		return fmt.Errorf("recording that %s goes to dom0: %w", o.busid, err)
+	// Fresh: the mark-giving step before the detach wrote it already.
+	if !fresh {
+		if err := a.h.XS.Write(ctx, givingPath(o.busid), []byte("1")); err != nil {
+			return fmt.Errorf("recording that %s goes to dom0: %w", o.busid, err)
+		}
 	}
 	if err := toDom0(a.h.Sys, o.dev, o.giving); err != nil {
 		return err

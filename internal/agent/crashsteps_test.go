@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -428,6 +429,17 @@ func crashCases() []crashCase {
 			done: agent.ActDenied,
 		},
 		{
+			// Without the mode: a device usbback bound by itself, at a
+			// plug while its port was set, has no driver record to give
+			// it back by; a reload denies it.
+			name: "detach what usbback claimed by itself", before: badgeTo("kiosk"), after: badgeDenied, busid: "1-6",
+			setup: func(e *env, a *agent.Agent) {
+				e.plugClaimed(a)
+			},
+			act:  func(e *env, a *agent.Agent) { e.reloadOn(a, badgeDenied) },
+			done: agent.ActDenied,
+		},
+		{
 			name: "move", before: fmt.Sprintf(audioTo, "kiosk"), after: fmt.Sprintf(audioTo, "desk"),
 			act:      func(e *env, a *agent.Agent) { e.reloadOn(a, fmt.Sprintf(audioTo, "desk")) },
 			attached: []string{"1-2"}, done: agent.ActAttached,
@@ -458,8 +470,45 @@ action = "%s"
 match = { id = "1234:0001" }
 `
 
+func badgeTo(domain string) string {
+	return fmt.Sprintf(badgeRule, "attach") + fmt.Sprintf("target = { domain = %q }\n", domain)
+}
+
 // badgeDenied leaves the badge reader to dom0, without the mode.
 var badgeDenied = fmt.Sprintf(badgeRule, "deny")
+
+// plugClaimed plugs the badge reader 1-6, has the agent attach it, and
+// leaves it as usbback leaves a device it bound by itself at a plug while
+// its port was set (a replug while no agent ran): in usbback at its port,
+// with no driver record, and an ownership record that names no dom0
+// driver (as the agent rewrites it for a device found so).
+func (e *env) plugClaimed(a *agent.Agent) {
+	e.t.Helper()
+	if err := (&fakekernel.Builder{Root: e.root}).Add(keyboard("1-6", "0001")).Err(); err != nil {
+		e.t.Fatal(err)
+	}
+	a.Handle(e.ctx, addEvent(e.t, "1-6"))
+	e.await("1-6", agent.ActAttached)
+	if err := e.xs.Rm(e.ctx, "/libxl/usbback/1-6"); err != nil {
+		e.t.Fatal(err)
+	}
+	owned, err := agent.ListOwned(e.ctx, e.xs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	o, ok := owned["1-6"]
+	if !ok {
+		e.t.Fatal("1-6 has no ownership record")
+	}
+	o.Drivers = nil
+	b, err := json.Marshal(o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.xs.Write(e.ctx, agent.RecordRoot+"/1-6", b); err != nil {
+		e.t.Fatal(err)
+	}
+}
 
 // plugInert plugs the badge reader 1-6, inert as the mode makes it, and
 // tells the agent.

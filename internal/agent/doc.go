@@ -104,5 +104,10 @@
 // left alone: only what the agent (or xl) unbound, as its driver records
 // and usbback say, is given back; and, on a device the agent attached or
 // saw attached since it was plugged, an interface a raced detach left
-// without a driver (offered to the kernel once).
+// without a driver (offered to the kernel once). A device the policy
+// leaves to dom0 has a giving record (GivingRoot) from before a detach or
+// release takes it from usbback until it was offered to dom0's drivers,
+// in either mode: what usbback bound by itself, or took inert, has no
+// driver record, and a pass that finds the giving record finishes the
+// give-back.
 package agent

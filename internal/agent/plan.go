@@ -157,7 +157,7 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 				p.add(step{kind: stepBlock})
 				why = o.busid + " was left in usbback at no port: made inert again, since the policy sends it to a guest (authorization before probe)"
 			} else {
-				markGiving(&p, dec, w)
+				markGiving(&p, dec)
 			}
 			p.add(step{kind: stepRelease, unbound: o.ours})
 			p.add(step{kind: stepAudit, rec: Audit{BusID: o.busid, ID: rec.ID, Trigger: o.trigger, Action: ActReleased, Reason: why}})
@@ -266,7 +266,7 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		if w.authorize && dec.Action == policy.Attach {
 			p.add(step{kind: stepBlock}) // inert again, not dom0's meanwhile
 		}
-		markGiving(p, dec, w)
+		markGiving(p, dec)
 		p.add(step{kind: stepDetach, at: x})
 	}
 	det := rec
