@@ -241,7 +241,8 @@ func (a *Agent) enqueueLocked(busid string, why Trigger) {
 }
 
 // enqueueAll asks for a pass over every device the agent can know of:
-// present in sysfs, named by a port, or holding driver records.
+// present in sysfs, named by a port, or holding driver, ownership or
+// giving records.
 func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 	devs, err := a.h.Sys.Devices()
 	unread, err := usbsysfs.Partial(err)
@@ -315,6 +316,17 @@ func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 	}
 	for b := range owned {
 		a.enqueue(b, why)
+	}
+	// A device that left while no agent ran, in the middle of its
+	// give-back to dom0, has nothing else in the store.
+	giving, err := a.h.XS.Directory(ctx, GivingRoot)
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("agent: reading %s: %w", GivingRoot, err)
+	}
+	for _, n := range giving {
+		if b := busidOf(n); usbsysfs.ValidBusID(b) == nil {
+			a.enqueue(b, why)
+		}
 	}
 	return nil
 }

@@ -201,6 +201,8 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		if err := h.XS.Write(ctx, givingPath(busid), []byte("1")); err != nil {
 			return fmt.Errorf("recording that %s goes to dom0: %w", busid, err)
 		}
+	case stepRmGiving:
+		return rmOpt(ctx, a, givingPath(busid))
 	case stepToDom0:
 		return a.giveToDom0(ctx, o, s.fresh)
 	case stepBlock:

@@ -351,6 +351,9 @@ type crashCase struct {
 	// setup, when set, runs on the agent before it is armed; act then
 	// starts the sequence on it.
 	setup, act func(e *env, a *agent.Agent)
+	// between, when set, changes the host after the kill (or the end of
+	// the sequence) and before the restart, as while no agent ran.
+	between func(e *env)
 	// busid is the device the sequence is of ("" for 1-2).
 	busid string
 	// attached are the busids at a port of the domain after names once
@@ -426,6 +429,22 @@ func crashCases() []crashCase {
 				e.await("1-6", agent.ActAttached)
 			},
 			act:  func(e *env, a *agent.Agent) { e.reloadOn(a, authzDenied) },
+			done: agent.ActDenied,
+		},
+		{
+			// ... and it leaves while no agent runs: the record of its
+			// give-back goes with it.
+			name: "an inert device leaves while given back", before: authzTo("kiosk"), after: authzDenied, busid: "1-6",
+			setup: func(e *env, a *agent.Agent) {
+				e.plugInert(a)
+				e.await("1-6", agent.ActAttached)
+			},
+			act: func(e *env, a *agent.Agent) { e.reloadOn(a, authzDenied) },
+			between: func(e *env) {
+				if err := fakekernel.NewKernel(e.root).Unplug("1-6"); err != nil {
+					e.t.Fatal(err)
+				}
+			},
 			done: agent.ActDenied,
 		},
 		{
@@ -673,6 +692,9 @@ func crashAfterFailure(t *testing.T, c crashCase, kind string, at [2]int, failWr
 	stop()
 	if err := e.backs.WaitIdle(e.ctx); err != nil {
 		t.Fatal(err)
+	}
+	if c.between != nil {
+		c.between(e)
 	}
 	e.logMu.Lock()
 	e.log.Reset()

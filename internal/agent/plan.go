@@ -443,8 +443,9 @@ func planAttach(p *plan, o observation, dec policy.Decision, t target, owned *Ow
 }
 
 // planGone plans for a device that has left the host: its port (libxl
-// never clears it), its driver records and its ownership record go at
-// once, and its twins are looked at again (they may be told apart now).
+// never clears it), its driver records, its ownership record and its
+// giving record go at once, and its twins are looked at again (they may
+// be told apart now).
 func planGone(o observation, w world) plan {
 	p := plan{state: StAbsent, steps: []step{{kind: stepForget}}}
 	rec := Audit{BusID: o.busid, ID: o.last.ID, Serial: o.last.Serial, PortPath: o.last.PortPath, Name: o.last.Name, Trigger: o.trigger}
@@ -477,6 +478,12 @@ func planGone(o observation, w world) plan {
 		p.add(step{kind: stepRelease, lenient: true})
 		if o.owned != nil || o.badOwned {
 			p.add(step{kind: stepRmOwned})
+		}
+		if o.giving {
+			// It left in the middle of a give-back: nothing is left to
+			// give, and the next plug at its busid must not be taken
+			// for one cut short.
+			p.add(step{kind: stepRmGiving})
 		}
 	}
 	if len(o.twinOf) > 0 {

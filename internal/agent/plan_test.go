@@ -76,6 +76,8 @@ func TestPlanTable(t *testing.T) {
 			[]stepKind{stepForget, stepDropRecords, stepDetach, stepRememberLeft, stepAudit, stepRelease, stepRmOwned, stepAudit}, ActGone, ""},
 		{"absent: its driver records go first, at no port", with(gone, func(o *observation) { o.record = true }), none, kiosk, StAbsent,
 			[]stepKind{stepForget, stepDropRecords, stepRelease}, "", ""},
+		{"absent: it left in the middle of a give-back to dom0: its giving record goes", with(gone, func(o *observation) { o.giving = true }), none, kiosk, StAbsent,
+			[]stepKind{stepForget, stepRelease, stepRmGiving}, "", ""},
 		{"absent: its twins are told", with(gone, func(o *observation) { o.twinOf = []string{"1-3"} }), none, kiosk, StAbsent,
 			[]stepKind{stepForget, stepRelease, stepRequeue}, "", ""},
 		{"absent: dry run writes nothing", last(at(gone, 5), ActAttached, "x"), none, dry, StAbsent, []stepKind{stepForget, stepAudit, stepAudit}, ActGone, ""},
