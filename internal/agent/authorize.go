@@ -251,9 +251,12 @@ func toDom0(sys authorizer, d usbsysfs.Device, again bool) error {
 		if in.Authorized && (!again || in.Driver != "") {
 			continue
 		}
-		if err := sys.SetInterfaceAuthorized(in.Name, true); err != nil {
-			errs = append(errs, err)
-			continue
+		// One a give-back cut short left authorized is only offered.
+		if !in.Authorized {
+			if err := sys.SetInterfaceAuthorized(in.Name, true); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
 		// No driver matching it is no failure: it stays without one.
 		if err := sys.Probe(in.Name); err != nil && !errors.Is(err, syscall.ENODEV) {
