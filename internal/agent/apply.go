@@ -272,7 +272,7 @@ func (a *Agent) queueAttach(o observation, s step, start time.Time) {
 	if a.hold != nil {
 		release, a.hold = a.hold, nil
 	}
-	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, pinned: s.attach.pinned, rec: s.rec, start: start, release: release, pol: o.pol})
+	a.intents = append(a.intents, intent{busid: o.busid, domain: s.attach.domain, domid: s.attach.domid, opts: opts, pinned: s.attach.pinned, rec: s.rec, start: start, release: release, pol: o.pol, giving: o.giving})
 }
 
 // dropHold lets go of what the pass held (stillOpen) and no attach took.

@@ -459,6 +459,25 @@ func crashCases() []crashCase {
 			done: agent.ActDenied,
 		},
 		{
+			// A give-back to dom0 cut short, and the agent that restarts
+			// sends the device to a guest again: nothing is being given
+			// to dom0 any more.
+			name: "detach, restarted under a policy that attaches it", before: fmt.Sprintf(audioTo, "kiosk"), after: fmt.Sprintf(audioTo, "kiosk"),
+			act:      func(e *env, a *agent.Agent) { e.reloadOn(a, audioDenied) },
+			attached: []string{"1-2"}, done: agent.ActDenied,
+		},
+		{
+			// ... and with authorization before probe, of a device that
+			// came inert.
+			name: "detach an inert device, restarted under a policy that attaches it", before: authzTo("kiosk"), after: authzTo("kiosk"), busid: "1-6",
+			setup: func(e *env, a *agent.Agent) {
+				e.plugInert(a)
+				e.await("1-6", agent.ActAttached)
+			},
+			act:      func(e *env, a *agent.Agent) { e.reloadOn(a, authzDenied) },
+			attached: []string{"1-6"}, done: agent.ActDenied,
+		},
+		{
 			name: "move", before: fmt.Sprintf(audioTo, "kiosk"), after: fmt.Sprintf(audioTo, "desk"),
 			act:      func(e *env, a *agent.Agent) { e.reloadOn(a, fmt.Sprintf(audioTo, "desk")) },
 			attached: []string{"1-2"}, done: agent.ActAttached,

@@ -106,8 +106,9 @@
 // saw attached since it was plugged, an interface a raced detach left
 // without a driver (offered to the kernel once). A device the policy
 // leaves to dom0 has a giving record (GivingRoot) from before a detach or
-// release takes it from usbback until it was offered to dom0's drivers,
-// in either mode: what usbback bound by itself, or took inert, has no
+// release takes it from usbback until it was offered to dom0's drivers
+// (or is at its guest's port again, the policy changed since), in either
+// mode: what usbback bound by itself, or took inert, has no
 // driver record, and a pass that finds the giving record finishes the
 // give-back.
 package agent

@@ -321,6 +321,12 @@ func planKept(p *plan, o observation, t target, rec Audit, mine bool, w world) {
 	if len(t.several) > 0 {
 		rec.Reason += "; " + severalDomains(t)
 	}
+	if o.giving && !w.dryRun {
+		// A give-back to dom0 a kill cut short, and the policy sends it
+		// here again: nothing is given to dom0 now, and a later one
+		// records itself anew.
+		p.add(step{kind: stepRmGiving})
+	}
 	p.state = StAttached
 	if moved {
 		p.add(step{kind: stepAudit, rec: rec})

@@ -123,6 +123,8 @@ func TestPlanTable(t *testing.T) {
 			attach, kiosk, StPending, nil, "", ""},
 		// attached
 		{"attached: kept", last(owned(at(here(TrigStart, "usbback"), 5), 5), ActAttached, "r attaches it"), attach, kiosk, StAttached, nil, "", ""},
+		{"attached: kept, a give-back to dom0 a kill cut short before the detach: its giving record goes", with(last(owned(at(here(TrigStart, "usbback"), 5), 5), ActAttached, "r attaches it"), func(o *observation) { o.giving = true }),
+			attach, kiosk, StAttached, []stepKind{stepRmGiving}, "", ""},
 		{"attached: first seen", owned(at(here(TrigStart, "usbback"), 5), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "r attaches it"},
 		{"attached (emulated): at start its QEMU is asked", with(owned(at(here(TrigStart, ""), 5), 5), func(o *observation) { o.port.Type = policy.TypeDeviceModel }),
 			attach, kiosk, StAttached, []stepKind{stepEnsureInQEMU, stepAudit}, ActKept, "r attaches it"},

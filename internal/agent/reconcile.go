@@ -159,6 +159,7 @@ type intent struct {
 	rec    Audit
 	start  time.Time
 	pol    *policy.Policy // what it was decided by
+	giving bool           // its pass found a giving record (a give-back to dom0 a kill cut short)
 	// release lets go of the device's disks, held since its pass found
 	// them free (inventory.Hold), once the attach has been tried.
 	release func()
@@ -239,6 +240,13 @@ func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult
 				in.opts.PreferController, in.opts.PreferPort, r.Preferred, r.Controller, r.Port)
 		}
 		a.audit(ctx, in.rec, in.start)
+		if in.giving {
+			// It is the guest's now: nothing is given to dom0. A kill
+			// before this leaves it at its port, whose pass removes it.
+			if err := rmOpt(ctx, a, givingPath(in.busid)); err != nil {
+				a.fail(ctx, in.rec, stepRmGiving.String(), err, in.start)
+			}
+		}
 	case errors.Is(r.Err, assign.ErrAssigned):
 		// At a port after all (written by xl a moment ago): read the
 		// ports again and look at it once more.

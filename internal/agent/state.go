@@ -102,7 +102,7 @@ const (
 	stepReOwn                        // write its ownership record again, of the device now at its busid
 	stepDropRecords                  // remove the driver records of a plug that left, before anything rebinds by them
 	stepMarkGiving                   // record that it goes to dom0, before a detach or release takes it from usbback
-	stepRmGiving                     // remove the record that it goes to dom0 (it left)
+	stepRmGiving                     // remove the record that it goes to dom0 (it left, or is at its guest's port)
 )
 
 var stepNames = [...]string{"forget", "detach", "remember-left", "release", "rm-owned", "ensure-bound", "look-later", "attach", "audit", "audit-if-changed", "requeue", "hub-inert", "hub-restore", "to-dom0", "block", "re-record", "ensure-in-qemu", "re-own", "drop-records", "mark-giving", "rm-giving"}
