@@ -35,7 +35,7 @@ type observation struct {
 	// when the device leaves.
 	badOwned bool
 	// giving: a pass began giving it to dom0 and may not have finished
-	// (authorization before probe; its record says so).
+	// (its giving record says so).
 	giving bool
 	// refusedBy: usbback refused this plug of it (why).
 	refusedBy string

@@ -89,6 +89,12 @@ func (h *Host) probeEach(intfs []string) error {
 // may have left without a driver and without a record.
 func (h *Host) ReleaseUnbound(ctx context.Context, busid string) error {
 	err := h.Release(ctx, busid)
+	if errors.Is(err, usbsysfs.ErrBusy) {
+		// The kernel still probes one: an interface whose recorded driver
+		// is not bound yet must not get the kernel's choice instead. The
+		// pass after it offers the rest.
+		return err
+	}
 	intfs, ierr := h.Sys.InterfaceStates(busid)
 	if ierr != nil {
 		return errors.Join(err, ierr)

@@ -67,3 +67,42 @@ func TestGiveBackKeepsTheRecordsWhileAnOfferIsBusy(t *testing.T) {
 		}
 	})
 }
+
+// ReleaseUnbound that stops at an interface the kernel still probes
+// offers nothing else: an interface whose recorded driver is not bound
+// yet must not get the kernel's choice instead.
+func TestReleaseUnboundOffersNothingWhileAnOfferIsBusy(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx := context.Background()
+		e := newEnv(t, s, true)
+		hid := fakekernel.Intf{Class: "03", SubClass: "00", Protocol: "00", Driver: "usbhid"}
+		err := (&fakekernel.Builder{Root: e.h.Sys.Root()}).Add(fakekernel.Dev{BusID: "1-7", DevNum: 30, Vendor: "1234", Product: "5678", Class: "00",
+			Interfaces: []fakekernel.Intf{hid, hid}}).Err()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{"0", "1"} {
+			if err := e.xs.Write(ctx, "/libxl/usbback/1-7/1-7@1_"+n+"/driver_path", []byte("/sys/bus/usb/drivers/usbhid")); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.h.Sys.Unbind("1-7:1." + n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The bind of 1.0 by its record is busy: 1.1's is not made yet.
+		e.k.Fail = func(w fakekernel.Write) error {
+			if w.Path == "bus/usb/drivers/usbhid/bind" && w.Data == "1-7:1.0" {
+				return usbsysfs.ErrBusy
+			}
+			return nil
+		}
+		if err := e.h.ReleaseUnbound(ctx, "1-7"); !errors.Is(err, usbsysfs.ErrBusy) {
+			t.Fatalf("release: %v", err)
+		}
+		for _, w := range e.k.Writes() {
+			if w.Path == "bus/usb/drivers_probe" {
+				t.Errorf("offered to the kernel's matching while its own driver's bind was to come: %s", w.Data)
+			}
+		}
+	})
+}
