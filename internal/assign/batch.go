@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore"
@@ -231,13 +232,24 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 				res[p.i] = AttachResult{Err: err}
 			}
 		case policy.TypePV:
+			// Asked only once usbback refused it, and then once.
+			may := sync.OnceValues(func() (serves, connected bool) {
+				return h.usbbackMayTake(ctx, domid, a.Controller, it.BusID)
+			})
 			// Wait for usbback's port table only where it may yet take
 			// the device.
-			connected := func() bool {
-				return h.backendConnected(ctx, domid, a.Controller) && !h.highSpeedOnV1(ctx, domid, a.Controller, it.BusID)
-			}
-			if err := h.bindUsbback(ctx, p.plan, settle, connected); err != nil {
-				err = h.unconnected(ctx, domid, a.Controller, it.BusID, err)
+			waits := func() bool { s, c := may(); return s && c }
+			if err := h.bindUsbback(ctx, p.plan, settle, waits); err != nil {
+				if errors.Is(err, ErrUsbbackRefused) {
+					if serves, connected := may(); serves && !connected {
+						// usbback watches a backend's ports only once the
+						// guest's frontend (xen-hcd) has connected to it:
+						// a guest still booting is not ready, and its
+						// device is tried again later.
+						err = fmt.Errorf("controller %d of domain %d is not connected: its guest's frontend has not connected, and usbback serves its ports only then (%v): %w",
+							a.Controller, domid, err, ErrNotReady)
+					}
+				}
 				h.rollback(ctx, it.BusID)
 				h.deauthorizeAgain(p.plan)
 				c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
@@ -248,37 +260,18 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 	}
 }
 
-// unconnected turns usbback's refusal at a pv controller whose backend is
-// not connected yet into ErrNotReady: usbback watches a backend's ports
-// only once the guest's frontend (xen-hcd) has connected to it, so until
-// then it refuses every device, and says nothing of this one (unless it
-// is one usbback never serves there). A guest still booting is not ready;
-// its device is tried again later.
-func (h *Host) unconnected(ctx context.Context, domid uint32, devid int, busid string, err error) error {
-	if !errors.Is(err, ErrUsbbackRefused) || !h.usbbackMayServe(busid) || h.highSpeedOnV1(ctx, domid, devid, busid) {
-		return err
+// usbbackMayTake says whether usbback may ever serve busid at a pv
+// controller (not a hub or a SuperSpeed device, nor a high-speed one at a
+// USB 1.1 controller), and whether the controller's backend is Connected
+// (4), or may be: one whose state cannot be read is taken as connected,
+// so that what usbback says of the device stands.
+func (h *Host) usbbackMayTake(ctx context.Context, domid uint32, devid int, busid string) (serves, connected bool) {
+	bp := backendPath("vusb", domid, devid)
+	v, errs := h.XS.ReadMany(ctx, []string{bp + "/state", bp + "/usb-ver"})
+	connected = errs[0] != nil || string(v[0]) == "4"
+	if !h.usbbackMayServe(busid) {
+		return false, connected
 	}
-	if h.backendConnected(ctx, domid, devid) {
-		return err
-	}
-	return fmt.Errorf("controller %d of domain %d is not connected: its guest's frontend has not connected, and usbback serves its ports only then (%v): %w",
-		devid, domid, err, ErrNotReady)
-}
-
-// backendConnected says whether the backend of a pv controller is
-// Connected (4), or may be: one whose state cannot be read is taken as
-// connected, so that what usbback says of the device stands.
-func (h *Host) backendConnected(ctx context.Context, domid uint32, devid int) bool {
-	st, ok, err := readOpt(ctx, h.XS, backendPath("vusb", domid, devid)+"/state")
-	return err != nil || !ok || st == "4"
-}
-
-// highSpeedOnV1 says whether busid is a high-speed device and the pv
-// controller a USB 1.1 one, where usbback refuses it, connected or not.
-func (h *Host) highSpeedOnV1(ctx context.Context, domid uint32, devid int, busid string) bool {
-	if _, speed, err := h.Sys.ClassSpeed(busid); err != nil || speed != "480" {
-		return false
-	}
-	v, ok, err := readOpt(ctx, h.XS, backendPath("vusb", domid, devid)+"/usb-ver")
-	return err == nil && ok && v == "1"
+	_, speed, err := h.Sys.ClassSpeed(busid)
+	return err != nil || speed != "480" || errs[1] != nil || string(v[1]) != "1", connected
 }

@@ -377,7 +377,7 @@ var usbbackSettle = []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * 
 // usbbackMayServe says whether usbback's refusal of intf (or of a busid)
 // can be its port table lagging: not for a hub or a SuperSpeed device, which it never
 // serves. (A high-speed device at a USB 1.1 port, refused too, needs the
-// port's controller: see highSpeedOnV1.)
+// port's controller: see usbbackMayTake.)
 func (h *Host) usbbackMayServe(intf string) bool {
 	busid, _, _ := strings.Cut(intf, ":")
 	class, speed, err := h.Sys.ClassSpeed(busid)
