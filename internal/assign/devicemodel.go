@@ -203,6 +203,11 @@ func (h *Host) dmPeripherals(ctx context.Context, domid uint32) ([]string, error
 		return nil, err
 	}
 	defer done()
+	return peripherals(ctx, q)
+}
+
+// peripherals lists the ids of the devices q's QEMU has.
+func peripherals(ctx context.Context, q QMP) ([]string, error) {
 	var props []struct {
 		Name string `json:"name"`
 	}
@@ -303,24 +308,22 @@ func (h *Host) dmFind(ctx context.Context, domid uint32, ctrl, port int) (string
 		return "", err
 	}
 	defer done()
-	var props []struct {
-		Name string `json:"name"`
-	}
-	if err := q.Run(ctx, "qom-list", map[string]any{"path": "/machine/peripheral"}, &props); err != nil {
+	ids, err := peripherals(ctx, q)
+	if err != nil {
 		return "", err
 	}
-	for _, p := range props {
-		if !strings.HasPrefix(p.Name, "xenusb-") || strings.Count(p.Name, "-") != 2 {
+	for _, id := range ids {
+		if !strings.HasPrefix(id, "xenusb-") || strings.Count(id, "-") != 2 {
 			continue
 		}
-		path := "/machine/peripheral/" + p.Name
+		path := "/machine/peripheral/" + id
 		var gotPort, bus string
 		if q.Run(ctx, "qom-get", map[string]any{"path": path, "property": "port"}, &gotPort) != nil ||
 			q.Run(ctx, "qom-get", map[string]any{"path": path, "property": "parent_bus"}, &bus) != nil {
 			continue
 		}
 		if gotPort == strconv.Itoa(port) && strings.HasSuffix(bus, fmt.Sprintf("/xenusb-%d.0", ctrl)) {
-			return p.Name, nil
+			return id, nil
 		}
 	}
 	return "", nil
