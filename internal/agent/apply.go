@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io/fs"
 	"time"
 
@@ -198,9 +197,7 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepHubInert, stepHubRestore:
 		return a.setHubDefault(ctx, busid, s.kind == stepHubRestore)
 	case stepMarkGiving:
-		if err := h.XS.Write(ctx, givingPath(busid), []byte("1")); err != nil {
-			return fmt.Errorf("recording that %s goes to dom0: %w", busid, err)
-		}
+		return a.writeGiving(ctx, busid)
 	case stepRmGiving:
 		return rmOpt(ctx, a, givingPath(busid))
 	case stepToDom0:

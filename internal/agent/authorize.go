@@ -217,6 +217,14 @@ func markGiving(p *plan, dec policy.Decision) {
 	}
 }
 
+// writeGiving writes busid's giving record.
+func (a *Agent) writeGiving(ctx context.Context, busid string) error {
+	if err := a.h.XS.Write(ctx, givingPath(busid), []byte("1")); err != nil {
+		return fmt.Errorf("recording that %s goes to dom0: %w", busid, err)
+	}
+	return nil
+}
+
 // giveToDom0 authorizes o's deauthorized interfaces and offers them to
 // dom0's drivers; after a crash half-way (o.giving), the authorized ones
 // still without a driver are offered again. fresh: a step before it took
@@ -235,8 +243,8 @@ func (a *Agent) giveToDom0(ctx context.Context, o observation, fresh bool) error
 	}
 	// Fresh: the mark-giving step before the detach wrote it already.
 	if !fresh {
-		if err := a.h.XS.Write(ctx, givingPath(o.busid), []byte("1")); err != nil {
-			return fmt.Errorf("recording that %s goes to dom0: %w", o.busid, err)
+		if err := a.writeGiving(ctx, o.busid); err != nil {
+			return err
 		}
 	}
 	if err := toDom0(a.h.Sys, o.dev, o.giving); err != nil {
