@@ -185,26 +185,8 @@ func TestAPIWhileWaitingForXenstored(t *testing.T) {
 // group, may read, not reload; anyone else cannot connect. The peer is
 // this test binary run as nobody.
 func TestAPIPeerCredentials(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, to run a peer as another user")
-	}
-	if g, err := user.LookupGroup("nogroup"); err != nil || g.Gid != "65534" {
-		t.Skipf("needs the group nogroup (65534), as Debian has it: %v", err)
-	}
 	h := newHost(t)
-	shared, err := os.MkdirTemp("", "usbhotplugd-peer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(shared)
-	if err := os.Chmod(shared, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	h.cfg.StateDir, h.cfg.ControlGroup = filepath.Join(shared, "state"), "nogroup"
-	bin := filepath.Join(shared, "peer.test")
-	if err := copyFile(bin, os.Args[0]); err != nil {
-		t.Fatal(err)
-	}
+	bin := h.withPeers(t)
 	h.startReady()
 	asNobody := func(gid uint32, groups ...uint32) string {
 		cmd := exec.Command(bin)
@@ -240,28 +222,10 @@ func TestAPIPeerCredentials(t *testing.T) {
 // with every shared slot held by a member's idle connection, root still
 // reloads (systemctl reload goes through the socket).
 func TestAPIGroupCannotFillRootsSlots(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, to run peers as another user")
-	}
-	if g, err := user.LookupGroup("nogroup"); err != nil || g.Gid != "65534" {
-		t.Skipf("needs the group nogroup (65534), as Debian has it: %v", err)
-	}
 	defer func(n int) { maxClients = n }(maxClients)
 	maxClients = 3
 	h := newHost(t)
-	shared, err := os.MkdirTemp("", "usbhotplugd-peer") // nobody must reach it
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(shared)
-	if err := os.Chmod(shared, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	h.cfg.StateDir, h.cfg.ControlGroup = filepath.Join(shared, "state"), "nogroup"
-	bin := filepath.Join(shared, "peer.test")
-	if err := copyFile(bin, os.Args[0]); err != nil {
-		t.Fatal(err)
-	}
+	bin := h.withPeers(t)
 	h.startReady()
 	for range maxClients {
 		cmd := exec.CommandContext(t.Context(), bin)
@@ -288,6 +252,33 @@ func TestAPIGroupCannotFillRootsSlots(t *testing.T) {
 			t.Fatalf("root's reload with the group's clients holding every shared slot: %v", m)
 		}
 	}
+}
+
+// withPeers makes h's control group nogroup, with its state directory
+// where nobody can reach it, and returns a copy of the test binary that
+// nobody may run as a peer. It skips without root or nogroup.
+func (h *host) withPeers(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run a peer as another user")
+	}
+	if g, err := user.LookupGroup("nogroup"); err != nil || g.Gid != "65534" {
+		t.Skipf("needs the group nogroup (65534), as Debian has it: %v", err)
+	}
+	shared, err := os.MkdirTemp("", "usbhotplugd-peer") // not t.TempDir: its parent is 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.StateDir, h.cfg.ControlGroup = filepath.Join(shared, "state"), "nogroup"
+	bin := filepath.Join(shared, "peer.test")
+	if err := copyFile(bin, os.Args[0]); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 func copyFile(dst, src string) error {
