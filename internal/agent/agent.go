@@ -244,6 +244,16 @@ func (a *Agent) enqueueLocked(busid string, why Trigger) {
 // present in sysfs, named by a port, or holding driver, ownership or
 // giving records.
 func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
+	if err := a.rescanSysfs(ctx, why); err != nil {
+		return err
+	}
+	return a.enqueueRecorded(ctx, why)
+}
+
+// rescanSysfs reads every device in sysfs again, replaces the cache with
+// that reading and asks for a pass over each device, and over each one
+// the agent knew of that is no longer there.
+func (a *Agent) rescanSysfs(ctx context.Context, why Trigger) error {
 	devs, err := a.h.Sys.Devices()
 	unread, err := usbsysfs.Partial(err)
 	if err != nil {
@@ -292,6 +302,12 @@ func (a *Agent) enqueueAll(ctx context.Context, why Trigger) error {
 		a.notePlugged(u.BusID)
 		a.enqueue(u.BusID, why)
 	}
+	return nil
+}
+
+// enqueueRecorded asks for a pass over every busid the store names: at a
+// port, or in a driver, ownership or giving record.
+func (a *Agent) enqueueRecorded(ctx context.Context, why Trigger) error {
 	// A read of the ports may predate the worker's latest attach
 	// (noteAssignedSince).
 	since := a.portGeneration()

@@ -143,17 +143,7 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepForget:
 		a.forget(ctx, busid, o.dev)
 	case stepDetach:
-		if err := h.DetachOwned(ctx, s.at, ownedPath(busid)); err != nil {
-			if errors.Is(err, assign.ErrGivingBack) {
-				// Off its port and out of the guest: detached. Its
-				// driver records stay until the kernel is done with the
-				// dom0 driver's probe, and the pass after that finishes.
-				a.setPort(s.at, false)
-				a.cfg.Log.Info().Str("busid", busid).Err(err).Msg("detached; its dom0 driver's probe goes on: given back when the kernel is done")
-			}
-			return err
-		}
-		a.setPort(s.at, false)
+		return a.detach(ctx, busid, s.at)
 	case stepRememberLeft:
 		a.rememberLeft(s.key, s.domain, s.at)
 	case stepRelease:
@@ -171,18 +161,9 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepReRecord:
 		return h.WriteRecords(ctx, busid, o.owned.Drivers)
 	case stepReOwn:
-		// Of the device kept, and by the rule that keeps it; the dom0
-		// drivers the attach took from the device before are not this
-		// one's (usbback bound it by its busid at the plug).
-		rec := *o.owned
-		rec.ID, rec.Serial, rec.Rule, rec.Drivers = o.dev.ID(), o.dev.Serial, s.rec.Rule, nil
-		return h.XS.Write(ctx, ownedPath(busid), []byte(ownedValue(rec)))
+		return a.reOwn(ctx, o, s.rec.Rule)
 	case stepEnsureInQEMU:
-		added, err := h.EnsureInDeviceModel(ctx, *o.port)
-		if added {
-			a.warn.Warn().Str("busid", busid).Uint32("domid", o.port.Domid).Msg("its emulated port was set, but the guest's QEMU did not have it (an attach cut short): added again")
-		}
-		return err
+		return a.ensureInQEMU(ctx, busid, *o.port)
 	case stepLookLater:
 		a.lookLater(busid, secondLook, s.trigger)
 	case stepAttach:
@@ -206,6 +187,41 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		return block(h.Sys, o.dev)
 	}
 	return nil
+}
+
+// detach takes the device off its port at, and out of the guest.
+func (a *Agent) detach(ctx context.Context, busid string, at assign.Assignment) error {
+	if err := a.h.DetachOwned(ctx, at, ownedPath(busid)); err != nil {
+		if errors.Is(err, assign.ErrGivingBack) {
+			// Off its port and out of the guest: detached. Its driver
+			// records stay until the kernel is done with the dom0
+			// driver's probe, and the pass after that finishes.
+			a.setPort(at, false)
+			a.cfg.Log.Info().Str("busid", busid).Err(err).Msg("detached; its dom0 driver's probe goes on: given back when the kernel is done")
+		}
+		return err
+	}
+	a.setPort(at, false)
+	return nil
+}
+
+// reOwn writes the ownership record again, of the device kept and by the
+// rule that keeps it; the dom0 drivers the attach took from the device
+// before are not this one's (usbback bound it by its busid at the plug).
+func (a *Agent) reOwn(ctx context.Context, o observation, rule string) error {
+	rec := *o.owned
+	rec.ID, rec.Serial, rec.Rule, rec.Drivers = o.dev.ID(), o.dev.Serial, rule, nil
+	return a.h.XS.Write(ctx, ownedPath(o.busid), []byte(ownedValue(rec)))
+}
+
+// ensureInQEMU adds the device to the guest's QEMU where its emulated
+// port is set but QEMU does not have it.
+func (a *Agent) ensureInQEMU(ctx context.Context, busid string, at assign.Assignment) error {
+	added, err := a.h.EnsureInDeviceModel(ctx, at)
+	if added {
+		a.warn.Warn().Str("busid", busid).Uint32("domid", at.Domid).Msg("its emulated port was set, but the guest's QEMU did not have it (an attach cut short): added again")
+	}
+	return err
 }
 
 // forget drops what the agent remembers of a device that left.

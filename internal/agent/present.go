@@ -37,39 +37,58 @@ const unreadPlug = "unread"
 // one transaction, so that a crash leaves either both or neither); at a
 // later start, the records.
 func (a *Agent) loadPresent(ctx context.Context) error {
-	xs := a.h.XS
-	_, err := xs.Read(ctx, startedPath)
+	_, err := a.h.XS.Read(ctx, startedPath)
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
 		return fmt.Errorf("agent: reading %s: %w", startedPath, err)
 	}
-	m := map[string]string{}
+	var m map[string]string
 	if err == nil {
-		names, err := xs.Directory(ctx, PresentRoot)
-		if err != nil && !errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("agent: reading %s: %w", PresentRoot, err)
-		}
-		paths := make([]string, len(names))
-		for i, n := range names {
-			paths[i] = PresentRoot + "/" + n
-		}
-		vals, errs := xs.ReadMany(ctx, paths)
-		for i, n := range names {
-			b := busidOf(n)
-			if errs[i] != nil || usbsysfs.ValidBusID(b) != nil {
-				continue // dom0-only, but never trusted blindly
-			}
-			m[b] = string(vals[i])
-		}
-		a.mu.Lock()
-		a.present = m
-		a.mu.Unlock()
-		return nil
+		m, err = a.readPresent(ctx)
+	} else {
+		m, err = a.recordPresent(ctx)
 	}
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.present = m
+	a.mu.Unlock()
+	return nil
+}
+
+// readPresent reads the records of the devices present at the first
+// start since dom0 booted.
+func (a *Agent) readPresent(ctx context.Context) (map[string]string, error) {
+	xs := a.h.XS
+	names, err := xs.Directory(ctx, PresentRoot)
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		return nil, fmt.Errorf("agent: reading %s: %w", PresentRoot, err)
+	}
+	paths := make([]string, len(names))
+	for i, n := range names {
+		paths[i] = PresentRoot + "/" + n
+	}
+	vals, errs := xs.ReadMany(ctx, paths)
+	m := map[string]string{}
+	for i, n := range names {
+		b := busidOf(n)
+		if errs[i] != nil || usbsysfs.ValidBusID(b) != nil {
+			continue // dom0-only, but never trusted blindly
+		}
+		m[b] = string(vals[i])
+	}
+	return m, nil
+}
+
+// recordPresent is the first start since dom0 booted: the devices plugged
+// now are recorded as present, and then the marker that says so.
+func (a *Agent) recordPresent(ctx context.Context) (map[string]string, error) {
 	devs, err := a.h.Sys.Devices()
 	unread, err := usbsysfs.Partial(err)
 	if err != nil {
-		return fmt.Errorf("agent: first scan: %w", err)
+		return nil, fmt.Errorf("agent: first scan: %w", err)
 	}
+	m := map[string]string{}
 	writes := make([][2]string, 0, len(devs)+len(unread)+1)
 	for _, d := range devs {
 		if strings.HasPrefix(d.BusID, "usb") {
@@ -86,7 +105,7 @@ func (a *Agent) loadPresent(ctx context.Context) error {
 	}
 	writes = append(writes, [2]string{startedPath, a.cfg.Now().UTC().Format(time.RFC3339)})
 	if !a.cfg.DryRun {
-		err := xs.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
+		err := a.h.XS.Update(ctx, func(ctx context.Context, tx *xenstore.Tx) error {
 			// Records of a first start that died before its marker.
 			if err := tx.Rm(ctx, PresentRoot); err != nil && !errors.Is(err, syscall.ENOENT) {
 				return err
@@ -94,14 +113,11 @@ func (a *Agent) loadPresent(ctx context.Context) error {
 			return tx.WriteMany(ctx, writes)
 		})
 		if err != nil {
-			return fmt.Errorf("agent: recording the devices present at the first start: %w", err)
+			return nil, fmt.Errorf("agent: recording the devices present at the first start: %w", err)
 		}
 	}
 	a.cfg.Log.Info().Int("devices", len(m)).Msg("first start since dom0 booted: the devices plugged now count as present (match.when)")
-	a.mu.Lock()
-	a.present = m
-	a.mu.Unlock()
-	return nil
+	return m, nil
 }
 
 // isPresentLocked says d counts as present; a.mu is held.
