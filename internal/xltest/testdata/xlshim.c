@@ -4,6 +4,7 @@
  * after xenstoretest's shim (which fakes xc_interface_open): a Xen 4.17
  * with two CPUs and one node.
  */
+#define _GNU_SOURCE
 #include <stdint.h>
 #include <string.h>
 
@@ -105,4 +106,46 @@ int xc_domain_getinfolist(void *xch, uint32_t first_domain, unsigned int max, vo
 	snprintf(name, sizeof name, "XLSHIM_UUID_%u", first_domain);
 	parse_uuid(getenv(name), b + 76);
 	return 1;
+}
+
+/*
+ * Each write xl makes to a file under sysfs, logged in order to
+ * $XLSHIM_SYSFS_LOG as "PATH<TAB>BYTES<NL>" (PATH resolved, as the kernel
+ * sees it): the fixture's sysfs files are plain files, so the test hands
+ * the writes to its fake kernel after xl ran. libxl writes each interface
+ * name with open and write(2), no newline.
+ */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/types.h>
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+	static ssize_t (*real_write)(int, const void *, size_t);
+	if (!real_write)
+		real_write = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+	const char *log = getenv("XLSHIM_SYSFS_LOG");
+	const char *root = getenv("XLSHIM_SYSFS_ROOT");
+	if (log && *log && root && n < 4096) {
+		char link[64], path[4096];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		ssize_t l = readlink(link, path, sizeof path - 1);
+		if (l > 0) {
+			path[l] = 0;
+			size_t rl = strlen(root);
+			int in_root = strncmp(path, root, rl) == 0 && path[rl] == '/';
+			if (in_root || strncmp(path, "/sys/", 5) == 0) {
+				int lf = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+				if (lf >= 0) {
+					char line[8400];
+					int m = snprintf(line, sizeof line, "%s\t%.*s\n", in_root ? path + rl : path + 4, (int)n, (const char *)buf);
+					if (m > 0 && (size_t)m < sizeof line)
+						real_write(lf, line, m);
+					close(lf);
+				}
+			}
+		}
+	}
+	return real_write(fd, buf, n);
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/usbhotplugd/usbhotplugd/internal/fakekernel"
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
 	"github.com/usbhotplugd/usbhotplugd/internal/xenstore/xenstoretest"
+	"github.com/usbhotplugd/usbhotplugd/internal/xltest"
 )
 
 // BenchmarkVersusXL runs the real xl 4.17 and usbhotplugd side by side in
@@ -25,14 +26,8 @@ import (
 // built as usbhotplugd is (no Go command can start faster) and a dynamic C
 // one (as xl starts); and `usbhotplugd --version`, our binary's start.
 func BenchmarkVersusXL(b *testing.B) {
-	xl := "/usr/lib/xen-4.17/bin/xl"
-	for _, bin := range []string{xl, "hyperfine", "gcc", "unshare"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			b.Skipf("%s not found (xen-utils-4.17, hyperfine, gcc, util-linux)", bin)
-		}
-	}
-	if os.Geteuid() != 0 {
-		b.Skip("mounting the fixture over /sys needs root")
+	if _, err := exec.LookPath("hyperfine"); err != nil {
+		b.Skip("hyperfine not found")
 	}
 	s := xenstoretest.Real(b)
 	seedXL(b, s.Dial(b))
@@ -46,15 +41,9 @@ func BenchmarkVersusXL(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer run.Stop()
+	x := xltest.Start(b, s.SocketPath(), root, sim.KioskDomain)
+	xl := xltest.Path
 	dir := b.TempDir()
-	xsShim, err := xenstoretest.Shim()
-	if err != nil {
-		b.Skip(err)
-	}
-	xlShim := filepath.Join(dir, "xlshim.so")
-	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-O2", "-o", xlShim, "testdata/xlshim.c").CombinedOutput(); err != nil {
-		b.Fatalf("building the xl shim: %v\n%s", err, out)
-	}
 	// The shipped build: static, as `make package` makes it.
 	uhd := filepath.Join(dir, "usbhotplugd")
 	build := exec.Command("go", "build", "-trimpath", "-o", uhd, ".")
@@ -74,23 +63,11 @@ func BenchmarkVersusXL(b *testing.B) {
 	if out, err := exec.Command("gcc", "-O2", "-o", cHello, "testdata/hello.c").CombinedOutput(); err != nil {
 		b.Fatalf("building the C hello-world: %v\n%s", err, out)
 	}
-	// libxl keeps each domain's configuration under /var/lib/xen.
-	varlib := filepath.Join(dir, "varlibxen")
-	cfg, err := os.ReadFile("testdata/kiosk.libxl-json")
-	if err == nil {
-		err = os.MkdirAll(varlib, 0o755)
-	}
-	if err == nil {
-		err = os.WriteFile(filepath.Join(varlib, "userdata-d.1."+sim.KioskDomain.UUID+".libxl-json"), cfg, 0o644)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	env := append(os.Environ(), "XENSTORED_PATH="+s.SocketPath(), "LD_PRELOAD="+xlShim+":"+xsShim, "XLSHIM_UUID_1="+sim.KioskDomain.UUID)
 	sh := func(args ...string) {
 		b.Helper()
-		cmd := exec.Command("unshare", append([]string{"-m", "sh", "-ec", `mount --bind "$0" /sys; mkdir -p /var/lib/xen; mount --bind "$1" /var/lib/xen; shift; exec "$@"`, root, varlib}, args...)...)
-		cmd.Env = env
+		// xl's sysfs writes are not logged: the measure is of xl alone.
+		cmd := x.Command(args...)
+		cmd.Env = append(cmd.Env, "XLSHIM_SYSFS_LOG=")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("%v: %v\n%s", args, err, out)
 		}
