@@ -112,6 +112,15 @@ func TestAgentBesideTheRealXL(t *testing.T) {
 			}
 		}
 
+		// The admin puts mouse B on the kiosk; its rule takes it over for
+		// the desk, which has no controller any more.
+		run("usbdev-attach", id(kiosk), "hostbus=1", "hostaddr=7")
+		if r := e.await("1-5", agent.ActAttached); r.Domid != int(desk.ID) {
+			t.Fatalf("mouse B, put on the kiosk with xl: %+v, want attached to desk", r)
+		}
+		e.settle()
+		whole("the takeover of xl's attach", []string{"1-1.6"}, []string{"1-2", "1-4"})
+
 		// xl lists each guest as the store has it.
 		for _, d := range []string{"kiosk", "desk"} {
 			out := run("usb-list", id(e.doms[d]))
