@@ -148,3 +148,80 @@ func statusOf(e *env, busid string) agent.Audit {
 	}
 	return agent.Audit{}
 }
+
+// The agent and the real xl attach to one guest at the same moment, again
+// and again: each device gets a port of its own, and xl lists both.
+// Nothing is timed: the two race as they come, the rounds taking turns
+// at which starts first.
+func TestAgentAndTheRealXLAttachAtOnce(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		e := newEnv(t, s)
+		kiosk := e.doms["kiosk"]
+		xl := xltest.Start(t, s.SocketPath(), e.root, kiosk)
+		e.run(testPolicy+`
+[[rule]]
+name = "keyboards"
+action = "attach"
+match = { id = "1234:0001" }
+target = { domain = "kiosk" }
+duplicates = "all"
+`, false)
+		e.hearKernel()
+		domid := strconv.Itoa(int(kiosk.ID))
+		for i := range 8 {
+			busid := fmt.Sprintf("1-%d", 6+i%2) // a fresh busid, then the last but one again
+			done := make(chan error, 1)
+			cmd := xl.Command(xltest.Path, "usbdev-attach", domid, "hostbus=1", "hostaddr=6")
+			plug := func() {
+				if err := e.kernel.Plug(keyboard(busid, "0001")); err != nil {
+					t.Error(err)
+				}
+			}
+			if i%2 == 1 {
+				plug() // the agent's pass first, xl's start beside it
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			if i%2 == 0 {
+				plug() // xl's start first, the agent's pass beside it
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("round %d: xl usbdev-attach: %v", i, err)
+			}
+			xl.Replay(t, e.kernel)
+			e.settle()
+			ours, ok1 := e.at(busid)
+			theirs, ok2 := e.at("1-1.6")
+			if !ok1 || !ok2 || ours.Domid != kiosk.ID || theirs.Domid != kiosk.ID ||
+				ours.Controller == theirs.Controller && ours.Port == theirs.Port {
+				t.Fatalf("round %d: the agent's %s at %+v (%v), xl's 1-1.6 at %+v (%v)\nlog:\n%s", i, busid, ours, ok1, theirs, ok2, e.logText())
+			}
+			if e.driverOf(busid+":1.0") != "usbback" || e.driverOf("1-1.6:1.0") != "usbback" {
+				t.Fatalf("round %d: drivers %q and %q, want usbback", i, e.driverOf(busid+":1.0"), e.driverOf("1-1.6:1.0"))
+			}
+			code, out, _ := xl.Run(t, "usb-list", domid)
+			// xl prints the device number in hex, as ours does.
+			for _, x := range []struct {
+				port, dev int
+			}{{ours.Port, 40}, {theirs.Port, 6}} {
+				if want := fmt.Sprintf("\n  Port %d: Bus 001 Device %03x\n", x.port, x.dev); code != 0 || !strings.Contains(out, want) {
+					t.Fatalf("round %d: xl usb-list lacks %q:\n%s", i, want, out)
+				}
+			}
+			// Both go: xl's back to dom0 with xl, the agent's unplugged.
+			if code, _, errs := xl.Run(t, "usbdev-detach", domid, strconv.Itoa(theirs.Controller), strconv.Itoa(theirs.Port)); code != 0 {
+				t.Fatalf("round %d: xl usbdev-detach: %s", i, errs)
+			}
+			xl.Replay(t, e.kernel)
+			if err := e.kernel.Unplug(busid); err != nil {
+				t.Fatal(err)
+			}
+			e.settle()
+			if _, ok := e.at(busid); ok {
+				t.Fatalf("round %d: %s unplugged, still at a port", i, busid)
+			}
+		}
+	})
+}
