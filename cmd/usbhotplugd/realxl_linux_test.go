@@ -46,7 +46,15 @@ func TestRealXLBesideOurCommands(t *testing.T) {
 			}
 			theirs := func(args ...string) []string {
 				t.Helper()
-				if code, _, errs := xl.Run(t, args...); code != 0 {
+				// libxl waits for a new controller's backend to be at
+				// InitWait exactly, and times out when the guest's
+				// frontend took it on before libxl read it: the guest
+				// reacts only once xl is done, as a guest slower than xl
+				// does.
+				b.Hold()
+				code, _, errs := xl.Run(t, args...)
+				b.Release()
+				if code != 0 {
 					t.Fatalf("xl %v: exit %d: %s", args, code, errs)
 				}
 				writes := xl.Replay(t, k)

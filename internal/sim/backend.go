@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +31,26 @@ type Backends struct {
 	FailProbe bool
 	// NoFrontend leaves guests without xen-hcd: backends stay at 2.
 	NoFrontend bool
+
+	// hold, while set (Hold), keeps the guests' frontends from
+	// connecting, as a guest whose xen-hcd has not reacted yet: backends
+	// stay at 2 until Release. libxl waits for exactly 2 when it adds a
+	// controller, and times out if a frontend took the backend past it
+	// before libxl read it.
+	hold atomic.Bool
+	wake chan struct{}
+}
+
+// Hold keeps the guests' frontends from connecting until Release.
+func (b *Backends) Hold() { b.hold.Store(true) }
+
+// Release lets the frontends that Hold held connect.
+func (b *Backends) Release() {
+	b.hold.Store(false)
+	select {
+	case b.wake <- struct{}{}:
+	default: // a look is due already
+	}
 }
 
 const backendRoot = "/local/domain/0/backend"
@@ -61,6 +82,7 @@ func (b *Backends) Start(ctx context.Context) (*Running, error) {
 		return nil, err
 	}
 	r := &Running{cancel: cancel, done: make(chan struct{})}
+	b.wake = make(chan struct{}, 1)
 	go func() {
 		defer close(r.done)
 		defer b.XS.Unwatch(context.WithoutCancel(ctx), backendRoot, "usbhotplugd-sim")
@@ -74,6 +96,7 @@ func (b *Backends) Start(ctx context.Context) (*Running, error) {
 					r.err = xenstore.ErrDisconnected
 					return
 				}
+			case <-b.wake:
 			}
 			// A conflict that outlasted every retry (a guest writing its
 			// nodes without pause) is tried again, as the kernel's
@@ -183,7 +206,7 @@ func (b *Backends) step(ctx context.Context) error {
 			if err := b.move(ctx, c, 1, func(_ *xenstore.Tx, w writer) error { return w(c.back+"/state", next) }); err != nil {
 				return err
 			}
-		case c.bstate == 2 && c.hasFront && c.fstate == 1 && !b.NoFrontend:
+		case c.bstate == 2 && c.hasFront && c.fstate == 1 && !b.NoFrontend && !b.hold.Load():
 			if err := b.pause(ctx); err != nil {
 				return err
 			}
