@@ -752,3 +752,45 @@ func TestAttachReadDeviceReplugged(t *testing.T) {
 		}
 	})
 }
+
+// A high-speed device goes to a controller that can carry it: a USB 1.1
+// controller, where usbback refuses it, is passed over while another has
+// a free port. A full-speed device takes the first free port, as libxl
+// picks it.
+func TestAttachPassesOverAControllerTooSlowForTheDevice(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx, e := context.Background(), newEnv(t, s, false)
+		e.k.UsbbackPorts = fakekernel.StorePorts(ctx, s.Dial(t))
+		for _, v := range []int{1, 2} {
+			if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Version: v, Ports: 2}, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.idle(t)
+		for busid, speed := range map[string]string{"1-2": "480", "1-3": "12", "1-4": "480", "1-5": "480"} {
+			if err := os.WriteFile(filepath.Join(e.h.Sys.Root(), "bus/usb/devices", busid, "speed"), []byte(speed+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range []struct {
+			busid      string
+			ctrl, port int
+		}{{"1-2", 1, 1}, {"1-3", 0, 1}, {"1-4", 1, 2}} {
+			a, err := e.h.Attach(ctx, 1, dev(tc.busid))
+			if err != nil || a.Controller != tc.ctrl || a.Port != tc.port {
+				t.Fatalf("%s: at %d:%d (%v), want %d:%d", tc.busid, a.Controller, a.Port, err, tc.ctrl, tc.port)
+			}
+			if d := e.driver(t, tc.busid+":1.0"); d != "usbback" {
+				t.Errorf("%s:1.0 has driver %q, want usbback", tc.busid, d)
+			}
+		}
+		// Only the USB 1.1 controller has a free port: it is tried, and
+		// usbback's refusal is told.
+		if _, err := e.h.Attach(ctx, 1, dev("1-5")); !errors.Is(err, assign.ErrUsbbackRefused) {
+			t.Fatalf("1-5 with only a USB 1.1 port free: %v, want usbback's refusal", err)
+		}
+		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/0/port/2"); v != "" {
+			t.Errorf("the refused attach left port 0:2 = %q", v)
+		}
+	})
+}

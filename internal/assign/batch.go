@@ -32,8 +32,9 @@ type AttachResult struct {
 
 // A prepared item: its index and its interfaces' moves to usbback.
 type prepared struct {
-	i    int
-	plan []planned
+	i     int
+	plan  []planned
+	speed string // the device's, as sysfs gives it
 }
 
 // AttachMany attaches devices to one guest as `xl usbdev-attach` does,
@@ -109,7 +110,7 @@ func (h *Host) prepare(items []AttachItem, res []AttachResult) []prepared {
 			res[i].Err = err
 			continue
 		}
-		todo = append(todo, prepared{i, plan})
+		todo = append(todo, prepared{i, plan, dev.Speed})
 	}
 	return todo
 }
@@ -142,7 +143,7 @@ func (h *Host) place(ctx context.Context, domid uint32, items []AttachItem, todo
 				res[p.i].Err = fmt.Errorf("%s is at domain %d controller %d port %d: %w", it.BusID, x.Domid, x.Controller, x.Port, ErrAssigned)
 				continue
 			}
-			c, port, err := choosePort(ctrls, domid, policy.DevSpec{BusID: it.BusID, Controller: it.Controller, Port: it.Port}, it.Opts)
+			c, port, err := choosePort(ctrls, domid, policy.DevSpec{BusID: it.BusID, Controller: it.Controller, Port: it.Port}, p.speed, it.Opts)
 			if errors.Is(err, errNeedController) {
 				need = append(need, p)
 				continue

@@ -193,63 +193,77 @@ func (h *Host) clearPort(ctx context.Context, path string, a Assignment, opts At
 var errNeedController = errors.New("no free port: a controller is needed")
 
 // choosePort picks a port as libxl does, or the preferred one when it is
-// free; errNeedController when no controller has a free port.
-func choosePort(ctrls []Controller, domid uint32, spec policy.DevSpec, opts AttachOptions) (*Controller, int, error) {
-	var c *Controller
-	port := 0
-	if spec.Controller >= 0 {
-		for i := range ctrls {
-			if ctrls[i].DevID == spec.Controller {
-				c = &ctrls[i]
-			}
-		}
+// free; errNeedController when no controller has a free port. Unlike
+// libxl, a port of a controller that cannot carry the device (speed, as
+// sysfs gives it: a high-speed device at a USB 1.1 controller, which
+// usbback and QEMU refuse) is taken only when no other one is free.
+func choosePort(ctrls []Controller, domid uint32, spec policy.DevSpec, speed string, opts AttachOptions) (*Controller, int, error) {
+	if spec.Controller < 0 {
+		c, port := autoPort(ctrls, opts, func(c *Controller) bool { return carries(c, speed) })
 		if c == nil {
-			return nil, 0, fmt.Errorf("controller %d of domain %d: %w", spec.Controller, domid, ErrNoController)
-		}
-		port = spec.Port
-		if port == 0 {
-			port = c.firstFree()
-			if port == 0 {
-				return nil, 0, fmt.Errorf("controller %d of domain %d has no available port: %w", c.DevID, domid, ErrNoFreePort)
-			}
-		} else if port < 1 || port > len(c.Port) {
-			// libxl writes such a port, which no backend serves: the
-			// device would leave dom0 and reach no guest.
-			return nil, 0, fmt.Errorf("controller %d of domain %d has ports 1 to %d, not %d: %w", c.DevID, domid, len(c.Port), port, ErrNoPort)
-		} else if c.Port[port-1] != "" {
-			return nil, 0, fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, portValue(c.Port[port-1]), ErrPortBusy)
-		}
-	} else {
-		for i := range ctrls {
-			pc := &ctrls[i]
-			if pc.DevID == opts.PreferController && opts.PreferPort > 0 && opts.PreferPort <= len(pc.Port) &&
-				pc.Port[opts.PreferPort-1] == "" && !pc.Missing[opts.PreferPort-1] {
-				c, port = pc, opts.PreferPort
-			}
-		}
-		for i := range ctrls {
-			if c != nil {
-				break
-			}
-			if ctrls[i].DevID == opts.PreferController {
-				if port = ctrls[i].firstFree(); port != 0 {
-					c = &ctrls[i]
-				}
-			}
-		}
-		for i := range ctrls {
-			if c != nil {
-				break
-			}
-			if port = ctrls[i].firstFree(); port != 0 {
-				c = &ctrls[i]
-			}
+			c, port = autoPort(ctrls, opts, func(*Controller) bool { return true })
 		}
 		if c == nil {
 			return nil, 0, errNeedController
 		}
+		return c, port, nil
+	}
+	var c *Controller
+	for i := range ctrls {
+		if ctrls[i].DevID == spec.Controller {
+			c = &ctrls[i]
+		}
+	}
+	if c == nil {
+		return nil, 0, fmt.Errorf("controller %d of domain %d: %w", spec.Controller, domid, ErrNoController)
+	}
+	port := spec.Port
+	if port == 0 {
+		port = c.firstFree()
+		if port == 0 {
+			return nil, 0, fmt.Errorf("controller %d of domain %d has no available port: %w", c.DevID, domid, ErrNoFreePort)
+		}
+	} else if port < 1 || port > len(c.Port) {
+		// libxl writes such a port, which no backend serves: the
+		// device would leave dom0 and reach no guest.
+		return nil, 0, fmt.Errorf("controller %d of domain %d has ports 1 to %d, not %d: %w", c.DevID, domid, len(c.Port), port, ErrNoPort)
+	} else if c.Port[port-1] != "" {
+		return nil, 0, fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, portValue(c.Port[port-1]), ErrPortBusy)
 	}
 	return c, port, nil
+}
+
+// carries says whether a device of speed (Mbit/s, as sysfs gives it) can
+// be served at c: USB 1.1 carries 12 Mbit/s at most.
+func carries(c *Controller, speed string) bool { return c.Version != 1 || speed != "480" }
+
+// autoPort is the port libxl would pick among the controllers ok takes:
+// the preferred port when it is free, else the preferred controller's
+// first free port, else the first free port of all; nil when none is.
+func autoPort(ctrls []Controller, opts AttachOptions, ok func(*Controller) bool) (*Controller, int) {
+	for i := range ctrls {
+		pc := &ctrls[i]
+		if ok(pc) && pc.DevID == opts.PreferController && opts.PreferPort > 0 && opts.PreferPort <= len(pc.Port) &&
+			pc.Port[opts.PreferPort-1] == "" && !pc.Missing[opts.PreferPort-1] {
+			return pc, opts.PreferPort
+		}
+	}
+	for i := range ctrls {
+		if ok(&ctrls[i]) && ctrls[i].DevID == opts.PreferController {
+			if port := ctrls[i].firstFree(); port != 0 {
+				return &ctrls[i], port
+			}
+		}
+	}
+	for i := range ctrls {
+		if !ok(&ctrls[i]) {
+			continue
+		}
+		if port := ctrls[i].firstFree(); port != 0 {
+			return &ctrls[i], port
+		}
+	}
+	return nil, 0
 }
 
 // firstFree is the first port whose node exists and is empty, 0 if none.
