@@ -117,6 +117,23 @@ func TestRealXLBesideOurCommands(t *testing.T) {
 			if out := same("our usbctrl-detach of the controller xl's device was at"); out != "" {
 				t.Fatalf("a controller is left:\n%s", out)
 			}
+
+			// A qusb controller (the guest's QEMU serving PVUSB): xl lists
+			// and detaches what ours attached there.
+			if err := sim.SeedQEMU(t.Context(), xs, 1); err != nil {
+				t.Fatal(err)
+			}
+			ours("usbctrl-attach", "kiosk", "type=qusb", "version=2", "ports=2")
+			ours("usbdev-attach", "kiosk", "hostbus=1", "hostaddr=6")
+			if out := same("our attach to a qusb controller"); !strings.Contains(out, "qusb") || !strings.Contains(out, "Port 1: Bus 001 Device 006") {
+				t.Fatalf("the qusb controller and its device are not listed:\n%s", out)
+			}
+			theirs("usbdev-detach", "1", "0", "1")
+			same("xl's detach from a qusb controller")
+			theirs("usbctrl-detach", "1", "0")
+			if out := same("xl's usbctrl-detach of a qusb controller"); out != "" {
+				t.Fatalf("a controller is left:\n%s", out)
+			}
 		})
 	}
 }
