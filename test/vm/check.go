@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,18 +28,28 @@ func (r *runner) learnBuses(ctx context.Context) error {
 		if d.Parent != "" {
 			continue
 		}
-		for _, c := range controllers {
-			if strings.HasSuffix(d.Serial, fmt.Sprintf(":%02x.0", parseHex(c.addr))) {
+		for _, c := range vmControllers(r.sc.Companions) {
+			if strings.HasSuffix(d.Serial, pciSuffix(c.addr)) {
 				r.buses[c.id] = append(r.buses[c.id], d.BusNum)
 			}
 		}
 	}
-	for _, c := range controllers {
+	for _, c := range vmControllers(r.sc.Companions) {
 		if len(r.buses[c.id]) == 0 {
 			return fmt.Errorf("no root hub of %s in the guest", c.id)
 		}
 	}
 	return nil
+}
+
+// pciSuffix is how a root hub's serial (its PCI address) ends for a
+// controller at addr (0xSLOT or 0xSLOT.FUNCTION).
+func pciSuffix(addr string) string {
+	slot, fn, _ := strings.Cut(addr, ".")
+	if fn == "" {
+		fn = "0"
+	}
+	return fmt.Sprintf(":%02x.%s", parseHex(slot), fn)
 }
 
 func parseHex(s string) int {
@@ -76,6 +88,20 @@ func (r *runner) candidates(p Plug) []string {
 	var out []string
 	for _, bn := range r.buses[ctrl] {
 		out = append(out, fmt.Sprintf("%d-%s", bn, p.Get("port")))
+	}
+	// At an EHCI with companions, a device that is not high-speed (or
+	// the hub it is behind) is at the companion that serves its port.
+	if ctrl == "ich" {
+		first, rest, _ := strings.Cut(p.Get("port"), ".")
+		if n, err := strconv.Atoi(first); err == nil && n >= 1 && n <= 6 {
+			path := strconv.Itoa((n-1)%2 + 1)
+			if rest != "" {
+				path += "." + rest
+			}
+			for _, bn := range r.buses[fmt.Sprintf("ich-uhci%d", (n-1)/2+1)] {
+				out = append(out, fmt.Sprintf("%d-%s", bn, path))
+			}
+		}
 	}
 	return out
 }
@@ -162,6 +188,8 @@ func (r *runner) eval(ctx context.Context, c []string) (bool, string, error) {
 		return r.evalKernel(ctx, c)
 	case "uevents":
 		return r.evalUevents(ctx, c)
+	case "status", "statuses":
+		return r.evalStatus(ctx, c)
 	case "ready":
 		st, err := r.m.Status(ctx)
 		if err != nil {
@@ -175,6 +203,40 @@ func (r *runner) eval(ctx context.Context, c []string) (bool, string, error) {
 		return s.Ready || s.State == "ready", "the status file says not ready: " + tail(st, 300), nil
 	}
 	return false, "", fmt.Errorf("unknown condition %q", c[0])
+}
+
+// evalStatus looks at the devices the status file lists: one device's
+// entry (status ID ACTION|none) or how many there are (statuses N), so
+// that a device gone leaves no entry behind.
+func (r *runner) evalStatus(ctx context.Context, c []string) (bool, string, error) {
+	st, err := r.m.Status(ctx)
+	if err != nil {
+		return false, err.Error(), nil
+	}
+	var s struct {
+		Devices []struct{ BusID, Action string }
+	}
+	if err := json.Unmarshal([]byte(st), &s); err != nil {
+		return false, "the status file is not JSON: " + tail(st, 300), nil
+	}
+	var all []string
+	for _, d := range s.Devices {
+		all = append(all, d.BusID+" "+d.Action)
+	}
+	found := fmt.Sprintf("the status file lists %d devices: %s", len(all), strings.Join(all, ", "))
+	if c[0] == "statuses" {
+		return fmt.Sprint(len(s.Devices)) == c[1], found, nil
+	}
+	busids := r.candidates(r.plugs[c[1]])
+	if b, err := r.resolve(ctx, c[1]); err == nil {
+		busids = []string{b}
+	}
+	for _, d := range s.Devices {
+		if slices.Contains(busids, d.BusID) {
+			return c[2] != "none" && d.Action == c[2], found, nil
+		}
+	}
+	return c[2] == "none", found, nil
 }
 
 func (r *runner) evalPort(ctx context.Context, c []string) (bool, string, error) {

@@ -202,6 +202,9 @@ func (r *runner) run(ctx context.Context) error {
 // kernel with them.
 func (r *runner) boot(ctx context.Context, cold []string) error {
 	if r.env.Fake {
+		if r.sc.Companions {
+			return errors.New("companions: the fake kernel has no EHCI companion controllers")
+		}
 		f, err := newFakeMachine(ctx, r.dir, r.xsPath, r.sc.Coldplug)
 		if err == nil {
 			r.m = f
@@ -210,7 +213,7 @@ func (r *runner) boot(ctx context.Context, cold []string) error {
 	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	vm, err := StartVM(bctx, VMConfig{Image: r.env.Image, Dir: r.dir, XSSocket: r.xsPath, Coldplug: cold})
+	vm, err := StartVM(bctx, VMConfig{Image: r.env.Image, Dir: r.dir, XSSocket: r.xsPath, Coldplug: cold, Companions: r.sc.Companions})
 	if err == nil {
 		r.m = vmMachine{vm}
 	}

@@ -21,6 +21,9 @@ import (
 //	                       (the simulated QEMU, in dom0) takes emulated controllers
 //	coldplug DRIVER k=v…   a device present at boot (QEMU -device; id= names it)
 //	repeat N … end         the lines between, N times
+//	companions             the VM also has an ICH9 EHCI (bus=ich.0) with
+//	                       three UHCI companions (real kernel only), which
+//	                       take its full- and low-speed devices
 //
 // and the steps, in order:
 //
@@ -32,6 +35,8 @@ import (
 //	reload POLICY          the agent's policy file replaced, `usbhotplugd reload`
 //	xl SUBCOMMAND ARGS…    one of the agent binary's xl-like commands, in dom0
 //	unbind ID:INTF DRIVER  an admin's unbind; bind ID:INTF DRIVER likewise
+//	sysfs ID[:INTF] ATTR VALUE  an admin's write of the device's (or its
+//	                       interface's) attribute: bConfigurationValue, authorized
 //	mount ID DIR           dom0 mounts the first partition of the stick's disk
 //	                       on DIR (waiting for the disk to be made); umount DIR
 //	suspend STATE WAKE     dom0 suspends (STATE mem: S3, written to
@@ -50,7 +55,9 @@ import (
 // or its trigger) | audits ID ACTION MAX (at most MAX such records) |
 // kernel TEXT… (kernel log since the last action step) | kernels MAX
 // TEXT… (at most MAX such messages) | ready (the agent's status file
-// says it has reconciled everything) | uevents
+// says it has reconciled everything) | status ID ACTION|none (the status
+// file's entry for the device, or none for any busid it may have) |
+// statuses N (the status file lists N devices) | uevents
 // none|some KEY=V[,V…]… [under ID] (no event, or one, of the kernel's
 // uevents recorded since boot has each KEY with one of its values, in
 // any subsystem; under ID: of the device, its interfaces or anything
@@ -62,6 +69,8 @@ type Scenario struct {
 	Domains  []DomainDecl
 	Coldplug []Plug
 	Steps    []Step
+	// Companions: the VM has companionControllers too.
+	Companions bool
 }
 
 // A DomainDecl is a guest named by the scenario.
@@ -211,7 +220,7 @@ func (s *Scenario) blocks(in []lineText) ([]lineText, error) {
 var arity = map[string][2]int{ // verb: min, max args (-1: any)
 	"agent": {1, 2}, "unplug": {1, 1}, "domain": {2, 3}, "reload": {1, 1}, "xl": {1, -1},
 	"unbind": {2, 2}, "bind": {2, 2}, "wait": {1, -1}, "expect": {1, -1}, "measure": {2, 2},
-	"mount": {2, 2}, "umount": {1, 1}, "suspend": {2, 2}, "persist": {2, 2},
+	"mount": {2, 2}, "umount": {1, 1}, "suspend": {2, 2}, "persist": {2, 2}, "sysfs": {3, 3},
 }
 
 func (s *Scenario) statement(n int, l string) error {
@@ -221,6 +230,12 @@ func (s *Scenario) statement(n int, l string) error {
 	f := strings.Fields(l)
 	verb, args := f[0], f[1:]
 	switch verb {
+	case "companions":
+		if len(args) != 0 {
+			return fmt.Errorf("companions takes no argument")
+		}
+		s.Companions = true
+		return nil
 	case "domain":
 		if len(args) >= 1 && (args[0] == "start" || args[0] == "stop" || args[0] == "reboot" || args[0] == "rename") {
 			break
@@ -278,6 +293,9 @@ func (s *Scenario) statement(n int, l string) error {
 	if verb == "suspend" && (!slices.Contains(suspendStates, args[0]) || !slices.Contains(wakeMethods, args[1])) {
 		return fmt.Errorf("suspend mem qmp, not %q %q", args[0], args[1])
 	}
+	if verb == "sysfs" && (strings.Contains(args[1], "/") || strings.Contains(args[1], "..")) {
+		return fmt.Errorf("sysfs ID[:INTF] ATTR VALUE: %q is not one attribute", args[1])
+	}
 	if verb == "persist" && args[1] != "on" && args[1] != "off" {
 		return fmt.Errorf("persist ID on|off, not %q", args[1])
 	}
@@ -306,7 +324,7 @@ func parsePlug(args []string) (Plug, error) {
 var condArity = map[string][2]int{
 	"port": {2, 3}, "drivers": {2, 2}, "present": {1, 1}, "absent": {1, 1},
 	"audit": {2, -1}, "audits": {3, 3}, "kernel": {1, -1}, "kernels": {2, -1}, "ready": {0, 0},
-	"uevents": {2, -1},
+	"uevents": {2, -1}, "status": {2, 2}, "statuses": {1, 1},
 }
 
 func checkCond(args []string) error {

@@ -60,6 +60,8 @@ func (r *runner) step(ctx context.Context, st *Step) error {
 		return err
 	case "persist":
 		return r.persist(sctx, st.Args[0], st.Args[1] == "on")
+	case "sysfs":
+		return r.writeAttr(sctx, st.Args[0], st.Args[1], st.Args[2])
 	}
 	return fmt.Errorf("unknown step %q", st.Verb)
 }
@@ -86,6 +88,26 @@ func (r *runner) persist(ctx context.Context, id string, on bool) error {
 		v = "1"
 	}
 	return r.m.WriteSys(ctx, "bus/usb/devices/"+busid+"/power/persist", v)
+}
+
+// writeAttr is an admin's write of an attribute of the device id, or of
+// its interface (id:INTF).
+func (r *runner) writeAttr(ctx context.Context, id, attr, value string) error {
+	id, intf, _ := strings.Cut(id, ":")
+	busid, err := r.resolve(ctx, id)
+	if err != nil {
+		return err
+	}
+	name := busid
+	if intf != "" {
+		name += ":" + intf
+		// An interface the admin deauthorized is without its driver
+		// on purpose, as after an admin's unbind: not lost to dom0.
+		if attr == "authorized" && value == "0" {
+			r.admin[name] = true
+		}
+	}
+	return r.m.WriteSys(ctx, "bus/usb/devices/"+name+"/"+attr, value)
 }
 
 func (r *runner) mount(ctx context.Context, id, dir string) error {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,25 @@ var controllers = []struct{ id, dev, addr string }{
 	{"xhci", "qemu-xhci,p2=8,p3=8", "0x4"},
 	{"ehci", "usb-ehci", "0x5"},
 	{"uhci", "piix3-usb-uhci", "0x6"},
+}
+
+// companionControllers are an ICH9 EHCI and its three UHCI companions
+// (scenario statement "companions"): a full- or low-speed device plugged
+// at EHCI port N the kernel hands to the companion that serves that port,
+// at its port (N-1)%2+1. Their root hubs' serials are 0000:00:09.F.
+var companionControllers = []struct{ id, dev, addr string }{
+	{"ich", "ich9-usb-ehci1,multifunction=on", "0x9.7"},
+	{"ich-uhci1", "ich9-usb-uhci1,masterbus=ich.0,firstport=0,multifunction=on", "0x9.0"},
+	{"ich-uhci2", "ich9-usb-uhci2,masterbus=ich.0,firstport=2,multifunction=on", "0x9.1"},
+	{"ich-uhci3", "ich9-usb-uhci3,masterbus=ich.0,firstport=4,multifunction=on", "0x9.2"},
+}
+
+// vmControllers are the controllers of a VM, with the companions or not.
+func vmControllers(companions bool) []struct{ id, dev, addr string } {
+	if companions {
+		return append(slices.Clone(controllers), companionControllers...)
+	}
+	return controllers
 }
 
 // Drives are raw images the scenarios' storage devices use (drive=dN),
@@ -51,6 +71,8 @@ type VMConfig struct {
 	Dir      string
 	XSSocket string   // the host store's socket
 	Coldplug []string // -device arguments of devices present at boot
+	// Companions adds companionControllers.
+	Companions bool
 }
 
 // StartVM boots a guest and waits until its control port answers.
@@ -76,7 +98,7 @@ func StartVM(ctx context.Context, c VMConfig) (*VM, error) {
 		args = append(args, "-chardev", fmt.Sprintf("socket,id=xs%d,path=%s", i, c.XSSocket),
 			"-device", fmt.Sprintf("virtserialport,chardev=xs%d,name=%s", i, p))
 	}
-	for _, h := range controllers {
+	for _, h := range vmControllers(c.Companions) {
 		args = append(args, "-device", fmt.Sprintf("%s,id=%s,addr=%s", h.dev, h.id, h.addr))
 	}
 	for i := 0; i < Drives; i++ {

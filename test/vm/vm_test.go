@@ -41,6 +41,7 @@ func TestParseErrors(t *testing.T) {
 		{"suspend mem", "x.scn:1: suspend: wrong number of arguments"},
 		{"suspend freeze rtc", "x.scn:1: suspend mem qmp, not \"freeze\" \"rtc\""},
 		{"persist k1 maybe", "x.scn:1: persist ID on|off, not \"maybe\""},
+		{"sysfs k1 ../../x 1", "x.scn:1: sysfs ID[:INTF] ATTR VALUE: \"../../x\" is not one attribute"},
 	} {
 		_, err := Parse("x.scn", c.text)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
