@@ -45,7 +45,7 @@ type Dev struct {
 	Controller string
 	// Claimed are the interfaces (by index) the driver of interface 0
 	// claims in its probe, as cdc_ether claims its data interface and
-	// snd-usb-audio its streaming ones.
+	// snd-usb-audio its streaming ones, in each configuration.
 	Claimed []int
 }
 

@@ -115,13 +115,34 @@ func (k *Kernel) setConfig(name, dir string, c int) {
 	intfAuth := k.intfAuthorizedDefault(name)
 	os.WriteFile(filepath.Join(dir, "bNumInterfaces"), []byte(fmt.Sprintf("%2d\n", len(names))), 0o644)
 	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), []byte(strconv.Itoa(c)+"\n"), 0o644)
+	// All are in place before the first is added, as usb_set_configuration
+	// initializes them all before it adds them one by one: the first's
+	// driver claims the others (rndis_host its data interface) before
+	// their add, which then says so, and their bind follows it.
+	var placed []string
 	for _, in := range names {
 		idir := filepath.Join(dir, in)
 		if os.Rename(filepath.Join(stash, in), idir) != nil {
 			continue
 		}
 		writeFlag(idir, "authorized", intfAuth)
+		placed = append(placed, in)
+	}
+	if k.unadded == nil {
+		k.unadded = map[string]bool{}
+	}
+	for _, in := range placed {
+		k.unadded[in] = true
+	}
+	for _, in := range placed {
+		idir := filepath.Join(dir, in)
+		delete(k.unadded, in)
 		k.linkDevice(in, idir)
+		if drv := currentDriver(idir); drv != "" {
+			k.emit("add", in, idir, drv)
+			k.emit("bind", in, idir, drv)
+			continue
+		}
 		k.emit("add", in, idir, "")
 		if intfAuth {
 			k.probe(in, idir)
@@ -157,12 +178,21 @@ func interfaceNames(name, dir string) []string {
 // wakeupCapable is what usb_set_configuration does for a configuration
 // that can wake the host (bmAttributes bit 5): the device becomes wakeup
 // capable, gets its power/wakeup attributes, and the kernel sends a
-// change event for them, before the interfaces are added. (Unconfiguring
-// takes them away with no event.)
+// change event for them, before the interfaces are added. Unconfiguring
+// (usb_disable_device taking the device back to the address state)
+// takes them away with another change, after the interfaces' removal;
+// an unplug sends none.
 func (k *Kernel) wakeupCapable(name, dir string) {
-	if a, err := strconv.ParseUint(readAttr(dir, "bmAttributes"), 16, 8); err == nil && a&0x20 != 0 {
+	if canWake(dir) {
 		k.emit("change", name, dir, currentDriver(dir))
 	}
+}
+
+// canWake says whether the device's configuration can wake the host
+// (bmAttributes bit 5).
+func canWake(dir string) bool {
+	a, err := strconv.ParseUint(readAttr(dir, "bmAttributes"), 16, 8)
+	return err == nil && a&0x20 != 0
 }
 
 // unconfigure removes a device's interfaces, their drivers unbound first
@@ -188,8 +218,12 @@ func (k *Kernel) unconfigure(name, dir string) {
 			os.Rename(idir, filepath.Join(stash, in))
 		}
 	}
+	configured := readAttr(dir, "bConfigurationValue") != ""
 	os.WriteFile(filepath.Join(dir, "bConfigurationValue"), nil, 0o644)
 	os.WriteFile(filepath.Join(dir, "bNumInterfaces"), nil, 0o644)
+	if configured && canWake(dir) {
+		k.emit("change", name, dir, currentDriver(dir))
+	}
 }
 
 // intfAuthorizedDefault is the root hub's interface_authorized_default for

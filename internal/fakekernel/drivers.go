@@ -99,7 +99,7 @@ func (k *Kernel) claim(name, dir, drv string) {
 	}
 	for _, in := range k.claimedBy(name) {
 		idir := filepath.Join(filepath.Dir(dir), in)
-		if currentDriver(idir) == "" && authorized(idir) && LinkDriver(k.root, in, idir, drv) == nil {
+		if currentDriver(idir) == "" && authorized(idir) && LinkDriver(k.root, in, idir, drv) == nil && !k.unadded[in] {
 			k.emit("bind", in, idir, drv)
 		}
 	}

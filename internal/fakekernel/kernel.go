@@ -39,6 +39,10 @@ type Kernel struct {
 	original map[string]string // interface -> driver it had at start; guarded by mu
 	learned  map[string]string // interface -> a driver seen binding it; guarded by mu
 	claimer  map[string]string // interface -> the interface whose driver claims it; guarded by mu
+	// unadded are the interfaces of a configuration being set that are
+	// in place but not added yet: one claimed meanwhile has its bind
+	// sent with its add; guarded by mu.
+	unadded map[string]bool
 
 	// Accept, when set, decides whether a dom0 driver matches an
 	// interface; the default matches the driver the interface had at

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -371,4 +372,69 @@ func TestReset(t *testing.T) {
 	if want := []string{"unbind 1-7:1.1 ", "bind 1-7:1.1 usbback"}; !slices.Equal(got, want) {
 		t.Errorf("the reset's events, usbback knowing the port: %q, want %q", got, want)
 	}
+}
+
+// A device whose configuration can wake the host (a keyboard) loses its
+// wakeup attributes when it is unconfigured (usb_set_device_state to
+// ADDRESS), and the kernel announces that with a change event after the
+// interfaces' removal, as it announces their coming before the
+// interfaces' add: an admin's bConfigurationValue 0 then 1, or
+// authorized 0 then 1, gives remove, change, change, add, as the real
+// kernel's trace of test/vm/scenarios/config.scn and authorized.scn shows.
+// An unplug sends no change.
+func TestWakeupChangeOnUnconfigure(t *testing.T) {
+	f, k := realHost(t)
+	var got []string
+	k.OnEvent = func(e uevent.Event) { got = append(got, e.Action+" "+e.Name()+" "+e.Driver()) }
+	if err := k.Plug(fakekernel.Dev{BusID: "1-7", DevNum: 9, Vendor: "0627", Product: "0001", Class: "00", Wakeup: true,
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, attr := range []string{"bConfigurationValue", "authorized"} {
+		got = nil
+		wantErrno(t, write(t, k, f, "bus/usb/devices/1-7/"+attr, "0"), 0, attr+" 0")
+		wantErrno(t, write(t, k, f, "bus/usb/devices/1-7/"+attr, "1"), 0, attr+" 1")
+		want := []string{"unbind 1-7:1.0 ", "remove 1-7:1.0 ", "change 1-7 usb", "change 1-7 usb", "add 1-7:1.0 ", "bind 1-7:1.0 usbhid"}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s 0 then 1: events %q, want %q", attr, got, want)
+		}
+	}
+	got = nil
+	if err := k.Unplug("1-7"); err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(got, func(e string) bool { return strings.HasPrefix(e, "change") }) {
+		t.Errorf("unplugged: events %q, want no change", got)
+	}
+}
+
+// The driver of a configuration's first interface claims the interfaces
+// Claimed names in every configuration: usb-net's RNDIS configuration 2,
+// as its CDC Ethernet configuration 1 (rndis_host claims 2.1 in its probe
+// of 2.0, the real kernel's trace of test/vm/scenarios/config.scn shows).
+func TestClaimedInEveryConfiguration(t *testing.T) {
+	f, k := realHost(t)
+	for _, drv := range []string{"cdc_ether", "rndis_host"} {
+		if err := os.MkdirAll(filepath.Join(f.Root(), "bus/usb/drivers", drv), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	k.OnEvent = func(e uevent.Event) { got = append(got, e.Action+" "+e.Name()+" "+e.Driver()) }
+	if err := k.Plug(fakekernel.Dev{BusID: "1-7", DevNum: 9, Vendor: "0525", Product: "a4a2", Class: "02",
+		Interfaces: []fakekernel.Intf{{Class: "02", SubClass: "06", Protocol: "00", Driver: "cdc_ether"}, {Class: "0a", SubClass: "00", Protocol: "00", Driver: "cdc_ether"}},
+		Configs:    [][]fakekernel.Intf{{{Class: "02", SubClass: "02", Protocol: "ff", Driver: "rndis_host"}, {Class: "0a", SubClass: "00", Protocol: "00", Driver: "rndis_host"}}},
+		Claimed:    []int{1}}); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	wantErrno(t, write(t, k, f, "bus/usb/devices/1-7/bConfigurationValue", "2"), 0, "configuration 2")
+	if i := slices.Index(got, "add 1-7:2.0 "); i >= 0 {
+		got = got[i:]
+	}
+	want := []string{"add 1-7:2.0 ", "bind 1-7:2.0 rndis_host", "add 1-7:2.1 rndis_host", "bind 1-7:2.1 rndis_host"}
+	if !slices.Equal(got, want) {
+		t.Errorf("configuration 2: events %q, want %q", got, want)
+	}
+	interfaces("1-7", "1-7:2.0=rndis_host", "1-7:2.1=rndis_host")(t, f)
 }

@@ -104,9 +104,13 @@ func (k *Kernel) plugged(d Dev) {
 			}
 		}
 	}
-	for _, i := range d.Claimed {
-		if i > 0 && i < len(d.Interfaces) {
-			k.claimer[intfName(d.BusID, 1, i)] = intfName(d.BusID, 1, 0)
+	// Each configuration's first interface's driver claims the same
+	// others: usb-net's rndis_host in configuration 2 as cdc_ether in 1.
+	for c, intfs := range append([][]Intf{d.Interfaces}, d.Configs...) {
+		for _, i := range d.Claimed {
+			if i > 0 && i < len(intfs) {
+				k.claimer[intfName(d.BusID, c+1, i)] = intfName(d.BusID, c+1, 0)
+			}
 		}
 	}
 }
