@@ -235,6 +235,12 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 			where += "  " + j.Device.PortPath
 		}
 		fmt.Fprintf(stdout, "%s  %s  %s  %s\n", j.Device.BusID, j.Device.ID, where, name)
+		// A rule written for the socket the device is plugged into names
+		// the EHCI's port, which the device is not at: say so here, where
+		// the admin looks when such a rule does not match.
+		if ehci, err := sys.CompanionOf(j.Device.BusID); err == nil && ehci != "" {
+			fmt.Fprintf(stdout, "  at a companion controller of the EHCI %s: a full- or low-speed device plugged into an EHCI socket is handed to it, so a rule for that socket (port, port_path) names the busid and port path shown here, not the EHCI's\n", ehci)
+		}
 		for _, s := range j.Skipped {
 			fmt.Fprintf(stdout, "  rule %d %q (%s) does not match: %s\n", s.RuleIndex, s.Rule, s.RuleAt, s.Reason)
 		}

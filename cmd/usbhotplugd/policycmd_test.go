@@ -172,6 +172,37 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// A device at a UHCI companion of an EHCI (the same PCI slot) is
+// explained with a note that its busid and port path are the
+// companion's, not those of the EHCI socket it is plugged into, which a
+// rule may name; a device at the EHCI itself has no such note.
+func TestExplainCompanion(t *testing.T) {
+	root := t.TempDir()
+	slot := "devices/pci0000:00/0000:00:1d."
+	b := &fakekernel.Builder{Root: root}
+	b.Add(fakekernel.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Serial: "0000:00:1d.7", Speed: "480", Interfaces: fakekernel.Hub, Controller: slot + "7"})
+	b.Add(fakekernel.Dev{BusID: "usb2", DevNum: 1, Vendor: "1d6b", Product: "0001", Class: "09", Serial: "0000:00:1d.0", Speed: "12", Interfaces: fakekernel.Hub, Controller: slot + "0"})
+	b.Add(fakekernel.Dev{BusID: "2-1", DevNum: 2, Vendor: "0627", Product: "0001", Class: "00", Speed: "12", Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01"}}})
+	b.Add(fakekernel.Dev{BusID: "1-2", DevNum: 2, Vendor: "46f4", Product: "0001", Class: "00", Speed: "480", Interfaces: []fakekernel.Intf{{Class: "08", SubClass: "06", Protocol: "50"}}})
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for fn, class := range map[string]string{"7": "0x0c0320", "0": "0x0c0300"} {
+		if err := os.WriteFile(filepath.Join(root, slot+fn, "class"), []byte(class+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol := writeFile(t, t.TempDir(), "p.toml", "[[rule]]\nname = \"socket 1\"\naction = \"attach\"\nmatch = { port_path = \"pci-0000:00:1d.7-usb-0:1\" }\ntarget = { domain = \"kiosk\" }\n")
+	code, out, errs := runCmd(t, "explain", "--policy", pol, "--sysfs", root, "2-1")
+	if code != 0 || !strings.Contains(out, "2-1  0627:0001  bus 2 addr 2  pci-0000:00:1d.0-usb-0:1") ||
+		!strings.Contains(out, "  at a companion controller of the EHCI 0000:00:1d.7: ") {
+		t.Fatalf("at the companion: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs = runCmd(t, "explain", "--policy", pol, "--sysfs", root, "1-2"); code != 0 || strings.Contains(out, "companion") {
+		t.Fatalf("at the EHCI: exit %d\n%s%s", code, out, errs)
+	}
+}
+
 // check stops when its context is done (SIGINT or SIGTERM cancel it).
 func TestCheckStopsWithItsContext(t *testing.T) {
 	var b strings.Builder

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -172,4 +173,49 @@ func (f *FS) usbRevision(hubDir string) int {
 		return 3
 	}
 	return 0
+}
+
+// PCI class codes of USB host controllers (class, subclass, prog-if).
+const (
+	pciUHCI = "0x0c0300"
+	pciOHCI = "0x0c0310"
+	pciEHCI = "0x0c0320"
+)
+
+// CompanionOf names the EHCI controller (its PCI address) whose
+// companion the device's controller is: a UHCI or OHCI function in the
+// PCI slot of an EHCI one, as Intel's and many chipsets' are. A full- or
+// low-speed device plugged into one of the EHCI's sockets is handed to
+// that companion, so its busid and port path are the companion's and a
+// rule naming the EHCI's socket does not match it. "" when the
+// controller is no companion, or is not on PCI.
+func (f *FS) CompanionOf(busid string) (string, error) {
+	devpath, err := f.DevPath(busid)
+	if err != nil {
+		return "", err
+	}
+	comps := strings.Split(strings.TrimPrefix(devpath, "/"), "/")
+	hub := slices.IndexFunc(comps, func(c string) bool { return strings.HasPrefix(c, "usb") && ValidBusID(c) == nil })
+	if hub < 2 || !isPCIAddr(comps[hub-1]) {
+		return "", nil
+	}
+	ctrlDir := filepath.Join(append([]string{f.root}, comps[:hub]...)...)
+	if class, _ := f.readAttr(ctrlDir, "class"); class != pciUHCI && class != pciOHCI {
+		return "", nil
+	}
+	ctrl := comps[hub-1]
+	slot := ctrl[:len(ctrl)-1] // "0000:00:1d."
+	des, err := os.ReadDir(filepath.Dir(ctrlDir))
+	if err != nil {
+		return "", fmt.Errorf("usbsysfs: %s: %w", busid, err)
+	}
+	for _, de := range des {
+		n := de.Name()
+		if n != ctrl && strings.HasPrefix(n, slot) && isPCIAddr(n) {
+			if class, _ := f.readAttr(filepath.Join(filepath.Dir(ctrlDir), n), "class"); class == pciEHCI {
+				return n, nil
+			}
+		}
+	}
+	return "", nil
 }

@@ -1,6 +1,8 @@
 package usbsysfs
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"testing"
 )
@@ -23,6 +25,46 @@ func TestIsPCIAddr(t *testing.T) {
 	for _, n := range names {
 		if got, want := isPCIAddr(n), form.MatchString(n); got != want {
 			t.Errorf("isPCIAddr(%q) = %v, want %v", n, got, want)
+		}
+	}
+}
+
+// A device at a UHCI or OHCI controller that shares its PCI slot with an
+// EHCI one is at that EHCI's companion (the EHCI named); at the EHCI
+// itself, at a companion-less UHCI, or at xHCI it is not.
+func TestCompanionOf(t *testing.T) {
+	root := t.TempDir()
+	pci := filepath.Join(root, "devices/pci0000:00")
+	ctrl := map[string]string{
+		"0000:00:1d.0": pciUHCI, "0000:00:1d.7": pciEHCI, // a companion and its EHCI
+		"0000:00:06.0": pciUHCI,    // a UHCI alone in its slot
+		"0000:00:14.0": "0x0c0330", // xHCI
+	}
+	dev := map[string]string{"3-1": "0000:00:1d.0/usb3", "2-1": "0000:00:1d.7/usb2", "4-1": "0000:00:06.0/usb4", "1-1": "0000:00:14.0/usb1"}
+	for addr, class := range ctrl {
+		if err := os.MkdirAll(filepath.Join(pci, addr), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pci, addr, "class"), []byte(class+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(root, "bus/usb/devices"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for busid, at := range dev {
+		d := filepath.Join(pci, at, busid)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(d, filepath.Join(root, "bus/usb/devices", busid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := NewFS(root)
+	for busid, want := range map[string]string{"3-1": "0000:00:1d.7", "2-1": "", "4-1": "", "1-1": ""} {
+		if got, err := f.CompanionOf(busid); err != nil || got != want {
+			t.Errorf("CompanionOf(%s) = %q, %v; want %q", busid, got, err, want)
 		}
 	}
 }
