@@ -35,6 +35,7 @@ import (
 //	reload POLICY          the agent's policy file replaced, `usbhotplugd reload`
 //	xl SUBCOMMAND ARGS…    one of the agent binary's xl-like commands, in dom0
 //	unbind ID:INTF DRIVER  an admin's unbind; bind ID:INTF DRIVER likewise
+//	                       (ID alone: the device's, from or to usb)
 //	sysfs ID[:INTF] ATTR VALUE  an admin's write of the device's (or its
 //	                       interface's) attribute: bConfigurationValue, authorized
 //	mount ID DIR           dom0 mounts the first partition of the stick's disk

@@ -208,15 +208,17 @@ func (r *runner) reload(ctx context.Context, name string) error {
 }
 
 func (r *runner) adminBind(ctx context.Context, verb string, args []string) error {
+	// ID alone is the device: its usb driver's unbind unconfigures it
+	// (its interfaces go), its bind configures it again.
 	id, intf, ok := strings.Cut(args[0], ":")
-	if !ok {
-		return fmt.Errorf("%s ID:INTF DRIVER", verb)
-	}
 	busid, err := r.resolve(ctx, id)
 	if err != nil {
 		return err
 	}
-	name := busid + ":" + intf
+	name := busid
+	if ok {
+		name += ":" + intf
+	}
 	if verb == "unbind" {
 		r.admin[name] = true
 	} else {
