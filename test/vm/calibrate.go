@@ -32,12 +32,13 @@ import (
 //     next, or a kill lands during an attach), their order within one
 //     device does not.
 //
-// Every scenario is calibrated but quick.scn and storm.scn, those that
-// mount a disk (Scenario.Mounts, inuse.scn), those that suspend dom0
-// (Scenario.Suspends, suspend.scn), those that plug a device whose
+// Every scenario is calibrated but quick.scn, storm.scn and
+// storm-authorize.scn, those that mount a disk (Scenario.Mounts,
+// inuse.scn), those that suspend dom0 (Scenario.Suspends, suspend.scn),
+// those that plug a device whose
 // probe is slow (Scenario.ProbesSlowly, slowprobe.scn, slowbind.scn) and
 // those with EHCI companions (companions.scn), which the fake kernel has
-// not. quick.scn's and storm.scn's keyboard is plugged and pulled out at
+// not. quick.scn's and the storms' keyboard is plugged and pulled out at
 // once, and whether the real kernel enumerates it first, and how far, is
 // timing; the recorded events would
 // be one run's. A mount cannot be made true on the fake kernel: its disks

@@ -22,7 +22,7 @@
 // TestFakeKernelCalibrated compares each device's usb uevents and the
 // final drivers and ports with what the real kernel gave
 // (testdata/calibration, written by `vmtest -calibrate`; all scenarios
-// but quick.scn, storm.scn and those that mount a disk, suspend dom0,
+// but quick.scn, the storm scenarios and those that mount a disk, suspend dom0,
 // probe a device slowly or have EHCI companions, see calibrate.go), so that
 // the fast tests, which run on
 // the fake kernel, stay true to the real one.

@@ -37,7 +37,8 @@ import (
 //	unbind ID:INTF DRIVER  an admin's unbind; bind ID:INTF DRIVER likewise
 //	                       (ID alone: the device's, from or to usb)
 //	sysfs ID[:INTF] ATTR VALUE  an admin's write of the device's (or its
-//	                       interface's) attribute: bConfigurationValue, authorized
+//	                       interface's) attribute: bConfigurationValue, authorized;
+//	                       hub=CTRL for each root hub of a controller
 //	mount ID DIR           dom0 mounts the first partition of the stick's disk
 //	                       on DIR (waiting for the disk to be made); umount DIR
 //	suspend STATE WAKE     dom0 suspends (STATE mem: S3, written to

@@ -93,6 +93,19 @@ func (r *runner) persist(ctx context.Context, id string, on bool) error {
 // writeAttr is an admin's write of an attribute of the device id, or of
 // its interface (id:INTF).
 func (r *runner) writeAttr(ctx context.Context, id, attr, value string) error {
+	// hub=CTRL: each root hub of that controller (authorized_default,
+	// as USBGuard or an admin sets it).
+	if ctrl, ok := strings.CutPrefix(id, "hub="); ok {
+		if len(r.buses[ctrl]) == 0 {
+			return fmt.Errorf("sysfs %s: no root hub of controller %q", id, ctrl)
+		}
+		for _, bn := range r.buses[ctrl] {
+			if err := r.m.WriteSys(ctx, fmt.Sprintf("bus/usb/devices/usb%d/%s", bn, attr), value); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	id, intf, _ := strings.Cut(id, ":")
 	busid, err := r.resolve(ctx, id)
 	if err != nil {
