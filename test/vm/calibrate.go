@@ -35,12 +35,14 @@ import (
 // Every scenario is calibrated but quick.scn, storm.scn and
 // storm-authorize.scn, those that mount a disk (Scenario.Mounts,
 // inuse.scn), those that suspend dom0 (Scenario.Suspends, suspend.scn),
-// those that plug a device whose
-// probe is slow (Scenario.ProbesSlowly, slowprobe.scn, slowbind.scn) and
-// those with EHCI companions (companions.scn), which the fake kernel has
-// not. quick.scn's and the storms' keyboard is plugged and pulled out at
-// once, and whether the real kernel enumerates it first, and how far, is
-// timing; the recorded events would
+// those that plug a device whose probe is slow (Scenario.ProbesSlowly,
+// slowprobe.scn, slowbind.scn), those with EHCI companions
+// (companions.scn), which the fake kernel has not, and
+// config-rules-authorize.scn, whose give-back to dom0 right after a
+// detach the real usbback takes first or not, as its port watch is late
+// or not. quick.scn's and the storms' keyboard is plugged and pulled out
+// at once, and whether the real kernel enumerates it first, and how far,
+// is timing; the recorded events would
 // be one run's. A mount cannot be made true on the fake kernel: its disks
 // are sysfs entries with nothing to mount, and the agent in this process
 // would read, and watch, the host's own mounts, which a test must not

@@ -23,7 +23,8 @@
 // final drivers and ports with what the real kernel gave
 // (testdata/calibration, written by `vmtest -calibrate`; all scenarios
 // but quick.scn, the storm scenarios and those that mount a disk, suspend dom0,
-// probe a device slowly or have EHCI companions, see calibrate.go), so that
+// probe a device slowly or have EHCI companions, and
+// config-rules-authorize.scn, see calibrate.go), so that
 // the fast tests, which run on
 // the fake kernel, stay true to the real one.
 //
