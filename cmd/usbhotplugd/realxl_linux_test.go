@@ -24,6 +24,7 @@ func TestRealXLBesideOurCommands(t *testing.T) {
 			seedXL(t, xs)
 			root, k := xlHost(t)
 			xl := xltest.Start(t, store.SocketPath(), root, sim.KioskDomain)
+			xl.SetKernel(k)
 			sysfsWriter = k
 			defer func() { sysfsWriter = nil }()
 			b := &sim.Backends{XS: store.Dial(t)}
@@ -57,7 +58,7 @@ func TestRealXLBesideOurCommands(t *testing.T) {
 				if code != 0 {
 					t.Fatalf("xl %v: exit %d: %s", args, code, errs)
 				}
-				writes := xl.Replay(t, k)
+				writes := xl.Writes()
 				if err := b.WaitIdle(t.Context()); err != nil {
 					t.Fatal(err)
 				}

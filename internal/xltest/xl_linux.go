@@ -6,10 +6,13 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/sim"
@@ -26,7 +29,10 @@ var shimSource []byte
 type XL struct {
 	env          []string
 	root, varlib string
-	log          string // the shim's log of xl's sysfs writes
+
+	mu     sync.Mutex
+	kernel Writer
+	writes []string // "PATH BYTES" of each sysfs write since Writes
 }
 
 // A Writer takes a sysfs write as the kernel would: the fake kernel.
@@ -61,12 +67,13 @@ func Start(tb testing.TB, socket, root string, doms ...sim.Domain) *XL {
 	}
 	// libxl keeps each domain's configuration under /var/lib/xen, named
 	// by its domid and uuid; the shim gives each domid its uuid.
-	x := &XL{root: filepath.Clean(root), varlib: filepath.Join(dir, "varlibxen"), log: filepath.Join(dir, "sysfs-writes")}
+	x := &XL{root: filepath.Clean(root), varlib: filepath.Join(dir, "varlibxen")}
 	if err := os.MkdirAll(x.varlib, 0o755); err != nil {
 		tb.Fatal(err)
 	}
+	sock := x.serveKernel(tb, dir)
 	x.env = append(os.Environ(), "XENSTORED_PATH="+socket, "LD_PRELOAD="+shim+":"+xsShim,
-		"XLSHIM_SYSFS_LOG="+x.log, "XLSHIM_SYSFS_ROOT="+x.root)
+		"XLSHIM_SYSFS_SOCK="+sock, "XLSHIM_SYSFS_ROOT="+x.root)
 	for _, d := range doms {
 		cfg := fmt.Sprintf(`{"c_info": {"type": %q, "name": %q, "uuid": %q}, "b_info": {"max_vcpus": 1, "max_memkb": 524288, "target_memkb": 524288, "type.pv": {}}}`+"\n",
 			d.Type, d.Name, d.UUID)
@@ -86,8 +93,7 @@ func (x *XL) Command(args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Run runs xl with args and returns its exit code and output. Its sysfs
-// writes wait in the log for Replay.
+// Run runs xl with args and returns its exit code and output.
 func (x *XL) Run(tb testing.TB, args ...string) (int, string, string) {
 	tb.Helper()
 	var out, errb bytes.Buffer
@@ -105,33 +111,76 @@ func (x *XL) Run(tb testing.TB, args ...string) (int, string, string) {
 	return 0, "", ""
 }
 
-// Replay hands xl's sysfs writes since the last Replay to k, in order,
-// and returns them as "PATH BYTES" (PATH relative to the tree). A write k
-// refuses fails the test: a real kernel would have failed xl's write.
-func (x *XL) Replay(tb testing.TB, k Writer) []string {
+// SetKernel makes k the kernel that takes xl's sysfs writes, from its
+// next write on. Until it is set, every write fails with EIO.
+func (x *XL) SetKernel(k Writer) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.kernel = k
+}
+
+// Writes returns xl's sysfs writes since the last call, in order, each as
+// "PATH BYTES" (PATH relative to the tree) with the kernel's answer after
+// a refused one (" -> ERRNO").
+func (x *XL) Writes() []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	w := x.writes
+	x.writes = nil
+	return w
+}
+
+// serveKernel answers the shim's questions, one write each, with the
+// kernel's errno, until the test ends; it returns the socket's path.
+func (x *XL) serveKernel(tb testing.TB, dir string) string {
 	tb.Helper()
-	b, err := os.ReadFile(x.log)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	sock := filepath.Join(dir, "k.sock")
+	l, err := net.Listen("unix", sock)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := os.Remove(x.log); err != nil {
-		tb.Fatal(err)
-	}
-	var done []string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		path, data, ok := strings.Cut(sc.Text(), "\t")
-		if !ok || !strings.HasPrefix(path, "/") {
-			tb.Fatalf("the shim's log: %q", sc.Text())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return // closed: the test is over
+			}
+			x.answer(c)
 		}
-		rel := strings.TrimPrefix(path, "/")
-		if err := k.WriteAttr(filepath.Join(x.root, rel), []byte(data)); err != nil {
-			tb.Fatalf("xl wrote %q to %s, which the kernel refuses: %v", data, rel, err)
-		}
-		done = append(done, rel+" "+data)
+	}()
+	tb.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	return sock
+}
+
+// answer takes one write from the shim and gives it the kernel's errno.
+func (x *XL) answer(c net.Conn) {
+	defer c.Close()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return // xl died mid-question: its write fails with EIO
 	}
-	return done
+	rel, data, _ := strings.Cut(strings.TrimSuffix(line, "\n"), "\t")
+	errno := syscall.EIO
+	x.mu.Lock()
+	k := x.kernel
+	x.mu.Unlock()
+	if k != nil {
+		errno = 0
+		if err := k.WriteAttr(filepath.Join(x.root, rel), []byte(data)); err != nil && !errors.As(err, &errno) {
+			errno = syscall.EIO
+		}
+	}
+	w := rel + " " + data
+	if errno != 0 {
+		w += " -> " + errno.Error()
+	}
+	x.mu.Lock()
+	x.writes = append(x.writes, w)
+	x.mu.Unlock()
+	fmt.Fprintf(c, "%d\n", int(errno))
 }

@@ -109,41 +109,87 @@ int xc_domain_getinfolist(void *xch, uint32_t first_domain, unsigned int max, vo
 }
 
 /*
- * Each write xl makes to a file under sysfs, logged in order to
- * $XLSHIM_SYSFS_LOG as "PATH<TAB>BYTES<NL>" (PATH resolved, as the kernel
- * sees it): the fixture's sysfs files are plain files, so the test hands
- * the writes to its fake kernel after xl ran. libxl writes each interface
+ * Each write xl makes to a file under sysfs goes to the test's fake
+ * kernel instead, over the unix socket $XLSHIM_SYSFS_SOCK, as
+ * "PATH<TAB>BYTES<NL>" (PATH relative to the sysfs root, resolved as the
+ * kernel resolves it); the answer is the errno the kernel gives ("0" for
+ * none), which xl gets as a real kernel's. libxl writes each interface
  * name with open and write(2), no newline.
  */
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
+
+static ssize_t (*real_write)(int, const void *, size_t);
+
+/* The kernel's answer to one write, an errno; EIO when it cannot be asked. */
+static int ask_kernel(const char *sock, const char *rel, const void *buf, size_t n)
+{
+	struct sockaddr_un a;
+	memset(&a, 0, sizeof a);
+	a.sun_family = AF_UNIX;
+	if (strlen(sock) >= sizeof a.sun_path)
+		return EIO;
+	strcpy(a.sun_path, sock);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return EIO;
+	if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+		close(s);
+		return EIO;
+	}
+	char line[8400];
+	int m = snprintf(line, sizeof line, "%s\t%.*s\n", rel, (int)n, (const char *)buf);
+	if (m <= 0 || (size_t)m >= sizeof line || real_write(s, line, m) != m) {
+		close(s);
+		return EIO;
+	}
+	char ans[16];
+	size_t got = 0;
+	while (got < sizeof ans - 1) {
+		ssize_t r = read(s, ans + got, sizeof ans - 1 - got);
+		if (r <= 0)
+			break;
+		got += r;
+		if (ans[got - 1] == '\n')
+			break;
+	}
+	close(s);
+	if (got == 0 || ans[got - 1] != '\n')
+		return EIO;
+	ans[got] = 0;
+	return atoi(ans);
+}
 
 ssize_t write(int fd, const void *buf, size_t n)
 {
-	static ssize_t (*real_write)(int, const void *, size_t);
 	if (!real_write)
 		real_write = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
-	const char *log = getenv("XLSHIM_SYSFS_LOG");
+	const char *sock = getenv("XLSHIM_SYSFS_SOCK");
 	const char *root = getenv("XLSHIM_SYSFS_ROOT");
-	if (log && *log && root && n < 4096) {
+	if (sock && *sock && root && n < 4096) {
 		char link[64], path[4096];
 		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
 		ssize_t l = readlink(link, path, sizeof path - 1);
 		if (l > 0) {
 			path[l] = 0;
 			size_t rl = strlen(root);
-			int in_root = strncmp(path, root, rl) == 0 && path[rl] == '/';
-			if (in_root || strncmp(path, "/sys/", 5) == 0) {
-				int lf = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-				if (lf >= 0) {
-					char line[8400];
-					int m = snprintf(line, sizeof line, "%s\t%.*s\n", in_root ? path + rl : path + 4, (int)n, (const char *)buf);
-					if (m > 0 && (size_t)m < sizeof line)
-						real_write(lf, line, m);
-					close(lf);
+			const char *rel = NULL;
+			if (strncmp(path, root, rl) == 0 && path[rl] == '/')
+				rel = path + rl + 1;
+			else if (strncmp(path, "/sys/", 5) == 0)
+				rel = path + 5;
+			if (rel) {
+				int e = ask_kernel(sock, rel, buf, n);
+				if (e) {
+					errno = e;
+					return -1;
 				}
+				return n;
 			}
 		}
 	}
