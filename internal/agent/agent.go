@@ -1287,15 +1287,22 @@ func (a *Agent) noteAssignedSince(all []assign.Assignment, since uint64) []strin
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	var moved []string
 	for b, g := range a.touched {
 		if g > since {
+			// The worker's knowledge stands, but a read that differs is
+			// looked at: it may be the newer (see notePorts).
+			rx, rok := now[b]
+			wx, wok := a.ports[b]
+			if rok != wok || rx != wx {
+				moved = append(moved, b)
+			}
 			delete(now, b)
-			if x, ok := a.ports[b]; ok {
-				now[b] = x
+			if wok {
+				now[b] = wx
 			}
 		}
 	}
-	var moved []string
 	for b, x := range now {
 		if old, ok := a.ports[b]; !ok || old != x {
 			moved = append(moved, b)

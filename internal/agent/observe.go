@@ -197,11 +197,25 @@ func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) 
 	if err != nil {
 		return err
 	}
-	a.noteAssigned(all)
+	// A device whose port this read finds another holds (xl wrote over
+	// it) or none (a detach the watch has not told yet) is looked at too:
+	// no watch event may be left to tell of it.
+	for _, b := range a.noteAssigned(all) {
+		if b != o.busid {
+			a.enqueue(b, TrigPortChanged)
+		}
+	}
 	for i := range all {
 		if all[i].BusID == o.busid {
 			o.port = &all[i]
 			break
+		}
+	}
+	if o.port == nil && o.owned != nil {
+		for _, x := range all {
+			if x.Domid == o.owned.Domid && x.Controller == o.owned.Controller && x.Port == o.owned.Port {
+				o.displacedBy = x.BusID
+			}
 		}
 	}
 	return nil

@@ -46,6 +46,10 @@ type observation struct {
 	// port or in usbback since it was plugged. Only then is an interface
 	// of it without a driver the agent's (or xl's) to give back.
 	ours bool
+	// displacedBy: at no port, its ownership record's port holds this
+	// other device (xl, which picks its port before its transaction,
+	// wrote over the agent's attach).
+	displacedBy string
 	// backoff: its last attempt failed, the retry is not due yet, and
 	// this pass comes of a driver's bind or unbind or its port cleared
 	// (what the failed attach's own rollback makes): it is not tried
@@ -394,6 +398,14 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 			rec.Action, p.state = ActPending, StPending
 			rec.Reason += fmt.Sprintf("; %s is not running: attached when it starts", t.name)
 			keptInert(o, &rec, w)
+		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid && owned.of(o.dev) && o.displacedBy != "" && anyUsbback(o.dev):
+			// Nobody detached it (xl's detach gives it back to dom0's
+			// drivers): xl chose the port outside its transaction and
+			// wrote another device over it. It goes back to its guest.
+			rec.Reason += fmt.Sprintf("; its port %d:%d at %s was written over with %s by someone else (xl chooses its port before its transaction): attached again",
+				owned.Controller, owned.Port, t.name, o.displacedBy)
+			planAttach(p, o, dec, t, owned, rec, w)
+			return
 		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid && owned.of(o.dev):
 			// The agent put it there, and someone took it away while the
 			// domain kept running (xl usbdev-detach, usbctrl-detach, or

@@ -251,7 +251,9 @@ func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult
 		// At a port after all (written by xl a moment ago): read the
 		// ports again and look at it once more.
 		if all, err := a.h.Assigned(ctx); err == nil {
-			a.noteAssigned(all)
+			for _, b := range a.noteAssigned(all) {
+				a.enqueue(b, TrigPortChanged)
+			}
 		}
 		a.enqueue(in.busid, TrigPortChanged)
 	case errors.Is(r.Err, assign.ErrNoDevice) || errors.Is(r.Err, fs.ErrNotExist) && !a.h.Sys.Present(in.busid):

@@ -76,7 +76,10 @@ func classifyBackend(path string) (backendChange, assign.Assignment) {
 // notePorts records what some ports now hold (BusID empty: nothing), as
 // read from port generation since on, and returns the busids that moved:
 // the one that left each port and the one that came. A busid the worker
-// moved after since keeps what the worker knows (see noteAssignedSince).
+// moved after since keeps what the worker knows (see noteAssignedSince),
+// but is looked at where the read differs: the read may be the newer
+// (xl, which picks its port outside its transaction, wrote over the
+// worker's attach), and a pass reads the store.
 func (a *Agent) notePorts(ports []assign.Assignment, since uint64) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -84,12 +87,20 @@ func (a *Agent) notePorts(ports []assign.Assignment, since uint64) []string {
 	var moved []string
 	for _, x := range ports {
 		for b, y := range a.ports {
-			if y.Domid == x.Domid && y.Controller == x.Controller && y.Port == x.Port && b != x.BusID && !fresh(b) {
-				delete(a.ports, b)
+			if y.Domid == x.Domid && y.Controller == x.Controller && y.Port == x.Port && b != x.BusID {
+				if !fresh(b) {
+					delete(a.ports, b)
+				}
 				moved = append(moved, b)
 			}
 		}
-		if x.BusID == "" || usbsysfs.ValidBusID(x.BusID) != nil || fresh(x.BusID) {
+		if x.BusID == "" || usbsysfs.ValidBusID(x.BusID) != nil {
+			continue
+		}
+		if fresh(x.BusID) {
+			if y, ok := a.ports[x.BusID]; !ok || y != x {
+				moved = append(moved, x.BusID)
+			}
 			continue
 		}
 		if y, ok := a.ports[x.BusID]; !ok || y != x {

@@ -63,15 +63,20 @@ func TestNotePorts(t *testing.T) {
 		t.Errorf("ports %v, want 1-4 and 1-5", a.ports)
 	}
 
-	// A read that began before the worker's own attach does not undo it.
+	// A read that began before the worker's own attach does not undo it;
+	// the device is looked at again, since the read may as well be the
+	// newer (xl wrote over the attach).
 	since := a.portGeneration()
 	a.setPort(p("1-6", 4), true)
-	check(a.notePorts([]assign.Assignment{p("", 4)}, since))
+	check(a.notePorts([]assign.Assignment{p("", 4)}, since), "1-6")
 	if _, ok := a.portOf("1-6"); !ok {
 		t.Error("a stale read undid the worker's attach")
 	}
-	if moved := a.noteAssignedSince([]assign.Assignment{p("1-4", 2), p("1-5", 3)}, since); len(moved) != 0 {
-		t.Errorf("a stale full read moved %q", moved)
+	if moved := a.noteAssignedSince([]assign.Assignment{p("1-4", 2), p("1-5", 3)}, since); !slices.Equal(moved, []string{"1-6"}) {
+		t.Errorf("a stale full read moved %q, want 1-6 looked at again", moved)
+	}
+	if _, ok := a.portOf("1-6"); !ok {
+		t.Error("a stale full read undid the worker's attach")
 	}
 	// A read that began after it is the truth.
 	check(a.notePorts([]assign.Assignment{p("", 4)}, a.portGeneration()), "1-6")
