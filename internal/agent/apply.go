@@ -165,7 +165,11 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepEnsureInQEMU:
 		return a.ensureInQEMU(ctx, busid, *o.port)
 	case stepLookLater:
-		a.lookLater(busid, secondLook, s.trigger)
+		d := secondLook
+		if s.after > 0 {
+			d = s.after
+		}
+		a.lookLater(busid, d, s.trigger)
 	case stepAttach:
 		a.queueAttach(o, s, *start)
 	case stepAudit:

@@ -40,8 +40,10 @@
 //	probing    on the host, the kernel probing it; or its   nothing: its bind event brings it back, or the
 //	           device lock held past a short wait (a slow   end of the read, or of the bind, that waited
 //	           probe, a reset), its serial unreadable; or   for the kernel (TrigUnlocked): the worker
-//	           a dom0 driver's probe in the agent's bind    does not wait
-//	           lasting past a longer wait
+//	           a dom0 driver's probe in the agent's bind    does not wait; one with no status entry is
+//	           lasting past a longer wait                   recorded pending, why (at a kernel event
+//	                                                        only at a look 2 s later): never bound to the
+//	                                                        usb driver (drivers_autoprobe 0), it stays so
 //	unconfig-  on the host, at no port, with no active      pending, nothing decided (no interfaces to
 //	ured       configuration (not authorized: its root      judge); its interfaces' add events bring it
 //	           hub's authorized_default 0; or none chosen)  back once it is configured

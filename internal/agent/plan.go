@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
@@ -135,7 +136,7 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 		return planGone(o, w)
 	}
 	if !o.probed {
-		return plan{state: StProbing} // its bind event brings it back
+		return planProbing(o, w)
 	}
 	rec := baseRecord(o, dec)
 	t := resolveTarget(dec, w)
@@ -192,6 +193,62 @@ func planUnconfigured(p *plan, o observation, rec Audit) {
 	rec.Action, p.state = ActPending, StPending
 	rec.Reason = fmt.Sprintf("%s waits: %s, so the kernel has made none of its interfaces and the policy cannot be applied; it is decided once it is configured", o.busid, why)
 	p.audit(o, rec)
+}
+
+// probeLook is how long after a kernel event a device the kernel had not
+// finished probing is looked at again: its bind ends a probe well before.
+const probeLook = 2 * time.Second
+
+// planProbing plans for a device the kernel has not finished probing (or
+// whose lock it holds): nothing is decided. A device with a status entry
+// keeps it: its bind (or the kernel letting go) brings it back. One
+// without would be missing from status for as long as that takes, or for
+// good when the usb bus's drivers_autoprobe is 0: it is recorded as
+// waiting, why, and what binds it, except at a kernel event of the probe
+// itself, which is looked at again a little later instead.
+func planProbing(o observation, w world) plan {
+	p := plan{state: StProbing}
+	if o.known {
+		return p
+	}
+	if isKernelTrigger(o.trigger) {
+		p.add(step{kind: stepLookLater, trigger: TrigProbeLook, after: probeLook})
+		return p
+	}
+	d := o.dev
+	rec := Audit{BusID: o.busid, Trigger: o.trigger, Action: ActPending}
+	var why string
+	switch {
+	case o.busy:
+		why = "the kernel holds its device lock (a driver's probe or a reset is taking long), so it cannot be read; it is read and decided once the kernel lets go"
+	default:
+		rec.ID, rec.Serial, rec.PortPath, rec.Name = d.ID(), d.Serial, d.PortPath, strings.TrimSpace(d.Manufacturer+" "+d.ProductName)
+		why = fmt.Sprintf("the kernel has bound it to no driver (its probe is under way, or %s is 0), so the policy is not applied yet; it is decided once it is bound (echo %s > %s)",
+			"/sys/bus/usb/drivers_autoprobe", o.busid, "/sys/bus/usb/drivers_probe")
+		if len(d.Interfaces) < d.NumInterfaces {
+			why = fmt.Sprintf("the kernel has made %d of its %d interfaces so far, so the policy is not applied yet; it is decided once its probe ends", len(d.Interfaces), d.NumInterfaces)
+		}
+	}
+	if x := o.port; x != nil {
+		rec.Domid, rec.Ctrl, rec.Port, rec.Domain = int(x.Domid), x.Controller, x.Port, w.nameOf(x.Domid)
+		why += fmt.Sprintf("; it is at domain %d port %d:%d", x.Domid, x.Controller, x.Port)
+	}
+	name := o.busid
+	if rec.ID != "" {
+		name += " (" + rec.ID + ")"
+	}
+	rec.Reason = name + " waits: " + why
+	p.audit(o, rec)
+	return p
+}
+
+// isKernelTrigger says t is a kernel event's (kernelTrigger).
+func isKernelTrigger(t Trigger) bool {
+	switch t {
+	case "add", "remove", "change", "move", "online", "offline", "bind", "unbind":
+		return true
+	}
+	return false
 }
 
 // baseRecord is the audit record of the pass before its action.

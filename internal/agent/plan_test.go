@@ -82,11 +82,21 @@ func TestPlanTable(t *testing.T) {
 			[]stepKind{stepForget, stepRelease, stepRequeue}, "", ""},
 		{"absent: dry run writes nothing", last(at(gone, 5), ActAttached, "x"), none, dry, StAbsent, []stepKind{stepForget, stepAudit, stepAudit}, ActGone, ""},
 		// probing
-		{"probing: not probed yet", with(here("add", "usbhid"), func(o *observation) { o.probed = false }), none, kiosk, StProbing, nil, "", ""},
-		{"probing: its device lock held (busy), at its port", with(here(TrigUnlocked, "usbback"), func(o *observation) {
+		{"probing: not probed yet, at a kernel event: looked at again", with(here("add", "usbhid"), func(o *observation) { o.probed = false }), none, kiosk, StProbing,
+			[]stepKind{stepLookLater}, "", ""},
+		{"probing: not probed yet, at a start: in status", with(here(TrigStart), func(o *observation) { o.probed = false }), none, kiosk, StProbing,
+			[]stepKind{stepAudit}, ActPending, "drivers_autoprobe"},
+		{"probing: a probe under way, at the look", with(here(TrigProbeLook, "usbhid"), func(o *observation) { o.probed, o.dev.NumInterfaces = false, 2 }), none, kiosk, StProbing,
+			[]stepKind{stepAudit}, ActPending, "1 of its 2 interfaces"},
+		{"probing: its last decision stands", last(with(here(TrigStart), func(o *observation) { o.probed = false }), ActUnmatched, "x"), none, kiosk, StProbing, nil, "", ""},
+		{"probing: its device lock held (busy), at its port", last(with(here(TrigUnlocked, "usbback"), func(o *observation) {
 			o.probed, o.busy, o.dev = false, true, usbsysfs.Device{}
 			o.port = &assign.Assignment{Domid: 1, Controller: 0, Port: 1, BusID: o.busid, Type: policy.TypePV}
-		}), none, kiosk, StProbing, nil, "", ""},
+		}), ActKept, "x"), none, kiosk, StProbing, nil, "", ""},
+		{"probing: its device lock held (busy), at its port, never read", with(here(TrigUnlocked, "usbback"), func(o *observation) {
+			o.probed, o.busy, o.dev = false, true, usbsysfs.Device{}
+			o.port = &assign.Assignment{Domid: 1, Controller: 0, Port: 1, BusID: o.busid, Type: policy.TypePV}
+		}), none, kiosk, StProbing, []stepKind{stepAudit}, ActPending, "device lock"},
 		// with dom0
 		{"with dom0: no rule", here("add", "usbhid"), none, kiosk, StWithDom0, []stepKind{stepAudit}, ActUnmatched, "no rule"},
 		{"with dom0: a rescan repeats nothing", last(here("add", "usbhid"), ActUnmatched, "no rule"), none, kiosk, StWithDom0, nil, "", ""},

@@ -1,6 +1,10 @@
 package agent
 
-import "github.com/usbhotplugd/usbhotplugd/internal/assign"
+import (
+	"time"
+
+	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+)
 
 // An Action is what a pass did with, or decided for, a device: the
 // "action" of its audit record. See the state table in the package doc.
@@ -69,6 +73,7 @@ const (
 	TrigHeldLook     Trigger = "looked at again while device-mapper or md held it" // some let go with no event
 	TrigReplugged    Trigger = "plugged again before its removal was seen"         // another address than the pass before saw
 	TrigUnlocked     Trigger = "the kernel let go of it"                           // it read as busy: a driver probed it, or a reset
+	TrigProbeLook    Trigger = "looked at again while the kernel probed it"        // its bind did not follow a kernel event soon
 )
 
 // kernelTrigger is the trigger of a kernel event with action (add, bind,
@@ -132,6 +137,7 @@ type step struct {
 	unbound bool              // release: interfaces without a driver are offered to the kernel too
 	fresh   bool              // to-dom0: the device is read again (a detach or release before it moved it)
 	attach  attachPlan        // attach
+	after   time.Duration     // look-later: how long (secondLook when 0)
 }
 
 // An attachPlan is what an attach step needs beside the record.
