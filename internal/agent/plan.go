@@ -331,10 +331,24 @@ func planAtPort(p *plan, o observation, dec policy.Decision, t target, rec Audit
 		p.add(step{kind: stepDetach, at: x})
 	}
 	det := rec
-	det.Action, det.Domain, det.Twins = ActDetached, "", nil
-	det.Reason = fmt.Sprintf("%s detached from domain %d port %d:%d: %s", o.busid, x.Domid, x.Controller, x.Port, dec.Reason)
+	det.Action, det.Domain, det.Twins = ActDetached, w.nameOf(x.Domid), nil
+	det.Reason = fmt.Sprintf("%s detached from %s port %d:%d: %s", o.busid, portDomain(x.Domid, o.owned, mine, w), x.Controller, x.Port, dec.Reason)
 	p.add(step{kind: stepAudit, rec: det})
 	return false
+}
+
+// portDomain names the domain of a port a device is detached from, by its
+// name now: a domain renamed since the agent attached the device there
+// says so, or the reason would name a rule's target it seems to be.
+func portDomain(domid uint32, owned *Owned, mine bool, w world) string {
+	n := w.nameOf(domid)
+	switch {
+	case n == "":
+		return fmt.Sprintf("domain %d", domid)
+	case mine && owned.Domain != "" && owned.Domain != n:
+		return fmt.Sprintf("%s (domid %d, named %s when the agent attached it)", n, domid, owned.Domain)
+	}
+	return fmt.Sprintf("%s (domid %d)", n, domid)
 }
 
 // planKept plans for a device at a port of its target: kept there, with

@@ -217,7 +217,7 @@ func TestPlanTable(t *testing.T) {
 			}
 			// A record at a port names that port's domain (xl's guest
 			// for a device left where xl put it).
-			if lastAudit != nil && lastAudit.Port > 0 && lastAudit.Action != ActDetached && !strings.HasSuffix(c.w.nameOf(uint32(lastAudit.Domid)), migratedAway) &&
+			if lastAudit != nil && lastAudit.Port > 0 && !strings.HasSuffix(c.w.nameOf(uint32(lastAudit.Domid)), migratedAway) &&
 				lastAudit.Domain != c.w.nameOf(uint32(lastAudit.Domid)) {
 				t.Errorf("audit at domid %d names domain %q", lastAudit.Domid, lastAudit.Domain)
 			}
