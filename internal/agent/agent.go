@@ -1153,9 +1153,10 @@ type retry struct {
 	due   time.Time // when the timer queues the retry
 }
 
-// retryLater queues busid again after its backoff: a failure (a driver
-// busy, the store refusing a write) is not the end of the device.
-func (a *Agent) retryLater(busid string) {
+// retryLater queues busid again after its backoff, which it returns: a
+// failure (a driver busy, the store refusing a write) is not the end of
+// the device.
+func (a *Agent) retryLater(busid string) time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r := a.retries[busid]
@@ -1170,6 +1171,7 @@ func (a *Agent) retryLater(busid string) {
 	}
 	r.due = time.Now().Add(r.delay)
 	r.timer = time.AfterFunc(r.delay, func() { a.enqueue(busid, TrigRetry) })
+	return r.delay
 }
 
 // retryConnected tries now, rather than at their retries, the devices

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"time"
 
@@ -131,9 +132,11 @@ func (a *Agent) fail(ctx context.Context, r Audit, step string, err error, start
 	if a.stillProbing(r.BusID, step, err) {
 		return
 	}
-	r.Action, r.Reason, r.FailedStep = ActFailed, err.Error(), step
+	// Queued first (the worker runs it only after this record), so the
+	// record says when: an admin reading it knows it is not given up.
+	d := a.retryLater(r.BusID)
+	r.Action, r.Reason, r.FailedStep = ActFailed, fmt.Sprintf("%v; tried again in %s (the delay doubles, to a minute at most)", err, d), step
 	a.audit(ctx, r, start)
-	a.retryLater(r.BusID)
 }
 
 // do runs one step.

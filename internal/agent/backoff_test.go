@@ -47,6 +47,10 @@ func TestFailedAttachWaitsForItsRetry(t *testing.T) {
 		}
 		e.a.Reload(p)
 		first := e.await("1-2", agent.ActFailed)
+		// The record says it is not given up, and when it is tried again.
+		if !strings.Contains(first.Reason, "invalid argument; tried again in 500ms") {
+			t.Errorf("the first failure: %s", first.Reason)
+		}
 		// Until the retry, only what is not the rollback's own echo (a
 		// domain change: the attach wrote the guest's new controller)
 		// may try again at once; each try is one bind.
