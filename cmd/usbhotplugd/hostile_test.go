@@ -131,3 +131,26 @@ func TestStoreValuesReachTheTerminalEscaped(t *testing.T) {
 		}
 	})
 }
+
+// A reason may quote what is not the device's own but follows from it: a
+// mount point made of a stick's filesystem label (an automounter's
+// /media/USER/LABEL), which mountinfo keeps raw but for \040 and the
+// like. explain shows reasons escaped, as status does.
+func TestExplainEscapesReasons(t *testing.T) {
+	root := t.TempDir()
+	b := &fakekernel.Builder{Root: root}
+	b.Add(fakekernel.Dev{BusID: "usb1", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Interfaces: fakekernel.Hub})
+	b.Add(fakekernel.Dev{BusID: "1-3", DevNum: 4, Vendor: "0781", Product: "5567", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "08", SubClass: "06", Protocol: "50", Driver: "usb-storage"}}})
+	b.AddDisk("1-3:1.0", fakekernel.Disk{Name: "sde", Dev: "8:64"})
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mi := writeFile(t, dir, "mountinfo", "28 1 8:1 / / rw - ext4 /dev/sda1 rw\n41 28 8:64 / /media/alice/\x1b]0;owned\x07\x1b[2J rw - vfat /dev/sde rw\n")
+	pol := writeFile(t, dir, "p.toml", "[[rule]]\nname = \"sticks\"\naction = \"attach\"\nmatch = { id = \"0781:5567\" }\ntarget = { domain = \"kiosk\" }\n")
+	code, out, errs := runCmd(t, "explain", "--policy", pol, "--sysfs", root, "--mountinfo", mi, "1-3")
+	if code != 0 || raw(out) || !strings.Contains(out, `/media/alice/\x1b]0;owned\x07\x1b[2J`) {
+		t.Fatalf("explain: exit %d %s\n%q", code, errs, out)
+	}
+}

@@ -241,14 +241,16 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 		if ehci, err := sys.CompanionOf(j.Device.BusID); err == nil && ehci != "" {
 			fmt.Fprintf(stdout, "  at a companion controller of the EHCI %s: a full- or low-speed device plugged into an EHCI socket is handed to it, so a rule for that socket (port, port_path) names the busid and port path shown here, not the EHCI's\n", ehci)
 		}
+		// A reason may quote more than the device's strings (%q'd): a
+		// mount point made of a stick's filesystem label. Never raw.
 		for _, s := range j.Skipped {
-			fmt.Fprintf(stdout, "  rule %d %q (%s) does not match: %s\n", s.RuleIndex, s.Rule, s.RuleAt, s.Reason)
+			fmt.Fprintf(stdout, "  rule %d %q (%s) does not match: %s\n", s.RuleIndex, s.Rule, s.RuleAt, safetext.Line(s.Reason))
 		}
 		at := ""
 		if j.RuleAt != "" {
 			at = " (" + j.RuleAt + ")"
 		}
-		fmt.Fprintf(stdout, "  => %s: %s%s\n", j.Action, j.Reason, at)
+		fmt.Fprintf(stdout, "  => %s: %s%s\n", j.Action, safetext.Line(j.Reason), at)
 		if len(j.Exec) > 0 {
 			fmt.Fprintf(stdout, "     then runs %s\n", strings.Join(j.Exec, " "))
 		}
