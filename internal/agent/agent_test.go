@@ -592,7 +592,9 @@ func TestAgentGivesBackWhatAVanishedGuestHeld(t *testing.T) {
 		if err := sim.ForceDestroy(e.ctx, e.xs, d); err != nil {
 			t.Fatal(err)
 		}
-		e.await("1-2", "released")
+		if r := e.await("1-2", "released"); !strings.Contains(r.Reason, "(its guest kiosk, domid 1, whose port 0:1 it had, is gone)") {
+			t.Errorf("released: %s", r.Reason)
+		}
 		e.settle()
 		for _, intf := range []string{"1-2:1.0", "1-2:1.3"} {
 			if drv := e.driverOf(intf); drv == "usbback" || drv == "" {

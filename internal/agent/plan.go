@@ -157,10 +157,11 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 			return plan{state: StSettling, steps: []step{{kind: stepLookLater, trigger: TrigAfterCleared}}}
 		}
 		if !w.dryRun {
-			why := o.busid + " was left in usbback, with driver records or, once attached, without a driver at no port: given back to its dom0 drivers"
+			gone := guestGone(o, w)
+			why := o.busid + " was left in usbback, with driver records or, once attached, without a driver at no port" + gone + ": given back to its dom0 drivers"
 			if reinert(&rec, o, dec, w) {
 				p.add(step{kind: stepBlock})
-				why = o.busid + " was left in usbback at no port: made inert again, since the policy sends it to a guest (authorization before probe)"
+				why = o.busid + " was left in usbback at no port" + gone + ": made inert again, since the policy sends it to a guest (authorization before probe)"
 			} else {
 				markGiving(&p, dec)
 			}
@@ -174,6 +175,17 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 	}
 	planDecision(&p, o, dec, t, rec, w)
 	return p
+}
+
+// guestGone says, of a device the agent attached to a guest that no
+// longer runs, that the guest is gone: what left it in usbback (a destroy
+// gives no USB device back), which the admin would otherwise take for a
+// crash of the agent's.
+func guestGone(o observation, w world) string {
+	if o.owned == nil || w.nameOf(o.owned.Domid) != "" {
+		return ""
+	}
+	return fmt.Sprintf(" (its guest %s, domid %d, whose port %d:%d it had, is gone)", o.owned.Domain, o.owned.Domid, o.owned.Controller, o.owned.Port)
 }
 
 // planUnconfigured plans for a device at no port that the kernel has not
