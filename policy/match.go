@@ -59,9 +59,14 @@ type Decision struct {
 // Match decides what happens to d, given the other present devices (inv
 // may include d itself). It is pure and safe for concurrent use.
 func (p *Policy) Match(d *Device, inv []Device) Decision {
-	if g, ok := guard(d); ok {
+	if g, ok := p.guard(d, inv); ok {
 		return g
 	}
+	return p.byRules(d, inv)
+}
+
+// byRules is what the rules alone decide for d.
+func (p *Policy) byRules(d *Device, inv []Device) Decision {
 	for _, r := range p.Rules {
 		if r.Match.matches(d) {
 			return r.decide(d, inv)
@@ -70,13 +75,24 @@ func (p *Policy) Match(d *Device, inv []Device) Decision {
 	return Decision{Action: None, Reason: "no rule matches " + d.String() + ": it stays with dom0"}
 }
 
-// guard is the built-in decisions no rule can override.
-func guard(d *Device) (Decision, bool) {
+// guard is the built-in decisions no rule can override. A disk dom0 uses
+// says what the rules do with it once dom0 lets go: only a rule's attach
+// passes it then.
+func (p *Policy) guard(d *Device, inv []Device) (Decision, bool) {
 	switch {
 	case d.isHub():
 		return Decision{Action: Deny, Guard: "hub", Reason: d.String() + " is a hub: hubs are never passed through (built-in guard)"}, true
 	case d.InUse != "":
-		return Decision{Action: Deny, Guard: "in-use", Reason: fmt.Sprintf("%s is in use by dom0: %s; a device dom0 uses is never passed through (built-in guard): once dom0 unmounts it (or stops the device-mapper or md device holding it), the agent passes it", d, d.InUse)}, true
+		var then string
+		switch r := p.byRules(d, inv); {
+		case r.Action == Attach:
+			then = fmt.Sprintf("the agent passes it to %s (%s)", r.Target.Domain, r.Rule)
+		case r.Rule == nil:
+			then = "it stays with dom0 all the same: no rule matches it"
+		default:
+			then = r.Reason // it names its rule
+		}
+		return Decision{Action: Deny, Guard: "in-use", Reason: fmt.Sprintf("%s is in use by dom0: %s; a device dom0 uses is never passed through (built-in guard): once dom0 unmounts it (or stops the device-mapper or md device holding it), %s", d, d.InUse, then)}, true
 	}
 	return Decision{}, false
 }
@@ -97,7 +113,7 @@ type Explanation struct {
 // Explain is Match with the reasons the earlier rules did not match.
 func (p *Policy) Explain(d *Device, inv []Device) Explanation {
 	var ex Explanation
-	if g, ok := guard(d); ok {
+	if g, ok := p.guard(d, inv); ok {
 		ex.Decision = g
 		return ex
 	}

@@ -108,6 +108,28 @@ func TestHubGuard(t *testing.T) {
 	}
 }
 
+// A disk dom0 uses is denied by the guard whatever the rules, and says
+// what they do with it once dom0 lets go: passed only when a rule attaches
+// it, named with its rule.
+func TestInUseGuardSaysWhatComesAfter(t *testing.T) {
+	inv := host()
+	d := find(inv, "1-3")
+	d.InUse = "/dev/sde1 is mounted on /srv/data"
+	for _, c := range []struct{ pol, want, not string }{
+		{"", "once dom0 unmounts it (or stops the device-mapper or md device holding it), it stays with dom0 all the same: no rule matches it", "passes"},
+		{"[[rule]]\nname = \"sticks\"\naction = \"attach\"\nmatch = { interface = \"storage\" }\ntarget = { domain = \"vm\" }\n",
+			`holding it), the agent passes it to vm (rule 1 "sticks")`, ""},
+		{"[[rule]]\nname = \"keep\"\naction = \"deny\"\nmatch = { interface = \"storage\" }\n", `holding it), rule 1 "keep" denies 1-3 (0781:5567): it stays with dom0`, "passes"},
+	} {
+		p := parse(t, c.pol)
+		for _, dec := range []policy.Decision{p.Match(d, inv), p.Explain(d, inv).Decision} {
+			if dec.Action != policy.Deny || dec.Guard != "in-use" || dec.Rule != nil || !strings.Contains(dec.Reason, c.want) || c.not != "" && strings.Contains(dec.Reason, c.not) {
+				t.Errorf("policy %q: %+v", c.pol, dec)
+			}
+		}
+	}
+}
+
 // The first rule that matches decides; no match leaves the device in dom0.
 func TestFirstMatchDecides(t *testing.T) {
 	inv := host()
