@@ -406,7 +406,7 @@ func planKept(p *plan, o observation, t target, rec Audit, mine bool, w world) {
 		rec.Reason += fmt.Sprintf("; its ownership record named another device at %s (%s): it names this one now", o.busid, ownedIdentity(*o.owned))
 	}
 	if len(t.several) > 0 {
-		rec.Reason += "; " + severalDomains(t)
+		rec.Reason += "; " + severalDomains(t) + fmt.Sprintf(", and leaves it at domid %d, where it is", x.Domid)
 	}
 	if o.giving && !w.dryRun {
 		// A give-back to dom0 a kill cut short, and the policy sends it

@@ -141,7 +141,7 @@ func TestPlanTable(t *testing.T) {
 		{"attached (emulated): asked again at the retry of a check QEMU did not answer", with(last(owned(at(here(TrigRetry, ""), 5), 5), ActFailed, "qom-list"), func(o *observation) { o.port.Type = policy.TypeDeviceModel }),
 			attach, kiosk, StAttached, []stepKind{stepEnsureInQEMU, stepAudit}, ActKept, "r attaches it"},
 		{"attached: by xl", at(here(TrigPortChanged, "usbback"), 5), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "by someone else"},
-		{"attached: at one of two same-named domains", at(here(TrigPortChanged, "usbback"), 5), attach, twoKiosks, StAttached, []stepKind{stepAudit}, ActKept, "does not guess"},
+		{"attached: at one of two same-named domains", at(here(TrigPortChanged, "usbback"), 5), attach, twoKiosks, StAttached, []stepKind{stepAudit}, ActKept, "does not guess which is meant, and leaves it at domid 5, where it is"},
 		{"attached: its driver records gone, written again", with(owned(at(here(TrigStart, "usbback"), 5), 5), func(o *observation) { o.owned.Drivers = map[string]string{"1-2:1.0": "usbhid"} }),
 			attach, kiosk, StAttached, []stepKind{stepReRecord, stepAudit}, ActKept, "written again from its ownership record"},
 		{"attached: its driver records there", last(with(owned(at(here(TrigStart, "usbback"), 5), 5), func(o *observation) { o.record, o.owned.Drivers = true, map[string]string{"1-2:1.0": "usbhid"} }), ActAttached, "r attaches it"),
