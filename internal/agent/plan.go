@@ -590,7 +590,10 @@ func planGone(o observation, w world) plan {
 	if len(o.twinOf) > 0 {
 		p.add(step{kind: stepRequeue, busids: o.twinOf, trigger: twinLeft(o.busid)})
 	}
-	if o.known {
+	// Its cleared record is a status entry too: one the agent never knew
+	// (its port found at a start) would stay there, of a device not on
+	// the host, until some later pass over its busid.
+	if o.known || o.port != nil {
 		g := rec
 		g.Action, g.Reason = ActGone, o.busid+" left the host"
 		p.add(step{kind: stepAudit, rec: g})

@@ -74,6 +74,8 @@ func TestPlanTable(t *testing.T) {
 			[]stepKind{stepForget, stepDropRecords, stepDetach, stepAudit, stepRelease, stepRmOwned, stepAudit}, ActGone, ""},
 		{"absent: left while attached, id known", with(owned(at(gone, 5), 5), func(o *observation) { o.last, o.known = Audit{ID: "1234:5678", Action: ActAttached}, true }), none, kiosk, StAbsent,
 			[]stepKind{stepForget, stepDropRecords, stepDetach, stepRememberLeft, stepAudit, stepRelease, stepRmOwned, stepAudit}, ActGone, ""},
+		{"absent: at a port, never known: its cleared entry goes too", at(gone, 5), none, kiosk, StAbsent,
+			[]stepKind{stepForget, stepDropRecords, stepDetach, stepAudit, stepRelease, stepAudit}, ActGone, "left the host"},
 		{"absent: its driver records go first, at no port", with(gone, func(o *observation) { o.record = true }), none, kiosk, StAbsent,
 			[]stepKind{stepForget, stepDropRecords, stepRelease}, "", ""},
 		{"absent: it left in the middle of a give-back to dom0: its giving record goes", with(gone, func(o *observation) { o.giving = true }), none, kiosk, StAbsent,
