@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -121,10 +122,22 @@ func stateLine(st *daemon.Status) string {
 func deviceTable(w io.Writer, st *daemon.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUSID\tID\tSTATE\tDOMAIN\tPORT\tRULE\tWHY")
-	for _, s := range states {
+	// An action the order does not know (cleared, or one a later agent
+	// adds) comes last, never left out: status lists every entry.
+	order := slices.Clone(states)
+	for _, d := range st.Devices {
+		if !slices.Contains(order, string(d.Action)) {
+			order = append(order, string(d.Action))
+		}
+	}
+	for _, s := range order {
 		for _, d := range st.Devices {
 			if string(d.Action) != s {
 				continue
+			}
+			id := d.ID
+			if id == "" {
+				id = "-" // not read: busy, or gone before it was
 			}
 			dom, port := "-", "-"
 			if d.Domain != "" {
@@ -151,7 +164,7 @@ func deviceTable(w io.Writer, st *daemon.Status) error {
 				why += " [inert: " + strings.Join(d.Deauthorized, ", ") + " deauthorized]"
 			}
 			// A reason may quote a device's own strings: never raw.
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, d.ID, d.Action, safetext.Line(dom), port, safetext.Line(rule), safetext.Line(why))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.BusID, id, d.Action, safetext.Line(dom), port, safetext.Line(rule), safetext.Line(why))
 		}
 	}
 	return tw.Flush()
