@@ -92,6 +92,9 @@ type Agent struct {
 	touched map[string]uint64
 	// looks are the second looks due shortly (lookLater), by busid.
 	looks map[string]*time.Timer
+	// probeLooks are the looks at devices the kernel was probing
+	// (lookAfterProbe), by busid.
+	probeLooks map[string]*time.Timer
 	// retries: a failed pass is tried again after a delay that doubles
 	// (by busid); the timers are stopped when Run ends.
 	retries map[string]*retry
@@ -175,7 +178,7 @@ func New(cfg Config) *Agent {
 		cfg.Mountinfo = mounts.Default
 	}
 	a := &Agent{cfg: cfg, h: cfg.Host, why: map[string]Trigger{}, changed: make(chan struct{}),
-		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, openDisks: map[string]string{}, heldDisks: map[string]bool{}, heldWoke: make(chan struct{}, 1), plugs: map[string]int{}, retries: map[string]*retry{}}
+		plugged: map[string]uint64{}, domains: map[string][]uint32{}, status: map[string]Audit{}, cache: map[string]usbsysfs.Device{}, ports: map[string]assign.Assignment{}, present: map[string]string{}, left: map[string]leftPort{}, touched: map[string]uint64{}, looks: map[string]*time.Timer{}, probeLooks: map[string]*time.Timer{}, ensured: map[uint32]bool{}, seenAttached: map[string]bool{}, offered: map[string]bool{}, inert: map[string]bool{}, refusedBy: map[string]refusal{}, openDisks: map[string]string{}, heldDisks: map[string]bool{}, heldWoke: make(chan struct{}, 1), plugs: map[string]int{}, retries: map[string]*retry{}}
 	// Warnings repeat in a storm; decisions (audit records) never are
 	// sampled.
 	burst := &zerolog.BurstSampler{Burst: 10, Period: time.Minute}
@@ -1247,6 +1250,33 @@ func (a *Agent) lookLater(busid string, d time.Duration, why Trigger) {
 	a.broadcast()
 }
 
+// probeLook is how long after a kernel event a device the kernel had not
+// finished probing is looked at again: its bind ends a probe well before.
+const probeLook = 2 * time.Second
+
+// lookAfterProbe queues busid once more after probeLook, unless such a
+// look is due already. WaitIdle does not wait for it: what it waits for,
+// the device's bind, comes from outside (a replay feeds the next event
+// only once the agent is idle), and the look is only for a bind that
+// never comes.
+func (a *Agent) lookAfterProbe(busid string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.probeLooks[busid] != nil {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(probeLook, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.probeLooks[busid] == t {
+			delete(a.probeLooks, busid)
+		}
+		a.enqueueLocked(busid, TrigProbeLook)
+	})
+	a.probeLooks[busid] = t
+}
+
 // succeeded resets busid's backoff.
 func (a *Agent) succeeded(busid string) {
 	a.mu.Lock()
@@ -1268,6 +1298,10 @@ func (a *Agent) stopRetries() {
 	for b, t := range a.looks {
 		t.Stop()
 		delete(a.looks, b)
+	}
+	for b, t := range a.probeLooks {
+		t.Stop()
+		delete(a.probeLooks, b)
 	}
 	a.broadcast()
 }

@@ -168,11 +168,11 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 	case stepEnsureInQEMU:
 		return a.ensureInQEMU(ctx, busid, *o.port)
 	case stepLookLater:
-		d := secondLook
-		if s.after > 0 {
-			d = s.after
+		if s.probe {
+			a.lookAfterProbe(busid)
+			break
 		}
-		a.lookLater(busid, d, s.trigger)
+		a.lookLater(busid, secondLook, s.trigger)
 	case stepAttach:
 		a.queueAttach(o, s, *start)
 	case stepAudit:

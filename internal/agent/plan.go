@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
@@ -207,10 +206,6 @@ func planUnconfigured(p *plan, o observation, rec Audit) {
 	p.audit(o, rec)
 }
 
-// probeLook is how long after a kernel event a device the kernel had not
-// finished probing is looked at again: its bind ends a probe well before.
-const probeLook = 2 * time.Second
-
 // planProbing plans for a device the kernel has not finished probing (or
 // whose lock it holds): nothing is decided. A device with a status entry
 // keeps it: its bind (or the kernel letting go) brings it back. One
@@ -224,7 +219,7 @@ func planProbing(o observation, w world) plan {
 		return p
 	}
 	if isKernelTrigger(o.trigger) {
-		p.add(step{kind: stepLookLater, trigger: TrigProbeLook, after: probeLook})
+		p.add(step{kind: stepLookLater, trigger: TrigProbeLook, probe: true})
 		return p
 	}
 	d := o.dev

@@ -1,10 +1,6 @@
 package agent
 
-import (
-	"time"
-
-	"github.com/usbhotplugd/usbhotplugd/internal/assign"
-)
+import "github.com/usbhotplugd/usbhotplugd/internal/assign"
 
 // An Action is what a pass did with, or decided for, a device: the
 // "action" of its audit record. See the state table in the package doc.
@@ -137,7 +133,7 @@ type step struct {
 	unbound bool              // release: interfaces without a driver are offered to the kernel too
 	fresh   bool              // to-dom0: the device is read again (a detach or release before it moved it)
 	attach  attachPlan        // attach
-	after   time.Duration     // look-later: how long (secondLook when 0)
+	probe   bool              // look-later: of a device the kernel probes (probeLook)
 }
 
 // An attachPlan is what an attach step needs beside the record.
