@@ -100,7 +100,7 @@ func TestAgentBesideTheRealXL(t *testing.T) {
 		}
 		run("usbctrl-detach", id(desk), strconv.Itoa(m.Controller))
 		for _, b := range []string{"1-4", "1-5"} {
-			if st := statusOf(e, b); st.Action != agent.ActHeld {
+			if st, _ := statusOf(e, b); st.Action != agent.ActHeld {
 				t.Errorf("%s after xl usbctrl-detach: %s (%s), want held", b, st.Action, st.Reason)
 			}
 		}
@@ -138,18 +138,6 @@ func TestAgentBesideTheRealXL(t *testing.T) {
 			}
 		}
 	})
-}
-
-// statusOf is busid's line in the agent's status (empty when none).
-func statusOf(e *env, busid string) agent.Audit {
-	if st := e.status.Load(); st != nil {
-		for _, r := range st.Devices {
-			if r.BusID == busid {
-				return r
-			}
-		}
-	}
-	return agent.Audit{}
 }
 
 // The agent and the real xl attach to one guest at the same moment, again
