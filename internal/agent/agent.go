@@ -1232,22 +1232,9 @@ func (a *Agent) backingOffLocked(busid string) bool {
 func (a *Agent) lookLater(busid string, d time.Duration, why Trigger) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.looks[busid] != nil {
-		return // already due
+	if a.lookLocked(a.looks, busid, d, why) {
+		a.broadcast() // WaitIdle waits for it
 	}
-	var t *time.Timer
-	t = time.AfterFunc(d, func() {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		if a.looks[busid] == t {
-			delete(a.looks, busid)
-		}
-		// Queued before the look stops counting, so the agent never
-		// looks idle in between.
-		a.enqueueLocked(busid, why)
-	})
-	a.looks[busid] = t
-	a.broadcast()
 }
 
 // probeLook is how long after a kernel event a device the kernel had not
@@ -1262,19 +1249,27 @@ const probeLook = 2 * time.Second
 func (a *Agent) lookAfterProbe(busid string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.probeLooks[busid] != nil {
-		return
+	a.lookLocked(a.probeLooks, busid, probeLook, TrigProbeLook)
+}
+
+// lookLocked sets a timer in looks that queues busid after d, false when
+// one is due already; a.mu is held. The timer leaves looks as it queues
+// busid, so the agent never looks idle in between.
+func (a *Agent) lookLocked(looks map[string]*time.Timer, busid string, d time.Duration, why Trigger) bool {
+	if looks[busid] != nil {
+		return false
 	}
 	var t *time.Timer
-	t = time.AfterFunc(probeLook, func() {
+	t = time.AfterFunc(d, func() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if a.probeLooks[busid] == t {
-			delete(a.probeLooks, busid)
+		if looks[busid] == t {
+			delete(looks, busid)
 		}
-		a.enqueueLocked(busid, TrigProbeLook)
+		a.enqueueLocked(busid, why)
 	})
-	a.probeLooks[busid] = t
+	looks[busid] = t
+	return true
 }
 
 // succeeded resets busid's backoff.
@@ -1295,13 +1290,11 @@ func (a *Agent) stopRetries() {
 		r.timer.Stop()
 		delete(a.retries, b)
 	}
-	for b, t := range a.looks {
-		t.Stop()
-		delete(a.looks, b)
-	}
-	for b, t := range a.probeLooks {
-		t.Stop()
-		delete(a.probeLooks, b)
+	for _, looks := range []map[string]*time.Timer{a.looks, a.probeLooks} {
+		for b, t := range looks {
+			t.Stop()
+			delete(looks, b)
+		}
 	}
 	a.broadcast()
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/usbhotplugd/usbhotplugd/internal/assign"
+	"github.com/usbhotplugd/usbhotplugd/internal/uevent"
 	"github.com/usbhotplugd/usbhotplugd/internal/usbsysfs"
 	"github.com/usbhotplugd/usbhotplugd/policy"
 )
@@ -250,13 +251,7 @@ func planProbing(o observation, w world) plan {
 }
 
 // isKernelTrigger says t is a kernel event's (kernelTrigger).
-func isKernelTrigger(t Trigger) bool {
-	switch t {
-	case "add", "remove", "change", "move", "online", "offline", "bind", "unbind":
-		return true
-	}
-	return false
-}
+func isKernelTrigger(t Trigger) bool { return uevent.KnownAction(string(t)) }
 
 // baseRecord is the audit record of the pass before its action.
 func baseRecord(o observation, dec policy.Decision) Audit {

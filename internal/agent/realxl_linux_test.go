@@ -149,14 +149,7 @@ func TestAgentAndTheRealXLAttachAtOnce(t *testing.T) {
 		e := newEnv(t, s)
 		kiosk := e.doms["kiosk"]
 		xl := xltest.Start(t, s.SocketPath(), e.root, kiosk)
-		e.run(testPolicy+`
-[[rule]]
-name = "keyboards"
-action = "attach"
-match = { id = "1234:0001" }
-target = { domain = "kiosk" }
-duplicates = "all"
-`, false)
+		e.run(keyboardsPolicy, false)
 		e.hearKernel()
 		xl.SetKernel(e.kernel)
 		domid := strconv.Itoa(int(kiosk.ID))

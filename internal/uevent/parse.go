@@ -16,7 +16,8 @@ const MaxDatagram = 8192
 // ErrMalformed is wrapped by every error for a datagram that is refused.
 var ErrMalformed = errors.New("malformed uevent")
 
-func knownAction(a string) bool {
+// KnownAction says a is an action the kernel sends a uevent with.
+func KnownAction(a string) bool {
 	switch a {
 	case "add", "remove", "change", "move", "online", "offline", "bind", "unbind":
 		return true
@@ -62,7 +63,7 @@ func validate(b []byte) (int, error) {
 	if at < 1 {
 		return 0, refuse("header %q is not action@devpath", trim(hdr))
 	}
-	if !knownAction(string(hdr[:at])) {
+	if !KnownAction(string(hdr[:at])) {
 		return 0, refuse("unknown action %q", trim(hdr[:at]))
 	}
 	if len(hdr) < at+3 || hdr[at+1] != '/' {
