@@ -197,9 +197,15 @@ func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) 
 	if err != nil {
 		return err
 	}
-	// A device whose port this read finds another holds (xl wrote over
-	// it) or none (a detach the watch has not told yet) is looked at too:
-	// no watch event may be left to tell of it.
+	a.takePorts(o, all)
+	return nil
+}
+
+// takePorts finds o's port, or the device at its ownership record's port,
+// in a read of every port. A device whose port the read finds another
+// holds (xl wrote over it) or none (a detach the watch has not told yet)
+// is looked at too: no watch event may be left to tell of it.
+func (a *Agent) takePorts(o *observation, all []assign.Assignment) {
 	for _, b := range a.noteAssigned(all) {
 		if b != o.busid {
 			a.enqueue(b, TrigPortChanged)
@@ -208,17 +214,14 @@ func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) 
 	for i := range all {
 		if all[i].BusID == o.busid {
 			o.port = &all[i]
-			break
+			return
 		}
 	}
-	if o.port == nil && o.owned != nil {
-		for _, x := range all {
-			if x.Domid == o.owned.Domid && x.Controller == o.owned.Controller && x.Port == o.owned.Port {
-				o.displacedBy = x.BusID
-			}
+	for _, x := range all {
+		if w := o.owned; w != nil && x.Domid == w.Domid && x.Controller == w.Controller && x.Port == w.Port {
+			o.displacedBy = x.BusID
 		}
 	}
-	return nil
 }
 
 // policyInput is what the policy decides on: the device among every

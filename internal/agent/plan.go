@@ -177,6 +177,17 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 	return p
 }
 
+// planDisplaced plans for an own device at no port, still in usbback,
+// whose ownership record's port holds another device. Nobody detached it
+// (xl's detach gives a device back to dom0's drivers): xl chose the port
+// before its transaction and wrote another device over it. It goes back
+// to its guest, at another port.
+func planDisplaced(p *plan, o observation, dec policy.Decision, t target, rec Audit, w world) {
+	rec.Reason += fmt.Sprintf("; its port %d:%d at %s was written over with %s by someone else (xl chooses its port before its transaction): attached again",
+		o.owned.Controller, o.owned.Port, t.name, o.displacedBy)
+	planAttach(p, o, dec, t, o.owned, rec, w)
+}
+
 // guestGone says, of a device the agent attached to a guest that no
 // longer runs, that the guest is gone: what left it in usbback (a destroy
 // gives no USB device back), which the admin would otherwise take for a
@@ -472,12 +483,7 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 			rec.Reason += fmt.Sprintf("; %s is not running: attached when it starts", t.name)
 			keptInert(o, &rec, w)
 		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid && owned.of(o.dev) && o.displacedBy != "" && anyUsbback(o.dev):
-			// Nobody detached it (xl's detach gives it back to dom0's
-			// drivers): xl chose the port outside its transaction and
-			// wrote another device over it. It goes back to its guest.
-			rec.Reason += fmt.Sprintf("; its port %d:%d at %s was written over with %s by someone else (xl chooses its port before its transaction): attached again",
-				owned.Controller, owned.Port, t.name, o.displacedBy)
-			planAttach(p, o, dec, t, owned, rec, w)
+			planDisplaced(p, o, dec, t, rec, w)
 			return
 		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid && owned.of(o.dev):
 			// The agent put it there, and someone took it away while the
