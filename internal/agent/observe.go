@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"slices"
 	"syscall"
@@ -198,6 +199,30 @@ func (a *Agent) observeStore(ctx context.Context, q storeQuery, o *observation) 
 		return err
 	}
 	a.takePorts(o, all)
+	return a.readOwnedPort(ctx, o)
+}
+
+// readOwnedPort reads, for an own device at no port that is still in
+// usbback, whether the port its ownership record names is there and
+// empty (emptied while the device stayed in usbback; see backToItsGuest)
+// rather than gone with its controller (a guest being destroyed).
+func (a *Agent) readOwnedPort(ctx context.Context, o *observation) error {
+	w := o.owned
+	if o.port != nil || w == nil || o.displacedBy != "" || !allUsbback(o.dev) {
+		return nil
+	}
+	// In usbback: a pv controller's port (usbback serves no other).
+	path, ok := assign.PortPath(assign.Assignment{Domid: w.Domid, Controller: w.Controller, Port: w.Port, Type: policy.TypePV})
+	if !ok {
+		return nil // a record naming no port there can be
+	}
+	v, err := a.h.XS.Read(ctx, path)
+	switch {
+	case err == nil:
+		o.ownedPortEmpty = len(v) == 0
+	case !errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("agent: reading %s: %w", path, err)
+	}
 	return nil
 }
 

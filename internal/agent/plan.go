@@ -51,6 +51,9 @@ type observation struct {
 	// other device (xl, which picks its port before its transaction,
 	// wrote over the agent's attach).
 	displacedBy string
+	// ownedPortEmpty: at no port, still in usbback, and its ownership
+	// record's port is there, empty.
+	ownedPortEmpty bool
 	// backoff: its last attempt failed, the retry is not due yet, and
 	// this pass comes of a driver's bind or unbind or its port cleared
 	// (what the failed attach's own rollback makes): it is not tried
@@ -147,7 +150,7 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 			return p
 		}
 		reinert(&rec, o, dec, w)
-	} else if o.record || anyUsbback(o.dev) || o.ours && unbound(o.dev) {
+	} else if (o.record || anyUsbback(o.dev) || o.ours && unbound(o.dev)) && !backToItsGuest(o, dec, t) {
 		// At no port, yet something of it is in usbback, or an interface
 		// of a device that was attached has no driver: a detach cut short,
 		// or xl (or libxl's destroy) in the middle of giving it back:
@@ -177,14 +180,34 @@ func makePlan(o observation, dec policy.Decision, w world) plan {
 	return p
 }
 
-// planDisplaced plans for an own device at no port, still in usbback,
-// whose ownership record's port holds another device. Nobody detached it
-// (xl's detach gives a device back to dom0's drivers): xl chose the port
-// before its transaction and wrote another device over it. It goes back
-// to its guest, at another port.
+// backToItsGuest says o is an own device that nobody detached, which
+// goes back to its guest without passing through dom0: at no port, all of
+// it still in usbback, its guest running under the same name, the policy
+// still sending it there, and its ownership record's port now holding
+// another device or nothing. xl's detach and the agent's give a device
+// back to dom0 before they clear its port; what takes a port from a device
+// that stays in usbback is xl's attach, which picks its port outside its
+// transaction and writes its device over (and, when its bind fails, writes
+// the port empty again). A port gone with its controller (a guest being
+// destroyed) is none of these.
+func backToItsGuest(o observation, dec policy.Decision, t target) bool {
+	w := o.owned
+	return o.port == nil && w != nil && (o.displacedBy != "" || o.ownedPortEmpty) &&
+		dec.Action == policy.Attach && t.running && len(t.several) == 0 &&
+		w.Domain == t.name && w.Domid == t.domid && w.of(o.dev) &&
+		len(o.dev.Interfaces) > 0 && allUsbback(o.dev)
+}
+
+// planDisplaced plans for an own device that backToItsGuest sends back:
+// to its port again if that is free, else to another.
 func planDisplaced(p *plan, o observation, dec policy.Decision, t target, rec Audit, w world) {
-	rec.Reason += fmt.Sprintf("; its port %d:%d at %s was written over with %s by someone else (xl chooses its port before its transaction): attached again",
-		o.owned.Controller, o.owned.Port, t.name, o.displacedBy)
+	if o.displacedBy != "" {
+		rec.Reason += fmt.Sprintf("; its port %d:%d at %s was written over with %s by someone else (xl chooses its port before its transaction): attached again",
+			o.owned.Controller, o.owned.Port, t.name, o.displacedBy)
+	} else {
+		rec.Reason += fmt.Sprintf("; its port %d:%d at %s was emptied while it stayed in usbback, which no detach does (xl's and the agent's give a device back to dom0 first; an xl usbdev-attach that wrote over the port and then failed does): attached again",
+			o.owned.Controller, o.owned.Port, t.name)
+	}
 	planAttach(p, o, dec, t, o.owned, rec, w)
 }
 
@@ -482,7 +505,7 @@ func planDecision(p *plan, o observation, dec policy.Decision, t target, rec Aud
 			rec.Action, p.state = ActPending, StPending
 			rec.Reason += fmt.Sprintf("; %s is not running: attached when it starts", t.name)
 			keptInert(o, &rec, w)
-		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid && owned.of(o.dev) && o.displacedBy != "" && anyUsbback(o.dev):
+		case backToItsGuest(o, dec, t):
 			planDisplaced(p, o, dec, t, rec, w)
 			return
 		case owned != nil && owned.Domain == t.name && owned.Domid == t.domid && owned.of(o.dev):
