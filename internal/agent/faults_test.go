@@ -337,7 +337,7 @@ func TestAgentSaysAPinnedPortWasTaken(t *testing.T) {
 		if !ok || a.Domid != kiosk || a.Port == 2 {
 			t.Fatalf("audio: %+v %v", a, ok)
 		}
-		want := fmt.Sprintf("its pinned port 0:2 was not free (port 0:2 holds 1-1.6): attached at 0:%d instead", a.Port)
+		want := fmt.Sprintf("its pinned port 0:2 could not take it (port 0:2 holds 1-1.6): attached at 0:%d instead", a.Port)
 		if !strings.Contains(e.logText(), want) {
 			t.Errorf("the record does not say %q:\n%s", want, e.logText())
 		}

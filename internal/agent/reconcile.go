@@ -236,7 +236,7 @@ func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult
 		a.setPort(r.Assignment, true)
 		in.rec.Ctrl, in.rec.Port = r.Controller, r.Port
 		if in.pinned && r.Preferred != "" {
-			in.rec.Reason += fmt.Sprintf("; its pinned port %d:%d was not free (%s): attached at %d:%d instead",
+			in.rec.Reason += fmt.Sprintf("; its pinned port %d:%d could not take it (%s): attached at %d:%d instead",
 				in.opts.PreferController, in.opts.PreferPort, r.Preferred, r.Controller, r.Port)
 		}
 		a.audit(ctx, in.rec, in.start)

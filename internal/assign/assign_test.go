@@ -784,13 +784,41 @@ func TestAttachPassesOverAControllerTooSlowForTheDevice(t *testing.T) {
 				t.Errorf("%s:1.0 has driver %q, want usbback", tc.busid, d)
 			}
 		}
-		// Only the USB 1.1 controller has a free port: it is tried, and
-		// usbback's refusal is told.
-		if _, err := e.h.Attach(ctx, 1, dev("1-5")); !errors.Is(err, assign.ErrUsbbackRefused) {
-			t.Fatalf("1-5 with only a USB 1.1 port free: %v, want usbback's refusal", err)
+		// Only the USB 1.1 controller has a free port: the controller a
+		// full domain gets (libxl's default, USB 2.0) is added instead,
+		// as when no controller has a free port.
+		if a, err := e.h.Attach(ctx, 1, dev("1-5")); err != nil || a.Controller != 2 || a.Port != 1 {
+			t.Fatalf("1-5 with only a USB 1.1 port free: at %d:%d (%v), want 2:1, at a new controller", a.Controller, a.Port, err)
 		}
-		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/0/port/2"); v != "" {
-			t.Errorf("the refused attach left port 0:2 = %q", v)
+		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/2/usb-ver"); v != "2" {
+			t.Errorf("the controller added for 1-5 has usb-ver %q, want 2", v)
+		}
+	})
+}
+
+// With only a USB 1.1 port free and a USB 1.1 controller as the one to
+// add, no controller could carry a high-speed device: libxl's pick is
+// tried, and usbback's refusal is told (no controller is added for it).
+func TestAttachToOnlyUSB11PortsIsRefused(t *testing.T) {
+	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
+		ctx, e := context.Background(), newEnv(t, s, false)
+		e.k.UsbbackPorts = fakekernel.StorePorts(ctx, s.Dial(t))
+		if _, err := e.h.AddController(ctx, 1, policy.CtrlSpec{Version: 1, Ports: 2}, true); err != nil {
+			t.Fatal(err)
+		}
+		e.idle(t)
+		if err := os.WriteFile(filepath.Join(e.h.Sys.Root(), "bus/usb/devices/1-5/speed"), []byte("480\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		opts := assign.AttachOptions{NewController: policy.CtrlSpec{Version: 1, Ports: 2}}
+		if _, err := e.h.AttachWith(ctx, 1, dev("1-5"), opts); !errors.Is(err, assign.ErrUsbbackRefused) {
+			t.Fatalf("1-5 with only USB 1.1 ports: %v, want usbback's refusal", err)
+		}
+		if v, _ := e.read(t, "/local/domain/0/backend/vusb/1/0/port/1"); v != "" {
+			t.Errorf("the refused attach left port 0:1 = %q", v)
+		}
+		if _, ok := e.read(t, "/local/domain/0/backend/vusb/1/1/usb-ver"); ok {
+			t.Error("a controller was added for a device no controller could carry")
 		}
 	})
 }

@@ -152,7 +152,7 @@ func (h *Host) place(ctx context.Context, domid uint32, items []AttachItem, todo
 				res[p.i].Err = err
 				continue
 			}
-			res[p.i].Preferred = preferredMissed(ctrls, it.Opts, c.DevID, port)
+			res[p.i].Preferred = preferredMissed(ctrls, it.Opts, c.DevID, port, p.speed)
 			c.Port[port-1] = it.BusID // taken, for the next items
 			a := Assignment{Domid: domid, Controller: c.DevID, Port: port, BusID: it.BusID, Type: c.Type}
 			res[p.i].Assignment, at[it.BusID] = a, a
@@ -189,7 +189,7 @@ func portWrites(c *Controller, port int, it AttachItem, plan []planned, a Assign
 
 // preferredMissed says why the preferred port of opts was not the one
 // chosen (ctrl:port): "" when it was, or when none was preferred.
-func preferredMissed(ctrls []Controller, opts AttachOptions, ctrl, port int) string {
+func preferredMissed(ctrls []Controller, opts AttachOptions, ctrl, port int, speed string) string {
 	if opts.PreferPort <= 0 || opts.PreferController == ctrl && opts.PreferPort == port {
 		return ""
 	}
@@ -202,6 +202,8 @@ func preferredMissed(ctrls []Controller, opts AttachOptions, ctrl, port int) str
 			return fmt.Sprintf("controller %d has no port %d", c.DevID, p)
 		case c.Port[p-1] != "":
 			return fmt.Sprintf("port %d:%d holds %s", c.DevID, p, portValue(c.Port[p-1]))
+		case !carries(&c, speed):
+			return fmt.Sprintf("controller %d is USB 1.1, which cannot carry a high-speed device", c.DevID)
 		}
 		return ""
 	}
@@ -221,8 +223,7 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 			if err := h.authorizeFor(p.plan); err != nil {
 				h.deauthorizeAgain(p.plan)
 				c := Controller{Type: a.Type, backend: backendPath("qusb", domid, a.Controller), libxl: libxlPath(domid, a.Controller)}
-				err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))
-				res[p.i] = AttachResult{Err: fmt.Errorf("%s not attached (rolled back): %w", it.BusID, err)}
+				res[p.i] = AttachResult{Err: rolledBack(it.BusID, err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))}
 				continue
 			}
 		}
@@ -254,8 +255,7 @@ func (h *Host) finish(ctx context.Context, domid uint32, items []AttachItem, pla
 				h.rollback(ctx, it.BusID)
 				h.deauthorizeAgain(p.plan)
 				c := Controller{Type: a.Type, backend: backendPath("vusb", domid, a.Controller)}
-				err = errors.Join(err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))
-				res[p.i] = AttachResult{Err: fmt.Errorf("%s not attached (rolled back): %w", it.BusID, err)}
+				res[p.i] = AttachResult{Err: rolledBack(it.BusID, err, h.clearPort(ctx, c.portPath(a.Port), a, it.Opts))}
 			}
 		}
 	}

@@ -173,10 +173,24 @@ func (h *Host) AttachWith(ctx context.Context, domid uint32, spec policy.DevSpec
 }
 
 // clearPort undoes a port write: the port and the caller's records go
-// together, in one transaction, as they came.
+// together, in one transaction, as they came. A port that holds another
+// device by now keeps it (ErrPortChanged): xl picks its port outside its
+// transaction and may have written its own device over this one
+// meanwhile, and emptying the port would undo xl's attach. A port gone
+// with its controller is not made again.
 func (h *Host) clearPort(ctx context.Context, path string, a Assignment, opts AttachOptions) error {
-	return h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
-		if err := write(ctx, tx, path, ""); err != nil {
+	var taken error
+	err := h.XS.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx *xenstore.Tx) error {
+		taken = nil
+		now, err := tx.Read(ctx, path)
+		switch {
+		case err == nil && (string(now) == a.BusID || a.BusID == "" || len(now) == 0):
+			if err := write(ctx, tx, path, ""); err != nil {
+				return err
+			}
+		case err == nil:
+			taken = portChanged(a.Domid, a.Controller, a.Port, string(now), a.BusID)
+		case !notExist(err):
 			return err
 		}
 		if opts.Record != nil {
@@ -188,6 +202,18 @@ func (h *Host) clearPort(ctx context.Context, path string, a Assignment, opts At
 		}
 		return nil
 	})
+	return errors.Join(err, taken)
+}
+
+// rolledBack is the result of an item whose attach failed with err and
+// was rolled back, clearing its port with clearErr. When the port was
+// written over meanwhile, that is the cause: the attach lost a race with
+// another toolstack, and is tried again, not refused for good.
+func rolledBack(busid string, err, clearErr error) error {
+	if errors.Is(clearErr, ErrPortChanged) {
+		return fmt.Errorf("%s not attached (rolled back): %w (%v)", busid, clearErr, err)
+	}
+	return fmt.Errorf("%s not attached (rolled back): %w", busid, errors.Join(err, clearErr))
 }
 
 var errNeedController = errors.New("no free port: a controller is needed")
@@ -196,11 +222,13 @@ var errNeedController = errors.New("no free port: a controller is needed")
 // free; errNeedController when no controller has a free port. Unlike
 // libxl, a port of a controller that cannot carry the device (speed, as
 // sysfs gives it: a high-speed device at a USB 1.1 controller, which
-// usbback and QEMU refuse) is taken only when no other one is free.
+// usbback and QEMU refuse) is passed over: for another controller's free
+// port, else for the controller that would be added (when it carries the
+// device), and taken only when neither does, so that the refusal is told.
 func choosePort(ctrls []Controller, domid uint32, spec policy.DevSpec, speed string, opts AttachOptions) (*Controller, int, error) {
 	if spec.Controller < 0 {
 		c, port := autoPort(ctrls, opts, func(c *Controller) bool { return carries(c, speed) })
-		if c == nil {
+		if c == nil && !carries(&Controller{Version: newVersion(opts.NewController)}, speed) {
 			c, port = autoPort(ctrls, opts, func(*Controller) bool { return true })
 		}
 		if c == nil {
@@ -231,6 +259,15 @@ func choosePort(ctrls []Controller, domid uint32, spec policy.DevSpec, speed str
 		return nil, 0, fmt.Errorf("controller %d port %d of domain %d holds %s: %w", c.DevID, port, domid, portValue(c.Port[port-1]), ErrPortBusy)
 	}
 	return c, port, nil
+}
+
+// newVersion is the USB version of the controller spec adds (libxl's
+// default: 2).
+func newVersion(spec policy.CtrlSpec) int {
+	if spec.Version == 0 {
+		return 2
+	}
+	return spec.Version
 }
 
 // carries says whether a device of speed (Mbit/s, as sysfs gives it) can
