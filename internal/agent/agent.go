@@ -316,7 +316,7 @@ func (a *Agent) enqueueRecorded(ctx context.Context, why Trigger) error {
 	since := a.portGeneration()
 	all, err := a.h.Assigned(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("agent: reading the ports: %w", err)
 	}
 	a.noteAssignedSince(all, since)
 	for _, x := range all {
@@ -324,14 +324,14 @@ func (a *Agent) enqueueRecorded(ctx context.Context, why Trigger) error {
 	}
 	recs, err := a.h.Records(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("agent: reading the driver records: %w", err)
 	}
 	for _, b := range recs {
 		a.enqueue(b, why)
 	}
 	owned, err := ListOwned(ctx, a.h.XS)
 	if err != nil {
-		return err
+		return fmt.Errorf("agent: reading the ownership records: %w", err)
 	}
 	for b := range owned {
 		a.enqueue(b, why)

@@ -250,10 +250,13 @@ func (a *Agent) attachDone(ctx context.Context, in intent, r assign.AttachResult
 	case errors.Is(r.Err, assign.ErrAssigned):
 		// At a port after all (written by xl a moment ago): read the
 		// ports again and look at it once more.
+		// A failed read leaves that to the pass, which reads them too.
 		if all, err := a.h.Assigned(ctx); err == nil {
 			for _, b := range a.noteAssigned(all) {
 				a.enqueue(b, TrigPortChanged)
 			}
+		} else if ctx.Err() == nil {
+			a.warn.Warn().Err(err).Str("busid", in.busid).Msg("reading the ports after an attach found the device at one failed")
 		}
 		a.enqueue(in.busid, TrigPortChanged)
 	case errors.Is(r.Err, assign.ErrNoDevice) || errors.Is(r.Err, fs.ErrNotExist) && !a.h.Sys.Present(in.busid):
