@@ -74,7 +74,7 @@ func runDevices(root string, asJSON bool, stdout io.Writer) error {
 		if d.Class == 0 {
 			class = "-" // given per interface
 		}
-		path := d.PortPath
+		path := safetext.Text(d.PortPath) // a platform controller's name is firmware's
 		if path == "" {
 			path = "-"
 		}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -152,5 +154,33 @@ func TestExplainEscapesReasons(t *testing.T) {
 	code, out, errs := runCmd(t, "explain", "--policy", pol, "--sysfs", root, "--mountinfo", mi, "1-3")
 	if code != 0 || raw(out) || !strings.Contains(out, `/media/alice/\x1b]0;owned\x07\x1b[2J`) {
 		t.Fatalf("explain: exit %d %s\n%q", code, errs, out)
+	}
+}
+
+// A port path is named after the controller, and a platform controller's
+// name is whatever its firmware says: devices and explain escape it as they
+// escape the device's strings.
+func TestHostilePortPath(t *testing.T) {
+	root := t.TempDir()
+	ctrl := "devices/platform/fe\x1b]0;owned\x07.usb"
+	b := &fakekernel.Builder{Root: root}
+	b.Add(fakekernel.Dev{BusID: "usb3", DevNum: 1, Vendor: "1d6b", Product: "0002", Class: "09", Controller: ctrl, Interfaces: fakekernel.Hub})
+	b.Add(fakekernel.Dev{BusID: "3-1", DevNum: 2, Vendor: "1234", Product: "5678", Class: "00",
+		Interfaces: []fakekernel.Intf{{Class: "03", SubClass: "01", Protocol: "01", Driver: "usbhid"}}})
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../bus/platform", filepath.Join(root, ctrl, "subsystem")); err != nil {
+		t.Fatal(err)
+	}
+	const want = `platform-fe\x1b]0;owned\x07.usb-usb-0:1`
+	pol := writeFile(t, t.TempDir(), "p.toml", "[[rule]]\nname = \"kbd\"\naction = \"deny\"\nmatch = { id = \"1234:5678\" }\n")
+	code, out, errs := runCmd(t, "explain", "--policy", pol, "--sysfs", root, "3-1")
+	if code != 0 || raw(out) || !strings.Contains(out, want) {
+		t.Fatalf("explain: exit %d %s\n%q", code, errs, out)
+	}
+	code, out, errs = runCmd(t, "devices", "--sysfs", root)
+	if code != 0 || raw(out) || !strings.Contains(out, want) {
+		t.Fatalf("devices: exit %d %s\n%q", code, errs, out)
 	}
 }

@@ -232,7 +232,9 @@ func runExplain(ctx context.Context, o explainOpts, want string, stdout io.Write
 		name := safetext.Text(strings.TrimSpace(j.Device.Manufacturer + " " + j.Device.ProductName))
 		where := fmt.Sprintf("bus %d addr %d", j.Device.BusNum, j.Device.DevNum)
 		if j.Device.PortPath != "" {
-			where += "  " + j.Device.PortPath
+			// A platform controller's part of it is firmware's naming:
+			// never raw either.
+			where += "  " + safetext.Text(j.Device.PortPath)
 		}
 		fmt.Fprintf(stdout, "%s  %s  %s  %s\n", j.Device.BusID, j.Device.ID, where, name)
 		// A rule written for the socket the device is plugged into names
