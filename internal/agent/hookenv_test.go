@@ -31,3 +31,29 @@ func TestHookEnvDeviceStrings(t *testing.T) {
 		t.Errorf("no %s", k)
 	}
 }
+
+// A hook learns where the rule is written, the twins that made a rule
+// ambiguous, and which step failed; each is empty when it does not apply.
+func TestHookEnvRuleTwinsFailedStep(t *testing.T) {
+	for _, c := range []struct {
+		r    Audit
+		want map[string]string
+	}{
+		{Audit{Action: ActRefused, Rule: "badge", RuleAt: "/etc/usbhotplugd/policy.toml:12", Twins: []string{"1-3", "1-4.2"}},
+			map[string]string{"RULE_SOURCE": "/etc/usbhotplugd/policy.toml:12", "TWINS": "1-3 1-4.2", "FAILED_STEP": ""}},
+		{Audit{Action: ActFailed, Rule: "badge", RuleAt: "rules.d/10-x.toml:3", FailedStep: "attach"},
+			map[string]string{"RULE_SOURCE": "rules.d/10-x.toml:3", "TWINS": "", "FAILED_STEP": "attach"}},
+		{Audit{Action: ActUnmatched}, map[string]string{"RULE_SOURCE": "", "TWINS": "", "FAILED_STEP": ""}},
+	} {
+		got := map[string]string{}
+		for _, kv := range hookEnv(c.r) {
+			k, v, _ := strings.Cut(kv, "=")
+			got[k] = v
+		}
+		for k, w := range c.want {
+			if v, ok := got["USBHOTPLUGD_"+k]; !ok || v != w {
+				t.Errorf("%s: USBHOTPLUGD_%s=%q (set: %v), want %q", c.r.Action, k, v, ok, w)
+			}
+		}
+	}
+}

@@ -47,8 +47,10 @@ func hookEnv(r Audit) []string {
 	}
 	kv := [][2]string{
 		{"ACTION", string(r.Action)}, {"BUSID", r.BusID}, {"PORT_PATH", r.PortPath}, {"ID", r.ID}, {"SERIAL", r.Serial}, {"NAME", r.Name},
-		{"RULE", r.Rule}, {"RULE_INDEX", strconv.Itoa(r.RuleNo)}, {"DOMAIN", r.Domain}, {"DOMID", domid},
+		{"RULE", r.Rule}, {"RULE_INDEX", strconv.Itoa(r.RuleNo)}, {"RULE_SOURCE", r.RuleAt}, {"DOMAIN", r.Domain}, {"DOMID", domid},
 		{"PORT", port}, {"TRIGGER", string(r.Trigger)}, {"REASON", r.Reason}, {"DRY_RUN", strconv.FormatBool(r.DryRun)},
+		// Busids are validated names: one word each, space-separated.
+		{"TWINS", strings.Join(r.Twins, " ")}, {"FAILED_STEP", r.FailedStep},
 		// The device's strings are whatever it sends: raw above, and as a
 		// plain word for scripts that would use them unquoted.
 		{"SERIAL_SAFE", safetext.Word(r.Serial)}, {"NAME_SAFE", safetext.Word(r.Name)},
@@ -78,6 +80,11 @@ func (a *Agent) hook(r Audit) {
 		for _, rule := range pol.Rules {
 			if rule.Name == r.Rule {
 				argv = rule.Exec
+				if r.RuleAt == "" {
+					// A cleared record names the rule that attached the
+					// device, not where it is: the command is told.
+					r.RuleAt = fmt.Sprintf("%s:%d", rule.File, rule.Line)
+				}
 				break
 			}
 		}

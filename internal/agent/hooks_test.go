@@ -71,24 +71,25 @@ func TestHookRunsWithTheDecision(t *testing.T) {
 	e.hooks = true
 	fifo, next := hookPipe(t, e)
 	t.Setenv("USBHOTPLUGD_LEAK", "from the daemon")
-	sh := script(t, `printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$1" "$USBHOTPLUGD_ACTION" "$USBHOTPLUGD_BUSID" "$USBHOTPLUGD_ID" "$USBHOTPLUGD_RULE" "$USBHOTPLUGD_DOMAIN" "$USBHOTPLUGD_PORT" "$USBHOTPLUGD_LEAK" "$PATH" > `+fifo)
+	sh := script(t, `printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$1" "$USBHOTPLUGD_ACTION" "$USBHOTPLUGD_BUSID" "$USBHOTPLUGD_ID" "$USBHOTPLUGD_RULE@$USBHOTPLUGD_RULE_SOURCE" "$USBHOTPLUGD_DOMAIN" "$USBHOTPLUGD_PORT" "$USBHOTPLUGD_LEAK" "$PATH" > `+fifo)
 	e.run(hookPolicy(fmt.Sprintf("[%q, \"first arg\"]", sh)), false)
 	got := next()
 	a, ok := e.at("1-2")
 	if !ok {
 		t.Fatal("audio not attached")
 	}
-	want := fmt.Sprintf("first arg|attached|1-2|0d8c:0014|audio|kiosk|%d:%d||/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", a.Controller, a.Port)
+	want := fmt.Sprintf("first arg|attached|1-2|0d8c:0014|audio@test.toml:2|kiosk|%d:%d||/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", a.Controller, a.Port)
 	if got != want {
 		t.Errorf("hook saw\n%s\nwant\n%s", got, want)
 	}
 	e.awaitLog("the rule's command ran")
-	// The device leaves: the rule that attached it hears that too.
+	// The device leaves: the rule that attached it hears that too, and
+	// where it is written, though the cleared record does not say.
 	if err := e.kernel.Unplug("1-2"); err != nil {
 		t.Fatal(err)
 	}
 	e.a.Handle(e.ctx, removeEvent(t, "1-2"))
-	want = fmt.Sprintf("first arg|cleared|1-2|0d8c:0014|audio|kiosk|%d:%d||/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", a.Controller, a.Port)
+	want = fmt.Sprintf("first arg|cleared|1-2|0d8c:0014|audio@test.toml:2|kiosk|%d:%d||/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", a.Controller, a.Port)
 	if got := next(); got != want {
 		t.Errorf("hook saw\n%s\nwant\n%s", got, want)
 	}
