@@ -155,10 +155,7 @@ func deviceTable(w io.Writer, st *daemon.Status) error {
 					port = "(was " + port + ")" // the port it left
 				}
 			}
-			rule := d.Rule
-			if rule == "" {
-				rule = "-"
-			}
+			rule := ruleCell(d, st.Policy.File)
 			why := d.Reason
 			if len(d.Deauthorized) > 0 {
 				why += " [inert: " + strings.Join(d.Deauthorized, ", ") + " deauthorized]"
@@ -168,6 +165,26 @@ func deviceTable(w io.Writer, st *daemon.Status) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// ruleCell names an entry's rule and where it is written: relative to
+// the policy file's directory, which the header names (the main file and
+// its rules.d are short), else as the record has it (an include
+// elsewhere). A record without its source (cleared) gives the name alone.
+func ruleCell(d agent.Audit, policyFile string) string {
+	if d.Rule == "" {
+		return "-"
+	}
+	if d.RuleAt == "" {
+		return d.Rule
+	}
+	at := d.RuleAt
+	if dir := filepath.Dir(policyFile); policyFile != "" && filepath.IsAbs(at) {
+		if rel, ok := strings.CutPrefix(at, dir+string(filepath.Separator)); ok {
+			at = rel
+		}
+	}
+	return d.Rule + " (" + at + ")"
 }
 
 func newReloadCmd() *cobra.Command {
