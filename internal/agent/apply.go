@@ -160,6 +160,9 @@ func (a *Agent) do(ctx context.Context, o observation, s step, start *time.Time)
 		}
 		return rmOpt(ctx, a, p)
 	case stepEnsureBound:
+		if s.held {
+			return h.EnsureBoundHeld(ctx, busid)
+		}
 		return h.EnsureBound(ctx, busid)
 	case stepReRecord:
 		return h.WriteRecords(ctx, busid, o.owned.Drivers)

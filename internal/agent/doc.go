@@ -57,7 +57,13 @@
 //	                                                        failed, retried; a guest whose device model is
 //	                                                        not ready yet → pending, retried
 //	attached   at a port of its target                      kept; interfaces out of usbback → settling,
-//	                                                        then bound again; its driver records gone (a
+//	                                                        then a dom0 driver's bound again; one with
+//	                                                        no driver (someone else unbound it) left so,
+//	                                                        its reason saying so, as it says when the
+//	                                                        device has no configuration (bound again only
+//	                                                        at a start or while its passes fail: a bind
+//	                                                        of the agent's own cut short); its driver
+//	                                                        records gone (a
 //	                                                        late detach of the port it left) → written
 //	                                                        again from its ownership record; the rule
 //	                                                        changes → detached

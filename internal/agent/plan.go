@@ -394,24 +394,21 @@ func planKept(p *plan, o observation, t target, rec Audit, mine bool, w world) {
 	// Bound already (the common case): nothing is written, so a
 	// detach xl starts meanwhile is not raced.
 	moved := false // dom0 had it: told each time (after a resume, its drivers probe first)
-	if !w.dryRun && x.Type == policy.TypePV && !allUsbback(o.dev) {
-		if o.trigger != TrigAfterUnbound && o.trigger != TrigStart && !o.portAfter {
-			// xl detaches by unbinding from usbback first and clearing
-			// the port after: binding back now would undo its detach.
-			// A port still set at the second look is a bind cut short.
-			// (A dom0 driver under a port still set is no detach: dom0
-			// took the guest's device, after a resume. It is moved back
-			// at once.)
-			p.state = StSettling
-			p.add(step{kind: stepLookLater, trigger: TrigAfterUnbound})
-			return
-		}
-		rewriteRecords(p, &rec, o, x, mine, w)
-		p.add(step{kind: stepEnsureBound})
-		rec.Reason += fmt.Sprintf("; %s: moved back to usbback", heldByDom0(o.dev))
+	own := ownUnbound(o)
+	take, left := outOfUsbback(o.dev, own)
+	if !w.dryRun && x.Type == policy.TypePV && lookFirst(o, take, left) {
+		p.state = StSettling
+		p.add(step{kind: stepLookLater, trigger: TrigAfterUnbound})
+		return
+	}
+	rewriteRecords(p, &rec, o, x, mine, w)
+	if !w.dryRun && x.Type == policy.TypePV && len(take) > 0 {
+		p.add(step{kind: stepEnsureBound, held: !own})
+		rec.Reason += fmt.Sprintf("; %s: moved back to usbback", heldByDom0(take))
 		moved = true
-	} else {
-		rewriteRecords(p, &rec, o, x, mine, w)
+	}
+	if x.Type == policy.TypePV {
+		rec.Reason += notInUsbback(o, rec, left)
 	}
 	if !w.dryRun && x.Type == policy.TypeDeviceModel && mine && (o.trigger == TrigStart || o.trigger == TrigRetry) {
 		// The port is written before QEMU's device_add: a crash in
@@ -620,26 +617,16 @@ func planGone(o observation, w world) plan {
 	return p
 }
 
-// allUsbback says every interface of d is bound to usbback.
-func allUsbback(d usbsysfs.Device) bool {
-	for _, in := range d.Interfaces {
-		if in.Driver != "usbback" {
-			return false
-		}
-	}
-	return true
-}
-
 // dom0Driver says a driver other than usbback has an interface of d.
 func dom0Driver(d usbsysfs.Device) bool {
 	return slices.ContainsFunc(d.Interfaces, func(in usbsysfs.Interface) bool { return in.Driver != "" && in.Driver != "usbback" })
 }
 
-// heldByDom0 names d's interfaces out of usbback and where they are:
+// heldByDom0 names interfaces out of usbback and where they are:
 // "1-2:1.0 was with usbhid, 1-2:1.1 had no driver".
-func heldByDom0(d usbsysfs.Device) string {
+func heldByDom0(intfs []usbsysfs.Interface) string {
 	var s []string
-	for _, in := range d.Interfaces {
+	for _, in := range intfs {
 		switch in.Driver {
 		case "usbback":
 		case "":
@@ -651,6 +638,85 @@ func heldByDom0(d usbsysfs.Device) string {
 	return strings.Join(s, ", ")
 }
 
+// ownUnbound says an interface without a driver, of a device at its
+// port, is the agent's own to bind: at a start (a bind a kill cut short)
+// and while its passes fail (its own bind's rollback, retried).
+func ownUnbound(o observation) bool {
+	return o.trigger == TrigStart || o.trigger == TrigRetry || o.known && o.last.Action == ActFailed
+}
+
+// outOfUsbback sorts the interfaces of a device at its port that are not
+// in usbback: take, what the agent moves back (a dom0 driver's, which
+// took the guest's device after a resume or a reset; an inert one, which
+// no driver probes; without a driver, when own), and left, what someone
+// else unbound from usbback (an authorized interface without a driver),
+// which stays so: binding it again would fight the admin who unbound it,
+// at each unbind.
+func outOfUsbback(d usbsysfs.Device, own bool) (take, left []usbsysfs.Interface) {
+	for _, in := range d.Interfaces {
+		switch {
+		case in.Driver == "usbback":
+		case in.Driver == "" && in.Authorized && !own:
+			left = append(left, in)
+		default:
+			take = append(take, in)
+		}
+	}
+	return take, left
+}
+
+// lookFirst says a device at its pv port with interfaces out of usbback
+// is looked at again before anything: xl detaches by unbinding from
+// usbback first and clearing the port after, and binding back now would
+// undo its detach. A port still set at the second look is no detach. (A
+// dom0 driver under a port still set is no detach either: dom0 took the
+// guest's device, after a resume. It is moved back at once; so is an
+// interface deauthorized, which no detach does, and which, authorized
+// again, would be probed by nothing.)
+func lookFirst(o observation, take, left []usbsysfs.Interface) bool {
+	if len(take)+len(left) == 0 || allInert(take, left) {
+		return false
+	}
+	return o.trigger != TrigAfterUnbound && o.trigger != TrigStart && !o.portAfter
+}
+
+// allInert says every interface out of usbback is deauthorized (with no
+// driver, which none may probe).
+func allInert(take, left []usbsysfs.Interface) bool {
+	return len(left) == 0 && !slices.ContainsFunc(take, func(in usbsysfs.Interface) bool { return in.Driver != "" || in.Authorized })
+}
+
+// notInUsbback says, of a device kept at its port, what of it the guest
+// does not have: no interface at all (unconfigured), or the ones someone
+// else unbound from usbback (left).
+func notInUsbback(o observation, rec Audit, left []usbsysfs.Interface) string {
+	where := rec.Domain
+	if where == "" {
+		where = fmt.Sprintf("domain %d", rec.Domid)
+	}
+	where += fmt.Sprintf(" at port %d:%d", rec.Ctrl, rec.Port)
+	if o.dev.Unconfigured {
+		why := "bConfigurationValue is empty"
+		if !o.dev.Authorized {
+			why = "authorized is 0"
+		}
+		return fmt.Sprintf("; attached to %s, unconfigured: the guest sees no interfaces (%s; configured again, they go to usbback)", where, why)
+	}
+	if len(left) == 0 {
+		return ""
+	}
+	names := make([]string, len(left))
+	for i, in := range left {
+		names[i] = in.Name
+	}
+	verb := "interface %s is"
+	if len(names) > 1 {
+		verb = "interfaces %s are"
+	}
+	return fmt.Sprintf("; attached to %s, but "+verb+" not in usbback: unbound by someone else, and left so (the guest has no use of it until it is bound to usbback again)",
+		where, strings.Join(names, ", "))
+}
+
 // unbound says an interface of d has no driver.
 func unbound(d usbsysfs.Device) bool {
 	for _, in := range d.Interfaces {
@@ -659,6 +725,16 @@ func unbound(d usbsysfs.Device) bool {
 		}
 	}
 	return false
+}
+
+// allUsbback says every interface of d is bound to usbback.
+func allUsbback(d usbsysfs.Device) bool {
+	for _, in := range d.Interfaces {
+		if in.Driver != "usbback" {
+			return false
+		}
+	}
+	return true
 }
 
 // anyUsbback says an interface of d is bound to usbback.

@@ -155,6 +155,14 @@ func TestPlanTable(t *testing.T) {
 		{"settling → attached: bound again, told again", with(owned(at(here(TrigAfterUnbound, "usbhid"), 5), 5), func(o *observation) {
 			o.last, o.known = Audit{BusID: "1-2", Action: ActKept, Reason: "r attaches it; 1-2:1.0 was with usbhid: moved back to usbback", Domid: int(o.port.Domid), Ctrl: o.port.Controller, Port: o.port.Port}, true
 		}), attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "moved back to usbback"},
+		{"attached: someone else unbound it from usbback, at the second look: said, left so", with(owned(at(here(TrigAfterUnbound, "usbback", ""), 5), 5), func(o *observation) { o.dev.Interfaces[1].Authorized = true }),
+			attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, "r attaches it; attached to kiosk at port 0:1, but interface 1-2:1.1 is not in usbback: unbound by someone else"},
+		{"attached: dom0's driver moved back, what someone else unbound left so", with(owned(at(here(TrigAfterUnbound, "usbhid", ""), 5), 5), func(o *observation) { o.dev.Interfaces[1].Authorized = true }),
+			attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "1-2:1.0 was with usbhid: moved back to usbback; attached to kiosk at port 0:1, but interface 1-2:1.1 is not in usbback"},
+		{"attached: an interface deauthorized (by an admin): bound again at once, no detach does that", owned(at(here("unbind", "usbback", ""), 5), 5),
+			attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "1-2:1.1 had no driver: moved back to usbback"},
+		{"attached: without a driver at a start: a bind a kill cut short, finished", with(owned(at(here(TrigStart, ""), 5), 5), func(o *observation) { o.dev.Interfaces[0].Authorized = true }),
+			attach, kiosk, StAttached, []stepKind{stepEnsureBound, stepAudit}, ActKept, "1-2:1.0 had no driver: moved back to usbback"},
 		{"attached → detached: the policy changed: the give to dom0 is recorded before the detach, and ended after it", owned(at(here(TrigReload, "usbback"), 5), 5), deny, kiosk, StDenied,
 			[]stepKind{stepMarkGiving, stepDetach, stepAudit, stepToDom0, stepAudit}, ActDenied, ""},
 		{"attached → detached: the policy changed, the mode on: the give to dom0 is recorded before the detach, and ended after it", owned(at(here(TrigReload, "usbback"), 5), 5), deny, withAuthz(kiosk), StDenied,
@@ -176,7 +184,8 @@ func TestPlanTable(t *testing.T) {
 		// unconfigured: nothing decided, whatever the policy would say
 		{"unconfigured: not authorized", with(here("add"), func(o *observation) { o.dev.Unconfigured = true }), attach, kiosk, StPending, []stepKind{stepAudit}, ActPending, "not authorized"},
 		{"unconfigured: no configuration chosen", with(here("add"), func(o *observation) { o.dev.Unconfigured, o.dev.Authorized = true, true }), deny, kiosk, StPending, []stepKind{stepAudit}, ActPending, "no active configuration"},
-		{"unconfigured: at its port, kept", with(owned(at(here("remove"), 5), 5), func(o *observation) { o.dev.Unconfigured = true }), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept, ""},
+		{"unconfigured: at its port, kept, the guest seeing none of it", with(owned(at(here("remove"), 5), 5), func(o *observation) { o.dev.Unconfigured, o.dev.Authorized = true, true }), attach, kiosk, StAttached, []stepKind{stepAudit}, ActKept,
+			"r attaches it; attached to kiosk at port 0:1, unconfigured: the guest sees no interfaces (bConfigurationValue is empty"},
 		// held
 		{"held: detached by someone else", owned(here(TrigPortChanged, "usbhid"), 5), attach, kiosk, StHeld, []stepKind{stepAudit}, ActHeld, "by someone else"},
 		{"held → attaching: its record names another device at its busid", with(owned(here(TrigStart, "usbhid"), 5), func(o *observation) { o.owned.Serial = "OTHER" }),
@@ -245,6 +254,33 @@ func TestPlanTable(t *testing.T) {
 	for st := StAbsent; st <= StBlocked; st++ {
 		if !reached[st] {
 			t.Errorf("no row reaches state %s", st)
+		}
+	}
+}
+
+// Moving a dom0 driver's interface back to usbback leaves one without a
+// driver as someone else left it, but at a start, or while the device's
+// passes fail, the agent binds that too: its own bind was cut short.
+func TestPlanBindsUnboundOnlyAsItsOwn(t *testing.T) {
+	rule := &policy.Rule{Name: "r", Index: 1, Action: policy.Attach, Target: &policy.Target{Domain: "kiosk", Controller: -1}}
+	dec := policy.Decision{Action: policy.Attach, Rule: rule, Target: rule.Target, Reason: "r attaches it"}
+	w := world{domains: map[string][]uint32{"kiosk": {5}}}
+	for _, c := range []struct {
+		trig   Trigger
+		failed bool
+		held   bool
+	}{{TrigAfterUnbound, false, true}, {TrigStart, false, false}, {TrigAfterUnbound, true, false}} {
+		o := observation{busid: "1-2", trigger: c.trig, present: true, probed: true,
+			dev:   usbsysfs.Device{BusID: "1-2", NumInterfaces: 2, Interfaces: []usbsysfs.Interface{{Name: "1-2:1.0", Driver: "usbhid", Authorized: true}, {Name: "1-2:1.1", Authorized: true}}},
+			port:  &assign.Assignment{Domid: 5, Controller: 0, Port: 1, BusID: "1-2", Type: policy.TypePV},
+			owned: &Owned{Domain: "kiosk", Domid: 5, Controller: 0, Port: 1, Rule: "r"}}
+		if c.failed {
+			o.last, o.known = Audit{BusID: "1-2", Action: ActFailed}, true
+		}
+		p := makePlan(o, dec, w)
+		i := slices.IndexFunc(p.steps, func(s step) bool { return s.kind == stepEnsureBound })
+		if i < 0 || p.steps[i].held != c.held {
+			t.Errorf("%s (failed before: %v): steps %+v, want ensure-bound held=%v", c.trig, c.failed, p.steps, c.held)
 		}
 	}
 }

@@ -134,6 +134,7 @@ type step struct {
 	fresh   bool              // to-dom0: the device is read again (a detach or release before it moved it)
 	attach  attachPlan        // attach
 	probe   bool              // look-later: of a device the kernel probes (probeLook)
+	held    bool              // ensure-bound: an interface without a driver is left as someone else left it
 }
 
 // An attachPlan is what an attach step needs beside the record.

@@ -161,8 +161,9 @@ func modem(busid string, devnum int) fakekernel.Dev {
 // The configuration of an attached device changes (usb_modeswitch, a
 // driver, an admin writing bConfigurationValue): its interfaces go and the
 // new configuration's come, named by its value, and dom0's drivers probe
-// them. The device did not leave: it keeps its port, and the new
-// interfaces go to usbback. Detached, each goes back to its dom0 driver,
+// them, then usbback, which takes what its port names. The device did not
+// leave: it keeps its port, and the new interfaces go to usbback (the
+// agent moves back the one dom0's driver took). Detached, each goes back to its dom0 driver,
 // or to none when none takes it: none is left in usbback.
 // So with authorization before probe, where the new interfaces come
 // deauthorized.
@@ -176,6 +177,7 @@ func followConfigurationChange(t *testing.T, pol string) {
 	xenstoretest.ForEach(t, func(t *testing.T, s xenstoretest.Store) {
 		e := newEnv(t, s)
 		e.run(pol, false)
+		e.kernel.UsbbackPorts = fakekernel.StorePorts(e.ctx, e.s.Dial(t))
 		e.hearKernel()
 		if err := e.kernel.Plug(modem("1-7", 30)); err != nil {
 			t.Fatal(err)

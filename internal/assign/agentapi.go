@@ -136,12 +136,27 @@ func (h *Host) takeFromUsbback(busid string) ([]string, error) {
 // are not there yet, recording their drivers first: what a crash between
 // the port write and the binds leaves to finish.
 func (h *Host) EnsureBound(ctx context.Context, busid string) error {
+	return h.ensureBound(ctx, busid, false)
+}
+
+// EnsureBoundHeld is EnsureBound for the interfaces a dom0 driver holds
+// (it took the guest's device: after a resume, a reset) or that are
+// deauthorized (inert, which no driver probes): an authorized interface
+// without a driver, which someone else unbound from usbback, is left so.
+func (h *Host) EnsureBoundHeld(ctx context.Context, busid string) error {
+	return h.ensureBound(ctx, busid, true)
+}
+
+func (h *Host) ensureBound(ctx context.Context, busid string, held bool) error {
 	if err := checkBusID(busid); err != nil {
 		return err
 	}
 	plan, err := h.usbbackPlan(busid)
 	if err != nil {
 		return err
+	}
+	if held {
+		plan = slices.DeleteFunc(plan, func(p planned) bool { return p.driver == "" && p.authorized })
 	}
 	for _, p := range plan {
 		if p.driver == "" {

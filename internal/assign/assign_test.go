@@ -822,3 +822,37 @@ func TestAttachToOnlyUSB11PortsIsRefused(t *testing.T) {
 		}
 	})
 }
+
+// EnsureBoundHeld moves back to usbback an interface a dom0 driver took,
+// and leaves one that someone else unbound from usbback without a
+// driver; EnsureBound binds both.
+func TestEnsureBoundHeldLeavesUnbound(t *testing.T) {
+	s := xenstoretest.Embedded(t)
+	e := newEnv(t, s, false)
+	ctx := context.Background()
+	for _, b := range []string{"1-2", "1-3"} {
+		if _, err := e.h.Attach(ctx, sim.KioskDomain.ID, policy.DevSpec{BusID: b, Controller: -1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.Sys.Unbind(b + ":1.0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.h.Sys.Bind("1-2:1.0", "usbhid"); err != nil { // dom0's driver took it
+		t.Fatal(err)
+	}
+	for _, b := range []string{"1-2", "1-3"} {
+		if err := e.h.EnsureBoundHeld(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d1, d2 := e.driver(t, "1-2:1.0"), e.driver(t, "1-3:1.0"); d1 != "usbback" || d2 != "" {
+		t.Errorf("after EnsureBoundHeld: 1-2:1.0 with %q (want usbback), 1-3:1.0 with %q (want none)", d1, d2)
+	}
+	if err := e.h.EnsureBound(ctx, "1-3"); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.driver(t, "1-3:1.0"); d != "usbback" {
+		t.Errorf("after EnsureBound: 1-3:1.0 with %q, want usbback", d)
+	}
+}
