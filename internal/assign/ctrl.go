@@ -258,9 +258,7 @@ func (h *Host) AddController(ctx context.Context, domid uint32, spec policy.Ctrl
 	if typ == policy.TypeDeviceModel {
 		return h.addDMController(ctx, domid, spec)
 	}
-	if spec.Version == 0 {
-		spec.Version = 2
-	}
+	spec.Version = newVersion(spec)
 	if spec.Ports == 0 {
 		spec.Ports = 8
 	}
